@@ -1,0 +1,2 @@
+//! Growable buffers, sparse arrays and a physical chunk pool.
+#![warn(missing_docs)]

@@ -1,0 +1,2 @@
+//! A CPU simulator of the CUDA driver's VMM API.
+#![warn(missing_docs)]

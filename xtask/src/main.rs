@@ -1,0 +1,33 @@
+//! Project automation for the cuda-vmm workspace.
+//!
+//! - `cargo xtask bindgen [--check] [--cuda-include DIR]`: regenerate (or verify)
+//!   `cuda-vmm-sys/src/bindings.rs` from the driver header `cuda.h`.
+//! - `cargo xtask header-pin`: print the pinned PyPI requirement that ships `cuda.h`.
+
+mod bindgen_task;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("bindgen") => bindgen_task::run(&args[1..]),
+        Some("header-pin") => {
+            println!("{}", bindgen_task::HEADER_REQUIREMENT);
+            Ok(())
+        }
+        _ => Err(usage()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("xtask: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage() -> String {
+    "usage:\n  cargo xtask bindgen [--check] [--cuda-include DIR]\n  cargo xtask header-pin"
+        .to_string()
+}
