@@ -1,0 +1,10 @@
+//! The workspace's integration and conformance suites, in one test binary.
+//!
+//! Run with `cargo test -p cuda-vmm-tests`. `CUDA_VMM_BACKEND=sim|cuda` picks the
+//! backend; by default the real driver is used when it loads and has a device.
+
+mod alloc;
+mod c_abi;
+mod conformance;
+mod safe;
+mod sim;
