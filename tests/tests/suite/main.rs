@@ -6,5 +6,6 @@
 mod alloc;
 mod c_abi;
 mod conformance;
+mod loader;
 mod safe;
 mod sim;

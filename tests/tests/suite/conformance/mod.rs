@@ -1,0 +1,253 @@
+//! The conformance suite: what the driver answers, entry point by entry point.
+//!
+//! The expected answers were recorded on a real H100 (driver 580, CUDA 13.0)
+//! and the simulator must give the same ones. Every case runs in its own
+//! process (this test binary re-run with a filter), so a case that poisons the
+//! context or crashes cannot disturb the others.
+//!
+//! - `CUDA_VMM_BACKEND=sim|cuda` selects the backend (default: real if present).
+//! - `CUDA_VMM_CONFORMANCE_RECORD=1` prints every answer as a table row
+//!   instead of failing on the first mismatch.
+//! - `CUDA_VMM_CONFORMANCE_CRASHING=1` also runs, on the real driver, the cases
+//!   known to crash it (to re-check that they still do).
+
+mod cases;
+mod raw;
+
+use std::process::Command;
+
+use cuda_vmm_tests::{raw_driver, Backend};
+
+use cases::*;
+
+/// How the real driver treats a case.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OnReal {
+    /// The real driver gives the expected answer.
+    Answers,
+    /// The real driver crashes the process; only the simulator runs it, and
+    /// the safe layer must make the call impossible.
+    Crashes,
+}
+
+struct Case {
+    name: &'static str,
+    run: fn(&Env) -> CaseResult,
+    expect: &'static str,
+    on_real: OnReal,
+}
+
+const fn case(name: &'static str, run: fn(&Env) -> CaseResult, expect: &'static str) -> Case {
+    Case {
+        name,
+        run,
+        expect,
+        on_real: OnReal::Answers,
+    }
+}
+
+const fn crashes(name: &'static str, run: fn(&Env) -> CaseResult, expect: &'static str) -> Case {
+    Case {
+        name,
+        run,
+        expect,
+        on_real: OnReal::Crashes,
+    }
+}
+
+/// Every case with the answer the real H100 gave.
+#[rustfmt::skip]
+const CASES: &[Case] = &[
+    // reservations
+    case("reserve_zero_size", reserve_zero_size, "CUDA_ERROR_INVALID_VALUE"),
+    case("reserve_size_not_granular", reserve_size_not_granular, "CUDA_ERROR_INVALID_VALUE"),
+    case("reserve_alignment_not_power_of_two", reserve_alignment_not_power_of_two, "CUDA_ERROR_INVALID_VALUE"),
+    case("reserve_alignment_larger_power_of_two", reserve_alignment_larger_power_of_two, "CUDA_SUCCESS aligned=true"),
+    case("reserve_huge_1tib", reserve_huge_1tib, "CUDA_SUCCESS"),
+    case("reserve_huge_1pib", reserve_huge_1pib, "CUDA_ERROR_OUT_OF_MEMORY"),
+    case("reserve_hint_free_is_honoured", reserve_hint_free_is_honoured, "CUDA_SUCCESS honoured=true"),
+    case("reserve_hint_taken", reserve_hint_taken, "CUDA_SUCCESS honoured=false"),
+    case("reserve_hint_not_granular", reserve_hint_not_granular, "CUDA_SUCCESS honoured=false"),
+    case("reserve_nonzero_flags", reserve_nonzero_flags, "CUDA_ERROR_INVALID_VALUE"),
+    case("free_twice", free_twice, "CUDA_ERROR_INVALID_VALUE"),
+    case("free_partial_head", free_partial_head, "CUDA_ERROR_INVALID_VALUE"),
+    case("free_partial_tail", free_partial_tail, "CUDA_ERROR_INVALID_VALUE"),
+    case("free_never_reserved", free_never_reserved, "CUDA_ERROR_INVALID_VALUE"),
+    case("free_with_live_mapping", free_with_live_mapping, "CUDA_ERROR_INVALID_VALUE"),
+    // physical allocations
+    case("create_zero_size", create_zero_size, "CUDA_ERROR_INVALID_VALUE"),
+    case("create_size_not_granular", create_size_not_granular, "CUDA_ERROR_INVALID_VALUE"),
+    case("create_bad_device_ordinal", create_bad_device_ordinal, "CUDA_ERROR_INVALID_DEVICE"),
+    case("create_bad_location_type", create_bad_location_type, "CUDA_ERROR_INVALID_VALUE"),
+    case("create_bad_allocation_type", create_bad_allocation_type, "CUDA_ERROR_INVALID_VALUE"),
+    case("create_unknown_handle_type_bits", create_unknown_handle_type_bits, "CUDA_ERROR_INVALID_VALUE"),
+    case("create_posix_fd_handle_type", create_posix_fd_handle_type, "CUDA_SUCCESS"),
+    case("release_then_meminfo_restored", release_then_meminfo_restored, "create_took_at_least_size=true restored=true"),
+    case("create_more_than_device_memory", create_more_than_device_memory, "CUDA_ERROR_OUT_OF_MEMORY"),
+    crashes("release_twice", release_twice, "CUDA_ERROR_INVALID_VALUE"),
+    crashes("release_bogus_handle", release_bogus_handle, "CUDA_ERROR_INVALID_VALUE"),
+    crashes("map_released_handle", map_released_handle, "CUDA_ERROR_INVALID_VALUE"),
+    case("granularity_minimum", granularity_minimum, "CUDA_SUCCESS 2097152"),
+    case("granularity_recommended", granularity_recommended, "CUDA_SUCCESS 2097152"),
+    case("granularity_bad_option", granularity_bad_option, "CUDA_ERROR_INVALID_VALUE"),
+    case("granularity_bad_device", granularity_bad_device, "CUDA_ERROR_INVALID_DEVICE"),
+    // mapping
+    case("map_whole", map_whole, "CUDA_SUCCESS"),
+    case("map_zero_size", map_zero_size, "CUDA_ERROR_INVALID_VALUE"),
+    case("map_address_not_granular", map_address_not_granular, "CUDA_ERROR_INVALID_VALUE"),
+    case("map_size_not_granular", map_size_not_granular, "CUDA_ERROR_INVALID_VALUE"),
+    case("map_size_smaller_than_allocation", map_size_smaller_than_allocation, "CUDA_SUCCESS"),
+    case("map_size_larger_than_allocation", map_size_larger_than_allocation, "CUDA_ERROR_INVALID_VALUE"),
+    case("map_nonzero_offset", map_nonzero_offset, "CUDA_SUCCESS"),
+    case("map_offset_not_granular", map_offset_not_granular, "CUDA_ERROR_INVALID_VALUE"),
+    case("map_offset_plus_size_past_allocation", map_offset_plus_size_past_allocation, "CUDA_ERROR_INVALID_VALUE"),
+    case("map_nonzero_flags", map_nonzero_flags, "CUDA_ERROR_INVALID_VALUE"),
+    case("map_past_reservation_end", map_past_reservation_end, "CUDA_SUCCESS"),
+    case("map_straddling_two_reservations", map_straddling_two_reservations, "CUDA_SUCCESS"),
+    case("map_unreserved_address", map_unreserved_address, "CUDA_ERROR_INVALID_VALUE"),
+    case("map_over_mapped_range", map_over_mapped_range, "CUDA_ERROR_INVALID_VALUE"),
+    case("map_same_allocation_twice", map_same_allocation_twice, "CUDA_SUCCESS"),
+    case("unmap_never_mapped", unmap_never_mapped, "CUDA_ERROR_INVALID_VALUE"),
+    case("unmap_twice", unmap_twice, "CUDA_ERROR_INVALID_VALUE"),
+    case("unmap_partial", unmap_partial, "CUDA_ERROR_INVALID_VALUE"),
+    case("unmap_spanning_two_mappings", unmap_spanning_two_mappings, "CUDA_SUCCESS"),
+    case("unmap_not_granular", unmap_not_granular, "CUDA_ERROR_INVALID_VALUE"),
+    // access
+    case("set_access_read_write", set_access_read_write, "CUDA_SUCCESS flags=3"),
+    case("set_access_read_only", set_access_read_only, "CUDA_SUCCESS get=CUDA_SUCCESS flags=1"),
+    case("get_access_before_set", get_access_before_set, "CUDA_SUCCESS flags=0"),
+    case("get_access_unmapped", get_access_unmapped, "CUDA_ERROR_INVALID_VALUE"),
+    case("set_access_unmapped", set_access_unmapped, "CUDA_ERROR_INVALID_VALUE"),
+    case("set_access_partly_mapped", set_access_partly_mapped, "CUDA_ERROR_INVALID_VALUE"),
+    case("set_access_spanning_two_allocations", set_access_spanning_two_allocations, "CUDA_SUCCESS write=CUDA_SUCCESS read=CUDA_SUCCESS data_ok=true"),
+    case("set_access_bad_flags", set_access_bad_flags, "CUDA_ERROR_INVALID_VALUE"),
+    case("set_access_bad_device", set_access_bad_device, "CUDA_ERROR_INVALID_DEVICE"),
+    case("set_access_no_descriptors", set_access_no_descriptors, "CUDA_ERROR_INVALID_VALUE"),
+    case("set_access_not_granular", set_access_not_granular, "CUDA_ERROR_INVALID_VALUE"),
+    case("set_access_then_revoke", set_access_then_revoke, "CUDA_SUCCESS get=CUDA_SUCCESS flags=0"),
+    // copies
+    case("copy_round_trip", copy_round_trip, "CUDA_SUCCESS CUDA_SUCCESS data_ok=true"),
+    case("copy_through_alias", copy_through_alias, "CUDA_SUCCESS aliased=true"),
+    case("copy_to_unmapped", copy_to_unmapped, "CUDA_ERROR_INVALID_VALUE"),
+    case("copy_from_unmapped", copy_from_unmapped, "CUDA_ERROR_INVALID_VALUE"),
+    case("copy_to_no_access", copy_to_no_access, "CUDA_ERROR_INVALID_VALUE sync=CUDA_SUCCESS"),
+    case("copy_from_no_access", copy_from_no_access, "CUDA_ERROR_INVALID_VALUE sync=CUDA_SUCCESS"),
+    case("copy_to_read_only", copy_to_read_only, "CUDA_ERROR_INVALID_VALUE sync=CUDA_SUCCESS"),
+    case("copy_from_read_only", copy_from_read_only, "CUDA_SUCCESS sync=CUDA_SUCCESS"),
+    case("memset_read_only", memset_read_only, "CUDA_ERROR_INVALID_VALUE sync=CUDA_SUCCESS"),
+    case("copy_past_mapping_end", copy_past_mapping_end, "CUDA_ERROR_INVALID_VALUE sync=CUDA_SUCCESS"),
+    // lifetime, handles, sharing
+    case("release_while_mapped_keeps_data", release_while_mapped_keeps_data, "CUDA_SUCCESS read=CUDA_SUCCESS data_ok=true unmap=CUDA_SUCCESS"),
+    case("retain_from_mapped_address", retain_from_mapped_address, "CUDA_SUCCESS same_handle=true release=CUDA_SUCCESS"),
+    case("retain_from_unmapped_address", retain_from_unmapped_address, "CUDA_ERROR_INVALID_VALUE"),
+    case("properties_from_handle", properties_from_handle, "CUDA_SUCCESS type=1 location_type=1 id=0 handle_types=0"),
+    case("export_without_requested_type", export_without_requested_type, "CUDA_ERROR_INVALID_VALUE"),
+    case("export_import_posix_fd", export_import_posix_fd, "import=CUDA_SUCCESS aliased=true"),
+    case("import_bogus_fd", import_bogus_fd, "CUDA_ERROR_INVALID_VALUE"),
+    case("import_non_cuda_fd", import_non_cuda_fd, "CUDA_ERROR_INVALID_VALUE"),
+    // devices and contexts
+    case("device_get_bad_ordinal", device_get_bad_ordinal, "CUDA_ERROR_INVALID_DEVICE"),
+    case("device_attribute_bad_device", device_attribute_bad_device, "CUDA_ERROR_INVALID_DEVICE"),
+    case("device_vmm_supported", device_vmm_supported, "CUDA_SUCCESS 1"),
+    case("no_context_reserve", no_context_reserve, "CUDA_ERROR_INVALID_CONTEXT"),
+    case("no_context_create", no_context_create, "CUDA_ERROR_INVALID_CONTEXT"),
+    case("no_context_map_and_set_access", no_context_map_and_set_access, "map=CUDA_ERROR_INVALID_CONTEXT set_access=CUDA_ERROR_INVALID_CONTEXT unmap=CUDA_ERROR_INVALID_CONTEXT"),
+    case("no_context_copy", no_context_copy, "CUDA_ERROR_INVALID_CONTEXT"),
+    case("no_context_granularity", no_context_granularity, "CUDA_SUCCESS 2097152"),
+    case("no_context_mem_get_info", no_context_mem_get_info, "CUDA_ERROR_INVALID_CONTEXT"),
+    case("context_is_current", context_is_current, "ctx_non_null=true"),
+];
+
+const CASE_ENV: &str = "CUDA_VMM_CONFORMANCE_CASE";
+const MARK: &str = "CONFORMANCE-ANSWER: ";
+
+/// Child side: runs the one case named in `CUDA_VMM_CONFORMANCE_CASE` and
+/// prints its answer. Ignored by default; the suite runs it per case.
+#[test]
+#[ignore = "run per case by `conformance::suite` in a child process"]
+fn case_runner() {
+    let name = std::env::var(CASE_ENV).expect("case_runner needs CUDA_VMM_CONFORMANCE_CASE");
+    let case = CASES
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no conformance case named {name}"));
+    let answer = env().and_then(|e| (case.run)(&e));
+    match answer {
+        Ok(a) => println!("{MARK}{a}"),
+        Err(e) => println!("{MARK}SETUP FAILED: {e}"),
+    }
+}
+
+/// Runs one case in a child process; returns its answer, or how it died.
+fn run_isolated(case: &Case) -> String {
+    let exe = std::env::current_exe().expect("current_exe");
+    let out = Command::new(exe)
+        .args([
+            "conformance::case_runner",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CASE_ENV, case.name)
+        .output()
+        .expect("spawn conformance child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if let Some(line) = stdout.lines().find_map(|l| l.strip_prefix(MARK)) {
+        return line.trim().to_string();
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(sig) = out.status.signal() {
+            return format!("CRASHED (signal {sig})");
+        }
+    }
+    format!(
+        "NO ANSWER (exit {:?}): {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .last()
+            .unwrap_or("")
+    )
+}
+
+#[test]
+fn suite() {
+    let (_, backend) = raw_driver();
+    let record = std::env::var_os("CUDA_VMM_CONFORMANCE_RECORD").is_some();
+    let crashing = std::env::var_os("CUDA_VMM_CONFORMANCE_CRASHING").is_some();
+    let mut failures = Vec::new();
+    let mut ran = 0;
+    for case in CASES {
+        if backend == Backend::RealDriver && case.on_real == OnReal::Crashes && !crashing {
+            eprintln!("conformance {:<40} skipped: crashes the real driver", case.name);
+            continue;
+        }
+        let got = run_isolated(case);
+        ran += 1;
+        let expect = if backend == Backend::RealDriver && case.on_real == OnReal::Crashes {
+            "CRASHED (signal 11)"
+        } else {
+            case.expect
+        };
+        let verdict = if got == expect { "ok" } else { "MISMATCH" };
+        eprintln!("conformance {:<40} {verdict:<8} {got}", case.name);
+        if record {
+            println!("RECORD {}\t{}", case.name, got);
+        }
+        if got != expect {
+            failures.push(format!("{}: expected `{expect}`, got `{got}`", case.name));
+        }
+    }
+    eprintln!(
+        "conformance: {ran} cases run on {backend:?}, {} mismatches",
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "conformance mismatches:\n{}",
+        failures.join("\n")
+    );
+}
