@@ -24,16 +24,29 @@ fn system_driver_report() {
 fn report(driver: &Driver) {
     let t = driver.table();
     let missing: Vec<&str> = t.missing().collect();
-    eprintln!("driver loaded from {}; missing symbols: {missing:?}", driver.origin());
+    eprintln!(
+        "driver loaded from {}; missing symbols: {missing:?}",
+        driver.origin()
+    );
     let mut version = 0;
     let mut count = 0;
     // SAFETY: valid out-pointers; cuInit takes a flags word.
     unsafe {
         assert_eq!(entry!(t, cuInit).unwrap()(0), CUresult::CUDA_SUCCESS);
-        assert_eq!(entry!(t, cuDriverGetVersion).unwrap()(&mut version), CUresult::CUDA_SUCCESS);
-        assert_eq!(entry!(t, cuDeviceGetCount).unwrap()(&mut count), CUresult::CUDA_SUCCESS);
+        assert_eq!(
+            entry!(t, cuDriverGetVersion).unwrap()(&mut version),
+            CUresult::CUDA_SUCCESS
+        );
+        assert_eq!(
+            entry!(t, cuDeviceGetCount).unwrap()(&mut count),
+            CUresult::CUDA_SUCCESS
+        );
     }
-    eprintln!("driver version: {}.{} ({version})", version / 1000, (version % 1000) / 10);
+    eprintln!(
+        "driver version: {}.{} ({version})",
+        version / 1000,
+        (version % 1000) / 10
+    );
     eprintln!("device count: {count}");
     for dev in 0..count {
         let mut name = [0 as core::ffi::c_char; 256];
@@ -59,11 +72,19 @@ fn report(driver: &Driver) {
             );
             let gran = entry!(t, cuMemGetAllocationGranularity).unwrap();
             assert_eq!(
-                gran(&mut min, &prop, cuda_vmm_sys::CUmemAllocationGranularity_flags(0)),
+                gran(
+                    &mut min,
+                    &prop,
+                    cuda_vmm_sys::CUmemAllocationGranularity_flags(0)
+                ),
                 CUresult::CUDA_SUCCESS
             );
             assert_eq!(
-                gran(&mut rec, &prop, cuda_vmm_sys::CUmemAllocationGranularity_flags(1)),
+                gran(
+                    &mut rec,
+                    &prop,
+                    cuda_vmm_sys::CUmemAllocationGranularity_flags(1)
+                ),
                 CUresult::CUDA_SUCCESS
             );
         }
@@ -81,13 +102,19 @@ fn report(driver: &Driver) {
 
 #[test]
 fn missing_library_reports_every_path() {
-    let paths = [OsString::from("/nonexistent/libcuda.so.1"), OsString::from("also-missing.so")];
+    let paths = [
+        OsString::from("/nonexistent/libcuda.so.1"),
+        OsString::from("also-missing.so"),
+    ];
     let err = Driver::load_from(&paths).unwrap_err();
     assert_eq!(err.attempts.len(), 2);
     assert_eq!(err.attempts[0].0, "/nonexistent/libcuda.so.1");
     assert_eq!(err.attempts[1].0, "also-missing.so");
     let text = err.to_string();
-    assert!(text.contains("/nonexistent/libcuda.so.1") && text.contains("also-missing.so"), "{text}");
+    assert!(
+        text.contains("/nonexistent/libcuda.so.1") && text.contains("also-missing.so"),
+        "{text}"
+    );
 }
 
 #[test]

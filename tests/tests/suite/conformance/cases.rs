@@ -662,7 +662,12 @@ pub fn copy_round_trip(e: &Env) -> CaseResult {
     let mut back = vec![0u8; e.g];
     let rrc = dtoh(&mut back, p);
     cleanup(p, e.g, h);
-    Ok(format!("{} {} data_ok={}", name(wrc), name(rrc), back == data))
+    Ok(format!(
+        "{} {} data_ok={}",
+        name(wrc),
+        name(rrc),
+        back == data
+    ))
 }
 
 pub fn copy_through_alias(e: &Env) -> CaseResult {
@@ -725,7 +730,10 @@ pub fn copy_to_read_only(e: &Env) -> CaseResult {
     let p = reserved(e.g)?;
     let h = created(e, e.g)?;
     ok("cuMemMap", map(p, e.g, 0, h, 0))?;
-    ok("cuMemSetAccess", set_access(p, e.g, &[access_desc(e.dev, 1)]))?;
+    ok(
+        "cuMemSetAccess",
+        set_access(p, e.g, &[access_desc(e.dev, 1)]),
+    )?;
     let rc = htod(p, &pattern(4096, 1));
     let src = ctx_synchronize();
     cleanup(p, e.g, h);
@@ -736,7 +744,10 @@ pub fn copy_from_read_only(e: &Env) -> CaseResult {
     let p = reserved(e.g)?;
     let h = created(e, e.g)?;
     ok("cuMemMap", map(p, e.g, 0, h, 0))?;
-    ok("cuMemSetAccess", set_access(p, e.g, &[access_desc(e.dev, 1)]))?;
+    ok(
+        "cuMemSetAccess",
+        set_access(p, e.g, &[access_desc(e.dev, 1)]),
+    )?;
     let mut back = vec![1u8; 4096];
     let rc = dtoh(&mut back, p);
     let src = ctx_synchronize();
@@ -748,7 +759,10 @@ pub fn memset_read_only(e: &Env) -> CaseResult {
     let p = reserved(e.g)?;
     let h = created(e, e.g)?;
     ok("cuMemMap", map(p, e.g, 0, h, 0))?;
-    ok("cuMemSetAccess", set_access(p, e.g, &[access_desc(e.dev, 1)]))?;
+    ok(
+        "cuMemSetAccess",
+        set_access(p, e.g, &[access_desc(e.dev, 1)]),
+    )?;
     let rc = memset_d8(p, 0xab, 4096);
     let src = ctx_synchronize();
     cleanup(p, e.g, h);
@@ -759,7 +773,10 @@ pub fn copy_past_mapping_end(e: &Env) -> CaseResult {
     let p = reserved(2 * e.g)?;
     let h = created(e, e.g)?;
     ok("cuMemMap", map(p, e.g, 0, h, 0))?;
-    ok("cuMemSetAccess", set_access(p, e.g, &[access_desc(e.dev, 3)]))?;
+    ok(
+        "cuMemSetAccess",
+        set_access(p, e.g, &[access_desc(e.dev, 3)]),
+    )?;
     let rc = htod(p + e.g as u64 - 4096, &pattern(8192, 1));
     let src = ctx_synchronize();
     cleanup(p, e.g, h);
@@ -797,7 +814,11 @@ pub fn retain_from_mapped_address(e: &Env) -> CaseResult {
         rc
     };
     cleanup(p, 2 * e.g, h);
-    Ok(format!("{} same_handle={same} release={}", name(rc), name(rrc)))
+    Ok(format!(
+        "{} same_handle={same} release={}",
+        name(rc),
+        name(rrc)
+    ))
 }
 
 pub fn retain_from_unmapped_address(e: &Env) -> CaseResult {
@@ -949,7 +970,12 @@ pub fn no_context_map_and_set_access(e: &Env) -> CaseResult {
         let mrc = map(p, g, 0, h, 0);
         let arc = set_access(p, g, &[access_desc(dev, 3)]);
         let urc = unmap(p, g);
-        format!("map={} set_access={} unmap={}", name(mrc), name(arc), name(urc))
+        format!(
+            "map={} set_access={} unmap={}",
+            name(mrc),
+            name(arc),
+            name(urc)
+        )
     });
     release(h);
     address_free(p, e.g);

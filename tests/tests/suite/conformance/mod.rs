@@ -222,7 +222,10 @@ fn suite() {
     let mut ran = 0;
     for case in CASES {
         if backend == Backend::RealDriver && case.on_real == OnReal::Crashes && !crashing {
-            eprintln!("conformance {:<40} skipped: crashes the real driver", case.name);
+            eprintln!(
+                "conformance {:<40} skipped: crashes the real driver",
+                case.name
+            );
             continue;
         }
         let got = run_isolated(case);

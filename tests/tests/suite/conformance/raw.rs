@@ -91,11 +91,7 @@ pub fn granularity(prop: &CUmemAllocationProp, option: u32) -> (CUresult, usize)
     let mut g = 0usize;
     // SAFETY: `g` is a valid out-pointer; `prop` points to a live struct.
     let rc = unsafe {
-        f!(cuMemGetAllocationGranularity)(
-            &mut g,
-            prop,
-            CUmemAllocationGranularity_flags(option),
-        )
+        f!(cuMemGetAllocationGranularity)(&mut g, prop, CUmemAllocationGranularity_flags(option))
     };
     (rc, g)
 }
