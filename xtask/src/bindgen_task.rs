@@ -58,6 +58,9 @@ const ENTRY_POINT_TYPES: &[&str] = &[
 /// Types the VMM API needs beyond those the entry points pull in.
 const EXTRA_TYPES: &[&str] = &[
     "CUresult",
+    "CUdevice",
+    "CUcontext",
+    "CUdeviceptr",
     "CUdevice_attribute",
     "CUmem.*",
     "CUarrayMapInfo.*",

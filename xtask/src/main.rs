@@ -4,6 +4,7 @@
 //!   `cuda-vmm-sys/src/bindings.rs` from the driver header `cuda.h`.
 //! - `cargo xtask header-pin`: print the pinned PyPI requirement that ships `cuda.h`.
 
+mod bench_report;
 mod bindgen_task;
 
 use std::process::ExitCode;
@@ -12,6 +13,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("bindgen") => bindgen_task::run(&args[1..]),
+        Some("bench-report") => bench_report::run(&args[1..]),
         Some("header-pin") => {
             println!("{}", bindgen_task::HEADER_REQUIREMENT);
             Ok(())

@@ -952,9 +952,9 @@ pub fn no_context_reserve(e: &Env) -> CaseResult {
 }
 
 pub fn no_context_create(e: &Env) -> CaseResult {
-    let (g, prop) = (e.g, pinned(e));
+    let (g, dev) = (e.g, e.dev);
     without_context(move || {
-        let (rc, h) = create(g, &prop);
+        let (rc, h) = create(g, &props(dev, CUmemAllocationHandleType(0)));
         if rc == CUresult::CUDA_SUCCESS {
             release(h);
         }
@@ -990,9 +990,9 @@ pub fn no_context_copy(e: &Env) -> CaseResult {
 }
 
 pub fn no_context_granularity(e: &Env) -> CaseResult {
-    let prop = pinned(e);
+    let dev = e.dev;
     without_context(move || {
-        let (rc, g) = granularity(&prop, 0);
+        let (rc, g) = granularity(&props(dev, CUmemAllocationHandleType(0)), 0);
         format!("{} {g}", name(rc))
     })
 }
