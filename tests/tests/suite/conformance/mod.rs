@@ -1,6 +1,6 @@
 //! The conformance suite: what the driver answers, entry point by entry point.
 //!
-//! The expected answers were recorded on a real H100 (driver 580, CUDA 13.0)
+//! The expected answers were recorded on a real H200 (driver 580, CUDA 13.0)
 //! and the simulator must give the same ones. Every case runs in its own
 //! process (this test binary re-run with a filter), so a case that poisons the
 //! context or crashes cannot disturb the others.
@@ -55,7 +55,8 @@ const fn crashes(name: &'static str, run: fn(&Env) -> CaseResult, expect: &'stat
     }
 }
 
-/// Every case with the answer the real H100 gave.
+/// Every case with the answer the real driver gave (H200, driver 580 / CUDA 13.0;
+/// the raw record is `h200-driver-580.tsv` beside this file).
 #[rustfmt::skip]
 const CASES: &[Case] = &[
     // reservations
@@ -67,7 +68,7 @@ const CASES: &[Case] = &[
     case("reserve_huge_1pib", reserve_huge_1pib, "CUDA_ERROR_OUT_OF_MEMORY"),
     case("reserve_hint_free_is_honoured", reserve_hint_free_is_honoured, "CUDA_SUCCESS honoured=true"),
     case("reserve_hint_taken", reserve_hint_taken, "CUDA_SUCCESS honoured=false"),
-    case("reserve_hint_not_granular", reserve_hint_not_granular, "CUDA_SUCCESS honoured=false"),
+    case("reserve_hint_not_granular", reserve_hint_not_granular, "CUDA_ERROR_INVALID_VALUE honoured=false"),
     case("reserve_nonzero_flags", reserve_nonzero_flags, "CUDA_ERROR_INVALID_VALUE"),
     case("free_twice", free_twice, "CUDA_ERROR_INVALID_VALUE"),
     case("free_partial_head", free_partial_head, "CUDA_ERROR_INVALID_VALUE"),
@@ -80,35 +81,35 @@ const CASES: &[Case] = &[
     case("create_bad_device_ordinal", create_bad_device_ordinal, "CUDA_ERROR_INVALID_DEVICE"),
     case("create_bad_location_type", create_bad_location_type, "CUDA_ERROR_INVALID_VALUE"),
     case("create_bad_allocation_type", create_bad_allocation_type, "CUDA_ERROR_INVALID_VALUE"),
-    case("create_unknown_handle_type_bits", create_unknown_handle_type_bits, "CUDA_ERROR_INVALID_VALUE"),
+    case("create_unknown_handle_type_bits", create_unknown_handle_type_bits, "CUDA_SUCCESS"),
     case("create_posix_fd_handle_type", create_posix_fd_handle_type, "CUDA_SUCCESS"),
     case("release_then_meminfo_restored", release_then_meminfo_restored, "create_took_at_least_size=true restored=true"),
     case("create_more_than_device_memory", create_more_than_device_memory, "CUDA_ERROR_OUT_OF_MEMORY"),
-    crashes("release_twice", release_twice, "CUDA_ERROR_INVALID_VALUE"),
+    case("release_twice", release_twice, "CUDA_ERROR_INVALID_VALUE"),
     crashes("release_bogus_handle", release_bogus_handle, "CUDA_ERROR_INVALID_VALUE"),
     crashes("map_released_handle", map_released_handle, "CUDA_ERROR_INVALID_VALUE"),
     case("granularity_minimum", granularity_minimum, "CUDA_SUCCESS 2097152"),
     case("granularity_recommended", granularity_recommended, "CUDA_SUCCESS 2097152"),
     case("granularity_bad_option", granularity_bad_option, "CUDA_ERROR_INVALID_VALUE"),
-    case("granularity_bad_device", granularity_bad_device, "CUDA_ERROR_INVALID_DEVICE"),
+    case("granularity_bad_device", granularity_bad_device, "CUDA_SUCCESS"),
     // mapping
     case("map_whole", map_whole, "CUDA_SUCCESS"),
     case("map_zero_size", map_zero_size, "CUDA_ERROR_INVALID_VALUE"),
     case("map_address_not_granular", map_address_not_granular, "CUDA_ERROR_INVALID_VALUE"),
-    case("map_size_not_granular", map_size_not_granular, "CUDA_ERROR_INVALID_VALUE"),
-    case("map_size_smaller_than_allocation", map_size_smaller_than_allocation, "CUDA_SUCCESS"),
-    case("map_size_larger_than_allocation", map_size_larger_than_allocation, "CUDA_ERROR_INVALID_VALUE"),
-    case("map_nonzero_offset", map_nonzero_offset, "CUDA_SUCCESS"),
-    case("map_offset_not_granular", map_offset_not_granular, "CUDA_ERROR_INVALID_VALUE"),
-    case("map_offset_plus_size_past_allocation", map_offset_plus_size_past_allocation, "CUDA_ERROR_INVALID_VALUE"),
+    case("map_size_not_granular", map_size_not_granular, "CUDA_ERROR_NOT_SUPPORTED"),
+    case("map_size_smaller_than_allocation", map_size_smaller_than_allocation, "CUDA_ERROR_NOT_SUPPORTED"),
+    case("map_size_larger_than_allocation", map_size_larger_than_allocation, "CUDA_ERROR_NOT_SUPPORTED"),
+    case("map_nonzero_offset", map_nonzero_offset, "CUDA_ERROR_NOT_SUPPORTED"),
+    case("map_offset_not_granular", map_offset_not_granular, "CUDA_ERROR_NOT_SUPPORTED"),
+    case("map_offset_plus_size_past_allocation", map_offset_plus_size_past_allocation, "CUDA_ERROR_NOT_SUPPORTED"),
     case("map_nonzero_flags", map_nonzero_flags, "CUDA_ERROR_INVALID_VALUE"),
     case("map_past_reservation_end", map_past_reservation_end, "CUDA_SUCCESS"),
     case("map_straddling_two_reservations", map_straddling_two_reservations, "CUDA_SUCCESS"),
     case("map_unreserved_address", map_unreserved_address, "CUDA_ERROR_INVALID_VALUE"),
     case("map_over_mapped_range", map_over_mapped_range, "CUDA_ERROR_INVALID_VALUE"),
     case("map_same_allocation_twice", map_same_allocation_twice, "CUDA_SUCCESS"),
-    case("unmap_never_mapped", unmap_never_mapped, "CUDA_ERROR_INVALID_VALUE"),
-    case("unmap_twice", unmap_twice, "CUDA_ERROR_INVALID_VALUE"),
+    case("unmap_never_mapped", unmap_never_mapped, "CUDA_SUCCESS"),
+    case("unmap_twice", unmap_twice, "CUDA_SUCCESS"),
     case("unmap_partial", unmap_partial, "CUDA_ERROR_INVALID_VALUE"),
     case("unmap_spanning_two_mappings", unmap_spanning_two_mappings, "CUDA_SUCCESS"),
     case("unmap_not_granular", unmap_not_granular, "CUDA_ERROR_INVALID_VALUE"),
@@ -121,7 +122,7 @@ const CASES: &[Case] = &[
     case("set_access_partly_mapped", set_access_partly_mapped, "CUDA_ERROR_INVALID_VALUE"),
     case("set_access_spanning_two_allocations", set_access_spanning_two_allocations, "CUDA_SUCCESS write=CUDA_SUCCESS read=CUDA_SUCCESS data_ok=true"),
     case("set_access_bad_flags", set_access_bad_flags, "CUDA_ERROR_INVALID_VALUE"),
-    case("set_access_bad_device", set_access_bad_device, "CUDA_ERROR_INVALID_DEVICE"),
+    case("set_access_bad_device", set_access_bad_device, "CUDA_ERROR_INVALID_VALUE"),
     case("set_access_no_descriptors", set_access_no_descriptors, "CUDA_ERROR_INVALID_VALUE"),
     case("set_access_not_granular", set_access_not_granular, "CUDA_ERROR_INVALID_VALUE"),
     case("set_access_then_revoke", set_access_then_revoke, "CUDA_SUCCESS get=CUDA_SUCCESS flags=0"),
@@ -143,15 +144,15 @@ const CASES: &[Case] = &[
     case("properties_from_handle", properties_from_handle, "CUDA_SUCCESS type=1 location_type=1 id=0 handle_types=0"),
     case("export_without_requested_type", export_without_requested_type, "CUDA_ERROR_INVALID_VALUE"),
     case("export_import_posix_fd", export_import_posix_fd, "import=CUDA_SUCCESS aliased=true"),
-    case("import_bogus_fd", import_bogus_fd, "CUDA_ERROR_INVALID_VALUE"),
-    case("import_non_cuda_fd", import_non_cuda_fd, "CUDA_ERROR_INVALID_VALUE"),
+    case("import_bogus_fd", import_bogus_fd, "CUDA_ERROR_UNKNOWN"),
+    case("import_non_cuda_fd", import_non_cuda_fd, "CUDA_ERROR_UNKNOWN"),
     // devices and contexts
     case("device_get_bad_ordinal", device_get_bad_ordinal, "CUDA_ERROR_INVALID_DEVICE"),
     case("device_attribute_bad_device", device_attribute_bad_device, "CUDA_ERROR_INVALID_DEVICE"),
     case("device_vmm_supported", device_vmm_supported, "CUDA_SUCCESS 1"),
-    case("no_context_reserve", no_context_reserve, "CUDA_ERROR_INVALID_CONTEXT"),
-    case("no_context_create", no_context_create, "CUDA_ERROR_INVALID_CONTEXT"),
-    case("no_context_map_and_set_access", no_context_map_and_set_access, "map=CUDA_ERROR_INVALID_CONTEXT set_access=CUDA_ERROR_INVALID_CONTEXT unmap=CUDA_ERROR_INVALID_CONTEXT"),
+    case("no_context_reserve", no_context_reserve, "CUDA_SUCCESS"),
+    case("no_context_create", no_context_create, "CUDA_SUCCESS"),
+    case("no_context_map_and_set_access", no_context_map_and_set_access, "map=CUDA_SUCCESS set_access=CUDA_SUCCESS unmap=CUDA_SUCCESS"),
     case("no_context_copy", no_context_copy, "CUDA_ERROR_INVALID_CONTEXT"),
     case("no_context_granularity", no_context_granularity, "CUDA_SUCCESS 2097152"),
     case("no_context_mem_get_info", no_context_mem_get_info, "CUDA_ERROR_INVALID_CONTEXT"),
@@ -173,8 +174,8 @@ fn case_runner() {
         .unwrap_or_else(|| panic!("no conformance case named {name}"));
     let answer = env().and_then(|e| (case.run)(&e));
     match answer {
-        Ok(a) => println!("{MARK}{a}"),
-        Err(e) => println!("{MARK}SETUP FAILED: {e}"),
+        Ok(a) => println!("\n{MARK}{a}"),
+        Err(e) => println!("\n{MARK}SETUP FAILED: {e}"),
     }
 }
 
@@ -193,7 +194,11 @@ fn run_isolated(case: &Case) -> String {
         .output()
         .expect("spawn conformance child");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    if let Some(line) = stdout.lines().find_map(|l| l.strip_prefix(MARK)) {
+    // libtest may print "test name ... " on the same line before the answer.
+    if let Some(line) = stdout
+        .lines()
+        .find_map(|l| l.find(MARK).map(|at| &l[at + MARK.len()..]))
+    {
         return line.trim().to_string();
     }
     #[cfg(unix)]
