@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Builds the release test and bench binaries and copies them, stripped, into .gpu/
+# (git-ignored) so they can be carried to a GPU machine that has no Rust toolchain.
+#   scripts/gpu-bundle.sh            # then, on the GPU machine: .gpu/run-tests.sh / .gpu/run-benches.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=.gpu
+rm -rf "$out" && mkdir -p "$out"
+collect() {
+    python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable"):
+        kinds = m["target"]["kind"]
+        print(m["target"]["name"], ",".join(kinds), m["executable"])
+'
+}
+{
+    cargo test --workspace --release --no-run --message-format=json 2>/dev/null
+    cargo bench -p cuda-vmm-benches --no-run --message-format=json 2>/dev/null
+} | collect | sort -u | while read -r name kind exe; do
+    dest="$out/${kind}-${name}"
+    cp "$exe" "$dest" && strip "$dest"
+done
+cargo build --release -p cuda-vmm-alloc --example tour 2>/dev/null
+cp target/release/examples/tour "$out/tour" && strip "$out/tour"
+cp target/release/libcuda_vmm_sim.so "$out/" 2>/dev/null || true
+du -sh "$out"; ls "$out"
