@@ -1,1 +1,259 @@
-//! Shared set-up for the benchmarks.
+//! Shared set-up for the cuda-vmm benchmarks (`cargo bench -p cuda-vmm-benches`).
+//!
+//! - [`env`]: the backend (real GPU when present, else the simulator), device 0 made current,
+//!   and whether the run is *quick* (simulator, `cargo test --benches`, or
+//!   `CUDA_VMM_BENCH_QUICK=1`): quick runs cap sizes at [`QUICK_CAP`] and measure briefly.
+//! - [`Raw`]: the same driver calls made straight through the raw table, as the baseline.
+//! - Side files for `cargo xtask bench-report`, next to criterion's output:
+//!   `cuda-vmm-run.json` (GPU, driver, date) and `cuda-vmm-extra.json` (peak committed memory...).
+//!
+//! Benchmark ids (the report relies on them):
+//! `latency/{reserve,free,reserve_free,create,release,create_release,map,unmap,map_unmap,set_access}/{safe,raw}/SIZE`,
+//! `growth/{growable,realloc,naive}/SIZE`, `sparse/commit_decommit/{pooled,unpooled}/kN`,
+//! `sparse/one_tile/{pooled_commit,raw_map_set_access}`, `set_access/{per_chunk,per_run}/64x2MiB`,
+//! `alloc_free/{pool,cuMemAlloc}/2MiB`.
+
+#![warn(missing_docs)]
+
+mod raw;
+mod side;
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, SamplingMode};
+use cuda_vmm::{Backend, Cuda, Device};
+
+pub use raw::{Raw, RawRange};
+pub use side::{criterion_dir, record_extra};
+
+/// One mebibyte.
+pub const MIB: usize = 1 << 20;
+/// One gibibyte.
+pub const GIB: usize = 1 << 30;
+/// The unit everything is measured in: the H100/H200 allocation granularity.
+pub const CHUNK: usize = 2 * MIB;
+/// Chunk sizes of the per-entry-point latency benches.
+pub const LATENCY_SIZES: [usize; 4] = [2 * MIB, 32 * MIB, 512 * MIB, GIB];
+/// Final sizes of the growth benches.
+pub const GROWTH_SIZES: [usize; 3] = [256 * MIB, 2 * GIB, 16 * GIB];
+/// Final sizes of the growth benches in quick mode.
+pub const QUICK_GROWTH_SIZES: [usize; 2] = [16 * MIB, 64 * MIB];
+/// Largest size a quick run uses.
+pub const QUICK_CAP: usize = 64 * MIB;
+
+/// The benchmark environment, set up once per process.
+pub struct Env {
+    /// The driver (real or simulated).
+    pub cuda: Cuda,
+    /// Device 0, current on the benchmarking thread.
+    pub device: Device,
+    /// Reduced sizes and short measurements.
+    pub quick: bool,
+    /// Run by `cargo test --benches` (criterion runs each bench once and writes nothing).
+    pub test_mode: bool,
+}
+
+/// The process-wide [`Env`]; the first call prints the backend and device.
+///
+/// # Panics
+/// When no backend can be opened: a benchmark cannot run without one.
+pub fn env() -> &'static Env {
+    static ENV: OnceLock<Env> = OnceLock::new();
+    ENV.get_or_init(|| match Env::open() {
+        Ok(env) => env,
+        Err(e) => panic!("cuda-vmm benches: cannot open a backend: {e}"),
+    })
+}
+
+impl Env {
+    fn open() -> cuda_vmm::Result<Env> {
+        let cuda = Cuda::new()?;
+        let device = cuda.device(0)?;
+        device.make_current()?;
+        let test_mode = !std::env::args().any(|a| a == "--bench");
+        let forced = std::env::var("CUDA_VMM_BENCH_QUICK").is_ok_and(|v| v != "0");
+        let quick = test_mode || forced || cuda.backend() == Backend::Simulator;
+        println!("cuda-vmm benches on {}", cuda.describe());
+        if quick {
+            println!(
+                "quick mode ({}): sizes capped at {}, growth to {} and {}, short measurements",
+                if cuda.backend() == Backend::Simulator {
+                    "simulator"
+                } else if test_mode {
+                    "test run"
+                } else {
+                    "CUDA_VMM_BENCH_QUICK"
+                },
+                fmt_size(QUICK_CAP),
+                fmt_size(QUICK_GROWTH_SIZES[0]),
+                fmt_size(QUICK_GROWTH_SIZES[1]),
+            );
+        }
+        let env = Env {
+            cuda,
+            device,
+            quick,
+            test_mode,
+        };
+        if !test_mode {
+            side::write_run_meta(&env);
+        }
+        Ok(env)
+    }
+
+    /// Free device memory in bytes (0 if the driver will not say).
+    pub fn free_memory(&self) -> usize {
+        self.device.memory_info().map_or(0, |m| m.free)
+    }
+
+    /// `sizes` that fit this run: at most [`QUICK_CAP`] when quick, and whose estimated peak
+    /// memory (`size * peak_factor`) fits in 90% of free device memory. Prints what it skips.
+    pub fn sizes(&self, what: &str, sizes: &[usize], peak_factor: f64) -> Vec<usize> {
+        let free = self.free_memory();
+        sizes
+            .iter()
+            .copied()
+            .filter(|&size| {
+                let peak = size as f64 * peak_factor;
+                if self.quick && size > QUICK_CAP {
+                    println!("{what}: skipping {} in quick mode", fmt_size(size));
+                    false
+                } else if peak > free as f64 * 0.9 {
+                    println!(
+                        "{what}: skipping {}: needs about {} but only {} is free",
+                        fmt_size(size),
+                        fmt_size(peak as usize),
+                        fmt_size(free)
+                    );
+                    false
+                } else {
+                    true
+                }
+            })
+            .collect()
+    }
+
+    /// The growth benches' final sizes for this run (before the memory check).
+    pub fn growth_sizes(&self) -> &'static [usize] {
+        if self.quick {
+            &QUICK_GROWTH_SIZES
+        } else {
+            &GROWTH_SIZES
+        }
+    }
+
+    /// A criterion group for benches whose iterations take microseconds.
+    pub fn fast_group<'c>(&self, c: &'c mut Criterion, name: &str) -> BenchmarkGroup<'c, WallTime> {
+        let mut group = c.benchmark_group(name);
+        if self.quick {
+            group
+                .warm_up_time(Duration::from_millis(100))
+                .measurement_time(Duration::from_millis(300))
+                .sample_size(10);
+        } else {
+            group
+                .warm_up_time(Duration::from_millis(500))
+                .measurement_time(Duration::from_millis(1500))
+                .sample_size(50);
+        }
+        group
+    }
+
+    /// A criterion group for benches whose iterations take up to seconds: ten samples of
+    /// equal iteration counts.
+    pub fn slow_group<'c>(&self, c: &'c mut Criterion, name: &str) -> BenchmarkGroup<'c, WallTime> {
+        let mut group = c.benchmark_group(name);
+        let measure = if self.quick {
+            Duration::from_millis(300)
+        } else {
+            Duration::from_secs(3)
+        };
+        group
+            .warm_up_time(Duration::from_millis(100))
+            .measurement_time(measure)
+            .sample_size(10)
+            .sampling_mode(SamplingMode::Flat);
+        group
+    }
+}
+
+/// Criterion id component for a size: `2MiB`, `1GiB`.
+pub fn size_id(bytes: usize) -> String {
+    if bytes >= GIB && bytes.is_multiple_of(GIB) {
+        format!("{}GiB", bytes / GIB)
+    } else {
+        format!("{}MiB", bytes / MIB)
+    }
+}
+
+/// Human-readable size: `2 MiB`, `1.5 GiB`.
+pub fn fmt_size(bytes: usize) -> String {
+    if bytes >= GIB {
+        let g = bytes as f64 / GIB as f64;
+        if g.fract() == 0.0 {
+            format!("{g:.0} GiB")
+        } else {
+            format!("{g:.2} GiB")
+        }
+    } else {
+        format!("{} MiB", bytes / MIB)
+    }
+}
+
+/// Times only `op` over `iters` rounds: `setup` prepares its input and `teardown` undoes its
+/// effect, both untimed, so every round leaves nothing behind.
+pub fn time_op<S, O>(
+    iters: u64,
+    mut setup: impl FnMut() -> S,
+    mut op: impl FnMut(S) -> O,
+    mut teardown: impl FnMut(O),
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let input = setup();
+        let start = Instant::now();
+        let output = op(input);
+        total += start.elapsed();
+        teardown(output);
+    }
+    total
+}
+
+/// A small deterministic pseudo-random sequence (xorshift64*), so runs pick the same tiles.
+pub struct Lcg(u64);
+
+impl Lcg {
+    /// A sequence from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Lcg(seed | 1)
+    }
+
+    /// The next number in `0..bound` (`bound` > 0).
+    pub fn below(&mut self, bound: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % bound.max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_names() {
+        assert_eq!(size_id(2 * MIB), "2MiB");
+        assert_eq!(size_id(16 * GIB), "16GiB");
+        assert_eq!(size_id(512 * MIB), "512MiB");
+        assert_eq!(fmt_size(3 * GIB / 2), "1.50 GiB");
+    }
+
+    #[test]
+    fn lcg_stays_in_bounds() {
+        let mut r = Lcg::new(7);
+        assert!((0..1000).all(|_| r.below(10) < 10));
+    }
+}

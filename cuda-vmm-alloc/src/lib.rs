@@ -1,2 +1,69 @@
-//! Growable buffers, sparse arrays and a physical chunk pool.
+//! Growable buffers, sparse arrays and a physical chunk pool on CUDA reserved address ranges.
+//!
+//! - [`GrowableBuffer`]: a typed device vector whose pointer never moves. It reserves its
+//!   maximum capacity up front and maps physical chunks at the end as it grows, sized by a
+//!   [`GrowthPolicy`] so that growth takes few driver calls (one `cuMemSetAccess` per new
+//!   run). Growth is transactional.
+//! - [`SparseArray`]: a huge logical array of which only committed tiles hold memory; holes
+//!   are errors or read as zeros ([`HoleBehavior`]); [`Display`](std::fmt::Display) draws a
+//!   residency map.
+//! - [`ChunkPool`]: a bounded, thread-safe cache of physical allocations that buffers and
+//!   arrays share to skip `cuMemCreate`/`cuMemRelease`.
+//!
+//! Elements are [`DevicePod`] types, copied to and from the host byte for byte.
+//!
+//! ```
+//! # fn main() -> Result<(), cuda_vmm_alloc::Error> {
+//! use cuda_vmm::Cuda;
+//! use cuda_vmm_alloc::{GrowableBuffer, HoleBehavior, SparseArray, SparseConfig};
+//!
+//! let cuda = Cuda::simulator()?;
+//! let device = cuda.device(0)?;
+//!
+//! // A buffer of up to 64 Mi u32s (256 MiB of address space, nothing committed yet).
+//! let mut buffer = GrowableBuffer::<u32>::with_max_capacity(&device, 64 << 20)?;
+//! let ptr = buffer.ptr();
+//! buffer.extend_from_slice(&[1, 2, 3])?;
+//! buffer.resize(1 << 20, 7)?; // 4 MiB, filled on the device
+//! assert_eq!(buffer.ptr(), ptr); // never moves
+//! let mut head = [0u32; 4];
+//! buffer.read(0..4, &mut head)?;
+//! assert_eq!(head, [1, 2, 3, 7]);
+//! buffer.truncate(3);
+//! buffer.shrink_to_fit()?; // gives memory back
+//! assert_eq!(buffer.committed_bytes(), device.granularity(
+//!     &cuda_vmm::AllocationProps::device(&device),
+//!     cuda_vmm::GranularityKind::Minimum,
+//! )?);
+//!
+//! // A 1 GiB logical array backed only where touched.
+//! let config = SparseConfig { holes: HoleBehavior::Zeros, ..SparseConfig::default() };
+//! let mut array = SparseArray::<f32>::new(&device, 1 << 28, config)?;
+//! array.commit(524_288..524_298)?; // tile 1 (tiles are 2 MiB = 524288 f32s)
+//! array.write(524_288, &[1.5; 10])?;
+//! let mut out = [9.0f32; 4];
+//! array.read(524_286..524_290, &mut out)?; // tile 0 is a hole
+//! assert_eq!(out, [0.0, 0.0, 1.5, 1.5]);
+//! assert_eq!(array.committed_bytes(), array.tile_bytes());
+//! println!("{array}");
+//! # Ok(()) }
+//! ```
 #![warn(missing_docs)]
+
+mod backing;
+mod error;
+mod growable;
+mod pod;
+mod policy;
+mod pool;
+mod sparse;
+mod stats;
+mod tiles;
+
+pub use error::{Error, Result};
+pub use growable::{BufferConfig, GrowableBuffer};
+pub use pod::DevicePod;
+pub use policy::GrowthPolicy;
+pub use pool::{ChunkPool, PoolConfig, PoolStats};
+pub use sparse::{HoleBehavior, SparseArray, SparseConfig};
+pub use stats::DriverStats;

@@ -1,2 +1,200 @@
-//! A CPU simulator of the CUDA driver's VMM API.
+//! A CPU simulator of the CUDA driver's virtual memory management (VMM) API.
+//!
+//! It exports the driver's C ABI — the exact symbols (`cuMemCreate`,
+//! `cuMemGetInfo_v2`, ...) a program compiled against `cuda.h` links to — and
+//! backs them with real Linux memory, so that VMM code behaves as on a GPU:
+//!
+//! - a **reservation** is real address space with no access (`mmap` PROT_NONE);
+//! - a **physical allocation** is a memfd (pages cost host memory only once written);
+//! - a **mapping** maps the memfd into the reservation (`MAP_SHARED|MAP_FIXED`),
+//!   so one allocation mapped twice really aliases, and an allocation released
+//!   while mapped lives until unmapped;
+//! - **access** set with `cuMemSetAccess` becomes page protection (the union
+//!   over devices); copies check it per device and return the driver's error
+//!   instead of faulting;
+//! - **sharing**: a POSIX-fd export is a `dup` of the memfd, usable by another process;
+//! - `cuMemGetInfo` is **exact**: total minus live allocations, per device.
+//!
+//! `CUdeviceptr` values are host addresses. Error codes where the real driver's
+//! answer is a guess are named constants in [`answers`]. Tests get
+//! per-thread [`call_count`]s and [`inject_fault`].
+//!
+//! # In-process use
+//!
+//! [`driver()`] is a [`cuda_vmm_sys::Driver`] whose table points straight at this
+//! crate's functions (no `dlopen`):
+//!
+//! ```
+//! use cuda_vmm_sys::*;
+//! # fn main() -> Result<(), MissingSymbol> {
+//! let t = cuda_vmm_sim::driver().table();
+//! let ok = CUresult::CUDA_SUCCESS;
+//! // SAFETY (all calls below): every pointer passed is a valid local, and every
+//! // range passed was returned by the simulator for this purpose.
+//! unsafe {
+//!     assert_eq!(entry!(t, cuInit)?(0), ok);
+//!     let mut dev = 0;
+//!     assert_eq!(entry!(t, cuDeviceGet)?(&mut dev, 0), ok);
+//!     let mut ctx = core::ptr::null_mut();
+//!     assert_eq!(entry!(t, cuDevicePrimaryCtxRetain)?(&mut ctx, dev), ok);
+//!     assert_eq!(entry!(t, cuCtxSetCurrent)?(ctx), ok);
+//!
+//!     let mut prop = CUmemAllocationProp::default();
+//!     prop.type_ = CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED;
+//!     prop.location.type_ = CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE;
+//!     prop.location.id = dev;
+//!     let mut size = 0;
+//!     let g = CUmemAllocationGranularity_flags::CU_MEM_ALLOC_GRANULARITY_MINIMUM;
+//!     assert_eq!(entry!(t, cuMemGetAllocationGranularity)?(&mut size, &prop, g), ok);
+//!
+//!     let mut va = 0;
+//!     assert_eq!(entry!(t, cuMemAddressReserve)?(&mut va, size, 0, 0, 0), ok);
+//!     let mut handle = 0;
+//!     assert_eq!(entry!(t, cuMemCreate)?(&mut handle, size, &prop, 0), ok);
+//!     assert_eq!(entry!(t, cuMemMap)?(va, size, 0, handle, 0), ok);
+//!     let access = CUmemAccessDesc {
+//!         location: prop.location,
+//!         flags: CUmemAccess_flags::CU_MEM_ACCESS_FLAGS_PROT_READWRITE,
+//!     };
+//!     assert_eq!(entry!(t, cuMemSetAccess)?(va, size, &access, 1), ok);
+//!
+//!     let data = *b"hello, device";
+//!     let mut back = [0u8; 13];
+//!     assert_eq!(entry!(t, cuMemcpyHtoD_v2)?(va, data.as_ptr().cast(), 13), ok);
+//!     assert_eq!(entry!(t, cuMemcpyDtoH_v2)?(back.as_mut_ptr().cast(), va, 13), ok);
+//!     assert_eq!(back, data);
+//!
+//!     assert_eq!(entry!(t, cuMemUnmap)?(va, size), ok);
+//!     assert_eq!(entry!(t, cuMemRelease)?(handle), ok);
+//!     assert_eq!(entry!(t, cuMemAddressFree)?(va, size), ok);
+//!     assert_eq!(entry!(t, cuDevicePrimaryCtxRelease_v2)?(dev), ok);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # Running your own program on the simulator
+//!
+//! Build the shared library: `cargo build -p cuda-vmm-sim --release` gives
+//! `target/release/libcuda_vmm_sim.so`. Then either
+//!
+//! - for programs using this workspace's loader (`cuda_vmm_sys::Driver::load`):
+//!   `CUDA_VMM_DRIVER_PATH=target/release/libcuda_vmm_sim.so ./your-program`;
+//! - for C/C++ programs linked with `-lcuda`: make a directory with a
+//!   `libcuda.so.1` (and `libcuda.so`) symlink to `libcuda_vmm_sim.so` and run
+//!   with `LD_LIBRARY_PATH=that-directory`. Only the entry points in
+//!   [`cuda_vmm_sys::SYMBOLS`] exist (no kernels, streams or modules).
+//!
+//! # Configuration
+//!
+//! Read once, at the first `cuInit`: from [`configure`] if it was called, else
+//! from `CUDA_VMM_SIM_DEVICES` (default 1), `CUDA_VMM_SIM_MEMORY` (bytes per
+//! device, K/M/G/T suffixes, default 80G), `CUDA_VMM_SIM_GRANULARITY` (default
+//! 2M) and `CUDA_VMM_SIM_DRIVER_VERSION` (default 13000).
+//!
+//! # Differences from a GPU
+//!
+//! The simulated devices report no fabric handles, compression or GPUDirect
+//! RDMA on VMM memory. Released or bogus handles return an error where the
+//! real driver crashes. Imported allocations do not count in the importer's
+//! `cuMemGetInfo` (the exporter's allocation does). Releasing the last
+//! reference to a primary context frees nothing. A map that leaves the
+//! reservations is refused (the real driver accepts some; the simulator would
+//! overwrite host memory it does not own).
 #![warn(missing_docs)]
+
+mod allocations;
+pub mod answers;
+mod classic;
+mod config;
+mod contexts;
+mod copies;
+mod devices;
+mod error_strings;
+pub mod exports;
+mod faults;
+mod mappings;
+mod procs;
+mod reservations;
+mod state;
+mod symbols;
+mod sys;
+
+use std::sync::OnceLock;
+
+use cuda_vmm_sys::{Driver, DriverTable};
+
+pub use config::{
+    ConfigError, SimConfig, ENV_DEVICES, ENV_DRIVER_VERSION, ENV_GRANULARITY, ENV_MEMORY,
+    MAX_DEVICES,
+};
+pub use faults::{call_count, inject_fault, try_inject_fault, FaultError, FaultGuard};
+
+/// Where [`driver()`] says it came from.
+pub const ORIGIN: &str = "cuda-vmm-sim (in-process)";
+
+/// The in-process simulated driver: a table of this crate's entry points.
+pub fn driver() -> &'static Driver {
+    static DRIVER: OnceLock<Driver> = OnceLock::new();
+    DRIVER.get_or_init(|| {
+        use exports as x;
+        let table = DriverTable {
+            cuInit: Some(x::cuInit),
+            cuDriverGetVersion: Some(x::cuDriverGetVersion),
+            cuGetErrorName: Some(x::cuGetErrorName),
+            cuGetErrorString: Some(x::cuGetErrorString),
+            cuGetProcAddress_v2: Some(x::cuGetProcAddress_v2),
+            cuDeviceGet: Some(x::cuDeviceGet),
+            cuDeviceGetCount: Some(x::cuDeviceGetCount),
+            cuDeviceGetName: Some(x::cuDeviceGetName),
+            cuDeviceGetAttribute: Some(x::cuDeviceGetAttribute),
+            cuDeviceTotalMem_v2: Some(x::cuDeviceTotalMem_v2),
+            cuDeviceCanAccessPeer: Some(x::cuDeviceCanAccessPeer),
+            cuDevicePrimaryCtxRetain: Some(x::cuDevicePrimaryCtxRetain),
+            cuDevicePrimaryCtxRelease_v2: Some(x::cuDevicePrimaryCtxRelease_v2),
+            cuCtxSetCurrent: Some(x::cuCtxSetCurrent),
+            cuCtxGetCurrent: Some(x::cuCtxGetCurrent),
+            cuCtxGetDevice: Some(x::cuCtxGetDevice),
+            cuCtxSynchronize: Some(x::cuCtxSynchronize),
+            cuMemGetInfo_v2: Some(x::cuMemGetInfo_v2),
+            cuMemAlloc_v2: Some(x::cuMemAlloc_v2),
+            cuMemFree_v2: Some(x::cuMemFree_v2),
+            cuMemGetAddressRange_v2: Some(x::cuMemGetAddressRange_v2),
+            cuMemAddressReserve: Some(x::cuMemAddressReserve),
+            cuMemAddressFree: Some(x::cuMemAddressFree),
+            cuMemCreate: Some(x::cuMemCreate),
+            cuMemRelease: Some(x::cuMemRelease),
+            cuMemMap: Some(x::cuMemMap),
+            cuMemMapArrayAsync: Some(x::cuMemMapArrayAsync),
+            cuMemUnmap: Some(x::cuMemUnmap),
+            cuMemSetAccess: Some(x::cuMemSetAccess),
+            cuMemGetAccess: Some(x::cuMemGetAccess),
+            cuMemGetAllocationGranularity: Some(x::cuMemGetAllocationGranularity),
+            cuMemRetainAllocationHandle: Some(x::cuMemRetainAllocationHandle),
+            cuMemGetAllocationPropertiesFromHandle: Some(x::cuMemGetAllocationPropertiesFromHandle),
+            cuMemExportToShareableHandle: Some(x::cuMemExportToShareableHandle),
+            cuMemImportFromShareableHandle: Some(x::cuMemImportFromShareableHandle),
+            cuMemcpyHtoD_v2: Some(x::cuMemcpyHtoD_v2),
+            cuMemcpyDtoH_v2: Some(x::cuMemcpyDtoH_v2),
+            cuMemcpyDtoD_v2: Some(x::cuMemcpyDtoD_v2),
+            cuMemsetD8_v2: Some(x::cuMemsetD8_v2),
+            cuMemsetD32_v2: Some(x::cuMemsetD32_v2),
+        };
+        // SAFETY: every slot holds one of this crate's functions, whose signature
+        // the compiler checked against the slot's PFN type, and which live for
+        // the whole program.
+        unsafe { Driver::from_table(table, ORIGIN) }
+    })
+}
+
+/// Sets the configuration the first `cuInit` uses (instead of the environment).
+///
+/// Fails with [`ConfigError::AlreadyInitialized`] once `cuInit` has succeeded,
+/// or when the configuration is invalid.
+pub fn configure(config: SimConfig) -> Result<(), ConfigError> {
+    state::configure(config)
+}
+
+/// The configuration in effect, or `None` before the first successful `cuInit`.
+pub fn active_config() -> Option<SimConfig> {
+    state::active_config()
+}

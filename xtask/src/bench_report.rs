@@ -1,10 +1,12 @@
-//! `cargo xtask bench-report [--criterion DIR] [--out FILE]`: turns the latest criterion run
+//! `cargo xtask bench-report [--criterion DIR] [--out FILE] [--include-stale]`: turns the latest criterion run
 //! of `cuda-vmm-benches` into a section of `BENCHMARKS.md` plus two SVG plots.
 //!
 //! Inputs, all under the criterion directory (default `target/criterion`):
 //! - `**/new/estimates.json` + `benchmark.json`: the median of every benchmark, keyed by its
 //!   criterion id (e.g. `latency/map/raw/2MiB`);
-//! - `cuda-vmm-run.json`: the run's metadata (GPU, driver versions, date), written by the benches;
+//! - `cuda-vmm-run.json`: the run's metadata (GPU, driver versions, date, start time), written by
+//!   the benches; estimates older than its `started_unix` are left-overs of earlier runs and are
+//!   skipped unless `--include-stale`;
 //! - `cuda-vmm-extra.json`: flat `{"key": number}` side measurements (peak committed memory...).
 //!
 //! The section is keyed by GPU + date: re-running replaces it, another GPU or day appends one.
@@ -30,12 +32,14 @@ See `benches/src/lib.rs` for the benchmark names and sizes.
 pub fn run(args: &[String]) -> Result<(), String> {
     let mut criterion: Option<PathBuf> = None;
     let mut out: Option<PathBuf> = None;
+    let mut include_stale = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--criterion" => {
                 criterion = Some(it.next().ok_or("--criterion needs a directory")?.into())
             }
+            "--include-stale" => include_stale = true,
             "--out" => out = Some(it.next().ok_or("--out needs a file name")?.into()),
             other => {
                 return Err(format!(
@@ -46,7 +50,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     let criterion = criterion.unwrap_or_else(default_criterion_dir);
     let out = out.unwrap_or_else(|| workspace_root().join("BENCHMARKS.md"));
-    let written = generate(&criterion, &out)?;
+    let written = generate(&criterion, &out, include_stale)?;
     for path in written {
         println!("wrote {}", path.display());
     }
@@ -55,8 +59,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
 
 /// Reads the run under `criterion`, writes its plots and upserts its section in `out`.
 /// Returns the files written.
-fn generate(criterion: &Path, out: &Path) -> Result<Vec<PathBuf>, String> {
-    let run = Run::load(criterion)?;
+fn generate(criterion: &Path, out: &Path, include_stale: bool) -> Result<Vec<PathBuf>, String> {
+    let run = Run::load(criterion, include_stale)?;
     let base = out.parent().map(Path::to_path_buf).unwrap_or_default();
     let plot_rel = format!("{PLOT_DIR}/{}", run.meta.slug());
     let plot_dir = base.join(&plot_rel);
@@ -146,22 +150,29 @@ struct Run {
 }
 
 impl Run {
-    fn load(dir: &Path) -> Result<Run, String> {
+    /// Loads the run in `dir`; unless `include_stale`, estimates written before the session
+    /// in `cuda-vmm-run.json` started (left over from earlier runs) are ignored.
+    fn load(dir: &Path, include_stale: bool) -> Result<Run, String> {
         if !dir.is_dir() {
             return Err(format!(
                 "{} is not a directory; run `cargo bench -p cuda-vmm-benches` first or pass --criterion DIR",
                 dir.display()
             ));
         }
-        let mut medians = BTreeMap::new();
-        collect_estimates(dir, dir, &mut medians)?;
-        if medians.is_empty() {
+        let mut found = BTreeMap::new();
+        collect_estimates(dir, dir, &mut found)?;
+        if found.is_empty() {
             return Err(format!(
                 "no criterion estimates (*/new/estimates.json) under {}",
                 dir.display()
             ));
         }
-        let meta = match read_json(&dir.join(RUN_FILE))? {
+        let run_file = read_json(&dir.join(RUN_FILE))?;
+        let started = run_file
+            .as_ref()
+            .and_then(|v| v.get("started_unix"))
+            .and_then(json::Value::as_f64);
+        let meta = match run_file {
             Some(v) => Meta {
                 gpu: v.str_or("gpu", "unknown device"),
                 backend: v.str_or("backend", "unknown backend"),
@@ -186,6 +197,7 @@ impl Run {
                 }
             }
         };
+        let medians = fresh_medians(found, started, include_stale)?;
         let mut extra = BTreeMap::new();
         if let Some(json::Value::Object(fields)) = read_json(&dir.join(EXTRA_FILE))? {
             for (k, v) in fields {
@@ -206,6 +218,34 @@ impl Run {
     }
 }
 
+/// Drops estimates written before `started` (Unix seconds), saying how many.
+fn fresh_medians(
+    found: BTreeMap<String, (f64, f64)>,
+    started: Option<f64>,
+    include_stale: bool,
+) -> Result<BTreeMap<String, f64>, String> {
+    let cutoff = match started {
+        Some(t) if !include_stale => t - 1.0,
+        _ => f64::MIN,
+    };
+    let total = found.len();
+    let fresh: BTreeMap<String, f64> = found
+        .into_iter()
+        .filter(|(_, (_, written))| *written >= cutoff)
+        .map(|(id, (median, _))| (id, median))
+        .collect();
+    if fresh.len() < total {
+        eprintln!(
+            "ignoring {} estimates older than this run (pass --include-stale to keep them)",
+            total - fresh.len()
+        );
+    }
+    if fresh.is_empty() {
+        return Err("every criterion estimate predates the run in cuda-vmm-run.json".into());
+    }
+    Ok(fresh)
+}
+
 fn read_json(path: &Path) -> Result<Option<json::Value>, String> {
     match std::fs::read_to_string(path) {
         Ok(text) => json::parse(&text)
@@ -218,10 +258,11 @@ fn read_json(path: &Path) -> Result<Option<json::Value>, String> {
 
 /// Walks `dir` for `new/estimates.json`, keyed by `benchmark.json`'s `full_id` (criterion's
 /// directory names are mangled: `/` becomes `_`), falling back to the relative path.
+/// Values are (median ns, Unix time the estimate was written).
 fn collect_estimates(
     root: &Path,
     dir: &Path,
-    out: &mut BTreeMap<String, f64>,
+    out: &mut BTreeMap<String, (f64, f64)>,
 ) -> Result<(), String> {
     let entries =
         std::fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
@@ -250,7 +291,12 @@ fn collect_estimates(
                     let rel = path.strip_prefix(root).unwrap_or(&path);
                     rel.to_string_lossy().replace('\\', "/")
                 });
-            out.insert(id, median);
+            let written = std::fs::metadata(&estimates)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0.0, |d| d.as_secs_f64());
+            out.insert(id, (median, written));
         }
         collect_estimates(root, &path, out)?;
     }
@@ -555,65 +601,66 @@ fn growth_table(run: &Run, s: &mut String, plot: Option<&String>) {
     s.push('\n');
 }
 
-/// Sparse tiles, set-access batching and pooled alloc/free: each a small two-column table.
+/// Sparse tiles, set-access batching and pooled alloc/free: one table each, a column per
+/// variant (ids `PREFIX/VARIANT[/CASE]`) and the ratio of the first two named.
 fn misc_tables(run: &Run, s: &mut String) {
-    let sections: [(&str, &str, &str, &str); 4] = [
+    let sections: [(&str, &str, [&str; 2]); 4] = [
         (
             "Sparse commit + decommit of k adjacent random 2 MiB tiles",
             "sparse/commit_decommit/",
-            "pooled",
-            "unpooled",
+            ["pooled", "unpooled"],
         ),
         (
             "One 2 MiB tile",
             "sparse/one_tile/",
-            "pooled_commit",
-            "raw_map_set_access",
+            ["pooled_commit", "raw_map_set_access"],
         ),
         (
-            "Set access on 64 contiguous 2 MiB chunks",
+            "Set access on contiguous 2 MiB chunks",
             "set_access/",
-            "per_chunk",
-            "per_run",
+            ["per_chunk", "per_run"],
         ),
-        ("2 MiB alloc + free", "alloc_free/", "pool", "cuMemAlloc"),
+        ("2 MiB alloc + free", "alloc_free/", ["pool", "cuMemAlloc"]),
     ];
-    for (title, prefix, a, b) in sections {
-        let rows: BTreeMap<String, (Option<f64>, Option<f64>)> = run
-            .medians
-            .iter()
-            .filter_map(|(id, v)| {
-                let rest = id.strip_prefix(prefix)?;
-                let (variant, param) = rest.split_once('/').unwrap_or((rest, ""));
-                Some((variant.to_string(), param.to_string(), *v))
-            })
-            .fold(BTreeMap::new(), |mut acc, (variant, param, v)| {
-                let e: &mut (Option<f64>, Option<f64>) = acc.entry(param).or_default();
-                if variant == a {
-                    e.0 = Some(v);
-                } else if variant == b {
-                    e.1 = Some(v);
-                }
-                acc
-            });
+    for (title, prefix, [a, b]) in sections {
+        // case -> variant -> median
+        let mut rows: BTreeMap<&str, BTreeMap<&str, f64>> = BTreeMap::new();
+        for (id, v) in &run.medians {
+            if let Some(rest) = id.strip_prefix(prefix) {
+                let (variant, case) = rest.split_once('/').unwrap_or((rest, "-"));
+                rows.entry(case).or_default().insert(variant, *v);
+            }
+        }
         if rows.is_empty() {
             continue;
         }
+        let mut variants = vec![a, b];
+        for row in rows.values() {
+            for v in row.keys() {
+                if !variants.contains(v) {
+                    variants.push(v);
+                }
+            }
+        }
+        let _ = write!(s, "### {title} (median)\n\n| Case |");
+        for v in &variants {
+            let _ = write!(s, " {v} |");
+        }
         let _ = writeln!(
             s,
-            "### {title} (median)\n\n| Case | {a} | {b} | {a} / {b} |\n|---|---|---|---|"
+            " {a} / {b} |\n|---|{}---|",
+            "---|".repeat(variants.len())
         );
-        for (param, (x, y)) in rows {
-            let cell = |v: Option<f64>| v.map_or("-".into(), fmt_time);
-            let ratio = x
-                .zip(y)
+        for (case, row) in rows {
+            let _ = write!(s, "| {case} |");
+            for v in &variants {
+                let _ = write!(s, " {} |", row.get(v).map_or("-".into(), |t| fmt_time(*t)));
+            }
+            let ratio = row
+                .get(a)
+                .zip(row.get(b))
                 .map_or("-".into(), |(x, y)| format!("{:.2}", x / y));
-            let case = if param.is_empty() {
-                "-"
-            } else {
-                param.as_str()
-            };
-            let _ = writeln!(s, "| {case} | {} | {} | {ratio} |", cell(x), cell(y));
+            let _ = writeln!(s, " {ratio} |");
         }
         s.push('\n');
     }
@@ -756,7 +803,7 @@ mod svg {
 
     const WIDTH: f64 = 760.0;
     const HEIGHT: f64 = 440.0;
-    const LEFT: f64 = 70.0;
+    const LEFT: f64 = 80.0;
     const RIGHT: f64 = 240.0;
     const TOP: f64 = 40.0;
     const BOTTOM: f64 = 50.0;
@@ -807,6 +854,7 @@ mod svg {
         let mut xs: Vec<f64> = points().map(|p| p.0).collect();
         xs.sort_by(f64::total_cmp);
         xs.dedup();
+        let mut last_label = f64::MIN;
         for x in xs {
             let gx = px(x);
             let _ = writeln!(
@@ -814,12 +862,16 @@ mod svg {
                 r##"<line x1="{gx:.1}" y1="{TOP}" x2="{gx:.1}" y2="{:.1}" stroke="#ddd"/>"##,
                 TOP + ph
             );
-            let _ = writeln!(
-                s,
-                r#"<text x="{gx:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-                TOP + ph + 16.0,
-                escape(&super::fmt_bytes(x))
-            );
+            // Label every grid line that is not crowding the previous label.
+            if gx - last_label >= 56.0 {
+                last_label = gx;
+                let _ = writeln!(
+                    s,
+                    r#"<text x="{gx:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+                    TOP + ph + 16.0,
+                    escape(&super::fmt_bytes(x))
+                );
+            }
         }
         let mut decade = y0;
         while decade <= y1 {
@@ -835,7 +887,7 @@ mod svg {
                 r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
                 LEFT - 6.0,
                 gy + 4.0,
-                escape(&super::fmt_time(y))
+                escape(&super::fmt_time(y).replace(".00 ", " ").replace(".0 ", " "))
             );
             decade += 1.0;
         }
@@ -1179,7 +1231,24 @@ mod tests {
         std::fs::write(dir.join("benchmark.json"), b).unwrap();
     }
 
+    fn now_secs() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    /// A left-over estimate from an earlier run: written an hour ago.
+    fn stale_bench(root: &Path, id: &str) {
+        bench(root, id, 1.0);
+        let file = root.join(id.replace('/', "_")).join("new/estimates.json");
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        let f = std::fs::File::options().write(true).open(file).unwrap();
+        f.set_modified(hour_ago).unwrap();
+    }
+
     fn synthetic(root: &Path, date: &str) {
+        stale_bench(root, "latency/map/raw/1GiB");
         bench(root, "latency/map/raw/2MiB", 1000.0);
         bench(root, "latency/map/safe/2MiB", 1050.0); // +50 ns: within 0.1 µs
         bench(root, "latency/map/raw/32MiB", 2000.0);
@@ -1194,8 +1263,10 @@ mod tests {
         bench(root, "sparse/one_tile/raw_map_set_access", 25_000.0);
         bench(root, "alloc_free/pool/2MiB", 1_000.0);
         bench(root, "alloc_free/cuMemAlloc/2MiB", 3_000.0);
+        bench(root, "alloc_free/pool_mapped/2MiB", 30_000.0);
         let meta = format!(
-            r#"{{"gpu": "NVIDIA H100 80GB HBM3", "backend": "real driver", "cuda_driver": "13.0", "kernel_driver": "580.65.06", "date": "{date}", "quick": false}}"#
+            r#"{{"gpu": "NVIDIA H100 80GB HBM3", "backend": "real driver", "cuda_driver": "13.0", "kernel_driver": "580.65.06", "date": "{date}", "quick": false, "started_unix": {started}}}"#,
+            started = now_secs() - 10
         );
         std::fs::write(root.join(RUN_FILE), meta).unwrap();
         let extra = r#"{"growth/growable/2GiB/max_commit_ratio_past_1GiB": 1.125, "growth/growable/2GiB/pointer_moved": 0, "growth/growable/256MiB/peak_committed_bytes": 268435456}"#;
@@ -1208,7 +1279,7 @@ mod tests {
         let crit = dir.join("criterion");
         synthetic(&crit, "2025-01-02");
         let out = dir.join("BENCHMARKS.md");
-        let written = generate(&crit, &out).unwrap();
+        let written = generate(&crit, &out, false).unwrap();
         assert_eq!(written.len(), 3, "{written:?}");
 
         let doc = std::fs::read_to_string(&out).unwrap();
@@ -1228,6 +1299,10 @@ mod tests {
         assert!(doc.contains("| <= 1.1x | 1.04x | pass |"));
         assert!(doc.contains("| >= 1.5x | 3.00x | pass |"));
         assert!(doc.contains("docs/bench/nvidia-h100-80gb-hbm3-2025-01-02/latency.svg"));
+        assert!(
+            !doc.contains("latency/map/raw/1GiB"),
+            "stale estimate reported"
+        );
 
         let svg = std::fs::read_to_string(
             dir.join("docs/bench/nvidia-h100-80gb-hbm3-2025-01-02/growth.svg"),
@@ -1238,9 +1313,9 @@ mod tests {
         assert!(svg.contains(">256 MiB</text>"));
 
         // Same GPU and date: replaced. Another date: appended.
-        generate(&crit, &out).unwrap();
+        generate(&crit, &out, false).unwrap();
         synthetic(&crit, "2025-02-03");
-        generate(&crit, &out).unwrap();
+        generate(&crit, &out, false).unwrap();
         let doc = std::fs::read_to_string(&out).unwrap();
         assert_eq!(doc.matches("<!-- bench-run: ").count(), 2);
         assert_eq!(doc.matches("<!-- end bench-run: ").count(), 2);
@@ -1278,13 +1353,13 @@ mod tests {
 
     #[test]
     fn missing_directory_is_a_clear_error() {
-        let err = Run::load(Path::new("/nonexistent/criterion")).unwrap_err();
+        let err = Run::load(Path::new("/nonexistent/criterion"), false).unwrap_err();
         assert!(
             err.contains("/nonexistent/criterion is not a directory"),
             "{err}"
         );
         let dir = scratch("empty");
-        let err = Run::load(&dir).unwrap_err();
+        let err = Run::load(&dir, false).unwrap_err();
         assert!(err.starts_with("no criterion estimates"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -1,0 +1,94 @@
+//! The allocator's error type.
+
+/// Result of every fallible allocator operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in this crate: a driver/validation error from `cuda-vmm`,
+/// or one of the allocator's own checks. Each variant names the values involved.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A `cuda-vmm` call failed (driver error or argument validation).
+    #[error(transparent)]
+    Vmm(#[from] cuda_vmm::Error),
+    /// Growing would pass the end of the reserved address range.
+    #[error("a capacity of {requested} elements exceeds the reserved maximum of {max} elements")]
+    CapacityExceeded {
+        /// Elements the operation needed.
+        requested: usize,
+        /// Elements that fit in the reservation.
+        max: usize,
+    },
+    /// A sparse array access touched a tile that holds no physical memory.
+    #[error("element {index} lies in tile {tile}, which is not committed")]
+    NotCommitted {
+        /// First element of the access that lies in a hole.
+        index: usize,
+        /// The uncommitted tile holding it.
+        tile: usize,
+    },
+    /// A sparse array's tile size is not a usable multiple of the allocation granularity.
+    #[error(
+        "tile size {tile_size} is not a nonzero multiple of the allocation granularity {granularity}"
+    )]
+    BadTileSize {
+        /// The tile size asked for, in bytes.
+        tile_size: usize,
+        /// The allocation granularity, in bytes.
+        granularity: usize,
+    },
+    /// An element range reaches past the end of the buffer or array.
+    #[error("{what} range {start}..{end} is out of bounds for length {len}")]
+    OutOfRange {
+        /// The operation ("read", "write", "commit", ...).
+        what: &'static str,
+        /// First element of the range.
+        start: usize,
+        /// One past the last element of the range.
+        end: usize,
+        /// Current length in elements.
+        len: usize,
+    },
+    /// A host slice has a different length than the element range it is copied to/from.
+    #[error("host slice holds {actual} elements but the range covers {expected}")]
+    LengthMismatch {
+        /// Elements in the device range.
+        expected: usize,
+        /// Elements in the host slice.
+        actual: usize,
+    },
+    /// A growth policy's numbers are unusable.
+    #[error("invalid growth policy: {message}")]
+    BadPolicy {
+        /// What is wrong, naming the value.
+        message: String,
+    },
+    /// A configuration value (pool limits, chunk size, capacity) is unusable.
+    #[error("invalid configuration: {message}")]
+    InvalidConfig {
+        /// What is wrong, naming the value.
+        message: String,
+    },
+    /// A chunk pool serves another size class than the one asked for.
+    #[error("chunk pool mismatch: {message}")]
+    PoolMismatch {
+        /// Which of device, properties or chunk size differs, with both values.
+        message: String,
+    },
+    /// The element type has size zero, which device memory cannot represent.
+    #[error("element type {type_name} has size zero")]
+    ZeroSizedElement {
+        /// `std::any::type_name` of the element type.
+        type_name: &'static str,
+    },
+}
+
+impl Error {
+    /// The raw `CUresult` code when this is a driver error, else `None`.
+    pub fn code(&self) -> Option<u32> {
+        match self {
+            Error::Vmm(e) => e.code(),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,484 @@
+//! A typed device buffer that grows in place: its address never changes.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::Range;
+
+use cuda_vmm::{AllocationProps, Device};
+
+use crate::backing::{Backing, Chunk};
+use crate::error::{Error, Result};
+use crate::pod::{as_bytes, as_bytes_mut, uniform_byte, zeroed, DevicePod};
+use crate::policy::{round_up, split, GrowthPolicy};
+use crate::pool::ChunkPool;
+use crate::stats::DriverStats;
+
+/// Host bytes staged per non-memset fill before device-side doubling takes over.
+const FILL_STAGE_BYTES: usize = 64 << 10;
+
+/// How a [`GrowableBuffer`] is set up. `Default`: capacity up to the device's total memory,
+/// nothing committed up front, [`GrowthPolicy::default`], no pool, pinned device memory.
+#[derive(Clone, Debug, Default)]
+pub struct BufferConfig {
+    /// Most elements the buffer can ever hold; its address range is reserved for this many
+    /// up front (`None` = the device's total memory).
+    pub max_capacity: Option<usize>,
+    /// Elements to commit at creation.
+    pub initial_capacity: usize,
+    /// How chunk sizes grow.
+    pub policy: GrowthPolicy,
+    /// Take chunks from (and return them to) this pool; chunks are then the pool's chunk size.
+    pub pool: Option<ChunkPool>,
+    /// Allocation properties (`None` = [`AllocationProps::device`]); must match the pool's.
+    pub props: Option<AllocationProps>,
+}
+
+/// A typed, growable device buffer whose device pointer never moves.
+///
+/// The whole maximum capacity is reserved as one address range at creation; physical memory
+/// is mapped at its end as the buffer grows (see [`GrowthPolicy`]) and unmapped by
+/// [`shrink_to_fit`](GrowableBuffer::shrink_to_fit). [`ptr`](GrowableBuffer::ptr) stays valid
+/// for kernels of any library for the buffer's whole life, for the first
+/// [`capacity`](GrowableBuffer::capacity) elements.
+///
+/// Growth is transactional: if any driver call fails, length, contents, pointer and
+/// committed memory are exactly as before and nothing obtained during the attempt is kept.
+///
+/// Copies to and from the host are synchronous. Work launched by other libraries on this
+/// memory must be complete before the buffer shrinks or is dropped.
+pub struct GrowableBuffer<T: DevicePod> {
+    backing: Backing,
+    policy: GrowthPolicy,
+    /// Mapped chunks, back to back from offset 0.
+    chunks: Vec<Chunk>,
+    committed: usize,
+    len: usize,
+    _elements: PhantomData<T>,
+}
+
+impl<T: DevicePod> GrowableBuffer<T> {
+    /// Reserves the buffer's address range on `device` and commits `initial_capacity`.
+    pub fn new(device: &Device, config: BufferConfig) -> Result<Self> {
+        let size = element_size::<T>()?;
+        config.policy.validate()?;
+        let max_capacity = config.max_capacity;
+        let backing = Backing::new(
+            device,
+            config.props,
+            config.pool,
+            "the buffer",
+            |unit, _| {
+                let bytes = match max_capacity {
+                    Some(n) => n.checked_mul(size).ok_or_else(|| Error::InvalidConfig {
+                        message: format!("max capacity {n} elements of {size} bytes overflows"),
+                    })?,
+                    None => device.total_memory()?,
+                };
+                Ok(round_up(bytes.max(1), unit))
+            },
+        )?;
+        let mut buffer = GrowableBuffer {
+            backing,
+            policy: config.policy,
+            chunks: Vec::new(),
+            committed: 0,
+            len: 0,
+            _elements: PhantomData,
+        };
+        buffer.reserve(config.initial_capacity)?;
+        Ok(buffer)
+    }
+
+    /// A buffer that can hold up to `max_capacity` elements, otherwise with the defaults.
+    pub fn with_max_capacity(device: &Device, max_capacity: usize) -> Result<Self> {
+        Self::new(
+            device,
+            BufferConfig {
+                max_capacity: Some(max_capacity),
+                ..BufferConfig::default()
+            },
+        )
+    }
+
+    /// The buffer's device address (a `CUdeviceptr`); the same for the buffer's whole life.
+    pub fn ptr(&self) -> u64 {
+        self.backing.reservation.ptr()
+    }
+
+    /// The device the memory lives on.
+    pub fn device(&self) -> &Device {
+        &self.backing.device
+    }
+
+    /// Elements stored.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no elements are stored.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Elements that fit in the memory committed now.
+    pub fn capacity(&self) -> usize {
+        self.committed / size_of::<T>()
+    }
+
+    /// Elements that fit in the reserved address range: the most the buffer can ever hold.
+    pub fn max_capacity(&self) -> usize {
+        self.backing.reservation.size() / size_of::<T>()
+    }
+
+    /// Bytes of physical memory mapped now.
+    pub fn committed_bytes(&self) -> usize {
+        self.committed
+    }
+
+    /// Bytes of address space reserved.
+    pub fn reserved_bytes(&self) -> usize {
+        self.backing.reservation.size()
+    }
+
+    /// The growth policy in use.
+    pub fn policy(&self) -> &GrowthPolicy {
+        &self.policy
+    }
+
+    /// Driver calls made so far and the physical footprint.
+    pub fn stats(&self) -> DriverStats {
+        self.backing.stats
+    }
+
+    /// Appends one element.
+    pub fn push(&mut self, value: T) -> Result<()> {
+        self.extend_from_slice(std::slice::from_ref(&value))
+    }
+
+    /// Appends host elements, growing as needed.
+    pub fn extend_from_slice(&mut self, values: &[T]) -> Result<()> {
+        let new_len = self.grown_len(values.len())?;
+        self.ensure_capacity(new_len)?;
+        self.backing
+            .reservation
+            .write(self.byte_offset(self.len), as_bytes(values))?;
+        self.len = new_len;
+        Ok(())
+    }
+
+    /// Sets the length to `new_len`; new elements are set to `value` on the device (a memset
+    /// when all bytes of `value` are equal, otherwise one small host copy doubled by
+    /// device-to-device copies).
+    pub fn resize(&mut self, new_len: usize, value: T) -> Result<()> {
+        if new_len <= self.len {
+            self.truncate(new_len);
+            return Ok(());
+        }
+        self.ensure_capacity(new_len)?;
+        self.fill(self.len, new_len - self.len, value)?;
+        self.len = new_len;
+        Ok(())
+    }
+
+    /// Commits memory for at least `additional` more elements without changing the length.
+    pub fn reserve(&mut self, additional: usize) -> Result<()> {
+        let needed = self.grown_len(additional)?;
+        self.ensure_capacity(needed)
+    }
+
+    /// Shortens the buffer to `len` elements (no effect if already shorter); memory stays
+    /// committed.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// Removes every element; memory stays committed.
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Unmaps the memory past the length, giving it back to the device (or the pool).
+    ///
+    /// Without a pool the committed size becomes the length rounded up to the granularity:
+    /// whole chunks past it are released, and a chunk straddling it is replaced by a smaller
+    /// one (its live bytes are copied on the device; the address does not change). With a pool,
+    /// whole pool chunks past the length go back to the pool. On error the buffer stays
+    /// consistent and keeps its contents.
+    pub fn shrink_to_fit(&mut self) -> Result<()> {
+        let used = self.byte_offset(self.len);
+        let target = round_up(used, self.backing.unit());
+        if target >= self.committed {
+            return Ok(());
+        }
+        // Chunks wholly below the target stay; the first other one may straddle it.
+        let keep = self.chunks.partition_point(|c| c.end() <= target);
+        let straddles = self.chunks.get(keep).is_some_and(|c| c.offset() < target);
+        let first_free = keep + usize::from(straddles);
+        let result = self.release_from(first_free);
+        if straddles {
+            self.split_last(target, used)?;
+        }
+        result
+    }
+
+    /// Copies `out.len()` elements starting at element `range.start` to the host.
+    pub fn read(&self, range: Range<usize>, out: &mut [T]) -> Result<()> {
+        self.check_range("read", &range)?;
+        if out.len() != range.len() {
+            return Err(Error::LengthMismatch {
+                expected: range.len(),
+                actual: out.len(),
+            });
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+        self.backing
+            .reservation
+            .read(self.byte_offset(range.start), as_bytes_mut(out))?;
+        Ok(())
+    }
+
+    /// Copies the whole buffer to a new host vector.
+    pub fn to_vec(&self) -> Result<Vec<T>> {
+        let mut out = vec![zeroed::<T>(); self.len];
+        self.read(0..self.len, &mut out)?;
+        Ok(out)
+    }
+
+    /// Overwrites elements from `offset` on with host data; the range must lie within the
+    /// length.
+    pub fn write(&mut self, offset: usize, values: &[T]) -> Result<()> {
+        let end = offset.saturating_add(values.len());
+        self.check_range("write", &(offset..end))?;
+        if values.is_empty() {
+            return Ok(());
+        }
+        self.backing
+            .reservation
+            .write(self.byte_offset(offset), as_bytes(values))?;
+        Ok(())
+    }
+
+    /// Gives `devices` read-write access to the buffer, now (one `cuMemSetAccess` carrying
+    /// every descriptor) and for memory mapped later. The owning device always has access.
+    pub fn grant_access(&mut self, devices: &[Device]) -> Result<()> {
+        let ranges: &[(usize, usize, bool)] = if self.committed > 0 {
+            &[(0, self.committed, false)]
+        } else {
+            &[]
+        };
+        self.backing.grant_access(devices, ranges)
+    }
+
+    fn byte_offset(&self, index: usize) -> usize {
+        index * size_of::<T>()
+    }
+
+    fn grown_len(&self, additional: usize) -> Result<usize> {
+        self.len
+            .checked_add(additional)
+            .ok_or(Error::CapacityExceeded {
+                requested: usize::MAX,
+                max: self.max_capacity(),
+            })
+    }
+
+    fn check_range(&self, what: &'static str, range: &Range<usize>) -> Result<()> {
+        if range.start > range.end || range.end > self.len {
+            return Err(Error::OutOfRange {
+                what,
+                start: range.start,
+                end: range.end,
+                len: self.len,
+            });
+        }
+        Ok(())
+    }
+
+    /// Commits memory for `len` elements, transactionally.
+    fn ensure_capacity(&mut self, len: usize) -> Result<()> {
+        let reserved = self.reserved_bytes();
+        let needed = match len.checked_mul(size_of::<T>()) {
+            Some(bytes) if bytes <= reserved => bytes,
+            _ => {
+                return Err(Error::CapacityExceeded {
+                    requested: len,
+                    max: self.max_capacity(),
+                })
+            }
+        };
+        if needed <= self.committed {
+            return Ok(());
+        }
+        let unit = self.backing.unit();
+        let target = self
+            .policy
+            .grow_to(self.committed, needed, unit)
+            .min(reserved);
+        let grow = target - self.committed;
+        let sizes = if self.backing.pool.is_some() {
+            vec![unit; grow / unit]
+        } else {
+            split(grow, self.policy.max_piece(unit))
+        };
+        let chunks = self.backing.commit_run(self.committed, &sizes, false)?;
+        self.chunks.extend(chunks);
+        self.committed = target;
+        self.backing.note_committed(target);
+        Ok(())
+    }
+
+    /// Fills `count` elements from `start` with `value`.
+    fn fill(&self, start: usize, count: usize, value: T) -> Result<()> {
+        let offset = self.byte_offset(start);
+        let bytes = count * size_of::<T>();
+        let reservation = &self.backing.reservation;
+        if let Some(byte) = uniform_byte(&value) {
+            reservation.fill(offset, bytes, byte)?;
+            return Ok(());
+        }
+        let staged = vec![value; count.min((FILL_STAGE_BYTES / size_of::<T>()).max(1))];
+        reservation.write(offset, as_bytes(&staged))?;
+        let mut done = size_of_val(staged.as_slice());
+        while done < bytes {
+            let n = done.min(bytes - done);
+            reservation.copy_within(offset, offset + done, n)?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Releases chunks `first..`, all of them even if one fails; reports the first error.
+    fn release_from(&mut self, first: usize) -> Result<()> {
+        let tail = self.chunks.split_off(first);
+        self.committed = self.chunks.last().map_or(0, Chunk::end);
+        let mut result = Ok(());
+        for chunk in tail.into_iter().rev() {
+            if let Err(e) = self.backing.release_chunk(chunk) {
+                log::error!("releasing a buffer chunk failed: {e}");
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+        }
+        result
+    }
+
+    /// Replaces the last chunk, which reaches past `target`, by one ending at `target`,
+    /// copying its first `used` buffer bytes over. Needs room for the new chunk past the old
+    /// one in the reservation (else the chunk is kept whole).
+    fn split_last(&mut self, target: usize, used: usize) -> Result<()> {
+        let Some(last) = self.chunks.last() else {
+            return Ok(());
+        };
+        let (start, old_end) = (last.offset(), last.end());
+        let keep = target - start;
+        if self.backing.pool.is_some() || old_end + keep > self.reserved_bytes() {
+            return Ok(());
+        }
+        // Build the replacement past the old chunk and copy the live bytes into it.
+        let mut scratch = self.backing.commit_run(old_end, &[keep], false)?;
+        let copied = self
+            .backing
+            .reservation
+            .copy_within(start, old_end, used - start);
+        let Some(new) = scratch.pop() else {
+            return Ok(());
+        };
+        let allocation = new.mapping.allocation().clone();
+        self.backing.stats.chunks -= 1;
+        self.backing.unmap(new.mapping);
+        if let Err(e) = copied {
+            self.backing.stats.releases += 1;
+            drop(allocation);
+            return Err(e.into());
+        }
+        // Swap: unmap the old chunk, map the replacement in its place.
+        let Some(old) = self.chunks.pop() else {
+            return Ok(());
+        };
+        let old_allocation = old.mapping.allocation().clone();
+        let old_size = old.mapping.size();
+        self.backing.stats.unmaps += 1;
+        if let Err(e) = old.mapping.unmap() {
+            self.committed = start;
+            self.len = self.len.min(start / size_of::<T>());
+            return Err(e.into());
+        }
+        self.backing.stats.chunks -= 1;
+        match self.remap(start, &allocation, keep) {
+            Ok(chunk) => {
+                self.chunks.push(chunk);
+                self.committed = target;
+                self.backing.stats.releases += 1;
+                old_allocation.release()?;
+                Ok(())
+            }
+            Err(e) => {
+                // Put the old chunk back; its contents are intact.
+                match self.remap(start, &old_allocation, old_size) {
+                    Ok(chunk) => {
+                        self.chunks.push(chunk);
+                        self.committed = start + old_size;
+                    }
+                    Err(e2) => {
+                        log::error!("restoring a buffer chunk at offset {start} failed: {e2}");
+                        self.committed = start;
+                        self.len = self.len.min(start / size_of::<T>());
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Maps `size` bytes of `allocation` at `offset` with the buffer's access.
+    fn remap(
+        &mut self,
+        offset: usize,
+        allocation: &cuda_vmm::Allocation,
+        size: usize,
+    ) -> Result<Chunk> {
+        let mapping = self.backing.map_shared(offset, allocation, size)?;
+        if let Err(e) = self.backing.set_access(offset, size, false) {
+            self.backing.unmap(mapping);
+            return Err(e);
+        }
+        self.backing.stats.chunks += 1;
+        Ok(Chunk {
+            mapping,
+            pooled: false,
+        })
+    }
+}
+
+impl<T: DevicePod> Drop for GrowableBuffer<T> {
+    fn drop(&mut self) {
+        if let Err(e) = self.release_from(0) {
+            log::error!("dropping a growable buffer: {e}");
+        }
+    }
+}
+
+impl<T: DevicePod> fmt::Debug for GrowableBuffer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrowableBuffer")
+            .field("ptr", &format_args!("{:#x}", self.ptr()))
+            .field("len", &self.len)
+            .field("committed_bytes", &self.committed)
+            .field("reserved_bytes", &self.reserved_bytes())
+            .field("chunks", &self.chunks.len())
+            .finish()
+    }
+}
+
+/// `size_of::<T>()`, refusing zero-sized types.
+pub(crate) fn element_size<T>() -> Result<usize> {
+    match size_of::<T>() {
+        0 => Err(Error::ZeroSizedElement {
+            type_name: std::any::type_name::<T>(),
+        }),
+        n => Ok(n),
+    }
+}

@@ -1,0 +1,248 @@
+//! How growable buffers size the physical chunks they map.
+
+use crate::error::{Error, Result};
+
+const MIB: usize = 1 << 20;
+
+/// How a [`GrowableBuffer`](crate::GrowableBuffer) sizes the physical memory it maps as it grows.
+///
+/// When a buffer needs `needed` bytes but has only `committed`, it commits
+///
+/// ```text
+/// step  = clamp(round_down(committed * factor, g), max(min_chunk, g), max_chunk)
+/// grown = max(step, round_up(needed - committed, g))
+/// ```
+///
+/// bytes (`g` = allocation granularity, or the pool's chunk size when the buffer uses a
+/// [`ChunkPool`](crate::ChunkPool)), capped at the reservation's end. `grown` is backed by one
+/// allocation (pieces of at most `max_chunk` if larger; pool chunks when pooled), each mapped
+/// with one `cuMemMap`, and the whole new run gets ONE `cuMemSetAccess`.
+///
+/// **Trade-off.** Driver cost is dominated by the number of `cuMemCreate`/`cuMemSetAccess`
+/// calls and handles, so fewer, larger chunks grow faster; but every chunk may be partly
+/// unused, so larger chunks over-commit more. Because steps grow with the buffer, reaching a
+/// size `S` takes `O(log S)` steps, like `Vec` doubling, yet the data never moves.
+///
+/// **Bound.** Right after growing to fit `len` bytes, with `m` = `min_chunk` rounded up to
+/// `g` (at least `g`): `committed < len + max(m, factor * len)`, so
+/// `committed <= (1 + factor) * len` once `factor * len >= m`. With the defaults (`min_chunk`
+/// 16 MiB, `factor` 0.25, `max_chunk` 4 GiB, `g` 2 MiB) that is at most 1.25x the length from
+/// 64 MiB on, and growing from empty to 16 GiB in 2 MiB steps takes 29 chunks (naive
+/// one-granule chunks: 8192). [`GrowthPolicy::fixed`] gives the naive behaviour for
+/// comparison.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GrowthPolicy {
+    /// Smallest chunk in bytes; rounded up to the granularity (0 means one granule).
+    pub min_chunk: usize,
+    /// Largest chunk in bytes; rounded down to the granularity (at least one granule).
+    pub max_chunk: usize,
+    /// Chunk size as a fraction of the memory already committed (0 disables proportional
+    /// growth). Must be finite and in `0.0..=16.0`.
+    pub factor: f64,
+}
+
+impl Default for GrowthPolicy {
+    fn default() -> Self {
+        GrowthPolicy {
+            min_chunk: 16 * MIB,
+            max_chunk: 4096 * MIB,
+            factor: 0.25,
+        }
+    }
+}
+
+impl GrowthPolicy {
+    /// Chunks of exactly `chunk_bytes` (rounded to the granularity), whatever the buffer's size:
+    /// the most driver calls and the least over-commit.
+    pub fn fixed(chunk_bytes: usize) -> Self {
+        GrowthPolicy {
+            min_chunk: chunk_bytes,
+            max_chunk: chunk_bytes,
+            factor: 0.0,
+        }
+    }
+
+    /// Checks that the numbers are usable.
+    pub fn validate(&self) -> Result<()> {
+        if !self.factor.is_finite() || !(0.0..=16.0).contains(&self.factor) {
+            return Err(Error::BadPolicy {
+                message: format!("factor {} is not a finite number in 0..=16", self.factor),
+            });
+        }
+        if self.max_chunk == 0 || self.max_chunk < self.min_chunk {
+            return Err(Error::BadPolicy {
+                message: format!(
+                    "max_chunk {} must be nonzero and at least min_chunk {}",
+                    self.max_chunk, self.min_chunk
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The committed size, in bytes, after growing from `committed` to fit `needed` bytes with
+    /// allocation unit `unit` (not capped at the reservation). Returns `committed` when it
+    /// already fits; saturates at `usize::MAX` rounded down to `unit`.
+    pub fn grow_to(&self, committed: usize, needed: usize, unit: usize) -> usize {
+        let unit = unit.max(1);
+        if needed <= committed {
+            return committed;
+        }
+        let min = round_up(self.min_chunk, unit).max(unit);
+        let max = (self.max_chunk / unit * unit).max(min);
+        let proportional = ((committed as f64) * self.factor) as usize / unit * unit;
+        let step = proportional.clamp(min, max);
+        let shortfall = round_up(needed - committed, unit);
+        committed.saturating_add(step.max(shortfall)) / unit * unit
+    }
+
+    /// The largest single chunk for allocation unit `unit`.
+    pub(crate) fn max_piece(&self, unit: usize) -> usize {
+        let unit = unit.max(1);
+        let min = round_up(self.min_chunk, unit).max(unit);
+        (self.max_chunk / unit * unit).max(min)
+    }
+}
+
+/// `value` rounded up to a multiple of `unit` (saturating at the largest multiple).
+pub(crate) fn round_up(value: usize, unit: usize) -> usize {
+    let unit = unit.max(1);
+    match value.checked_next_multiple_of(unit) {
+        Some(v) => v,
+        None => usize::MAX / unit * unit,
+    }
+}
+
+/// Splits `total` bytes into pieces of at most `max_piece` (the last one smaller).
+pub(crate) fn split(total: usize, max_piece: usize) -> Vec<usize> {
+    let max_piece = max_piece.max(1);
+    let mut pieces = Vec::with_capacity(total.div_ceil(max_piece));
+    let mut left = total;
+    while left > 0 {
+        let piece = left.min(max_piece);
+        pieces.push(piece);
+        left -= piece;
+    }
+    pieces
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const G: usize = 2 * MIB;
+    const GIB: usize = 1024 * MIB;
+
+    #[test]
+    fn defaults_are_valid() {
+        GrowthPolicy::default().validate().expect("default policy");
+        GrowthPolicy::fixed(G).validate().expect("fixed policy");
+    }
+
+    #[test]
+    fn rejects_bad_numbers() {
+        let bad = GrowthPolicy {
+            factor: f64::NAN,
+            ..GrowthPolicy::default()
+        };
+        let err = bad.validate().expect_err("NaN factor");
+        assert_eq!(
+            err.to_string(),
+            "invalid growth policy: factor NaN is not a finite number in 0..=16"
+        );
+        let bad = GrowthPolicy {
+            min_chunk: 4 * G,
+            max_chunk: G,
+            factor: 0.5,
+        };
+        let err = bad.validate().expect_err("max < min");
+        assert_eq!(
+            err.to_string(),
+            "invalid growth policy: max_chunk 2097152 must be nonzero and at least min_chunk 8388608"
+        );
+    }
+
+    #[test]
+    fn first_step_is_min_chunk() {
+        let p = GrowthPolicy::default();
+        assert_eq!(p.grow_to(0, 1, G), 16 * MIB);
+        assert_eq!(p.grow_to(0, 17 * MIB, G), 18 * MIB);
+        assert_eq!(p.grow_to(16 * MIB, 16 * MIB, G), 16 * MIB);
+    }
+
+    #[test]
+    fn proportional_steps_round_down_and_cap() {
+        let p = GrowthPolicy::default();
+        // 100 MiB * 0.25 = 25 MiB, rounded down to 24 MiB.
+        assert_eq!(p.grow_to(100 * MIB, 100 * MIB + 1, G), 124 * MIB);
+        // 32 GiB * 0.25 = 8 GiB, capped at 4 GiB.
+        assert_eq!(p.grow_to(32 * GIB, 32 * GIB + 1, G), 36 * GIB);
+        // A large request beats the step.
+        assert_eq!(p.grow_to(100 * MIB, 300 * MIB + 1, G), 302 * MIB);
+    }
+
+    #[test]
+    fn fixed_policy_grows_one_chunk() {
+        let p = GrowthPolicy::fixed(G);
+        assert_eq!(p.grow_to(10 * GIB, 10 * GIB + 1, G), 10 * GIB + G);
+        assert_eq!(p.max_piece(G), G);
+        assert_eq!(p.grow_to(0, 3 * G, G), 3 * G);
+    }
+
+    #[test]
+    fn growth_to_16_gib_is_few_chunks_and_bounded() {
+        for policy in [
+            GrowthPolicy::default(),
+            GrowthPolicy {
+                min_chunk: 0,
+                ..Default::default()
+            },
+        ] {
+            let mut committed = 0;
+            let mut steps = 0;
+            let mut len = 0;
+            while len < 16 * GIB {
+                len += G;
+                if len > committed {
+                    committed = policy.grow_to(committed, len, G);
+                    steps += 1;
+                    assert!(committed >= len);
+                }
+                if len >= 64 * MIB {
+                    assert!(
+                        committed as f64 <= 1.25 * len as f64,
+                        "{committed} for {len}"
+                    );
+                }
+            }
+            let expected = if policy.min_chunk == 0 { 40 } else { 29 };
+            assert_eq!(steps, expected, "{policy:?}");
+        }
+    }
+
+    #[test]
+    fn bound_holds_for_arbitrary_requests() {
+        let p = GrowthPolicy::default();
+        let mut committed = 0usize;
+        let mut needed = 0usize;
+        for i in 1..2000usize {
+            needed += (i * 7919) % (40 * MIB) + 1;
+            let next = p.grow_to(committed, needed, G);
+            if next != committed {
+                let slack = G.max(16 * MIB).max((needed as f64 * 0.25) as usize);
+                assert!(next < needed + slack, "{next} for {needed}");
+                assert_eq!(next % G, 0);
+                committed = next;
+            }
+        }
+    }
+
+    #[test]
+    fn rounding_and_split() {
+        assert_eq!(round_up(0, G), 0);
+        assert_eq!(round_up(1, G), G);
+        assert_eq!(round_up(usize::MAX, G), usize::MAX / G * G);
+        assert_eq!(split(5 * G, 2 * G), vec![2 * G, 2 * G, G]);
+        assert_eq!(split(0, G), Vec::<usize>::new());
+    }
+}

@@ -1,0 +1,334 @@
+//! A bounded, thread-safe cache of physical allocations of one size class.
+
+use std::fmt;
+use std::sync::Arc;
+
+use cuda_vmm::{Allocation, AllocationProps, Device, GranularityKind};
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+
+/// How a [`ChunkPool`] is sized. `Default`: one-granule chunks of pinned device memory, at
+/// most 1024 chunks and 1 GiB cached.
+#[derive(Clone, Debug)]
+pub struct PoolConfig {
+    /// Bytes per chunk; a nonzero multiple of the allocation granularity (0 = one granule).
+    pub chunk_size: usize,
+    /// Most chunks kept cached; returns past this are released to the device.
+    pub max_chunks: usize,
+    /// Most bytes kept cached; returns past this are released to the device.
+    pub max_bytes: usize,
+    /// Properties of the chunks (`None` = [`AllocationProps::device`] of the pool's device).
+    pub props: Option<AllocationProps>,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            chunk_size: 0,
+            max_chunks: 1024,
+            max_bytes: 1 << 30,
+            props: None,
+        }
+    }
+}
+
+/// Counters of a [`ChunkPool`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Chunks handed out from the cache (no `cuMemCreate`).
+    pub hits: u64,
+    /// Chunks handed out that had to be created (`cuMemCreate`).
+    pub misses: u64,
+    /// Chunks handed back and kept in the cache.
+    pub returns: u64,
+    /// Chunks the pool released to the device (`cuMemRelease`): over its limits or trimmed.
+    pub releases: u64,
+    /// Chunks cached now.
+    pub chunks_held: usize,
+    /// Bytes cached now.
+    pub bytes_held: usize,
+}
+
+/// Recycles physical allocations of one size class (device + properties + chunk size), so
+/// commit/decommit and grow/shrink cycles skip `cuMemCreate`/`cuMemRelease`.
+///
+/// Cheap to clone (shared state behind an `Arc`) and safe to use from many threads: share one
+/// pool between the [`GrowableBuffer`](crate::GrowableBuffer)s and
+/// [`SparseArray`](crate::SparseArray)s of a device. Cached chunks are released when the last
+/// clone is dropped, or earlier by [`trim`](ChunkPool::trim).
+#[derive(Clone)]
+pub struct ChunkPool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    device: Device,
+    props: AllocationProps,
+    chunk_size: usize,
+    max_chunks: usize,
+    max_bytes: usize,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    free: Vec<Allocation>,
+    stats: PoolStats,
+}
+
+/// Chunks taken for one transactional operation; `hits` of them came from the cache.
+pub(crate) struct Taken {
+    pub(crate) allocations: Vec<Allocation>,
+    pub(crate) hits: usize,
+}
+
+impl ChunkPool {
+    /// Creates an empty pool for `device`.
+    pub fn new(device: &Device, config: PoolConfig) -> Result<ChunkPool> {
+        let props = config
+            .props
+            .unwrap_or_else(|| AllocationProps::device(device));
+        let granularity = device.granularity(&props, GranularityKind::Minimum)?;
+        let chunk_size = if config.chunk_size == 0 {
+            granularity
+        } else {
+            config.chunk_size
+        };
+        if chunk_size % granularity != 0 {
+            return Err(Error::InvalidConfig {
+                message: format!(
+                    "pool chunk size {chunk_size} is not a multiple of the allocation granularity {granularity}"
+                ),
+            });
+        }
+        Ok(ChunkPool {
+            inner: Arc::new(Inner {
+                device: device.clone(),
+                props,
+                chunk_size,
+                max_chunks: config.max_chunks,
+                max_bytes: config.max_bytes,
+                state: Mutex::new(State::default()),
+            }),
+        })
+    }
+
+    /// The device the chunks live on.
+    pub fn device(&self) -> &Device {
+        &self.inner.device
+    }
+
+    /// The chunks' allocation properties.
+    pub fn props(&self) -> &AllocationProps {
+        &self.inner.props
+    }
+
+    /// Bytes per chunk.
+    pub fn chunk_size(&self) -> usize {
+        self.inner.chunk_size
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> PoolStats {
+        self.inner.state.lock().stats
+    }
+
+    /// Hands out one chunk: a cached one if any, else a new allocation.
+    pub fn acquire(&self) -> Result<Allocation> {
+        let taken = self.take(1)?;
+        taken
+            .allocations
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::InvalidConfig {
+                message: "chunk pool handed out no chunk".into(),
+            })
+    }
+
+    /// Hands a chunk back. Returns `Ok(true)` if it was cached, `Ok(false)` if the pool was full
+    /// and it was released. An allocation of another size class is refused with
+    /// [`Error::PoolMismatch`] (and released when its last clone is dropped).
+    ///
+    /// The chunk must no longer be mapped anywhere the caller still uses: the pool hands it to
+    /// the next user as is.
+    pub fn recycle(&self, allocation: Allocation) -> Result<bool> {
+        self.check_class(
+            allocation.device(),
+            allocation.props(),
+            allocation.size(),
+            "allocation",
+        )?;
+        let overflow = {
+            let mut state = self.inner.state.lock();
+            let held = state.stats.chunks_held;
+            let fits = held < self.inner.max_chunks
+                && (held + 1).saturating_mul(self.inner.chunk_size) <= self.inner.max_bytes;
+            if fits {
+                state.free.push(allocation);
+                state.stats.returns += 1;
+                state.stats.chunks_held += 1;
+                state.stats.bytes_held += self.inner.chunk_size;
+                None
+            } else {
+                state.stats.releases += 1;
+                Some(allocation)
+            }
+        };
+        match overflow {
+            None => Ok(true),
+            Some(allocation) => {
+                allocation.release()?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Creates chunks until `chunks` are cached (bounded by the pool's limits), so that later
+    /// commits hit. Returns how many were created; on a failed create, the chunks created
+    /// before it stay cached.
+    pub fn prefill(&self, chunks: usize) -> Result<usize> {
+        let limit = chunks
+            .min(self.inner.max_chunks)
+            .min(self.inner.max_bytes / self.inner.chunk_size);
+        let missing = limit.saturating_sub(self.stats().chunks_held);
+        for _ in 0..missing {
+            let chunk = self.create()?;
+            self.put_back(vec![chunk]);
+        }
+        Ok(missing)
+    }
+
+    /// Releases every cached chunk to the device. Returns how many were released; the first
+    /// driver error, if any, after trying them all.
+    pub fn trim(&self) -> Result<usize> {
+        let free = {
+            let mut state = self.inner.state.lock();
+            state.stats.chunks_held = 0;
+            state.stats.bytes_held = 0;
+            state.stats.releases += state.free.len() as u64;
+            std::mem::take(&mut state.free)
+        };
+        let count = free.len();
+        let mut first_error = None;
+        for allocation in free {
+            if let Err(e) = allocation.release() {
+                first_error.get_or_insert(e);
+            }
+        }
+        match first_error {
+            Some(e) => Err(e.into()),
+            None => Ok(count),
+        }
+    }
+
+    /// Takes `n` chunks, cached ones first, creating the rest. All or nothing: on a failed
+    /// create, the cached chunks go back and the created ones are released.
+    pub(crate) fn take(&self, n: usize) -> Result<Taken> {
+        let mut allocations = {
+            let mut state = self.inner.state.lock();
+            let keep = state.free.len().saturating_sub(n);
+            let hits = state.free.split_off(keep);
+            state.stats.chunks_held -= hits.len();
+            state.stats.bytes_held -= hits.len() * self.inner.chunk_size;
+            hits
+        };
+        let hits = allocations.len();
+        while allocations.len() < n {
+            match self.create() {
+                Ok(a) => allocations.push(a),
+                Err(e) => {
+                    let created = allocations.split_off(hits);
+                    self.put_back(allocations);
+                    drop(created);
+                    return Err(e);
+                }
+            }
+        }
+        let mut state = self.inner.state.lock();
+        state.stats.hits += hits as u64;
+        state.stats.misses += (n - hits) as u64;
+        Ok(Taken { allocations, hits })
+    }
+
+    /// Undoes a [`take`](ChunkPool::take): cached chunks go back, created ones are released.
+    pub(crate) fn untake(&self, mut taken: Taken) {
+        let created = taken.allocations.split_off(taken.hits);
+        {
+            let mut state = self.inner.state.lock();
+            state.stats.hits -= taken.hits as u64;
+            state.stats.misses -= created.len() as u64;
+        }
+        self.put_back(taken.allocations);
+        drop(created);
+    }
+
+    /// Checks that this pool serves `device`, `props` and `size` (named `what` in the error).
+    pub(crate) fn check_class(
+        &self,
+        device: &Device,
+        props: &AllocationProps,
+        size: usize,
+        what: &str,
+    ) -> Result<()> {
+        if !same_device(device, &self.inner.device) {
+            return Err(Error::PoolMismatch {
+                message: format!(
+                    "{what} is on device {} but the pool serves device {}",
+                    device.ordinal(),
+                    self.inner.device.ordinal()
+                ),
+            });
+        }
+        if props != &self.inner.props {
+            return Err(Error::PoolMismatch {
+                message: format!(
+                    "{what} has properties {props:?} but the pool serves {:?}",
+                    self.inner.props
+                ),
+            });
+        }
+        if size != self.inner.chunk_size {
+            return Err(Error::PoolMismatch {
+                message: format!(
+                    "{what} size {size} differs from the pool's chunk size {}",
+                    self.inner.chunk_size
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn create(&self) -> Result<Allocation> {
+        Ok(Allocation::new(
+            &self.inner.device,
+            self.inner.chunk_size,
+            &self.inner.props,
+        )?)
+    }
+
+    /// Returns chunks taken from the cache, ignoring the limits (they were held before).
+    fn put_back(&self, allocations: Vec<Allocation>) {
+        let mut state = self.inner.state.lock();
+        state.stats.chunks_held += allocations.len();
+        state.stats.bytes_held += allocations.len() * self.inner.chunk_size;
+        state.free.extend(allocations);
+    }
+}
+
+impl fmt::Debug for ChunkPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChunkPool")
+            .field("device", &self.inner.device.ordinal())
+            .field("chunk_size", &self.inner.chunk_size)
+            .field("max_chunks", &self.inner.max_chunks)
+            .field("max_bytes", &self.inner.max_bytes)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// Whether two handles name the same device of the same driver.
+pub(crate) fn same_device(a: &Device, b: &Device) -> bool {
+    a.ordinal() == b.ordinal() && std::ptr::eq(a.cuda().sys(), b.cuda().sys())
+}

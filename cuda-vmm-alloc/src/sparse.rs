@@ -1,0 +1,532 @@
+//! A huge logical array over one reservation, of which only touched tiles hold memory.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::Range;
+
+use cuda_vmm::{Allocation, AllocationProps, Device, Mapping};
+
+use crate::backing::{Backing, Chunk};
+use crate::error::{Error, Result};
+use crate::growable::element_size;
+use crate::pod::{as_bytes, as_bytes_mut, DevicePod};
+use crate::pool::ChunkPool;
+use crate::stats::DriverStats;
+use crate::tiles;
+
+/// What reading an uncommitted tile (a hole) does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HoleBehavior {
+    /// Host reads of holes fail with [`Error::NotCommitted`]; holes are unmapped, so a kernel
+    /// touching one faults.
+    #[default]
+    Error,
+    /// Holes read as zeros. One zero-filled tile of physical memory is mapped read-only into
+    /// every hole so kernels can read holes safely (writes fault). Cost: one `cuMemMap` per
+    /// hole tile and one `cuMemSetAccess` per hole run, at creation and again after each
+    /// decommit (plus one `cuMemUnmap` per hole tile when it is committed), and one tile of
+    /// memory.
+    Zeros,
+}
+
+/// How a [`SparseArray`] is set up. `Default`: one-granule tiles (or the pool's chunk size),
+/// holes are errors, no pool, pinned device memory.
+#[derive(Clone, Debug, Default)]
+pub struct SparseConfig {
+    /// Bytes per tile: a nonzero multiple of the allocation granularity (0 = the pool's chunk
+    /// size if there is a pool, else one granule). With a pool it must equal the chunk size.
+    pub tile_bytes: usize,
+    /// What reading a hole does.
+    pub holes: HoleBehavior,
+    /// Take tiles from (and return them to) this pool.
+    pub pool: Option<ChunkPool>,
+    /// Allocation properties (`None` = [`AllocationProps::device`]); must match the pool's.
+    pub props: Option<AllocationProps>,
+}
+
+/// The shared zero tile and its read-only mappings into holes.
+struct ZeroTile {
+    allocation: Allocation,
+    mappings: BTreeMap<usize, Mapping>,
+}
+
+/// A huge logical array of `T` over one reserved address range, of which only committed
+/// tiles are backed by physical memory.
+///
+/// Each committed tile is its own allocation (from the pool when configured), so any tile can
+/// be decommitted and its memory returned on its own. Committing a run of adjacent tiles maps
+/// them back to back and makes ONE `cuMemSetAccess` for the run. Newly committed tiles read
+/// as zero. Element ranges are rounded OUT to whole tiles by [`commit`](SparseArray::commit)
+/// and IN by [`decommit`](SparseArray::decommit), so a decommit never drops data outside its
+/// range.
+///
+/// [`ptr`](SparseArray::ptr) is stable; kernels may access committed tiles (and, with
+/// [`HoleBehavior::Zeros`], read holes).
+pub struct SparseArray<T: DevicePod> {
+    backing: Backing,
+    len: usize,
+    tile_bytes: usize,
+    tile_count: usize,
+    holes: HoleBehavior,
+    committed: BTreeMap<usize, Chunk>,
+    zero: Option<ZeroTile>,
+    _elements: PhantomData<T>,
+}
+
+impl<T: DevicePod> SparseArray<T> {
+    /// Reserves room for `len` elements on `device`; nothing is committed.
+    pub fn new(device: &Device, len: usize, config: SparseConfig) -> Result<Self> {
+        let size = element_size::<T>()?;
+        let len_bytes = len
+            .checked_mul(size)
+            .filter(|&b| b > 0)
+            .ok_or_else(|| Error::InvalidConfig {
+                message: format!("sparse array length {len} elements of {size} bytes is unusable (zero or overflowing)"),
+            })?;
+        let requested_tile = config.tile_bytes;
+        let mut tile_bytes = 0;
+        let mut tile_count = 0;
+        let pool = config.pool.clone();
+        let backing = Backing::new(
+            device,
+            config.props,
+            config.pool,
+            "the sparse array",
+            |unit, granularity| {
+                tile_bytes = if requested_tile == 0 {
+                    unit
+                } else {
+                    requested_tile
+                };
+                if tile_bytes % granularity != 0 {
+                    return Err(Error::BadTileSize {
+                        tile_size: tile_bytes,
+                        granularity,
+                    });
+                }
+                if let Some(pool) = &pool {
+                    if pool.chunk_size() != tile_bytes {
+                        return Err(Error::PoolMismatch {
+                            message: format!(
+                                "tile size {tile_bytes} differs from the pool's chunk size {}",
+                                pool.chunk_size()
+                            ),
+                        });
+                    }
+                }
+                tile_count = len_bytes.div_ceil(tile_bytes);
+                tile_count
+                    .checked_mul(tile_bytes)
+                    .ok_or_else(|| Error::InvalidConfig {
+                        message: format!("{tile_count} tiles of {tile_bytes} bytes overflow"),
+                    })
+            },
+        )?;
+        let mut array = SparseArray {
+            backing,
+            len,
+            tile_bytes,
+            tile_count,
+            holes: config.holes,
+            committed: BTreeMap::new(),
+            zero: None,
+            _elements: PhantomData,
+        };
+        if array.holes == HoleBehavior::Zeros {
+            array.create_zero_tile()?;
+        }
+        Ok(array)
+    }
+
+    /// The array's device address; stable for its whole life.
+    pub fn ptr(&self) -> u64 {
+        self.backing.reservation.ptr()
+    }
+
+    /// The device the memory lives on.
+    pub fn device(&self) -> &Device {
+        &self.backing.device
+    }
+
+    /// Logical length in elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: a sparse array has at least one element.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes per tile.
+    pub fn tile_bytes(&self) -> usize {
+        self.tile_bytes
+    }
+
+    /// Tiles covering the array.
+    pub fn tile_count(&self) -> usize {
+        self.tile_count
+    }
+
+    /// What reading a hole does.
+    pub fn hole_behavior(&self) -> HoleBehavior {
+        self.holes
+    }
+
+    /// Bytes of physical memory committed to tiles (the zero tile not included).
+    pub fn committed_bytes(&self) -> usize {
+        self.committed.len() * self.tile_bytes
+    }
+
+    /// Bytes of address space reserved.
+    pub fn reserved_bytes(&self) -> usize {
+        self.backing.reservation.size()
+    }
+
+    /// Driver calls made so far and the physical footprint.
+    pub fn stats(&self) -> DriverStats {
+        self.backing.stats
+    }
+
+    /// Whether element `index` is backed by committed memory (false past the end).
+    pub fn is_committed(&self, index: usize) -> bool {
+        index < self.len && self.first_hole(self.tiles_of(index..index + 1)).is_none()
+    }
+
+    /// Runs of committed tiles, ascending (tile indices, not elements).
+    pub fn committed_runs(&self) -> impl Iterator<Item = Range<usize>> + '_ {
+        tiles::runs(self.committed.keys().copied()).into_iter()
+    }
+
+    /// The elements with at least one byte in tile `tile` (clipped to the array's length).
+    pub fn tile_elements(&self, tile: usize) -> Range<usize> {
+        let size = size_of::<T>();
+        let start = (tile * self.tile_bytes / size).min(self.len);
+        let end = ((tile + 1) * self.tile_bytes).div_ceil(size).min(self.len);
+        start..end
+    }
+
+    /// Commits every tile the element range touches (rounded out to tiles). Each run of
+    /// adjacent new tiles gets one set-access call. All or nothing. Returns the number of
+    /// tiles newly committed.
+    pub fn commit(&mut self, range: Range<usize>) -> Result<usize> {
+        self.check_range("commit", &range)?;
+        let wanted = self.tiles_of(range);
+        let missing = tiles::runs(wanted.filter(|t| !self.committed.contains_key(t)));
+        let mut done: Vec<Range<usize>> = Vec::new();
+        for run in &missing {
+            if let Err(e) = self.commit_run(run.clone()) {
+                for run in done {
+                    if let Err(undo) = self.decommit_tiles(run) {
+                        log::error!("undoing a partial commit failed: {undo}");
+                    }
+                }
+                return Err(e);
+            }
+            done.push(run.clone());
+        }
+        Ok(missing.iter().map(Range::len).sum())
+    }
+
+    /// Decommits the tiles lying wholly inside the element range (rounded in to tiles; the
+    /// last tile counts as inside when the range reaches the array's end), returning their
+    /// memory to the pool or the device. Returns the number of tiles decommitted.
+    pub fn decommit(&mut self, range: Range<usize>) -> Result<usize> {
+        self.check_range("decommit", &range)?;
+        let size = size_of::<T>();
+        let inner = tiles::inside(
+            range.start * size..range.end * size,
+            self.tile_bytes,
+            self.len * size,
+        );
+        let present = tiles::runs(self.committed.range(inner).map(|(&t, _)| t));
+        let mut result = Ok(0);
+        for run in present {
+            let n = run.len();
+            match (self.decommit_tiles(run), &mut result) {
+                (Ok(()), Ok(count)) => *count += n,
+                (Err(e), Ok(_)) => result = Err(e),
+                (Err(e), Err(_)) => log::error!("decommit: {e}"),
+                (Ok(()), Err(_)) => {}
+            }
+        }
+        result
+    }
+
+    /// Copies elements `range` to the host. Holes read as zeros with
+    /// [`HoleBehavior::Zeros`], else fail with [`Error::NotCommitted`] (nothing copied).
+    pub fn read(&self, range: Range<usize>, out: &mut [T]) -> Result<()> {
+        self.check_range("read", &range)?;
+        check_len(&range, out.len())?;
+        if range.is_empty() {
+            return Ok(());
+        }
+        let size = size_of::<T>();
+        if self.holes == HoleBehavior::Error {
+            self.check_committed(range.clone())?;
+        }
+        let start = range.start * size;
+        let end = range.end * size;
+        let out = as_bytes_mut(out);
+        let mut pos = start;
+        while pos < end {
+            let backed = self.committed.contains_key(&(pos / self.tile_bytes));
+            let mut seg_end = ((pos / self.tile_bytes + 1) * self.tile_bytes).min(end);
+            while seg_end < end
+                && self.committed.contains_key(&(seg_end / self.tile_bytes)) == backed
+            {
+                seg_end = (seg_end + self.tile_bytes).min(end);
+            }
+            let dst = &mut out[pos - start..seg_end - start];
+            if backed {
+                self.backing.reservation.read(pos, dst)?;
+            } else {
+                dst.fill(0);
+            }
+            pos = seg_end;
+        }
+        Ok(())
+    }
+
+    /// Copies host elements to `offset..`; every tile touched must be committed.
+    pub fn write(&mut self, offset: usize, values: &[T]) -> Result<()> {
+        let range = offset..offset.saturating_add(values.len());
+        self.check_range("write", &range)?;
+        if range.is_empty() {
+            return Ok(());
+        }
+        self.check_committed(range)?;
+        self.backing
+            .reservation
+            .write(offset * size_of::<T>(), as_bytes(values))?;
+        Ok(())
+    }
+
+    /// Gives `devices` access, now and for tiles committed later: read-write on committed
+    /// runs, read-only on zero-mapped holes. One set-access call per run; the owner always
+    /// has access.
+    pub fn grant_access(&mut self, devices: &[Device]) -> Result<()> {
+        let tile = self.tile_bytes;
+        let mut ranges: Vec<(usize, usize, bool)> = self
+            .committed_runs()
+            .map(|r| (r.start * tile, r.len() * tile, false))
+            .collect();
+        if let Some(zero) = &self.zero {
+            ranges.extend(
+                tiles::runs(zero.mappings.keys().copied())
+                    .into_iter()
+                    .map(|r| (r.start * tile, r.len() * tile, true)),
+            );
+        }
+        self.backing.grant_access(devices, &ranges)
+    }
+
+    fn check_range(&self, what: &'static str, range: &Range<usize>) -> Result<()> {
+        if range.start > range.end || range.end > self.len {
+            return Err(Error::OutOfRange {
+                what,
+                start: range.start,
+                end: range.end,
+                len: self.len,
+            });
+        }
+        Ok(())
+    }
+
+    /// Tiles touched by an element range.
+    fn tiles_of(&self, range: Range<usize>) -> Range<usize> {
+        let size = size_of::<T>();
+        tiles::covering(range.start * size..range.end * size, self.tile_bytes)
+    }
+
+    fn first_hole(&self, tiles: Range<usize>) -> Option<usize> {
+        tiles.into_iter().find(|t| !self.committed.contains_key(t))
+    }
+
+    fn check_committed(&self, range: Range<usize>) -> Result<()> {
+        match self.first_hole(self.tiles_of(range.clone())) {
+            None => Ok(()),
+            Some(tile) => Err(Error::NotCommitted {
+                index: self.tile_elements(tile).start.max(range.start),
+                tile,
+            }),
+        }
+    }
+
+    /// Commits one run of uncommitted tiles, transactionally.
+    fn commit_run(&mut self, run: Range<usize>) -> Result<()> {
+        let tile = self.tile_bytes;
+        let obtained = self.backing.obtain(&vec![tile; run.len()])?;
+        let unzeroed = self.unmap_zero(run.clone());
+        let offset = run.start * tile;
+        let bytes = run.len() * tile;
+        let mapped = self
+            .backing
+            .map_run(offset, obtained, false)
+            .and_then(|chunks| {
+                // New tiles read as zero, whatever the allocation held before.
+                match self.backing.reservation.fill(offset, bytes, 0) {
+                    Ok(()) => Ok(chunks),
+                    Err(e) => {
+                        for chunk in chunks {
+                            if let Err(e) = self.backing.release_chunk(chunk) {
+                                log::error!("undoing a tile commit failed: {e}");
+                            }
+                        }
+                        Err(e.into())
+                    }
+                }
+            });
+        match mapped {
+            Ok(chunks) => {
+                for (t, chunk) in run.zip(chunks) {
+                    self.committed.insert(t, chunk);
+                }
+                self.backing
+                    .note_committed(self.committed.len() * self.tile_bytes);
+                Ok(())
+            }
+            Err(e) => {
+                if let Err(z) = self.map_zero(&unzeroed) {
+                    log::error!("restoring zero tiles after a failed commit failed: {z}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Decommits one run of committed tiles and maps the zero tile into it if configured.
+    fn decommit_tiles(&mut self, run: Range<usize>) -> Result<()> {
+        let mut result = Ok(());
+        for t in run.clone() {
+            if let Some(chunk) = self.committed.remove(&t) {
+                if let Err(e) = self.backing.release_chunk(chunk) {
+                    log::error!("releasing tile {t} failed: {e}");
+                    if result.is_ok() {
+                        result = Err(e);
+                    }
+                }
+            }
+        }
+        let tiles: Vec<usize> = run.collect();
+        result.and(self.map_zero(&tiles))
+    }
+
+    /// Unmaps the zero tile from `run`; returns the tiles it was mapped in.
+    fn unmap_zero(&mut self, run: Range<usize>) -> Vec<usize> {
+        let Some(zero) = &mut self.zero else {
+            return Vec::new();
+        };
+        let mappings: Vec<(usize, Mapping)> = run
+            .filter_map(|t| zero.mappings.remove(&t).map(|m| (t, m)))
+            .collect();
+        mappings
+            .into_iter()
+            .map(|(t, m)| {
+                self.backing.unmap(m);
+                t
+            })
+            .collect()
+    }
+
+    /// Maps the zero tile read-only into `tiles` (ascending); one set-access per run.
+    fn map_zero(&mut self, tiles: &[usize]) -> Result<()> {
+        let Some(zero) = &self.zero else {
+            return Ok(());
+        };
+        let allocation = zero.allocation.clone();
+        let tile = self.tile_bytes;
+        for run in tiles::runs(tiles.iter().copied()) {
+            let mut mapped = Vec::with_capacity(run.len());
+            let mut failure = None;
+            for t in run.clone() {
+                match self.backing.map_shared(t * tile, &allocation, tile) {
+                    Ok(m) => mapped.push((t, m)),
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            if !mapped.is_empty() {
+                let access = self
+                    .backing
+                    .set_access(run.start * tile, mapped.len() * tile, true);
+                if let Some(zero) = &mut self.zero {
+                    zero.mappings.extend(mapped);
+                }
+                if let Err(e) = access {
+                    failure.get_or_insert(e);
+                }
+            }
+            if let Some(e) = failure {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the zero tile, fills it through a temporary read-write mapping at tile 0,
+    /// then maps it read-only into every tile.
+    fn create_zero_tile(&mut self) -> Result<()> {
+        let tile = self.tile_bytes;
+        self.backing.stats.creates += 1;
+        let allocation = Allocation::new(&self.backing.device, tile, &self.backing.props)?;
+        let scratch = self.backing.map_shared(0, &allocation, tile)?;
+        let filled = self
+            .backing
+            .set_access(0, tile, false)
+            .and_then(|()| Ok(self.backing.reservation.fill(0, tile, 0)?));
+        self.backing.unmap(scratch);
+        filled?;
+        self.zero = Some(ZeroTile {
+            allocation,
+            mappings: BTreeMap::new(),
+        });
+        let all: Vec<usize> = (0..self.tile_count).collect();
+        self.map_zero(&all)
+    }
+}
+
+fn check_len(range: &Range<usize>, actual: usize) -> Result<()> {
+    if range.len() != actual {
+        return Err(Error::LengthMismatch {
+            expected: range.len(),
+            actual,
+        });
+    }
+    Ok(())
+}
+
+impl<T: DevicePod> Drop for SparseArray<T> {
+    fn drop(&mut self) {
+        for (t, chunk) in std::mem::take(&mut self.committed) {
+            if let Err(e) = self.backing.release_chunk(chunk) {
+                log::error!("dropping a sparse array: releasing tile {t} failed: {e}");
+            }
+        }
+    }
+}
+
+impl<T: DevicePod> fmt::Display for SparseArray<T> {
+    /// A residency map: a header line, then `#` per committed tile and `.` per hole.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        tiles::render(f, self.tile_count, self.tile_bytes, |r| {
+            self.committed.range(r).count()
+        })
+    }
+}
+
+impl<T: DevicePod> fmt::Debug for SparseArray<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SparseArray")
+            .field("ptr", &format_args!("{:#x}", self.ptr()))
+            .field("len", &self.len)
+            .field("tile_bytes", &self.tile_bytes)
+            .field("committed_tiles", &self.committed.len())
+            .field("tile_count", &self.tile_count)
+            .field("holes", &self.holes)
+            .finish()
+    }
+}

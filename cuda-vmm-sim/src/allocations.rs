@@ -1,0 +1,206 @@
+//! Physical allocations: memfd-backed handles, their properties, sharing.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, RawFd};
+use std::sync::Arc;
+
+use cuda_vmm_sys::{
+    CUmemAllocationCompType, CUmemAllocationHandleType as H, CUmemAllocationProp,
+    CUmemAllocationType, CUmemLocationType,
+};
+
+use crate::answers;
+use crate::state::{Allocation, Memory, Prop, Res, Sim};
+use crate::sys;
+
+const POSIX_FD: u32 = H::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR.0;
+const WIN32: u32 = H::CU_MEM_HANDLE_TYPE_WIN32.0 | H::CU_MEM_HANDLE_TYPE_WIN32_KMT.0;
+const FABRIC: u32 = H::CU_MEM_HANDLE_TYPE_FABRIC.0;
+
+impl Sim {
+    /// Checks the type and location of `prop`; returns the device.
+    pub fn check_location(&self, prop: &CUmemAllocationProp) -> Res<usize> {
+        if prop.type_ != CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED {
+            return Err(answers::PROP_BAD_TYPE);
+        }
+        if prop.location.type_ != CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE {
+            return Err(answers::PROP_BAD_LOCATION_TYPE);
+        }
+        self.device(prop.location.id.into())
+            .ok_or(answers::PROP_BAD_LOCATION_ID)
+    }
+
+    /// Validates `cuMemCreate` properties.
+    fn check_prop(&self, prop: &CUmemAllocationProp) -> Res<Prop> {
+        let device = self.check_location(prop)?;
+        let types = prop.requestedHandleTypes.0;
+        if types & !(POSIX_FD | WIN32 | FABRIC) != 0 {
+            return Err(answers::PROP_UNKNOWN_HANDLE_TYPE);
+        }
+        if types & FABRIC != 0 {
+            return Err(answers::PROP_FABRIC_UNSUPPORTED);
+        }
+        if types & WIN32 != 0 {
+            return Err(answers::PROP_WIN32_UNSUPPORTED);
+        }
+        if prop.allocFlags.usage != 0 {
+            return Err(answers::PROP_USAGE_UNSUPPORTED);
+        }
+        Ok(Prop {
+            device,
+            handle_types: types,
+            rdma: prop.allocFlags.gpuDirectRDMACapable,
+        })
+    }
+
+    /// `cuMemCreate`.
+    pub fn create(&mut self, size: u64, prop: &CUmemAllocationProp, flags: u64) -> Res<u64> {
+        if flags != 0 {
+            return Err(answers::BAD_FLAGS);
+        }
+        if size == 0 {
+            return Err(answers::CREATE_ZERO_SIZE);
+        }
+        if !self.aligned(size) {
+            return Err(answers::CREATE_MISALIGNED_SIZE);
+        }
+        let prop = self.check_prop(prop)?;
+        if size > self.free_bytes(prop.device) {
+            return Err(answers::OUT_OF_MEMORY);
+        }
+        let fd = sys::memfd(size).map_err(|_| answers::OUT_OF_MEMORY)?;
+        let identity = sys::file_identity(fd.as_raw_fd());
+        let handle = self.new_handle();
+        self.devices[prop.device].used += size;
+        self.allocations.insert(
+            handle,
+            Allocation {
+                memory: Arc::new(Memory { fd, size }),
+                prop,
+                handle_refs: 1,
+                pieces: 0,
+                accounted: true,
+                identity,
+            },
+        );
+        Ok(handle)
+    }
+
+    /// The allocation behind a valid (not fully released) handle.
+    pub fn live(&mut self, handle: u64) -> Res<&mut Allocation> {
+        self.allocations
+            .get_mut(&handle)
+            .filter(|a| a.handle_refs > 0)
+            .ok_or(answers::UNKNOWN_HANDLE)
+    }
+
+    /// `cuMemRelease`.
+    pub fn release(&mut self, handle: u64) -> Res<()> {
+        self.live(handle)?.handle_refs -= 1;
+        self.drop_if_unused(handle);
+        Ok(())
+    }
+
+    /// Frees an allocation once no handle and no mapping references it.
+    pub fn drop_if_unused(&mut self, handle: u64) {
+        let unused = self
+            .allocations
+            .get(&handle)
+            .is_some_and(|a| a.handle_refs == 0 && a.pieces == 0);
+        if !unused {
+            return;
+        }
+        if let Some(a) = self.allocations.remove(&handle) {
+            if a.accounted {
+                let used = &mut self.devices[a.prop.device].used;
+                *used = used.saturating_sub(a.memory.size);
+            }
+        }
+    }
+
+    /// `cuMemGetAllocationPropertiesFromHandle`.
+    pub fn properties(&mut self, handle: u64) -> Res<CUmemAllocationProp> {
+        let a = self.live(handle)?;
+        let mut prop = CUmemAllocationProp::default();
+        prop.type_ = CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED;
+        prop.requestedHandleTypes = H(a.prop.handle_types);
+        prop.location.type_ = CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE;
+        prop.location.id = i32::try_from(a.prop.device).unwrap_or(0);
+        // The simulated devices have no compression: the hint is never granted.
+        prop.allocFlags.compressionType =
+            CUmemAllocationCompType::CU_MEM_ALLOCATION_COMP_NONE.0 as u8;
+        prop.allocFlags.gpuDirectRDMACapable = a.prop.rdma;
+        Ok(prop)
+    }
+
+    /// `cuMemRetainAllocationHandle`: the handle mapped at `addr`, with one more reference.
+    pub fn retain_at(&mut self, addr: u64) -> Res<u64> {
+        let (_, piece) = self.piece_at(addr).ok_or(answers::RETAIN_NOT_MAPPED)?;
+        let a = self
+            .allocations
+            .get_mut(&piece.handle)
+            .ok_or(answers::RETAIN_NOT_MAPPED)?;
+        a.handle_refs += 1;
+        Ok(piece.handle)
+    }
+
+    /// `cuMemExportToShareableHandle`: a new fd the caller owns.
+    pub fn export(&mut self, handle: u64, kind: H, flags: u64) -> Res<RawFd> {
+        if flags != 0 {
+            return Err(answers::BAD_FLAGS);
+        }
+        let a = self.live(handle)?;
+        match kind.0 {
+            POSIX_FD if a.prop.handle_types & POSIX_FD != 0 => sys::dup(a.memory.fd.as_fd())
+                .map(IntoRawFd::into_raw_fd)
+                .map_err(|_| answers::OS_FAILURE),
+            POSIX_FD => Err(answers::EXPORT_NOT_REQUESTED),
+            FABRIC => Err(answers::FABRIC_UNSUPPORTED),
+            _ => Err(answers::SHARE_BAD_TYPE),
+        }
+    }
+
+    /// `cuMemImportFromShareableHandle` of a POSIX fd; `device` is the current
+    /// context's, used when the memory was not created in this process.
+    pub fn import(&mut self, fd: usize, kind: H, device: usize) -> Res<u64> {
+        match kind.0 {
+            POSIX_FD => {}
+            FABRIC => return Err(answers::FABRIC_UNSUPPORTED),
+            _ => return Err(answers::SHARE_BAD_TYPE),
+        }
+        let fd = RawFd::try_from(fd).map_err(|_| answers::IMPORT_BAD_FD)?;
+        let size = sys::regular_file_size(fd).map_err(|_| answers::IMPORT_BAD_FD)?;
+        if size == 0 || !self.aligned(size) || !sys::is_simulator_memfd(fd) {
+            return Err(answers::IMPORT_BAD_FD);
+        }
+        // SAFETY: fstat just succeeded on `fd`, so it is open; the caller keeps
+        // it open for the duration of this call (it still owns it).
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        let own = sys::dup(borrowed).map_err(|_| answers::IMPORT_BAD_FD)?;
+        let identity = sys::file_identity(own.as_raw_fd());
+        let prop = self
+            .allocations
+            .values()
+            .find(|a| identity.is_some() && a.identity == identity)
+            .map_or(
+                Prop {
+                    device,
+                    handle_types: POSIX_FD,
+                    rdma: 0,
+                },
+                |a| a.prop,
+            );
+        let handle = self.new_handle();
+        self.allocations.insert(
+            handle,
+            Allocation {
+                memory: Arc::new(Memory { fd: own, size }),
+                prop,
+                handle_refs: 1,
+                pieces: 0,
+                accounted: false,
+                identity,
+            },
+        );
+        Ok(handle)
+    }
+}

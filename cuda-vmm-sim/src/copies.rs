@@ -1,0 +1,212 @@
+//! Copies and sets: range checks under the lock, then file I/O without it.
+//!
+//! A device range is resolved (under the lock) into segments of memfds,
+//! checking that every byte is mapped and that the device has the access the
+//! operation needs. The bytes then move with `pread`/`pwrite` on the memfds,
+//! with no lock held: a concurrent unmap cannot fault the copy, because each
+//! segment holds its memory alive, and a bad host pointer is reported by the
+//! kernel (EFAULT) instead of crashing the process.
+
+use std::io;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use crate::answers;
+use crate::state::{Memory, Res, Sim};
+use crate::sys;
+
+/// Bytes moved per step of a device-to-device copy or a set.
+const CHUNK: u64 = 4 << 20;
+
+/// Part of a device range: `len` bytes of `memory` from `offset`.
+struct Segment {
+    memory: Arc<Memory>,
+    offset: u64,
+    len: u64,
+}
+
+/// A resolved device range.
+pub(crate) struct Span {
+    segments: Vec<Segment>,
+}
+
+fn io_error(e: io::Error) -> cuda_vmm_sys::CUresult {
+    if e.raw_os_error() == Some(libc::EFAULT) {
+        answers::COPY_BAD_HOST_POINTER
+    } else {
+        answers::OS_FAILURE
+    }
+}
+
+impl Sim {
+    /// Resolves `[addr, addr + len)` for `device`, needing write access if `write`.
+    pub fn resolve(&self, addr: u64, len: u64, device: usize, write: bool) -> Res<Span> {
+        let end = addr.checked_add(len).ok_or(answers::COPY_OVERFLOW)?;
+        let bit = 1u64 << device;
+        let mut segments: Vec<Segment> = Vec::new();
+        let mut cursor = addr;
+        while cursor < end {
+            let classic = self
+                .classic
+                .range(..=cursor)
+                .next_back()
+                .filter(|(s, c)| cursor - **s < c.size);
+            let (memory, offset, stop) = if let Some((start, c)) = classic {
+                (c.memory.clone(), cursor - start, start + c.size)
+            } else {
+                let (start, piece) = self.piece_at(cursor).ok_or(answers::COPY_UNMAPPED)?;
+                let allowed = if write { piece.write } else { piece.read };
+                if allowed & bit == 0 {
+                    return Err(answers::COPY_NO_ACCESS);
+                }
+                let memory = self
+                    .allocations
+                    .get(&piece.handle)
+                    .map(|a| a.memory.clone())
+                    .ok_or(answers::COPY_UNMAPPED)?;
+                (memory, piece.offset + (cursor - start), start + piece.len)
+            };
+            let n = stop.min(end) - cursor;
+            match segments.last_mut() {
+                Some(last)
+                    if Arc::ptr_eq(&last.memory, &memory) && last.offset + last.len == offset =>
+                {
+                    last.len += n
+                }
+                _ => segments.push(Segment {
+                    memory,
+                    offset,
+                    len: n,
+                }),
+            }
+            cursor += n;
+        }
+        Ok(Span { segments })
+    }
+}
+
+impl Span {
+    /// Calls `f(segment, offset in segment, position in span, bytes)` for the
+    /// parts of `[pos, pos + len)`.
+    fn parts(
+        &self,
+        pos: u64,
+        len: u64,
+        mut f: impl FnMut(&Segment, u64, u64, u64) -> Res<()>,
+    ) -> Res<()> {
+        let mut seg_start = 0u64;
+        for seg in &self.segments {
+            let seg_end = seg_start + seg.len;
+            let from = pos.max(seg_start);
+            let to = (pos + len).min(seg_end);
+            if from < to {
+                f(seg, from - seg_start, from, to - from)?;
+            }
+            seg_start = seg_end;
+        }
+        Ok(())
+    }
+
+    fn len(&self) -> u64 {
+        self.segments.iter().map(|s| s.len).sum()
+    }
+
+    /// Copies the whole span into host memory at `dst`.
+    ///
+    /// # Safety
+    /// `dst` must be valid for writes of the span's length, or unmapped
+    /// (reported as an error); no Rust reference may point into it.
+    pub unsafe fn read_into(&self, dst: *mut u8) -> Res<()> {
+        self.parts(0, self.len(), |seg, at, pos, n| {
+            // SAFETY: `dst + pos .. + n` lies in the caller's buffer.
+            unsafe {
+                sys::read_at(
+                    seg.memory.fd.as_fd(),
+                    dst.wrapping_add(pos as usize),
+                    n,
+                    seg.offset + at,
+                )
+            }
+            .map_err(io_error)
+        })
+    }
+
+    /// Copies host memory at `src` over the whole span.
+    ///
+    /// # Safety
+    /// `src` must be valid for reads of the span's length, or unmapped.
+    pub unsafe fn write_from(&self, src: *const u8) -> Res<()> {
+        self.parts(0, self.len(), |seg, at, pos, n| {
+            // SAFETY: `src + pos .. + n` lies in the caller's buffer.
+            unsafe {
+                sys::write_at(
+                    seg.memory.fd.as_fd(),
+                    src.wrapping_add(pos as usize),
+                    n,
+                    seg.offset + at,
+                )
+            }
+            .map_err(io_error)
+        })
+    }
+
+    fn read_part(&self, pos: u64, buf: &mut [u8]) -> Res<()> {
+        let base = buf.as_mut_ptr();
+        self.parts(pos, buf.len() as u64, |seg, at, p, n| {
+            // SAFETY: `p - pos .. + n` is inside `buf`, which is borrowed mutably.
+            unsafe {
+                sys::read_at(
+                    seg.memory.fd.as_fd(),
+                    base.wrapping_add((p - pos) as usize),
+                    n,
+                    seg.offset + at,
+                )
+            }
+            .map_err(io_error)
+        })
+    }
+
+    fn write_part(&self, pos: u64, buf: &[u8]) -> Res<()> {
+        let base = buf.as_ptr();
+        self.parts(pos, buf.len() as u64, |seg, at, p, n| {
+            // SAFETY: `p - pos .. + n` is inside `buf`.
+            unsafe {
+                sys::write_at(
+                    seg.memory.fd.as_fd(),
+                    base.wrapping_add((p - pos) as usize),
+                    n,
+                    seg.offset + at,
+                )
+            }
+            .map_err(io_error)
+        })
+    }
+
+    /// Copies `src` (same length) into this span, a chunk at a time.
+    pub fn copy_from(&self, src: &Span) -> Res<()> {
+        let len = self.len();
+        let mut buf = vec![0u8; CHUNK.min(len) as usize];
+        let mut pos = 0;
+        while pos < len {
+            let n = CHUNK.min(len - pos) as usize;
+            src.read_part(pos, &mut buf[..n])?;
+            self.write_part(pos, &buf[..n])?;
+            pos += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Fills the span with repetitions of `pattern` (whose length divides the span's).
+    pub fn fill(&self, pattern: &[u8]) -> Res<()> {
+        let len = self.len();
+        let chunk = CHUNK.min(len) as usize;
+        let buf: Vec<u8> = pattern.iter().copied().cycle().take(chunk).collect();
+        let mut pos = 0;
+        while pos < len {
+            let n = (len - pos).min(chunk as u64) as usize;
+            self.write_part(pos, &buf[..n])?;
+            pos += n as u64;
+        }
+        Ok(())
+    }
+}

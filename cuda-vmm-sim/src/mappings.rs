@@ -1,0 +1,267 @@
+//! Mappings of allocations into reservations, and per-device access.
+//!
+//! A mapping is recorded as one or more [`Piece`]s (split where
+//! `cuMemSetAccess` gives parts different access). The page protection of a
+//! piece is the union of the access of all devices.
+
+use std::os::fd::AsFd;
+
+use cuda_vmm_sys::{CUmemAccessDesc, CUmemAccess_flags as F, CUmemLocation, CUmemLocationType};
+
+use crate::answers;
+use crate::state::{Piece, Res, Sim};
+use crate::sys::{self, Prot};
+
+/// Access rights, as `cuMemGetAccess` reports them.
+fn flags_of(piece: &Piece, device: usize) -> F {
+    let bit = 1u64 << device;
+    if piece.write & bit != 0 {
+        F::CU_MEM_ACCESS_FLAGS_PROT_READWRITE
+    } else if piece.read & bit != 0 {
+        F::CU_MEM_ACCESS_FLAGS_PROT_READ
+    } else {
+        F::CU_MEM_ACCESS_FLAGS_PROT_NONE
+    }
+}
+
+/// Page protection: the union over devices.
+fn prot_of(piece: &Piece) -> Prot {
+    if piece.write != 0 {
+        Prot::ReadWrite
+    } else if piece.read != 0 {
+        Prot::Read
+    } else {
+        Prot::None
+    }
+}
+
+impl Sim {
+    /// `cuMemMap`.
+    pub fn map(&mut self, ptr: u64, size: u64, offset: u64, handle: u64, flags: u64) -> Res<()> {
+        if flags != 0 {
+            return Err(answers::BAD_FLAGS);
+        }
+        if size == 0 {
+            return Err(answers::MAP_ZERO_SIZE);
+        }
+        if !self.aligned(ptr) || !self.aligned(size) || !self.aligned(offset) {
+            return Err(answers::MAP_MISALIGNED);
+        }
+        let memory = self.live(handle)?.memory.clone();
+        if !matches!(offset.checked_add(size), Some(end) if end <= memory.size) {
+            return Err(answers::MAP_OUT_OF_BOUNDS);
+        }
+        let end = ptr
+            .checked_add(size)
+            .ok_or(answers::MAP_OUTSIDE_RESERVATION)?;
+        self.check_reserved(ptr, end)?;
+        if self
+            .pieces
+            .range(..end)
+            .next_back()
+            .is_some_and(|(s, p)| s + p.len > ptr)
+        {
+            return Err(answers::MAP_OVER_MAPPED);
+        }
+        // SAFETY: `[ptr, end)` lies in this simulator's reservations and holds no
+        // mapping (both checked above), so only inaccessible pages are replaced.
+        unsafe { sys::map_shared(ptr, size, memory.fd.as_fd(), offset, Prot::None) }
+            .map_err(|_| answers::OS_FAILURE)?;
+        self.pieces.insert(
+            ptr,
+            Piece {
+                len: size,
+                map_start: ptr,
+                map_len: size,
+                handle,
+                offset,
+                read: 0,
+                write: 0,
+            },
+        );
+        self.live(handle)?.pieces += 1;
+        Ok(())
+    }
+
+    /// Start addresses of the pieces covering `[ptr, end)`, or `None` if a byte is unmapped.
+    fn covering(&self, ptr: u64, end: u64) -> Option<Vec<u64>> {
+        let (first, _) = self.piece_at(ptr)?;
+        let mut starts = Vec::new();
+        let mut cursor = first;
+        for (start, piece) in self.pieces.range(first..end) {
+            if *start != cursor {
+                return None;
+            }
+            starts.push(*start);
+            cursor = start + piece.len;
+        }
+        (cursor >= end).then_some(starts)
+    }
+
+    /// `cuMemUnmap`: whole mappings only, no holes.
+    pub fn unmap(&mut self, ptr: u64, size: u64) -> Res<()> {
+        if size == 0 || !self.aligned(ptr) || !self.aligned(size) {
+            return Err(answers::UNMAP_MISALIGNED);
+        }
+        let end = ptr.checked_add(size).ok_or(answers::UNMAP_NOT_MAPPED)?;
+        let starts = self.covering(ptr, end).ok_or(answers::UNMAP_NOT_MAPPED)?;
+        let whole = starts.iter().all(|s| {
+            let p = &self.pieces[s];
+            p.map_start >= ptr && p.map_start + p.map_len <= end
+        });
+        if !whole {
+            return Err(answers::UNMAP_PARTIAL_MAPPING);
+        }
+        // SAFETY: `[ptr, end)` is exactly a set of whole mappings in this
+        // simulator's reservations (checked above); it goes back to reserved pages.
+        unsafe { sys::unmap_to_reserved(ptr, size) }.map_err(|_| answers::OS_FAILURE)?;
+        for start in starts {
+            if let Some(piece) = self.pieces.remove(&start) {
+                if let Some(a) = self.allocations.get_mut(&piece.handle) {
+                    a.pieces -= 1;
+                }
+                self.drop_if_unused(piece.handle);
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a location naming one of this driver's devices.
+    pub fn check_access_location(&self, location: &CUmemLocation) -> Res<usize> {
+        if location.type_ != CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE {
+            return Err(answers::ACCESS_BAD_LOCATION);
+        }
+        self.device(location.id.into())
+            .ok_or(answers::ACCESS_BAD_LOCATION)
+    }
+
+    /// Splits the piece containing `addr` so that a piece starts at `addr`.
+    fn split_at(&mut self, addr: u64) {
+        let Some((start, piece)) = self.piece_at(addr) else {
+            return;
+        };
+        if start == addr {
+            return;
+        }
+        let head = addr - start;
+        let tail = Piece {
+            len: piece.len - head,
+            offset: piece.offset + head,
+            ..piece
+        };
+        if let Some(p) = self.pieces.get_mut(&start) {
+            p.len = head;
+        }
+        self.pieces.insert(addr, tail);
+        if let Some(a) = self.allocations.get_mut(&piece.handle) {
+            a.pieces += 1;
+        }
+    }
+
+    /// Joins neighbouring pieces of one mapping with equal access in `[from, to]`.
+    fn merge(&mut self, from: u64, to: u64) {
+        let starts: Vec<u64> = self.pieces.range(from..=to).map(|(s, _)| *s).collect();
+        let mut current: Option<u64> = None;
+        for start in starts {
+            let Some(&next) = self.pieces.get(&start) else {
+                continue;
+            };
+            if let Some(cur) = current {
+                let prev = self.pieces[&cur];
+                let joins = cur + prev.len == start
+                    && prev.map_start == next.map_start
+                    && prev.handle == next.handle
+                    && prev.offset + prev.len == next.offset
+                    && prev.read == next.read
+                    && prev.write == next.write;
+                if joins {
+                    self.pieces.remove(&start);
+                    if let Some(p) = self.pieces.get_mut(&cur) {
+                        p.len += next.len;
+                    }
+                    if let Some(a) = self.allocations.get_mut(&next.handle) {
+                        a.pieces -= 1;
+                    }
+                    continue;
+                }
+            }
+            current = Some(start);
+        }
+    }
+
+    /// `cuMemSetAccess`: applies every descriptor to the whole (mapped) range.
+    pub fn set_access(&mut self, ptr: u64, size: u64, descs: &[CUmemAccessDesc]) -> Res<()> {
+        if size == 0 || !self.aligned(ptr) || !self.aligned(size) {
+            return Err(answers::SET_ACCESS_MISALIGNED);
+        }
+        if descs.is_empty() {
+            return Err(answers::SET_ACCESS_EMPTY);
+        }
+        let mut changes = Vec::with_capacity(descs.len());
+        for desc in descs {
+            let device = self.check_access_location(&desc.location)?;
+            let (read, write) = match desc.flags {
+                F::CU_MEM_ACCESS_FLAGS_PROT_NONE => (false, false),
+                F::CU_MEM_ACCESS_FLAGS_PROT_READ => (true, false),
+                F::CU_MEM_ACCESS_FLAGS_PROT_READWRITE => (true, true),
+                _ => return Err(answers::ACCESS_BAD_FLAGS),
+            };
+            changes.push((1u64 << device, read, write));
+        }
+        let end = ptr
+            .checked_add(size)
+            .ok_or(answers::SET_ACCESS_NOT_MAPPED)?;
+        self.covering(ptr, end)
+            .ok_or(answers::SET_ACCESS_NOT_MAPPED)?;
+        self.split_at(ptr);
+        self.split_at(end);
+        let starts: Vec<u64> = self.pieces.range(ptr..end).map(|(s, _)| *s).collect();
+        for start in starts {
+            let Some(piece) = self.pieces.get_mut(&start) else {
+                continue;
+            };
+            for (bit, read, write) in &changes {
+                piece.read = if *read {
+                    piece.read | bit
+                } else {
+                    piece.read & !bit
+                };
+                piece.write = if *write {
+                    piece.write | bit
+                } else {
+                    piece.write & !bit
+                };
+            }
+            let (len, prot) = (piece.len, prot_of(piece));
+            // SAFETY: the piece is a mapping this simulator made in its own
+            // reservation; only its protection changes.
+            unsafe { sys::protect(start, len, prot) }.map_err(|_| answers::OS_FAILURE)?;
+        }
+        let before = self
+            .pieces
+            .range(..ptr)
+            .next_back()
+            .map_or(ptr, |(s, _)| *s);
+        self.merge(before, end);
+        Ok(())
+    }
+
+    /// `cuMemGetAccess`.
+    pub fn get_access(&self, location: &CUmemLocation, ptr: u64) -> Res<F> {
+        let device = self.check_access_location(location)?;
+        let (_, piece) = self.piece_at(ptr).ok_or(answers::GET_ACCESS_NOT_MAPPED)?;
+        Ok(flags_of(&piece, device))
+    }
+
+    /// `cuMemGetAddressRange_v2`: the classic allocation or `cuMemMap` range holding `ptr`.
+    pub fn address_range(&self, ptr: u64) -> Res<(u64, u64)> {
+        if let Some((start, c)) = self.classic.range(..=ptr).next_back() {
+            if ptr - start < c.size {
+                return Ok((*start, c.size));
+            }
+        }
+        self.piece_at(ptr)
+            .map(|(_, p)| (p.map_start, p.map_len))
+            .ok_or(answers::ADDRESS_RANGE_UNKNOWN)
+    }
+}

@@ -1,0 +1,224 @@
+//! The one global simulator state, its records, and initialisation.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use cuda_vmm_sys::CUresult;
+use parking_lot::Mutex;
+
+use crate::answers;
+use crate::config::{ConfigError, SimConfig};
+
+/// A simulator result: the value, or the driver error code to return.
+pub(crate) type Res<T> = Result<T, CUresult>;
+
+/// Physical memory: a memfd and its size. Shared (`Arc`) so that a copy in
+/// flight keeps it alive even if it is released meanwhile.
+#[derive(Debug)]
+pub(crate) struct Memory {
+    pub fd: OwnedFd,
+    pub size: u64,
+}
+
+/// Per-device bookkeeping.
+#[derive(Debug, Default)]
+pub(crate) struct Device {
+    /// Bytes of live physical and classic allocations.
+    pub used: u64,
+    /// References to the primary context.
+    pub primary_refs: u32,
+}
+
+/// The creation properties of an allocation (a `Send` copy of `CUmemAllocationProp`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Prop {
+    pub device: usize,
+    pub handle_types: u32,
+    pub rdma: u8,
+}
+
+/// A physical allocation (`cuMemCreate` or import), keyed by its handle.
+#[derive(Debug)]
+pub(crate) struct Allocation {
+    pub memory: Arc<Memory>,
+    pub prop: Prop,
+    /// Handle references (create/import = 1, retain +1, release -1). At 0 the
+    /// handle is invalid; the memory lives on while `pieces > 0`.
+    pub handle_refs: u32,
+    /// Mapping pieces that reference this allocation.
+    pub pieces: u32,
+    /// Whether the bytes count against the device's memory (imports do not).
+    pub accounted: bool,
+    /// `(st_dev, st_ino)` of the memfd, to recognise same-process imports.
+    pub identity: Option<(u64, u64)>,
+}
+
+/// A contiguous part of one mapping with uniform access (keyed by start address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Piece {
+    pub len: u64,
+    /// The `cuMemMap` range this piece belongs to.
+    pub map_start: u64,
+    pub map_len: u64,
+    pub handle: u64,
+    /// Offset of the piece's first byte in the allocation.
+    pub offset: u64,
+    /// Devices (bit per ordinal) with read access.
+    pub read: u64,
+    /// Devices (bit per ordinal) with write access.
+    pub write: u64,
+}
+
+/// A classic `cuMemAlloc` allocation (keyed by start address).
+#[derive(Debug)]
+pub(crate) struct Classic {
+    pub size: u64,
+    pub rounded: u64,
+    pub device: usize,
+    pub memory: Arc<Memory>,
+}
+
+/// Everything the simulated driver knows.
+#[derive(Debug)]
+pub(crate) struct Sim {
+    pub config: SimConfig,
+    pub devices: Vec<Device>,
+    /// Reservations: start -> size.
+    pub reservations: BTreeMap<u64, u64>,
+    pub pieces: BTreeMap<u64, Piece>,
+    pub allocations: HashMap<u64, Allocation>,
+    pub classic: BTreeMap<u64, Classic>,
+    next_handle: u64,
+}
+
+impl Sim {
+    fn new(config: SimConfig) -> Self {
+        let devices = (0..config.device_count())
+            .map(|_| Device::default())
+            .collect();
+        Self {
+            config,
+            devices,
+            reservations: BTreeMap::new(),
+            pieces: BTreeMap::new(),
+            allocations: HashMap::new(),
+            classic: BTreeMap::new(),
+            // Handles are never reused, so a released handle stays detectable.
+            next_handle: 0x5100_0000_0001,
+        }
+    }
+
+    /// The allocation granularity.
+    pub fn granularity(&self) -> u64 {
+        self.config.allocation_granularity()
+    }
+
+    /// Whether `x` is a multiple of the granularity.
+    pub fn aligned(&self, x: u64) -> bool {
+        x % self.granularity() == 0
+    }
+
+    /// The device ordinal `dev` names, if it exists.
+    pub fn device(&self, dev: i64) -> Option<usize> {
+        usize::try_from(dev)
+            .ok()
+            .filter(|d| *d < self.devices.len())
+    }
+
+    /// A fresh handle value.
+    pub fn new_handle(&mut self) -> u64 {
+        let h = self.next_handle;
+        self.next_handle += 1;
+        h
+    }
+
+    /// Memory left on `device`.
+    pub fn free_bytes(&self, device: usize) -> u64 {
+        self.config
+            .memory()
+            .saturating_sub(self.devices[device].used)
+    }
+
+    /// The piece containing `addr`, as `(start, piece)`.
+    pub fn piece_at(&self, addr: u64) -> Option<(u64, Piece)> {
+        self.pieces
+            .range(..=addr)
+            .next_back()
+            .filter(|(start, p)| addr - **start < p.len)
+            .map(|(s, p)| (*s, *p))
+    }
+}
+
+struct Global {
+    pending: Option<SimConfig>,
+    sim: Option<Sim>,
+}
+
+static GLOBAL: Mutex<Global> = Mutex::new(Global {
+    pending: None,
+    sim: None,
+});
+static INITIALIZED: AtomicBool = AtomicBool::new(false);
+
+/// Whether `cuInit` has succeeded.
+pub(crate) fn initialized() -> bool {
+    INITIALIZED.load(Ordering::Acquire)
+}
+
+/// Runs `f` on the initialised state, under the global lock.
+pub(crate) fn with<T>(f: impl FnOnce(&mut Sim) -> Res<T>) -> Res<T> {
+    let mut global = GLOBAL.lock();
+    match global.sim.as_mut() {
+        Some(sim) => f(sim),
+        None => Err(answers::NOT_INITIALIZED),
+    }
+}
+
+/// `cuInit`: builds the state from the configured (or environment) settings.
+pub(crate) fn init() -> Res<()> {
+    let mut global = GLOBAL.lock();
+    if global.sim.is_some() {
+        return Ok(());
+    }
+    let config = match global.pending.clone() {
+        Some(c) => c,
+        None => SimConfig::from_env().map_err(|e| {
+            eprintln!("cuda-vmm-sim: cuInit: {e}");
+            answers::INIT_BAD_CONFIG
+        })?,
+    };
+    if config.device_count() == 0 {
+        return Err(answers::INIT_NO_DEVICE);
+    }
+    global.sim = Some(Sim::new(config));
+    INITIALIZED.store(true, Ordering::Release);
+    Ok(())
+}
+
+/// Sets the configuration used by the first `cuInit`.
+pub(crate) fn configure(config: SimConfig) -> Result<(), ConfigError> {
+    let mut global = GLOBAL.lock();
+    if global.sim.is_some() {
+        return Err(ConfigError::AlreadyInitialized);
+    }
+    config.validate()?;
+    global.pending = Some(config);
+    Ok(())
+}
+
+/// The version `cuDriverGetVersion` reports (works before `cuInit`).
+pub(crate) fn driver_version() -> i32 {
+    let global = GLOBAL.lock();
+    match (&global.sim, &global.pending) {
+        (Some(sim), _) => sim.config.version(),
+        (None, Some(pending)) => pending.version(),
+        (None, None) => SimConfig::from_env().unwrap_or_default().version(),
+    }
+}
+
+/// The configuration in effect, once `cuInit` has succeeded.
+pub(crate) fn active_config() -> Option<SimConfig> {
+    GLOBAL.lock().sim.as_ref().map(|s| s.config.clone())
+}

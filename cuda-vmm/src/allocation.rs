@@ -1,0 +1,238 @@
+//! Physical allocations (`cuMemCreate` / `cuMemRelease`).
+
+use std::fmt;
+use std::mem::MaybeUninit;
+use std::sync::Arc;
+
+use cuda_vmm_sys::{entry, CUmemAllocationProp, CUmemGenericAllocationHandle};
+
+use crate::device::Device;
+use crate::error::{check, Error, Result};
+use crate::props::{AllocationProps, HandleTypes, Location};
+use crate::reservation::check_multiple;
+
+pub(crate) struct AllocationInner {
+    device: Device,
+    handle: CUmemGenericAllocationHandle,
+    size: usize,
+    granularity: usize,
+    props: AllocationProps,
+    released: bool,
+}
+
+/// A physical allocation.
+///
+/// Clones share it. The handle is released when the last clone and every
+/// [`Mapping`](crate::Mapping) of it are gone. `Send + Sync`.
+#[derive(Clone)]
+pub struct Allocation {
+    inner: Arc<AllocationInner>,
+}
+
+impl fmt::Debug for Allocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Allocation")
+            .field("handle", &format_args!("{:#x}", self.inner.handle))
+            .field("size", &self.inner.size)
+            .field("device", &self.inner.device.ordinal())
+            .field("props", &self.inner.props)
+            .finish()
+    }
+}
+
+impl Allocation {
+    /// Creates `size` bytes of physical memory (`cuMemCreate`).
+    ///
+    /// `size` must be a nonzero multiple of the minimum granularity for `props`;
+    /// a device location must be `device`; requested features (fabric or POSIX
+    /// handles, compression, RDMA) must be supported by the device.
+    pub fn new(device: &Device, size: usize, props: &AllocationProps) -> Result<Allocation> {
+        if size == 0 {
+            return Err(Error::invalid(
+                "allocation size 0: the size must be nonzero",
+            ));
+        }
+        props.validate(device.cuda())?;
+        if let Location::Device(d) = props.location() {
+            if d != device.ordinal() {
+                return Err(Error::invalid(format!(
+                    "properties locate the memory on device {d}, but it is created through device {}",
+                    device.ordinal()
+                )));
+            }
+        }
+        check_features(device, props)?;
+        let granularity = device.min_granularity(props)?;
+        check_multiple("allocation size", size as u64, granularity)?;
+        let cuda = device.cuda();
+        let f = cuda.entry(entry!(cuda.table(), cuMemCreate))?;
+        // No current context needed: the driver answers VMM calls without one
+        // (recorded on H200, driver 580: conformance `no_context_*`).
+        let raw = props.to_raw();
+        let mut handle = MaybeUninit::<CUmemGenericAllocationHandle>::uninit();
+        // SAFETY: `handle` is a valid out-pointer; `raw` is a fully initialised,
+        // validated prop struct; size is a nonzero granularity multiple.
+        check("cuMemCreate", unsafe {
+            f(handle.as_mut_ptr(), size, &raw, 0)
+        })?;
+        // SAFETY: written by the driver on success.
+        let handle = unsafe { handle.assume_init() };
+        Ok(Self::from_parts(
+            device.clone(),
+            handle,
+            size,
+            granularity,
+            props.clone(),
+        ))
+    }
+
+    /// Wraps a handle this process owns one reference of (released on last drop).
+    pub(crate) fn from_parts(
+        device: Device,
+        handle: CUmemGenericAllocationHandle,
+        size: usize,
+        granularity: usize,
+        props: AllocationProps,
+    ) -> Allocation {
+        Allocation {
+            inner: Arc::new(AllocationInner {
+                device,
+                handle,
+                size,
+                granularity,
+                props,
+                released: false,
+            }),
+        }
+    }
+
+    /// Sets the properties of a just-wrapped (unshared) imported handle.
+    pub(crate) fn with_props(mut self, props: AllocationProps, granularity: usize) -> Allocation {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.props = props;
+            inner.granularity = granularity;
+        }
+        self
+    }
+
+    /// Size in bytes.
+    #[inline]
+    pub fn size(&self) -> usize {
+        self.inner.size
+    }
+
+    /// The device it was created through.
+    #[inline]
+    pub fn device(&self) -> &Device {
+        &self.inner.device
+    }
+
+    /// The properties it was created with.
+    #[inline]
+    pub fn props(&self) -> &AllocationProps {
+        &self.inner.props
+    }
+
+    /// The minimum granularity of its properties: map offsets and sizes are multiples of it.
+    #[inline]
+    pub fn granularity(&self) -> usize {
+        self.inner.granularity
+    }
+
+    /// The raw `CUmemGenericAllocationHandle`, for diagnostics.
+    #[inline]
+    pub fn raw_handle(&self) -> u64 {
+        self.inner.handle
+    }
+
+    /// The properties as the driver reports them (`cuMemGetAllocationPropertiesFromHandle`).
+    pub fn properties(&self) -> Result<AllocationProps> {
+        query_props(&self.inner.device, self.inner.handle)
+    }
+
+    /// Releases the handle now.
+    ///
+    /// Fails with [`Error::InUse`] while other clones or mappings hold it; this
+    /// handle is then dropped and the memory is released when the last user goes.
+    pub fn release(self) -> Result<()> {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => inner.release_handle(),
+            Err(shared) => Err(Error::InUse {
+                what: "allocation",
+                users: Arc::strong_count(&shared).saturating_sub(1).max(1),
+            }),
+        }
+    }
+}
+
+/// Reads the properties of `handle` from the driver.
+pub(crate) fn query_props(
+    device: &Device,
+    handle: CUmemGenericAllocationHandle,
+) -> Result<AllocationProps> {
+    let cuda = device.cuda();
+    let f = cuda.entry(entry!(cuda.table(), cuMemGetAllocationPropertiesFromHandle))?;
+    device.make_current()?;
+    let mut raw = MaybeUninit::<CUmemAllocationProp>::uninit();
+    // SAFETY: `raw` is a valid out-pointer; the handle is alive and ours.
+    check("cuMemGetAllocationPropertiesFromHandle", unsafe {
+        f(raw.as_mut_ptr(), handle)
+    })?;
+    // SAFETY: written by the driver on success.
+    AllocationProps::from_raw(&unsafe { raw.assume_init() })
+}
+
+/// Refuses features the device lacks, before any allocation call.
+fn check_features(device: &Device, props: &AllocationProps) -> Result<()> {
+    let types = props.requested_handle_types();
+    let unsupported = |feature| Error::Unsupported {
+        feature,
+        device: device.ordinal(),
+    };
+    if cfg!(not(windows))
+        && (types.contains(HandleTypes::WIN32) || types.contains(HandleTypes::WIN32_KMT))
+    {
+        return Err(unsupported("Win32 handles"));
+    }
+    if types.is_empty() && !props.is_compressed() && !props.is_rdma_capable() {
+        return Ok(());
+    }
+    let features = device.features()?;
+    if types.contains(HandleTypes::POSIX_FD) && !features.posix_fd {
+        return Err(unsupported("POSIX file descriptor handles"));
+    }
+    if types.contains(HandleTypes::FABRIC) && !features.fabric {
+        return Err(unsupported("fabric handles"));
+    }
+    if props.is_compressed() && !features.compression {
+        return Err(unsupported("compression"));
+    }
+    if props.is_rdma_capable() && !features.rdma {
+        return Err(unsupported("GPUDirect RDMA"));
+    }
+    Ok(())
+}
+
+impl AllocationInner {
+    fn release_handle(&mut self) -> Result<()> {
+        if self.released {
+            return Ok(());
+        }
+        self.released = true;
+        let cuda = self.device.cuda();
+        let f = cuda.entry(entry!(cuda.table(), cuMemRelease))?;
+        // No current context needed: the driver answers VMM calls without one
+        // (recorded on H200, driver 580: conformance `no_context_*`).
+        // SAFETY: we own one reference to this handle and release it once; no
+        // mapping of it is alive (every Mapping holds a clone of the allocation).
+        check("cuMemRelease", unsafe { f(self.handle) })
+    }
+}
+
+impl Drop for AllocationInner {
+    fn drop(&mut self) {
+        if let Err(e) = self.release_handle() {
+            log::error!("releasing allocation {:#x}: {e}", self.handle);
+        }
+    }
+}

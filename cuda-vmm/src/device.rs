@@ -1,0 +1,297 @@
+//! Devices: identity, attributes, granularity, memory info, current context.
+
+use std::fmt;
+use std::mem::MaybeUninit;
+use std::sync::{Arc, OnceLock};
+
+use cuda_vmm_sys::{entry, CUdevice, CUdevice_attribute, CUmemAllocationGranularity_flags};
+use parking_lot::Mutex;
+
+use crate::capabilities::{Capabilities, Features};
+use crate::context::PrimaryContext;
+use crate::driver::Cuda;
+use crate::error::{check, Error, Result};
+use crate::props::{AllocationProps, PropsKey};
+
+/// Which granularity `cuMemGetAllocationGranularity` reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GranularityKind {
+    /// The minimum: sizes and offsets must be multiples of it.
+    Minimum,
+    /// The granularity the driver recommends for performance.
+    Recommended,
+}
+
+/// Free and total device memory in bytes (`cuMemGetInfo`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryInfo {
+    /// Free bytes.
+    pub free: usize,
+    /// Total bytes.
+    pub total: usize,
+}
+
+pub(crate) struct DeviceInner {
+    cuda: Cuda,
+    ordinal: usize,
+    raw: CUdevice,
+    context: PrimaryContext,
+    /// Minimum granularity per kind of properties, filled on first use.
+    granularity: Mutex<Vec<(PropsKey, usize)>>,
+    /// Feature attributes, read on first use.
+    features: OnceLock<Features>,
+}
+
+/// A device, holding its retained primary context.
+///
+/// Clones share the context; it is released when the last clone and every
+/// object made on the device are gone. `Send + Sync`.
+#[derive(Clone)]
+pub struct Device {
+    inner: Arc<DeviceInner>,
+}
+
+impl fmt::Debug for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Device")
+            .field("ordinal", &self.inner.ordinal)
+            .field("backend", &self.inner.cuda.backend())
+            .finish()
+    }
+}
+
+impl Device {
+    /// Looks the device up and retains its primary context (ordinal already checked).
+    pub(crate) fn open(cuda: Cuda, ordinal: usize) -> Result<Device> {
+        let f = cuda.entry(entry!(cuda.table(), cuDeviceGet))?;
+        let mut raw = MaybeUninit::<CUdevice>::uninit();
+        let ordinal_c = i32::try_from(ordinal)
+            .map_err(|_| Error::invalid(format!("device ordinal {ordinal} does not fit an int")))?;
+        // SAFETY: `raw` is a valid out-pointer; any ordinal is accepted (bad ones fail).
+        check("cuDeviceGet", unsafe { f(raw.as_mut_ptr(), ordinal_c) })?;
+        // SAFETY: written by the driver on success.
+        let raw = unsafe { raw.assume_init() };
+        let context = PrimaryContext::retain(cuda.clone(), raw)?;
+        Ok(Device {
+            inner: Arc::new(DeviceInner {
+                cuda,
+                ordinal,
+                raw,
+                context,
+                granularity: Mutex::new(Vec::new()),
+                features: OnceLock::new(),
+            }),
+        })
+    }
+
+    /// The device's ordinal.
+    #[inline]
+    pub fn ordinal(&self) -> usize {
+        self.inner.ordinal
+    }
+
+    /// The driver this device belongs to.
+    #[inline]
+    pub fn cuda(&self) -> &Cuda {
+        &self.inner.cuda
+    }
+
+    /// The raw `CUdevice`.
+    #[inline]
+    pub(crate) fn raw(&self) -> CUdevice {
+        self.inner.raw
+    }
+
+    /// Whether `other` is the same device of the same driver.
+    #[inline]
+    pub(crate) fn same_as(&self, other: &Device) -> bool {
+        self.inner.ordinal == other.inner.ordinal && self.cuda().same_driver(other.cuda())
+    }
+
+    /// Fails unless `other` belongs to the same driver (handles are per driver).
+    #[inline]
+    pub(crate) fn check_same_driver(&self, other: &Device, what: &str) -> Result<()> {
+        if self.cuda().same_driver(other.cuda()) {
+            Ok(())
+        } else {
+            Err(Error::invalid(format!(
+                "{what} belongs to a different driver ({}) than device {} ({})",
+                other.cuda().sys().origin(),
+                self.ordinal(),
+                self.cuda().sys().origin()
+            )))
+        }
+    }
+
+    /// The device's name (`cuDeviceGetName`).
+    pub fn name(&self) -> Result<String> {
+        let f = self
+            .cuda()
+            .entry(entry!(self.cuda().table(), cuDeviceGetName))?;
+        let mut buf = [0 as std::ffi::c_char; 256];
+        // SAFETY: `buf` is writable for `buf.len()` bytes, which we pass as the length.
+        check("cuDeviceGetName", unsafe {
+            f(buf.as_mut_ptr(), buf.len() as i32, self.raw())
+        })?;
+        let bytes: Vec<u8> = buf
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// Total memory in bytes (`cuDeviceTotalMem`).
+    pub fn total_memory(&self) -> Result<usize> {
+        let f = self
+            .cuda()
+            .entry(entry!(self.cuda().table(), cuDeviceTotalMem_v2))?;
+        let mut bytes = MaybeUninit::<usize>::uninit();
+        // SAFETY: `bytes` is a valid out-pointer.
+        check("cuDeviceTotalMem_v2", unsafe {
+            f(bytes.as_mut_ptr(), self.raw())
+        })?;
+        // SAFETY: written by the driver on success.
+        Ok(unsafe { bytes.assume_init() })
+    }
+
+    /// One device attribute (`cuDeviceGetAttribute`).
+    pub fn attribute(&self, attr: CUdevice_attribute) -> Result<i32> {
+        let f = self
+            .cuda()
+            .entry(entry!(self.cuda().table(), cuDeviceGetAttribute))?;
+        let mut value = MaybeUninit::<i32>::uninit();
+        // SAFETY: `value` is a valid out-pointer; unknown attributes fail cleanly.
+        check("cuDeviceGetAttribute", unsafe {
+            f(value.as_mut_ptr(), attr, self.raw())
+        })?;
+        // SAFETY: written by the driver on success.
+        Ok(unsafe { value.assume_init() })
+    }
+
+    /// The VMM-related feature attributes, read once and cached.
+    pub(crate) fn features(&self) -> Result<Features> {
+        if let Some(f) = self.inner.features.get() {
+            return Ok(*f);
+        }
+        let f = Features::query(self)?;
+        Ok(*self.inner.features.get_or_init(|| f))
+    }
+
+    /// A report of what this device supports for VMM.
+    pub fn capabilities(&self) -> Result<Capabilities> {
+        let props = AllocationProps::device(self);
+        Ok(Capabilities::new(
+            self.name()?,
+            self.ordinal(),
+            self.total_memory()?,
+            self.features()?,
+            self.granularity(&props, GranularityKind::Minimum)?,
+            self.granularity(&props, GranularityKind::Recommended)?,
+        ))
+    }
+
+    /// Allocation granularity for `props` (`cuMemGetAllocationGranularity`).
+    ///
+    /// The minimum is cached per kind of properties, so repeated calls (and the
+    /// validation in [`Allocation::new`](crate::Allocation::new)) cost no driver call.
+    pub fn granularity(&self, props: &AllocationProps, kind: GranularityKind) -> Result<usize> {
+        props.validate(self.cuda())?;
+        match kind {
+            GranularityKind::Minimum => self.min_granularity(props),
+            GranularityKind::Recommended => self.query_granularity(
+                props,
+                CUmemAllocationGranularity_flags::CU_MEM_ALLOC_GRANULARITY_RECOMMENDED,
+            ),
+        }
+    }
+
+    /// Cached minimum granularity for already validated `props`.
+    #[inline]
+    pub(crate) fn min_granularity(&self, props: &AllocationProps) -> Result<usize> {
+        let key = props.key();
+        if let Some(&(_, g)) = self
+            .inner
+            .granularity
+            .lock()
+            .iter()
+            .find(|(k, _)| *k == key)
+        {
+            return Ok(g);
+        }
+        let g = self.query_granularity(
+            props,
+            CUmemAllocationGranularity_flags::CU_MEM_ALLOC_GRANULARITY_MINIMUM,
+        )?;
+        let mut cache = self.inner.granularity.lock();
+        if !cache.iter().any(|(k, _)| *k == key) {
+            cache.push((key, g));
+        }
+        Ok(g)
+    }
+
+    fn query_granularity(
+        &self,
+        props: &AllocationProps,
+        flags: CUmemAllocationGranularity_flags,
+    ) -> Result<usize> {
+        let f = self
+            .cuda()
+            .entry(entry!(self.cuda().table(), cuMemGetAllocationGranularity))?;
+        // No current context needed: the driver answers VMM calls without one
+        // (recorded on H200, driver 580: conformance `no_context_*`).
+        let raw = props.to_raw();
+        let mut g = MaybeUninit::<usize>::uninit();
+        // SAFETY: `g` is a valid out-pointer and `raw` a valid, fully initialised prop struct.
+        check("cuMemGetAllocationGranularity", unsafe {
+            f(g.as_mut_ptr(), &raw, flags)
+        })?;
+        // SAFETY: written by the driver on success.
+        let g = unsafe { g.assume_init() };
+        if g == 0 || !g.is_power_of_two() {
+            return Err(Error::invalid(format!(
+                "the driver reported granularity {g}, which is not a power of two"
+            )));
+        }
+        Ok(g)
+    }
+
+    /// Free and total memory of this device (`cuMemGetInfo`).
+    pub fn memory_info(&self) -> Result<MemoryInfo> {
+        let f = self
+            .cuda()
+            .entry(entry!(self.cuda().table(), cuMemGetInfo_v2))?;
+        self.make_current()?;
+        let mut free = MaybeUninit::<usize>::uninit();
+        let mut total = MaybeUninit::<usize>::uninit();
+        // SAFETY: both are valid out-pointers; the device's context is current.
+        check("cuMemGetInfo_v2", unsafe {
+            f(free.as_mut_ptr(), total.as_mut_ptr())
+        })?;
+        // SAFETY: both written by the driver on success.
+        let (free, total) = unsafe { (free.assume_init(), total.assume_init()) };
+        Ok(MemoryInfo { free, total })
+    }
+
+    /// Makes this device's primary context current on the calling thread
+    /// (a no-op when it already is).
+    #[inline]
+    pub fn make_current(&self) -> Result<()> {
+        self.inner.context.make_current()
+    }
+
+    /// Whether this device can access `peer`'s memory (`cuDeviceCanAccessPeer`).
+    pub fn can_access_peer(&self, peer: &Device) -> Result<bool> {
+        self.check_same_driver(peer, "the peer device")?;
+        let f = self
+            .cuda()
+            .entry(entry!(self.cuda().table(), cuDeviceCanAccessPeer))?;
+        let mut can = MaybeUninit::<i32>::uninit();
+        // SAFETY: `can` is a valid out-pointer; both devices come from this driver.
+        check("cuDeviceCanAccessPeer", unsafe {
+            f(can.as_mut_ptr(), self.raw(), peer.raw())
+        })?;
+        // SAFETY: written by the driver on success.
+        Ok(unsafe { can.assume_init() } != 0)
+    }
+}

@@ -1,0 +1,311 @@
+//! The driver handle: which backend, its version, device enumeration.
+
+use std::fmt;
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use cuda_vmm_sys::{entry, Driver, DriverTable, MissingSymbol};
+
+use crate::device::Device;
+use crate::error::{check, Error, Result};
+
+/// Environment variable selecting the backend of [`Cuda::new`]: `sim` or `cuda`.
+pub const BACKEND_ENV: &str = "CUDA_VMM_BACKEND";
+
+/// Which implementation of the driver API a [`Cuda`] talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// NVIDIA's driver library (`libcuda`).
+    RealDriver,
+    /// The in-process CPU simulator (`cuda-vmm-sim`).
+    Simulator,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::RealDriver => "real driver",
+            Backend::Simulator => "simulator",
+        })
+    }
+}
+
+/// A driver version as `cuDriverGetVersion` reports it (`12090` is 12.9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DriverVersion {
+    /// Major version, e.g. 13.
+    pub major: u32,
+    /// Minor version, e.g. 0.
+    pub minor: u32,
+}
+
+impl DriverVersion {
+    /// Decodes the driver's integer encoding (`1000 * major + 10 * minor`).
+    pub fn from_raw(raw: i32) -> Self {
+        let raw = raw.max(0) as u32;
+        Self {
+            major: raw / 1000,
+            minor: (raw % 1000) / 10,
+        }
+    }
+}
+
+impl fmt::Display for DriverVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// Sentinel for "device count not queried yet".
+const UNKNOWN_COUNT: usize = usize::MAX;
+
+struct CudaInner {
+    driver: &'static Driver,
+    backend: Backend,
+    version: Option<DriverVersion>,
+    device_count: AtomicUsize,
+}
+
+/// An initialised driver: the entry point to devices and memory.
+///
+/// Cheap to clone (an `Arc` inside); `Send + Sync`.
+#[derive(Clone)]
+pub struct Cuda {
+    inner: Arc<CudaInner>,
+}
+
+impl fmt::Debug for Cuda {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cuda")
+            .field("backend", &self.inner.backend)
+            .field("version", &self.inner.version)
+            .field("origin", &self.inner.driver.origin())
+            .finish()
+    }
+}
+
+impl Cuda {
+    /// Picks a backend: `CUDA_VMM_BACKEND=sim|cuda` if set; otherwise the real
+    /// driver when it loads and reports at least one device, else the simulator
+    /// (with feature `sim`), else [`Error::DriverNotFound`].
+    pub fn new() -> Result<Cuda> {
+        match std::env::var(BACKEND_ENV).as_deref() {
+            Ok("sim") | Ok("simulator") => Self::simulator_or_unavailable(),
+            Ok("cuda") | Ok("real") => Self::real(),
+            Ok("") | Err(std::env::VarError::NotPresent) => match Self::real() {
+                Ok(cuda) if cuda.device_count().unwrap_or(0) > 0 => Ok(cuda),
+                Ok(cuda) => Self::fallback(Ok(cuda)),
+                Err(e) => Self::fallback(Err(e)),
+            },
+            Ok(other) => Err(Error::BackendUnavailable {
+                message: format!("{BACKEND_ENV}={other:?} is neither \"sim\" nor \"cuda\""),
+            }),
+            Err(e) => Err(Error::BackendUnavailable {
+                message: format!("{BACKEND_ENV} is not valid unicode: {e}"),
+            }),
+        }
+    }
+
+    /// What [`Cuda::new`] does when the real driver is unusable.
+    #[cfg(feature = "sim")]
+    fn fallback(_real: Result<Cuda>) -> Result<Cuda> {
+        Self::simulator()
+    }
+
+    /// What [`Cuda::new`] does when the real driver is unusable.
+    #[cfg(not(feature = "sim"))]
+    fn fallback(real: Result<Cuda>) -> Result<Cuda> {
+        real
+    }
+
+    #[cfg(feature = "sim")]
+    fn simulator_or_unavailable() -> Result<Cuda> {
+        Self::simulator()
+    }
+
+    #[cfg(not(feature = "sim"))]
+    fn simulator_or_unavailable() -> Result<Cuda> {
+        Err(Error::BackendUnavailable {
+            message: "the simulator needs cuda-vmm's feature \"sim\"".to_owned(),
+        })
+    }
+
+    /// The system driver ([`Driver::global`]), initialised with `cuInit(0)`.
+    pub fn real() -> Result<Cuda> {
+        let driver = Driver::global().map_err(Error::DriverNotFound)?;
+        // SAFETY: a driver loaded from a library exports the CUDA driver ABI.
+        unsafe { Self::from_driver(driver, Backend::RealDriver) }
+    }
+
+    /// The in-process CPU simulator.
+    #[cfg(feature = "sim")]
+    pub fn simulator() -> Result<Cuda> {
+        // SAFETY: the simulator implements the driver API's documented semantics.
+        unsafe { Self::from_driver(cuda_vmm_sim::driver(), Backend::Simulator) }
+    }
+
+    /// Wraps any driver and initialises it with `cuInit(0)`.
+    ///
+    /// # Safety
+    /// `driver` must implement the CUDA driver API's documented semantics: the
+    /// safe wrappers rely on it to validate handles it returned itself and to
+    /// write every out-parameter on success.
+    pub unsafe fn from_driver(driver: &'static Driver, backend: Backend) -> Result<Cuda> {
+        let table = driver.table();
+        let init = entry!(table, cuInit).map_err(|m| missing(m, None))?;
+        // SAFETY: cuInit takes a flags word (must be 0) and has no other preconditions.
+        check("cuInit", unsafe { init(0) })?;
+        let version = query_version(table).ok();
+        Ok(Cuda {
+            inner: Arc::new(CudaInner {
+                driver,
+                backend,
+                version,
+                device_count: AtomicUsize::new(UNKNOWN_COUNT),
+            }),
+        })
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        self.inner.backend
+    }
+
+    /// The raw driver, an escape hatch to its function table.
+    pub fn sys(&self) -> &'static Driver {
+        self.inner.driver
+    }
+
+    /// The function table (crate-internal shorthand).
+    #[inline]
+    pub(crate) fn table(&self) -> &'static DriverTable {
+        self.inner.driver.table()
+    }
+
+    /// Turns a failed `entry!` lookup into [`Error::MissingEntryPoint`].
+    #[inline]
+    pub(crate) fn entry<F>(&self, f: std::result::Result<F, MissingSymbol>) -> Result<F> {
+        f.map_err(|m| missing(m, self.inner.version))
+    }
+
+    /// Whether `other` talks to the same driver (handles are only valid there).
+    #[inline]
+    pub(crate) fn same_driver(&self, other: &Cuda) -> bool {
+        std::ptr::eq(self.inner.driver, other.inner.driver)
+    }
+
+    /// The driver's version (`cuDriverGetVersion`).
+    pub fn driver_version(&self) -> Result<DriverVersion> {
+        match self.inner.version {
+            Some(v) => Ok(v),
+            None => query_version(self.table()),
+        }
+    }
+
+    /// The number of devices (`cuDeviceGetCount`), queried once and cached.
+    pub fn device_count(&self) -> Result<usize> {
+        let cached = self.inner.device_count.load(Ordering::Relaxed);
+        if cached != UNKNOWN_COUNT {
+            return Ok(cached);
+        }
+        let f = self.entry(entry!(self.table(), cuDeviceGetCount))?;
+        let mut count = MaybeUninit::<i32>::uninit();
+        // SAFETY: `count` is a valid out-pointer for one int.
+        check("cuDeviceGetCount", unsafe { f(count.as_mut_ptr()) })?;
+        // SAFETY: the driver wrote the count on success.
+        let count = unsafe { count.assume_init() }.max(0) as usize;
+        self.inner.device_count.store(count, Ordering::Relaxed);
+        Ok(count)
+    }
+
+    /// Device `ordinal`, with its primary context retained.
+    ///
+    /// An ordinal `>= device_count()` is [`Error::InvalidArgument`].
+    pub fn device(&self, ordinal: usize) -> Result<Device> {
+        let count = self.device_count()?;
+        if ordinal >= count {
+            return Err(Error::invalid(format!(
+                "device ordinal {ordinal} is out of range: the driver reports {count} device(s)"
+            )));
+        }
+        Device::open(self.clone(), ordinal)
+    }
+
+    /// Every device.
+    pub fn devices(&self) -> Result<Vec<Device>> {
+        (0..self.device_count()?).map(|i| self.device(i)).collect()
+    }
+
+    /// One line naming the backend, driver version and devices, e.g.
+    /// `"real driver 13.0, device 0: NVIDIA H100 80GB HBM3"`.
+    pub fn describe(&self) -> String {
+        let version = match self.driver_version() {
+            Ok(v) => v.to_string(),
+            Err(_) => "(version unknown)".to_owned(),
+        };
+        let mut out = format!("{} {version}", self.backend());
+        match self.device_count() {
+            Ok(0) => out.push_str(", no devices"),
+            Ok(n) => {
+                for i in 0..n {
+                    let name = self
+                        .device(i)
+                        .and_then(|d| d.name())
+                        .unwrap_or_else(|e| format!("<{e}>"));
+                    out.push_str(&format!(", device {i}: {name}"));
+                }
+            }
+            Err(e) => out.push_str(&format!(", devices unknown: {e}")),
+        }
+        out
+    }
+}
+
+fn missing(m: MissingSymbol, driver_version: Option<DriverVersion>) -> Error {
+    Error::MissingEntryPoint {
+        symbol: m.0,
+        driver_version,
+    }
+}
+
+fn query_version(table: &DriverTable) -> Result<DriverVersion> {
+    let f = entry!(table, cuDriverGetVersion).map_err(|m| missing(m, None))?;
+    let mut raw = MaybeUninit::<i32>::uninit();
+    // SAFETY: `raw` is a valid out-pointer for one int.
+    check("cuDriverGetVersion", unsafe { f(raw.as_mut_ptr()) })?;
+    // SAFETY: the driver wrote the version on success.
+    Ok(DriverVersion::from_raw(unsafe { raw.assume_init() }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_decode_and_print() {
+        assert_eq!(
+            DriverVersion::from_raw(12090),
+            DriverVersion {
+                major: 12,
+                minor: 9
+            }
+        );
+        assert_eq!(DriverVersion::from_raw(13000).to_string(), "13.0");
+        assert_eq!(DriverVersion::from_raw(-1).to_string(), "0.0");
+    }
+
+    #[test]
+    fn unknown_backend_names_are_refused() {
+        // The only test in this crate that reads the variable.
+        std::env::set_var(BACKEND_ENV, "bogus");
+        let e = Cuda::new().err();
+        std::env::remove_var(BACKEND_ENV);
+        assert_eq!(
+            e,
+            Some(Error::BackendUnavailable {
+                message: "CUDA_VMM_BACKEND=\"bogus\" is neither \"sim\" nor \"cuda\"".into()
+            })
+        );
+    }
+}

@@ -1,0 +1,236 @@
+//! The crate's one error type and the helper that turns a `CUresult` into it.
+
+use cuda_vmm_sys::{result_description, result_name, CUresult, LoadError};
+
+use crate::driver::DriverVersion;
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Everything that can go wrong in this crate.
+#[non_exhaustive]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// A driver call returned an error code.
+    #[error("{call} failed: {name} ({code}): {description}")]
+    Driver {
+        /// The entry point that failed, e.g. `"cuMemMap"`.
+        call: &'static str,
+        /// The raw `CUresult`.
+        code: u32,
+        /// The header's name for the code, or `"UNKNOWN"`.
+        name: &'static str,
+        /// The header's description of the code (empty when unknown).
+        description: &'static str,
+    },
+    /// An argument failed validation; the message names the bad value.
+    #[error("invalid argument: {message}")]
+    InvalidArgument {
+        /// What was wrong, naming the value.
+        message: String,
+    },
+    /// A size, offset or address is not a multiple of the allocation granularity.
+    #[error("{what} {value} is not a multiple of the allocation granularity {granularity}")]
+    NotAligned {
+        /// Which argument, e.g. `"offset"`.
+        what: &'static str,
+        /// The value passed.
+        value: u64,
+        /// The granularity it must be a multiple of.
+        granularity: usize,
+    },
+    /// A range does not fit into the object it refers to.
+    #[error("{what} range [{offset}, {offset} + {size}) exceeds its limit {limit}")]
+    OutOfBounds {
+        /// Which range, e.g. `"mapping in reservation"`.
+        what: &'static str,
+        /// Start of the requested range.
+        offset: u64,
+        /// Length of the requested range.
+        size: u64,
+        /// The size of the object the range must fit into.
+        limit: u64,
+    },
+    /// A new mapping would overlap a live one.
+    #[error(
+        "range [{offset}, {offset} + {size}) overlaps the live mapping [{existing_offset}, {existing_offset} + {existing_size})"
+    )]
+    Overlap {
+        /// Offset of the requested range in the reservation.
+        offset: usize,
+        /// Size of the requested range.
+        size: usize,
+        /// Offset of the live mapping it overlaps.
+        existing_offset: usize,
+        /// Size of that live mapping.
+        existing_size: usize,
+    },
+    /// (Part of) a range is not covered by live mappings.
+    #[error("range [{offset}, {offset} + {size}) is not fully covered by live mappings")]
+    NotMapped {
+        /// Offset of the range in the reservation.
+        offset: usize,
+        /// Size of the range.
+        size: usize,
+    },
+    /// A mapped range lacks the access rights an operation needs.
+    #[error(
+        "range [{offset}, {offset} + {size}) is not {required} for device {device}; call set_access first"
+    )]
+    AccessDenied {
+        /// Offset of the range in the reservation.
+        offset: usize,
+        /// Size of the range.
+        size: usize,
+        /// The access the operation needs.
+        required: crate::AccessFlags,
+        /// The device that performs the operation.
+        device: usize,
+    },
+    /// An object cannot be freed or released while others still use it.
+    #[error("{what} is still in use by {users} other owner(s) (clones or mappings)")]
+    InUse {
+        /// Which object, e.g. `"reservation"`.
+        what: &'static str,
+        /// How many other owners hold it.
+        users: usize,
+    },
+    /// A strict address hint was not honoured by the driver.
+    #[error("the driver did not honour the address hint {requested:#x}; it returned {got:#x}")]
+    HintNotHonoured {
+        /// The address asked for.
+        requested: u64,
+        /// The address the driver returned (already freed again).
+        got: u64,
+    },
+    /// No driver library could be loaded.
+    #[error("{0}")]
+    DriverNotFound(LoadError),
+    /// The loaded driver lacks an entry point.
+    #[error("the driver (version {}) does not export `{symbol}`", version_text(.driver_version))]
+    MissingEntryPoint {
+        /// The missing symbol, e.g. `"cuMemCreate"`.
+        symbol: &'static str,
+        /// The driver's version, when it could be queried.
+        driver_version: Option<DriverVersion>,
+    },
+    /// The device does not support a requested feature.
+    #[error("device {device} does not support {feature}")]
+    Unsupported {
+        /// The feature, e.g. `"fabric handles"`.
+        feature: &'static str,
+        /// The device ordinal.
+        device: usize,
+    },
+    /// The requested backend cannot be used.
+    #[error("backend unavailable: {message}")]
+    BackendUnavailable {
+        /// Why.
+        message: String,
+    },
+}
+
+fn version_text(v: &Option<DriverVersion>) -> String {
+    match v {
+        Some(v) => v.to_string(),
+        None => "unknown".to_owned(),
+    }
+}
+
+impl Error {
+    /// The raw `CUresult` of a [`Error::Driver`] error, `None` for every other kind.
+    pub fn code(&self) -> Option<u32> {
+        match self {
+            Error::Driver { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// Shorthand for [`Error::InvalidArgument`].
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            message: message.into(),
+        }
+    }
+}
+
+/// Turns the `CUresult` of the driver call `call` into `Ok(())` or [`Error::Driver`].
+///
+/// Every driver call in this crate goes through here.
+#[inline]
+pub(crate) fn check(call: &'static str, rc: CUresult) -> Result<()> {
+    if rc == CUresult::CUDA_SUCCESS {
+        Ok(())
+    } else {
+        Err(driver_error(call, rc))
+    }
+}
+
+#[cold]
+fn driver_error(call: &'static str, rc: CUresult) -> Error {
+    Error::Driver {
+        call,
+        code: rc.0,
+        name: result_name(rc).unwrap_or("UNKNOWN"),
+        description: result_description(rc).unwrap_or(""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn driver_errors_name_the_call_and_code() {
+        let e = check("cuMemMap", CUresult::CUDA_ERROR_INVALID_VALUE).unwrap_err();
+        assert_eq!(e.code(), Some(1));
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "cuMemMap failed: CUDA_ERROR_INVALID_VALUE (1): {}",
+                result_description(CUresult::CUDA_ERROR_INVALID_VALUE).unwrap()
+            )
+        );
+        let unknown = check("cuMemCreate", CUresult(12345)).unwrap_err();
+        assert_eq!(
+            unknown,
+            Error::Driver {
+                call: "cuMemCreate",
+                code: 12345,
+                name: "UNKNOWN",
+                description: ""
+            }
+        );
+        assert!(check("cuInit", CUresult::CUDA_SUCCESS).is_ok());
+    }
+
+    #[test]
+    fn validation_messages_are_readable() {
+        let e = Error::NotAligned {
+            what: "offset",
+            value: 4096,
+            granularity: 2 << 20,
+        };
+        assert_eq!(
+            e.to_string(),
+            "offset 4096 is not a multiple of the allocation granularity 2097152"
+        );
+        assert_eq!(e.code(), None);
+        let e = Error::MissingEntryPoint {
+            symbol: "cuMemCreate",
+            driver_version: Some(DriverVersion {
+                major: 13,
+                minor: 0,
+            }),
+        };
+        assert_eq!(
+            e.to_string(),
+            "the driver (version 13.0) does not export `cuMemCreate`"
+        );
+        let e = Error::Unsupported {
+            feature: "fabric handles",
+            device: 0,
+        };
+        assert_eq!(e.to_string(), "device 0 does not support fabric handles");
+    }
+}

@@ -1,0 +1,336 @@
+//! Allocation properties: where memory lives, how it may be shared, extra flags.
+
+use std::fmt;
+use std::ops::{BitOr, BitOrAssign};
+
+use cuda_vmm_sys::{
+    CUmemAllocationCompType, CUmemAllocationHandleType, CUmemAllocationProp,
+    CUmemAllocationProp_st__bindgen_ty_1, CUmemAllocationType, CUmemLocation, CUmemLocationType,
+};
+
+use crate::device::Device;
+use crate::driver::Cuda;
+use crate::error::{Error, Result};
+
+/// Where physical memory lives, or which location an access descriptor names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Location {
+    /// Memory of the device with this ordinal.
+    Device(usize),
+    /// Host memory.
+    Host,
+    /// Host memory on this NUMA node.
+    HostNuma(u32),
+    /// Host memory on the NUMA node of the calling thread.
+    HostNumaCurrent,
+}
+
+impl Location {
+    /// The driver's `CUmemLocation` (ordinals are validated before this is used).
+    pub fn to_raw(self) -> CUmemLocation {
+        let (type_, id) = match self {
+            Location::Device(d) => (CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE, d as i32),
+            Location::Host => (CUmemLocationType::CU_MEM_LOCATION_TYPE_HOST, 0),
+            Location::HostNuma(n) => (CUmemLocationType::CU_MEM_LOCATION_TYPE_HOST_NUMA, n as i32),
+            Location::HostNumaCurrent => {
+                (CUmemLocationType::CU_MEM_LOCATION_TYPE_HOST_NUMA_CURRENT, 0)
+            }
+        };
+        CUmemLocation { type_, id }
+    }
+
+    /// Decodes a `CUmemLocation` reported by the driver.
+    pub fn from_raw(raw: CUmemLocation) -> Result<Location> {
+        let t = raw.type_;
+        let bad = || {
+            Error::invalid(format!(
+                "the driver reported an unknown memory location (type {}, id {})",
+                t.0, raw.id
+            ))
+        };
+        match t {
+            CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE => usize::try_from(raw.id)
+                .map(Location::Device)
+                .map_err(|_| bad()),
+            CUmemLocationType::CU_MEM_LOCATION_TYPE_HOST => Ok(Location::Host),
+            CUmemLocationType::CU_MEM_LOCATION_TYPE_HOST_NUMA => u32::try_from(raw.id)
+                .map(Location::HostNuma)
+                .map_err(|_| bad()),
+            CUmemLocationType::CU_MEM_LOCATION_TYPE_HOST_NUMA_CURRENT => {
+                Ok(Location::HostNumaCurrent)
+            }
+            _ => Err(bad()),
+        }
+    }
+
+    /// Checks a device ordinal against the driver's device count and a NUMA id
+    /// against the `int` the driver stores it in.
+    pub(crate) fn validate(self, cuda: &Cuda) -> Result<()> {
+        match self {
+            Location::Device(d) => {
+                let count = cuda.device_count()?;
+                if d >= count {
+                    return Err(Error::invalid(format!(
+                        "location device ordinal {d} is out of range: the driver reports {count} device(s)"
+                    )));
+                }
+            }
+            Location::HostNuma(n) if i32::try_from(n).is_err() => {
+                return Err(Error::invalid(format!(
+                    "NUMA node id {n} does not fit an int"
+                )));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// A set of shareable handle types an allocation may be exported as.
+#[derive(Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct HandleTypes(u32);
+
+impl HandleTypes {
+    /// No export.
+    pub const NONE: HandleTypes = HandleTypes(0);
+    /// POSIX file descriptor (Linux).
+    pub const POSIX_FD: HandleTypes = HandleTypes(1);
+    /// Win32 NT handle.
+    pub const WIN32: HandleTypes = HandleTypes(2);
+    /// Win32 KMT handle.
+    pub const WIN32_KMT: HandleTypes = HandleTypes(4);
+    /// Fabric handle (NVLink multi-node).
+    pub const FABRIC: HandleTypes = HandleTypes(8);
+    /// Every bit this crate knows.
+    pub const ALL: HandleTypes = HandleTypes(1 | 2 | 4 | 8);
+
+    /// Whether every type in `other` is in `self`.
+    #[inline]
+    pub fn contains(self, other: HandleTypes) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Whether no type is set.
+    #[inline]
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The raw bits.
+    #[inline]
+    pub fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// Any bits, including unknown ones (which [`AllocationProps::validate`] refuses).
+    #[inline]
+    pub fn from_bits_retain(bits: u32) -> HandleTypes {
+        HandleTypes(bits)
+    }
+
+    /// The driver's bit set.
+    #[inline]
+    pub fn to_raw(self) -> CUmemAllocationHandleType {
+        CUmemAllocationHandleType(self.0)
+    }
+}
+
+impl BitOr for HandleTypes {
+    type Output = HandleTypes;
+    #[inline]
+    fn bitor(self, rhs: HandleTypes) -> HandleTypes {
+        HandleTypes(self.0 | rhs.0)
+    }
+}
+
+impl BitOrAssign for HandleTypes {
+    #[inline]
+    fn bitor_assign(&mut self, rhs: HandleTypes) {
+        self.0 |= rhs.0;
+    }
+}
+
+impl fmt::Debug for HandleTypes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const NAMES: [(HandleTypes, &str); 4] = [
+            (HandleTypes::POSIX_FD, "POSIX_FD"),
+            (HandleTypes::WIN32, "WIN32"),
+            (HandleTypes::WIN32_KMT, "WIN32_KMT"),
+            (HandleTypes::FABRIC, "FABRIC"),
+        ];
+        if self.is_empty() {
+            return f.write_str("NONE");
+        }
+        let mut first = true;
+        for (t, name) in NAMES {
+            if self.contains(t) {
+                if !first {
+                    f.write_str(" | ")?;
+                }
+                f.write_str(name)?;
+                first = false;
+            }
+        }
+        let unknown = self.0 & !HandleTypes::ALL.0;
+        if unknown != 0 {
+            if !first {
+                f.write_str(" | ")?;
+            }
+            write!(f, "{unknown:#x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Known bits of [`AllocationProps::usage`].
+const KNOWN_USAGE: u16 = (cuda_vmm_sys::CU_MEM_CREATE_USAGE_TILE_POOL
+    | cuda_vmm_sys::CU_MEM_CREATE_USAGE_HW_DECOMPRESS) as u16;
+
+/// Properties of a physical allocation (`CUmemAllocationProp`), built fluently.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllocationProps {
+    location: Location,
+    handle_types: HandleTypes,
+    compression: bool,
+    rdma_capable: bool,
+    usage: u16,
+}
+
+/// What the granularity of a set of properties depends on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PropsKey(Location, HandleTypes, bool, bool, u16);
+
+impl AllocationProps {
+    /// Pinned memory on `device`, not exportable.
+    pub fn device(device: &Device) -> Self {
+        Self::new(Location::Device(device.ordinal()))
+    }
+
+    /// Pinned memory at `location`, not exportable.
+    pub fn new(location: Location) -> Self {
+        Self {
+            location,
+            handle_types: HandleTypes::NONE,
+            compression: false,
+            rdma_capable: false,
+            usage: 0,
+        }
+    }
+
+    /// Requests the handle types the allocation may be exported as.
+    pub fn handle_types(mut self, t: HandleTypes) -> Self {
+        self.handle_types = t;
+        self
+    }
+
+    /// Requests generic compression.
+    pub fn compression(mut self, on: bool) -> Self {
+        self.compression = on;
+        self
+    }
+
+    /// Requests GPUDirect RDMA capability.
+    pub fn rdma_capable(mut self, on: bool) -> Self {
+        self.rdma_capable = on;
+        self
+    }
+
+    /// Sets the usage bits (`CU_MEM_CREATE_USAGE_*`).
+    pub fn usage(mut self, flags: u16) -> Self {
+        self.usage = flags;
+        self
+    }
+
+    /// Where the memory lives.
+    pub fn location(&self) -> Location {
+        self.location
+    }
+
+    /// The handle types requested.
+    pub fn requested_handle_types(&self) -> HandleTypes {
+        self.handle_types
+    }
+
+    /// Whether compression is requested.
+    pub fn is_compressed(&self) -> bool {
+        self.compression
+    }
+
+    /// Whether RDMA capability is requested.
+    pub fn is_rdma_capable(&self) -> bool {
+        self.rdma_capable
+    }
+
+    /// The usage bits.
+    pub fn usage_flags(&self) -> u16 {
+        self.usage
+    }
+
+    pub(crate) fn key(&self) -> PropsKey {
+        PropsKey(
+            self.location,
+            self.handle_types,
+            self.compression,
+            self.rdma_capable,
+            self.usage,
+        )
+    }
+
+    /// Checks what can be checked without a device: the location's ordinal,
+    /// unknown handle-type bits and unknown usage bits.
+    pub fn validate(&self, cuda: &Cuda) -> Result<()> {
+        self.location.validate(cuda)?;
+        let unknown = self.handle_types.bits() & !HandleTypes::ALL.bits();
+        if unknown != 0 {
+            return Err(Error::invalid(format!(
+                "handle types {:?} contain unknown bits {unknown:#x}",
+                self.handle_types
+            )));
+        }
+        if self.usage & !KNOWN_USAGE != 0 {
+            return Err(Error::invalid(format!(
+                "usage flags {:#x} contain unknown bits {:#x}",
+                self.usage,
+                self.usage & !KNOWN_USAGE
+            )));
+        }
+        Ok(())
+    }
+
+    /// The driver's `CUmemAllocationProp` (pinned; no Win32 metadata).
+    pub fn to_raw(&self) -> CUmemAllocationProp {
+        CUmemAllocationProp {
+            type_: CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED,
+            requestedHandleTypes: self.handle_types.to_raw(),
+            location: self.location.to_raw(),
+            win32HandleMetaData: std::ptr::null_mut(),
+            allocFlags: CUmemAllocationProp_st__bindgen_ty_1 {
+                compressionType: if self.compression {
+                    CUmemAllocationCompType::CU_MEM_ALLOCATION_COMP_GENERIC.0 as u8
+                } else {
+                    CUmemAllocationCompType::CU_MEM_ALLOCATION_COMP_NONE.0 as u8
+                },
+                gpuDirectRDMACapable: u8::from(self.rdma_capable),
+                usage: self.usage,
+                reserved: [0; 4],
+            },
+        }
+    }
+
+    /// Decodes properties reported by the driver.
+    pub fn from_raw(raw: &CUmemAllocationProp) -> Result<AllocationProps> {
+        if raw.type_ != CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED {
+            return Err(Error::invalid(format!(
+                "the driver reported allocation type {}, not pinned",
+                raw.type_.0
+            )));
+        }
+        Ok(AllocationProps {
+            location: Location::from_raw(raw.location)?,
+            handle_types: HandleTypes(raw.requestedHandleTypes.0),
+            compression: raw.allocFlags.compressionType != 0,
+            rdma_capable: raw.allocFlags.gpuDirectRDMACapable != 0,
+            usage: raw.allocFlags.usage,
+        })
+    }
+}

@@ -1,0 +1,465 @@
+//! Reserved virtual address ranges (`cuMemAddressReserve` / `cuMemAddressFree`).
+
+use std::fmt;
+use std::mem::MaybeUninit;
+use std::sync::Arc;
+
+use cuda_vmm_sys::entry;
+use parking_lot::RwLock;
+
+use crate::access::{device_location, AccessDescs, AccessFlags};
+use crate::allocation::Allocation;
+use crate::copy;
+use crate::device::Device;
+use crate::error::{check, Error, Result};
+use crate::mapping::Mapping;
+use crate::props::AllocationProps;
+use crate::spans::Spans;
+
+/// How to reserve an address range; `Default` is "granularity-aligned, anywhere".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReserveOptions {
+    /// Alignment of the start address: a power of two; 0 (or anything smaller
+    /// than the granularity) means the granularity.
+    pub alignment: usize,
+    /// Preferred start address (a multiple of the granularity).
+    pub hint: Option<u64>,
+    /// Fail with [`Error::HintNotHonoured`] (freeing the range) when the driver
+    /// places the range elsewhere. Needs a `hint`.
+    pub strict_hint: bool,
+}
+
+pub(crate) struct ReservationInner {
+    pub(crate) device: Device,
+    pub(crate) ptr: u64,
+    pub(crate) size: usize,
+    pub(crate) granularity: usize,
+    hint_honoured: bool,
+    /// Live mappings. Writers (map, unmap, set access) and readers (copies)
+    /// hold it across their driver call, so no copy races an unmap.
+    pub(crate) spans: RwLock<Spans>,
+    freed: bool,
+}
+
+/// A reserved virtual address range on a device.
+///
+/// Clones share it. The range is freed when the last clone and every
+/// [`Mapping`] into it are gone. `Send + Sync`: mapping changes and copies on
+/// one reservation are serialised by a lock held across their driver call, so
+/// a copy never races the unmapping of its range.
+#[derive(Clone)]
+pub struct Reservation {
+    pub(crate) inner: Arc<ReservationInner>,
+}
+
+impl fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reservation")
+            .field("ptr", &format_args!("{:#x}", self.inner.ptr))
+            .field("size", &self.inner.size)
+            .field("device", &self.inner.device.ordinal())
+            .field("mappings", &self.inner.spans.read().len())
+            .finish()
+    }
+}
+
+impl Reservation {
+    /// Reserves `size` bytes (a nonzero multiple of the device's minimum granularity).
+    pub fn new(device: &Device, size: usize, opts: ReserveOptions) -> Result<Reservation> {
+        if size == 0 {
+            return Err(Error::invalid(
+                "reservation size 0: the size must be nonzero",
+            ));
+        }
+        if opts.alignment != 0 && !opts.alignment.is_power_of_two() {
+            return Err(Error::invalid(format!(
+                "alignment {} is not a power of two",
+                opts.alignment
+            )));
+        }
+        let granularity = device.min_granularity(&AllocationProps::device(device))?;
+        check_multiple("reservation size", size as u64, granularity)?;
+        let alignment = opts.alignment.max(granularity);
+        let hint = match opts.hint {
+            None if opts.strict_hint => {
+                return Err(Error::invalid(
+                    "strict_hint is set but no address hint is given",
+                ))
+            }
+            None => 0,
+            Some(0) => return Err(Error::invalid("address hint 0 is not an address; use None")),
+            Some(h) => {
+                check_multiple("address hint", h, granularity)?;
+                if h.checked_add(size as u64).is_none() {
+                    return Err(Error::invalid(format!(
+                        "address hint {h:#x} plus size {size} overflows the address space"
+                    )));
+                }
+                h
+            }
+        };
+        let cuda = device.cuda();
+        let f = cuda.entry(entry!(cuda.table(), cuMemAddressReserve))?;
+        // No current context needed: the driver answers VMM calls without one
+        // (recorded on H200, driver 580: conformance `no_context_*`).
+        let mut ptr = MaybeUninit::<u64>::uninit();
+        // SAFETY: `ptr` is a valid out-pointer; size, alignment and hint were validated.
+        check("cuMemAddressReserve", unsafe {
+            f(ptr.as_mut_ptr(), size, alignment, hint, 0)
+        })?;
+        // SAFETY: written by the driver on success.
+        let ptr = unsafe { ptr.assume_init() };
+        let hint_honoured = opts.hint == Some(ptr);
+        let reservation = Reservation {
+            inner: Arc::new(ReservationInner {
+                device: device.clone(),
+                ptr,
+                size,
+                granularity,
+                hint_honoured,
+                spans: RwLock::new(Spans::default()),
+                freed: false,
+            }),
+        };
+        if opts.strict_hint && !hint_honoured {
+            reservation.free()?;
+            return Err(Error::HintNotHonoured {
+                requested: hint,
+                got: ptr,
+            });
+        }
+        Ok(reservation)
+    }
+
+    /// Start address.
+    #[inline]
+    pub fn ptr(&self) -> u64 {
+        self.inner.ptr
+    }
+
+    /// Size in bytes.
+    #[inline]
+    pub fn size(&self) -> usize {
+        self.inner.size
+    }
+
+    /// The device's minimum granularity, which sizes and offsets here are multiples of.
+    #[inline]
+    pub fn granularity(&self) -> usize {
+        self.inner.granularity
+    }
+
+    /// The device the range was reserved on (copies run on it).
+    #[inline]
+    pub fn device(&self) -> &Device {
+        &self.inner.device
+    }
+
+    /// Whether a hint was given and the range starts exactly there.
+    #[inline]
+    pub fn hint_honoured(&self) -> bool {
+        self.inner.hint_honoured
+    }
+
+    /// Number of live mappings into this range.
+    pub fn mapping_count(&self) -> usize {
+        self.inner.spans.read().len()
+    }
+
+    /// Maps `size` bytes of `allocation`, from `alloc_offset`, at `offset` in this range.
+    ///
+    /// Offsets and size must be multiples of the allocation's granularity, lie
+    /// within both the reservation and the allocation, and not overlap a live
+    /// mapping. The driver maps whole allocations only, so `alloc_offset` must
+    /// be 0 and `size` must equal `allocation.size()`. The new mapping has no access yet: call [`Mapping::set_access`]
+    /// or [`Reservation::set_access`].
+    pub fn map(
+        &self,
+        offset: usize,
+        allocation: &Allocation,
+        alloc_offset: usize,
+        size: usize,
+    ) -> Result<Mapping> {
+        let inner = &*self.inner;
+        inner
+            .device
+            .check_same_driver(allocation.device(), "the allocation")?;
+        let g = allocation.granularity();
+        if size == 0 {
+            return Err(Error::invalid("mapping size 0: the size must be nonzero"));
+        }
+        check_multiple("offset", offset as u64, g)?;
+        check_multiple("size", size as u64, g)?;
+        check_multiple("allocation offset", alloc_offset as u64, g)?;
+        check_multiple("reservation address", inner.ptr, g)?;
+        check_bounds("mapping in reservation", offset, size, inner.size)?;
+        check_bounds(
+            "mapping in allocation",
+            alloc_offset,
+            size,
+            allocation.size(),
+        )?;
+        if alloc_offset != 0 || size != allocation.size() {
+            // The driver maps whole allocations only (CUDA_ERROR_NOT_SUPPORTED otherwise).
+            return Err(Error::invalid(format!(
+                "mapping {size} bytes at allocation offset {alloc_offset} of a {}-byte \
+                 allocation: cuMemMap maps whole allocations only (offset 0, size {})",
+                allocation.size(),
+                allocation.size()
+            )));
+        }
+        let cuda = inner.device.cuda();
+        let f = cuda.entry(entry!(cuda.table(), cuMemMap))?;
+        // No current context needed: the driver answers VMM calls without one
+        // (recorded on H200, driver 580: conformance `no_context_*`).
+        let mut spans = inner.spans.write();
+        if let Some((existing_offset, existing_size)) = spans.overlapping(offset, size) {
+            return Err(Error::Overlap {
+                offset,
+                size,
+                existing_offset,
+                existing_size,
+            });
+        }
+        // SAFETY: the range lies inside our live reservation and overlaps no
+        // live mapping; the handle is alive (we hold the allocation) and belongs
+        // to this driver; offset and size are granularity multiples in bounds.
+        check("cuMemMap", unsafe {
+            f(
+                inner.ptr + offset as u64,
+                size,
+                alloc_offset,
+                allocation.raw_handle(),
+                0,
+            )
+        })?;
+        spans.insert(offset, size);
+        drop(spans);
+        Ok(Mapping::new(self.clone(), allocation.clone(), offset, size))
+    }
+
+    /// Sets access for every device in `access` over `[offset, offset + size)`
+    /// with ONE `cuMemSetAccess` call. The range must be fully covered by live
+    /// mappings (it may span several).
+    pub fn set_access(
+        &self,
+        offset: usize,
+        size: usize,
+        access: &[(&Device, AccessFlags)],
+    ) -> Result<()> {
+        let inner = &*self.inner;
+        if size == 0 {
+            return Err(Error::invalid(
+                "access range size 0: the size must be nonzero",
+            ));
+        }
+        check_multiple("offset", offset as u64, inner.granularity)?;
+        check_multiple("size", size as u64, inner.granularity)?;
+        check_bounds("access range in reservation", offset, size, inner.size)?;
+        let descs = AccessDescs::new(&inner.device, access)?;
+        let own = access
+            .iter()
+            .find(|(d, _)| d.same_as(&inner.device))
+            .map(|(_, a)| *a);
+        let cuda = inner.device.cuda();
+        let f = cuda.entry(entry!(cuda.table(), cuMemSetAccess))?;
+        // No current context needed: the driver answers VMM calls without one
+        // (recorded on H200, driver 580: conformance `no_context_*`).
+        let mut spans = inner.spans.write();
+        if !spans.covers(offset, size) {
+            return Err(Error::NotMapped { offset, size });
+        }
+        let descs = descs.as_slice();
+        // SAFETY: the range is inside our reservation and fully mapped (we hold
+        // the lock, so no mapping goes away meanwhile); `descs` is a valid array
+        // of `descs.len()` descriptors naming devices of this driver.
+        check("cuMemSetAccess", unsafe {
+            f(inner.ptr + offset as u64, size, descs.as_ptr(), descs.len())
+        })?;
+        if let Some(a) = own {
+            spans.set_access(offset, size, a);
+        }
+        Ok(())
+    }
+
+    /// The access `device` has at `offset` (`cuMemGetAccess`); `offset` must be mapped.
+    pub fn access(&self, offset: usize, device: &Device) -> Result<AccessFlags> {
+        let inner = &*self.inner;
+        inner.device.check_same_driver(device, "the device")?;
+        check_bounds("access query in reservation", offset, 1, inner.size)?;
+        let cuda = inner.device.cuda();
+        let f = cuda.entry(entry!(cuda.table(), cuMemGetAccess))?;
+        inner.device.make_current()?;
+        let spans = inner.spans.read();
+        if !spans.covers(offset, 1) {
+            return Err(Error::NotMapped { offset, size: 1 });
+        }
+        let location = device_location(device);
+        let mut flags = MaybeUninit::<u64>::uninit();
+        // SAFETY: `flags` is a valid out-pointer, `location` a valid struct, and
+        // the address is mapped (held under the lock).
+        check("cuMemGetAccess", unsafe {
+            f(flags.as_mut_ptr(), &location, inner.ptr + offset as u64)
+        })?;
+        // SAFETY: written by the driver on success.
+        AccessFlags::try_from(unsafe { flags.assume_init() })
+    }
+
+    /// Whether every byte of `[offset, offset + size)` is covered by live mappings.
+    pub fn is_mapped(&self, offset: usize, size: usize) -> bool {
+        size != 0
+            && offset
+                .checked_add(size)
+                .is_some_and(|end| end <= self.inner.size)
+            && self.inner.spans.read().covers(offset, size)
+    }
+
+    /// Copies `data` to `offset` (`cuMemcpyHtoD`); the range must be mapped and
+    /// read-write for the reservation's device.
+    pub fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
+        let spans = self.inner.spans.read();
+        self.check_access(&spans, offset, data.len(), AccessFlags::ReadWrite)?;
+        copy::htod(&self.inner.device, self.inner.ptr + offset as u64, data)
+    }
+
+    /// Copies from `offset` into `out` (`cuMemcpyDtoH`); the range must be
+    /// mapped and readable for the reservation's device.
+    pub fn read(&self, offset: usize, out: &mut [u8]) -> Result<()> {
+        let spans = self.inner.spans.read();
+        self.check_access(&spans, offset, out.len(), AccessFlags::Read)?;
+        copy::dtoh(&self.inner.device, out, self.inner.ptr + offset as u64)
+    }
+
+    /// Copies `len` bytes from offset `src` to offset `dst` (`cuMemcpyDtoD`,
+    /// waits for completion). Ranges may not overlap.
+    pub fn copy_within(&self, src: usize, dst: usize, len: usize) -> Result<()> {
+        let spans = self.inner.spans.read();
+        self.check_access(&spans, src, len, AccessFlags::Read)?;
+        self.check_access(&spans, dst, len, AccessFlags::ReadWrite)?;
+        if len != 0 && src < dst + len && dst < src + len {
+            return Err(Error::invalid(format!(
+                "copy ranges [{src}, {src} + {len}) and [{dst}, {dst} + {len}) overlap"
+            )));
+        }
+        let base = self.inner.ptr;
+        copy::dtod_sync(
+            &self.inner.device,
+            base + dst as u64,
+            base + src as u64,
+            len,
+        )
+    }
+
+    /// Sets `len` bytes at `offset` to `byte` (`cuMemsetD8`, waits for completion).
+    pub fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<()> {
+        let spans = self.inner.spans.read();
+        self.check_access(&spans, offset, len, AccessFlags::ReadWrite)?;
+        copy::fill_sync(
+            &self.inner.device,
+            self.inner.ptr + offset as u64,
+            byte,
+            len,
+        )
+    }
+
+    /// Checks that `[offset, offset + len)` is in bounds, mapped and has `required` access.
+    fn check_access(
+        &self,
+        spans: &Spans,
+        offset: usize,
+        len: usize,
+        required: AccessFlags,
+    ) -> Result<()> {
+        check_bounds("copy range in reservation", offset, len, self.inner.size)?;
+        if len == 0 {
+            return Ok(());
+        }
+        match spans.min_access(offset, len) {
+            None => Err(Error::NotMapped { offset, size: len }),
+            Some(a) if a < required => Err(Error::AccessDenied {
+                offset,
+                size: len,
+                required,
+                device: self.inner.device.ordinal(),
+            }),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Frees the range now.
+    ///
+    /// Fails with [`Error::InUse`] while other clones or mappings hold it; this
+    /// handle is then dropped and the range is freed when the last user goes.
+    pub fn free(self) -> Result<()> {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => inner.free_range(),
+            Err(shared) => Err(Error::InUse {
+                what: "reservation",
+                users: Arc::strong_count(&shared).saturating_sub(1).max(1),
+            }),
+        }
+    }
+}
+
+impl ReservationInner {
+    fn free_range(&mut self) -> Result<()> {
+        if self.freed {
+            return Ok(());
+        }
+        self.freed = true;
+        let cuda = self.device.cuda();
+        let f = cuda.entry(entry!(cuda.table(), cuMemAddressFree))?;
+        // No current context needed: the driver answers VMM calls without one
+        // (recorded on H200, driver 580: conformance `no_context_*`).
+        // SAFETY: we reserved exactly this range, free it once, and no mapping
+        // into it is alive (every Mapping holds a clone of the reservation).
+        check("cuMemAddressFree", unsafe { f(self.ptr, self.size) })
+    }
+}
+
+impl Drop for ReservationInner {
+    fn drop(&mut self) {
+        if let Err(e) = self.free_range() {
+            log::error!(
+                "freeing reservation {:#x} (+{} bytes): {e}",
+                self.ptr,
+                self.size
+            );
+        }
+    }
+}
+
+/// Fails with [`Error::NotAligned`] unless `value` is a multiple of `granularity`
+/// (a power of two: granularities from the driver are checked to be).
+#[inline]
+pub(crate) fn check_multiple(what: &'static str, value: u64, granularity: usize) -> Result<()> {
+    debug_assert!(granularity.is_power_of_two());
+    if value & (granularity as u64).wrapping_sub(1) == 0 {
+        Ok(())
+    } else {
+        Err(Error::NotAligned {
+            what,
+            value,
+            granularity,
+        })
+    }
+}
+
+/// Fails with [`Error::OutOfBounds`] unless `[offset, offset + size)` fits in `limit`.
+#[inline]
+pub(crate) fn check_bounds(
+    what: &'static str,
+    offset: usize,
+    size: usize,
+    limit: usize,
+) -> Result<()> {
+    match offset.checked_add(size) {
+        Some(end) if end <= limit => Ok(()),
+        _ => Err(Error::OutOfBounds {
+            what,
+            offset: offset as u64,
+            size: size as u64,
+            limit: limit as u64,
+        }),
+    }
+}

@@ -1,0 +1,251 @@
+//! Sharing allocations between processes: POSIX file descriptors and fabric handles.
+//!
+//! Ownership of file descriptors follows the driver documentation:
+//! - export (`cuMemExportToShareableHandle`) creates a new descriptor that the
+//!   caller owns and must close; it is returned as an [`OwnedFd`], which does.
+//! - import (`cuMemImportFromShareableHandle`) does not take ownership of the
+//!   descriptor: the caller keeps it and closes it (hence a [`BorrowedFd`]).
+//!   The imported allocation holds its own reference to the memory.
+
+use std::fmt;
+use std::fs::File;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use cuda_vmm_sys::{
+    entry, CUmemAllocationHandleType, CUmemFabricHandle, CUmemGenericAllocationHandle,
+};
+
+use crate::allocation::{query_props, Allocation};
+use crate::device::Device;
+use crate::error::{check, Error, Result};
+use crate::props::HandleTypes;
+use crate::reservation::check_multiple;
+
+/// An opaque 64-byte fabric handle (`CUmemFabricHandle`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FabricHandle(pub [u8; 64]);
+
+impl FabricHandle {
+    /// The handle's bytes, e.g. to send to another process.
+    pub fn as_bytes(&self) -> &[u8; 64] {
+        &self.0
+    }
+
+    /// A handle received as bytes.
+    pub fn from_bytes(bytes: [u8; 64]) -> FabricHandle {
+        FabricHandle(bytes)
+    }
+}
+
+impl fmt::Debug for FabricHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FabricHandle(")?;
+        for b in &self.0[..8] {
+            write!(f, "{b:02x}")?;
+        }
+        write!(f, "..)")
+    }
+}
+
+impl Allocation {
+    /// Exports the allocation as a new POSIX file descriptor, which the caller owns.
+    ///
+    /// The allocation must have been created with [`HandleTypes::POSIX_FD`].
+    pub fn export_posix_fd(&self) -> Result<OwnedFd> {
+        self.require_handle_type(HandleTypes::POSIX_FD, "HandleTypes::POSIX_FD")?;
+        let device = self.device();
+        let cuda = device.cuda();
+        let f = cuda.entry(entry!(cuda.table(), cuMemExportToShareableHandle))?;
+        device.make_current()?;
+        let mut fd = MaybeUninit::<std::ffi::c_int>::uninit();
+        // SAFETY: for POSIX_FILE_DESCRIPTOR the driver writes one int to the
+        // out-pointer; the handle is alive and exportable as that type.
+        check("cuMemExportToShareableHandle", unsafe {
+            f(
+                fd.as_mut_ptr().cast(),
+                self.raw_handle(),
+                CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
+                0,
+            )
+        })?;
+        // SAFETY: written by the driver on success.
+        let fd = unsafe { fd.assume_init() };
+        if fd < 0 {
+            return Err(Error::invalid(format!(
+                "the driver exported an invalid file descriptor {fd}"
+            )));
+        }
+        // SAFETY: the driver created this descriptor for us; nobody else owns it.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// Imports an allocation from a POSIX file descriptor exported by
+    /// [`Allocation::export_posix_fd`] (here or in another process), taking its
+    /// size from the descriptor (`fstat`).
+    ///
+    /// The caller keeps ownership of `fd`. When the descriptor does not report
+    /// a size (the real driver's descriptors may not), use
+    /// [`Allocation::import_posix_fd_sized`] with the size the exporter sent.
+    pub fn import_posix_fd(device: &Device, fd: BorrowedFd<'_>) -> Result<Allocation> {
+        let file = File::from(fd.try_clone_to_owned().map_err(|e| {
+            Error::invalid(format!(
+                "cannot duplicate file descriptor {}: {e}",
+                fd.as_raw_fd()
+            ))
+        })?);
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if len == 0 {
+            return Err(Error::invalid(format!(
+                "file descriptor {} does not report the allocation's size; use import_posix_fd_sized",
+                fd.as_raw_fd()
+            )));
+        }
+        let size = usize::try_from(len)
+            .map_err(|_| Error::invalid(format!("imported size {len} does not fit usize")))?;
+        Self::import_posix_fd_sized(device, fd, size)
+    }
+
+    /// Imports an allocation of `size` bytes from a POSIX file descriptor.
+    ///
+    /// `size` must be the exported allocation's size (the driver cannot report
+    /// it); the caller keeps ownership of `fd`.
+    pub fn import_posix_fd_sized(
+        device: &Device,
+        fd: BorrowedFd<'_>,
+        size: usize,
+    ) -> Result<Allocation> {
+        if !device.features()?.posix_fd {
+            return Err(Error::Unsupported {
+                feature: "POSIX file descriptor handles",
+                device: device.ordinal(),
+            });
+        }
+        let raw_fd = fd.as_raw_fd();
+        // The driver takes the descriptor itself, passed in the pointer argument.
+        let os_handle = raw_fd as isize as *mut std::ffi::c_void;
+        Self::import(
+            device,
+            os_handle,
+            CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
+            size,
+        )
+    }
+
+    /// Exports the allocation as a fabric handle.
+    ///
+    /// The allocation must have been created with [`HandleTypes::FABRIC`]
+    /// (which [`Allocation::new`] refuses on devices without fabric support).
+    pub fn export_fabric(&self) -> Result<FabricHandle> {
+        let device = self.device();
+        if !device.features()?.fabric {
+            return Err(Error::Unsupported {
+                feature: "fabric handles",
+                device: device.ordinal(),
+            });
+        }
+        self.require_handle_type(HandleTypes::FABRIC, "HandleTypes::FABRIC")?;
+        let cuda = device.cuda();
+        let f = cuda.entry(entry!(cuda.table(), cuMemExportToShareableHandle))?;
+        device.make_current()?;
+        let mut handle = MaybeUninit::<CUmemFabricHandle>::uninit();
+        // SAFETY: for FABRIC the driver writes one CUmemFabricHandle to the
+        // out-pointer; the handle is alive and exportable as that type.
+        check("cuMemExportToShareableHandle", unsafe {
+            f(
+                handle.as_mut_ptr().cast(),
+                self.raw_handle(),
+                CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_FABRIC,
+                0,
+            )
+        })?;
+        // SAFETY: written by the driver on success.
+        Ok(FabricHandle(unsafe { handle.assume_init() }.data))
+    }
+
+    /// Imports an allocation from a fabric handle; see [`Allocation::import_fabric_sized`].
+    ///
+    /// The driver cannot report an imported allocation's size, so this fails
+    /// with [`Error::InvalidArgument`] on devices with fabric support (and with
+    /// [`Error::Unsupported`] on others); use the sized variant.
+    pub fn import_fabric(device: &Device, handle: &FabricHandle) -> Result<Allocation> {
+        let _ = handle;
+        if !device.features()?.fabric {
+            return Err(Error::Unsupported {
+                feature: "fabric handles",
+                device: device.ordinal(),
+            });
+        }
+        Err(Error::invalid(
+            "a fabric handle does not carry the allocation's size; use import_fabric_sized",
+        ))
+    }
+
+    /// Imports an allocation of `size` bytes from a fabric handle.
+    pub fn import_fabric_sized(
+        device: &Device,
+        handle: &FabricHandle,
+        size: usize,
+    ) -> Result<Allocation> {
+        if !device.features()?.fabric {
+            return Err(Error::Unsupported {
+                feature: "fabric handles",
+                device: device.ordinal(),
+            });
+        }
+        let mut raw = CUmemFabricHandle { data: handle.0 };
+        Self::import(
+            device,
+            (&mut raw as *mut CUmemFabricHandle).cast(),
+            CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_FABRIC,
+            size,
+        )
+    }
+
+    /// Imports, reads the properties back, and checks `size` against their granularity.
+    fn import(
+        device: &Device,
+        os_handle: *mut std::ffi::c_void,
+        kind: CUmemAllocationHandleType,
+        size: usize,
+    ) -> Result<Allocation> {
+        if size == 0 {
+            return Err(Error::invalid("imported size 0: the size must be nonzero"));
+        }
+        let cuda = device.cuda();
+        let f = cuda.entry(entry!(cuda.table(), cuMemImportFromShareableHandle))?;
+        device.make_current()?;
+        let mut handle = MaybeUninit::<CUmemGenericAllocationHandle>::uninit();
+        // SAFETY: `handle` is a valid out-pointer; `os_handle` is a descriptor
+        // value (POSIX) or points to a live CUmemFabricHandle (fabric), matching `kind`.
+        check("cuMemImportFromShareableHandle", unsafe {
+            f(handle.as_mut_ptr(), os_handle, kind)
+        })?;
+        // SAFETY: written by the driver on success.
+        let handle = unsafe { handle.assume_init() };
+        // From here the handle is owned: wrap it first so that errors release it.
+        let allocation = Allocation::from_parts(
+            device.clone(),
+            handle,
+            size,
+            1,
+            crate::props::AllocationProps::device(device),
+        );
+        let props = query_props(device, handle)?;
+        let granularity = device.min_granularity(&props)?;
+        check_multiple("imported size", size as u64, granularity)?;
+        Ok(allocation.with_props(props, granularity))
+    }
+
+    fn require_handle_type(&self, t: HandleTypes, name: &str) -> Result<()> {
+        if self.props().requested_handle_types().contains(t) {
+            Ok(())
+        } else {
+            Err(Error::invalid(format!(
+                "allocation {:#x} was created without {name} (handle types {:?})",
+                self.raw_handle(),
+                self.props().requested_handle_types()
+            )))
+        }
+    }
+}
