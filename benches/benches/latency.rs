@@ -1,12 +1,14 @@
 //! Per-entry-point latency, safe layer vs raw table, at 2 MiB .. 1 GiB.
 //!
-//! Ids: `latency/OP/{safe,raw}/SIZE`. Pairs (`reserve_free`, `create_release`, `map_unmap`)
-//! are timed whole; single calls are timed alone, their partner run untimed, so no iteration
-//! leaves anything behind. `set_access` re-applies read-write access to one live mapping.
+//! Ids: `latency/OP/{safe,raw}/SIZE`. Each make/undo pair gives three benches: the pair timed
+//! whole (`reserve_free`, `create_release`, `map_unmap`) and each call timed alone with its
+//! partner run untimed, so no iteration leaves anything behind. `set_access` re-applies
+//! read-write access to one live mapping.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion};
 use cuda_vmm::{AccessFlags, Allocation, AllocationProps, Mapping, Reservation, ReserveOptions};
-use cuda_vmm_benches::{env, size_id, time_op, Env, Raw, LATENCY_SIZES};
+use cuda_vmm_benches::{env, size_id, Env, Part, Raw, LATENCY_SIZES};
 
 fn reserve(env: &Env, size: usize) -> Reservation {
     Reservation::new(&env.device, size, ReserveOptions::default()).expect("reserve")
@@ -16,125 +18,73 @@ fn create(env: &Env, size: usize) -> Allocation {
     Allocation::new(&env.device, size, &AllocationProps::device(&env.device)).expect("create")
 }
 
-fn map(res: &Reservation, alloc: &Allocation) -> Mapping {
-    res.map(0, alloc, 0, alloc.size()).expect("map")
+fn map(reservation: &Reservation, allocation: &Allocation) -> Mapping {
+    let size = allocation.size();
+    reservation.map(0, allocation, 0, size).expect("map")
+}
+
+/// Calls `bench(group, part, size)` for each part of a pair (groups `latency/{names[i]}`,
+/// named pair, make, undo) and each size.
+fn pair_groups(
+    c: &mut Criterion,
+    env: &Env,
+    names: [&str; 3],
+    sizes: &[usize],
+    mut bench: impl FnMut(&mut BenchmarkGroup<'_, WallTime>, Part, usize),
+) {
+    for (name, part) in names.into_iter().zip(Part::ALL) {
+        let mut group = env.fast_group(c, &format!("latency/{name}"));
+        for &size in sizes {
+            env.tune(&mut group, size);
+            bench(&mut group, part, size);
+        }
+        group.finish();
+    }
 }
 
 fn reserve_free(c: &mut Criterion, env: &Env, raw: &Raw, sizes: &[usize]) {
-    for (op, name) in [
-        ("reserve_free", "pair"),
-        ("reserve", "first"),
-        ("free", "second"),
-    ] {
-        let mut group = env.fast_group(c, &format!("latency/{op}"));
-        for &size in sizes {
-            let id = size_id(size);
-            group.bench_function(BenchmarkId::new("safe", &id), |b| match name {
-                "pair" => b.iter(|| reserve(env, size).free().expect("free")),
-                "first" => b.iter_custom(|n| {
-                    time_op(
-                        n,
-                        || (),
-                        |()| reserve(env, size),
-                        |r| r.free().expect("free"),
-                    )
-                }),
-                _ => b.iter_custom(|n| {
-                    time_op(
-                        n,
-                        || reserve(env, size),
-                        |r| r.free().expect("free"),
-                        |()| (),
-                    )
-                }),
-            });
-            group.bench_function(BenchmarkId::new("raw", &id), |b| match name {
-                "pair" => b.iter(|| raw.reserve_free(size)),
-                "first" => b.iter_custom(|n| raw.time_reserve(n, size)),
-                _ => b.iter_custom(|n| raw.time_free(n, size)),
-            });
-        }
-        group.finish();
-    }
+    let names = ["reserve_free", "reserve", "free"];
+    pair_groups(c, env, names, sizes, |group, part, size| {
+        let id = size_id(size);
+        group.bench_function(BenchmarkId::new("safe", &id), |b| {
+            part.bench(b, || reserve(env, size), |r| r.free().expect("free"))
+        });
+        group.bench_function(BenchmarkId::new("raw", &id), |b| {
+            part.bench(b, || raw.reserve(size), |r| raw.free(r))
+        });
+    });
 }
 
 fn create_release(c: &mut Criterion, env: &Env, raw: &Raw, sizes: &[usize]) {
-    for (op, name) in [
-        ("create_release", "pair"),
-        ("create", "first"),
-        ("release", "second"),
-    ] {
-        let mut group = env.fast_group(c, &format!("latency/{op}"));
-        for &size in sizes {
-            let id = size_id(size);
-            group.bench_function(BenchmarkId::new("safe", &id), |b| match name {
-                "pair" => b.iter(|| create(env, size).release().expect("release")),
-                "first" => b.iter_custom(|n| {
-                    time_op(
-                        n,
-                        || (),
-                        |()| create(env, size),
-                        |a| a.release().expect("release"),
-                    )
-                }),
-                _ => b.iter_custom(|n| {
-                    time_op(
-                        n,
-                        || create(env, size),
-                        |a| a.release().expect("release"),
-                        |()| (),
-                    )
-                }),
-            });
-            group.bench_function(BenchmarkId::new("raw", &id), |b| match name {
-                "pair" => b.iter(|| raw.create_release(size)),
-                "first" => b.iter_custom(|n| raw.time_create(n, size)),
-                _ => b.iter_custom(|n| raw.time_release(n, size)),
-            });
-        }
-        group.finish();
-    }
+    let names = ["create_release", "create", "release"];
+    pair_groups(c, env, names, sizes, |group, part, size| {
+        let id = size_id(size);
+        group.bench_function(BenchmarkId::new("safe", &id), |b| {
+            part.bench(b, || create(env, size), |a| a.release().expect("release"))
+        });
+        group.bench_function(BenchmarkId::new("raw", &id), |b| {
+            part.bench(b, || raw.create(size), |a| raw.release(a))
+        });
+    });
 }
 
 fn map_unmap(c: &mut Criterion, env: &Env, raw: &Raw, sizes: &[usize]) {
-    for (op, name) in [("map_unmap", "pair"), ("map", "first"), ("unmap", "second")] {
-        let mut group = env.fast_group(c, &format!("latency/{op}"));
-        for &size in sizes {
-            let id = size_id(size);
-            let (res, alloc) = (reserve(env, size), create(env, size));
-            group.bench_function(BenchmarkId::new("safe", &id), |b| match name {
-                "pair" => b.iter(|| map(&res, &alloc).unmap().expect("unmap")),
-                "first" => b.iter_custom(|n| {
-                    time_op(
-                        n,
-                        || (),
-                        |()| map(&res, &alloc),
-                        |m| m.unmap().expect("unmap"),
-                    )
-                }),
-                _ => b.iter_custom(|n| {
-                    time_op(
-                        n,
-                        || map(&res, &alloc),
-                        |m| m.unmap().expect("unmap"),
-                        |()| (),
-                    )
-                }),
-            });
-            let range = raw.range(size);
-            group.bench_function(BenchmarkId::new("raw", &id), |b| match name {
-                "pair" => b.iter(|| {
-                    range.map();
-                    range.unmap();
-                }),
-                "first" => {
-                    b.iter_custom(|n| time_op(n, || (), |()| range.map(), |()| range.unmap()))
-                }
-                _ => b.iter_custom(|n| time_op(n, || range.map(), |()| range.unmap(), |()| ())),
-            });
-        }
-        group.finish();
-    }
+    let names = ["map_unmap", "map", "unmap"];
+    pair_groups(c, env, names, sizes, |group, part, size| {
+        let id = size_id(size);
+        let (reservation, allocation) = (reserve(env, size), create(env, size));
+        group.bench_function(BenchmarkId::new("safe", &id), |b| {
+            part.bench(
+                b,
+                || map(&reservation, &allocation),
+                |m| m.unmap().expect("unmap"),
+            )
+        });
+        let range = raw.range(size);
+        group.bench_function(BenchmarkId::new("raw", &id), |b| {
+            part.bench(b, || range.map(), |()| range.unmap())
+        });
+    });
 }
 
 fn set_access(c: &mut Criterion, env: &Env, raw: &Raw, sizes: &[usize]) {
@@ -142,10 +92,11 @@ fn set_access(c: &mut Criterion, env: &Env, raw: &Raw, sizes: &[usize]) {
     let rw = [(&env.device, AccessFlags::ReadWrite)];
     for &size in sizes {
         let id = size_id(size);
-        let res = reserve(env, size);
-        let mapping = map(&res, &create(env, size));
+        env.tune(&mut group, size);
+        let reservation = reserve(env, size);
+        let mapping = map(&reservation, &create(env, size));
         group.bench_function(BenchmarkId::new("safe", &id), |b| {
-            b.iter(|| res.set_access(0, size, &rw).expect("set access"))
+            b.iter(|| mapping.set_access(&rw).expect("set access"))
         });
         drop(mapping);
         let range = raw.range(size);

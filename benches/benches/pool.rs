@@ -42,7 +42,7 @@ fn alloc_free(c: &mut Criterion) {
         })
     });
     group.bench_function(BenchmarkId::new("cuMemAlloc", "2MiB"), |b| {
-        b.iter(|| raw.mem_alloc_free(CHUNK))
+        b.iter(|| raw.mem_free(raw.mem_alloc(CHUNK)))
     });
     group.finish();
 }

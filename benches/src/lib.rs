@@ -1,17 +1,33 @@
-//! Shared set-up for the cuda-vmm benchmarks (`cargo bench -p cuda-vmm-benches`).
+//! Shared set-up for the cuda-vmm benchmarks.
 //!
-//! - [`env`]: the backend (real GPU when present, else the simulator), device 0 made current,
-//!   and whether the run is *quick* (simulator, `cargo test --benches`, or
-//!   `CUDA_VMM_BENCH_QUICK=1`): quick runs cap sizes at [`QUICK_CAP`] and measure briefly.
+//! ```text
+//! cargo bench -p cuda-vmm-benches                  # everything (about 6 minutes on an H100)
+//! cargo bench -p cuda-vmm-benches --bench latency  # one file: latency growth sparse access pool
+//! CUDA_VMM_BENCH_QUICK=1 cargo bench ...           # reduced sizes, short measurements
+//! cargo test -p cuda-vmm-benches --benches         # CI: every bench once, quick sizes
+//! cargo xtask bench-report                         # BENCHMARKS.md + docs/bench/<gpu-date>/*.svg
+//! ```
+//!
+//! Bench binaries run without cargo (e.g. built by `scripts/gpu-bundle.sh`) need `--bench`, and
+//! write to `target/criterion` under the current directory unless `CRITERION_HOME` is set.
+//! Binaries run by separate commands form one run when they share `CUDA_VMM_BENCH_SESSION`.
+//!
+//! - [`env()`]: the backend (real GPU when present, else the simulator; `CUDA_VMM_BACKEND=sim|cuda`
+//!   forces one), device 0 made current, and whether the run is *quick* (simulator,
+//!   `cargo test --benches`, or `CUDA_VMM_BENCH_QUICK=1`): quick runs cap sizes at
+//!   [`QUICK_CAP`] and measure briefly.
 //! - [`Raw`]: the same driver calls made straight through the raw table, as the baseline.
 //! - Side files for `cargo xtask bench-report`, next to criterion's output:
 //!   `cuda-vmm-run.json` (GPU, driver, date) and `cuda-vmm-extra.json` (peak committed memory...).
 //!
 //! Benchmark ids (the report relies on them):
-//! `latency/{reserve,free,reserve_free,create,release,create_release,map,unmap,map_unmap,set_access}/{safe,raw}/SIZE`,
-//! `growth/{growable,realloc,naive}/SIZE`, `sparse/commit_decommit/{pooled,unpooled}/kN`,
-//! `sparse/one_tile/{pooled_commit,raw_map_set_access}`, `set_access/{per_chunk,per_run}/64x2MiB`,
-//! `alloc_free/{pool,cuMemAlloc}/2MiB`.
+//! - `latency/OP/{safe,raw}/SIZE`, OP one of `reserve`, `free`, `reserve_free`, `create`,
+//!   `release`, `create_release`, `map`, `unmap`, `map_unmap`, `set_access`;
+//! - `growth/{growable,realloc,naive}/SIZE`;
+//! - `sparse/commit_decommit/{pooled,unpooled}/k{1,4,16}`,
+//!   `sparse/one_tile/{pooled_commit,raw_map_set_access}`;
+//! - `set_access/{per_chunk,per_run}/64x2MiB`;
+//! - `alloc_free/{pool,pool_mapped,cuMemAlloc}/2MiB`.
 
 #![warn(missing_docs)]
 
@@ -22,10 +38,10 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use criterion::measurement::WallTime;
-use criterion::{BenchmarkGroup, Criterion, SamplingMode};
+use criterion::{Bencher, BenchmarkGroup, Criterion, SamplingMode};
 use cuda_vmm::{Backend, Cuda, Device};
 
-pub use raw::{Raw, RawRange};
+pub use raw::{Raw, RawAllocation, RawLinear, RawRange, RawReservation};
 pub use side::{criterion_dir, record_extra};
 
 /// One mebibyte.
@@ -147,18 +163,25 @@ impl Env {
     /// A criterion group for benches whose iterations take microseconds.
     pub fn fast_group<'c>(&self, c: &'c mut Criterion, name: &str) -> BenchmarkGroup<'c, WallTime> {
         let mut group = c.benchmark_group(name);
-        if self.quick {
-            group
-                .warm_up_time(Duration::from_millis(100))
-                .measurement_time(Duration::from_millis(300))
-                .sample_size(10);
-        } else {
-            group
-                .warm_up_time(Duration::from_millis(500))
-                .measurement_time(Duration::from_millis(1500))
-                .sample_size(50);
-        }
+        self.tune(&mut group, CHUNK);
         group
+    }
+
+    /// Sets `group`'s timing for operations on `size` bytes. Sizes of 256 MiB and more get a
+    /// short warm-up and measurement: their calls take milliseconds, and the untimed partner
+    /// call of a timed half (e.g. the unmap after a timed map) can cost ten times the timed one.
+    pub fn tune(&self, group: &mut BenchmarkGroup<'_, WallTime>, size: usize) {
+        let (warm_up, measure, samples) = if self.quick {
+            (100, 300, 10)
+        } else if size >= 256 * MIB {
+            (100, 500, 10)
+        } else {
+            (500, 1500, 50)
+        };
+        group
+            .warm_up_time(Duration::from_millis(warm_up))
+            .measurement_time(Duration::from_millis(measure))
+            .sample_size(samples);
     }
 
     /// A criterion group for benches whose iterations take up to seconds: ten samples of
@@ -219,6 +242,31 @@ pub fn time_op<S, O>(
         teardown(output);
     }
     total
+}
+
+/// Which part of a make/undo pair (reserve/free, create/release, map/unmap) a bench times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// Both calls.
+    Pair,
+    /// The making call alone; the undoing one runs untimed.
+    Make,
+    /// The undoing call alone; the making one runs untimed.
+    Undo,
+}
+
+impl Part {
+    /// The three parts.
+    pub const ALL: [Part; 3] = [Part::Pair, Part::Make, Part::Undo];
+
+    /// Times this part of `undo(make())` with `b`; every iteration leaves nothing behind.
+    pub fn bench<T>(self, b: &mut Bencher<'_>, make: impl Fn() -> T, undo: impl Fn(T)) {
+        match self {
+            Part::Pair => b.iter(|| undo(make())),
+            Part::Make => b.iter_custom(|n| time_op(n, || (), |()| make(), &undo)),
+            Part::Undo => b.iter_custom(|n| time_op(n, &make, &undo, |()| ())),
+        }
+    }
 }
 
 /// A small deterministic pseudo-random sequence (xorshift64*), so runs pick the same tiles.

@@ -1,25 +1,47 @@
 //! The baseline: driver calls made straight through the raw table, one `entry!` each.
 //!
-//! The unsafe single calls stay private; benches use safe compositions that own what they
-//! create: pairs (`reserve_free`), timed halves (`time_reserve`), and [`RawRange`], one
-//! reservation + one allocation that can be mapped, given access and unmapped repeatedly.
+//! What a raw call creates comes back as an owned token ([`RawReservation`],
+//! [`RawAllocation`]) that only the matching call consumes, so every call here is safe to make
+//! and the benches need no `unsafe`. [`RawRange`] owns a reservation and an allocation of the
+//! same size and maps, gives access to and unmaps the whole of it.
 
 use std::cell::Cell;
-use std::time::Duration;
 
 use cuda_vmm_sys::{
     entry, result_name, CUdeviceptr, CUmemAccessDesc, CUmemAccess_flags, CUmemAllocationProp,
     CUmemGenericAllocationHandle, CUmemLocation, CUmemLocationType, CUresult, DriverTable,
+    MissingSymbol,
 };
 
-use crate::{time_op, Env};
+use crate::Env;
 
-/// Raw VMM calls on the benchmark device; every method panics (naming the call) if the driver
+/// Raw VMM calls on the benchmark device. Every method panics (naming the call) if the driver
 /// fails, since a benchmark cannot go on.
 pub struct Raw {
     table: &'static DriverTable,
     prop: CUmemAllocationProp,
     access: CUmemAccessDesc,
+}
+
+/// A reservation made by [`Raw::reserve`], with nothing mapped in it. Give it back with
+/// [`Raw::free`]; dropping it leaks the address range.
+#[must_use]
+pub struct RawReservation {
+    ptr: CUdeviceptr,
+    size: usize,
+}
+
+/// An unmapped allocation made by [`Raw::create`]. Give it back with [`Raw::release`];
+/// dropping it leaks the memory.
+#[must_use]
+pub struct RawAllocation {
+    handle: CUmemGenericAllocationHandle,
+}
+
+/// Memory from [`Raw::mem_alloc`]. Give it back with [`Raw::mem_free`].
+#[must_use]
+pub struct RawLinear {
+    ptr: CUdeviceptr,
 }
 
 /// Panics with the call's name and result code unless `rc` is success.
@@ -31,7 +53,7 @@ fn check(rc: CUresult, call: &str) {
 }
 
 /// Panics naming the missing entry point.
-fn missing(e: cuda_vmm_sys::MissingSymbol) -> ! {
+fn missing(e: MissingSymbol) -> ! {
     panic!("benchmark needs {e}")
 }
 
@@ -54,28 +76,27 @@ impl Raw {
         }
     }
 
-    /// `cuMemAddressReserve(size)`, alignment and flags 0.
-    fn reserve(&self, size: usize) -> CUdeviceptr {
+    /// `cuMemAddressReserve(size)`, alignment, address hint and flags 0.
+    pub fn reserve(&self, size: usize) -> RawReservation {
         let f = entry!(self.table, cuMemAddressReserve).unwrap_or_else(|e| missing(e));
         let mut ptr: CUdeviceptr = 0;
         // SAFETY: the out-pointer is a live local; size, alignment, hint and flags are plain
         // values the driver validates.
         check(unsafe { f(&mut ptr, size, 0, 0, 0) }, "cuMemAddressReserve");
-        ptr
+        RawReservation { ptr, size }
     }
 
-    /// `cuMemAddressFree(ptr, size)`.
-    ///
-    /// # Safety
-    /// `ptr`/`size` came from [`Raw::reserve`], not yet freed, with nothing mapped in it.
-    unsafe fn free(&self, ptr: CUdeviceptr, size: usize) {
+    /// `cuMemAddressFree` of a reservation.
+    pub fn free(&self, reservation: RawReservation) {
         let f = entry!(self.table, cuMemAddressFree).unwrap_or_else(|e| missing(e));
-        // SAFETY: the caller vouches for the reservation.
+        let RawReservation { ptr, size } = reservation;
+        // SAFETY: the token is the exact range `reserve` returned, consumed here so it is freed
+        // once, and nothing is mapped in it (only `RawRange` maps, into its own reservation).
         check(unsafe { f(ptr, size) }, "cuMemAddressFree");
     }
 
     /// `cuMemCreate(size)` with the device's pinned properties.
-    fn create(&self, size: usize) -> CUmemGenericAllocationHandle {
+    pub fn create(&self, size: usize) -> RawAllocation {
         let f = entry!(self.table, cuMemCreate).unwrap_or_else(|e| missing(e));
         let mut handle: CUmemGenericAllocationHandle = 0;
         // SAFETY: the out-pointer is a live local and `prop` a fully initialised property
@@ -84,156 +105,47 @@ impl Raw {
             unsafe { f(&mut handle, size, &self.prop, 0) },
             "cuMemCreate",
         );
-        handle
+        RawAllocation { handle }
     }
 
-    /// `cuMemRelease(handle)`.
-    ///
-    /// # Safety
-    /// `handle` came from [`Raw::create`] and was not released yet.
-    unsafe fn release(&self, handle: CUmemGenericAllocationHandle) {
+    /// `cuMemRelease` of an allocation.
+    pub fn release(&self, allocation: RawAllocation) {
         let f = entry!(self.table, cuMemRelease).unwrap_or_else(|e| missing(e));
-        // SAFETY: the caller vouches for the handle.
-        check(unsafe { f(handle) }, "cuMemRelease");
-    }
-
-    /// `cuMemMap(ptr, size, 0, handle, 0)`.
-    ///
-    /// # Safety
-    /// `ptr..ptr+size` lies in a live reservation and is unmapped; `handle` is live and at
-    /// least `size` bytes.
-    unsafe fn map(&self, ptr: CUdeviceptr, size: usize, handle: CUmemGenericAllocationHandle) {
-        let f = entry!(self.table, cuMemMap).unwrap_or_else(|e| missing(e));
-        // SAFETY: the caller vouches for the range and the handle.
-        check(unsafe { f(ptr, size, 0, handle, 0) }, "cuMemMap");
-    }
-
-    /// `cuMemUnmap(ptr, size)`.
-    ///
-    /// # Safety
-    /// `ptr..ptr+size` is exactly covered by mappings made with [`Raw::map`].
-    unsafe fn unmap(&self, ptr: CUdeviceptr, size: usize) {
-        let f = entry!(self.table, cuMemUnmap).unwrap_or_else(|e| missing(e));
-        // SAFETY: the caller vouches for the range.
-        check(unsafe { f(ptr, size) }, "cuMemUnmap");
-    }
-
-    /// One `cuMemSetAccess(ptr, size)` giving the device read-write access.
-    ///
-    /// # Safety
-    /// `ptr..ptr+size` is fully mapped.
-    unsafe fn set_access(&self, ptr: CUdeviceptr, size: usize) {
-        let f = entry!(self.table, cuMemSetAccess).unwrap_or_else(|e| missing(e));
-        // SAFETY: the caller vouches for the range; the descriptor is owned by `self` and the
-        // count (1) matches it.
-        check(unsafe { f(ptr, size, &self.access, 1) }, "cuMemSetAccess");
+        // SAFETY: the token holds a live handle from `create`, consumed here so it is released
+        // once; the driver would crash on a stale handle, which the token rules out.
+        check(unsafe { f(allocation.handle) }, "cuMemRelease");
     }
 
     /// `cuMemAlloc(size)` (classic allocation).
-    fn mem_alloc(&self, size: usize) -> CUdeviceptr {
+    pub fn mem_alloc(&self, size: usize) -> RawLinear {
         let f = entry!(self.table, cuMemAlloc_v2).unwrap_or_else(|e| missing(e));
         let mut ptr: CUdeviceptr = 0;
         // SAFETY: the out-pointer is a live local; the driver validates the size.
         check(unsafe { f(&mut ptr, size) }, "cuMemAlloc");
-        ptr
+        RawLinear { ptr }
     }
 
-    /// `cuMemFree(ptr)`.
-    ///
-    /// # Safety
-    /// `ptr` came from [`Raw::mem_alloc`] and was not freed yet.
-    unsafe fn mem_free(&self, ptr: CUdeviceptr) {
+    /// `cuMemFree` of classic memory.
+    pub fn mem_free(&self, memory: RawLinear) {
         let f = entry!(self.table, cuMemFree_v2).unwrap_or_else(|e| missing(e));
-        // SAFETY: the caller vouches for the pointer.
-        check(unsafe { f(ptr) }, "cuMemFree");
+        // SAFETY: the token holds a pointer from `mem_alloc`, consumed here so it is freed once.
+        check(unsafe { f(memory.ptr) }, "cuMemFree");
     }
 
     /// `cuCtxSynchronize()`: waits for queued device work (e.g. copies) to finish.
     pub fn synchronize(&self) {
         let f = entry!(self.table, cuCtxSynchronize).unwrap_or_else(|e| missing(e));
-        // SAFETY: no arguments; the benchmark thread's context was made current by `env()`.
+        // SAFETY: no arguments; `env()` made the device's context current on this thread.
         check(unsafe { f() }, "cuCtxSynchronize");
-    }
-
-    /// `cuMemAddressReserve` + `cuMemAddressFree` of `size` bytes.
-    pub fn reserve_free(&self, size: usize) {
-        let ptr = self.reserve(size);
-        // SAFETY: `ptr` is the fresh, empty reservation of `size` bytes made just above.
-        unsafe { self.free(ptr, size) }
-    }
-
-    /// Time of `iters` `cuMemAddressReserve` calls alone (each freed untimed).
-    pub fn time_reserve(&self, iters: u64, size: usize) -> Duration {
-        time_op(
-            iters,
-            || (),
-            |()| self.reserve(size),
-            |ptr| {
-                // SAFETY: `ptr` is the fresh, empty reservation of `size` bytes just made.
-                unsafe { self.free(ptr, size) }
-            },
-        )
-    }
-
-    /// Time of `iters` `cuMemAddressFree` calls alone (each reserved untimed).
-    pub fn time_free(&self, iters: u64, size: usize) -> Duration {
-        time_op(
-            iters,
-            || self.reserve(size),
-            |ptr| {
-                // SAFETY: `ptr` is the fresh, empty reservation of `size` bytes just made.
-                unsafe { self.free(ptr, size) }
-            },
-            |()| (),
-        )
-    }
-
-    /// `cuMemCreate` + `cuMemRelease` of `size` bytes.
-    pub fn create_release(&self, size: usize) {
-        let handle = self.create(size);
-        // SAFETY: `handle` is the fresh, unmapped allocation made just above.
-        unsafe { self.release(handle) }
-    }
-
-    /// Time of `iters` `cuMemCreate` calls alone (each released untimed).
-    pub fn time_create(&self, iters: u64, size: usize) -> Duration {
-        time_op(
-            iters,
-            || (),
-            |()| self.create(size),
-            |handle| {
-                // SAFETY: `handle` is the fresh, unmapped allocation just made.
-                unsafe { self.release(handle) }
-            },
-        )
-    }
-
-    /// Time of `iters` `cuMemRelease` calls alone (each created untimed).
-    pub fn time_release(&self, iters: u64, size: usize) -> Duration {
-        time_op(
-            iters,
-            || self.create(size),
-            |handle| {
-                // SAFETY: `handle` is the fresh, unmapped allocation just made.
-                unsafe { self.release(handle) }
-            },
-            |()| (),
-        )
-    }
-
-    /// `cuMemAlloc` + `cuMemFree` of `size` bytes.
-    pub fn mem_alloc_free(&self, size: usize) {
-        let ptr = self.mem_alloc(size);
-        // SAFETY: `ptr` is the fresh allocation made just above.
-        unsafe { self.mem_free(ptr) }
     }
 
     /// A reservation and an allocation of `size` bytes each, not mapped yet.
     pub fn range(&self, size: usize) -> RawRange<'_> {
+        let (reservation, allocation) = (self.reserve(size), self.create(size));
         RawRange {
             raw: self,
-            ptr: self.reserve(size),
-            handle: self.create(size),
+            ptr: reservation.ptr,
+            handle: allocation.handle,
             size,
             mapped: Cell::new(false),
         }
@@ -252,33 +164,37 @@ pub struct RawRange<'r> {
 }
 
 impl RawRange<'_> {
-    /// The reservation's address.
-    pub fn ptr(&self) -> CUdeviceptr {
-        self.ptr
-    }
-
     /// One `cuMemMap` of the whole allocation. Panics if already mapped.
     pub fn map(&self) {
         assert!(!self.mapped.get(), "RawRange::map: already mapped");
-        // SAFETY: the reservation and the allocation are live, both `size` bytes, and the
-        // range is unmapped (checked above).
-        unsafe { self.raw.map(self.ptr, self.size, self.handle) };
+        let f = entry!(self.raw.table, cuMemMap).unwrap_or_else(|e| missing(e));
+        // SAFETY: the reservation and the allocation are live and the same size; the range is
+        // unmapped (checked above); whole allocation, offset 0, flags 0.
+        check(
+            unsafe { f(self.ptr, self.size, 0, self.handle, 0) },
+            "cuMemMap",
+        );
         self.mapped.set(true);
     }
 
     /// One `cuMemUnmap` of the whole range. Panics if not mapped.
     pub fn unmap(&self) {
         assert!(self.mapped.get(), "RawRange::unmap: not mapped");
+        let f = entry!(self.raw.table, cuMemUnmap).unwrap_or_else(|e| missing(e));
         // SAFETY: the whole range is exactly one live mapping (checked above).
-        unsafe { self.raw.unmap(self.ptr, self.size) };
+        check(unsafe { f(self.ptr, self.size) }, "cuMemUnmap");
         self.mapped.set(false);
     }
 
     /// One `cuMemSetAccess` (read-write) of the whole range. Panics if not mapped.
     pub fn set_access(&self) {
         assert!(self.mapped.get(), "RawRange::set_access: not mapped");
-        // SAFETY: the whole range is mapped (checked above).
-        unsafe { self.raw.set_access(self.ptr, self.size) };
+        let f = entry!(self.raw.table, cuMemSetAccess).unwrap_or_else(|e| missing(e));
+        // SAFETY: the whole range is mapped (checked above); one descriptor, owned by `raw`.
+        check(
+            unsafe { f(self.ptr, self.size, &self.raw.access, 1) },
+            "cuMemSetAccess",
+        );
     }
 }
 
@@ -287,11 +203,9 @@ impl Drop for RawRange<'_> {
         if self.mapped.get() {
             self.unmap();
         }
-        // SAFETY: nothing is mapped any more; both were made by `Raw::range` and are given
-        // back exactly once, here.
-        unsafe {
-            self.raw.release(self.handle);
-            self.raw.free(self.ptr, self.size);
-        }
+        // The tokens `range` took apart, handed back once.
+        let (ptr, handle, size) = (self.ptr, self.handle, self.size);
+        self.raw.release(RawAllocation { handle });
+        self.raw.free(RawReservation { ptr, size });
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! Both are JSON objects with one `"key": value` field per line, so they can be merged without
 //! a JSON library. A *session* is one `cargo bench` invocation (the bench binaries share their
-//! parent process): the first binary of a session starts `cuda-vmm-run.json` afresh and clears
-//! `cuda-vmm-extra.json`; the report ignores estimates older than the session's start.
+//! parent process), or the binaries run with one `CUDA_VMM_BENCH_SESSION` value: the first
+//! binary of a session starts `cuda-vmm-run.json` afresh and clears `cuda-vmm-extra.json`; the
+//! report ignores estimates older than the session's start.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,8 @@ use crate::Env;
 
 const RUN_FILE: &str = "cuda-vmm-run.json";
 const EXTRA_FILE: &str = "cuda-vmm-extra.json";
+/// Set to the same value for bench binaries run by separate commands that form one run.
+const SESSION_ENV: &str = "CUDA_VMM_BENCH_SESSION";
 
 /// Where criterion writes, by criterion's own rules: `$CRITERION_HOME`, else
 /// `$CARGO_TARGET_DIR/criterion`, else (run by cargo) the workspace's `target/criterion`, else
@@ -48,14 +51,12 @@ pub fn record_extra(key: &str, value: f64) {
 pub(crate) fn write_run_meta(env: &Env) {
     let dir = criterion_dir();
     let path = dir.join(RUN_FILE);
-    let session = parent_process();
+    let session = quote(&session_id());
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let old = read_fields(&path);
-    let same_session = old
-        .get("session")
-        .is_some_and(|s| *s == session.to_string());
+    let same_session = old.get("session") == Some(&session);
     let started = match old.get("started_unix").and_then(|s| s.parse::<u64>().ok()) {
         Some(t) if same_session && now.saturating_sub(t) < 24 * 3600 => t,
         _ => {
@@ -81,20 +82,22 @@ pub(crate) fn write_run_meta(env: &Env) {
     fields.insert("kernel_driver".to_string(), quote(&kernel_driver(env)));
     fields.insert("date".to_string(), quote(&utc_date(started)));
     fields.insert("quick".to_string(), env.quick.to_string());
-    fields.insert("session".to_string(), session.to_string());
+    fields.insert("session".to_string(), session);
     fields.insert("started_unix".to_string(), started.to_string());
     write_fields(&path, &fields);
 }
 
-fn parent_process() -> u32 {
+/// The session id: `$CUDA_VMM_BENCH_SESSION` if set (to join bench binaries run by separate
+/// commands into one run), else the parent process (`cargo bench` or a script).
+fn session_id() -> String {
+    if let Ok(session) = std::env::var(SESSION_ENV) {
+        return format!("env:{session}");
+    }
     #[cfg(unix)]
-    {
-        std::os::unix::process::parent_id()
-    }
+    let parent = std::os::unix::process::parent_id();
     #[cfg(not(unix))]
-    {
-        0
-    }
+    let parent = 0;
+    format!("ppid:{parent}")
 }
 
 /// The NVIDIA kernel module version (e.g. `580.65.06`), or the backend's name.

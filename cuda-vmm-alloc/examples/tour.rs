@@ -109,7 +109,7 @@ fn grow_buffer(device: &Device) -> Result<(), Box<dyn Error>> {
         if buffer.ptr() == ptr {
             "never"
         } else {
-            "SOMEHOW"
+            "MOVED (a bug!)"
         },
         String::from_utf8_lossy(&head),
     );

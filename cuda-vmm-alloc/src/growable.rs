@@ -203,7 +203,8 @@ impl<T: DevicePod> GrowableBuffer<T> {
     /// whole chunks past it are released, and a chunk straddling it is replaced by a smaller
     /// one (its live bytes are copied on the device; the address does not change). With a pool,
     /// whole pool chunks past the length go back to the pool. On error the buffer stays
-    /// consistent and keeps its contents.
+    /// consistent and keeps its contents (unless the driver fails both to map the replacement
+    /// and to restore the old chunk; the length is then cut to the chunk's start).
     pub fn shrink_to_fit(&mut self) -> Result<()> {
         let used = self.byte_offset(self.len);
         let target = round_up(used, self.backing.unit());

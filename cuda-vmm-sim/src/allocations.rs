@@ -17,14 +17,20 @@ const WIN32: u32 = H::CU_MEM_HANDLE_TYPE_WIN32.0 | H::CU_MEM_HANDLE_TYPE_WIN32_K
 const FABRIC: u32 = H::CU_MEM_HANDLE_TYPE_FABRIC.0;
 
 impl Sim {
-    /// Checks the type and location of `prop`; returns the device.
-    pub fn check_location(&self, prop: &CUmemAllocationProp) -> Res<usize> {
+    /// Checks the allocation and location types of `prop`.
+    pub fn check_kind(&self, prop: &CUmemAllocationProp) -> Res<()> {
         if prop.type_ != CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED {
             return Err(answers::PROP_BAD_TYPE);
         }
         if prop.location.type_ != CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE {
             return Err(answers::PROP_BAD_LOCATION_TYPE);
         }
+        Ok(())
+    }
+
+    /// Checks the type and location of `prop`; returns the device.
+    pub fn check_location(&self, prop: &CUmemAllocationProp) -> Res<usize> {
+        self.check_kind(prop)?;
         self.device(prop.location.id.into())
             .ok_or(answers::PROP_BAD_LOCATION_ID)
     }
@@ -34,7 +40,9 @@ impl Sim {
         let device = self.check_location(prop)?;
         let types = prop.requestedHandleTypes.0;
         if types & !(POSIX_FD | WIN32 | FABRIC) != 0 {
-            return Err(answers::PROP_UNKNOWN_HANDLE_TYPE);
+            if let Some(code) = answers::PROP_UNKNOWN_HANDLE_TYPE {
+                return Err(code);
+            }
         }
         if types & FABRIC != 0 {
             return Err(answers::PROP_FABRIC_UNSUPPORTED);

@@ -1,9 +1,11 @@
-//! Every error code the simulator chooses where the real driver's answer is a guess.
+//! Every error code the simulator chooses, in one place.
 //!
-//! The simulator never decides an error code anywhere else: each rule below is
+//! The simulator never decides a driver answer anywhere else: each rule below is
 //! one named constant, so aligning the simulator with what a real GPU returns
 //! means editing a value here. Each constant says which call and which
-//! condition it answers. Values marked *guess* have not been confirmed on a GPU.
+//! condition it answers. *H200* marks answers recorded on a real H200 (driver
+//! 580, CUDA 13.0; `tests/tests/suite/conformance/h200-driver-580.tsv`); the
+//! others are guesses.
 
 use cuda_vmm_sys::CUresult;
 
@@ -19,8 +21,7 @@ pub const INIT_BAD_FLAGS: CUresult = INVALID_VALUE;
 pub const INIT_NO_DEVICE: CUresult = CUresult::CUDA_ERROR_NO_DEVICE;
 /// `cuInit` when `CUDA_VMM_SIM_*` environment variables do not parse (simulator only).
 pub const INIT_BAD_CONFIG: CUresult = INVALID_VALUE;
-/// A call listed in [`NEEDS_CONTEXT`] with no current context on the thread (guess
-/// for the VMM calls; known for `cuMemGetInfo` and copies).
+/// A call listed in [`NEEDS_CONTEXT`] with no current context on the thread (H200).
 pub const NO_CONTEXT: CUresult = CUresult::CUDA_ERROR_INVALID_CONTEXT;
 /// A current context (or the one given to `cuCtxSetCurrent`) whose primary
 /// context has been released to zero, or that is not a context at all.
@@ -29,26 +30,16 @@ pub const INACTIVE_CONTEXT: CUresult = CUresult::CUDA_ERROR_INVALID_CONTEXT;
 pub const RELEASE_UNRETAINED_CONTEXT: CUresult = CUresult::CUDA_ERROR_INVALID_CONTEXT;
 
 /// Entry points that fail with [`NO_CONTEXT`] when the thread has no current
-/// context (guess for the VMM calls: listed so that a wrong guess is one edit).
+/// context. The VMM calls are not listed: they name their device explicitly
+/// (H200: reserve, create, map, set access, unmap and granularity succeed with
+/// no context; copies and `cuMemGetInfo` fail). `cuMemFree` is reported to
+/// work with no context.
 pub const NEEDS_CONTEXT: &[&str] = &[
     "cuCtxGetDevice",
     "cuCtxSynchronize",
     "cuMemGetInfo_v2",
     "cuMemAlloc_v2",
-    "cuMemFree_v2",
     "cuMemGetAddressRange_v2",
-    "cuMemAddressReserve",
-    "cuMemAddressFree",
-    "cuMemCreate",
-    "cuMemRelease",
-    "cuMemMap",
-    "cuMemUnmap",
-    "cuMemSetAccess",
-    "cuMemGetAccess",
-    "cuMemRetainAllocationHandle",
-    "cuMemGetAllocationPropertiesFromHandle",
-    "cuMemExportToShareableHandle",
-    "cuMemImportFromShareableHandle",
     "cuMemcpyHtoD_v2",
     "cuMemcpyDtoH_v2",
     "cuMemcpyDtoD_v2",
@@ -62,7 +53,7 @@ pub const NEEDS_CONTEXT: &[&str] = &[
 pub const NULL_POINTER: CUresult = INVALID_VALUE;
 /// A `flags` argument that must be 0 is not.
 pub const BAD_FLAGS: CUresult = INVALID_VALUE;
-/// A device ordinal outside `0..count` passed as a `CUdevice`.
+/// A device ordinal outside `0..count` passed as a `CUdevice` (H200).
 pub const BAD_DEVICE: CUresult = CUresult::CUDA_ERROR_INVALID_DEVICE;
 /// `cuDeviceGetAttribute` with an attribute the simulator does not model.
 pub const UNKNOWN_ATTRIBUTE: CUresult = INVALID_VALUE;
@@ -82,105 +73,121 @@ pub const OS_FAILURE: CUresult = CUresult::CUDA_ERROR_OUT_OF_MEMORY;
 
 // ---- Allocation properties (cuMemCreate, cuMemGetAllocationGranularity) ----------
 
-/// `prop.type` is not `CU_MEM_ALLOCATION_TYPE_PINNED`.
+/// `prop.type` is not `CU_MEM_ALLOCATION_TYPE_PINNED` (H200).
 pub const PROP_BAD_TYPE: CUresult = INVALID_VALUE;
-/// `prop.location.type` is not `CU_MEM_LOCATION_TYPE_DEVICE`.
+/// `prop.location.type` is not `CU_MEM_LOCATION_TYPE_DEVICE` (H200).
 pub const PROP_BAD_LOCATION_TYPE: CUresult = INVALID_VALUE;
-/// `prop.location.id` is not a device ordinal (guess; could be INVALID_DEVICE).
-pub const PROP_BAD_LOCATION_ID: CUresult = INVALID_VALUE;
-/// `prop.requestedHandleTypes` has bits the header does not define.
-pub const PROP_UNKNOWN_HANDLE_TYPE: CUresult = INVALID_VALUE;
+/// `cuMemCreate` with a `prop.location.id` that is not a device ordinal (H200).
+pub const PROP_BAD_LOCATION_ID: CUresult = CUresult::CUDA_ERROR_INVALID_DEVICE;
+/// `cuMemGetAllocationGranularity` with a `prop.location.id` that is not a
+/// device ordinal: `None` = answered anyway (H200).
+pub const GRANULARITY_BAD_LOCATION_ID: Option<CUresult> = None;
+/// `prop.requestedHandleTypes` has bits the header does not define:
+/// `None` = accepted (H200, bit 0x80).
+pub const PROP_UNKNOWN_HANDLE_TYPE: Option<CUresult> = None;
 /// `prop.requestedHandleTypes` includes FABRIC: the simulated device has no fabric.
 pub const PROP_FABRIC_UNSUPPORTED: CUresult = CUresult::CUDA_ERROR_NOT_SUPPORTED;
 /// `prop.requestedHandleTypes` includes WIN32 or WIN32_KMT (Linux only).
 pub const PROP_WIN32_UNSUPPORTED: CUresult = CUresult::CUDA_ERROR_NOT_SUPPORTED;
 /// `prop.allocFlags.usage` is non-zero (tile pools, hardware decompression).
 pub const PROP_USAGE_UNSUPPORTED: CUresult = CUresult::CUDA_ERROR_NOT_SUPPORTED;
-/// `cuMemGetAllocationGranularity` with an option other than MINIMUM/RECOMMENDED.
+/// `cuMemGetAllocationGranularity` with an option other than MINIMUM/RECOMMENDED (H200).
 pub const GRANULARITY_BAD_OPTION: CUresult = INVALID_VALUE;
 
 // ---- Reservations (cuMemAddressReserve / cuMemAddressFree) -----------------------
 
-/// Reserve with size 0.
+/// Reserve with size 0 (H200).
 pub const RESERVE_ZERO_SIZE: CUresult = INVALID_VALUE;
-/// Reserve with a size that is not a multiple of the granularity.
+/// Reserve with a size that is not a multiple of the granularity (H200).
 pub const RESERVE_MISALIGNED_SIZE: CUresult = INVALID_VALUE;
-/// Reserve with a non-zero alignment that is not a power of two.
+/// Reserve with a non-zero alignment that is not a power of two (H200).
 pub const RESERVE_BAD_ALIGNMENT: CUresult = INVALID_VALUE;
-/// Reserve with an address hint that is not a multiple of the alignment:
-/// `None` = the hint is ignored (like any hint that cannot be honoured).
-pub const RESERVE_MISALIGNED_HINT: Option<CUresult> = None;
-/// Reserve when the host has no free address range of that size.
+/// Reserve with an address hint that is not a multiple of the granularity (H200).
+/// (A granular hint that is taken, or not a multiple of a larger requested
+/// alignment, is ignored.)
+pub const RESERVE_MISALIGNED_HINT: Option<CUresult> = Some(INVALID_VALUE);
+/// Reserve when the host has no free address range of that size (H200).
 pub const RESERVE_NO_ADDRESS_SPACE: CUresult = CUresult::CUDA_ERROR_OUT_OF_MEMORY;
-/// Free of an address that is not the start of a reservation.
+/// Free of an address that is not the start of a reservation (H200).
 pub const FREE_UNKNOWN_ADDRESS: CUresult = INVALID_VALUE;
-/// Free of a reservation's start with a size other than the reservation's.
+/// Free of a reservation's start with a size other than the reservation's (H200).
 pub const FREE_PARTIAL_RESERVATION: CUresult = INVALID_VALUE;
-/// Free of a reservation that still has mappings in it.
+/// Free of a reservation that still has mappings in it (H200).
 pub const FREE_WITH_LIVE_MAPPINGS: CUresult = INVALID_VALUE;
 
 // ---- Physical allocations (cuMemCreate / cuMemRelease / handles) -----------------
 
-/// Create with size 0.
+/// Create with size 0 (H200).
 pub const CREATE_ZERO_SIZE: CUresult = INVALID_VALUE;
-/// Create with a size that is not a multiple of the granularity.
+/// Create with a size that is not a multiple of the granularity (H200).
 pub const CREATE_MISALIGNED_SIZE: CUresult = INVALID_VALUE;
-/// Create (or classic alloc) beyond the device's free memory.
+/// Create (or classic alloc) beyond the device's free memory (H200).
 pub const OUT_OF_MEMORY: CUresult = CUresult::CUDA_ERROR_OUT_OF_MEMORY;
-/// A handle that was never created, or whose last reference was released
-/// (the real driver crashes on these; the simulator answers this).
+/// A released handle (H200: `cuMemRelease` twice), or one never created (the
+/// real driver crashes on a bogus or released handle in most calls; the
+/// simulator answers this).
 pub const UNKNOWN_HANDLE: CUresult = INVALID_VALUE;
-/// `cuMemRetainAllocationHandle` of an address with no mapping.
+/// `cuMemRetainAllocationHandle` of an address with no mapping (H200).
 pub const RETAIN_NOT_MAPPED: CUresult = INVALID_VALUE;
 
 // ---- Sharing (export / import) ------------------------------------------------
 
-/// Export as a type the allocation was not created with.
+/// Export as a type the allocation was not created with (H200).
 pub const EXPORT_NOT_REQUESTED: CUresult = INVALID_VALUE;
 /// Export or import as FABRIC.
 pub const FABRIC_UNSUPPORTED: CUresult = CUresult::CUDA_ERROR_NOT_SUPPORTED;
 /// Export or import as a handle type other than POSIX fd / FABRIC.
 pub const SHARE_BAD_TYPE: CUresult = INVALID_VALUE;
-/// Import of an fd that is not an open memfd exported by this simulator, or
-/// whose size is not a positive multiple of the granularity.
-pub const IMPORT_BAD_FD: CUresult = INVALID_VALUE;
+/// Import of an fd that is not open, or not an allocation exported by this
+/// simulator (H200: a closed fd number and `/dev/null` both give this).
+pub const IMPORT_BAD_FD: CUresult = CUresult::CUDA_ERROR_UNKNOWN;
 
 // ---- Mappings (cuMemMap / cuMemUnmap) ------------------------------------------
 
-/// Map with size 0.
+/// Map with size 0 (H200).
 pub const MAP_ZERO_SIZE: CUresult = INVALID_VALUE;
-/// Map with an address, size or offset that is not a multiple of the granularity.
+/// Map at an address that is not a multiple of the granularity (H200).
 pub const MAP_MISALIGNED: CUresult = INVALID_VALUE;
-/// Map with `offset + size` beyond the allocation's size.
-pub const MAP_OUT_OF_BOUNDS: CUresult = INVALID_VALUE;
-/// Map of a range not entirely inside reservations. The real driver accepts a
-/// map past a reservation's end; the simulator cannot (it would clobber host
-/// memory it does not own), so it answers this.
-pub const MAP_OUTSIDE_RESERVATION: CUresult = INVALID_VALUE;
-/// Map over a range that is (partly) mapped already.
-pub const MAP_OVER_MAPPED: CUresult = INVALID_VALUE;
-/// Map of a range spanning two adjacent reservations: `None` = accepted.
+/// Map of anything but a whole allocation: offset not 0, or size not the
+/// allocation's size, granular or not (H200, all six variants).
+pub const MAP_PARTIAL_ALLOCATION: CUresult = CUresult::CUDA_ERROR_NOT_SUPPORTED;
+/// Map at an address in no reservation (H200).
+pub const MAP_UNRESERVED_ADDRESS: CUresult = INVALID_VALUE;
+/// Map starting in a reservation and running past its end into unreserved
+/// address space: `None` = accepted (H200).
+pub const MAP_PAST_RESERVATION_END: Option<CUresult> = None;
+/// Map running past a reservation's end where the host already uses the
+/// address space (simulator only: it never overwrites host memory it does not own).
+pub const MAP_OVERHANG_OCCUPIED: CUresult = INVALID_VALUE;
+/// Map spanning two adjacent reservations: `None` = accepted (H200).
 pub const MAP_ACROSS_RESERVATIONS: Option<CUresult> = None;
-/// Unmap with size 0, or an address/size not a multiple of the granularity.
+/// Map over a range that is (partly) mapped already (H200).
+pub const MAP_OVER_MAPPED: CUresult = INVALID_VALUE;
+/// Unmap with size 0, or an address/size not a multiple of the granularity (H200).
 pub const UNMAP_MISALIGNED: CUresult = INVALID_VALUE;
-/// Unmap of a range that is not entirely mapped (never mapped, or a hole).
-pub const UNMAP_NOT_MAPPED: CUresult = INVALID_VALUE;
-/// Unmap of a range that cuts a mapping (must cover whole `cuMemMap` ranges).
+/// Unmap of reserved bytes that are not mapped (never mapped, already
+/// unmapped, holes between mappings): `None` = accepted (H200: never mapped,
+/// unmapped twice).
+pub const UNMAP_NOT_MAPPED: Option<CUresult> = None;
+/// Unmap of a range with bytes in no reservation and no mapping (guess).
+pub const UNMAP_UNRESERVED: CUresult = INVALID_VALUE;
+/// Unmap of a range that cuts a mapping; it must cover whole `cuMemMap`
+/// ranges, any number of them (H200).
 pub const UNMAP_PARTIAL_MAPPING: CUresult = INVALID_VALUE;
 
 // ---- Access (cuMemSetAccess / cuMemGetAccess) ----------------------------------
 
-/// Set access with size 0, or an address/size not a multiple of the granularity.
+/// Set access with size 0, or an address/size not a multiple of the granularity (H200).
 pub const SET_ACCESS_MISALIGNED: CUresult = INVALID_VALUE;
-/// Set access with a descriptor count of 0.
+/// Set access with a descriptor count of 0 (H200).
 pub const SET_ACCESS_EMPTY: CUresult = INVALID_VALUE;
-/// Set access on a range that is not entirely mapped.
+/// Set access on a range that is not entirely mapped (H200).
 pub const SET_ACCESS_NOT_MAPPED: CUresult = INVALID_VALUE;
-/// An access descriptor whose location is not a device of this driver.
+/// An access descriptor whose location is not a device of this driver (H200).
 pub const ACCESS_BAD_LOCATION: CUresult = INVALID_VALUE;
-/// An access descriptor with flags other than PROT_NONE / PROT_READ / PROT_READWRITE.
+/// An access descriptor with flags other than PROT_NONE / PROT_READ / PROT_READWRITE (H200).
 pub const ACCESS_BAD_FLAGS: CUresult = INVALID_VALUE;
-/// Get access of an address that is not mapped.
+/// Get access of an address that is not mapped (H200).
 pub const GET_ACCESS_NOT_MAPPED: CUresult = INVALID_VALUE;
 
 // ---- Classic allocations (cuMemAlloc / cuMemFree / cuMemGetAddressRange) ---------
@@ -197,10 +204,10 @@ pub const ADDRESS_RANGE_UNKNOWN: CUresult = CUresult::CUDA_ERROR_NOT_FOUND;
 /// A copy or set of 0 bytes: succeeds without looking at the pointers.
 pub const COPY_ZERO_BYTES: CUresult = CUresult::CUDA_SUCCESS;
 /// A device range (source or destination) with a byte that is unmapped,
-/// reserved-but-unmapped, or unknown (guess).
+/// reserved-but-unmapped, or unknown (H200).
 pub const COPY_UNMAPPED: CUresult = INVALID_VALUE;
 /// A device range that is mapped, but the current context's device lacks read
-/// access (source) or read-write access (destination) (guess).
+/// access (source) or read-write access (destination) (H200).
 pub const COPY_NO_ACCESS: CUresult = INVALID_VALUE;
 /// A host pointer that the kernel reports as unreadable/unwritable (EFAULT).
 pub const COPY_BAD_HOST_POINTER: CUresult = INVALID_VALUE;

@@ -14,8 +14,6 @@ pub const ENV_DRIVER_VERSION: &str = "CUDA_VMM_SIM_DRIVER_VERSION";
 /// Most devices the simulator models (access masks are 64-bit).
 pub const MAX_DEVICES: u32 = 64;
 
-const HOST_PAGE: u64 = 4096;
-
 /// How the simulated driver looks: devices, memory, granularity, version.
 ///
 /// Build one with [`SimConfig::new`] (defaults) or [`SimConfig::from_env`], adjust
@@ -83,7 +81,7 @@ impl SimConfig {
         self
     }
 
-    /// Sets the allocation granularity (minimum and recommended), a power of two of at least 4 KiB.
+    /// Sets the allocation granularity (minimum and recommended): a power of two, at least the host page size.
     pub fn granularity(mut self, bytes: u64) -> Self {
         self.granularity = bytes;
         self
@@ -138,11 +136,12 @@ impl SimConfig {
                 format!("at most {MAX_DEVICES} devices are simulated"),
             ));
         }
-        if !self.granularity.is_power_of_two() || self.granularity < HOST_PAGE {
+        let page = crate::sys::page_size();
+        if !self.granularity.is_power_of_two() || self.granularity < page {
             return Err(ConfigError::invalid(
                 "granularity",
                 self.granularity.to_string(),
-                format!("must be a power of two of at least {HOST_PAGE}"),
+                format!("must be a power of two of at least the host page size {page}"),
             ));
         }
         if self.memory % self.granularity != 0 {
@@ -263,7 +262,7 @@ mod tests {
         let err = SimConfig::new().granularity(3000).validate().unwrap_err();
         assert_eq!(
             err.to_string(),
-            "invalid granularity `3000`: must be a power of two of at least 4096"
+            "invalid granularity `3000`: must be a power of two of at least the host page size 4096"
         );
         let err = SimConfig::new()
             .memory_per_device((1 << 30) + 4096)

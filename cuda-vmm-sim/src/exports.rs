@@ -573,7 +573,12 @@ pub unsafe extern "C" fn cuMemGetAllocationGranularity(
         // SAFETY: entry-point contract.
         let prop = unsafe { read_in(prop) }?;
         let g = state::with(|sim| {
-            sim.check_location(&prop)?;
+            sim.check_kind(&prop)?;
+            if sim.device(prop.location.id.into()).is_none() {
+                if let Some(code) = answers::GRANULARITY_BAD_LOCATION_ID {
+                    return Err(code);
+                }
+            }
             match option {
                 G::CU_MEM_ALLOC_GRANULARITY_MINIMUM | G::CU_MEM_ALLOC_GRANULARITY_RECOMMENDED => {
                     Ok(sim.granularity())
@@ -620,7 +625,8 @@ pub unsafe extern "C" fn cuMemGetAllocationPropertiesFromHandle(
     )
 }
 
-/// `cuMemExportToShareableHandle`: for POSIX fds, writes a new fd (an `int`) the caller owns.
+/// `cuMemExportToShareableHandle`: for POSIX fds, writes a new close-on-exec fd
+/// (an `int`, a `dup` of the allocation's memfd) that the caller owns.
 #[no_mangle]
 pub unsafe extern "C" fn cuMemExportToShareableHandle(
     shareableHandle: *mut c_void,
@@ -638,7 +644,9 @@ pub unsafe extern "C" fn cuMemExportToShareableHandle(
 }
 
 /// `cuMemImportFromShareableHandle`: for POSIX fds, `osHandle` is the fd itself,
-/// cast to a pointer; the caller keeps ownership of it.
+/// cast to a pointer; the caller keeps ownership of it. Memory exported by
+/// another process is attributed to the current context's device (device 0
+/// when none is current).
 #[no_mangle]
 pub unsafe extern "C" fn cuMemImportFromShareableHandle(
     handle: *mut CUmemGenericAllocationHandle,

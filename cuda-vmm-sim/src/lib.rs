@@ -15,8 +15,8 @@
 //! - **sharing**: a POSIX-fd export is a `dup` of the memfd, usable by another process;
 //! - `cuMemGetInfo` is **exact**: total minus live allocations, per device.
 //!
-//! `CUdeviceptr` values are host addresses. Error codes where the real driver's
-//! answer is a guess are named constants in [`answers`]. Tests get
+//! `CUdeviceptr` values are host addresses. Every error code the simulator
+//! chooses is a named constant in [`answers`] (most recorded on an H200). Tests get
 //! per-thread [`call_count`]s and [`inject_fault`].
 //!
 //! # In-process use
@@ -93,13 +93,18 @@
 //!
 //! # Differences from a GPU
 //!
-//! The simulated devices report no fabric handles, compression or GPUDirect
-//! RDMA on VMM memory. Released or bogus handles return an error where the
-//! real driver crashes. Imported allocations do not count in the importer's
+//! Maps take whole allocations and may run past a reservation's end, as on an
+//! H200; the simulator only does the latter where the host's address space
+//! past the end is free (it never overwrites host memory it does not own). The
+//! simulated devices report no fabric handles, compression or GPUDirect RDMA
+//! on VMM memory. Released or bogus handles return an error where the real
+//! driver crashes. Imported allocations do not count in the importer's
 //! `cuMemGetInfo` (the exporter's allocation does). Releasing the last
-//! reference to a primary context frees nothing. A map that leaves the
-//! reservations is refused (the real driver accepts some; the simulator would
-//! overwrite host memory it does not own).
+//! reference to a primary context frees nothing.
+//!
+//! Host limits: each live allocation holds one memfd open (the first `cuInit`
+//! raises the soft open-file limit to the hard limit), and each mapping is a
+//! host memory map (Linux allows about 65 000 per process by default).
 #![warn(missing_docs)]
 
 mod allocations;
@@ -118,6 +123,8 @@ mod reservations;
 mod state;
 mod symbols;
 mod sys;
+#[cfg(test)]
+mod tests;
 
 use std::sync::OnceLock;
 

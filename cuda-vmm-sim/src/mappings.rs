@@ -36,7 +36,8 @@ fn prot_of(piece: &Piece) -> Prot {
 }
 
 impl Sim {
-    /// `cuMemMap`.
+    /// `cuMemMap`: a whole allocation, starting in a reservation (it may run
+    /// past the reservation's end; that overhang is claimed and freed at unmap).
     pub fn map(&mut self, ptr: u64, size: u64, offset: u64, handle: u64, flags: u64) -> Res<()> {
         if flags != 0 {
             return Err(answers::BAD_FLAGS);
@@ -44,29 +45,39 @@ impl Sim {
         if size == 0 {
             return Err(answers::MAP_ZERO_SIZE);
         }
-        if !self.aligned(ptr) || !self.aligned(size) || !self.aligned(offset) {
+        if !self.aligned(ptr) {
             return Err(answers::MAP_MISALIGNED);
         }
         let memory = self.live(handle)?.memory.clone();
-        if !matches!(offset.checked_add(size), Some(end) if end <= memory.size) {
-            return Err(answers::MAP_OUT_OF_BOUNDS);
+        if offset != 0 || size != memory.size {
+            return Err(answers::MAP_PARTIAL_ALLOCATION);
         }
         let end = ptr
             .checked_add(size)
-            .ok_or(answers::MAP_OUTSIDE_RESERVATION)?;
-        self.check_reserved(ptr, end)?;
-        if self
-            .pieces
-            .range(..end)
-            .next_back()
-            .is_some_and(|(s, p)| s + p.len > ptr)
-        {
+            .ok_or(answers::MAP_UNRESERVED_ADDRESS)?;
+        if self.reservation_at(ptr).is_none() {
+            return Err(answers::MAP_UNRESERVED_ADDRESS);
+        }
+        let (overhang, touched) = self.unreserved_parts(ptr, end);
+        match (
+            answers::MAP_PAST_RESERVATION_END,
+            answers::MAP_ACROSS_RESERVATIONS,
+        ) {
+            (Some(code), _) if !overhang.is_empty() => return Err(code),
+            (_, Some(code)) if touched > 1 => return Err(code),
+            _ => {}
+        }
+        if self.mapped_within(ptr, end) {
             return Err(answers::MAP_OVER_MAPPED);
         }
-        // SAFETY: `[ptr, end)` lies in this simulator's reservations and holds no
-        // mapping (both checked above), so only inaccessible pages are replaced.
-        unsafe { sys::map_shared(ptr, size, memory.fd.as_fd(), offset, Prot::None) }
-            .map_err(|_| answers::OS_FAILURE)?;
+        self.claim_overhang(&overhang)?;
+        // SAFETY: `[ptr, end)` lies in this simulator's reservations or in
+        // overhang it just claimed, and holds no mapping (checked above), so
+        // only inaccessible pages it owns are replaced.
+        if unsafe { sys::map_shared(ptr, size, memory.fd.as_fd(), 0, Prot::None) }.is_err() {
+            self.release_overhang(ptr, end);
+            return Err(answers::OS_FAILURE);
+        }
         self.pieces.insert(
             ptr,
             Piece {
@@ -81,6 +92,36 @@ impl Sim {
         );
         self.live(handle)?.pieces += 1;
         Ok(())
+    }
+
+    /// Claims every `(start, len)` of `parts`, or none of them.
+    fn claim_overhang(&mut self, parts: &[(u64, u64)]) -> Res<()> {
+        for (i, &(start, len)) in parts.iter().enumerate() {
+            if sys::claim(start, len).is_err() {
+                for &(s, l) in &parts[..i] {
+                    // SAFETY: claimed just above and recorded nowhere else.
+                    let _ = unsafe { sys::release(s, l) };
+                }
+                return Err(answers::MAP_OVERHANG_OCCUPIED);
+            }
+        }
+        self.overhangs.extend(parts.iter().copied());
+        Ok(())
+    }
+
+    /// Returns the overhang inside `[start, end)` to the operating system.
+    fn release_overhang(&mut self, start: u64, end: u64) {
+        let parts: Vec<(u64, u64)> = self
+            .overhangs
+            .range(start..end)
+            .map(|(s, l)| (*s, *l))
+            .collect();
+        for (s, l) in parts {
+            // SAFETY: the overhang was claimed by a mapping of this simulator
+            // that is being removed; nothing else refers to it.
+            let _ = unsafe { sys::release(s, l) };
+            self.overhangs.remove(&s);
+        }
     }
 
     /// Start addresses of the pieces covering `[ptr, end)`, or `None` if a byte is unmapped.
@@ -98,31 +139,56 @@ impl Sim {
         (cursor >= end).then_some(starts)
     }
 
-    /// `cuMemUnmap`: whole mappings only, no holes.
+    /// `cuMemUnmap`: every mapping in the range, each whole; unmapped
+    /// reserved bytes in between are fine.
     pub fn unmap(&mut self, ptr: u64, size: u64) -> Res<()> {
         if size == 0 || !self.aligned(ptr) || !self.aligned(size) {
             return Err(answers::UNMAP_MISALIGNED);
         }
-        let end = ptr.checked_add(size).ok_or(answers::UNMAP_NOT_MAPPED)?;
-        let starts = self.covering(ptr, end).ok_or(answers::UNMAP_NOT_MAPPED)?;
-        let whole = starts.iter().all(|s| {
+        let end = ptr.checked_add(size).ok_or(answers::UNMAP_UNRESERVED)?;
+        let mut starts: Vec<u64> = self.piece_at(ptr).map(|(s, _)| s).into_iter().collect();
+        starts.extend(self.pieces.range(ptr..end).map(|(s, _)| *s));
+        starts.dedup();
+        let mut holes = Vec::new();
+        let mut cursor = ptr;
+        for s in &starts {
             let p = &self.pieces[s];
-            p.map_start >= ptr && p.map_start + p.map_len <= end
-        });
-        if !whole {
-            return Err(answers::UNMAP_PARTIAL_MAPPING);
+            if p.map_start < ptr || p.map_start + p.map_len > end {
+                return Err(answers::UNMAP_PARTIAL_MAPPING);
+            }
+            if *s > cursor {
+                holes.push((cursor, *s));
+            }
+            cursor = s + p.len;
         }
-        // SAFETY: `[ptr, end)` is exactly a set of whole mappings in this
-        // simulator's reservations (checked above); it goes back to reserved pages.
-        unsafe { sys::unmap_to_reserved(ptr, size) }.map_err(|_| answers::OS_FAILURE)?;
-        for start in starts {
-            if let Some(piece) = self.pieces.remove(&start) {
-                if let Some(a) = self.allocations.get_mut(&piece.handle) {
-                    a.pieces -= 1;
-                }
-                self.drop_if_unused(piece.handle);
+        if cursor < end {
+            holes.push((cursor, end));
+        }
+        if !holes.is_empty() {
+            if let Some(code) = answers::UNMAP_NOT_MAPPED {
+                return Err(code);
             }
         }
+        if holes
+            .iter()
+            .any(|(a, b)| !self.unreserved_parts(*a, *b).0.is_empty())
+        {
+            return Err(answers::UNMAP_UNRESERVED);
+        }
+        for start in starts {
+            let Some(piece) = self.pieces.remove(&start) else {
+                continue;
+            };
+            // SAFETY: the piece is a whole mapping of this simulator (checked
+            // above) in its own reservation or overhang; it goes back to
+            // inaccessible reserved pages.
+            let _ = unsafe { sys::unmap_to_reserved(start, piece.len) };
+            if let Some(a) = self.allocations.get_mut(&piece.handle) {
+                a.pieces -= 1;
+            }
+            self.drop_if_unused(piece.handle);
+        }
+        self.release_overhang(ptr, end);
         Ok(())
     }
 

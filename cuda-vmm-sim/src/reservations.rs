@@ -20,13 +20,12 @@ impl Sim {
             return Err(answers::RESERVE_BAD_ALIGNMENT);
         }
         let alignment = alignment.max(self.granularity());
-        let hint = if hint % alignment == 0 {
-            hint
-        } else if let Some(code) = answers::RESERVE_MISALIGNED_HINT {
-            return Err(code);
-        } else {
-            0
-        };
+        if !self.aligned(hint) {
+            if let Some(code) = answers::RESERVE_MISALIGNED_HINT {
+                return Err(code);
+            }
+        }
+        let hint = if hint % alignment == 0 { hint } else { 0 };
         let start =
             sys::reserve(hint, size, alignment).map_err(|_| answers::RESERVE_NO_ADDRESS_SPACE)?;
         self.reservations.insert(start, size);
@@ -41,7 +40,7 @@ impl Sim {
         if size != reserved {
             return Err(answers::FREE_PARTIAL_RESERVATION);
         }
-        if self.pieces.range(ptr..ptr + size).next().is_some() {
+        if self.mapped_within(ptr, ptr + size) {
             return Err(answers::FREE_WITH_LIVE_MAPPINGS);
         }
         // SAFETY: the range is a reservation this simulator made, and nothing is
@@ -51,27 +50,35 @@ impl Sim {
         Ok(())
     }
 
-    /// Checks that `[start, end)` lies inside reservations.
-    pub fn check_reserved(&self, start: u64, end: u64) -> Res<()> {
+    /// The reservation containing `addr`, as `(start, size)`.
+    pub fn reservation_at(&self, addr: u64) -> Option<(u64, u64)> {
+        self.reservations
+            .range(..=addr)
+            .next_back()
+            .filter(|(s, size)| addr - **s < **size)
+            .map(|(s, size)| (*s, *size))
+    }
+
+    /// The parts of `[start, end)` in no reservation, and how many
+    /// reservations the range touches.
+    pub fn unreserved_parts(&self, start: u64, end: u64) -> (Vec<(u64, u64)>, usize) {
+        let mut gaps = Vec::new();
+        let mut touched = 0;
         let mut cursor = start;
-        let mut crossed = false;
-        loop {
-            let (r_start, r_size) = self
-                .reservations
-                .range(..=cursor)
-                .next_back()
-                .filter(|(s, size)| cursor - **s < **size)
-                .ok_or(answers::MAP_OUTSIDE_RESERVATION)?;
-            let r_end = r_start + r_size;
-            if r_end >= end {
-                break;
+        while cursor < end {
+            if let Some((s, size)) = self.reservation_at(cursor) {
+                touched += 1;
+                cursor = (s + size).min(end);
+            } else {
+                let next = self
+                    .reservations
+                    .range(cursor..end)
+                    .next()
+                    .map_or(end, |(s, _)| *s);
+                gaps.push((cursor, next - cursor));
+                cursor = next;
             }
-            cursor = r_end;
-            crossed = true;
         }
-        match answers::MAP_ACROSS_RESERVATIONS {
-            Some(code) if crossed => Err(code),
-            _ => Ok(()),
-        }
+        (gaps, touched)
     }
 }

@@ -88,13 +88,16 @@ pub(crate) struct Sim {
     /// Reservations: start -> size.
     pub reservations: BTreeMap<u64, u64>,
     pub pieces: BTreeMap<u64, Piece>,
+    /// Address space claimed outside any reservation by mappings that run
+    /// past a reservation's end: start -> size (freed at unmap).
+    pub overhangs: BTreeMap<u64, u64>,
     pub allocations: HashMap<u64, Allocation>,
     pub classic: BTreeMap<u64, Classic>,
     next_handle: u64,
 }
 
 impl Sim {
-    fn new(config: SimConfig) -> Self {
+    pub(crate) fn new(config: SimConfig) -> Self {
         let devices = (0..config.device_count())
             .map(|_| Device::default())
             .collect();
@@ -103,6 +106,7 @@ impl Sim {
             devices,
             reservations: BTreeMap::new(),
             pieces: BTreeMap::new(),
+            overhangs: BTreeMap::new(),
             allocations: HashMap::new(),
             classic: BTreeMap::new(),
             // Handles are never reused, so a released handle stays detectable.
@@ -139,6 +143,16 @@ impl Sim {
         self.config
             .memory()
             .saturating_sub(self.devices[device].used)
+    }
+
+    /// Whether any mapping overlaps `[start, end)`.
+    pub fn mapped_within(&self, start: u64, end: u64) -> bool {
+        // Pieces are disjoint and sorted: only the last one starting before
+        // `end` can reach past `start`.
+        self.pieces
+            .range(..end)
+            .next_back()
+            .is_some_and(|(s, p)| s + p.len > start)
     }
 
     /// The piece containing `addr`, as `(start, piece)`.
@@ -192,6 +206,7 @@ pub(crate) fn init() -> Res<()> {
     if config.device_count() == 0 {
         return Err(answers::INIT_NO_DEVICE);
     }
+    crate::sys::raise_open_file_limit();
     global.sim = Some(Sim::new(config));
     INITIALIZED.store(true, Ordering::Release);
     Ok(())

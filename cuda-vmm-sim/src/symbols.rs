@@ -117,7 +117,8 @@ mod tests {
             Some("cuGetProcAddress")
         );
         assert_eq!(lookup("cuLaunchKernel"), None);
-        assert!(sym("cuMemMap").needs_context());
+        assert!(sym("cuMemcpyHtoD_v2").needs_context());
+        assert!(!sym("cuMemMap").needs_context());
         assert!(!sym("cuDeviceGet").needs_context());
         assert!(sym("cuDriverGetVersion").works_before_init());
     }

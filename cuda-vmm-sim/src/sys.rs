@@ -160,6 +160,35 @@ pub(crate) fn reserve(hint: u64, size: u64, align: u64) -> io::Result<u64> {
     Ok(aligned)
 }
 
+/// Claims `[addr, addr + size)` as inaccessible address space, only if no
+/// mapping of the process uses any of it.
+pub(crate) fn claim(addr: u64, size: u64) -> io::Result<()> {
+    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping.
+    let p = unsafe {
+        libc::mmap(
+            addr as *mut libc::c_void,
+            len(size)?,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE
+                | libc::MAP_ANONYMOUS
+                | libc::MAP_NORESERVE
+                | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    if p as u64 != addr {
+        // A kernel without MAP_FIXED_NOREPLACE placed it elsewhere.
+        // SAFETY: `p` is the mapping just made.
+        unsafe { release(p as u64, size) }?;
+        return Err(io::Error::from(io::ErrorKind::AddrInUse));
+    }
+    Ok(())
+}
+
 /// Returns a range to the operating system.
 ///
 /// # Safety
@@ -302,4 +331,29 @@ pub(crate) unsafe fn write_at(
         }
     }
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit (each live
+/// allocation holds one memfd open). Failure is harmless and ignored.
+pub(crate) fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `rlimit` to a valid pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: setrlimit reads one `rlimit` from a valid pointer.
+        let _ = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    }
+}
+
+/// The host's page size.
+pub(crate) fn page_size() -> u64 {
+    // SAFETY: sysconf has no memory arguments.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(n).unwrap_or(4096)
 }

@@ -435,7 +435,7 @@ fn ratio_row(
     ratio: Option<f64>,
     ok: impl Fn(f64) -> bool,
 ) {
-    let measured = ratio.map_or("not measured".to_string(), |r| format!("{r:.2}x"));
+    let measured = ratio.map_or("not measured".to_string(), |r| format!("{}x", fmt_ratio(r)));
     let _ = writeln!(
         s,
         "| {target} | {goal} | {measured} | {} |",
@@ -608,7 +608,7 @@ fn misc_tables(run: &Run, s: &mut String) {
         (
             "Sparse commit + decommit of k adjacent random 2 MiB tiles",
             "sparse/commit_decommit/",
-            ["pooled", "unpooled"],
+            ["unpooled", "pooled"],
         ),
         (
             "One 2 MiB tile",
@@ -620,15 +620,17 @@ fn misc_tables(run: &Run, s: &mut String) {
             "set_access/",
             ["per_chunk", "per_run"],
         ),
-        ("2 MiB alloc + free", "alloc_free/", ["pool", "cuMemAlloc"]),
+        ("2 MiB alloc + free", "alloc_free/", ["cuMemAlloc", "pool"]),
     ];
     for (title, prefix, [a, b]) in sections {
         // case -> variant -> median
-        let mut rows: BTreeMap<&str, BTreeMap<&str, f64>> = BTreeMap::new();
+        let mut rows: BTreeMap<(String, u64, &str), BTreeMap<&str, f64>> = BTreeMap::new();
         for (id, v) in &run.medians {
             if let Some(rest) = id.strip_prefix(prefix) {
                 let (variant, case) = rest.split_once('/').unwrap_or((rest, "-"));
-                rows.entry(case).or_default().insert(variant, *v);
+                rows.entry(natural_key(case))
+                    .or_default()
+                    .insert(variant, *v);
             }
         }
         if rows.is_empty() {
@@ -651,7 +653,7 @@ fn misc_tables(run: &Run, s: &mut String) {
             " {a} / {b} |\n|---|{}---|",
             "---|".repeat(variants.len())
         );
-        for (case, row) in rows {
+        for ((_, _, case), row) in rows {
             let _ = write!(s, "| {case} |");
             for v in &variants {
                 let _ = write!(s, " {} |", row.get(v).map_or("-".into(), |t| fmt_time(*t)));
@@ -659,10 +661,39 @@ fn misc_tables(run: &Run, s: &mut String) {
             let ratio = row
                 .get(a)
                 .zip(row.get(b))
-                .map_or("-".into(), |(x, y)| format!("{:.2}", x / y));
+                .map_or("-".into(), |(x, y)| fmt_ratio(x / y));
             let _ = writeln!(s, " {ratio} |");
         }
         s.push('\n');
+    }
+}
+
+/// Sorts `k4` before `k16`: (text before the number, the number, the whole case).
+fn natural_key(case: &str) -> (String, u64, &str) {
+    let digits = case
+        .find(|c: char| c.is_ascii_digit())
+        .unwrap_or(case.len());
+    let number: String = case[digits..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    (
+        case[..digits].to_string(),
+        number.parse().unwrap_or(0),
+        case,
+    )
+}
+
+/// A ratio with three significant digits: `627`, `1.04`, `0.00217`.
+fn fmt_ratio(r: f64) -> String {
+    match r.abs() {
+        x if x >= 100.0 => format!("{r:.0}"),
+        x if x >= 10.0 => format!("{r:.1}"),
+        x if x >= 1.0 || x == 0.0 => format!("{r:.2}"),
+        x => {
+            let digits = (2.0 - x.log10().floor()) as usize;
+            format!("{r:.digits$}")
+        }
     }
 }
 
@@ -1290,10 +1321,10 @@ mod tests {
         assert!(doc.contains("| cuMemMap | 32 MiB | 2.00 µs | 2.50 µs | +500 ns | **no** |"));
         assert!(doc.contains("| 2/3 within; worst: map 32MiB +500 ns (+25.0%) | **miss** |"));
         assert!(doc.contains(
-            "| Growth to 256 MiB: realloc-doubling / growable time | >= 10x | 20.00x | pass |"
+            "| Growth to 256 MiB: realloc-doubling / growable time | >= 10x | 20.0x | pass |"
         ));
         assert!(doc.contains("| 256 MiB | 1.00 ms / 256 MiB | 20.0 ms | 50.0 ms |"));
-        assert!(doc.contains("naive VMM / growable time | >= 100x | 50.00x | **miss** |"));
+        assert!(doc.contains("naive VMM / growable time | >= 100x | 50.0x | **miss** |"));
         assert!(doc.contains("| <= 1.25 | 1.125 | pass |"));
         assert!(doc.contains("| stays put | never moved | pass |"));
         assert!(doc.contains("| <= 1.1x | 1.04x | pass |"));
@@ -1303,6 +1334,11 @@ mod tests {
             !doc.contains("latency/map/raw/1GiB"),
             "stale estimate reported"
         );
+        let pool_table = "| Case | cuMemAlloc | pool | pool_mapped | cuMemAlloc / pool |\n\
+                          |---|---|---|---|---|\n\
+                          | 2MiB | 3.00 µs | 1.00 µs | 30.0 µs | 3.00 |\n";
+        assert!(doc.contains(pool_table));
+        assert!(doc.contains("| - | 26.0 µs | 25.0 µs | 1.04 |"));
 
         let svg = std::fs::read_to_string(
             dir.join("docs/bench/nvidia-h100-80gb-hbm3-2025-01-02/growth.svg"),
@@ -1336,13 +1372,13 @@ mod tests {
         targets_table(&run, &mut s);
         assert!(
             s.contains(
-                "| Growth to 16 GiB: realloc-doubling / growable time | >= 10x | 15.00x | pass |"
+                "| Growth to 16 GiB: realloc-doubling / growable time | >= 10x | 15.0x | pass |"
             ),
             "{s}"
         );
         assert!(
             s.contains(
-                "| Growth to 16 GiB: naive VMM / growable time | >= 100x | 50.00x | **miss** |"
+                "| Growth to 16 GiB: naive VMM / growable time | >= 100x | 50.0x | **miss** |"
             ),
             "{s}"
         );
@@ -1400,6 +1436,12 @@ mod tests {
         assert_eq!(fmt_time(12_345.0), "12.3 µs");
         assert_eq!(fmt_time(4_560_000.0), "4.56 ms");
         assert_eq!(fmt_bytes(1.5 * (1u64 << 30) as f64), "1.50 GiB");
+        assert_eq!(fmt_ratio(627.58), "628");
+        assert_eq!(fmt_ratio(1.04), "1.04");
+        assert_eq!(fmt_ratio(0.002173), "0.00217");
+        let mut cases = vec!["k16", "k1", "k4", "-"];
+        cases.sort_by_key(|c| natural_key(c));
+        assert_eq!(cases, ["-", "k1", "k4", "k16"]);
         let doc = upsert_section(
             "# T\n\n<!-- bench-run: k -->\nold\n<!-- end bench-run: k -->\ntail\n",
             "k",
