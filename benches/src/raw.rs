@@ -82,7 +82,8 @@ impl Raw {
         let mut ptr: CUdeviceptr = 0;
         // SAFETY: the out-pointer is a live local; size, alignment, hint and flags are plain
         // values the driver validates.
-        check(unsafe { f(&mut ptr, size, 0, 0, 0) }, "cuMemAddressReserve");
+        let rc = unsafe { f(&mut ptr, size, 0, 0, 0) };
+        check(rc, "cuMemAddressReserve");
         RawReservation { ptr, size }
     }
 
@@ -92,7 +93,8 @@ impl Raw {
         let RawReservation { ptr, size } = reservation;
         // SAFETY: the token is the exact range `reserve` returned, consumed here so it is freed
         // once, and nothing is mapped in it (only `RawRange` maps, into its own reservation).
-        check(unsafe { f(ptr, size) }, "cuMemAddressFree");
+        let rc = unsafe { f(ptr, size) };
+        check(rc, "cuMemAddressFree");
     }
 
     /// `cuMemCreate(size)` with the device's pinned properties.
@@ -101,10 +103,8 @@ impl Raw {
         let mut handle: CUmemGenericAllocationHandle = 0;
         // SAFETY: the out-pointer is a live local and `prop` a fully initialised property
         // struct owned by `self`; the driver validates size and flags.
-        check(
-            unsafe { f(&mut handle, size, &self.prop, 0) },
-            "cuMemCreate",
-        );
+        let rc = unsafe { f(&mut handle, size, &self.prop, 0) };
+        check(rc, "cuMemCreate");
         RawAllocation { handle }
     }
 
@@ -113,7 +113,8 @@ impl Raw {
         let f = entry!(self.table, cuMemRelease).unwrap_or_else(|e| missing(e));
         // SAFETY: the token holds a live handle from `create`, consumed here so it is released
         // once; the driver would crash on a stale handle, which the token rules out.
-        check(unsafe { f(allocation.handle) }, "cuMemRelease");
+        let rc = unsafe { f(allocation.handle) };
+        check(rc, "cuMemRelease");
     }
 
     /// `cuMemAlloc(size)` (classic allocation).
@@ -121,7 +122,8 @@ impl Raw {
         let f = entry!(self.table, cuMemAlloc_v2).unwrap_or_else(|e| missing(e));
         let mut ptr: CUdeviceptr = 0;
         // SAFETY: the out-pointer is a live local; the driver validates the size.
-        check(unsafe { f(&mut ptr, size) }, "cuMemAlloc");
+        let rc = unsafe { f(&mut ptr, size) };
+        check(rc, "cuMemAlloc");
         RawLinear { ptr }
     }
 
@@ -129,14 +131,16 @@ impl Raw {
     pub fn mem_free(&self, memory: RawLinear) {
         let f = entry!(self.table, cuMemFree_v2).unwrap_or_else(|e| missing(e));
         // SAFETY: the token holds a pointer from `mem_alloc`, consumed here so it is freed once.
-        check(unsafe { f(memory.ptr) }, "cuMemFree");
+        let rc = unsafe { f(memory.ptr) };
+        check(rc, "cuMemFree");
     }
 
     /// `cuCtxSynchronize()`: waits for queued device work (e.g. copies) to finish.
     pub fn synchronize(&self) {
         let f = entry!(self.table, cuCtxSynchronize).unwrap_or_else(|e| missing(e));
         // SAFETY: no arguments; `env()` made the device's context current on this thread.
-        check(unsafe { f() }, "cuCtxSynchronize");
+        let rc = unsafe { f() };
+        check(rc, "cuCtxSynchronize");
     }
 
     /// A reservation and an allocation of `size` bytes each, not mapped yet.
@@ -170,10 +174,8 @@ impl RawRange<'_> {
         let f = entry!(self.raw.table, cuMemMap).unwrap_or_else(|e| missing(e));
         // SAFETY: the reservation and the allocation are live and the same size; the range is
         // unmapped (checked above); whole allocation, offset 0, flags 0.
-        check(
-            unsafe { f(self.ptr, self.size, 0, self.handle, 0) },
-            "cuMemMap",
-        );
+        let rc = unsafe { f(self.ptr, self.size, 0, self.handle, 0) };
+        check(rc, "cuMemMap");
         self.mapped.set(true);
     }
 
@@ -182,7 +184,8 @@ impl RawRange<'_> {
         assert!(self.mapped.get(), "RawRange::unmap: not mapped");
         let f = entry!(self.raw.table, cuMemUnmap).unwrap_or_else(|e| missing(e));
         // SAFETY: the whole range is exactly one live mapping (checked above).
-        check(unsafe { f(self.ptr, self.size) }, "cuMemUnmap");
+        let rc = unsafe { f(self.ptr, self.size) };
+        check(rc, "cuMemUnmap");
         self.mapped.set(false);
     }
 
@@ -191,10 +194,8 @@ impl RawRange<'_> {
         assert!(self.mapped.get(), "RawRange::set_access: not mapped");
         let f = entry!(self.raw.table, cuMemSetAccess).unwrap_or_else(|e| missing(e));
         // SAFETY: the whole range is mapped (checked above); one descriptor, owned by `raw`.
-        check(
-            unsafe { f(self.ptr, self.size, &self.raw.access, 1) },
-            "cuMemSetAccess",
-        );
+        let rc = unsafe { f(self.ptr, self.size, &self.raw.access, 1) };
+        check(rc, "cuMemSetAccess");
     }
 }
 

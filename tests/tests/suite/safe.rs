@@ -685,6 +685,32 @@ fn map_bounds_validation() -> TestResult {
 }
 
 #[test]
+fn partial_maps_are_refused_before_the_driver() -> TestResult {
+    // The real driver answers CUDA_ERROR_NOT_SUPPORTED (conformance
+    // `map_size_smaller_than_allocation`, `map_nonzero_offset`); the wrapper
+    // refuses first and says why.
+    let _g = shared();
+    let d = device()?;
+    let g = gran(&d)?;
+    let a = Allocation::new(&d, 2 * g, &AllocationProps::device(&d))?;
+    let r = Reservation::new(&d, 4 * g, ReserveOptions::default())?;
+    let msg = |off: usize, size: usize| Error::InvalidArgument {
+        message: format!(
+            "mapping {size} bytes at allocation offset {off} of a {}-byte allocation: \
+             cuMemMap maps whole allocations only (offset 0, size {})",
+            2 * g,
+            2 * g
+        ),
+    };
+    assert_eq!(fails(r.map(0, &a, 0, g)), msg(0, g));
+    assert_eq!(fails(r.map(0, &a, g, g)), msg(g, g));
+    assert_eq!(r.mapping_count(), 0);
+    let _whole = r.map(0, &a, 0, 2 * g)?;
+    assert_eq!(r.mapping_count(), 1);
+    Ok(())
+}
+
+#[test]
 fn overlapping_maps_are_refused() -> TestResult {
     let _g = shared();
     let d = device()?;
@@ -711,8 +737,9 @@ fn overlapping_maps_are_refused() -> TestResult {
         }
     );
     // Neighbours on both sides are fine.
-    let _left = r.map(0, &a, 0, g)?;
-    let _right = r.map(3 * g, &a, 0, g)?;
+    let small = Allocation::new(&d, g, &AllocationProps::device(&d))?;
+    let _left = r.map(0, &small, 0, g)?;
+    let _right = r.map(3 * g, &small, 0, g)?;
     assert_eq!(r.mapping_count(), 3);
     // After unmapping, the range can be mapped again.
     m.unmap()?;
@@ -778,10 +805,11 @@ fn get_access_reports_what_was_set() -> TestResult {
     let _g = shared();
     let d = device()?;
     let g = gran(&d)?;
-    let a = Allocation::new(&d, 2 * g, &AllocationProps::device(&d))?;
+    let a = Allocation::new(&d, g, &AllocationProps::device(&d))?;
+    let b = Allocation::new(&d, g, &AllocationProps::device(&d))?;
     let r = Reservation::new(&d, 4 * g, ReserveOptions::default())?;
     let m0 = r.map(0, &a, 0, g)?;
-    let m1 = r.map(g, &a, g, g)?;
+    let m1 = r.map(g, &b, 0, g)?;
     m0.set_access(&rw(&d))?;
     m1.set_access(&[(&d, AccessFlags::Read)])?;
     assert_eq!(r.access(0, &d)?, AccessFlags::ReadWrite);
@@ -810,10 +838,11 @@ fn copies_need_mapping_and_access() -> TestResult {
     let _g = shared();
     let d = device()?;
     let g = gran(&d)?;
-    let a = Allocation::new(&d, 2 * g, &AllocationProps::device(&d))?;
+    let a = Allocation::new(&d, g, &AllocationProps::device(&d))?;
+    let b = Allocation::new(&d, g, &AllocationProps::device(&d))?;
     let r = Reservation::new(&d, 4 * g, ReserveOptions::default())?;
     let m0 = r.map(0, &a, 0, g)?;
-    let _m1 = r.map(g, &a, g, g)?;
+    let _m1 = r.map(g, &b, 0, g)?;
     let mut buf = [0u8; 16];
     // Mapped, but no access yet.
     assert_eq!(
