@@ -192,10 +192,13 @@ impl Sim {
             .map_or(
                 Prop {
                     device,
-                    handle_types: POSIX_FD,
+                    handle_types: answers::IMPORTED_HANDLE_TYPES,
                     rdma: 0,
                 },
-                |a| a.prop,
+                |a| Prop {
+                    handle_types: answers::IMPORTED_HANDLE_TYPES,
+                    ..a.prop
+                },
             );
         let handle = self.new_handle();
         self.allocations.insert(

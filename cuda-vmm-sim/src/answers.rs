@@ -215,3 +215,8 @@ pub const COPY_BAD_HOST_POINTER: CUresult = INVALID_VALUE;
 pub const MEMSET_MISALIGNED: CUresult = INVALID_VALUE;
 /// A byte count whose end address overflows.
 pub const COPY_OVERFLOW: CUresult = INVALID_VALUE;
+
+/// `requestedHandleTypes` that `cuMemGetAllocationPropertiesFromHandle` reports
+/// for an imported handle: none (H200, driver 580: conformance
+/// `properties_of_imported_handle`).
+pub const IMPORTED_HANDLE_TYPES: u32 = 0;

@@ -461,7 +461,7 @@ fn fd_importer_child() {
     assert_eq!(p.location.id, 0);
     assert_eq!(
         p.requestedHandleTypes,
-        CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR
+        CUmemAllocationHandleType(answers::IMPORTED_HANDLE_TYPES)
     );
 
     // The size comes from the fd: maps take whole allocations, so only

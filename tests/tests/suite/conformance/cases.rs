@@ -887,6 +887,47 @@ pub fn export_import_posix_fd(e: &Env) -> CaseResult {
     Ok(format!("import={} aliased={}", name(irc), back == data))
 }
 
+pub fn properties_of_posix_fd_allocation(e: &Env) -> CaseResult {
+    let p = props(
+        e.dev,
+        CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
+    );
+    let (rc, h) = create(e.g, &p);
+    ok("cuMemCreate", rc)?;
+    let (rc, q) = props_from_handle(h);
+    release(h);
+    Ok(format!(
+        "{} handle_types={}",
+        name(rc),
+        q.requestedHandleTypes.0
+    ))
+}
+
+pub fn properties_of_imported_handle(e: &Env) -> CaseResult {
+    let p = props(
+        e.dev,
+        CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
+    );
+    let (rc, h) = create(e.g, &p);
+    ok("cuMemCreate", rc)?;
+    let (rc, fd) = export_fd(h);
+    ok("cuMemExportToShareableHandle", rc)?;
+    let (rc, h2) = import_fd(fd);
+    close_fd(fd);
+    ok("cuMemImportFromShareableHandle", rc)?;
+    let (rc, q) = props_from_handle(h2);
+    release(h2);
+    release(h);
+    Ok(format!(
+        "{} type={} location_type={} id={} handle_types={}",
+        name(rc),
+        q.type_.0,
+        q.location.type_.0,
+        q.location.id,
+        q.requestedHandleTypes.0
+    ))
+}
+
 pub fn import_bogus_fd(_: &Env) -> CaseResult {
     let (rc, h) = import_fd(987_654);
     if rc == CUresult::CUDA_SUCCESS {

@@ -144,6 +144,8 @@ const CASES: &[Case] = &[
     case("properties_from_handle", properties_from_handle, "CUDA_SUCCESS type=1 location_type=1 id=0 handle_types=0"),
     case("export_without_requested_type", export_without_requested_type, "CUDA_ERROR_INVALID_VALUE"),
     case("export_import_posix_fd", export_import_posix_fd, "import=CUDA_SUCCESS aliased=true"),
+    case("properties_of_posix_fd_allocation", properties_of_posix_fd_allocation, "CUDA_SUCCESS handle_types=1"),
+    case("properties_of_imported_handle", properties_of_imported_handle, "CUDA_SUCCESS type=1 location_type=1 id=0 handle_types=0"),
     case("import_bogus_fd", import_bogus_fd, "CUDA_ERROR_UNKNOWN"),
     case("import_non_cuda_fd", import_non_cuda_fd, "CUDA_ERROR_UNKNOWN"),
     // devices and contexts
