@@ -2,7 +2,7 @@
 //! unpooled, and one pooled tile commit vs the raw `cuMemMap` + `cuMemSetAccess` it stands for.
 //!
 //! Ids: `sparse/commit_decommit/{pooled,unpooled}/k{1,4,16}`,
-//! `sparse/one_tile/{pooled_commit,raw_map_set_access}` (the decommit / unmap is untimed).
+//! `sparse/one_tile/{pooled_commit,pooled_commit_uninit,raw_map_set_access}` (the decommit / unmap is untimed).
 
 use std::cell::RefCell;
 
@@ -37,9 +37,15 @@ fn pool(env: &Env, chunks: usize) -> ChunkPool {
 }
 
 fn array(env: &Env, pool: Option<ChunkPool>) -> SparseArray<u8> {
+    array_with(env, pool, false)
+}
+
+/// `uninit`: skip zero-filling new tiles (like the raw map + set-access baseline).
+fn array_with(env: &Env, pool: Option<ChunkPool>, uninit: bool) -> SparseArray<u8> {
     let config = SparseConfig {
         tile_bytes: CHUNK,
         pool,
+        uninit_tiles: uninit,
         ..SparseConfig::default()
     };
     SparseArray::new(&env.device, tile_count(env) * CHUNK, config).expect("sparse array")
@@ -68,29 +74,31 @@ fn commit_decommit(c: &mut Criterion, env: &Env) {
 fn one_tile(c: &mut Criterion, env: &Env, raw: &Raw) {
     let mut group = env.fast_group(c, "sparse/one_tile");
     let tiles = tile_count(env);
-    let array = RefCell::new(array(env, Some(pool(env, 1))));
-    let mut rng = Lcg::new(1);
-    group.bench_function("pooled_commit", |b| {
-        b.iter_custom(|n| {
-            time_op(
-                n,
-                || rng.below(tiles) * CHUNK,
-                |start| {
-                    array
-                        .borrow_mut()
-                        .commit(start..start + CHUNK)
-                        .expect("commit");
-                    start
-                },
-                |start| {
-                    array
-                        .borrow_mut()
-                        .decommit(start..start + CHUNK)
-                        .expect("decommit");
-                },
-            )
-        })
-    });
+    for (name, uninit) in [("pooled_commit", false), ("pooled_commit_uninit", true)] {
+        let array = RefCell::new(array_with(env, Some(pool(env, 1)), uninit));
+        let mut rng = Lcg::new(1);
+        group.bench_function(name, |b| {
+            b.iter_custom(|n| {
+                time_op(
+                    n,
+                    || rng.below(tiles) * CHUNK,
+                    |start| {
+                        array
+                            .borrow_mut()
+                            .commit(start..start + CHUNK)
+                            .expect("commit");
+                        start
+                    },
+                    |start| {
+                        array
+                            .borrow_mut()
+                            .decommit(start..start + CHUNK)
+                            .expect("decommit");
+                    },
+                )
+            })
+        });
+    }
     let range = raw.range(CHUNK);
     group.bench_function("raw_map_set_access", |b| {
         b.iter_custom(|n| {

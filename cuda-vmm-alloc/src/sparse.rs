@@ -43,6 +43,10 @@ pub struct SparseConfig {
     pub pool: Option<ChunkPool>,
     /// Allocation properties (`None` = [`AllocationProps::device`]); must match the pool's.
     pub props: Option<AllocationProps>,
+    /// Leave newly committed tiles as the physical memory left them instead of zero-filling
+    /// them. Saves one `cuMemsetD8` and one context synchronisation per committed run; with a
+    /// pool, a tile may then show a previous user's bytes. `false` (zero-fill) by default.
+    pub uninit_tiles: bool,
 }
 
 /// The shared zero tile and its read-only mappings into holes.
@@ -67,6 +71,7 @@ pub struct SparseArray<T: DevicePod> {
     backing: Backing,
     len: usize,
     tile_bytes: usize,
+    uninit_tiles: bool,
     tile_count: usize,
     holes: HoleBehavior,
     committed: BTreeMap<usize, Chunk>,
@@ -129,6 +134,7 @@ impl<T: DevicePod> SparseArray<T> {
             tile_bytes,
             tile_count,
             holes: config.holes,
+            uninit_tiles: config.uninit_tiles,
             committed: BTreeMap::new(),
             zero: None,
             _elements: PhantomData,
@@ -365,6 +371,9 @@ impl<T: DevicePod> SparseArray<T> {
             .backing
             .map_run(offset, obtained, false)
             .and_then(|chunks| {
+                if self.uninit_tiles {
+                    return Ok(chunks);
+                }
                 // New tiles read as zero, whatever the allocation held before.
                 match self.backing.reservation.fill(offset, bytes, 0) {
                     Ok(()) => Ok(chunks),
