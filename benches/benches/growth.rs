@@ -3,6 +3,9 @@
 //! An append makes room for `len + 2 MiB` bytes and bumps `len`; no data comes from the host,
 //! so the driver work dominates. Ids: `growth/{growable,realloc,naive}/SIZE`.
 //! - `growable`: a [`GrowableBuffer`] with the default growth policy, reserved for SIZE;
+//! - `growable_pooled`: the same buffer drawing 256 MiB chunks from a warm [`ChunkPool`]
+//!   (chunks recycled from the previous buffer, as a caching allocator would), so growth is
+//!   map + set access only;
 //! - `realloc`: realloc-doubling like a `Vec` on the device: `cuMemAlloc` twice the capacity,
 //!   `cuMemcpyDtoD` the live bytes, `cuMemFree` the old block;
 //! - `naive`: one reservation of SIZE and one `cuMemCreate` + `cuMemMap` + `cuMemSetAccess`
@@ -18,7 +21,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use cuda_vmm::{
     AccessFlags, Allocation, AllocationProps, LinearAllocation, Reservation, ReserveOptions,
 };
-use cuda_vmm_alloc::{BufferConfig, GrowableBuffer};
+use cuda_vmm_alloc::{BufferConfig, ChunkPool, DriverStats, GrowableBuffer, PoolConfig};
 use cuda_vmm_benches::{env, fmt_size, record_extra, size_id, Env, Raw, CHUNK, GIB};
 
 /// What one growth run observed.
@@ -29,6 +32,8 @@ struct Probe {
     /// Worst committed / length once the length passed 1 GiB (0 if it never did).
     max_ratio_past_1gib: f64,
     driver_calls: u64,
+    /// The buffer's own statistics, with time per entry point (buffers only).
+    stats: Option<DriverStats>,
 }
 
 impl Probe {
@@ -63,6 +68,63 @@ fn growable(env: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Duration {
     let stats = buffer.stats();
     probe.driver_calls =
         stats.creates + stats.maps + stats.set_access_calls + stats.unmaps + stats.releases;
+    probe.stats = Some(stats);
+    elapsed
+}
+
+/// Chunk size of the warm pool behind `growable_pooled`.
+const POOL_CHUNK: usize = 256 << 20;
+
+thread_local! {
+    /// One warm pool per final size, kept across iterations.
+    static POOLS: std::cell::RefCell<std::collections::HashMap<usize, ChunkPool>> =
+        Default::default();
+}
+
+/// The growable buffer on a warm pool: the chunks a previous buffer gave back are mapped
+/// again, so growing makes no `cuMemCreate` (the first, untimed iteration fills the pool).
+fn growable_pooled(env: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Duration {
+    let chunk = POOL_CHUNK.min(size);
+    let pool = POOLS.with(|pools| {
+        pools
+            .borrow_mut()
+            .entry(size)
+            .or_insert_with(|| {
+                let pool = ChunkPool::new(
+                    &env.device,
+                    PoolConfig {
+                        chunk_size: chunk,
+                        max_chunks: size / chunk,
+                        max_bytes: size,
+                        ..PoolConfig::default()
+                    },
+                )
+                .expect("pool");
+                pool.prefill(size / chunk).expect("prefill the pool");
+                pool
+            })
+            .clone()
+    });
+    let config = BufferConfig {
+        max_capacity: Some(size),
+        pool: Some(pool),
+        ..BufferConfig::default()
+    };
+    let start = Instant::now();
+    let mut buffer = GrowableBuffer::<u8>::new(&env.device, config).expect("growable buffer");
+    let ptr = buffer.ptr();
+    let mut len = 0;
+    while len < size {
+        len += CHUNK;
+        buffer.reserve(len).expect("grow");
+        probe.step(len, buffer.committed_bytes(), buffer.ptr() != ptr);
+    }
+    raw.synchronize();
+    let elapsed = start.elapsed();
+    let stats = buffer.stats();
+    probe.driver_calls =
+        stats.creates + stats.maps + stats.set_access_calls + stats.unmaps + stats.releases;
+    probe.stats = Some(stats);
     elapsed
 }
 
@@ -121,8 +183,9 @@ fn naive(env: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Duration {
 type Strategy = fn(&Env, &Raw, usize, &mut Probe) -> Duration;
 
 /// (id, function, peak memory as a multiple of the final size, for the fit check).
-const STRATEGIES: [(&str, Strategy, f64); 3] = [
+const STRATEGIES: [(&str, Strategy, f64); 4] = [
     ("growable", growable, 1.25),
+    ("growable_pooled", growable_pooled, 1.25),
     ("realloc", realloc, 1.5),
     ("naive", naive, 1.0),
 ];
@@ -174,6 +237,22 @@ fn report(name: &str, size: usize, probe: &Probe) {
             String::new()
         }
     );
+    if let Some(st) = &probe.stats {
+        let t = &st.time;
+        println!(
+            "growth/{name}/{}: {} creates ({} pool hits), {} maps, {} set-access calls; time in \
+             create {:?}, map {:?}, set access {:?} (total {:?})",
+            size_id(size),
+            st.creates,
+            st.pool_hits,
+            st.maps,
+            st.set_access_calls,
+            t.create,
+            t.map,
+            t.set_access,
+            t.total()
+        );
+    }
     let key = format!("growth/{name}/{}", size_id(size));
     record_extra(
         &format!("{key}/peak_committed_bytes"),

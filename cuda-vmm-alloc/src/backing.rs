@@ -8,7 +8,7 @@ use cuda_vmm::{
 
 use crate::error::{Error, Result};
 use crate::pool::{same_device, ChunkPool, Taken};
-use crate::stats::DriverStats;
+use crate::stats::{timed, DriverStats};
 
 /// One physical chunk mapped into the reservation.
 pub(crate) struct Chunk {
@@ -98,7 +98,7 @@ impl Backing {
     /// pooled). All or nothing.
     pub(crate) fn obtain(&mut self, sizes: &[usize]) -> Result<Obtained> {
         if let Some(pool) = &self.pool {
-            let taken = pool.take(sizes.len())?;
+            let taken = timed(&mut self.stats.time.create, || pool.take(sizes.len()))?;
             self.stats.pool_hits += taken.hits as u64;
             self.stats.creates += (taken.allocations.len() - taken.hits) as u64;
             return Ok(Obtained::Pooled(taken));
@@ -106,7 +106,10 @@ impl Backing {
         let mut created = Vec::with_capacity(sizes.len());
         for &size in sizes {
             self.stats.creates += 1;
-            match Allocation::new(&self.device, size, &self.props) {
+            let made = timed(&mut self.stats.time.create, || {
+                Allocation::new(&self.device, size, &self.props)
+            });
+            match made {
                 Ok(a) => created.push(a),
                 Err(e) => {
                     self.stats.releases += created.len() as u64;
@@ -148,7 +151,11 @@ impl Backing {
         let mut failure = None;
         for allocation in obtained.allocations() {
             self.stats.maps += 1;
-            match self.reservation.map(at, allocation, 0, allocation.size()) {
+            let reservation = &self.reservation;
+            let mapped = timed(&mut self.stats.time.map, || {
+                reservation.map(at, allocation, 0, allocation.size())
+            });
+            match mapped {
                 Ok(m) => mappings.push(m),
                 Err(e) => {
                     failure = Some(Error::from(e));
@@ -194,14 +201,15 @@ impl Backing {
         let allocation = chunk.mapping.allocation().clone();
         self.stats.chunks = self.stats.chunks.saturating_sub(1);
         self.stats.unmaps += 1;
-        chunk.mapping.unmap()?;
+        timed(&mut self.stats.time.unmap, || chunk.mapping.unmap())?;
+        let times = &mut self.stats.time;
         match (&self.pool, chunk.pooled) {
             (Some(pool), true) => {
-                pool.recycle(allocation)?;
+                timed(&mut times.release, || pool.recycle(allocation))?;
             }
             _ => {
                 self.stats.releases += 1;
-                allocation.release()?;
+                timed(&mut times.release, || allocation.release())?;
             }
         }
         Ok(())
@@ -215,14 +223,17 @@ impl Backing {
         size: usize,
     ) -> Result<Mapping> {
         self.stats.maps += 1;
-        Ok(self.reservation.map(offset, allocation, 0, size)?)
+        let reservation = &self.reservation;
+        Ok(timed(&mut self.stats.time.map, || {
+            reservation.map(offset, allocation, 0, size)
+        })?)
     }
 
     /// Unmaps a mapping, logging a failure (used on rollback paths).
     pub(crate) fn unmap(&mut self, mapping: Mapping) {
         self.stats.unmaps += 1;
         let offset = mapping.offset();
-        if let Err(e) = mapping.unmap() {
+        if let Err(e) = timed(&mut self.stats.time.unmap, || mapping.unmap()) {
             log::error!("unmapping offset {offset} during rollback failed: {e}");
         }
     }
@@ -230,15 +241,10 @@ impl Backing {
     /// One `cuMemSetAccess` over `offset..offset + size` for the owner and every peer.
     pub(crate) fn set_access(&mut self, offset: usize, size: usize, read_only: bool) -> Result<()> {
         self.stats.set_access_calls += 1;
-        let peers = self.peers.clone();
-        set_access_for(
-            &self.reservation,
-            &self.device,
-            &peers,
-            offset,
-            size,
-            read_only,
-        )
+        let (reservation, device, peers) = (&self.reservation, &self.device, &self.peers);
+        timed(&mut self.stats.time.set_access, || {
+            set_access_for(reservation, device, peers, offset, size, read_only)
+        })
     }
 
     /// Adds `devices` to the peers and sets access on every `(offset, size, read_only)` range

@@ -66,4 +66,4 @@ pub use pod::DevicePod;
 pub use policy::GrowthPolicy;
 pub use pool::{ChunkPool, PoolConfig, PoolStats};
 pub use sparse::{HoleBehavior, SparseArray, SparseConfig};
-pub use stats::DriverStats;
+pub use stats::{DriverStats, DriverTimes};
