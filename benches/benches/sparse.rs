@@ -37,18 +37,18 @@ fn pool(env: &Env, chunks: usize) -> ChunkPool {
 }
 
 fn array(env: &Env, pool: Option<ChunkPool>) -> SparseArray<u8> {
-    array_with(env, pool, false)
+    array_with(env, pool, false, tile_count(env))
 }
 
 /// `uninit`: skip zero-filling new tiles (like the raw map + set-access baseline).
-fn array_with(env: &Env, pool: Option<ChunkPool>, uninit: bool) -> SparseArray<u8> {
+fn array_with(env: &Env, pool: Option<ChunkPool>, uninit: bool, tiles: usize) -> SparseArray<u8> {
     let config = SparseConfig {
         tile_bytes: CHUNK,
         pool,
         uninit_tiles: uninit,
         ..SparseConfig::default()
     };
-    SparseArray::new(&env.device, tile_count(env) * CHUNK, config).expect("sparse array")
+    SparseArray::new(&env.device, tiles * CHUNK, config).expect("sparse array")
 }
 
 fn commit_decommit(c: &mut Criterion, env: &Env) {
@@ -74,8 +74,9 @@ fn commit_decommit(c: &mut Criterion, env: &Env) {
 fn one_tile(c: &mut Criterion, env: &Env, raw: &Raw) {
     let mut group = env.fast_group(c, "sparse/one_tile");
     for (name, uninit) in [("pooled_commit", false), ("pooled_commit_uninit", true)] {
-        let array = RefCell::new(array_with(env, Some(pool(env, 1)), uninit));
-        // The same tile every time, at one address, like the raw baseline.
+        // A one-tile array: the same 2 MiB reservation shape and address every time, like
+        // the raw baseline (set-access cost depends on where in the address space it lands).
+        let array = RefCell::new(array_with(env, Some(pool(env, 1)), uninit, 1));
         group.bench_function(name, |b| {
             b.iter_custom(|n| {
                 time_op(
@@ -97,6 +98,19 @@ fn one_tile(c: &mut Criterion, env: &Env, raw: &Raw) {
                 )
             })
         });
+        let st = array.borrow().stats();
+        let t = st.time;
+        println!(
+            "sparse/one_tile/{name}: {} maps, {} set-access calls; average per commit+decommit: \
+             take {:?}, map {:?}, set access {:?}, unmap {:?}, give back {:?}",
+            st.maps,
+            st.set_access_calls,
+            t.create / st.maps.max(1) as u32,
+            t.map / st.maps.max(1) as u32,
+            t.set_access / st.set_access_calls.max(1) as u32,
+            t.unmap / st.unmaps.max(1) as u32,
+            t.release / st.unmaps.max(1) as u32,
+        );
     }
     let range = raw.range(CHUNK);
     group.bench_function("raw_map_set_access", |b| {

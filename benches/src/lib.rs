@@ -23,16 +23,18 @@
 //! Benchmark ids (the report relies on them):
 //! - `latency/OP/{safe,raw}/SIZE`, OP one of `reserve`, `free`, `reserve_free`, `create`,
 //!   `release`, `create_release`, `map`, `unmap`, `map_unmap`, `set_access`;
-//! - `growth/{growable,realloc,naive}/SIZE`;
+//! - `growth/{growable,growable_pooled,realloc,naive}/SIZE`;
 //! - `sparse/commit_decommit/{pooled,unpooled}/k{1,4,16}`,
-//!   `sparse/one_tile/{pooled_commit,raw_map_set_access}`;
+//!   `sparse/one_tile/{pooled_commit,pooled_commit_uninit,raw_map_set_access}`;
 //! - `set_access/{per_chunk,per_run}/64x2MiB`;
-//! - `alloc_free/{pool,pool_mapped,cuMemAlloc}/2MiB`.
+//! - `alloc_free/{pool,pool_mapped,cuMemAlloc}/2MiB`;
+//! - `overhead/{reserve_free,create_release,map_unmap,set_access}/{safe,raw}` (stub driver).
 
 #![warn(missing_docs)]
 
 mod raw;
 mod side;
+mod stub;
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -43,6 +45,7 @@ use cuda_vmm::{Backend, Cuda, Device};
 
 pub use raw::{Raw, RawAllocation, RawLinear, RawRange, RawReservation};
 pub use side::{criterion_dir, record_extra};
+pub use stub::{stub_device, stub_driver, StubRaw};
 
 /// One mebibyte.
 pub const MIB: usize = 1 << 20;

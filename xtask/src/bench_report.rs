@@ -390,6 +390,7 @@ fn render_section(run: &Run, plots: &BTreeMap<&str, String>) -> String {
     }
     s.push('\n');
     targets_table(run, &mut s);
+    overhead_table(run, &mut s);
     latency_table(run, &mut s, plots.get("latency.svg"));
     growth_table(run, &mut s, plots.get("growth.svg"));
     misc_tables(run, &mut s);
@@ -410,6 +411,37 @@ fn safe_overheads(run: &Run) -> Vec<(&'static str, String, f64, f64, bool)> {
                 rows.push((op, size, raw, safe, safe - raw <= limit));
             }
         }
+    }
+    rows
+}
+
+/// (op, calls, stub raw, stub safe, real raw, within) of one stub-driver overhead pair.
+type StubRow = (&'static str, f64, f64, f64, Option<f64>, bool);
+
+/// The safe layer's own cost, measured on the stub driver, against the real driver's raw
+/// latency at 2 MiB in the same run: (op, calls, stub raw, stub safe, real raw, within).
+fn stub_overheads(run: &Run) -> Vec<StubRow> {
+    const OPS: [(&str, f64, &[&str]); 4] = [
+        ("reserve_free", 2.0, &["latency/reserve_free/raw/2MiB"]),
+        ("create_release", 2.0, &["latency/create_release/raw/2MiB"]),
+        (
+            "map_unmap",
+            2.0,
+            &["latency/map/raw/2MiB", "latency/unmap/raw/2MiB"],
+        ),
+        ("set_access", 1.0, &["latency/set_access/raw/2MiB"]),
+    ];
+    let mut rows = Vec::new();
+    for (op, calls, real_ids) in OPS {
+        let (Some(raw), Some(safe)) = (
+            run.median(&format!("overhead/{op}/raw")),
+            run.median(&format!("overhead/{op}/safe")),
+        ) else {
+            continue;
+        };
+        let real: Option<f64> = real_ids.iter().map(|id| run.median(id)).sum();
+        let limit = (SAFE_REL * real.unwrap_or(0.0)).max(SAFE_ABS_NS * calls);
+        rows.push((op, calls, raw, safe, real, safe - raw <= limit));
     }
     rows
 }
@@ -447,28 +479,23 @@ fn ratio_row(
 fn targets_table(run: &Run, s: &mut String) {
     s.push_str("### Targets\n\n| Target | Goal | Measured | Result |\n|---|---|---|---|\n");
 
-    let overheads = safe_overheads(run);
+    let overheads = stub_overheads(run);
     if overheads.is_empty() {
         let _ = writeln!(
             s,
             "| Safe-layer overhead per raw call | <= max(2%, 0.1 µs) | not measured | n/a |"
         );
     } else {
-        let within = overheads.iter().filter(|r| r.4).count();
+        let within = overheads.iter().filter(|r| r.5).count();
         let worst = overheads
             .iter()
-            .max_by(|a, b| (a.3 - a.2).total_cmp(&(b.3 - b.2)))
-            .map(|(op, size, raw, safe, _)| {
-                format!(
-                    "; worst: {op} {size} {} ({:+.1}%)",
-                    fmt_delta(safe - raw),
-                    100.0 * (safe - raw) / raw
-                )
-            })
+            .map(|(op, calls, raw, safe, _, _)| (op, (safe - raw) / calls))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(op, per_call)| format!("; largest: {op} {} per call", fmt_delta(per_call)))
             .unwrap_or_default();
         let _ = writeln!(
             s,
-            "| Safe-layer overhead per raw call | <= max(2%, 0.1 µs) per call | {within}/{} within{worst} | {} |",
+            "| Safe-layer overhead per raw call (stub driver, see below) | <= max(2%, 0.1 µs) per call | {within}/{} within{worst} | {} |",
             overheads.len(),
             verdict(Some(within == overheads.len()))
         );
@@ -552,13 +579,47 @@ fn targets_table(run: &Run, s: &mut String) {
     s.push('\n');
 }
 
+fn overhead_table(run: &Run, s: &mut String) {
+    let rows = stub_overheads(run);
+    if rows.is_empty() {
+        return;
+    }
+    s.push_str(
+        "### Safe-layer overhead (median)\n\n\
+         Measured on a driver whose VMM entry points return at once (`benches/src/stub.rs`), so \
+         `safe - raw` is the safe layer's own work; the limit is max(2% of the real driver's raw \
+         time at 2 MiB, 0.1 µs per call).\n\n\
+         | Calls | stub raw | stub safe | added per call | real raw (2 MiB) | limit per call | within |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    for (op, calls, raw, safe, real, ok) in rows {
+        let name = LATENCY_OPS.iter().find(|o| o.0 == op).map_or(op, |o| o.1);
+        let limit = (SAFE_REL * real.unwrap_or(0.0)).max(SAFE_ABS_NS * calls) / calls;
+        let _ = writeln!(
+            s,
+            "| {name} | {} | {} | {} | {} | {} | {} |",
+            fmt_time(raw),
+            fmt_time(safe),
+            fmt_delta((safe - raw) / calls),
+            real.map_or("-".into(), fmt_time),
+            fmt_time(limit),
+            if ok { "yes" } else { "**no**" }
+        );
+    }
+    s.push('\n');
+}
+
 fn latency_table(run: &Run, s: &mut String, plot: Option<&String>) {
     let overheads = safe_overheads(run);
     if overheads.is_empty() {
         return;
     }
     s.push_str("### Latency per entry point (median)\n\n");
-    s.push_str("| Entry point | Size | raw | safe | safe - raw | within target |\n|---|---|---|---|---|---|\n");
+    s.push_str(
+        "On the real driver `safe - raw` mixes the safe layer's cost with run-to-run driver \
+         noise (both signs occur); the overhead target is judged on the stub driver above.\n\n",
+    );
+    s.push_str("| Entry point | Size | raw | safe | safe - raw | within max(2%, 0.1 µs) |\n|---|---|---|---|---|---|\n");
     for (op, size, raw, safe, ok) in &overheads {
         let name = LATENCY_OPS.iter().find(|o| o.0 == *op).map_or(*op, |o| o.1);
         let _ = writeln!(
@@ -1298,6 +1359,10 @@ mod tests {
         bench(root, "latency/map/safe/32MiB", 2500.0); // +500 ns: miss
         bench(root, "latency/set_access/raw/2MiB", 25_000.0);
         bench(root, "latency/set_access/safe/2MiB", 25_200.0); // +0.8%: within
+        bench(root, "overhead/set_access/raw", 5.0);
+        bench(root, "overhead/set_access/safe", 55.0); // +50 ns: within 2% of 25 µs
+        bench(root, "overhead/map_unmap/raw", 10.0);
+        bench(root, "overhead/map_unmap/safe", 310.0); // +150 ns per call: miss
         bench(root, "growth/growable/256MiB", 1.0e6);
         bench(root, "growth/realloc/256MiB", 20.0e6);
         bench(root, "growth/naive/256MiB", 50.0e6); // only 50x: miss
@@ -1332,7 +1397,10 @@ mod tests {
         assert!(doc.contains("## NVIDIA H100 80GB HBM3, 2025-01-02"));
         assert!(doc.contains("| cuMemMap | 2 MiB | 1.00 µs | 1.05 µs | +50.0 ns | yes |"));
         assert!(doc.contains("| cuMemMap | 32 MiB | 2.00 µs | 2.50 µs | +500 ns | **no** |"));
-        assert!(doc.contains("| 2/3 within; worst: map 32MiB +500 ns (+25.0%) | **miss** |"));
+        assert!(doc.contains("| 1/2 within; largest: map_unmap +150 ns per call | **miss** |"));
+        assert!(doc.contains(
+            "| cuMemSetAccess | 5.00 ns | 55.0 ns | +50.0 ns | 25.0 µs | 500 ns | yes |"
+        ));
         assert!(doc.contains(
             "| Growth to 256 MiB: realloc-doubling / growable time | >= 10x | 20.0x | pass |"
         ));
