@@ -6,6 +6,8 @@
 //! - `growable_pooled`: the same buffer drawing 256 MiB chunks from a warm [`ChunkPool`]
 //!   (chunks recycled from the previous buffer, as a caching allocator would), so growth is
 //!   map + set access only;
+//! - `growable_max32MiB`, `growable_max256MiB`: the default policy with smaller largest chunks
+//!   (`cuMemCreate` costs less per byte at some sizes than others);
 //! - `realloc`: realloc-doubling like a `Vec` on the device: `cuMemAlloc` twice the capacity,
 //!   `cuMemcpyDtoD` the live bytes, `cuMemFree` the old block;
 //! - `naive`: one reservation of SIZE and one `cuMemCreate` + `cuMemMap` + `cuMemSetAccess`
@@ -21,7 +23,9 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use cuda_vmm::{
     AccessFlags, Allocation, AllocationProps, LinearAllocation, Reservation, ReserveOptions,
 };
-use cuda_vmm_alloc::{BufferConfig, ChunkPool, DriverStats, GrowableBuffer, PoolConfig};
+use cuda_vmm_alloc::{
+    BufferConfig, ChunkPool, DriverStats, GrowableBuffer, GrowthPolicy, PoolConfig,
+};
 use cuda_vmm_benches::{env, fmt_size, record_extra, size_id, Env, Raw, CHUNK, GIB};
 
 /// What one growth run observed.
@@ -50,8 +54,37 @@ impl Probe {
 /// The growable buffer: `reserve` makes room for the new length (its length field stays 0,
 /// which makes no difference to the driver work).
 fn growable(env: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Duration {
+    grow_with(env, raw, size, probe, GrowthPolicy::default())
+}
+
+/// The growable buffer with chunks capped at 32 MiB (more, smaller `cuMemCreate` calls).
+fn growable_max32mib(env: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Duration {
+    let policy = GrowthPolicy {
+        max_chunk: 32 << 20,
+        ..GrowthPolicy::default()
+    };
+    grow_with(env, raw, size, probe, policy)
+}
+
+/// The growable buffer with chunks capped at 256 MiB.
+fn growable_max256mib(env: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Duration {
+    let policy = GrowthPolicy {
+        max_chunk: 256 << 20,
+        ..GrowthPolicy::default()
+    };
+    grow_with(env, raw, size, probe, policy)
+}
+
+fn grow_with(
+    env: &Env,
+    raw: &Raw,
+    size: usize,
+    probe: &mut Probe,
+    policy: GrowthPolicy,
+) -> Duration {
     let config = BufferConfig {
         max_capacity: Some(size),
+        policy,
         ..BufferConfig::default()
     };
     let start = Instant::now();
@@ -183,8 +216,10 @@ fn naive(env: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Duration {
 type Strategy = fn(&Env, &Raw, usize, &mut Probe) -> Duration;
 
 /// (id, function, peak memory as a multiple of the final size, for the fit check).
-const STRATEGIES: [(&str, Strategy, f64); 4] = [
+const STRATEGIES: [(&str, Strategy, f64); 6] = [
     ("growable", growable, 1.25),
+    ("growable_max32MiB", growable_max32mib, 1.25),
+    ("growable_max256MiB", growable_max256mib, 1.25),
     ("growable_pooled", growable_pooled, 1.25),
     ("realloc", realloc, 1.5),
     ("naive", naive, 1.0),

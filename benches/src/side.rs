@@ -106,8 +106,12 @@ fn kernel_driver(env: &Env) -> String {
         return "none (simulator)".into();
     }
     let text = std::fs::read_to_string("/proc/driver/nvidia/version").unwrap_or_default();
+    // "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.159.04  Release Build ..."
     text.split_once("Kernel Module")
-        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|(_, rest)| {
+            rest.split_whitespace()
+                .find(|w| w.starts_with(|c: char| c.is_ascii_digit()) && w.contains('.'))
+        })
         .unwrap_or("unknown")
         .to_string()
 }

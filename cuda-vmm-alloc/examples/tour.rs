@@ -122,6 +122,11 @@ fn grow_buffer(device: &Device) -> Result<(), Box<dyn Error>> {
         gib(target),
         buffer.committed_bytes() as f64 / target as f64,
     );
+    let t = stats.time;
+    println!(
+        "time in the driver: create {:.2?}, map {:.2?}, set access {:.2?}",
+        t.create, t.map, t.set_access
+    );
     Ok(())
 }
 

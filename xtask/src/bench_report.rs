@@ -593,7 +593,10 @@ fn overhead_table(run: &Run, s: &mut String) {
          |---|---|---|---|---|---|---|\n",
     );
     for (op, calls, raw, safe, real, ok) in rows {
-        let name = LATENCY_OPS.iter().find(|o| o.0 == op).map_or(op, |o| o.1);
+        let name = match op {
+            "map_unmap" => "map + unmap",
+            _ => LATENCY_OPS.iter().find(|o| o.0 == op).map_or(op, |o| o.1),
+        };
         let limit = (SAFE_REL * real.unwrap_or(0.0)).max(SAFE_ABS_NS * calls) / calls;
         let _ = writeln!(
             s,
