@@ -6,8 +6,10 @@
 //! - `growable_pooled`: the same buffer drawing 256 MiB chunks from a warm [`ChunkPool`]
 //!   (chunks recycled from the previous buffer, as a caching allocator would), so growth is
 //!   map + set access only;
-//! - `growable_max32MiB`, `growable_max256MiB`: the default policy with smaller largest chunks
-//!   (`cuMemCreate` costs less per byte at some sizes than others);
+//! - `growable_max32MiB`: the default policy with growth steps capped at 32 MiB;
+//! - `growable_alloc{32,128}MiB`: the default steps, each backed by allocations of at most
+//!   32 / 128 MiB with one set-access call per step (`cuMemCreate` costs less per byte at
+//!   some sizes than others);
 //! - `realloc`: realloc-doubling like a `Vec` on the device: `cuMemAlloc` twice the capacity,
 //!   `cuMemcpyDtoD` the live bytes, `cuMemFree` the old block;
 //! - `naive`: one reservation of SIZE and one `cuMemCreate` + `cuMemMap` + `cuMemSetAccess`
@@ -66,10 +68,20 @@ fn growable_max32mib(env: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Du
     grow_with(env, raw, size, probe, policy)
 }
 
-/// The growable buffer with chunks capped at 256 MiB.
-fn growable_max256mib(env: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Duration {
+/// The default growth steps, each backed by allocations of at most 32 MiB (one set-access
+/// call per step still).
+fn growable_alloc32mib(env: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Duration {
     let policy = GrowthPolicy {
-        max_chunk: 256 << 20,
+        max_allocation: 32 << 20,
+        ..GrowthPolicy::default()
+    };
+    grow_with(env, raw, size, probe, policy)
+}
+
+/// The default growth steps, each backed by allocations of at most 128 MiB.
+fn growable_alloc128mib(env: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Duration {
+    let policy = GrowthPolicy {
+        max_allocation: 128 << 20,
         ..GrowthPolicy::default()
     };
     grow_with(env, raw, size, probe, policy)
@@ -216,10 +228,11 @@ fn naive(env: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Duration {
 type Strategy = fn(&Env, &Raw, usize, &mut Probe) -> Duration;
 
 /// (id, function, peak memory as a multiple of the final size, for the fit check).
-const STRATEGIES: [(&str, Strategy, f64); 6] = [
+const STRATEGIES: [(&str, Strategy, f64); 7] = [
     ("growable", growable, 1.25),
     ("growable_max32MiB", growable_max32mib, 1.25),
-    ("growable_max256MiB", growable_max256mib, 1.25),
+    ("growable_alloc32MiB", growable_alloc32mib, 1.25),
+    ("growable_alloc128MiB", growable_alloc128mib, 1.25),
     ("growable_pooled", growable_pooled, 1.25),
     ("realloc", realloc, 1.5),
     ("naive", naive, 1.0),

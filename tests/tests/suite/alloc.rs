@@ -97,6 +97,7 @@ fn small_chunks(g: usize) -> GrowthPolicy {
         min_chunk: g,
         max_chunk: g,
         factor: 0.5,
+        max_allocation: 0,
     }
 }
 
@@ -313,6 +314,7 @@ fn zero_sized_elements_and_bad_policies_are_refused() -> TestResult {
                 min_chunk: 0,
                 max_chunk: 0,
                 factor: 0.25,
+                max_allocation: 0,
             },
             ..BufferConfig::default()
         },
@@ -384,6 +386,7 @@ fn shrink_to_fit_returns_memory() -> TestResult {
                 min_chunk: 4 * g,
                 max_chunk: 4 * g,
                 factor: 0.0,
+                max_allocation: 0,
             },
             ..BufferConfig::default()
         },
