@@ -2,14 +2,13 @@
 //!
 //! An append makes room for `len + 2 MiB` bytes and bumps `len`; no data comes from the host,
 //! so the driver work dominates. Ids: `growth/{growable,realloc,naive}/SIZE`.
-//! - `growable`: a [`GrowableBuffer`] with the default growth policy, reserved for SIZE;
+//! - `growable`: a [`GrowableBuffer`] with the default growth policy (steps of a quarter of
+//!   the committed size, backed by allocations of at most 32 MiB), reserved for SIZE;
 //! - `growable_pooled`: the same buffer drawing 256 MiB chunks from a warm [`ChunkPool`]
 //!   (chunks recycled from the previous buffer, as a caching allocator would), so growth is
 //!   map + set access only;
-//! - `growable_max32MiB`: the default policy with growth steps capped at 32 MiB;
-//! - `growable_alloc{32,128}MiB`: the default steps, each backed by allocations of at most
-//!   32 / 128 MiB with one set-access call per step (`cuMemCreate` costs less per byte at
-//!   some sizes than others);
+//! - `growable_whole_steps`, `growable_alloc128MiB`: the default steps backed by one
+//!   allocation each, or by allocations of at most 128 MiB (the default is 32 MiB);
 //! - `realloc`: realloc-doubling like a `Vec` on the device: `cuMemAlloc` twice the capacity,
 //!   `cuMemcpyDtoD` the live bytes, `cuMemFree` the old block;
 //! - `naive`: one reservation of SIZE and one `cuMemCreate` + `cuMemMap` + `cuMemSetAccess`
@@ -59,26 +58,16 @@ fn growable(env: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Duration {
     grow_with(env, raw, size, probe, GrowthPolicy::default())
 }
 
-/// The growable buffer with chunks capped at 32 MiB (more, smaller `cuMemCreate` calls).
-fn growable_max32mib(env: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Duration {
+/// One allocation per growth step (`max_allocation: 0`): fewer handles, dearer creates.
+fn growable_whole_steps(env: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Duration {
     let policy = GrowthPolicy {
-        max_chunk: 32 << 20,
+        max_allocation: 0,
         ..GrowthPolicy::default()
     };
     grow_with(env, raw, size, probe, policy)
 }
 
-/// The default growth steps, each backed by allocations of at most 32 MiB (one set-access
-/// call per step still).
-fn growable_alloc32mib(env: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Duration {
-    let policy = GrowthPolicy {
-        max_allocation: 32 << 20,
-        ..GrowthPolicy::default()
-    };
-    grow_with(env, raw, size, probe, policy)
-}
-
-/// The default growth steps, each backed by allocations of at most 128 MiB.
+/// Growth steps backed by allocations of at most 128 MiB.
 fn growable_alloc128mib(env: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Duration {
     let policy = GrowthPolicy {
         max_allocation: 128 << 20,
@@ -228,10 +217,9 @@ fn naive(env: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Duration {
 type Strategy = fn(&Env, &Raw, usize, &mut Probe) -> Duration;
 
 /// (id, function, peak memory as a multiple of the final size, for the fit check).
-const STRATEGIES: [(&str, Strategy, f64); 7] = [
+const STRATEGIES: [(&str, Strategy, f64); 6] = [
     ("growable", growable, 1.25),
-    ("growable_max32MiB", growable_max32mib, 1.25),
-    ("growable_alloc32MiB", growable_alloc32mib, 1.25),
+    ("growable_whole_steps", growable_whole_steps, 1.25),
     ("growable_alloc128MiB", growable_alloc128mib, 1.25),
     ("growable_pooled", growable_pooled, 1.25),
     ("realloc", realloc, 1.5),
