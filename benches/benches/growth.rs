@@ -88,6 +88,17 @@ fn grow_with(
         policy,
         ..BufferConfig::default()
     };
+    grow_buffer(env, raw, size, probe, config)
+}
+
+/// Grows one buffer made from `config` to `size` bytes in 2 MiB appends, timing it.
+fn grow_buffer(
+    env: &Env,
+    raw: &Raw,
+    size: usize,
+    probe: &mut Probe,
+    config: BufferConfig,
+) -> Duration {
     let start = Instant::now();
     let mut buffer = GrowableBuffer::<u8>::new(&env.device, config).expect("growable buffer");
     let ptr = buffer.ptr();
@@ -144,22 +155,7 @@ fn growable_pooled(env: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Dura
         pool: Some(pool),
         ..BufferConfig::default()
     };
-    let start = Instant::now();
-    let mut buffer = GrowableBuffer::<u8>::new(&env.device, config).expect("growable buffer");
-    let ptr = buffer.ptr();
-    let mut len = 0;
-    while len < size {
-        len += CHUNK;
-        buffer.reserve(len).expect("grow");
-        probe.step(len, buffer.committed_bytes(), buffer.ptr() != ptr);
-    }
-    raw.synchronize();
-    let elapsed = start.elapsed();
-    let stats = buffer.stats();
-    probe.driver_calls =
-        stats.creates + stats.maps + stats.set_access_calls + stats.unmaps + stats.releases;
-    probe.stats = Some(stats);
-    elapsed
+    grow_buffer(env, raw, size, probe, config)
 }
 
 /// Realloc-doubling: a new block of twice the capacity, the live bytes copied over.
