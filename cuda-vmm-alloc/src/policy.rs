@@ -23,8 +23,8 @@ const MIB: usize = 1 << 20;
 /// be partly unused). Because steps grow with the buffer, reaching a size `S` takes
 /// `O(log S)` steps, like `Vec` doubling, yet the data never moves. Within a step, measured
 /// on an H200 with driver 580: `cuMemCreate` of memory the GPU used before costs about
-/// 0.5 µs per MiB for 32 MiB allocations but about 1.9 µs per MiB for 512 MiB and 1 GiB ones,
-/// while `cuMemSetAccess` costs about 25 µs per allocation handle in its range. The default
+/// 0.6 µs per MiB for 32 MiB allocations but about 2.1 µs per MiB for 512 MiB and 1 GiB ones,
+/// while `cuMemSetAccess` costs about 25 µs per (2 to 32 MiB) allocation handle in its range. The default
 /// `max_allocation` of 32 MiB balances the two: growing to 16 GiB took 22.9 ms with it
 /// against 32.0 ms with one allocation per step (median, same run). On memory the process
 /// has not used before, creation is cheap and the per-handle set-access cost dominates, so
