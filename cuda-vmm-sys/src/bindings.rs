@@ -5,9 +5,15 @@
 // Verify with:     cargo xtask bindgen --check
 
 pub const CUDA_VERSION: u32 = 12090;
+pub const CU_MEMHOSTALLOC_PORTABLE: u32 = 1;
+pub const CU_MEMHOSTALLOC_DEVICEMAP: u32 = 2;
+pub const CU_MEMHOSTALLOC_WRITECOMBINED: u32 = 4;
 pub const CU_MEM_CREATE_USAGE_TILE_POOL: u32 = 1;
 pub const CU_MEM_CREATE_USAGE_HW_DECOMPRESS: u32 = 2;
 pub const CU_MEM_POOL_CREATE_USAGE_HW_DECOMPRESS: u32 = 2;
+pub const CU_LAUNCH_PARAM_END_AS_INT: u32 = 0;
+pub const CU_LAUNCH_PARAM_BUFFER_POINTER_AS_INT: u32 = 1;
+pub const CU_LAUNCH_PARAM_BUFFER_SIZE_AS_INT: u32 = 2;
 pub type cuuint32_t = u32;
 pub type cuuint64_t = u64;
 pub type CUdeviceptr_v2 = ::core::ffi::c_ulonglong;
@@ -22,6 +28,18 @@ pub struct CUctx_st {
 pub type CUcontext = *mut CUctx_st;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
+pub struct CUmod_st {
+    _unused: [u8; 0],
+}
+pub type CUmodule = *mut CUmod_st;
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct CUfunc_st {
+    _unused: [u8; 0],
+}
+pub type CUfunction = *mut CUfunc_st;
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
 pub struct CUarray_st {
     _unused: [u8; 0],
 }
@@ -32,6 +50,12 @@ pub struct CUmipmappedArray_st {
     _unused: [u8; 0],
 }
 pub type CUmipmappedArray = *mut CUmipmappedArray_st;
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct CUevent_st {
+    _unused: [u8; 0],
+}
+pub type CUevent = *mut CUevent_st;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct CUstream_st {
@@ -98,6 +122,52 @@ impl CUmemAttach_flags_enum {
 pub struct CUmemAttach_flags_enum(pub ::core::ffi::c_uint);
 /// CUDA Mem Attach Flags
 pub use self::CUmemAttach_flags_enum as CUmemAttach_flags;
+impl CUstream_flags_enum {
+    ///< Default stream flag
+    pub const CU_STREAM_DEFAULT: CUstream_flags_enum = CUstream_flags_enum(0);
+    ///< Stream does not synchronize with stream 0 (the NULL stream)
+    pub const CU_STREAM_NON_BLOCKING: CUstream_flags_enum = CUstream_flags_enum(1);
+}
+#[repr(transparent)]
+/// Stream creation flags
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct CUstream_flags_enum(pub ::core::ffi::c_uint);
+/// Stream creation flags
+pub use self::CUstream_flags_enum as CUstream_flags;
+impl CUevent_flags_enum {
+    ///< Default event flag
+    pub const CU_EVENT_DEFAULT: CUevent_flags_enum = CUevent_flags_enum(0);
+    ///< Event uses blocking synchronization
+    pub const CU_EVENT_BLOCKING_SYNC: CUevent_flags_enum = CUevent_flags_enum(1);
+    ///< Event will not record timing data
+    pub const CU_EVENT_DISABLE_TIMING: CUevent_flags_enum = CUevent_flags_enum(2);
+    ///< Event is suitable for interprocess use. CU_EVENT_DISABLE_TIMING must be set
+    pub const CU_EVENT_INTERPROCESS: CUevent_flags_enum = CUevent_flags_enum(4);
+}
+#[repr(transparent)]
+/// Event creation flags
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct CUevent_flags_enum(pub ::core::ffi::c_uint);
+/// Event creation flags
+pub use self::CUevent_flags_enum as CUevent_flags;
+impl CUevent_wait_flags_enum {
+    ///< Default event wait flag
+    pub const CU_EVENT_WAIT_DEFAULT: CUevent_wait_flags_enum = CUevent_wait_flags_enum(
+        0,
+    );
+    /**< When using stream capture, create an event wait node
+  instead of the default behavior.  This flag is invalid
+  when used outside of capture.*/
+    pub const CU_EVENT_WAIT_EXTERNAL: CUevent_wait_flags_enum = CUevent_wait_flags_enum(
+        1,
+    );
+}
+#[repr(transparent)]
+/// Event wait flags
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct CUevent_wait_flags_enum(pub ::core::ffi::c_uint);
+/// Event wait flags
+pub use self::CUevent_wait_flags_enum as CUevent_wait_flags;
 impl CUdevice_attribute_enum {
     ///< Maximum number of threads per block
     pub const CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK: CUdevice_attribute_enum = CUdevice_attribute_enum(
@@ -2499,6 +2569,12 @@ pub type PFN_cuDevicePrimaryCtxRetain_v7000 = ::core::option::Option<
 pub type PFN_cuDevicePrimaryCtxRelease_v11000 = ::core::option::Option<
     unsafe extern "C" fn(dev: CUdevice_v1) -> CUresult,
 >;
+pub type PFN_cuCtxPushCurrent_v4000 = ::core::option::Option<
+    unsafe extern "C" fn(ctx: CUcontext) -> CUresult,
+>;
+pub type PFN_cuCtxPopCurrent_v4000 = ::core::option::Option<
+    unsafe extern "C" fn(pctx: *mut CUcontext) -> CUresult,
+>;
 pub type PFN_cuCtxSetCurrent_v4000 = ::core::option::Option<
     unsafe extern "C" fn(ctx: CUcontext) -> CUresult,
 >;
@@ -2510,6 +2586,22 @@ pub type PFN_cuCtxGetDevice_v2000 = ::core::option::Option<
 >;
 pub type PFN_cuCtxSynchronize_v2000 = ::core::option::Option<
     unsafe extern "C" fn() -> CUresult,
+>;
+pub type PFN_cuModuleLoadData_v2000 = ::core::option::Option<
+    unsafe extern "C" fn(
+        module: *mut CUmodule,
+        image: *const ::core::ffi::c_void,
+    ) -> CUresult,
+>;
+pub type PFN_cuModuleUnload_v2000 = ::core::option::Option<
+    unsafe extern "C" fn(hmod: CUmodule) -> CUresult,
+>;
+pub type PFN_cuModuleGetFunction_v2000 = ::core::option::Option<
+    unsafe extern "C" fn(
+        hfunc: *mut CUfunction,
+        hmod: CUmodule,
+        name: *const ::core::ffi::c_char,
+    ) -> CUresult,
 >;
 pub type PFN_cuMemGetInfo_v3020 = ::core::option::Option<
     unsafe extern "C" fn(free: *mut usize, total: *mut usize) -> CUresult,
@@ -2525,6 +2617,16 @@ pub type PFN_cuMemGetAddressRange_v3020 = ::core::option::Option<
         pbase: *mut CUdeviceptr_v2,
         psize: *mut usize,
         dptr: CUdeviceptr_v2,
+    ) -> CUresult,
+>;
+pub type PFN_cuMemFreeHost_v2000 = ::core::option::Option<
+    unsafe extern "C" fn(p: *mut ::core::ffi::c_void) -> CUresult,
+>;
+pub type PFN_cuMemHostAlloc_v2020 = ::core::option::Option<
+    unsafe extern "C" fn(
+        pp: *mut *mut ::core::ffi::c_void,
+        bytesize: usize,
+        Flags: ::core::ffi::c_uint,
     ) -> CUresult,
 >;
 pub type PFN_cuMemAddressReserve_v10020 = ::core::option::Option<
@@ -2611,6 +2713,24 @@ pub type PFN_cuMemRetainAllocationHandle_v11000 = ::core::option::Option<
         addr: *mut ::core::ffi::c_void,
     ) -> CUresult,
 >;
+pub type PFN_cuStreamCreate_v2000 = ::core::option::Option<
+    unsafe extern "C" fn(phStream: *mut CUstream, Flags: ::core::ffi::c_uint) -> CUresult,
+>;
+pub type PFN_cuStreamDestroy_v4000 = ::core::option::Option<
+    unsafe extern "C" fn(hStream: CUstream) -> CUresult,
+>;
+pub type PFN_cuEventCreate_v2000 = ::core::option::Option<
+    unsafe extern "C" fn(phEvent: *mut CUevent, Flags: ::core::ffi::c_uint) -> CUresult,
+>;
+pub type PFN_cuEventQuery_v2000 = ::core::option::Option<
+    unsafe extern "C" fn(hEvent: CUevent) -> CUresult,
+>;
+pub type PFN_cuEventSynchronize_v2000 = ::core::option::Option<
+    unsafe extern "C" fn(hEvent: CUevent) -> CUresult,
+>;
+pub type PFN_cuEventDestroy_v4000 = ::core::option::Option<
+    unsafe extern "C" fn(hEvent: CUevent) -> CUresult,
+>;
 pub type PFN_cuDeviceCanAccessPeer_v4000 = ::core::option::Option<
     unsafe extern "C" fn(
         canAccessPeer: *mut ::core::ffi::c_int,
@@ -2648,6 +2768,30 @@ pub type PFN_cuMemcpyDtoD_v3020 = ::core::option::Option<
         ByteCount: usize,
     ) -> CUresult,
 >;
+pub type PFN_cuMemcpyHtoDAsync_v3020 = ::core::option::Option<
+    unsafe extern "C" fn(
+        dstDevice: CUdeviceptr_v2,
+        srcHost: *const ::core::ffi::c_void,
+        ByteCount: usize,
+        hStream: CUstream,
+    ) -> CUresult,
+>;
+pub type PFN_cuMemcpyDtoHAsync_v3020 = ::core::option::Option<
+    unsafe extern "C" fn(
+        dstHost: *mut ::core::ffi::c_void,
+        srcDevice: CUdeviceptr_v2,
+        ByteCount: usize,
+        hStream: CUstream,
+    ) -> CUresult,
+>;
+pub type PFN_cuMemcpyDtoDAsync_v3020 = ::core::option::Option<
+    unsafe extern "C" fn(
+        dstDevice: CUdeviceptr_v2,
+        srcDevice: CUdeviceptr_v2,
+        ByteCount: usize,
+        hStream: CUstream,
+    ) -> CUresult,
+>;
 pub type PFN_cuMemsetD8_v3020 = ::core::option::Option<
     unsafe extern "C" fn(
         dstDevice: CUdeviceptr_v2,
@@ -2660,6 +2804,53 @@ pub type PFN_cuMemsetD32_v3020 = ::core::option::Option<
         dstDevice: CUdeviceptr_v2,
         ui: ::core::ffi::c_uint,
         N: usize,
+    ) -> CUresult,
+>;
+pub type PFN_cuMemsetD8Async_v3020 = ::core::option::Option<
+    unsafe extern "C" fn(
+        dstDevice: CUdeviceptr_v2,
+        uc: ::core::ffi::c_uchar,
+        N: usize,
+        hStream: CUstream,
+    ) -> CUresult,
+>;
+pub type PFN_cuMemsetD32Async_v3020 = ::core::option::Option<
+    unsafe extern "C" fn(
+        dstDevice: CUdeviceptr_v2,
+        ui: ::core::ffi::c_uint,
+        N: usize,
+        hStream: CUstream,
+    ) -> CUresult,
+>;
+pub type PFN_cuStreamWaitEvent_v3020 = ::core::option::Option<
+    unsafe extern "C" fn(
+        hStream: CUstream,
+        hEvent: CUevent,
+        Flags: ::core::ffi::c_uint,
+    ) -> CUresult,
+>;
+pub type PFN_cuStreamQuery_v2000 = ::core::option::Option<
+    unsafe extern "C" fn(hStream: CUstream) -> CUresult,
+>;
+pub type PFN_cuStreamSynchronize_v2000 = ::core::option::Option<
+    unsafe extern "C" fn(hStream: CUstream) -> CUresult,
+>;
+pub type PFN_cuEventRecord_v2000 = ::core::option::Option<
+    unsafe extern "C" fn(hEvent: CUevent, hStream: CUstream) -> CUresult,
+>;
+pub type PFN_cuLaunchKernel_v4000 = ::core::option::Option<
+    unsafe extern "C" fn(
+        f: CUfunction,
+        gridDimX: ::core::ffi::c_uint,
+        gridDimY: ::core::ffi::c_uint,
+        gridDimZ: ::core::ffi::c_uint,
+        blockDimX: ::core::ffi::c_uint,
+        blockDimY: ::core::ffi::c_uint,
+        blockDimZ: ::core::ffi::c_uint,
+        sharedMemBytes: ::core::ffi::c_uint,
+        hStream: CUstream,
+        kernelParams: *mut *mut ::core::ffi::c_void,
+        extra: *mut *mut ::core::ffi::c_void,
     ) -> CUresult,
 >;
 pub type PFN_cuMemMapArrayAsync_v11010 = ::core::option::Option<

@@ -48,6 +48,29 @@ pub const SYMBOLS: &[&str] = &[
     "cuMemcpyDtoD_v2",
     "cuMemsetD8_v2",
     "cuMemsetD32_v2",
+    "cuCtxPushCurrent_v2",
+    "cuCtxPopCurrent_v2",
+    "cuStreamCreate",
+    "cuStreamDestroy_v2",
+    "cuStreamSynchronize",
+    "cuStreamWaitEvent",
+    "cuStreamQuery",
+    "cuEventCreate",
+    "cuEventRecord",
+    "cuEventSynchronize",
+    "cuEventQuery",
+    "cuEventDestroy_v2",
+    "cuMemcpyHtoDAsync_v2",
+    "cuMemcpyDtoHAsync_v2",
+    "cuMemcpyDtoDAsync_v2",
+    "cuMemsetD8Async",
+    "cuMemsetD32Async",
+    "cuMemHostAlloc",
+    "cuMemFreeHost",
+    "cuModuleLoadData",
+    "cuModuleGetFunction",
+    "cuModuleUnload",
+    "cuLaunchKernel",
 ];
 
 /// Function pointers of the driver entry points that cuda-vmm uses.
@@ -139,6 +162,52 @@ pub struct DriverTable {
     pub cuMemsetD8_v2: PFN_cuMemsetD8_v3020,
     /// `cuMemsetD32_v2` (`PFN_cuMemsetD32_v3020`).
     pub cuMemsetD32_v2: PFN_cuMemsetD32_v3020,
+    /// `cuCtxPushCurrent_v2` (`PFN_cuCtxPushCurrent_v4000`).
+    pub cuCtxPushCurrent_v2: PFN_cuCtxPushCurrent_v4000,
+    /// `cuCtxPopCurrent_v2` (`PFN_cuCtxPopCurrent_v4000`).
+    pub cuCtxPopCurrent_v2: PFN_cuCtxPopCurrent_v4000,
+    /// `cuStreamCreate` (`PFN_cuStreamCreate_v2000`).
+    pub cuStreamCreate: PFN_cuStreamCreate_v2000,
+    /// `cuStreamDestroy_v2` (`PFN_cuStreamDestroy_v4000`).
+    pub cuStreamDestroy_v2: PFN_cuStreamDestroy_v4000,
+    /// `cuStreamSynchronize` (`PFN_cuStreamSynchronize_v2000`).
+    pub cuStreamSynchronize: PFN_cuStreamSynchronize_v2000,
+    /// `cuStreamWaitEvent` (`PFN_cuStreamWaitEvent_v3020`).
+    pub cuStreamWaitEvent: PFN_cuStreamWaitEvent_v3020,
+    /// `cuStreamQuery` (`PFN_cuStreamQuery_v2000`).
+    pub cuStreamQuery: PFN_cuStreamQuery_v2000,
+    /// `cuEventCreate` (`PFN_cuEventCreate_v2000`).
+    pub cuEventCreate: PFN_cuEventCreate_v2000,
+    /// `cuEventRecord` (`PFN_cuEventRecord_v2000`).
+    pub cuEventRecord: PFN_cuEventRecord_v2000,
+    /// `cuEventSynchronize` (`PFN_cuEventSynchronize_v2000`).
+    pub cuEventSynchronize: PFN_cuEventSynchronize_v2000,
+    /// `cuEventQuery` (`PFN_cuEventQuery_v2000`).
+    pub cuEventQuery: PFN_cuEventQuery_v2000,
+    /// `cuEventDestroy_v2` (`PFN_cuEventDestroy_v4000`).
+    pub cuEventDestroy_v2: PFN_cuEventDestroy_v4000,
+    /// `cuMemcpyHtoDAsync_v2` (`PFN_cuMemcpyHtoDAsync_v3020`).
+    pub cuMemcpyHtoDAsync_v2: PFN_cuMemcpyHtoDAsync_v3020,
+    /// `cuMemcpyDtoHAsync_v2` (`PFN_cuMemcpyDtoHAsync_v3020`).
+    pub cuMemcpyDtoHAsync_v2: PFN_cuMemcpyDtoHAsync_v3020,
+    /// `cuMemcpyDtoDAsync_v2` (`PFN_cuMemcpyDtoDAsync_v3020`).
+    pub cuMemcpyDtoDAsync_v2: PFN_cuMemcpyDtoDAsync_v3020,
+    /// `cuMemsetD8Async` (`PFN_cuMemsetD8Async_v3020`).
+    pub cuMemsetD8Async: PFN_cuMemsetD8Async_v3020,
+    /// `cuMemsetD32Async` (`PFN_cuMemsetD32Async_v3020`).
+    pub cuMemsetD32Async: PFN_cuMemsetD32Async_v3020,
+    /// `cuMemHostAlloc` (`PFN_cuMemHostAlloc_v2020`).
+    pub cuMemHostAlloc: PFN_cuMemHostAlloc_v2020,
+    /// `cuMemFreeHost` (`PFN_cuMemFreeHost_v2000`).
+    pub cuMemFreeHost: PFN_cuMemFreeHost_v2000,
+    /// `cuModuleLoadData` (`PFN_cuModuleLoadData_v2000`).
+    pub cuModuleLoadData: PFN_cuModuleLoadData_v2000,
+    /// `cuModuleGetFunction` (`PFN_cuModuleGetFunction_v2000`).
+    pub cuModuleGetFunction: PFN_cuModuleGetFunction_v2000,
+    /// `cuModuleUnload` (`PFN_cuModuleUnload_v2000`).
+    pub cuModuleUnload: PFN_cuModuleUnload_v2000,
+    /// `cuLaunchKernel` (`PFN_cuLaunchKernel_v4000`).
+    pub cuLaunchKernel: PFN_cuLaunchKernel_v4000,
 }
 
 /// Converts one looked-up address into the typed, nullable function pointer.
@@ -225,6 +294,29 @@ impl DriverTable {
                 cuMemcpyDtoD_v2: resolve(lookup, c"cuMemcpyDtoD_v2"),
                 cuMemsetD8_v2: resolve(lookup, c"cuMemsetD8_v2"),
                 cuMemsetD32_v2: resolve(lookup, c"cuMemsetD32_v2"),
+                cuCtxPushCurrent_v2: resolve(lookup, c"cuCtxPushCurrent_v2"),
+                cuCtxPopCurrent_v2: resolve(lookup, c"cuCtxPopCurrent_v2"),
+                cuStreamCreate: resolve(lookup, c"cuStreamCreate"),
+                cuStreamDestroy_v2: resolve(lookup, c"cuStreamDestroy_v2"),
+                cuStreamSynchronize: resolve(lookup, c"cuStreamSynchronize"),
+                cuStreamWaitEvent: resolve(lookup, c"cuStreamWaitEvent"),
+                cuStreamQuery: resolve(lookup, c"cuStreamQuery"),
+                cuEventCreate: resolve(lookup, c"cuEventCreate"),
+                cuEventRecord: resolve(lookup, c"cuEventRecord"),
+                cuEventSynchronize: resolve(lookup, c"cuEventSynchronize"),
+                cuEventQuery: resolve(lookup, c"cuEventQuery"),
+                cuEventDestroy_v2: resolve(lookup, c"cuEventDestroy_v2"),
+                cuMemcpyHtoDAsync_v2: resolve(lookup, c"cuMemcpyHtoDAsync_v2"),
+                cuMemcpyDtoHAsync_v2: resolve(lookup, c"cuMemcpyDtoHAsync_v2"),
+                cuMemcpyDtoDAsync_v2: resolve(lookup, c"cuMemcpyDtoDAsync_v2"),
+                cuMemsetD8Async: resolve(lookup, c"cuMemsetD8Async"),
+                cuMemsetD32Async: resolve(lookup, c"cuMemsetD32Async"),
+                cuMemHostAlloc: resolve(lookup, c"cuMemHostAlloc"),
+                cuMemFreeHost: resolve(lookup, c"cuMemFreeHost"),
+                cuModuleLoadData: resolve(lookup, c"cuModuleLoadData"),
+                cuModuleGetFunction: resolve(lookup, c"cuModuleGetFunction"),
+                cuModuleUnload: resolve(lookup, c"cuModuleUnload"),
+                cuLaunchKernel: resolve(lookup, c"cuLaunchKernel"),
             }
         }
     }
@@ -236,7 +328,7 @@ impl DriverTable {
     }
 
     /// `(symbol, resolved?)` for every entry point, in [`SYMBOLS`] order.
-    pub fn availability(&self) -> [(&'static str, bool); 40] {
+    pub fn availability(&self) -> [(&'static str, bool); SYMBOLS.len()] {
         [
             ("cuInit", self.cuInit.is_some()),
             ("cuDriverGetVersion", self.cuDriverGetVersion.is_some()),
@@ -305,6 +397,29 @@ impl DriverTable {
             ("cuMemcpyDtoD_v2", self.cuMemcpyDtoD_v2.is_some()),
             ("cuMemsetD8_v2", self.cuMemsetD8_v2.is_some()),
             ("cuMemsetD32_v2", self.cuMemsetD32_v2.is_some()),
+            ("cuCtxPushCurrent_v2", self.cuCtxPushCurrent_v2.is_some()),
+            ("cuCtxPopCurrent_v2", self.cuCtxPopCurrent_v2.is_some()),
+            ("cuStreamCreate", self.cuStreamCreate.is_some()),
+            ("cuStreamDestroy_v2", self.cuStreamDestroy_v2.is_some()),
+            ("cuStreamSynchronize", self.cuStreamSynchronize.is_some()),
+            ("cuStreamWaitEvent", self.cuStreamWaitEvent.is_some()),
+            ("cuStreamQuery", self.cuStreamQuery.is_some()),
+            ("cuEventCreate", self.cuEventCreate.is_some()),
+            ("cuEventRecord", self.cuEventRecord.is_some()),
+            ("cuEventSynchronize", self.cuEventSynchronize.is_some()),
+            ("cuEventQuery", self.cuEventQuery.is_some()),
+            ("cuEventDestroy_v2", self.cuEventDestroy_v2.is_some()),
+            ("cuMemcpyHtoDAsync_v2", self.cuMemcpyHtoDAsync_v2.is_some()),
+            ("cuMemcpyDtoHAsync_v2", self.cuMemcpyDtoHAsync_v2.is_some()),
+            ("cuMemcpyDtoDAsync_v2", self.cuMemcpyDtoDAsync_v2.is_some()),
+            ("cuMemsetD8Async", self.cuMemsetD8Async.is_some()),
+            ("cuMemsetD32Async", self.cuMemsetD32Async.is_some()),
+            ("cuMemHostAlloc", self.cuMemHostAlloc.is_some()),
+            ("cuMemFreeHost", self.cuMemFreeHost.is_some()),
+            ("cuModuleLoadData", self.cuModuleLoadData.is_some()),
+            ("cuModuleGetFunction", self.cuModuleGetFunction.is_some()),
+            ("cuModuleUnload", self.cuModuleUnload.is_some()),
+            ("cuLaunchKernel", self.cuLaunchKernel.is_some()),
         ]
     }
 

@@ -53,6 +53,29 @@ const ENTRY_POINT_TYPES: &[&str] = &[
     "PFN_cuMemcpyDtoD_v3020",
     "PFN_cuMemsetD8_v3020",
     "PFN_cuMemsetD32_v3020",
+    "PFN_cuCtxPushCurrent_v4000",
+    "PFN_cuCtxPopCurrent_v4000",
+    "PFN_cuStreamCreate_v2000",
+    "PFN_cuStreamDestroy_v4000",
+    "PFN_cuStreamSynchronize_v2000",
+    "PFN_cuStreamWaitEvent_v3020",
+    "PFN_cuStreamQuery_v2000",
+    "PFN_cuEventCreate_v2000",
+    "PFN_cuEventRecord_v2000",
+    "PFN_cuEventSynchronize_v2000",
+    "PFN_cuEventQuery_v2000",
+    "PFN_cuEventDestroy_v4000",
+    "PFN_cuMemcpyHtoDAsync_v3020",
+    "PFN_cuMemcpyDtoHAsync_v3020",
+    "PFN_cuMemcpyDtoDAsync_v3020",
+    "PFN_cuMemsetD8Async_v3020",
+    "PFN_cuMemsetD32Async_v3020",
+    "PFN_cuMemHostAlloc_v2020",
+    "PFN_cuMemFreeHost_v2000",
+    "PFN_cuModuleLoadData_v2000",
+    "PFN_cuModuleGetFunction_v2000",
+    "PFN_cuModuleUnload_v2000",
+    "PFN_cuLaunchKernel_v4000",
 ];
 
 /// Types the VMM API needs beyond those the entry points pull in.
@@ -72,6 +95,9 @@ const EXTRA_TYPES: &[&str] = &[
     "CUmemAllocationCompType.*",
     "CUmemRangeHandleType.*",
     "CUmulticastGranularity_flags.*",
+    "CUstream_flags.*",
+    "CUevent_flags.*",
+    "CUevent_wait_flags.*",
 ];
 
 /// Enums whose values are bits that may be OR-ed together.
@@ -220,7 +246,9 @@ fn generate(include: &Path) -> Result<String, String> {
         .generate_comments(true)
         .formatter(bindgen::Formatter::Prettyplease)
         .allowlist_var("CUDA_VERSION")
-        .allowlist_var("CU_MEM_.*");
+        .allowlist_var("CU_MEM_.*")
+        .allowlist_var("CU_MEMHOSTALLOC_.*")
+        .allowlist_var("CU_LAUNCH_PARAM_.*");
     for name in BITSET_ENUMS {
         builder = builder.bitfield_enum(*name);
     }
