@@ -185,6 +185,7 @@ pub fn driver() -> &'static Driver {
             cuMemcpyDtoD_v2: Some(x::cuMemcpyDtoD_v2),
             cuMemsetD8_v2: Some(x::cuMemsetD8_v2),
             cuMemsetD32_v2: Some(x::cuMemsetD32_v2),
+            ..DriverTable::empty()
         };
         // SAFETY: every slot holds one of this crate's functions, whose signature
         // the compiler checked against the slot's PFN type, and which live for
