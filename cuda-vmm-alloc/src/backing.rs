@@ -196,14 +196,48 @@ impl Backing {
         self.map_run(offset, obtained, read_only)
     }
 
-    /// Unmaps a chunk and hands its allocation back to the pool or the device.
-    pub(crate) fn release_chunk(&mut self, chunk: Chunk) -> Result<()> {
-        let allocation = chunk.mapping.allocation().clone();
-        self.stats.chunks = self.stats.chunks.saturating_sub(1);
-        self.stats.unmaps += 1;
-        timed(&mut self.stats.time.unmap, || chunk.mapping.unmap())?;
+    /// Unmaps `chunks` after ONE wait for device work on the reservation, then hands each
+    /// allocation back to the pool or the device. Every chunk is attempted; a chunk whose
+    /// unmap fails stays mapped (leaked, never recycled). Reports the first error.
+    pub(crate) fn release_chunks(&mut self, chunks: Vec<Chunk>) -> Result<()> {
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let mut owners = Vec::with_capacity(chunks.len());
+        let mut mappings = Vec::with_capacity(chunks.len());
+        for chunk in chunks {
+            owners.push((chunk.mapping.allocation().clone(), chunk.pooled));
+            mappings.push(chunk.mapping);
+        }
+        let count = mappings.len();
+        self.stats.chunks = self.stats.chunks.saturating_sub(count);
+        self.stats.unmaps += count as u64;
+        let reservation = &self.reservation;
+        let outcomes = timed(&mut self.stats.time.unmap, || {
+            reservation.unmap_batch(mappings)
+        })?;
+        let mut result = Ok(());
+        for ((allocation, pooled), outcome) in owners.into_iter().zip(outcomes) {
+            let step = match outcome {
+                // A failed unmap leaked the mapping, which keeps the allocation alive:
+                // dropping this clone releases nothing.
+                Err(e) => Err(e.into()),
+                Ok(()) => self.give_back(allocation, pooled),
+            };
+            if let Err(e) = step {
+                log::error!("releasing a chunk failed: {e}");
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+        }
+        result
+    }
+
+    /// Hands an unmapped allocation back to the pool (if it came from there) or the device.
+    fn give_back(&mut self, allocation: Allocation, pooled: bool) -> Result<()> {
         let times = &mut self.stats.time;
-        match (&self.pool, chunk.pooled) {
+        match (&self.pool, pooled) {
             (Some(pool), true) => {
                 timed(&mut times.release, || pool.recycle(allocation))?;
             }
@@ -227,6 +261,23 @@ impl Backing {
         Ok(timed(&mut self.stats.time.map, || {
             reservation.map(offset, allocation, 0, size)
         })?)
+    }
+
+    /// Unmaps mappings after ONE wait for device work, logging failures (rollbacks, zero tiles).
+    pub(crate) fn unmap_many(&mut self, mappings: Vec<Mapping>) {
+        if mappings.is_empty() {
+            return;
+        }
+        self.stats.unmaps += mappings.len() as u64;
+        let reservation = &self.reservation;
+        match timed(&mut self.stats.time.unmap, || reservation.unmap_batch(mappings)) {
+            Ok(outcomes) => {
+                for e in outcomes.into_iter().filter_map(|r| r.err()) {
+                    log::error!("unmapping failed, the mapping is leaked: {e}");
+                }
+            }
+            Err(e) => log::error!("waiting for device work before unmapping failed: {e}"),
+        }
     }
 
     /// Unmaps a mapping, logging a failure (used on rollback paths).

@@ -4,7 +4,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Range;
 
-use cuda_vmm::{AllocationProps, Device};
+use cuda_vmm::{AllocationProps, Device, Stream, UnmapWait};
 
 use crate::backing::{Backing, Chunk};
 use crate::error::{Error, Result};
@@ -44,8 +44,13 @@ pub struct BufferConfig {
 /// Growth is transactional: if any driver call fails, length, contents, pointer and
 /// committed memory are exactly as before and nothing obtained during the attempt is kept.
 ///
-/// Copies to and from the host are synchronous. Work launched by other libraries on this
-/// memory must be complete before the buffer shrinks or is dropped.
+/// Copies to and from the host are synchronous: complete when they return. The `_async`
+/// variants queue on a caller's [`Stream`] and record the use. Unmapping (shrink, drop, a
+/// failed growth's rollback) first waits for device work as the reservation's
+/// [`UnmapWait`](cuda_vmm::UnmapWait) says: by default for every recorded use and for all
+/// work in the contexts that can access the memory, so kernels of any library may still be
+/// running when the buffer is shrunk or dropped. See
+/// [`set_unmap_wait`](GrowableBuffer::set_unmap_wait) for the cheaper, `unsafe` opt-outs.
 pub struct GrowableBuffer<T: DevicePod> {
     backing: Backing,
     policy: GrowthPolicy,
@@ -261,6 +266,60 @@ impl<T: DevicePod> GrowableBuffer<T> {
         Ok(())
     }
 
+    /// Appends host elements, growing as needed; the copy is queued on `stream`
+    /// (`cuMemcpyHtoDAsync`) and recorded as a use. Pageable `values` are staged before this
+    /// returns.
+    pub fn extend_from_slice_async(&mut self, stream: &Stream, values: &[T]) -> Result<()> {
+        let new_len = self.grown_len(values.len())?;
+        self.ensure_capacity(new_len)?;
+        self.backing
+            .reservation
+            .write_async(stream, self.byte_offset(self.len), as_bytes(values))?;
+        self.len = new_len;
+        Ok(())
+    }
+
+    /// Overwrites elements from `offset` on, queued on `stream` and recorded as a use.
+    pub fn write_async(&mut self, stream: &Stream, offset: usize, values: &[T]) -> Result<()> {
+        let end = offset.saturating_add(values.len());
+        self.check_range("write", &(offset..end))?;
+        if values.is_empty() {
+            return Ok(());
+        }
+        self.backing
+            .reservation
+            .write_async(stream, self.byte_offset(offset), as_bytes(values))?;
+        Ok(())
+    }
+
+    /// Records that work queued so far on `stream` (a kernel, a cudarc or runtime copy) may
+    /// use the buffer: shrinking, dropping and this crate's copies wait for it.
+    pub fn record_use(&self, stream: &Stream) -> Result<()> {
+        Ok(self.backing.reservation.record_use(stream)?)
+    }
+
+    /// Waits for the device work that unmapping would wait for (see [`UnmapWait`]).
+    pub fn synchronize(&self) -> Result<()> {
+        Ok(self.backing.reservation.synchronize()?)
+    }
+
+    /// What shrinking and dropping wait for; [`UnmapWait::Devices`] by default.
+    pub fn unmap_wait(&self) -> UnmapWait {
+        self.backing.reservation.unmap_wait()
+    }
+
+    /// Changes what shrinking and dropping wait for.
+    ///
+    /// # Safety
+    /// As for [`cuda_vmm::Reservation::set_unmap_wait`]: with [`UnmapWait::RecordedUse`]
+    /// every use by work this crate did not queue must be recorded with
+    /// [`record_use`](GrowableBuffer::record_use); with [`UnmapWait::Caller`] no device work
+    /// may touch memory the buffer unmaps (shrink, drop, failed growth).
+    pub unsafe fn set_unmap_wait(&self, policy: UnmapWait) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { self.backing.reservation.set_unmap_wait(policy) }
+    }
+
     /// Gives `devices` read-write access to the buffer, now (one `cuMemSetAccess` carrying
     /// every descriptor) and for memory mapped later. The owning device always has access.
     pub fn grant_access(&mut self, devices: &[Device]) -> Result<()> {
@@ -354,14 +413,9 @@ impl<T: DevicePod> GrowableBuffer<T> {
     fn release_from(&mut self, first: usize) -> Result<()> {
         let tail = self.chunks.split_off(first);
         self.committed = self.chunks.last().map_or(0, Chunk::end);
-        let mut result = Ok(());
-        for chunk in tail.into_iter().rev() {
-            if let Err(e) = self.backing.release_chunk(chunk) {
-                log::error!("releasing a buffer chunk failed: {e}");
-                if result.is_ok() {
-                    result = Err(e);
-                }
-            }
+        let result = self.backing.release_chunks(tail.into_iter().rev().collect());
+        if let Err(e) = &result {
+            log::error!("releasing buffer chunks failed: {e}");
         }
         result
     }

@@ -5,7 +5,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Range;
 
-use cuda_vmm::{Allocation, AllocationProps, Device, Mapping};
+use cuda_vmm::{Allocation, AllocationProps, Device, Mapping, Stream, UnmapWait};
 
 use crate::backing::{Backing, Chunk};
 use crate::error::{Error, Result};
@@ -309,6 +309,49 @@ impl<T: DevicePod> SparseArray<T> {
         Ok(())
     }
 
+    /// Copies host elements to `offset..`, queued on `stream` and recorded as a use; every
+    /// tile touched must be committed.
+    pub fn write_async(&mut self, stream: &Stream, offset: usize, values: &[T]) -> Result<()> {
+        let range = offset..offset.saturating_add(values.len());
+        self.check_range("write", &range)?;
+        if range.is_empty() {
+            return Ok(());
+        }
+        self.check_committed(range)?;
+        self.backing
+            .reservation
+            .write_async(stream, offset * size_of::<T>(), as_bytes(values))?;
+        Ok(())
+    }
+
+    /// Records that work queued so far on `stream` may use the array: decommitting and
+    /// dropping wait for it.
+    pub fn record_use(&self, stream: &Stream) -> Result<()> {
+        Ok(self.backing.reservation.record_use(stream)?)
+    }
+
+    /// Waits for the device work that unmapping would wait for (see [`UnmapWait`]).
+    pub fn synchronize(&self) -> Result<()> {
+        Ok(self.backing.reservation.synchronize()?)
+    }
+
+    /// What decommitting and dropping wait for; [`UnmapWait::Devices`] by default.
+    pub fn unmap_wait(&self) -> UnmapWait {
+        self.backing.reservation.unmap_wait()
+    }
+
+    /// Changes what decommitting and dropping wait for.
+    ///
+    /// # Safety
+    /// As for [`cuda_vmm::Reservation::set_unmap_wait`]: with [`UnmapWait::RecordedUse`]
+    /// every use by work this crate did not queue must be recorded with
+    /// [`record_use`](SparseArray::record_use); with [`UnmapWait::Caller`] no device work may
+    /// touch tiles the array unmaps (decommit, drop, a failed commit's rollback).
+    pub unsafe fn set_unmap_wait(&self, policy: UnmapWait) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { self.backing.reservation.set_unmap_wait(policy) }
+    }
+
     /// Gives `devices` access, now and for tiles committed later: read-write on committed
     /// runs, read-only on zero-mapped holes. One set-access call per run; the owner always
     /// has access.
@@ -378,10 +421,8 @@ impl<T: DevicePod> SparseArray<T> {
                 match self.backing.reservation.fill(offset, bytes, 0) {
                     Ok(()) => Ok(chunks),
                     Err(e) => {
-                        for chunk in chunks {
-                            if let Err(e) = self.backing.release_chunk(chunk) {
-                                log::error!("undoing a tile commit failed: {e}");
-                            }
+                        if let Err(e) = self.backing.release_chunks(chunks) {
+                            log::error!("undoing a tile commit failed: {e}");
                         }
                         Err(e.into())
                     }
@@ -407,16 +448,13 @@ impl<T: DevicePod> SparseArray<T> {
 
     /// Decommits one run of committed tiles and maps the zero tile into it if configured.
     fn decommit_tiles(&mut self, run: Range<usize>) -> Result<()> {
-        let mut result = Ok(());
-        for t in run.clone() {
-            if let Some(chunk) = self.committed.remove(&t) {
-                if let Err(e) = self.backing.release_chunk(chunk) {
-                    log::error!("releasing tile {t} failed: {e}");
-                    if result.is_ok() {
-                        result = Err(e);
-                    }
-                }
-            }
+        let chunks: Vec<Chunk> = run
+            .clone()
+            .filter_map(|t| self.committed.remove(&t))
+            .collect();
+        let result = self.backing.release_chunks(chunks);
+        if let Err(e) = &result {
+            log::error!("releasing tiles {run:?} failed: {e}");
         }
         let tiles: Vec<usize> = run.collect();
         result.and(self.map_zero(&tiles))
@@ -427,16 +465,11 @@ impl<T: DevicePod> SparseArray<T> {
         let Some(zero) = &mut self.zero else {
             return Vec::new();
         };
-        let mappings: Vec<(usize, Mapping)> = run
+        let (tiles, mappings): (Vec<usize>, Vec<Mapping>) = run
             .filter_map(|t| zero.mappings.remove(&t).map(|m| (t, m)))
-            .collect();
-        mappings
-            .into_iter()
-            .map(|(t, m)| {
-                self.backing.unmap(m);
-                t
-            })
-            .collect()
+            .unzip();
+        self.backing.unmap_many(mappings);
+        tiles
     }
 
     /// Maps the zero tile read-only into `tiles` (ascending); one set-access per run.
@@ -510,10 +543,13 @@ fn check_len(range: &Range<usize>, actual: usize) -> Result<()> {
 
 impl<T: DevicePod> Drop for SparseArray<T> {
     fn drop(&mut self) {
-        for (t, chunk) in std::mem::take(&mut self.committed) {
-            if let Err(e) = self.backing.release_chunk(chunk) {
-                log::error!("dropping a sparse array: releasing tile {t} failed: {e}");
-            }
+        let chunks: Vec<Chunk> = std::mem::take(&mut self.committed).into_values().collect();
+        if let Err(e) = self.backing.release_chunks(chunks) {
+            log::error!("dropping a sparse array: releasing tiles failed: {e}");
+        }
+        if let Some(zero) = &mut self.zero {
+            let mappings = std::mem::take(&mut zero.mappings).into_values().collect();
+            self.backing.unmap_many(mappings);
         }
     }
 }

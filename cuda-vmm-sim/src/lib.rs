@@ -108,6 +108,7 @@
 #![warn(missing_docs)]
 
 mod allocations;
+mod stopgap;
 pub mod answers;
 mod classic;
 mod config;
@@ -185,6 +186,23 @@ pub fn driver() -> &'static Driver {
             cuMemcpyDtoD_v2: Some(x::cuMemcpyDtoD_v2),
             cuMemsetD8_v2: Some(x::cuMemsetD8_v2),
             cuMemsetD32_v2: Some(x::cuMemsetD32_v2),
+            cuCtxPushCurrent_v2: Some(crate::stopgap::cuCtxPushCurrent_v2),
+            cuCtxPopCurrent_v2: Some(crate::stopgap::cuCtxPopCurrent_v2),
+            cuStreamCreate: Some(crate::stopgap::cuStreamCreate),
+            cuStreamDestroy_v2: Some(crate::stopgap::cuStreamDestroy_v2),
+            cuStreamSynchronize: Some(crate::stopgap::cuStreamSynchronize),
+            cuStreamQuery: Some(crate::stopgap::cuStreamQuery),
+            cuStreamWaitEvent: Some(crate::stopgap::cuStreamWaitEvent),
+            cuEventCreate: Some(crate::stopgap::cuEventCreate),
+            cuEventRecord: Some(crate::stopgap::cuEventRecord),
+            cuEventSynchronize: Some(crate::stopgap::cuEventSynchronize),
+            cuEventQuery: Some(crate::stopgap::cuEventQuery),
+            cuEventDestroy_v2: Some(crate::stopgap::cuEventDestroy_v2),
+            cuMemcpyHtoDAsync_v2: Some(crate::stopgap::cuMemcpyHtoDAsync_v2),
+            cuMemcpyDtoHAsync_v2: Some(crate::stopgap::cuMemcpyDtoHAsync_v2),
+            cuMemcpyDtoDAsync_v2: Some(crate::stopgap::cuMemcpyDtoDAsync_v2),
+            cuMemsetD8Async: Some(crate::stopgap::cuMemsetD8Async),
+            cuMemsetD32Async: Some(crate::stopgap::cuMemsetD32Async),
             ..DriverTable::empty()
         };
         // SAFETY: every slot holds one of this crate's functions, whose signature

@@ -172,7 +172,7 @@ pub(crate) fn query_props(
 ) -> Result<AllocationProps> {
     let cuda = device.cuda();
     let f = cuda.entry(entry!(cuda.table(), cuMemGetAllocationPropertiesFromHandle))?;
-    device.make_current()?;
+    let _bound = device.bind()?;
     let mut raw = MaybeUninit::<CUmemAllocationProp>::uninit();
     // SAFETY: `raw` is a valid out-pointer; the handle is alive and ours.
     check("cuMemGetAllocationPropertiesFromHandle", unsafe {

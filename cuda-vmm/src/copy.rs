@@ -1,79 +1,202 @@
 //! Copies and fills between host and device memory (the raw calls; callers validate).
+//!
+//! The synchronous ones run on the device's private non-blocking stream, after
+//! the memory's recorded uses, and wait for that stream alone
+//! (`cuStreamSynchronize`), so they are complete when they return: a pageable
+//! host-to-device copy is never left in flight, and work of other streams is
+//! neither waited for nor blamed for. The async ones queue on a caller's
+//! stream and record the use, so unmapping waits for them.
 
-use cuda_vmm_sys::entry;
+use cuda_vmm_sys::{entry, CUstream};
 
 use crate::device::Device;
 use crate::error::{check, Result};
+use crate::ordering::UseTracker;
+use crate::stream::{synchronize_raw, Event, Stream};
 
-/// Copies `data` to device address `dst` (`cuMemcpyHtoD`, synchronous).
+/// One queued operation: `(stream, bound context)` are given, the closure calls the driver.
+type Queue<'a> = &'a dyn Fn(CUstream) -> Result<()>;
+
+/// Runs `op` on the private stream after the recorded uses and waits for it.
+fn on_private_stream(device: &Device, uses: Option<&UseTracker>, op: Queue<'_>) -> Result<()> {
+    let stream = device.private_stream();
+    let _bound = device.bind()?;
+    if let Some(uses) = uses {
+        uses.order_after_uses(device, stream)?;
+    }
+    op(stream)?;
+    synchronize_raw(device, stream)
+}
+
+/// Queues `op` on `stream` after the recorded uses, then records it as a use.
+fn on_stream(stream: &Stream, uses: &UseTracker, op: Queue<'_>) -> Result<()> {
+    let device = stream.device();
+    let _bound = device.bind()?;
+    uses.order_after_uses(device, stream.raw())?;
+    op(stream.raw())?;
+    uses.record(device, stream.raw())
+}
+
+/// Makes `stream` wait for `event` (`cuStreamWaitEvent`; the caller binds the context).
+pub(crate) fn stream_wait(device: &Device, stream: CUstream, event: &Event) -> Result<()> {
+    let cuda = device.cuda();
+    let f = cuda.entry(entry!(cuda.table(), cuStreamWaitEvent))?;
+    // SAFETY: both handles are live; flags must be 0.
+    check("cuStreamWaitEvent", unsafe { f(stream, event.raw(), 0) })
+}
+
+fn htod_op<'a>(device: &'a Device, dst: u64, data: &'a [u8]) -> impl Fn(CUstream) -> Result<()> + 'a {
+    move |stream| {
+        let cuda = device.cuda();
+        let f = cuda.entry(entry!(cuda.table(), cuMemcpyHtoDAsync_v2))?;
+        // SAFETY: `data` is readable for its length (pageable memory is staged
+        // before the call returns); the caller checked the device range.
+        check("cuMemcpyHtoDAsync_v2", unsafe {
+            f(dst, data.as_ptr().cast(), data.len(), stream)
+        })
+    }
+}
+
+fn dtod_op(device: &Device, dst: u64, src: u64, len: usize) -> impl Fn(CUstream) -> Result<()> + '_ {
+    move |stream| {
+        let cuda = device.cuda();
+        let f = cuda.entry(entry!(cuda.table(), cuMemcpyDtoDAsync_v2))?;
+        // SAFETY: the caller checked both device ranges.
+        check("cuMemcpyDtoDAsync_v2", unsafe { f(dst, src, len, stream) })
+    }
+}
+
+fn fill_op(device: &Device, dst: u64, byte: u8, len: usize) -> impl Fn(CUstream) -> Result<()> + '_ {
+    move |stream| {
+        let cuda = device.cuda();
+        let f = cuda.entry(entry!(cuda.table(), cuMemsetD8Async))?;
+        // SAFETY: the caller checked the device range.
+        check("cuMemsetD8Async", unsafe { f(dst, byte, len, stream) })
+    }
+}
+
+/// Copies `data` to device address `dst` and waits until it has landed.
 ///
 /// Callers guarantee `[dst, dst + data.len())` is mapped and writable by `device`.
-pub(crate) fn htod(device: &Device, dst: u64, data: &[u8]) -> Result<()> {
+pub(crate) fn htod(device: &Device, uses: Option<&UseTracker>, dst: u64, data: &[u8]) -> Result<()> {
     if data.is_empty() {
         return Ok(());
     }
-    let cuda = device.cuda();
-    let f = cuda.entry(entry!(cuda.table(), cuMemcpyHtoD_v2))?;
-    device.make_current()?;
-    // SAFETY: `data` is readable for its length; the caller checked the device range.
-    check("cuMemcpyHtoD_v2", unsafe {
-        f(dst, data.as_ptr().cast(), data.len())
-    })
+    on_private_stream(device, uses, &htod_op(device, dst, data))
 }
 
-/// Copies from device address `src` into `out` (`cuMemcpyDtoH`, synchronous).
+/// Copies from device address `src` into `out` and waits for it.
 ///
 /// Callers guarantee `[src, src + out.len())` is mapped and readable by `device`.
-pub(crate) fn dtoh(device: &Device, out: &mut [u8], src: u64) -> Result<()> {
+pub(crate) fn dtoh(
+    device: &Device,
+    uses: Option<&UseTracker>,
+    out: &mut [u8],
+    src: u64,
+) -> Result<()> {
     if out.is_empty() {
         return Ok(());
     }
-    let cuda = device.cuda();
-    let f = cuda.entry(entry!(cuda.table(), cuMemcpyDtoH_v2))?;
-    device.make_current()?;
-    // SAFETY: `out` is writable for its length; the caller checked the device range.
-    check("cuMemcpyDtoH_v2", unsafe {
-        f(out.as_mut_ptr().cast(), src, out.len())
+    let (ptr, len) = (out.as_mut_ptr(), out.len());
+    on_private_stream(device, uses, &|stream| {
+        let cuda = device.cuda();
+        let f = cuda.entry(entry!(cuda.table(), cuMemcpyDtoHAsync_v2))?;
+        // SAFETY: `out` is writable for its length and stays borrowed until the
+        // private stream is synchronised below; the caller checked the device range.
+        check("cuMemcpyDtoHAsync_v2", unsafe {
+            f(ptr.cast(), src, len, stream)
+        })
     })
 }
 
 /// Copies `len` bytes between device addresses and waits for the copy to finish.
 ///
 /// Callers guarantee both ranges are mapped with the needed access.
-pub(crate) fn dtod_sync(device: &Device, dst: u64, src: u64, len: usize) -> Result<()> {
+pub(crate) fn dtod_sync(
+    device: &Device,
+    uses: Option<&UseTracker>,
+    dst: u64,
+    src: u64,
+    len: usize,
+) -> Result<()> {
     if len == 0 {
         return Ok(());
     }
-    let cuda = device.cuda();
-    let f = cuda.entry(entry!(cuda.table(), cuMemcpyDtoD_v2))?;
-    device.make_current()?;
-    // SAFETY: the caller checked both device ranges.
-    check("cuMemcpyDtoD_v2", unsafe { f(dst, src, len) })?;
-    synchronize(device)
+    on_private_stream(device, uses, &dtod_op(device, dst, src, len))
 }
 
 /// Sets `len` bytes at `dst` to `byte` and waits for it to finish.
 ///
 /// Callers guarantee the range is mapped and writable by `device`.
-pub(crate) fn fill_sync(device: &Device, dst: u64, byte: u8, len: usize) -> Result<()> {
+pub(crate) fn fill_sync(
+    device: &Device,
+    uses: Option<&UseTracker>,
+    dst: u64,
+    byte: u8,
+    len: usize,
+) -> Result<()> {
     if len == 0 {
         return Ok(());
     }
-    let cuda = device.cuda();
-    let f = cuda.entry(entry!(cuda.table(), cuMemsetD8_v2))?;
-    device.make_current()?;
-    // SAFETY: the caller checked the device range.
-    check("cuMemsetD8_v2", unsafe { f(dst, byte, len) })?;
-    synchronize(device)
+    on_private_stream(device, uses, &fill_op(device, dst, byte, len))
 }
 
-/// Waits for all work in `device`'s primary context (`cuCtxSynchronize`).
-pub(crate) fn synchronize(device: &Device) -> Result<()> {
-    let cuda = device.cuda();
-    let f = cuda.entry(entry!(cuda.table(), cuCtxSynchronize))?;
-    device.make_current()?;
-    // SAFETY: no arguments; the device's context is current.
-    check("cuCtxSynchronize", unsafe { f() })
+/// Queues a host-to-device copy on `stream` and records the use.
+///
+/// Pageable `data` is staged before this returns; pinned `data` is read by the
+/// device later, so it must not change until the stream gets there.
+pub(crate) fn htod_async(stream: &Stream, uses: &UseTracker, dst: u64, data: &[u8]) -> Result<()> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    on_stream(stream, uses, &htod_op(stream.device(), dst, data))
+}
+
+/// Queues a device-to-host copy on `stream` and records the use.
+///
+/// # Safety
+/// `[out, out + len)` must stay valid for writes, and unread, until the stream
+/// has reached this copy.
+pub(crate) unsafe fn dtoh_async(
+    stream: &Stream,
+    uses: &UseTracker,
+    out: *mut u8,
+    src: u64,
+    len: usize,
+) -> Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    let device = stream.device();
+    on_stream(stream, uses, &|s| {
+        let cuda = device.cuda();
+        let f = cuda.entry(entry!(cuda.table(), cuMemcpyDtoHAsync_v2))?;
+        // SAFETY: forwarded from this function's contract; the caller checked
+        // the device range.
+        check("cuMemcpyDtoHAsync_v2", unsafe { f(out.cast(), src, len, s) })
+    })
+}
+
+/// Queues a device-to-device copy on `stream` and records the use.
+pub(crate) fn dtod_async(
+    stream: &Stream,
+    uses: &UseTracker,
+    dst: u64,
+    src: u64,
+    len: usize,
+) -> Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    on_stream(stream, uses, &dtod_op(stream.device(), dst, src, len))
+}
+
+/// Queues a byte fill on `stream` and records the use.
+pub(crate) fn fill_async(stream: &Stream, uses: &UseTracker, dst: u64, byte: u8, len: usize) -> Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    on_stream(stream, uses, &fill_op(stream.device(), dst, byte, len))
 }
 
 /// Copies `len` bytes from device address `src` to `dst` and waits for it to finish.
@@ -83,5 +206,5 @@ pub(crate) fn synchronize(device: &Device) -> Result<()> {
 /// `device`'s driver, mapped and accessible (readable, respectively writable)
 /// by `device`, for the duration of the call.
 pub unsafe fn copy_dtod(device: &Device, dst: u64, src: u64, len: usize) -> Result<()> {
-    dtod_sync(device, dst, src, len)
+    dtod_sync(device, None, dst, src, len)
 }

@@ -4,11 +4,14 @@ use std::fmt;
 use std::mem::MaybeUninit;
 use std::sync::{Arc, OnceLock};
 
-use cuda_vmm_sys::{entry, CUdevice, CUdevice_attribute, CUmemAllocationGranularity_flags};
+use cuda_vmm_sys::{
+    entry, CUcontext, CUdevice, CUdevice_attribute, CUmemAllocationGranularity_flags, CUstream,
+    DriverTable,
+};
 use parking_lot::Mutex;
 
 use crate::capabilities::{Capabilities, Features};
-use crate::context::PrimaryContext;
+use crate::context::{bind, Bound, PrimaryContext};
 use crate::driver::Cuda;
 use crate::error::{check, Error, Result};
 use crate::props::{AllocationProps, PropsKey};
@@ -31,8 +34,9 @@ pub struct MemoryInfo {
     pub total: usize,
 }
 
-pub(crate) struct DeviceInner {
-    cuda: Cuda,
+/// What a [`Cuda`] keeps per opened device, for its whole lifetime.
+pub(crate) struct DeviceShared {
+    table: &'static DriverTable,
     ordinal: usize,
     raw: CUdevice,
     context: PrimaryContext,
@@ -42,27 +46,44 @@ pub(crate) struct DeviceInner {
     features: OnceLock<Features>,
 }
 
-/// A device, holding its retained primary context.
+impl Drop for DeviceShared {
+    fn drop(&mut self) {
+        self.context.release(self.table);
+    }
+}
+
+/// A device of a [`Cuda`].
 ///
-/// Clones share the context; it is released when the last clone and every
-/// object made on the device are gone. `Send + Sync`.
+/// The device's primary context (the one the CUDA runtime and cudarc use) is
+/// retained once by the `Cuda`, the first time the device is opened, and
+/// released when the `Cuda` and every object made from it are gone; opening
+/// a device again, cloning it or dropping a clone costs no driver call.
+/// Operations bind the context only for their own duration, so the calling
+/// thread's current context is left as it was. `Send + Sync`.
 #[derive(Clone)]
 pub struct Device {
-    inner: Arc<DeviceInner>,
+    cuda: Cuda,
+    inner: Arc<DeviceShared>,
 }
 
 impl fmt::Debug for Device {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Device")
             .field("ordinal", &self.inner.ordinal)
-            .field("backend", &self.inner.cuda.backend())
+            .field("backend", &self.cuda.backend())
             .finish()
     }
 }
 
 impl Device {
-    /// Looks the device up and retains its primary context (ordinal already checked).
-    pub(crate) fn open(cuda: Cuda, ordinal: usize) -> Result<Device> {
+    /// Wraps state the `Cuda` already holds.
+    pub(crate) fn from_shared(cuda: Cuda, inner: Arc<DeviceShared>) -> Device {
+        Device { cuda, inner }
+    }
+
+    /// Looks the device up and retains its primary context (ordinal already
+    /// checked); called once per device by [`Cuda`].
+    pub(crate) fn open_shared(cuda: &Cuda, ordinal: usize) -> Result<Arc<DeviceShared>> {
         let f = cuda.entry(entry!(cuda.table(), cuDeviceGet))?;
         let mut raw = MaybeUninit::<CUdevice>::uninit();
         let ordinal_c = i32::try_from(ordinal)
@@ -71,17 +92,15 @@ impl Device {
         check("cuDeviceGet", unsafe { f(raw.as_mut_ptr(), ordinal_c) })?;
         // SAFETY: written by the driver on success.
         let raw = unsafe { raw.assume_init() };
-        let context = PrimaryContext::retain(cuda.clone(), raw)?;
-        Ok(Device {
-            inner: Arc::new(DeviceInner {
-                cuda,
-                ordinal,
-                raw,
-                context,
-                granularity: Mutex::new(Vec::new()),
-                features: OnceLock::new(),
-            }),
-        })
+        let context = PrimaryContext::retain(cuda, raw)?;
+        Ok(Arc::new(DeviceShared {
+            table: cuda.table(),
+            ordinal,
+            raw,
+            context,
+            granularity: Mutex::new(Vec::new()),
+            features: OnceLock::new(),
+        }))
     }
 
     /// The device's ordinal.
@@ -93,7 +112,27 @@ impl Device {
     /// The driver this device belongs to.
     #[inline]
     pub fn cuda(&self) -> &Cuda {
-        &self.inner.cuda
+        &self.cuda
+    }
+
+    /// The primary context's handle (retained for the `Cuda`'s lifetime).
+    ///
+    /// Interop: this is the context cudarc and the runtime API use.
+    #[inline]
+    pub fn raw_context(&self) -> CUcontext {
+        self.inner.context.ctx
+    }
+
+    /// The crate's private non-blocking stream on this device.
+    #[inline]
+    pub(crate) fn private_stream(&self) -> CUstream {
+        self.inner.context.stream
+    }
+
+    /// Binds the primary context to the calling thread until the guard drops.
+    #[inline]
+    pub(crate) fn bind(&self) -> Result<Bound> {
+        bind(self.cuda.table(), self.inner.context.ctx)
     }
 
     /// The raw `CUdevice`.
@@ -261,7 +300,7 @@ impl Device {
         let f = self
             .cuda()
             .entry(entry!(self.cuda().table(), cuMemGetInfo_v2))?;
-        self.make_current()?;
+        let _bound = self.bind()?;
         let mut free = MaybeUninit::<usize>::uninit();
         let mut total = MaybeUninit::<usize>::uninit();
         // SAFETY: both are valid out-pointers; the device's context is current.
@@ -274,10 +313,36 @@ impl Device {
     }
 
     /// Makes this device's primary context current on the calling thread
-    /// (a no-op when it already is).
-    #[inline]
+    /// (`cuCtxSetCurrent`, a no-op when it already is), and leaves it current.
+    ///
+    /// The crate itself never needs this: every operation binds the context
+    /// for its own duration and restores the caller's. Use it before launching
+    /// work through raw driver calls.
     pub fn make_current(&self) -> Result<()> {
-        self.inner.context.make_current()
+        let table = self.cuda.table();
+        let get = self.cuda.entry(entry!(table, cuCtxGetCurrent))?;
+        let mut current = MaybeUninit::<CUcontext>::uninit();
+        // SAFETY: `current` is a valid out-pointer.
+        check("cuCtxGetCurrent", unsafe { get(current.as_mut_ptr()) })?;
+        // SAFETY: written by the driver on success.
+        if unsafe { current.assume_init() } == self.raw_context() {
+            return Ok(());
+        }
+        let set = self.cuda.entry(entry!(table, cuCtxSetCurrent))?;
+        // SAFETY: the context is retained by `self.cuda` for its lifetime.
+        check("cuCtxSetCurrent", unsafe { set(self.raw_context()) })
+    }
+
+    /// Waits for all work in this device's primary context (`cuCtxSynchronize`).
+    ///
+    /// This also reports sticky errors of work this crate did not issue.
+    pub fn synchronize(&self) -> Result<()> {
+        let f = self
+            .cuda
+            .entry(entry!(self.cuda.table(), cuCtxSynchronize))?;
+        let _bound = self.bind()?;
+        // SAFETY: no arguments; the device's context is current.
+        check("cuCtxSynchronize", unsafe { f() })
     }
 
     /// Whether this device can access `peer`'s memory (`cuDeviceCanAccessPeer`).

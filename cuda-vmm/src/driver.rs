@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use cuda_vmm_sys::{entry, Driver, DriverTable, MissingSymbol};
+use parking_lot::Mutex;
 
-use crate::device::Device;
+use crate::device::{Device, DeviceShared};
 use crate::error::{check, Error, Result};
 
 /// Environment variable selecting the backend of [`Cuda::new`]: `sim` or `cuda`.
@@ -65,6 +66,8 @@ struct CudaInner {
     backend: Backend,
     version: Option<DriverVersion>,
     device_count: AtomicUsize,
+    /// Devices opened so far, each with its primary context retained once.
+    devices: Mutex<Vec<Option<Arc<DeviceShared>>>>,
 }
 
 /// An initialised driver: the entry point to devices and memory.
@@ -163,6 +166,7 @@ impl Cuda {
                 backend,
                 version,
                 device_count: AtomicUsize::new(UNKNOWN_COUNT),
+                devices: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -219,9 +223,12 @@ impl Cuda {
         Ok(count)
     }
 
-    /// Device `ordinal`, with its primary context retained.
+    /// Device `ordinal`.
     ///
-    /// An ordinal `>= device_count()` is [`Error::InvalidArgument`].
+    /// The first call for an ordinal retains the device's primary context,
+    /// which this `Cuda` keeps until it and everything made from it are gone
+    /// (as the runtime API does); later calls cost no driver call. An ordinal
+    /// `>= device_count()` is [`Error::InvalidArgument`].
     pub fn device(&self, ordinal: usize) -> Result<Device> {
         let count = self.device_count()?;
         if ordinal >= count {
@@ -229,7 +236,19 @@ impl Cuda {
                 "device ordinal {ordinal} is out of range: the driver reports {count} device(s)"
             )));
         }
-        Device::open(self.clone(), ordinal)
+        // Held across the retain so two threads never retain one context twice.
+        let mut devices = self.inner.devices.lock();
+        if devices.len() < count {
+            devices.resize(count, None);
+        }
+        if let Some(Some(shared)) = devices.get(ordinal) {
+            return Ok(Device::from_shared(self.clone(), shared.clone()));
+        }
+        let shared = Device::open_shared(self, ordinal)?;
+        if let Some(slot) = devices.get_mut(ordinal) {
+            *slot = Some(shared.clone());
+        }
+        Ok(Device::from_shared(self.clone(), shared))
     }
 
     /// Every device.

@@ -61,10 +61,12 @@ mod driver;
 mod error;
 mod linear;
 mod mapping;
+mod ordering;
 mod props;
 mod reservation;
 mod sharing;
 mod spans;
+mod stream;
 
 pub use access::AccessFlags;
 pub use allocation::Allocation;
@@ -75,9 +77,11 @@ pub use driver::{Backend, Cuda, DriverVersion, BACKEND_ENV};
 pub use error::{Error, Result};
 pub use linear::LinearAllocation;
 pub use mapping::Mapping;
+pub use ordering::UnmapWait;
 pub use props::{AllocationProps, HandleTypes, Location};
 pub use reservation::{Reservation, ReserveOptions};
 pub use sharing::FabricHandle;
+pub use stream::{Event, Stream};
 
 /// The raw FFI crate, for escape hatches.
 pub use cuda_vmm_sys as sys;

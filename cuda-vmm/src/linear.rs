@@ -38,7 +38,7 @@ impl LinearAllocation {
         }
         let cuda = device.cuda();
         let f = cuda.entry(entry!(cuda.table(), cuMemAlloc_v2))?;
-        device.make_current()?;
+        let _bound = device.bind()?;
         let mut ptr = MaybeUninit::<u64>::uninit();
         // SAFETY: `ptr` is a valid out-pointer; the device's context is current.
         check("cuMemAlloc_v2", unsafe { f(ptr.as_mut_ptr(), size) })?;
@@ -77,7 +77,7 @@ impl LinearAllocation {
             data.len(),
             self.size,
         )?;
-        copy::htod(&self.device, self.ptr + offset as u64, data)
+        copy::htod(&self.device, None, self.ptr + offset as u64, data)
     }
 
     /// Copies from `offset` into `out`.
@@ -88,7 +88,7 @@ impl LinearAllocation {
             out.len(),
             self.size,
         )?;
-        copy::dtoh(&self.device, out, self.ptr + offset as u64)
+        copy::dtoh(&self.device, None, out, self.ptr + offset as u64)
     }
 
     /// Copies the first `len` bytes of `src` to the start of `self` (waits for completion).
@@ -97,7 +97,7 @@ impl LinearAllocation {
             .check_same_driver(&src.device, "the source allocation")?;
         check_bounds("copy source", 0, len, src.size)?;
         check_bounds("copy destination", 0, len, self.size)?;
-        copy::dtod_sync(&self.device, self.ptr, src.ptr, len)
+        copy::dtod_sync(&self.device, None, self.ptr, src.ptr, len)
     }
 
     /// Frees the memory now, returning the driver's error if any.
@@ -112,7 +112,10 @@ impl LinearAllocation {
         self.freed = true;
         let cuda = self.device.cuda();
         let f = cuda.entry(entry!(cuda.table(), cuMemFree_v2))?;
-        self.device.make_current()?;
+        // Device work may still use the memory: wait for the context first,
+        // as `cudaFree` does.
+        self.device.synchronize()?;
+        let _bound = self.device.bind()?;
         // SAFETY: we allocated this pointer and free it exactly once.
         check("cuMemFree_v2", unsafe { f(self.ptr) })
     }

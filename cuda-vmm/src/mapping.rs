@@ -10,6 +10,7 @@ use crate::allocation::Allocation;
 use crate::device::Device;
 use crate::error::{check, Result};
 use crate::reservation::Reservation;
+use crate::spans::Spans;
 
 /// A live mapping; unmapped on drop (or by [`Mapping::unmap`]).
 ///
@@ -95,7 +96,7 @@ impl Mapping {
         let device = self.allocation.device();
         let cuda = device.cuda();
         let f = cuda.entry(entry!(cuda.table(), cuMemRetainAllocationHandle))?;
-        device.make_current()?;
+        let _bound = device.bind()?;
         let mut handle = MaybeUninit::<CUmemGenericAllocationHandle>::uninit();
         // SAFETY: `handle` is a valid out-pointer; the address is mapped (this
         // mapping is alive while `&self` is borrowed).
@@ -116,10 +117,14 @@ impl Mapping {
         ))
     }
 
-    /// Unmaps now, returning the driver's error if any.
+    /// Waits for the device work on the reservation (see [`UnmapWait`]), then
+    /// unmaps, returning the error if any.
     ///
-    /// If the driver refuses, the range stays recorded as mapped and the
-    /// reservation and allocation are leaked, so nothing is freed under it.
+    /// If the wait or the driver fails, the range stays recorded as mapped and
+    /// the reservation and allocation are leaked, so nothing is freed under
+    /// work that may still run.
+    ///
+    /// [`UnmapWait`]: crate::UnmapWait
     pub fn unmap(mut self) -> Result<()> {
         self.teardown()
     }
@@ -128,27 +133,59 @@ impl Mapping {
         if !self.live {
             return Ok(());
         }
-        self.live = false;
+        let reservation = self.reservation.clone();
+        let inner = &*reservation.inner;
+        // The write lock keeps new copies out from the wait until the unmap.
+        let mut spans = inner.spans.write();
+        if let Err(e) = inner.uses.wait(&inner.device) {
+            drop(spans);
+            self.leak_in_place();
+            return Err(e);
+        }
+        self.unmap_locked(&mut spans)
+    }
+
+    /// Unmaps after the caller waited for device work, under the spans lock.
+    pub(crate) fn unmap_waited(mut self, spans: &mut Spans) -> Result<()> {
+        self.unmap_locked(spans)
+    }
+
+    fn unmap_locked(&mut self, spans: &mut Spans) -> Result<()> {
         let inner = &*self.reservation.inner;
         let result = (|| {
             let cuda = inner.device.cuda();
             let f = cuda.entry(entry!(cuda.table(), cuMemUnmap))?;
             // No current context needed: the driver answers VMM calls without one
             // (recorded on H200, driver 580: conformance `no_context_*`).
-            let mut spans = inner.spans.write();
             // SAFETY: exactly this range was mapped by us and is still mapped
-            // (only this Mapping unmaps it); the lock keeps copies out meanwhile.
-            check("cuMemUnmap", unsafe { f(self.ptr(), self.size) })?;
-            spans.remove(self.offset);
-            Ok(())
+            // (only this Mapping unmaps it); the caller holds the spans lock
+            // and waited for device work on the reservation.
+            check("cuMemUnmap", unsafe { f(self.ptr(), self.size) })
         })();
-        if result.is_err() {
-            // Keep the reservation and allocation alive forever: the range may
-            // still be mapped, so neither may be freed.
-            std::mem::forget(self.reservation.clone());
-            std::mem::forget(self.allocation.clone());
+        match result {
+            Ok(()) => {
+                self.live = false;
+                spans.remove(self.offset);
+                Ok(())
+            }
+            Err(e) => {
+                self.leak_in_place();
+                Err(e)
+            }
         }
-        result
+    }
+
+    /// Gives up on unmapping: the range stays recorded as mapped, and the
+    /// reservation and allocation are kept alive forever, so neither is freed
+    /// under a mapping that may still be live.
+    pub(crate) fn leak(mut self) {
+        self.leak_in_place();
+    }
+
+    fn leak_in_place(&mut self) {
+        self.live = false;
+        std::mem::forget(self.reservation.clone());
+        std::mem::forget(self.allocation.clone());
     }
 }
 

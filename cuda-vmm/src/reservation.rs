@@ -14,7 +14,9 @@ use crate::device::Device;
 use crate::error::{check, Error, Result};
 use crate::mapping::Mapping;
 use crate::props::AllocationProps;
+use crate::ordering::{UnmapWait, UseTracker};
 use crate::spans::Spans;
+use crate::stream::Stream;
 
 /// How to reserve an address range; `Default` is "granularity-aligned, anywhere".
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -38,6 +40,8 @@ pub(crate) struct ReservationInner {
     /// Live mappings. Writers (map, unmap, set access) and readers (copies)
     /// hold it across their driver call, so no copy races an unmap.
     pub(crate) spans: RwLock<Spans>,
+    /// Device work recorded on the memory, peers, and what unmapping waits for.
+    pub(crate) uses: UseTracker,
     freed: bool,
 }
 
@@ -118,6 +122,7 @@ impl Reservation {
                 granularity,
                 hint_honoured,
                 spans: RwLock::new(Spans::default()),
+                uses: UseTracker::default(),
                 freed: false,
             }),
         };
@@ -279,6 +284,11 @@ impl Reservation {
         if let Some(a) = own {
             spans.set_access(offset, size, a);
         }
+        for (device, flags) in access {
+            if *flags != AccessFlags::None {
+                inner.uses.add_peer(&inner.device, device);
+            }
+        }
         Ok(())
     }
 
@@ -289,7 +299,6 @@ impl Reservation {
         check_bounds("access query in reservation", offset, 1, inner.size)?;
         let cuda = inner.device.cuda();
         let f = cuda.entry(entry!(cuda.table(), cuMemGetAccess))?;
-        inner.device.make_current()?;
         let spans = inner.spans.read();
         if !spans.covers(offset, 1) {
             return Err(Error::NotMapped { offset, size: 1 });
@@ -319,7 +328,8 @@ impl Reservation {
     pub fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
         let spans = self.inner.spans.read();
         self.check_access(&spans, offset, data.len(), AccessFlags::ReadWrite)?;
-        copy::htod(&self.inner.device, self.inner.ptr + offset as u64, data)
+        let inner = &*self.inner;
+        copy::htod(&inner.device, Some(&inner.uses), inner.ptr + offset as u64, data)
     }
 
     /// Copies from `offset` into `out` (`cuMemcpyDtoH`); the range must be
@@ -327,23 +337,20 @@ impl Reservation {
     pub fn read(&self, offset: usize, out: &mut [u8]) -> Result<()> {
         let spans = self.inner.spans.read();
         self.check_access(&spans, offset, out.len(), AccessFlags::Read)?;
-        copy::dtoh(&self.inner.device, out, self.inner.ptr + offset as u64)
+        let inner = &*self.inner;
+        copy::dtoh(&inner.device, Some(&inner.uses), out, inner.ptr + offset as u64)
     }
 
     /// Copies `len` bytes from offset `src` to offset `dst` (`cuMemcpyDtoD`,
     /// waits for completion). Ranges may not overlap.
     pub fn copy_within(&self, src: usize, dst: usize, len: usize) -> Result<()> {
         let spans = self.inner.spans.read();
-        self.check_access(&spans, src, len, AccessFlags::Read)?;
-        self.check_access(&spans, dst, len, AccessFlags::ReadWrite)?;
-        if len != 0 && src < dst + len && dst < src + len {
-            return Err(Error::invalid(format!(
-                "copy ranges [{src}, {src} + {len}) and [{dst}, {dst} + {len}) overlap"
-            )));
-        }
-        let base = self.inner.ptr;
+        self.check_copy_within(&spans, src, dst, len)?;
+        let inner = &*self.inner;
+        let base = inner.ptr;
         copy::dtod_sync(
-            &self.inner.device,
+            &inner.device,
+            Some(&inner.uses),
             base + dst as u64,
             base + src as u64,
             len,
@@ -354,12 +361,161 @@ impl Reservation {
     pub fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<()> {
         let spans = self.inner.spans.read();
         self.check_access(&spans, offset, len, AccessFlags::ReadWrite)?;
+        let inner = &*self.inner;
         copy::fill_sync(
-            &self.inner.device,
-            self.inner.ptr + offset as u64,
+            &inner.device,
+            Some(&inner.uses),
+            inner.ptr + offset as u64,
             byte,
             len,
         )
+    }
+
+    /// Queues a copy of `data` to `offset` on `stream` (`cuMemcpyHtoDAsync`)
+    /// and records the use, so unmapping waits for it.
+    ///
+    /// Pageable `data` is staged before this returns. Data in page-locked
+    /// memory (`cuMemHostAlloc`) is read by the device later and must not
+    /// change until the stream gets there.
+    pub fn write_async(&self, stream: &Stream, offset: usize, data: &[u8]) -> Result<()> {
+        self.check_stream(stream)?;
+        let spans = self.inner.spans.read();
+        self.check_access(&spans, offset, data.len(), AccessFlags::ReadWrite)?;
+        let inner = &*self.inner;
+        copy::htod_async(stream, &inner.uses, inner.ptr + offset as u64, data)
+    }
+
+    /// Queues a copy from `offset` into host memory on `stream` (`cuMemcpyDtoHAsync`)
+    /// and records the use.
+    ///
+    /// # Safety
+    /// `out` must stay valid for writes, and must not be read or written, until
+    /// `stream` has reached the copy (e.g. after [`Stream::synchronize`]).
+    pub unsafe fn read_async(&self, stream: &Stream, offset: usize, out: *mut u8, len: usize) -> Result<()> {
+        self.check_stream(stream)?;
+        let spans = self.inner.spans.read();
+        self.check_access(&spans, offset, len, AccessFlags::Read)?;
+        let inner = &*self.inner;
+        // SAFETY: forwarded from this function's contract.
+        unsafe { copy::dtoh_async(stream, &inner.uses, out, inner.ptr + offset as u64, len) }
+    }
+
+    /// Queues a copy of `len` bytes from offset `src` to offset `dst` on
+    /// `stream` (`cuMemcpyDtoDAsync`) and records the use. Ranges may not overlap.
+    pub fn copy_within_async(&self, stream: &Stream, src: usize, dst: usize, len: usize) -> Result<()> {
+        self.check_stream(stream)?;
+        let spans = self.inner.spans.read();
+        self.check_copy_within(&spans, src, dst, len)?;
+        let inner = &*self.inner;
+        let base = inner.ptr;
+        copy::dtod_async(stream, &inner.uses, base + dst as u64, base + src as u64, len)
+    }
+
+    /// Queues a fill of `len` bytes at `offset` with `byte` on `stream`
+    /// (`cuMemsetD8Async`) and records the use.
+    pub fn fill_async(&self, stream: &Stream, offset: usize, len: usize, byte: u8) -> Result<()> {
+        self.check_stream(stream)?;
+        let spans = self.inner.spans.read();
+        self.check_access(&spans, offset, len, AccessFlags::ReadWrite)?;
+        let inner = &*self.inner;
+        copy::fill_async(stream, &inner.uses, inner.ptr + offset as u64, byte, len)
+    }
+
+    /// Records that work queued so far on `stream` may use this memory
+    /// (kernels, cudarc or runtime copies): unmapping any part of the range,
+    /// and this crate's own copies, wait for it. Recording again on the same
+    /// stream moves the record forward; there is one event per stream.
+    pub fn record_use(&self, stream: &Stream) -> Result<()> {
+        self.inner.device.check_same_driver(stream.device(), "the stream")?;
+        // The spans lock orders this against unmaps in flight.
+        let _spans = self.inner.spans.read();
+        let device = stream.device();
+        let _bound = device.bind()?;
+        self.inner.uses.record(device, stream.raw())
+    }
+
+    /// What unmapping waits for (see [`UnmapWait`]); [`UnmapWait::Devices`] by default.
+    pub fn unmap_wait(&self) -> UnmapWait {
+        self.inner.uses.policy()
+    }
+
+    /// Changes what unmapping waits for.
+    ///
+    /// # Safety
+    /// With [`UnmapWait::RecordedUse`], every piece of device work on this
+    /// memory that this crate did not queue itself must be recorded with
+    /// [`Reservation::record_use`] before any mapping of the range ends; with
+    /// [`UnmapWait::Caller`], the caller must make sure that no device work
+    /// touches a mapping when it ends (drop, unmap, and every shrink or drop of
+    /// a structure built on this reservation). Unmapping memory the device still
+    /// uses kills the context, and the address may already back other memory
+    /// when the work lands. [`UnmapWait::Devices`] has no requirement.
+    pub unsafe fn set_unmap_wait(&self, policy: UnmapWait) {
+        self.inner.uses.set_policy(policy);
+    }
+
+    /// Waits, on the host, for the device work that unmapping would wait for.
+    pub fn synchronize(&self) -> Result<()> {
+        let _spans = self.inner.spans.write();
+        self.inner.uses.wait(&self.inner.device)
+    }
+
+    /// Unmaps several mappings of this reservation, waiting for device work
+    /// once for all of them (dropping them one by one waits for each).
+    ///
+    /// Returns one result per mapping, in order: every mapping is attempted,
+    /// and one the driver refused is leaked (see [`Mapping::unmap`]). If the
+    /// wait itself fails, none is unmapped, all are leaked, and that error is
+    /// returned instead.
+    pub fn unmap_batch(&self, mappings: Vec<Mapping>) -> Result<Vec<Result<()>>> {
+        if let Some(m) = mappings
+            .iter()
+            .find(|m| !Arc::ptr_eq(&m.reservation().inner, &self.inner))
+        {
+            return Err(Error::invalid(format!(
+                "mapping at {:#x} belongs to another reservation than {:#x}",
+                m.ptr(),
+                self.inner.ptr
+            )));
+        }
+        if mappings.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut spans = self.inner.spans.write();
+        if let Err(e) = self.inner.uses.wait(&self.inner.device) {
+            drop(spans);
+            for m in mappings {
+                m.leak();
+            }
+            return Err(e);
+        }
+        Ok(mappings
+            .into_iter()
+            .map(|m| m.unmap_waited(&mut spans))
+            .collect())
+    }
+
+    fn check_stream(&self, stream: &Stream) -> Result<()> {
+        if stream.device().same_as(&self.inner.device) {
+            Ok(())
+        } else {
+            Err(Error::invalid(format!(
+                "copies into a reservation of device {} must run on a stream of that device, not of device {}",
+                self.inner.device.ordinal(),
+                stream.device().ordinal()
+            )))
+        }
+    }
+
+    fn check_copy_within(&self, spans: &Spans, src: usize, dst: usize, len: usize) -> Result<()> {
+        self.check_access(spans, src, len, AccessFlags::Read)?;
+        self.check_access(spans, dst, len, AccessFlags::ReadWrite)?;
+        if len != 0 && src < dst + len && dst < src + len {
+            return Err(Error::invalid(format!(
+                "copy ranges [{src}, {src} + {len}) and [{dst}, {dst} + {len}) overlap"
+            )));
+        }
+        Ok(())
     }
 
     /// Checks that `[offset, offset + len)` is in bounds, mapped and has `required` access.

@@ -57,7 +57,7 @@ impl Allocation {
         let device = self.device();
         let cuda = device.cuda();
         let f = cuda.entry(entry!(cuda.table(), cuMemExportToShareableHandle))?;
-        device.make_current()?;
+        let _bound = device.bind()?;
         let mut fd = MaybeUninit::<std::ffi::c_int>::uninit();
         // SAFETY: for POSIX_FILE_DESCRIPTOR the driver writes one int to the
         // out-pointer; the handle is alive and exportable as that type.
@@ -147,7 +147,7 @@ impl Allocation {
         self.require_handle_type(HandleTypes::FABRIC, "HandleTypes::FABRIC")?;
         let cuda = device.cuda();
         let f = cuda.entry(entry!(cuda.table(), cuMemExportToShareableHandle))?;
-        device.make_current()?;
+        let _bound = device.bind()?;
         let mut handle = MaybeUninit::<CUmemFabricHandle>::uninit();
         // SAFETY: for FABRIC the driver writes one CUmemFabricHandle to the
         // out-pointer; the handle is alive and exportable as that type.
@@ -214,7 +214,7 @@ impl Allocation {
         }
         let cuda = device.cuda();
         let f = cuda.entry(entry!(cuda.table(), cuMemImportFromShareableHandle))?;
-        device.make_current()?;
+        let _bound = device.bind()?;
         let mut handle = MaybeUninit::<CUmemGenericAllocationHandle>::uninit();
         // SAFETY: `handle` is a valid out-pointer; `os_handle` is a descriptor
         // value (POSIX) or points to a live CUmemFabricHandle (fabric), matching `kind`.

@@ -74,6 +74,10 @@ fn delta(before: &[u64], after: &[u64]) -> Vec<u64> {
 /// Reads device memory at a raw address with `cuMemcpyDtoH`, as a kernel would see it.
 fn raw_read(cuda: &Cuda, ptr: u64, len: usize) -> Result<Vec<u8>, String> {
     let f = entry!(cuda.sys().table(), cuMemcpyDtoH_v2).map_err(|e| e.to_string())?;
+    // The library leaves the caller's current context alone: raw calls bind their own.
+    cuda.device(0)
+        .and_then(|d| d.make_current())
+        .map_err(|e| e.to_string())?;
     let mut out = vec![0xA5u8; len];
     // SAFETY: `out` is writable for `len` bytes; the driver validates the device address.
     let r = unsafe { f(out.as_mut_ptr().cast(), ptr, len) };
@@ -87,6 +91,9 @@ fn raw_read(cuda: &Cuda, ptr: u64, len: usize) -> Result<Vec<u8>, String> {
 /// Writes host bytes to a raw device address with `cuMemcpyHtoD`; the raw result code.
 fn raw_write(cuda: &Cuda, ptr: u64, data: &[u8]) -> Result<CUresult, String> {
     let f = entry!(cuda.sys().table(), cuMemcpyHtoD_v2).map_err(|e| e.to_string())?;
+    cuda.device(0)
+        .and_then(|d| d.make_current())
+        .map_err(|e| e.to_string())?;
     // SAFETY: `data` is readable for its length; the driver validates the device address.
     Ok(unsafe { f(ptr, data.as_ptr().cast(), data.len()) })
 }

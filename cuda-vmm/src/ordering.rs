@@ -1,0 +1,137 @@
+//! Ordering memory lifetime against the device timeline.
+//!
+//! Every reservation keeps a [`UseTracker`]: the events of work queued on its
+//! memory (by this crate's async copies and by [`Reservation::record_use`]),
+//! the peer devices granted access, and the [`UnmapWait`] policy. Before a
+//! mapping ends, [`UseTracker::wait`] waits for that work.
+//!
+//! [`Reservation::record_use`]: crate::Reservation::record_use
+
+use cuda_vmm_sys::CUstream;
+use parking_lot::Mutex;
+
+use crate::device::Device;
+use crate::error::Result;
+use crate::stream::Event;
+
+/// What unmapping (and so freeing, recycling, shrinking, dropping) waits for.
+///
+/// Whatever the policy, unmapping first waits for every event recorded on the
+/// reservation ([`Reservation::record_use`], and the async copies of this
+/// crate, which record their own).
+///
+/// [`Reservation::record_use`]: crate::Reservation::record_use
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum UnmapWait {
+    /// The default, safe for any work on the memory: also wait for all work in
+    /// the primary context of the reservation's device and of every device
+    /// granted access (`cuCtxSynchronize` on each), once per unmap batch. This
+    /// is what PyTorch's expandable segments and vLLM do before unmapping.
+    #[default]
+    Devices,
+    /// Wait only for the recorded events. Cheaper: other streams and work on
+    /// other memory are not waited for. Set with the `unsafe`
+    /// [`Reservation::set_unmap_wait`]: the caller promises every use by
+    /// work this crate did not issue is recorded.
+    ///
+    /// [`Reservation::set_unmap_wait`]: crate::Reservation::set_unmap_wait
+    RecordedUse,
+    /// Wait for nothing: the caller synchronises before every unmap.
+    /// Set with the `unsafe` [`Reservation::set_unmap_wait`].
+    ///
+    /// [`Reservation::set_unmap_wait`]: crate::Reservation::set_unmap_wait
+    Caller,
+}
+
+/// One event per stream the memory was used on; re-recording moves it forward.
+struct Recorded {
+    stream: CUstream,
+    event: Event,
+}
+
+// SAFETY: `stream` is only compared, never dereferenced or passed to the driver;
+// `Event` is Send.
+unsafe impl Send for Recorded {}
+
+#[derive(Default)]
+struct State {
+    policy: UnmapWait,
+    recorded: Vec<Recorded>,
+    peers: Vec<Device>,
+}
+
+/// The use a reservation's memory has had on the device timeline.
+#[derive(Default)]
+pub(crate) struct UseTracker {
+    state: Mutex<State>,
+}
+
+impl UseTracker {
+    pub(crate) fn policy(&self) -> UnmapWait {
+        self.state.lock().policy
+    }
+
+    pub(crate) fn set_policy(&self, policy: UnmapWait) {
+        self.state.lock().policy = policy;
+    }
+
+    /// Records the current end of `stream` (a stream of `device`) as a use.
+    pub(crate) fn record(&self, device: &Device, stream: CUstream) -> Result<()> {
+        let mut state = self.state.lock();
+        if let Some(r) = state.recorded.iter().find(|r| r.stream == stream) {
+            // Later work on the same stream supersedes the earlier record.
+            return r.event.record_raw(stream);
+        }
+        // Drop records of finished work so the list stays short.
+        state
+            .recorded
+            .retain(|r| !matches!(r.event.is_complete(), Ok(true)));
+        let event = Event::new(device)?;
+        event.record_raw(stream)?;
+        state.recorded.push(Recorded { stream, event });
+        Ok(())
+    }
+
+    /// Makes `stream` (a stream of `device`) wait for every recorded use.
+    pub(crate) fn order_after_uses(&self, device: &Device, stream: CUstream) -> Result<()> {
+        let state = self.state.lock();
+        for r in &state.recorded {
+            if r.stream != stream {
+                crate::copy::stream_wait(device, stream, &r.event)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps `peer` (and its primary context) alive while it may access the memory.
+    pub(crate) fn add_peer(&self, owner: &Device, peer: &Device) {
+        if peer.same_as(owner) {
+            return;
+        }
+        let mut state = self.state.lock();
+        if !state.peers.iter().any(|p| p.same_as(peer)) {
+            state.peers.push(peer.clone());
+        }
+    }
+
+    /// Waits, on the host, until no device work may still touch the memory.
+    ///
+    /// On failure nothing is forgotten: a later call waits again.
+    pub(crate) fn wait(&self, owner: &Device) -> Result<()> {
+        let mut state = self.state.lock();
+        if state.policy == UnmapWait::Caller {
+            return Ok(());
+        }
+        for r in &state.recorded {
+            r.event.synchronize()?;
+        }
+        state.recorded.clear();
+        if state.policy == UnmapWait::Devices {
+            owner.synchronize()?;
+            for peer in &state.peers {
+                peer.synchronize()?;
+            }
+        }
+        Ok(())
+    }
+}

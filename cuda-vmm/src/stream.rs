@@ -1,0 +1,299 @@
+//! Streams and events (`cuStream*`, `cuEvent*`): the device timeline.
+//!
+//! A driver call returning does not mean the device is done: copies, fills and
+//! kernels run later, in stream order. [`Stream`] and [`Event`] are the RAII
+//! handles for ordering work and for waiting on it; [`Reservation::record_use`]
+//! ties an event to memory so that unmapping it waits (see the crate docs on
+//! ordering).
+//!
+//! [`Reservation::record_use`]: crate::Reservation::record_use
+
+use std::fmt;
+use std::mem::MaybeUninit;
+
+use cuda_vmm_sys::{entry, CUevent, CUevent_flags, CUresult, CUstream, CUstream_flags};
+
+use crate::device::Device;
+use crate::driver::Cuda;
+use crate::error::{check, Result};
+
+/// Creates a stream in the current context (the caller binds it).
+pub(crate) fn create_raw(cuda: &Cuda, non_blocking: bool) -> Result<CUstream> {
+    let f = cuda.entry(entry!(cuda.table(), cuStreamCreate))?;
+    let flags = if non_blocking {
+        CUstream_flags::CU_STREAM_NON_BLOCKING
+    } else {
+        CUstream_flags::CU_STREAM_DEFAULT
+    };
+    let mut raw = MaybeUninit::<CUstream>::uninit();
+    // SAFETY: `raw` is a valid out-pointer; the flags are a valid stream flag.
+    check("cuStreamCreate", unsafe { f(raw.as_mut_ptr(), flags.0) })?;
+    // SAFETY: written by the driver on success.
+    Ok(unsafe { raw.assume_init() })
+}
+
+/// Waits for all work queued on `stream` so far (`cuStreamSynchronize`).
+pub(crate) fn synchronize_raw(device: &Device, stream: CUstream) -> Result<()> {
+    let cuda = device.cuda();
+    let f = cuda.entry(entry!(cuda.table(), cuStreamSynchronize))?;
+    let _bound = device.bind()?;
+    // SAFETY: `stream` is a live stream of `device`'s primary context (or null,
+    // the legacy stream).
+    check("cuStreamSynchronize", unsafe { f(stream) })
+}
+
+/// A stream of work on a device (`cuStreamCreate`), destroyed on drop.
+///
+/// Work queued on one stream runs in order; work on different streams may run
+/// concurrently. Dropping a stream with queued work is fine: the driver runs
+/// it to completion first. `Send + Sync`.
+pub struct Stream {
+    device: Device,
+    raw: CUstream,
+    owned: bool,
+}
+
+// SAFETY: a CUstream is an opaque driver handle, and the driver API lets any
+// thread queue work on, query or synchronise any stream of a context.
+unsafe impl Send for Stream {}
+// SAFETY: as above; every method takes `&self` and only passes the handle on.
+unsafe impl Sync for Stream {}
+
+impl fmt::Debug for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stream")
+            .field("raw", &self.raw)
+            .field("device", &self.device.ordinal())
+            .field("owned", &self.owned)
+            .finish()
+    }
+}
+
+impl Stream {
+    /// A new non-blocking stream on `device` (no implicit ordering with the
+    /// legacy default stream).
+    pub fn new(device: &Device) -> Result<Stream> {
+        Self::create(device, true)
+    }
+
+    /// A new blocking stream: ordered with the legacy default stream, as
+    /// `cudaStreamCreate` makes them.
+    pub fn blocking(device: &Device) -> Result<Stream> {
+        Self::create(device, false)
+    }
+
+    fn create(device: &Device, non_blocking: bool) -> Result<Stream> {
+        let _bound = device.bind()?;
+        let raw = create_raw(device.cuda(), non_blocking)?;
+        Ok(Stream {
+            device: device.clone(),
+            raw,
+            owned: true,
+        })
+    }
+
+    /// The legacy default stream of `device`'s primary context (the null stream).
+    pub fn legacy(device: &Device) -> Stream {
+        Stream {
+            device: device.clone(),
+            raw: std::ptr::null_mut(),
+            owned: false,
+        }
+    }
+
+    /// Borrows a stream created elsewhere (cudarc, the runtime API) without owning it.
+    ///
+    /// # Safety
+    /// `raw` must be a stream of `device`'s primary context (or null) and must
+    /// stay alive for as long as the returned value is used.
+    pub unsafe fn from_raw(device: &Device, raw: CUstream) -> Stream {
+        Stream {
+            device: device.clone(),
+            raw,
+            owned: false,
+        }
+    }
+
+    /// The raw handle, for launching work through the driver API or cudarc.
+    #[inline]
+    pub fn raw(&self) -> CUstream {
+        self.raw
+    }
+
+    /// The device whose primary context the stream belongs to.
+    #[inline]
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Blocks until every piece of work queued so far has finished (`cuStreamSynchronize`).
+    pub fn synchronize(&self) -> Result<()> {
+        synchronize_raw(&self.device, self.raw)
+    }
+
+    /// Whether every piece of work queued so far has finished (`cuStreamQuery`).
+    pub fn is_idle(&self) -> Result<bool> {
+        let cuda = self.device.cuda();
+        let f = cuda.entry(entry!(cuda.table(), cuStreamQuery))?;
+        let _bound = self.device.bind()?;
+        // SAFETY: `self.raw` is a live stream of the bound context.
+        match unsafe { f(self.raw) } {
+            CUresult::CUDA_ERROR_NOT_READY => Ok(false),
+            rc => check("cuStreamQuery", rc).map(|()| true),
+        }
+    }
+
+    /// Makes later work on this stream wait for `event` (`cuStreamWaitEvent`);
+    /// the host does not block.
+    pub fn wait(&self, event: &Event) -> Result<()> {
+        let cuda = self.device.cuda();
+        let f = cuda.entry(entry!(cuda.table(), cuStreamWaitEvent))?;
+        let _bound = self.device.bind()?;
+        // SAFETY: both handles are live; flags must be 0.
+        check("cuStreamWaitEvent", unsafe { f(self.raw, event.raw, 0) })
+    }
+
+    /// A new event recorded at the current end of this stream.
+    pub fn record(&self) -> Result<Event> {
+        let event = Event::new(&self.device)?;
+        event.record(self)?;
+        Ok(event)
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
+        let result = self.device.bind().and_then(|_bound| {
+            let cuda = self.device.cuda();
+            let f = cuda.entry(entry!(cuda.table(), cuStreamDestroy_v2))?;
+            // SAFETY: we created this stream and destroy it once; the driver
+            // finishes queued work before freeing it.
+            check("cuStreamDestroy_v2", unsafe { f(self.raw) })
+        });
+        if let Err(e) = result {
+            log::error!("destroying stream {:?}: {e}", self.raw);
+        }
+    }
+}
+
+/// A marker in a stream's work (`cuEventCreate`, timing disabled), destroyed on drop.
+///
+/// `Send + Sync`.
+pub struct Event {
+    device: Device,
+    raw: CUevent,
+}
+
+// SAFETY: a CUevent is an opaque driver handle; the driver API lets any thread
+// record, query, wait on or synchronise any event.
+unsafe impl Send for Event {}
+// SAFETY: as above; every method takes `&self` and only passes the handle on.
+unsafe impl Sync for Event {}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Event")
+            .field("raw", &self.raw)
+            .field("device", &self.device.ordinal())
+            .finish()
+    }
+}
+
+impl Event {
+    /// A new, unrecorded event on `device` (an unrecorded event counts as complete).
+    pub fn new(device: &Device) -> Result<Event> {
+        let cuda = device.cuda();
+        let f = cuda.entry(entry!(cuda.table(), cuEventCreate))?;
+        let _bound = device.bind()?;
+        let mut raw = MaybeUninit::<CUevent>::uninit();
+        // SAFETY: `raw` is a valid out-pointer; DISABLE_TIMING is a valid flag.
+        check("cuEventCreate", unsafe {
+            f(
+                raw.as_mut_ptr(),
+                CUevent_flags::CU_EVENT_DISABLE_TIMING.0,
+            )
+        })?;
+        Ok(Event {
+            device: device.clone(),
+            // SAFETY: written by the driver on success.
+            raw: unsafe { raw.assume_init() },
+        })
+    }
+
+    /// Records the event at the current end of `stream` (`cuEventRecord`),
+    /// replacing any earlier record.
+    /// The stream must belong to the event's device.
+    pub fn record(&self, stream: &Stream) -> Result<()> {
+        if !stream.device.same_as(&self.device) {
+            return Err(crate::Error::invalid(format!(
+                "an event of device {} cannot be recorded on a stream of device {}",
+                self.device.ordinal(),
+                stream.device.ordinal()
+            )));
+        }
+        let cuda = self.device.cuda();
+        let f = cuda.entry(entry!(cuda.table(), cuEventRecord))?;
+        let _bound = stream.device.bind()?;
+        // SAFETY: both handles are live.
+        check("cuEventRecord", unsafe { f(self.raw, stream.raw) })
+    }
+
+    /// Records the event on a raw stream of this event's device.
+    pub(crate) fn record_raw(&self, stream: CUstream) -> Result<()> {
+        let cuda = self.device.cuda();
+        let f = cuda.entry(entry!(cuda.table(), cuEventRecord))?;
+        let _bound = self.device.bind()?;
+        // SAFETY: the event is live and the caller passes a live stream of the device.
+        check("cuEventRecord", unsafe { f(self.raw, stream) })
+    }
+
+    /// Blocks until the work before the event's record has finished (`cuEventSynchronize`).
+    pub fn synchronize(&self) -> Result<()> {
+        let cuda = self.device.cuda();
+        let f = cuda.entry(entry!(cuda.table(), cuEventSynchronize))?;
+        let _bound = self.device.bind()?;
+        // SAFETY: the event is live.
+        check("cuEventSynchronize", unsafe { f(self.raw) })
+    }
+
+    /// Whether the work before the event's record has finished (`cuEventQuery`).
+    pub fn is_complete(&self) -> Result<bool> {
+        let cuda = self.device.cuda();
+        let f = cuda.entry(entry!(cuda.table(), cuEventQuery))?;
+        let _bound = self.device.bind()?;
+        // SAFETY: the event is live.
+        match unsafe { f(self.raw) } {
+            CUresult::CUDA_ERROR_NOT_READY => Ok(false),
+            rc => check("cuEventQuery", rc).map(|()| true),
+        }
+    }
+
+    /// The raw handle.
+    #[inline]
+    pub fn raw(&self) -> CUevent {
+        self.raw
+    }
+
+    /// The device the event belongs to.
+    #[inline]
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+}
+
+impl Drop for Event {
+    fn drop(&mut self) {
+        let result = self.device.bind().and_then(|_bound| {
+            let cuda = self.device.cuda();
+            let f = cuda.entry(entry!(cuda.table(), cuEventDestroy_v2))?;
+            // SAFETY: we created this event and destroy it once.
+            check("cuEventDestroy_v2", unsafe { f(self.raw) })
+        });
+        if let Err(e) = result {
+            log::error!("destroying event {:?}: {e}", self.raw);
+        }
+    }
+}
