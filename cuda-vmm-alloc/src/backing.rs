@@ -270,7 +270,9 @@ impl Backing {
         }
         self.stats.unmaps += mappings.len() as u64;
         let reservation = &self.reservation;
-        match timed(&mut self.stats.time.unmap, || reservation.unmap_batch(mappings)) {
+        match timed(&mut self.stats.time.unmap, || {
+            reservation.unmap_batch(mappings)
+        }) {
             Ok(outcomes) => {
                 for e in outcomes.into_iter().filter_map(|r| r.err()) {
                     log::error!("unmapping failed, the mapping is leaked: {e}");

@@ -272,9 +272,11 @@ impl<T: DevicePod> GrowableBuffer<T> {
     pub fn extend_from_slice_async(&mut self, stream: &Stream, values: &[T]) -> Result<()> {
         let new_len = self.grown_len(values.len())?;
         self.ensure_capacity(new_len)?;
-        self.backing
-            .reservation
-            .write_async(stream, self.byte_offset(self.len), as_bytes(values))?;
+        self.backing.reservation.write_async(
+            stream,
+            self.byte_offset(self.len),
+            as_bytes(values),
+        )?;
         self.len = new_len;
         Ok(())
     }
@@ -413,7 +415,9 @@ impl<T: DevicePod> GrowableBuffer<T> {
     fn release_from(&mut self, first: usize) -> Result<()> {
         let tail = self.chunks.split_off(first);
         self.committed = self.chunks.last().map_or(0, Chunk::end);
-        let result = self.backing.release_chunks(tail.into_iter().rev().collect());
+        let result = self
+            .backing
+            .release_chunks(tail.into_iter().rev().collect());
         if let Err(e) = &result {
             log::error!("releasing buffer chunks failed: {e}");
         }

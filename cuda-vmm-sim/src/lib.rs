@@ -108,7 +108,6 @@
 #![warn(missing_docs)]
 
 mod allocations;
-mod stopgap;
 pub mod answers;
 mod classic;
 mod config;
@@ -122,6 +121,7 @@ mod mappings;
 mod procs;
 mod reservations;
 mod state;
+mod stopgap;
 mod symbols;
 mod sys;
 #[cfg(test)]

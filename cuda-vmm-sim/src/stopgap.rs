@@ -90,27 +90,52 @@ pub unsafe extern "C" fn cuEventDestroy_v2(_e: CUevent) -> CUresult {
     CUresult::CUDA_SUCCESS
 }
 #[no_mangle]
-pub unsafe extern "C" fn cuMemcpyHtoDAsync_v2(d: CUdeviceptr, s: *const c_void, n: usize, _st: CUstream) -> CUresult {
+pub unsafe extern "C" fn cuMemcpyHtoDAsync_v2(
+    d: CUdeviceptr,
+    s: *const c_void,
+    n: usize,
+    _st: CUstream,
+) -> CUresult {
     // SAFETY: forwarded.
     unsafe { x::cuMemcpyHtoD_v2(d, s, n) }
 }
 #[no_mangle]
-pub unsafe extern "C" fn cuMemcpyDtoHAsync_v2(d: *mut c_void, s: CUdeviceptr, n: usize, _st: CUstream) -> CUresult {
+pub unsafe extern "C" fn cuMemcpyDtoHAsync_v2(
+    d: *mut c_void,
+    s: CUdeviceptr,
+    n: usize,
+    _st: CUstream,
+) -> CUresult {
     // SAFETY: forwarded.
     unsafe { x::cuMemcpyDtoH_v2(d, s, n) }
 }
 #[no_mangle]
-pub unsafe extern "C" fn cuMemcpyDtoDAsync_v2(d: CUdeviceptr, s: CUdeviceptr, n: usize, _st: CUstream) -> CUresult {
+pub unsafe extern "C" fn cuMemcpyDtoDAsync_v2(
+    d: CUdeviceptr,
+    s: CUdeviceptr,
+    n: usize,
+    _st: CUstream,
+) -> CUresult {
     // SAFETY: forwarded.
     unsafe { x::cuMemcpyDtoD_v2(d, s, n) }
 }
 #[no_mangle]
-pub unsafe extern "C" fn cuMemsetD8Async(d: CUdeviceptr, v: c_uchar, n: usize, _st: CUstream) -> CUresult {
+pub unsafe extern "C" fn cuMemsetD8Async(
+    d: CUdeviceptr,
+    v: c_uchar,
+    n: usize,
+    _st: CUstream,
+) -> CUresult {
     // SAFETY: forwarded.
     unsafe { x::cuMemsetD8_v2(d, v, n) }
 }
 #[no_mangle]
-pub unsafe extern "C" fn cuMemsetD32Async(d: CUdeviceptr, v: c_uint, n: usize, _st: CUstream) -> CUresult {
+pub unsafe extern "C" fn cuMemsetD32Async(
+    d: CUdeviceptr,
+    v: c_uint,
+    n: usize,
+    _st: CUstream,
+) -> CUresult {
     // SAFETY: forwarded.
     unsafe { x::cuMemsetD32_v2(d, v, n) }
 }

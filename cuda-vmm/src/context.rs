@@ -53,8 +53,8 @@ impl PrimaryContext {
             ctx,
             stream: std::ptr::null_mut(),
         };
-        let stream = bind(cuda.table(), ctx)
-            .and_then(|_bound| crate::stream::create_raw(cuda, true));
+        let stream =
+            bind(cuda.table(), ctx).and_then(|_bound| crate::stream::create_raw(cuda, true));
         match stream {
             Ok(stream) => {
                 this.stream = stream;

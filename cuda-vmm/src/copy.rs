@@ -45,7 +45,11 @@ pub(crate) fn stream_wait(device: &Device, stream: CUstream, event: &Event) -> R
     check("cuStreamWaitEvent", unsafe { f(stream, event.raw(), 0) })
 }
 
-fn htod_op<'a>(device: &'a Device, dst: u64, data: &'a [u8]) -> impl Fn(CUstream) -> Result<()> + 'a {
+fn htod_op<'a>(
+    device: &'a Device,
+    dst: u64,
+    data: &'a [u8],
+) -> impl Fn(CUstream) -> Result<()> + 'a {
     move |stream| {
         let cuda = device.cuda();
         let f = cuda.entry(entry!(cuda.table(), cuMemcpyHtoDAsync_v2))?;
@@ -57,7 +61,12 @@ fn htod_op<'a>(device: &'a Device, dst: u64, data: &'a [u8]) -> impl Fn(CUstream
     }
 }
 
-fn dtod_op(device: &Device, dst: u64, src: u64, len: usize) -> impl Fn(CUstream) -> Result<()> + '_ {
+fn dtod_op(
+    device: &Device,
+    dst: u64,
+    src: u64,
+    len: usize,
+) -> impl Fn(CUstream) -> Result<()> + '_ {
     move |stream| {
         let cuda = device.cuda();
         let f = cuda.entry(entry!(cuda.table(), cuMemcpyDtoDAsync_v2))?;
@@ -66,7 +75,12 @@ fn dtod_op(device: &Device, dst: u64, src: u64, len: usize) -> impl Fn(CUstream)
     }
 }
 
-fn fill_op(device: &Device, dst: u64, byte: u8, len: usize) -> impl Fn(CUstream) -> Result<()> + '_ {
+fn fill_op(
+    device: &Device,
+    dst: u64,
+    byte: u8,
+    len: usize,
+) -> impl Fn(CUstream) -> Result<()> + '_ {
     move |stream| {
         let cuda = device.cuda();
         let f = cuda.entry(entry!(cuda.table(), cuMemsetD8Async))?;
@@ -78,7 +92,12 @@ fn fill_op(device: &Device, dst: u64, byte: u8, len: usize) -> impl Fn(CUstream)
 /// Copies `data` to device address `dst` and waits until it has landed.
 ///
 /// Callers guarantee `[dst, dst + data.len())` is mapped and writable by `device`.
-pub(crate) fn htod(device: &Device, uses: Option<&UseTracker>, dst: u64, data: &[u8]) -> Result<()> {
+pub(crate) fn htod(
+    device: &Device,
+    uses: Option<&UseTracker>,
+    dst: u64,
+    data: &[u8],
+) -> Result<()> {
     if data.is_empty() {
         return Ok(());
     }
@@ -173,7 +192,9 @@ pub(crate) unsafe fn dtoh_async(
         let f = cuda.entry(entry!(cuda.table(), cuMemcpyDtoHAsync_v2))?;
         // SAFETY: forwarded from this function's contract; the caller checked
         // the device range.
-        check("cuMemcpyDtoHAsync_v2", unsafe { f(out.cast(), src, len, s) })
+        check("cuMemcpyDtoHAsync_v2", unsafe {
+            f(out.cast(), src, len, s)
+        })
     })
 }
 
@@ -192,7 +213,13 @@ pub(crate) fn dtod_async(
 }
 
 /// Queues a byte fill on `stream` and records the use.
-pub(crate) fn fill_async(stream: &Stream, uses: &UseTracker, dst: u64, byte: u8, len: usize) -> Result<()> {
+pub(crate) fn fill_async(
+    stream: &Stream,
+    uses: &UseTracker,
+    dst: u64,
+    byte: u8,
+    len: usize,
+) -> Result<()> {
     if len == 0 {
         return Ok(());
     }

@@ -13,8 +13,8 @@ use crate::copy;
 use crate::device::Device;
 use crate::error::{check, Error, Result};
 use crate::mapping::Mapping;
-use crate::props::AllocationProps;
 use crate::ordering::{UnmapWait, UseTracker};
+use crate::props::AllocationProps;
 use crate::spans::Spans;
 use crate::stream::Stream;
 
@@ -329,7 +329,12 @@ impl Reservation {
         let spans = self.inner.spans.read();
         self.check_access(&spans, offset, data.len(), AccessFlags::ReadWrite)?;
         let inner = &*self.inner;
-        copy::htod(&inner.device, Some(&inner.uses), inner.ptr + offset as u64, data)
+        copy::htod(
+            &inner.device,
+            Some(&inner.uses),
+            inner.ptr + offset as u64,
+            data,
+        )
     }
 
     /// Copies from `offset` into `out` (`cuMemcpyDtoH`); the range must be
@@ -338,7 +343,12 @@ impl Reservation {
         let spans = self.inner.spans.read();
         self.check_access(&spans, offset, out.len(), AccessFlags::Read)?;
         let inner = &*self.inner;
-        copy::dtoh(&inner.device, Some(&inner.uses), out, inner.ptr + offset as u64)
+        copy::dtoh(
+            &inner.device,
+            Some(&inner.uses),
+            out,
+            inner.ptr + offset as u64,
+        )
     }
 
     /// Copies `len` bytes from offset `src` to offset `dst` (`cuMemcpyDtoD`,
@@ -391,7 +401,13 @@ impl Reservation {
     /// # Safety
     /// `out` must stay valid for writes, and must not be read or written, until
     /// `stream` has reached the copy (e.g. after [`Stream::synchronize`]).
-    pub unsafe fn read_async(&self, stream: &Stream, offset: usize, out: *mut u8, len: usize) -> Result<()> {
+    pub unsafe fn read_async(
+        &self,
+        stream: &Stream,
+        offset: usize,
+        out: *mut u8,
+        len: usize,
+    ) -> Result<()> {
         self.check_stream(stream)?;
         let spans = self.inner.spans.read();
         self.check_access(&spans, offset, len, AccessFlags::Read)?;
@@ -402,13 +418,25 @@ impl Reservation {
 
     /// Queues a copy of `len` bytes from offset `src` to offset `dst` on
     /// `stream` (`cuMemcpyDtoDAsync`) and records the use. Ranges may not overlap.
-    pub fn copy_within_async(&self, stream: &Stream, src: usize, dst: usize, len: usize) -> Result<()> {
+    pub fn copy_within_async(
+        &self,
+        stream: &Stream,
+        src: usize,
+        dst: usize,
+        len: usize,
+    ) -> Result<()> {
         self.check_stream(stream)?;
         let spans = self.inner.spans.read();
         self.check_copy_within(&spans, src, dst, len)?;
         let inner = &*self.inner;
         let base = inner.ptr;
-        copy::dtod_async(stream, &inner.uses, base + dst as u64, base + src as u64, len)
+        copy::dtod_async(
+            stream,
+            &inner.uses,
+            base + dst as u64,
+            base + src as u64,
+            len,
+        )
     }
 
     /// Queues a fill of `len` bytes at `offset` with `byte` on `stream`
@@ -426,7 +454,9 @@ impl Reservation {
     /// and this crate's own copies, wait for it. Recording again on the same
     /// stream moves the record forward; there is one event per stream.
     pub fn record_use(&self, stream: &Stream) -> Result<()> {
-        self.inner.device.check_same_driver(stream.device(), "the stream")?;
+        self.inner
+            .device
+            .check_same_driver(stream.device(), "the stream")?;
         // The spans lock orders this against unmaps in flight.
         let _spans = self.inner.spans.read();
         let device = stream.device();

@@ -211,10 +211,7 @@ impl Event {
         let mut raw = MaybeUninit::<CUevent>::uninit();
         // SAFETY: `raw` is a valid out-pointer; DISABLE_TIMING is a valid flag.
         check("cuEventCreate", unsafe {
-            f(
-                raw.as_mut_ptr(),
-                CUevent_flags::CU_EVENT_DISABLE_TIMING.0,
-            )
+            f(raw.as_mut_ptr(), CUevent_flags::CU_EVENT_DISABLE_TIMING.0)
         })?;
         Ok(Event {
             device: device.clone(),

@@ -8,6 +8,8 @@
 mod alloc;
 mod c_abi;
 mod conformance;
+mod lifetime;
 mod loader;
+mod ptx;
 mod safe;
 mod sim;
