@@ -1,11 +1,12 @@
-//! Copies and sets: range checks under the lock, then file I/O without it.
+//! Copies and sets: device ranges resolved into memfd segments.
 //!
-//! A device range is resolved (under the lock) into segments of memfds,
-//! checking that every byte is mapped and that the device has the access the
-//! operation needs. The bytes then move with `pread`/`pwrite` on the memfds,
-//! with no lock held: a concurrent unmap cannot fault the copy, because each
-//! segment holds its memory alive, and a bad host pointer is reported by the
-//! kernel (EFAULT) instead of crashing the process.
+//! A device range is resolved (under the lock, when the work is issued) into
+//! segments of memfds, checking that every byte is mapped and that the device
+//! has the access the operation needs. The bytes move (when the work runs,
+//! see [`work`](crate::work)) with `pread`/`pwrite` on the memfds: an unmap
+//! meanwhile cannot fault the copy, because each segment holds its memory
+//! alive, and a bad host pointer is reported by the kernel (EFAULT) instead of
+//! crashing the process.
 
 use std::io;
 use std::os::fd::AsFd;
@@ -86,6 +87,23 @@ impl Sim {
 }
 
 impl Span {
+    /// A copy of `len` host bytes at `src`, taken now (in a fresh memfd).
+    ///
+    /// # Safety
+    /// `src` must be valid for reads of `len` bytes, or unmapped (reported as an error).
+    pub unsafe fn snapshot(src: *const u8, len: u64) -> Res<Span> {
+        let fd = sys::memfd(len).map_err(|_| answers::OS_FAILURE)?;
+        // SAFETY: forwarded from this function's contract.
+        unsafe { sys::write_at(fd.as_fd(), src, len, 0) }.map_err(io_error)?;
+        Ok(Span {
+            segments: vec![Segment {
+                memory: Arc::new(Memory { fd, size: len }),
+                offset: 0,
+                len,
+            }],
+        })
+    }
+
     /// Calls `f(segment, offset in segment, position in span, bytes)` for the
     /// parts of `[pos, pos + len)`.
     fn parts(

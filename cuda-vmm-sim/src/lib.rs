@@ -121,18 +121,20 @@ mod mappings;
 mod procs;
 mod reservations;
 mod state;
+mod streams;
 mod symbols;
 mod sys;
 #[cfg(test)]
 mod tests;
+mod work;
 
 use std::sync::OnceLock;
 
 use cuda_vmm_sys::{Driver, DriverTable};
 
 pub use config::{
-    ConfigError, SimConfig, ENV_DEVICES, ENV_DRIVER_VERSION, ENV_GRANULARITY, ENV_MEMORY,
-    MAX_DEVICES,
+    ConfigError, SimConfig, ENV_ASYNC, ENV_DEVICES, ENV_DRIVER_VERSION, ENV_GRANULARITY,
+    ENV_MEMORY, MAX_DEVICES,
 };
 pub use faults::{call_count, inject_fault, try_inject_fault, FaultError, FaultGuard};
 
@@ -185,7 +187,29 @@ pub fn driver() -> &'static Driver {
             cuMemcpyDtoD_v2: Some(x::cuMemcpyDtoD_v2),
             cuMemsetD8_v2: Some(x::cuMemsetD8_v2),
             cuMemsetD32_v2: Some(x::cuMemsetD32_v2),
-            ..DriverTable::empty()
+            cuCtxPushCurrent_v2: Some(x::cuCtxPushCurrent_v2),
+            cuCtxPopCurrent_v2: Some(x::cuCtxPopCurrent_v2),
+            cuStreamCreate: Some(x::cuStreamCreate),
+            cuStreamDestroy_v2: Some(x::cuStreamDestroy_v2),
+            cuStreamSynchronize: Some(x::cuStreamSynchronize),
+            cuStreamWaitEvent: Some(x::cuStreamWaitEvent),
+            cuStreamQuery: Some(x::cuStreamQuery),
+            cuEventCreate: Some(x::cuEventCreate),
+            cuEventRecord: Some(x::cuEventRecord),
+            cuEventSynchronize: Some(x::cuEventSynchronize),
+            cuEventQuery: Some(x::cuEventQuery),
+            cuEventDestroy_v2: Some(x::cuEventDestroy_v2),
+            cuMemcpyHtoDAsync_v2: Some(x::cuMemcpyHtoDAsync_v2),
+            cuMemcpyDtoHAsync_v2: Some(x::cuMemcpyDtoHAsync_v2),
+            cuMemcpyDtoDAsync_v2: Some(x::cuMemcpyDtoDAsync_v2),
+            cuMemsetD8Async: Some(x::cuMemsetD8Async),
+            cuMemsetD32Async: Some(x::cuMemsetD32Async),
+            cuMemHostAlloc: Some(x::cuMemHostAlloc),
+            cuMemFreeHost: Some(x::cuMemFreeHost),
+            cuModuleLoadData: Some(x::cuModuleLoadData),
+            cuModuleGetFunction: Some(x::cuModuleGetFunction),
+            cuModuleUnload: Some(x::cuModuleUnload),
+            cuLaunchKernel: Some(x::cuLaunchKernel),
         };
         // SAFETY: every slot holds one of this crate's functions, whose signature
         // the compiler checked against the slot's PFN type, and which live for
@@ -200,6 +224,14 @@ pub fn driver() -> &'static Driver {
 /// or when the configuration is invalid.
 pub fn configure(config: SimConfig) -> Result<(), ConfigError> {
     state::configure(config)
+}
+
+/// How many operations (copies, sets, stream waits) are queued on streams and
+/// not yet run, over all contexts: 0 before `cuInit`, and always 0 with
+/// asynchrony off. Work runs only at synchronisation points (see the crate
+/// docs, "Asynchrony"), so this is deterministic.
+pub fn pending_work() -> usize {
+    state::pending_work()
 }
 
 /// The configuration in effect, or `None` before the first successful `cuInit`.

@@ -189,6 +189,25 @@ pub(crate) fn claim(addr: u64, size: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// A fresh private, read-write anonymous mapping of `size` bytes (pinned host memory).
+pub(crate) fn anonymous(size: u64) -> io::Result<u64> {
+    // SAFETY: a fresh anonymous mapping at an address the kernel picks.
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            len(size)?,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(p as u64)
+}
+
 /// Returns a range to the operating system.
 ///
 /// # Safety

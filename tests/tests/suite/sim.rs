@@ -218,6 +218,13 @@ fn dtoh(buf: &mut [u8], va: CUdeviceptr) -> CUresult {
     unsafe { f(buf.as_mut_ptr().cast(), va, buf.len()) }
 }
 
+/// `cuCtxSynchronize`: completes the current context's queued work.
+fn sync() -> CUresult {
+    let f = entry!(t(), cuCtxSynchronize).expect("synchronize");
+    // SAFETY: no arguments.
+    unsafe { f() }
+}
+
 fn read(va: CUdeviceptr, len: usize) -> Vec<u8> {
     let mut buf = vec![0u8; len];
     ok(dtoh(&mut buf, va));
@@ -420,6 +427,9 @@ fn exported_fd_is_shared_with_another_process() {
     ok(map(va, 2 * g, 0, h));
     set_rw(va, 2 * g, ctx.dev);
     ok(htod(va, &pattern(1, 4096)));
+    // The copy is queued: only a synchronisation makes it land in the memory
+    // another process reads.
+    ok(sync());
 
     let fd = export_fd(h).expect("export");
     // Let the child inherit the fd (exports are close-on-exec).
@@ -474,6 +484,7 @@ fn fd_importer_child() {
     assert_eq!(read(va, 4096), pattern(1, 4096));
     println!("importer: read parent's bytes");
     ok(htod(va + g as u64, &pattern(2, 4096)));
+    ok(sync());
     ok(unmap(va, 2 * g));
     ok(release(h));
     ok(address_free(va, 3 * g));
@@ -791,7 +802,7 @@ fn get_proc_address_returns_the_simulator_entry_points() {
     assert_eq!(lookup(c"cuMemCreate", 12000), (OK, table_create, found));
     let not_found = answers::PROC_NOT_FOUND;
     assert_eq!(
-        lookup(c"cuLaunchKernel", 13000),
+        lookup(c"cuGraphLaunch", 13000),
         (
             not_found,
             0,
