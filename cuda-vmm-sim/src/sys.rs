@@ -352,6 +352,20 @@ pub(crate) unsafe fn write_at(
     Ok(())
 }
 
+/// Zeroes `len` bytes of `fd` at `offset` by freeing their pages (both
+/// multiples of the page size); reads then return zeros.
+pub(crate) fn punch_hole(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    // SAFETY: fallocate on an fd the caller holds; no memory is passed.
+    check(unsafe {
+        libc::fallocate(
+            fd.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            off(offset)?,
+            off(len)?,
+        )
+    })
+}
+
 /// Raises the soft limit on open files to the hard limit (each live
 /// allocation holds one memfd open). Failure is harmless and ignored.
 pub(crate) fn raise_open_file_limit() {
