@@ -45,7 +45,90 @@ pub const NEEDS_CONTEXT: &[&str] = &[
     "cuMemcpyDtoD_v2",
     "cuMemsetD8_v2",
     "cuMemsetD32_v2",
+    "cuStreamCreate",
+    "cuEventCreate",
+    "cuMemHostAlloc",
+    "cuModuleLoadData",
 ];
+
+/// Entry points that answer the current context's [poison](UNMAP_WITH_PENDING_WORK)
+/// when it is poisoned (checked after [`NEEDS_CONTEXT`]). Calls that take a
+/// stream or an event answer the poison of that handle's context instead.
+/// The VMM calls (reserve, create, map, unmap, set access, release,
+/// granularity) keep working in a poisoned context.
+pub const POISON_CHECKED: &[&str] = &[
+    "cuCtxSynchronize",
+    "cuMemGetInfo_v2",
+    "cuMemAlloc_v2",
+    "cuMemcpyHtoD_v2",
+    "cuMemcpyDtoH_v2",
+    "cuMemcpyDtoD_v2",
+    "cuMemsetD8_v2",
+    "cuMemsetD32_v2",
+    "cuStreamCreate",
+    "cuEventCreate",
+    "cuMemHostAlloc",
+    "cuModuleLoadData",
+    "cuModuleGetFunction",
+    "cuModuleUnload",
+    "cuLaunchKernel",
+];
+
+/// `cuCtxPopCurrent_v2` with an empty context stack.
+pub const POP_EMPTY_STACK: CUresult = CUresult::CUDA_ERROR_INVALID_CONTEXT;
+
+// ---- Asynchrony: streams, events, pending work, poisoning ----------------------
+
+/// `cuMemUnmap` of a range that pending work (a queued copy or set, on any
+/// stream) reads or writes: the unmap itself succeeds (the driver neither
+/// waits nor fails), the work's context is poisoned with this sticky error
+/// and its pending work is discarded. Every later call that needs the
+/// context ([`POISON_CHECKED`], and stream/event calls of that context)
+/// answers it until the primary context's references drop to zero.
+/// H200: measured for an HtoD copy in flight at unmap; the other kinds of
+/// work (async HtoD from pinned memory, DtoD, memset) await the conformance
+/// recording (`race_*` cases).
+pub const UNMAP_WITH_PENDING_WORK: CUresult = CUresult::CUDA_ERROR_LAUNCH_FAILED;
+/// `cuMemAddressFree` of a range that pending work touches (normally the
+/// unmap poisons first). Guess; awaits the conformance recording.
+pub const FREE_WITH_PENDING_WORK: CUresult = CUresult::CUDA_ERROR_LAUNCH_FAILED;
+/// Queued work that fails when it runs (a host buffer of an async copy that
+/// is no longer mapped): the sticky error its context is poisoned with. Guess.
+pub const ASYNC_WORK_FAILED: CUresult = CUresult::CUDA_ERROR_LAUNCH_FAILED;
+/// `cuStreamQuery` / `cuEventQuery` while work is pending. The simulator
+/// completes that work before answering, so polling loops progress
+/// deterministically.
+pub const NOT_READY: CUresult = CUresult::CUDA_ERROR_NOT_READY;
+/// A stream or event handle that is not one of this driver's live streams or
+/// events (bogus, destroyed, or of a destroyed context), or an event recorded
+/// on a stream of another context. The real driver may crash on bogus handles.
+pub const BAD_STREAM_OR_EVENT: CUresult = CUresult::CUDA_ERROR_INVALID_HANDLE;
+/// `cuStreamCreate` with flags other than DEFAULT (0) / NON_BLOCKING (1).
+pub const STREAM_BAD_FLAGS: CUresult = INVALID_VALUE;
+/// `cuEventCreate` with unknown flags, or INTERPROCESS without DISABLE_TIMING.
+pub const EVENT_BAD_FLAGS: CUresult = INVALID_VALUE;
+/// `cuStreamWaitEvent` with flags other than 0.
+pub const WAIT_BAD_FLAGS: CUresult = INVALID_VALUE;
+
+// ---- Pinned host memory (cuMemHostAlloc / cuMemFreeHost) ------------------------
+
+/// `cuMemHostAlloc` with size 0 (guess; awaits the conformance recording).
+pub const HOST_ALLOC_ZERO_SIZE: CUresult = INVALID_VALUE;
+/// `cuMemHostAlloc` with flags other than PORTABLE|DEVICEMAP|WRITECOMBINED.
+pub const HOST_ALLOC_BAD_FLAGS: CUresult = INVALID_VALUE;
+/// `cuMemHostAlloc` when the host cannot map the memory.
+pub const HOST_ALLOC_FAILED: CUresult = CUresult::CUDA_ERROR_OUT_OF_MEMORY;
+/// `cuMemFreeHost` of a pointer that is not the start of a live
+/// `cuMemHostAlloc` block (guess; awaits the conformance recording).
+pub const FREE_HOST_UNKNOWN: CUresult = INVALID_VALUE;
+
+// ---- Modules and kernels ---------------------------------------------------------
+
+/// `cuModuleLoadData`: the simulator cannot run device code (simulator only).
+pub const MODULE_UNSUPPORTED: CUresult = CUresult::CUDA_ERROR_NOT_SUPPORTED;
+/// `cuModuleGetFunction` / `cuModuleUnload` / `cuLaunchKernel`: no module or
+/// function handle is ever valid on the simulator.
+pub const BAD_MODULE_OR_FUNCTION: CUresult = CUresult::CUDA_ERROR_INVALID_HANDLE;
 
 // ---- Arguments common to many calls ---------------------------------------------
 

@@ -45,7 +45,14 @@ impl Sim {
     }
 
     /// `cuMemFree_v2`.
+    /// Pending work on the allocation completes first (an implicit synchronisation).
     pub fn free(&mut self, ptr: u64) -> Res<()> {
+        let size = self
+            .classic
+            .get(&ptr)
+            .map(|c| c.size)
+            .ok_or(answers::FREE_NOT_ALLOCATED)?;
+        self.complete_touching(ptr, ptr + size);
         let c = self
             .classic
             .remove(&ptr)

@@ -10,6 +10,10 @@ pub const ENV_MEMORY: &str = "CUDA_VMM_SIM_MEMORY";
 pub const ENV_GRANULARITY: &str = "CUDA_VMM_SIM_GRANULARITY";
 /// Environment variable: the version `cuDriverGetVersion` reports (e.g. 13000).
 pub const ENV_DRIVER_VERSION: &str = "CUDA_VMM_SIM_DRIVER_VERSION";
+/// Environment variable: `1` (default) models device asynchrony (work queued
+/// on streams, completed at synchronisation points); `0` completes all work
+/// inside the call that issues it.
+pub const ENV_ASYNC: &str = "CUDA_VMM_SIM_ASYNC";
 
 /// Most devices the simulator models (access masks are 64-bit).
 pub const MAX_DEVICES: u32 = 64;
@@ -25,6 +29,7 @@ pub struct SimConfig {
     granularity: u64,
     driver_version: i32,
     device_name: Option<String>,
+    asynchronous: bool,
 }
 
 impl Default for SimConfig {
@@ -34,7 +39,8 @@ impl Default for SimConfig {
 }
 
 impl SimConfig {
-    /// The defaults: 1 device, 80 GiB per device, 2 MiB granularity, driver version 13000.
+    /// The defaults: 1 device, 80 GiB per device, 2 MiB granularity, driver
+    /// version 13000, asynchronous work.
     pub fn new() -> Self {
         Self {
             devices: 1,
@@ -42,6 +48,7 @@ impl SimConfig {
             granularity: 2 << 20,
             driver_version: 13000,
             device_name: None,
+            asynchronous: true,
         }
     }
 
@@ -65,8 +72,28 @@ impl SimConfig {
                 .parse()
                 .map_err(|_| ConfigError::parse(ENV_DRIVER_VERSION, &v))?;
         }
+        if let Some(v) = env(ENV_ASYNC) {
+            config.asynchronous = match v.trim() {
+                "1" => true,
+                "0" => false,
+                _ => return Err(ConfigError::parse(ENV_ASYNC, &v)),
+            };
+        }
         config.validate()?;
         Ok(config)
+    }
+
+    /// Whether work is asynchronous (default `true`): queued on streams and
+    /// completed at synchronisation points, as on a GPU. `false` completes all
+    /// work inside the call that issues it.
+    pub fn asynchronous(mut self, on: bool) -> Self {
+        self.asynchronous = on;
+        self
+    }
+
+    /// Whether work is asynchronous (see [`SimConfig::asynchronous`]).
+    pub fn is_asynchronous(&self) -> bool {
+        self.asynchronous
     }
 
     /// Sets the number of devices (0 makes `cuInit` fail with `CUDA_ERROR_NO_DEVICE`).

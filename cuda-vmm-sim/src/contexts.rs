@@ -1,6 +1,10 @@
-//! Primary contexts (refcounted per device) and the thread's current context.
+//! Primary contexts (refcounted per device) and the thread's context stack.
+//!
+//! Each thread has a stack of contexts (`cuCtxPushCurrent_v2` /
+//! `cuCtxPopCurrent_v2`); the current context is its top. `cuCtxSetCurrent`
+//! replaces the top (pushing onto an empty stack), and with null pops it.
 
-use core::cell::Cell;
+use core::cell::RefCell;
 
 use cuda_vmm_sys::{CUcontext, CUctx_st};
 
@@ -12,8 +16,13 @@ const CONTEXT_BASE: usize = 0x00c0_de00_0000;
 const CONTEXT_STRIDE: usize = 0x100;
 
 thread_local! {
-    /// The device whose primary context is current on this thread.
-    static CURRENT: Cell<Option<usize>> = const { Cell::new(None) };
+    /// The devices whose primary contexts are on this thread's stack (top last).
+    static STACK: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The device whose primary context is current on this thread.
+fn top() -> Option<usize> {
+    STACK.with(|s| s.borrow().last().copied())
 }
 
 /// The handle of `device`'s primary context.
@@ -32,7 +41,7 @@ fn device_of(sim: &Sim, ctx: CUcontext) -> Option<usize> {
 
 /// The current context's device; fails when none is current or it was released.
 pub(crate) fn current_device(sim: &Sim) -> Res<usize> {
-    match CURRENT.with(Cell::get) {
+    match top() {
         None => Err(answers::NO_CONTEXT),
         Some(d) if sim.devices.get(d).is_some_and(|dev| dev.primary_refs > 0) => Ok(d),
         Some(_) => Err(answers::INACTIVE_CONTEXT),
@@ -41,9 +50,15 @@ pub(crate) fn current_device(sim: &Sim) -> Res<usize> {
 
 /// `cuCtxGetCurrent`: the current context, or null.
 pub(crate) fn current() -> CUcontext {
-    CURRENT
-        .with(Cell::get)
-        .map_or(core::ptr::null_mut(), handle)
+    top().map_or(core::ptr::null_mut(), handle)
+}
+
+/// `cuCtxPopCurrent_v2`: the popped context.
+pub(crate) fn pop() -> Res<CUcontext> {
+    STACK
+        .with(|s| s.borrow_mut().pop())
+        .map(handle)
+        .ok_or(answers::POP_EMPTY_STACK)
 }
 
 impl Sim {
@@ -54,28 +69,57 @@ impl Sim {
         handle(device)
     }
 
-    /// `cuDevicePrimaryCtxRelease_v2`.
+    /// `cuDevicePrimaryCtxRelease_v2`. At zero references the context is
+    /// destroyed: its pending work completes, its streams and events become
+    /// invalid, and its poison clears (a later retain makes a fresh context).
     pub fn release_primary(&mut self, device: usize) -> Res<()> {
         let refs = &mut self.devices[device].primary_refs;
         if *refs == 0 {
             return Err(answers::RELEASE_UNRETAINED_CONTEXT);
         }
         *refs -= 1;
+        if *refs == 0 {
+            self.destroy_context(device);
+        }
         Ok(())
     }
 
-    /// `cuCtxSetCurrent`: null unbinds; otherwise the context must be an active primary context.
+    /// The device of `ctx` when it is an active primary context.
+    fn active(&self, ctx: CUcontext) -> Res<usize> {
+        match device_of(self, ctx) {
+            Some(d) if self.devices[d].primary_refs > 0 => Ok(d),
+            _ => Err(answers::INACTIVE_CONTEXT),
+        }
+    }
+
+    /// `cuCtxSetCurrent`: null pops the top (if any); otherwise the context
+    /// must be an active primary context, and replaces the top.
     pub fn set_current(&self, ctx: CUcontext) -> Res<()> {
         if ctx.is_null() {
-            CURRENT.with(|c| c.set(None));
+            STACK.with(|s| s.borrow_mut().pop());
             return Ok(());
         }
-        match device_of(self, ctx) {
-            Some(d) if self.devices[d].primary_refs > 0 => {
-                CURRENT.with(|c| c.set(Some(d)));
-                Ok(())
-            }
-            _ => Err(answers::INACTIVE_CONTEXT),
+        let d = self.active(ctx)?;
+        STACK.with(|s| {
+            let mut s = s.borrow_mut();
+            s.pop();
+            s.push(d);
+        });
+        Ok(())
+    }
+
+    /// `cuCtxPushCurrent_v2`: the context must be an active primary context.
+    pub fn push_current(&self, ctx: CUcontext) -> Res<()> {
+        let d = self.active(ctx)?;
+        STACK.with(|s| s.borrow_mut().push(d));
+        Ok(())
+    }
+
+    /// Fails with the device's poison, if it is poisoned.
+    pub fn healthy(&self, device: usize) -> Res<()> {
+        match self.devices.get(device).and_then(|d| d.poison) {
+            Some(code) => Err(code),
+            None => Ok(()),
         }
     }
 }

@@ -1,11 +1,12 @@
-//! Copies and sets: range checks under the lock, then file I/O without it.
+//! Copies and sets: device ranges resolved into memfd segments.
 //!
-//! A device range is resolved (under the lock) into segments of memfds,
-//! checking that every byte is mapped and that the device has the access the
-//! operation needs. The bytes then move with `pread`/`pwrite` on the memfds,
-//! with no lock held: a concurrent unmap cannot fault the copy, because each
-//! segment holds its memory alive, and a bad host pointer is reported by the
-//! kernel (EFAULT) instead of crashing the process.
+//! A device range is resolved (under the lock, when the work is issued) into
+//! segments of memfds, checking that every byte is mapped and that the device
+//! has the access the operation needs. The bytes move (when the work runs,
+//! see [`work`](crate::work)) with `pread`/`pwrite` on the memfds: an unmap
+//! meanwhile cannot fault the copy, because each segment holds its memory
+//! alive, and a bad host pointer is reported by the kernel (EFAULT) instead of
+//! crashing the process.
 
 use std::io;
 use std::os::fd::AsFd;
@@ -86,6 +87,23 @@ impl Sim {
 }
 
 impl Span {
+    /// A copy of `len` host bytes at `src`, taken now (in a fresh memfd).
+    ///
+    /// # Safety
+    /// `src` must be valid for reads of `len` bytes, or unmapped (reported as an error).
+    pub unsafe fn snapshot(src: *const u8, len: u64) -> Res<Span> {
+        let fd = sys::memfd(len).map_err(|_| answers::OS_FAILURE)?;
+        // SAFETY: forwarded from this function's contract.
+        unsafe { sys::write_at(fd.as_fd(), src, len, 0) }.map_err(io_error)?;
+        Ok(Span {
+            segments: vec![Segment {
+                memory: Arc::new(Memory { fd, size: len }),
+                offset: 0,
+                len,
+            }],
+        })
+    }
+
     /// Calls `f(segment, offset in segment, position in span, bytes)` for the
     /// parts of `[pos, pos + len)`.
     fn parts(
@@ -182,6 +200,27 @@ impl Span {
         })
     }
 
+    /// Zeroes the span: whole pages by punching holes, the edges by writing.
+    fn punch_zeros(&self) -> Res<()> {
+        let page = sys::page_size();
+        let mut pos = 0u64;
+        for seg in &self.segments {
+            let (start, end) = (seg.offset, seg.offset + seg.len);
+            let inner_start = start.next_multiple_of(page).min(end);
+            let inner_end = (end / page * page).max(inner_start);
+            let zeros = vec![0u8; (inner_start - start).max(end - inner_end) as usize];
+            self.write_part(pos, &zeros[..(inner_start - start) as usize])?;
+            if inner_end > inner_start {
+                sys::punch_hole(seg.memory.fd.as_fd(), inner_start, inner_end - inner_start)
+                    .map_err(io_error)?;
+            }
+            let tail = (end - inner_end) as usize;
+            self.write_part(pos + (inner_end - start), &zeros[..tail])?;
+            pos += seg.len;
+        }
+        Ok(())
+    }
+
     /// Copies `src` (same length) into this span, a chunk at a time.
     pub fn copy_from(&self, src: &Span) -> Res<()> {
         let len = self.len();
@@ -197,7 +236,12 @@ impl Span {
     }
 
     /// Fills the span with repetitions of `pattern` (whose length divides the span's).
+    /// Zero fills free whole pages instead of writing them (a 2 GiB memset
+    /// costs no memory).
     pub fn fill(&self, pattern: &[u8]) -> Res<()> {
+        if pattern.iter().all(|b| *b == 0) && self.punch_zeros().is_ok() {
+            return Ok(());
+        }
         let len = self.len();
         let chunk = CHUNK.min(len) as usize;
         let buf: Vec<u8> = pattern.iter().copied().cycle().take(chunk).collect();

@@ -197,8 +197,8 @@ mod tests {
     #[test]
     fn bad_requests_are_refused() {
         assert_eq!(
-            try_inject_fault("cuLaunchKernel", 1, CUresult::CUDA_ERROR_UNKNOWN).unwrap_err(),
-            FaultError::UnknownSymbol("cuLaunchKernel".into())
+            try_inject_fault("cuGraphLaunch", 1, CUresult::CUDA_ERROR_UNKNOWN).unwrap_err(),
+            FaultError::UnknownSymbol("cuGraphLaunch".into())
         );
         assert_eq!(
             try_inject_fault("cuMemMap", 0, CUresult::CUDA_ERROR_UNKNOWN).unwrap_err(),

@@ -82,14 +82,52 @@
 //! - for C/C++ programs linked with `-lcuda`: make a directory with a
 //!   `libcuda.so.1` (and `libcuda.so`) symlink to `libcuda_vmm_sim.so` and run
 //!   with `LD_LIBRARY_PATH=that-directory`. Only the entry points in
-//!   [`cuda_vmm_sys::SYMBOLS`] exist (no kernels, streams or modules).
+//!   [`cuda_vmm_sys::SYMBOLS`] exist: streams, events, async copies and the
+//!   context stack are modelled; modules and kernels are not (see below).
+//!
+//! # Asynchrony
+//!
+//! As on a GPU, work does not complete inside the call that issues it. Copies
+//! and sets are queued on streams and run only at synchronisation points —
+//! deterministically, so a racy program fails the same way every time:
+//!
+//! - **Queued**: the `*Async` copies and sets on their stream; `cuMemcpyHtoD_v2`
+//!   from pageable memory (after completing the legacy stream's earlier work,
+//!   with the host bytes snapshotted), `cuMemcpyDtoD_v2` and the memsets on the
+//!   context's legacy stream. Device ranges are checked when the call is made.
+//! - **Completed in the call**: `cuMemcpyDtoH_v2`, and `cuMemcpyHtoD_v2` from
+//!   `cuMemHostAlloc` memory (with the earlier work they depend on).
+//!   Async copies from pinned memory read it when they run, not when issued.
+//! - **Synchronisation points** complete exactly what they wait for:
+//!   `cuStreamSynchronize` (the stream), `cuEventSynchronize` (the work before
+//!   the recorded position), `cuCtxSynchronize` (every stream of the context),
+//!   `cuStreamQuery` / `cuEventQuery` (complete pending work and answer
+//!   `CUDA_ERROR_NOT_READY`, so polling loops progress), `cuMemFree_v2` (work
+//!   on that allocation), `cuMemFreeHost` (work on that block).
+//! - **Ordering**: an operation waits for the earlier ones on its stream; on the
+//!   legacy stream also for earlier work of the context's blocking streams, and
+//!   on a blocking stream for earlier legacy-stream work (`CU_STREAM_NON_BLOCKING`
+//!   streams wait for neither); `cuStreamWaitEvent` adds the event's work. The
+//!   null stream, `CU_STREAM_LEGACY` and `CU_STREAM_PER_THREAD` all name the
+//!   legacy stream (there are no per-thread default streams).
+//! - **Poisoning**: `cuMemUnmap` (or `cuMemAddressFree`) of memory that pending
+//!   work reads or writes succeeds, but poisons that work's context with
+//!   `CUDA_ERROR_LAUNCH_FAILED` and discards its pending work (as measured on an
+//!   H200 for an HtoD copy in flight). Every later call needing the context
+//!   answers that error; VMM calls keep working. The poison clears when the
+//!   primary context's references drop to zero.
+//!
+//! [`pending_work`] counts the queued operations. `CUDA_VMM_SIM_ASYNC=0` (or
+//! [`SimConfig::asynchronous`]`(false)`) completes all work inside the call
+//! that issues it, as earlier versions of the simulator did.
 //!
 //! # Configuration
 //!
 //! Read once, at the first `cuInit`: from [`configure`] if it was called, else
 //! from `CUDA_VMM_SIM_DEVICES` (default 1), `CUDA_VMM_SIM_MEMORY` (bytes per
 //! device, K/M/G/T suffixes, default 80G), `CUDA_VMM_SIM_GRANULARITY` (default
-//! 2M) and `CUDA_VMM_SIM_DRIVER_VERSION` (default 13000).
+//! 2M), `CUDA_VMM_SIM_DRIVER_VERSION` (default 13000) and `CUDA_VMM_SIM_ASYNC`
+//! (`1`, the default, or `0`; see [Asynchrony](#asynchrony)).
 //!
 //! # Differences from a GPU
 //!
@@ -98,9 +136,16 @@
 //! past the end is free (it never overwrites host memory it does not own). The
 //! simulated devices report no fabric handles, compression or GPUDirect RDMA
 //! on VMM memory. Released or bogus handles return an error where the real
-//! driver crashes. Imported allocations do not count in the importer's
-//! `cuMemGetInfo` (the exporter's allocation does). Releasing the last
-//! reference to a primary context frees nothing.
+//! driver crashes (stream and event handles too: bogus or destroyed ones are
+//! answered `CUDA_ERROR_INVALID_HANDLE`). Imported allocations do not count in
+//! the importer's `cuMemGetInfo` (the exporter's allocation does). Releasing
+//! the last reference to a primary context frees nothing (it completes the
+//! context's work, invalidates its streams and events and clears its poison).
+//! The simulator cannot run device code: `cuModuleLoadData` answers
+//! `CUDA_ERROR_NOT_SUPPORTED`, and `cuModuleGetFunction`, `cuModuleUnload` and
+//! `cuLaunchKernel` answer `CUDA_ERROR_INVALID_HANDLE` for every handle. Queued
+//! work runs under the simulator's global lock, at synchronisation points,
+//! never in the background; event timing is not modelled.
 //!
 //! Host limits: each live allocation holds one memfd open (the first `cuInit`
 //! raises the soft open-file limit to the hard limit), and each mapping is a
@@ -121,19 +166,22 @@ mod mappings;
 mod procs;
 mod reservations;
 mod state;
-mod stopgap;
+mod streams;
 mod symbols;
 mod sys;
 #[cfg(test)]
 mod tests;
+mod work;
+#[cfg(test)]
+mod work_tests;
 
 use std::sync::OnceLock;
 
 use cuda_vmm_sys::{Driver, DriverTable};
 
 pub use config::{
-    ConfigError, SimConfig, ENV_DEVICES, ENV_DRIVER_VERSION, ENV_GRANULARITY, ENV_MEMORY,
-    MAX_DEVICES,
+    ConfigError, SimConfig, ENV_ASYNC, ENV_DEVICES, ENV_DRIVER_VERSION, ENV_GRANULARITY,
+    ENV_MEMORY, MAX_DEVICES,
 };
 pub use faults::{call_count, inject_fault, try_inject_fault, FaultError, FaultGuard};
 
@@ -186,24 +234,29 @@ pub fn driver() -> &'static Driver {
             cuMemcpyDtoD_v2: Some(x::cuMemcpyDtoD_v2),
             cuMemsetD8_v2: Some(x::cuMemsetD8_v2),
             cuMemsetD32_v2: Some(x::cuMemsetD32_v2),
-            cuCtxPushCurrent_v2: Some(crate::stopgap::cuCtxPushCurrent_v2),
-            cuCtxPopCurrent_v2: Some(crate::stopgap::cuCtxPopCurrent_v2),
-            cuStreamCreate: Some(crate::stopgap::cuStreamCreate),
-            cuStreamDestroy_v2: Some(crate::stopgap::cuStreamDestroy_v2),
-            cuStreamSynchronize: Some(crate::stopgap::cuStreamSynchronize),
-            cuStreamQuery: Some(crate::stopgap::cuStreamQuery),
-            cuStreamWaitEvent: Some(crate::stopgap::cuStreamWaitEvent),
-            cuEventCreate: Some(crate::stopgap::cuEventCreate),
-            cuEventRecord: Some(crate::stopgap::cuEventRecord),
-            cuEventSynchronize: Some(crate::stopgap::cuEventSynchronize),
-            cuEventQuery: Some(crate::stopgap::cuEventQuery),
-            cuEventDestroy_v2: Some(crate::stopgap::cuEventDestroy_v2),
-            cuMemcpyHtoDAsync_v2: Some(crate::stopgap::cuMemcpyHtoDAsync_v2),
-            cuMemcpyDtoHAsync_v2: Some(crate::stopgap::cuMemcpyDtoHAsync_v2),
-            cuMemcpyDtoDAsync_v2: Some(crate::stopgap::cuMemcpyDtoDAsync_v2),
-            cuMemsetD8Async: Some(crate::stopgap::cuMemsetD8Async),
-            cuMemsetD32Async: Some(crate::stopgap::cuMemsetD32Async),
-            ..DriverTable::empty()
+            cuCtxPushCurrent_v2: Some(x::cuCtxPushCurrent_v2),
+            cuCtxPopCurrent_v2: Some(x::cuCtxPopCurrent_v2),
+            cuStreamCreate: Some(x::cuStreamCreate),
+            cuStreamDestroy_v2: Some(x::cuStreamDestroy_v2),
+            cuStreamSynchronize: Some(x::cuStreamSynchronize),
+            cuStreamWaitEvent: Some(x::cuStreamWaitEvent),
+            cuStreamQuery: Some(x::cuStreamQuery),
+            cuEventCreate: Some(x::cuEventCreate),
+            cuEventRecord: Some(x::cuEventRecord),
+            cuEventSynchronize: Some(x::cuEventSynchronize),
+            cuEventQuery: Some(x::cuEventQuery),
+            cuEventDestroy_v2: Some(x::cuEventDestroy_v2),
+            cuMemcpyHtoDAsync_v2: Some(x::cuMemcpyHtoDAsync_v2),
+            cuMemcpyDtoHAsync_v2: Some(x::cuMemcpyDtoHAsync_v2),
+            cuMemcpyDtoDAsync_v2: Some(x::cuMemcpyDtoDAsync_v2),
+            cuMemsetD8Async: Some(x::cuMemsetD8Async),
+            cuMemsetD32Async: Some(x::cuMemsetD32Async),
+            cuMemHostAlloc: Some(x::cuMemHostAlloc),
+            cuMemFreeHost: Some(x::cuMemFreeHost),
+            cuModuleLoadData: Some(x::cuModuleLoadData),
+            cuModuleGetFunction: Some(x::cuModuleGetFunction),
+            cuModuleUnload: Some(x::cuModuleUnload),
+            cuLaunchKernel: Some(x::cuLaunchKernel),
         };
         // SAFETY: every slot holds one of this crate's functions, whose signature
         // the compiler checked against the slot's PFN type, and which live for
@@ -218,6 +271,14 @@ pub fn driver() -> &'static Driver {
 /// or when the configuration is invalid.
 pub fn configure(config: SimConfig) -> Result<(), ConfigError> {
     state::configure(config)
+}
+
+/// How many operations (copies, sets, stream waits) are queued on streams and
+/// not yet run, over all contexts: 0 before `cuInit`, and always 0 with
+/// asynchrony off. Work runs only at synchronisation points (see the crate
+/// docs, "Asynchrony"), so this is deterministic.
+pub fn pending_work() -> usize {
+    state::pending_work()
 }
 
 /// The configuration in effect, or `None` before the first successful `cuInit`.

@@ -175,6 +175,9 @@ impl Sim {
         {
             return Err(answers::UNMAP_UNRESERVED);
         }
+        // The driver neither waits nor fails: work still pending on the range
+        // poisons its context instead.
+        self.poison_pending_in(ptr, end, answers::UNMAP_WITH_PENDING_WORK);
         for start in starts {
             let Some(piece) = self.pieces.remove(&start) else {
                 continue;

@@ -7,7 +7,7 @@ use cuda_vmm_sys::CUdriverProcAddressQueryResult as Q;
 use crate::exports as x;
 
 /// `(base name, first CUDA version with this signature, address)`.
-fn entries() -> [(&'static str, c_int, *const ()); 40] {
+fn entries() -> [(&'static str, c_int, *const ()); 63] {
     [
         ("cuInit", 2000, x::cuInit as *const ()),
         (
@@ -109,6 +109,57 @@ fn entries() -> [(&'static str, c_int, *const ()); 40] {
         ("cuMemcpyDtoD", 3020, x::cuMemcpyDtoD_v2 as *const ()),
         ("cuMemsetD8", 3020, x::cuMemsetD8_v2 as *const ()),
         ("cuMemsetD32", 3020, x::cuMemsetD32_v2 as *const ()),
+        (
+            "cuCtxPushCurrent",
+            4000,
+            x::cuCtxPushCurrent_v2 as *const (),
+        ),
+        ("cuCtxPopCurrent", 4000, x::cuCtxPopCurrent_v2 as *const ()),
+        ("cuStreamCreate", 2000, x::cuStreamCreate as *const ()),
+        ("cuStreamDestroy", 4000, x::cuStreamDestroy_v2 as *const ()),
+        (
+            "cuStreamSynchronize",
+            2000,
+            x::cuStreamSynchronize as *const (),
+        ),
+        ("cuStreamWaitEvent", 3020, x::cuStreamWaitEvent as *const ()),
+        ("cuStreamQuery", 2000, x::cuStreamQuery as *const ()),
+        ("cuEventCreate", 2000, x::cuEventCreate as *const ()),
+        ("cuEventRecord", 2000, x::cuEventRecord as *const ()),
+        (
+            "cuEventSynchronize",
+            2000,
+            x::cuEventSynchronize as *const (),
+        ),
+        ("cuEventQuery", 2000, x::cuEventQuery as *const ()),
+        ("cuEventDestroy", 4000, x::cuEventDestroy_v2 as *const ()),
+        (
+            "cuMemcpyHtoDAsync",
+            3020,
+            x::cuMemcpyHtoDAsync_v2 as *const (),
+        ),
+        (
+            "cuMemcpyDtoHAsync",
+            3020,
+            x::cuMemcpyDtoHAsync_v2 as *const (),
+        ),
+        (
+            "cuMemcpyDtoDAsync",
+            3020,
+            x::cuMemcpyDtoDAsync_v2 as *const (),
+        ),
+        ("cuMemsetD8Async", 3020, x::cuMemsetD8Async as *const ()),
+        ("cuMemsetD32Async", 3020, x::cuMemsetD32Async as *const ()),
+        ("cuMemHostAlloc", 2020, x::cuMemHostAlloc as *const ()),
+        ("cuMemFreeHost", 2000, x::cuMemFreeHost as *const ()),
+        ("cuModuleLoadData", 2000, x::cuModuleLoadData as *const ()),
+        (
+            "cuModuleGetFunction",
+            2000,
+            x::cuModuleGetFunction as *const (),
+        ),
+        ("cuModuleUnload", 2000, x::cuModuleUnload as *const ()),
+        ("cuLaunchKernel", 4000, x::cuLaunchKernel as *const ()),
     ]
 }
 
@@ -148,8 +199,12 @@ mod tests {
             Q::CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT
         );
         assert_eq!(
-            lookup("cuLaunchKernel", 13000).unwrap_err(),
+            lookup("cuGraphLaunch", 13000).unwrap_err(),
             Q::CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND
+        );
+        assert_eq!(
+            lookup("cuStreamDestroy", 3020).unwrap_err(),
+            Q::CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT
         );
         assert_eq!(
             lookup("cuMemGetInfo", 13000).unwrap(),

@@ -43,6 +43,7 @@ impl Sim {
         if self.mapped_within(ptr, ptr + size) {
             return Err(answers::FREE_WITH_LIVE_MAPPINGS);
         }
+        self.poison_pending_in(ptr, ptr + size, answers::FREE_WITH_PENDING_WORK);
         // SAFETY: the range is a reservation this simulator made, and nothing is
         // mapped in it (checked above); the record is removed with it.
         unsafe { sys::release(ptr, size) }.map_err(|_| answers::OS_FAILURE)?;

@@ -29,6 +29,8 @@ pub(crate) struct Device {
     pub used: u64,
     /// References to the primary context.
     pub primary_refs: u32,
+    /// The sticky error of a poisoned primary context (cleared when it is destroyed).
+    pub poison: Option<CUresult>,
 }
 
 /// The creation properties of an allocation (a `Send` copy of `CUmemAllocationProp`).
@@ -93,14 +95,17 @@ pub(crate) struct Sim {
     pub overhangs: BTreeMap<u64, u64>,
     pub allocations: HashMap<u64, Allocation>,
     pub classic: BTreeMap<u64, Classic>,
+    /// Streams, events, pending work and pinned host memory.
+    pub work: crate::work::Work,
     next_handle: u64,
 }
 
 impl Sim {
     pub(crate) fn new(config: SimConfig) -> Self {
-        let devices = (0..config.device_count())
+        let devices: Vec<Device> = (0..config.device_count())
             .map(|_| Device::default())
             .collect();
+        let devices_len = devices.len();
         Self {
             config,
             devices,
@@ -109,6 +114,7 @@ impl Sim {
             overhangs: BTreeMap::new(),
             allocations: HashMap::new(),
             classic: BTreeMap::new(),
+            work: crate::work::Work::new(devices_len),
             // Handles are never reused, so a released handle stays detectable.
             next_handle: 0x5100_0000_0001,
         }
@@ -236,4 +242,13 @@ pub(crate) fn driver_version() -> i32 {
 /// The configuration in effect, once `cuInit` has succeeded.
 pub(crate) fn active_config() -> Option<SimConfig> {
     GLOBAL.lock().sim.as_ref().map(|s| s.config.clone())
+}
+
+/// Operations queued and not yet run, all contexts (0 before `cuInit`).
+pub(crate) fn pending_work() -> usize {
+    GLOBAL
+        .lock()
+        .sim
+        .as_ref()
+        .map_or(0, |s| s.work.pending.len())
 }

@@ -34,6 +34,11 @@ impl Sym {
         NEEDS_CONTEXT[self.0]
     }
 
+    /// Whether the call answers the current context's poison ([`answers::POISON_CHECKED`]).
+    pub(crate) fn checks_poison(self) -> bool {
+        POISON_CHECKED[self.0]
+    }
+
     /// Whether the call works before `cuInit`.
     pub(crate) fn works_before_init(self) -> bool {
         matches!(
@@ -85,6 +90,16 @@ const NEEDS_CONTEXT: [bool; COUNT] = {
     needs
 };
 
+const POISON_CHECKED: [bool; COUNT] = {
+    let mut checked = [false; COUNT];
+    let mut i = 0;
+    while i < answers::POISON_CHECKED.len() {
+        checked[sym(answers::POISON_CHECKED[i]).0] = true;
+        i += 1;
+    }
+    checked
+};
+
 /// The entry point called `name`: an exported name (`cuMemGetInfo_v2`) or the
 /// plain name `cuda.h` maps to it (`cuMemGetInfo`).
 pub(crate) fn lookup(name: &str) -> Option<Sym> {
@@ -116,7 +131,13 @@ mod tests {
             lookup("cuGetProcAddress").map(Sym::name),
             Some("cuGetProcAddress")
         );
-        assert_eq!(lookup("cuLaunchKernel"), None);
+        assert_eq!(
+            lookup("cuLaunchKernel").map(Sym::name),
+            Some("cuLaunchKernel")
+        );
+        assert_eq!(lookup("cuNoSuchEntryPoint"), None);
+        assert!(sym("cuLaunchKernel").checks_poison());
+        assert!(!sym("cuMemUnmap").checks_poison());
         assert!(sym("cuMemcpyHtoD_v2").needs_context());
         assert!(!sym("cuMemMap").needs_context());
         assert!(!sym("cuDeviceGet").needs_context());

@@ -189,6 +189,25 @@ pub(crate) fn claim(addr: u64, size: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// A fresh private, read-write anonymous mapping of `size` bytes (pinned host memory).
+pub(crate) fn anonymous(size: u64) -> io::Result<u64> {
+    // SAFETY: a fresh anonymous mapping at an address the kernel picks.
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            len(size)?,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(p as u64)
+}
+
 /// Returns a range to the operating system.
 ///
 /// # Safety
@@ -331,6 +350,20 @@ pub(crate) unsafe fn write_at(
         }
     }
     Ok(())
+}
+
+/// Zeroes `len` bytes of `fd` at `offset` by freeing their pages (both
+/// multiples of the page size); reads then return zeros.
+pub(crate) fn punch_hole(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    // SAFETY: fallocate on an fd the caller holds; no memory is passed.
+    check(unsafe {
+        libc::fallocate(
+            fd.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            off(offset)?,
+            off(len)?,
+        )
+    })
 }
 
 /// Raises the soft limit on open files to the hard limit (each live

@@ -33,24 +33,27 @@ pub fn env() -> Result<Env, String> {
     Ok(Env { dev, ctx, g })
 }
 
-fn pinned(e: &Env) -> CUmemAllocationProp {
+pub(super) fn pinned(e: &Env) -> CUmemAllocationProp {
     props(e.dev, CUmemAllocationHandleType(0))
 }
 
-fn reserved(size: usize) -> Result<CUdeviceptr, String> {
+pub(super) fn reserved(size: usize) -> Result<CUdeviceptr, String> {
     let (rc, p) = reserve(size, 0, 0);
     ok("cuMemAddressReserve", rc)?;
     Ok(p)
 }
 
-fn created(e: &Env, size: usize) -> Result<CUmemGenericAllocationHandle, String> {
+pub(super) fn created(e: &Env, size: usize) -> Result<CUmemGenericAllocationHandle, String> {
     let (rc, h) = create(size, &pinned(e));
     ok("cuMemCreate", rc)?;
     Ok(h)
 }
 
 /// Reserve `size`, create `size`, map it and make it read-write on `dev`.
-fn mapped_rw(e: &Env, size: usize) -> Result<(CUdeviceptr, CUmemGenericAllocationHandle), String> {
+pub(super) fn mapped_rw(
+    e: &Env,
+    size: usize,
+) -> Result<(CUdeviceptr, CUmemGenericAllocationHandle), String> {
     let p = reserved(size)?;
     let h = created(e, size)?;
     ok("cuMemMap", map(p, size, 0, h, 0))?;
@@ -61,13 +64,13 @@ fn mapped_rw(e: &Env, size: usize) -> Result<(CUdeviceptr, CUmemGenericAllocatio
     Ok((p, h))
 }
 
-fn cleanup(p: CUdeviceptr, size: usize, h: CUmemGenericAllocationHandle) {
+pub(super) fn cleanup(p: CUdeviceptr, size: usize, h: CUmemGenericAllocationHandle) {
     unmap(p, size);
     release(h);
     address_free(p, size);
 }
 
-fn pattern(n: usize, seed: u8) -> Vec<u8> {
+pub(super) fn pattern(n: usize, seed: u8) -> Vec<u8> {
     (0..n)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
         .collect()

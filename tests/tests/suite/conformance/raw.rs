@@ -233,3 +233,98 @@ pub fn close_fd(fd: i32) {
         libc::close(fd);
     }
 }
+
+// ---- Streams, events, context stack, pinned host memory -----------------------
+
+pub fn ctx_push(ctx: CUcontext) -> CUresult {
+    // SAFETY: `ctx` is a context returned by the driver.
+    unsafe { f!(cuCtxPushCurrent_v2)(ctx) }
+}
+
+pub fn ctx_pop() -> (CUresult, CUcontext) {
+    let mut ctx: CUcontext = core::ptr::null_mut();
+    // SAFETY: `ctx` is a valid out-pointer.
+    let rc = unsafe { f!(cuCtxPopCurrent_v2)(&mut ctx) };
+    (rc, ctx)
+}
+
+pub fn ctx_get_current() -> (CUresult, CUcontext) {
+    let mut ctx: CUcontext = core::ptr::null_mut();
+    // SAFETY: `ctx` is a valid out-pointer.
+    let rc = unsafe { f!(cuCtxGetCurrent)(&mut ctx) };
+    (rc, ctx)
+}
+
+pub fn stream_create(flags: u32) -> (CUresult, CUstream) {
+    let mut s: CUstream = core::ptr::null_mut();
+    // SAFETY: `s` is a valid out-pointer.
+    let rc = unsafe { f!(cuStreamCreate)(&mut s, flags) };
+    (rc, s)
+}
+
+pub fn stream_destroy(s: CUstream) -> CUresult {
+    // SAFETY: cases pass streams the driver created.
+    unsafe { f!(cuStreamDestroy_v2)(s) }
+}
+
+pub fn stream_synchronize(s: CUstream) -> CUresult {
+    // SAFETY: a stream the driver created, or the null (legacy) stream.
+    unsafe { f!(cuStreamSynchronize)(s) }
+}
+
+pub fn stream_query(s: CUstream) -> CUresult {
+    // SAFETY: as for `stream_synchronize`.
+    unsafe { f!(cuStreamQuery)(s) }
+}
+
+pub fn event_create(flags: u32) -> (CUresult, CUevent) {
+    let mut e: CUevent = core::ptr::null_mut();
+    // SAFETY: `e` is a valid out-pointer.
+    let rc = unsafe { f!(cuEventCreate)(&mut e, flags) };
+    (rc, e)
+}
+
+pub fn event_query(e: CUevent) -> CUresult {
+    // SAFETY: an event the driver created.
+    unsafe { f!(cuEventQuery)(e) }
+}
+
+pub fn event_synchronize(e: CUevent) -> CUresult {
+    // SAFETY: an event the driver created.
+    unsafe { f!(cuEventSynchronize)(e) }
+}
+
+pub fn event_destroy(e: CUevent) -> CUresult {
+    // SAFETY: an event the driver created.
+    unsafe { f!(cuEventDestroy_v2)(e) }
+}
+
+pub fn host_alloc(size: usize) -> (CUresult, *mut c_void) {
+    let mut p: *mut c_void = core::ptr::null_mut();
+    // SAFETY: `p` is a valid out-pointer.
+    let rc = unsafe { f!(cuMemHostAlloc)(&mut p, size, 0) };
+    (rc, p)
+}
+
+pub fn free_host(p: *mut c_void) -> CUresult {
+    // SAFETY: the driver validates the pointer (cases pass pinned blocks or
+    // a live host address that is not one).
+    unsafe { f!(cuMemFreeHost)(p) }
+}
+
+/// # Safety
+/// `src` must stay readable for `n` bytes until the copy completes.
+pub unsafe fn htod_async(dst: CUdeviceptr, src: *const c_void, n: usize, s: CUstream) -> CUresult {
+    // SAFETY: forwarded contract.
+    unsafe { f!(cuMemcpyHtoDAsync_v2)(dst, src, n, s) }
+}
+
+pub fn dtod_async(dst: CUdeviceptr, src: CUdeviceptr, n: usize, s: CUstream) -> CUresult {
+    // SAFETY: device-side only; the driver validates both ranges.
+    unsafe { f!(cuMemcpyDtoDAsync_v2)(dst, src, n, s) }
+}
+
+pub fn memset_d8_async(dst: CUdeviceptr, value: u8, n: usize, s: CUstream) -> CUresult {
+    // SAFETY: device-side only; the driver validates `dst`.
+    unsafe { f!(cuMemsetD8Async)(dst, value, n, s) }
+}

@@ -1,0 +1,391 @@
+//! The driver's C ABI: one `extern "C"` function per entry point, exported
+//! under the exact symbol name a program compiled against `cuda.h` links to.
+//!
+//! Every function counts the call and checks for an injected fault (see
+//! [`inject_fault`](crate::inject_fault)), then checks initialisation and the
+//! current context ([`answers::NEEDS_CONTEXT`]), then its arguments, and never
+//! unwinds into the caller: a panic becomes [`answers::INTERNAL_PANIC`].
+//!
+//! # Safety (every function here)
+//! Pointer arguments must be null or valid as `cuda.h` documents for the entry
+//! point: out-pointers writable for one value, input structs readable, host
+//! buffers of copies valid for their byte count (unmapped host pages are
+//! reported as errors, not faults). Null out-pointers are answered with
+//! [`answers::NULL_POINTER`].
+//!
+//! The entry points live in submodules by area and are all re-exported here.
+#![allow(non_snake_case, clippy::missing_safety_doc)]
+
+mod copies;
+mod memory;
+mod streams;
+
+pub use copies::*;
+pub use memory::*;
+pub use streams::*;
+
+use core::ffi::{c_char, c_int, c_uint, c_void, CStr};
+use core::ptr::NonNull;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use cuda_vmm_sys::{
+    cuuint64_t, CUcontext, CUdevice, CUdevice_attribute, CUdriverProcAddressQueryResult, CUresult,
+};
+
+use crate::state::{self, Res};
+use crate::symbols::{sym, Sym};
+use crate::{answers, contexts, devices, error_strings, faults, procs};
+
+/// Runs one entry point: fault injection, init and context checks, the body, no unwinding.
+fn call(s: Sym, body: impl FnOnce() -> Res<()>) -> CUresult {
+    if let Some(code) = faults::on_call(s) {
+        return code;
+    }
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        if !s.works_before_init() && !state::initialized() {
+            return Err(answers::NOT_INITIALIZED);
+        }
+        if s.needs_context() {
+            state::with(|sim| contexts::current_device(sim).map(drop))?;
+        }
+        if s.checks_poison() {
+            state::with(|sim| match contexts::current_device(sim) {
+                Ok(d) => sim.healthy(d),
+                Err(_) => Ok(()),
+            })?;
+        }
+        body()
+    }));
+    match outcome {
+        Ok(Ok(())) => CUresult::CUDA_SUCCESS,
+        Ok(Err(code)) => code,
+        Err(_) => answers::INTERNAL_PANIC,
+    }
+}
+
+/// A non-null out-pointer, checked before the call has side effects.
+struct Out<T>(NonNull<T>);
+
+impl<T> Out<T> {
+    fn new(p: *mut T) -> Res<Self> {
+        NonNull::new(p).map(Self).ok_or(answers::NULL_POINTER)
+    }
+
+    /// # Safety
+    /// The pointer must be valid for a write of `T` (the entry point's contract).
+    unsafe fn write(self, value: T) {
+        // SAFETY: non-null (checked in `new`) and writable per the caller.
+        unsafe { self.0.as_ptr().write_unaligned(value) }
+    }
+}
+
+/// Reads a required input struct.
+///
+/// # Safety
+/// `p` must be null or valid for a read of `T`.
+unsafe fn read_in<T: Copy>(p: *const T) -> Res<T> {
+    if p.is_null() {
+        return Err(answers::NULL_POINTER);
+    }
+    // SAFETY: non-null and readable per the caller.
+    Ok(unsafe { p.read_unaligned() })
+}
+
+fn zero_bytes() -> Res<()> {
+    match answers::COPY_ZERO_BYTES {
+        CUresult::CUDA_SUCCESS => Ok(()),
+        code => Err(code),
+    }
+}
+
+fn device_arg(dev: CUdevice) -> Res<usize> {
+    state::with(|sim| sim.device(dev.into()).ok_or(answers::BAD_DEVICE))
+}
+
+// ---- Initialisation, version, errors, entry points -----------------------------
+
+/// `cuInit`: initialises the simulator (configuration: [`configure`](crate::configure) or the environment).
+#[no_mangle]
+pub unsafe extern "C" fn cuInit(Flags: c_uint) -> CUresult {
+    call(const { sym("cuInit") }, || {
+        if Flags != 0 {
+            return Err(answers::INIT_BAD_FLAGS);
+        }
+        state::init()
+    })
+}
+
+/// `cuDriverGetVersion` (works before `cuInit`).
+#[no_mangle]
+pub unsafe extern "C" fn cuDriverGetVersion(driverVersion: *mut c_int) -> CUresult {
+    call(const { sym("cuDriverGetVersion") }, || {
+        let out = Out::new(driverVersion)?;
+        // SAFETY: entry-point contract.
+        unsafe { out.write(state::driver_version()) };
+        Ok(())
+    })
+}
+
+fn error_text(
+    out: *mut *const c_char,
+    error: CUresult,
+    find: fn(CUresult) -> Option<*const c_char>,
+) -> Res<()> {
+    let out = Out::new(out)?;
+    let text = find(error);
+    // SAFETY: entry-point contract; the strings are static.
+    unsafe { out.write(text.unwrap_or(core::ptr::null())) };
+    text.map(drop).ok_or(answers::UNKNOWN_ERROR_CODE)
+}
+
+/// `cuGetErrorName` (works before `cuInit`).
+#[no_mangle]
+pub unsafe extern "C" fn cuGetErrorName(error: CUresult, pStr: *mut *const c_char) -> CUresult {
+    call(const { sym("cuGetErrorName") }, || {
+        error_text(pStr, error, error_strings::name)
+    })
+}
+
+/// `cuGetErrorString` (works before `cuInit`).
+#[no_mangle]
+pub unsafe extern "C" fn cuGetErrorString(error: CUresult, pStr: *mut *const c_char) -> CUresult {
+    call(const { sym("cuGetErrorString") }, || {
+        error_text(pStr, error, error_strings::description)
+    })
+}
+
+/// Shared body of both `cuGetProcAddress` versions.
+///
+/// # Safety
+/// `symbol` must be null or a NUL-terminated string; `pfn` and `found` null or writable.
+unsafe fn get_proc(
+    symbol: *const c_char,
+    pfn: *mut *mut c_void,
+    version: c_int,
+    flags: cuuint64_t,
+    found: *mut CUdriverProcAddressQueryResult,
+) -> Res<()> {
+    let out = Out::new(pfn)?;
+    if symbol.is_null() {
+        return Err(answers::NULL_POINTER);
+    }
+    if flags > 2 {
+        return Err(answers::BAD_FLAGS);
+    }
+    // SAFETY: a non-null, NUL-terminated string per the entry-point contract.
+    let name = unsafe { CStr::from_ptr(symbol) }.to_str().unwrap_or("");
+    let (address, status) = match procs::lookup(name, version) {
+        Ok(address) => (
+            address,
+            CUdriverProcAddressQueryResult::CU_GET_PROC_ADDRESS_SUCCESS,
+        ),
+        Err(status) => (core::ptr::null_mut(), status),
+    };
+    // SAFETY: entry-point contract.
+    unsafe { out.write(address) };
+    if let Some(found) = NonNull::new(found) {
+        // SAFETY: a non-null optional out-pointer, writable per the contract.
+        unsafe { found.as_ptr().write_unaligned(status) };
+    }
+    if address.is_null() {
+        Err(answers::PROC_NOT_FOUND)
+    } else {
+        Ok(())
+    }
+}
+
+/// `cuGetProcAddress_v2`: this simulator's entry point for a base name (`"cuMemCreate"`, `"cuMemGetInfo"`).
+#[no_mangle]
+pub unsafe extern "C" fn cuGetProcAddress_v2(
+    symbol: *const c_char,
+    pfn: *mut *mut c_void,
+    driverVersion: c_int,
+    flags: cuuint64_t,
+    symbolFound: *mut CUdriverProcAddressQueryResult,
+) -> CUresult {
+    call(const { sym("cuGetProcAddress_v2") }, || {
+        // SAFETY: forwarded entry-point contract.
+        unsafe { get_proc(symbol, pfn, driverVersion, flags, symbolFound) }
+    })
+}
+
+/// `cuGetProcAddress` (CUDA 11.3 signature, without the query result).
+#[no_mangle]
+pub unsafe extern "C" fn cuGetProcAddress(
+    symbol: *const c_char,
+    pfn: *mut *mut c_void,
+    driverVersion: c_int,
+    flags: cuuint64_t,
+) -> CUresult {
+    call(const { sym("cuGetProcAddress") }, || {
+        // SAFETY: forwarded entry-point contract.
+        unsafe { get_proc(symbol, pfn, driverVersion, flags, core::ptr::null_mut()) }
+    })
+}
+
+// ---- Devices ------------------------------------------------------------------
+
+/// `cuDeviceGet`.
+#[no_mangle]
+pub unsafe extern "C" fn cuDeviceGet(device: *mut CUdevice, ordinal: c_int) -> CUresult {
+    call(const { sym("cuDeviceGet") }, || {
+        let out = Out::new(device)?;
+        device_arg(ordinal)?;
+        // SAFETY: entry-point contract.
+        unsafe { out.write(ordinal) };
+        Ok(())
+    })
+}
+
+/// `cuDeviceGetCount`.
+#[no_mangle]
+pub unsafe extern "C" fn cuDeviceGetCount(count: *mut c_int) -> CUresult {
+    call(const { sym("cuDeviceGetCount") }, || {
+        let out = Out::new(count)?;
+        let n = state::with(|sim| Ok(sim.devices.len()))?;
+        // SAFETY: entry-point contract.
+        unsafe { out.write(c_int::try_from(n).unwrap_or(c_int::MAX)) };
+        Ok(())
+    })
+}
+
+/// `cuDeviceGetName`: the name, truncated to `len - 1` bytes and NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn cuDeviceGetName(name: *mut c_char, len: c_int, dev: CUdevice) -> CUresult {
+    call(const { sym("cuDeviceGetName") }, || {
+        let out = NonNull::new(name).ok_or(answers::NULL_POINTER)?;
+        let d = device_arg(dev)?;
+        let capacity = usize::try_from(len)
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or(answers::BAD_NAME_LENGTH)?;
+        let text = state::with(|sim| Ok(sim.config.name_of(d as u32)))?;
+        let n = text.len().min(capacity - 1);
+        // SAFETY: the caller's buffer holds `len` bytes (entry-point contract);
+        // `n + 1 <= len` bytes are written, and the source is a separate String.
+        unsafe {
+            core::ptr::copy_nonoverlapping(text.as_ptr(), out.as_ptr().cast::<u8>(), n);
+            out.as_ptr().add(n).write(0);
+        }
+        Ok(())
+    })
+}
+
+/// `cuDeviceGetAttribute`.
+#[no_mangle]
+pub unsafe extern "C" fn cuDeviceGetAttribute(
+    pi: *mut c_int,
+    attrib: CUdevice_attribute,
+    dev: CUdevice,
+) -> CUresult {
+    call(const { sym("cuDeviceGetAttribute") }, || {
+        let out = Out::new(pi)?;
+        let d = device_arg(dev)?;
+        let value = devices::attribute(attrib, d).ok_or(answers::UNKNOWN_ATTRIBUTE)?;
+        // SAFETY: entry-point contract.
+        unsafe { out.write(value) };
+        Ok(())
+    })
+}
+
+/// `cuDeviceTotalMem_v2`.
+#[no_mangle]
+pub unsafe extern "C" fn cuDeviceTotalMem_v2(bytes: *mut usize, dev: CUdevice) -> CUresult {
+    call(const { sym("cuDeviceTotalMem_v2") }, || {
+        let out = Out::new(bytes)?;
+        device_arg(dev)?;
+        let total = state::with(|sim| Ok(sim.config.memory()))?;
+        // SAFETY: entry-point contract.
+        unsafe { out.write(total as usize) };
+        Ok(())
+    })
+}
+
+/// `cuDeviceCanAccessPeer`: every pair of distinct simulated devices are peers.
+#[no_mangle]
+pub unsafe extern "C" fn cuDeviceCanAccessPeer(
+    canAccessPeer: *mut c_int,
+    dev: CUdevice,
+    peerDev: CUdevice,
+) -> CUresult {
+    call(const { sym("cuDeviceCanAccessPeer") }, || {
+        let out = Out::new(canAccessPeer)?;
+        let (a, b) = (device_arg(dev)?, device_arg(peerDev)?);
+        // SAFETY: entry-point contract.
+        unsafe { out.write(c_int::from(a != b)) };
+        Ok(())
+    })
+}
+
+// ---- Contexts -----------------------------------------------------------------
+
+/// `cuDevicePrimaryCtxRetain`.
+#[no_mangle]
+pub unsafe extern "C" fn cuDevicePrimaryCtxRetain(pctx: *mut CUcontext, dev: CUdevice) -> CUresult {
+    call(const { sym("cuDevicePrimaryCtxRetain") }, || {
+        let out = Out::new(pctx)?;
+        let ctx = state::with(|sim| {
+            let d = sim.device(dev.into()).ok_or(answers::BAD_DEVICE)?;
+            Ok(sim.retain_primary(d))
+        })?;
+        // SAFETY: entry-point contract.
+        unsafe { out.write(ctx) };
+        Ok(())
+    })
+}
+
+/// `cuDevicePrimaryCtxRelease_v2`.
+#[no_mangle]
+pub unsafe extern "C" fn cuDevicePrimaryCtxRelease_v2(dev: CUdevice) -> CUresult {
+    call(const { sym("cuDevicePrimaryCtxRelease_v2") }, || {
+        state::with(|sim| {
+            let d = sim.device(dev.into()).ok_or(answers::BAD_DEVICE)?;
+            sim.release_primary(d)
+        })
+    })
+}
+
+/// `cuCtxSetCurrent` (per thread): replaces the top of the context stack
+/// (pushes onto an empty one); null pops the top.
+#[no_mangle]
+pub unsafe extern "C" fn cuCtxSetCurrent(ctx: CUcontext) -> CUresult {
+    call(const { sym("cuCtxSetCurrent") }, || {
+        state::with(|sim| sim.set_current(ctx))
+    })
+}
+
+/// `cuCtxGetCurrent`: the thread's context, or null.
+#[no_mangle]
+pub unsafe extern "C" fn cuCtxGetCurrent(pctx: *mut CUcontext) -> CUresult {
+    call(const { sym("cuCtxGetCurrent") }, || {
+        let out = Out::new(pctx)?;
+        // SAFETY: entry-point contract.
+        unsafe { out.write(contexts::current()) };
+        Ok(())
+    })
+}
+
+/// `cuCtxGetDevice`.
+#[no_mangle]
+pub unsafe extern "C" fn cuCtxGetDevice(device: *mut CUdevice) -> CUresult {
+    call(const { sym("cuCtxGetDevice") }, || {
+        let out = Out::new(device)?;
+        let d = state::with(|sim| contexts::current_device(sim))?;
+        // SAFETY: entry-point contract.
+        unsafe { out.write(d as CUdevice) };
+        Ok(())
+    })
+}
+
+/// `cuCtxSynchronize`: completes the work of every stream of the current
+/// context; answers the context's poison if it has one.
+#[no_mangle]
+pub unsafe extern "C" fn cuCtxSynchronize() -> CUresult {
+    call(const { sym("cuCtxSynchronize") }, || {
+        state::with(|sim| {
+            let d = contexts::current_device(sim)?;
+            sim.sync_device(d);
+            sim.healthy(d)
+        })
+    })
+}

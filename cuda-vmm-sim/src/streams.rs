@@ -1,0 +1,229 @@
+//! Stream and event handles, their calls, and pinned host memory.
+//!
+//! Stream and event handles are fake, never-dereferenced addresses. The null
+//! stream, `CU_STREAM_LEGACY` (0x1) and `CU_STREAM_PER_THREAD` (0x2) all name
+//! the current context's legacy default stream (the simulator has no
+//! per-thread default streams).
+
+use std::collections::VecDeque;
+
+use cuda_vmm_sys::{CUevent, CUevent_st, CUstream, CUstream_st};
+
+use crate::answers;
+use crate::contexts;
+use crate::state::{Res, Sim};
+use crate::sys;
+use crate::work::{legacy, Action, Event, Kind, Stream, StreamId};
+
+const STREAM_BASE: usize = 0x0057_0000_0000;
+const EVENT_BASE: usize = 0x00e7_0000_0000;
+const STRIDE: usize = 0x10;
+
+/// `CU_STREAM_NON_BLOCKING`.
+const NON_BLOCKING: u32 = 1;
+/// `CU_EVENT_BLOCKING_SYNC | CU_EVENT_DISABLE_TIMING | CU_EVENT_INTERPROCESS`.
+const EVENT_FLAGS: u32 = 1 | 2 | 4;
+const EVENT_DISABLE_TIMING: u32 = 2;
+const EVENT_INTERPROCESS: u32 = 4;
+/// `CU_MEMHOSTALLOC_PORTABLE | DEVICEMAP | WRITECOMBINED`.
+const HOST_ALLOC_FLAGS: u32 = 1 | 2 | 4;
+
+fn decode(handle: usize, base: usize) -> Option<u64> {
+    let offset = handle.checked_sub(base)?;
+    (offset % STRIDE == 0).then_some((offset / STRIDE) as u64)
+}
+
+fn stream_handle(id: StreamId) -> CUstream {
+    core::ptr::null_mut::<CUstream_st>().wrapping_byte_add(STREAM_BASE + id as usize * STRIDE)
+}
+
+fn event_handle(id: u64) -> CUevent {
+    core::ptr::null_mut::<CUevent_st>().wrapping_byte_add(EVENT_BASE + id as usize * STRIDE)
+}
+
+impl Sim {
+    /// The stream `handle` names and its device, checking that its context is
+    /// active and not poisoned.
+    pub fn stream_of(&self, handle: CUstream) -> Res<(StreamId, usize)> {
+        let (id, device) = match handle as usize {
+            0..=2 => {
+                let d = contexts::current_device(self)?;
+                (legacy(d), d)
+            }
+            h => {
+                let id = decode(h, STREAM_BASE).ok_or(answers::BAD_STREAM_OR_EVENT)?;
+                let s = self
+                    .work
+                    .streams
+                    .get(&id)
+                    .filter(|s| s.live && s.kind != Kind::Legacy)
+                    .ok_or(answers::BAD_STREAM_OR_EVENT)?;
+                (id, s.device)
+            }
+        };
+        self.healthy(device)?;
+        Ok((id, device))
+    }
+
+    /// The event `handle` names, checking that its context is not poisoned.
+    fn event_of(&self, handle: CUevent) -> Res<(u64, Event)> {
+        let id = decode(handle as usize, EVENT_BASE).ok_or(answers::BAD_STREAM_OR_EVENT)?;
+        let e = *self
+            .work
+            .events
+            .get(&id)
+            .ok_or(answers::BAD_STREAM_OR_EVENT)?;
+        self.healthy(e.device)?;
+        Ok((id, e))
+    }
+
+    /// `cuStreamCreate` on `device`.
+    pub fn stream_create(&mut self, device: usize, flags: u32) -> Res<CUstream> {
+        let kind = match flags {
+            0 => Kind::Blocking,
+            NON_BLOCKING => Kind::NonBlocking,
+            _ => return Err(answers::STREAM_BAD_FLAGS),
+        };
+        let id = self.work.new_id();
+        self.work.streams.insert(
+            id,
+            Stream {
+                device,
+                kind,
+                live: true,
+                queue: VecDeque::new(),
+            },
+        );
+        Ok(stream_handle(id))
+    }
+
+    /// `cuStreamDestroy_v2`: returns at once; queued work still completes later.
+    pub fn stream_destroy(&mut self, handle: CUstream) -> Res<()> {
+        let (id, _) = self.stream_of(handle)?;
+        if id < 0x100 {
+            return Err(answers::BAD_STREAM_OR_EVENT);
+        }
+        if let Some(s) = self.work.streams.get_mut(&id) {
+            s.live = false;
+            if s.queue.is_empty() {
+                self.work.streams.remove(&id);
+            }
+        }
+        Ok(())
+    }
+
+    /// `cuStreamSynchronize`.
+    pub fn stream_synchronize(&mut self, handle: CUstream) -> Res<()> {
+        let (id, device) = self.stream_of(handle)?;
+        self.sync_stream(id);
+        self.healthy(device)
+    }
+
+    /// `cuStreamQuery`: pending work is completed and answered [`answers::NOT_READY`].
+    pub fn stream_query(&mut self, handle: CUstream) -> Res<()> {
+        let (id, device) = self.stream_of(handle)?;
+        let next = self.work.next_seq();
+        if !self.stream_pending(id, next) {
+            return Ok(());
+        }
+        self.sync_stream(id);
+        self.healthy(device)?;
+        Err(answers::NOT_READY)
+    }
+
+    /// `cuEventCreate` on `device`.
+    pub fn event_create(&mut self, device: usize, flags: u32) -> Res<CUevent> {
+        if flags & !EVENT_FLAGS != 0
+            || (flags & EVENT_INTERPROCESS != 0 && flags & EVENT_DISABLE_TIMING == 0)
+        {
+            return Err(answers::EVENT_BAD_FLAGS);
+        }
+        let id = self.work.new_id();
+        self.work.events.insert(id, Event { device, at: None });
+        Ok(event_handle(id))
+    }
+
+    /// `cuEventRecord`: captures the stream's current queue position.
+    pub fn event_record(&mut self, event: CUevent, stream: CUstream) -> Res<()> {
+        let (id, e) = self.event_of(event)?;
+        let (s, device) = self.stream_of(stream)?;
+        if device != e.device {
+            return Err(answers::BAD_STREAM_OR_EVENT);
+        }
+        let at = Some((s, self.work.next_seq()));
+        if let Some(e) = self.work.events.get_mut(&id) {
+            e.at = at;
+        }
+        Ok(())
+    }
+
+    /// `cuEventSynchronize`: completes the work before the recorded position.
+    pub fn event_synchronize(&mut self, event: CUevent) -> Res<()> {
+        let (_, e) = self.event_of(event)?;
+        if let Some((s, upto)) = e.at {
+            self.run_until(s, upto);
+        }
+        self.healthy(e.device)
+    }
+
+    /// `cuEventQuery`: pending work is completed and answered [`answers::NOT_READY`].
+    pub fn event_query(&mut self, event: CUevent) -> Res<()> {
+        let (_, e) = self.event_of(event)?;
+        let Some((s, upto)) = e.at else {
+            return Ok(());
+        };
+        if !self.stream_pending(s, upto) {
+            return Ok(());
+        }
+        self.run_until(s, upto);
+        self.healthy(e.device)?;
+        Err(answers::NOT_READY)
+    }
+
+    /// `cuEventDestroy_v2`.
+    pub fn event_destroy(&mut self, event: CUevent) -> Res<()> {
+        let (id, _) = self.event_of(event)?;
+        self.work.events.remove(&id);
+        Ok(())
+    }
+
+    /// `cuStreamWaitEvent`: later work on the stream waits for the event's work.
+    pub fn stream_wait_event(&mut self, stream: CUstream, event: CUevent, flags: u32) -> Res<()> {
+        let (s, _) = self.stream_of(stream)?;
+        let (_, e) = self.event_of(event)?;
+        if flags != 0 {
+            return Err(answers::WAIT_BAD_FLAGS);
+        }
+        match e.at {
+            Some((stream, upto)) => self.submit(s, Action::Wait { stream, upto }, Vec::new(), None),
+            None => Ok(()),
+        }
+    }
+
+    /// `cuMemHostAlloc`: page-aligned, read-write host memory, tracked as pinned.
+    pub fn host_alloc(&mut self, size: usize, flags: u32) -> Res<usize> {
+        if size == 0 {
+            return Err(answers::HOST_ALLOC_ZERO_SIZE);
+        }
+        if flags & !HOST_ALLOC_FLAGS != 0 {
+            return Err(answers::HOST_ALLOC_BAD_FLAGS);
+        }
+        let page = sys::page_size();
+        let len = (size as u64)
+            .checked_next_multiple_of(page)
+            .ok_or(answers::HOST_ALLOC_FAILED)?;
+        let start = sys::anonymous(len).map_err(|_| answers::HOST_ALLOC_FAILED)? as usize;
+        self.work.host.insert(start, len as usize);
+        Ok(start)
+    }
+
+    /// `cuMemFreeHost`: completes pending work using the block, then unmaps it.
+    pub fn free_host(&mut self, ptr: usize) -> Res<()> {
+        let len = *self.work.host.get(&ptr).ok_or(answers::FREE_HOST_UNKNOWN)?;
+        self.complete_touching_host(ptr, ptr + len);
+        self.work.host.remove(&ptr);
+        // SAFETY: the block was mapped by `host_alloc`, its record is gone and
+        // no pending work reads or writes it any more.
+        unsafe { sys::release(ptr as u64, len as u64) }.map_err(|_| answers::OS_FAILURE)
+    }
+}

@@ -1,0 +1,440 @@
+//! Device asynchrony: streams, the queue of pending work, its deterministic
+//! completion, and context poisoning.
+//!
+//! Every queued operation has a global sequence number and a stream. It runs
+//! only at a synchronisation point, after its dependencies:
+//!
+//! - the earlier operations of its stream;
+//! - on a context's legacy stream: the earlier operations of that context's
+//!   blocking streams; on a blocking stream: the earlier operations of its
+//!   context's legacy stream (non-blocking streams have neither);
+//! - for a wait-event marker: the operations of the event's stream before the
+//!   recorded position.
+//!
+//! Completion is [`Sim::run_until`]`(stream, upto)`: nothing else runs, so a
+//! program that synchronises stream A but unmaps memory stream B still uses
+//! is caught. Unmapping memory that pending work touches poisons the work's
+//! context ([`answers::UNMAP_WITH_PENDING_WORK`]).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use cuda_vmm_sys::CUresult;
+
+use crate::answers;
+use crate::copies::Span;
+use crate::state::{Res, Sim};
+
+/// A stream's identity: `0..devices` are the devices' legacy streams.
+pub(crate) type StreamId = u64;
+
+/// First identity of a user stream (and of an event).
+const FIRST_USER_ID: u64 = 0x100;
+
+/// How a stream synchronises with its context's legacy stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// The context's legacy default stream (null, `CU_STREAM_LEGACY`, `CU_STREAM_PER_THREAD`).
+    Legacy,
+    /// A user stream created with `CU_STREAM_DEFAULT`.
+    Blocking,
+    /// A user stream created with `CU_STREAM_NON_BLOCKING`.
+    NonBlocking,
+}
+
+/// A stream and the sequence numbers of its pending operations, in order.
+#[derive(Debug)]
+pub(crate) struct Stream {
+    pub device: usize,
+    pub kind: Kind,
+    /// False once destroyed (its queued work still completes).
+    pub live: bool,
+    pub queue: VecDeque<u64>,
+}
+
+/// What a queued operation does when it runs.
+pub(crate) enum Action {
+    /// Copy device (or snapshot) bytes: `dst` from `src`.
+    Copy { dst: Span, src: Span },
+    /// Write `dst` from pinned host memory at `src`, read when the operation runs.
+    FromHost { dst: Span, src: usize },
+    /// Read `src` into host memory at `dst`, written when the operation runs.
+    ToHost { src: Span, dst: usize },
+    /// Fill `dst` with repetitions of `pattern`.
+    Fill { dst: Span, pattern: Vec<u8> },
+    /// Later operations of the stream wait for `stream`'s operations before `upto`.
+    Wait { stream: StreamId, upto: u64 },
+}
+
+impl core::fmt::Debug for Action {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::Copy { .. } => "Copy",
+            Self::FromHost { .. } => "FromHost",
+            Self::ToHost { .. } => "ToHost",
+            Self::Fill { .. } => "Fill",
+            Self::Wait { .. } => "Wait",
+        })
+    }
+}
+
+impl Action {
+    fn run(&self) -> Res<()> {
+        match self {
+            Self::Copy { dst, src } => dst.copy_from(src),
+            // SAFETY: `src` was pinned host memory of the span's length at issue
+            // time; `cuMemFreeHost` completes the work reading it before unmapping.
+            Self::FromHost { dst, src } => unsafe { dst.write_from(*src as *const u8) },
+            // SAFETY: the caller of the async copy promised `dst` writable for
+            // the span's length until the work completes (the CUDA contract);
+            // an unmapped buffer is reported (EFAULT), not faulted.
+            Self::ToHost { src, dst } => unsafe { src.read_into(*dst as *mut u8) },
+            Self::Fill { dst, pattern } => dst.fill(pattern),
+            Self::Wait { .. } => Ok(()),
+        }
+    }
+}
+
+/// One queued operation.
+#[derive(Debug)]
+pub(crate) struct Op {
+    pub stream: StreamId,
+    pub device: usize,
+    pub action: Action,
+    /// Device address ranges `[start, end)` it reads or writes.
+    pub ranges: Vec<(u64, u64)>,
+    /// Pinned host range `[start, end)` it reads or writes when it runs.
+    pub host: Option<(usize, usize)>,
+}
+
+/// Where an event was last recorded: before `upto` on `stream`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Event {
+    pub device: usize,
+    pub at: Option<(StreamId, u64)>,
+}
+
+/// Streams, events, pending work and pinned host memory.
+#[derive(Debug)]
+pub(crate) struct Work {
+    next_seq: u64,
+    next_id: u64,
+    pub pending: BTreeMap<u64, Op>,
+    pub streams: HashMap<StreamId, Stream>,
+    pub events: HashMap<u64, Event>,
+    /// Pinned host blocks (`cuMemHostAlloc`): start -> length.
+    pub host: BTreeMap<usize, usize>,
+}
+
+impl Work {
+    pub(crate) fn new(devices: usize) -> Self {
+        let streams = (0..devices)
+            .map(|d| {
+                let stream = Stream {
+                    device: d,
+                    kind: Kind::Legacy,
+                    live: true,
+                    queue: VecDeque::new(),
+                };
+                (d as StreamId, stream)
+            })
+            .collect();
+        Self {
+            next_seq: 1,
+            next_id: FIRST_USER_ID,
+            pending: BTreeMap::new(),
+            streams,
+            events: HashMap::new(),
+            host: BTreeMap::new(),
+        }
+    }
+
+    /// A fresh stream or event identity (never reused).
+    pub(crate) fn new_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// The sequence number the next queued operation gets.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The first pending operation of `stream`.
+    fn front(&self, stream: StreamId) -> Option<u64> {
+        self.streams.get(&stream)?.queue.front().copied()
+    }
+
+    /// Streams of `device` of the given kind (destroyed ones included).
+    fn streams_of(&self, device: usize, kind: Kind) -> Vec<StreamId> {
+        let mut ids: Vec<StreamId> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.device == device && s.kind == kind)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Whether `len` bytes at `ptr` lie inside one pinned host block.
+    pub(crate) fn is_pinned(&self, ptr: usize, len: usize) -> bool {
+        self.host
+            .range(..=ptr)
+            .next_back()
+            .is_some_and(|(s, n)| ptr.checked_add(len).is_some_and(|end| end <= s + n))
+    }
+}
+
+/// The legacy stream of `device`.
+pub(crate) fn legacy(device: usize) -> StreamId {
+    device as StreamId
+}
+
+fn overlaps(ranges: &[(u64, u64)], start: u64, end: u64) -> bool {
+    ranges.iter().any(|(a, b)| *a < end && start < *b)
+}
+
+impl Sim {
+    /// Queues `action` on `stream`; with asynchrony off, completes it at once.
+    pub fn submit(
+        &mut self,
+        stream: StreamId,
+        action: Action,
+        ranges: Vec<(u64, u64)>,
+        host: Option<(usize, usize)>,
+    ) -> Res<()> {
+        let seq = self.enqueue(stream, action, ranges, host)?;
+        if self.config.is_asynchronous() {
+            Ok(())
+        } else {
+            self.finish(stream, seq)
+        }
+    }
+
+    /// Queues `action` on `stream` and completes it (with its dependencies)
+    /// inside the call, returning its own result.
+    pub fn submit_and_wait(
+        &mut self,
+        stream: StreamId,
+        action: Action,
+        ranges: Vec<(u64, u64)>,
+        host: Option<(usize, usize)>,
+    ) -> Res<()> {
+        let seq = self.enqueue(stream, action, ranges, host)?;
+        self.finish(stream, seq)
+    }
+
+    fn enqueue(
+        &mut self,
+        stream: StreamId,
+        action: Action,
+        ranges: Vec<(u64, u64)>,
+        host: Option<(usize, usize)>,
+    ) -> Res<u64> {
+        let device = self
+            .work
+            .streams
+            .get(&stream)
+            .map(|s| s.device)
+            .ok_or(answers::BAD_STREAM_OR_EVENT)?;
+        self.healthy(device)?;
+        let seq = self.work.next_seq;
+        self.work.next_seq += 1;
+        self.work.pending.insert(
+            seq,
+            Op {
+                stream,
+                device,
+                action,
+                ranges,
+                host,
+            },
+        );
+        if let Some(s) = self.work.streams.get_mut(&stream) {
+            s.queue.push_back(seq);
+        }
+        Ok(seq)
+    }
+
+    /// Runs, in order, the pending operations of `stream` numbered below
+    /// `upto`, each after its dependencies. An operation that fails poisons
+    /// its context ([`answers::ASYNC_WORK_FAILED`]).
+    pub fn run_until(&mut self, stream: StreamId, upto: u64) {
+        while let Some(seq) = self.work.front(stream).filter(|s| *s < upto) {
+            if let Err(_code) = self.run_front(stream, seq) {
+                if let Some(device) = self.work.streams.get(&stream).map(|s| s.device) {
+                    self.poison(device, answers::ASYNC_WORK_FAILED);
+                }
+            }
+        }
+    }
+
+    /// Runs the dependencies an operation at `seq` on `stream` would have:
+    /// the cross-stream ones of its stream kind (not its own stream's).
+    fn run_cross_dependencies(&mut self, stream: StreamId, seq: u64) {
+        let Some((device, kind)) = self.work.streams.get(&stream).map(|s| (s.device, s.kind))
+        else {
+            return;
+        };
+        match kind {
+            Kind::Legacy => {
+                for s in self.work.streams_of(device, Kind::Blocking) {
+                    self.run_until(s, seq);
+                }
+            }
+            Kind::Blocking => self.run_until(legacy(device), seq),
+            Kind::NonBlocking => {}
+        }
+    }
+
+    /// Runs the first pending operation `seq` of `stream` after its
+    /// dependencies; its own failure is returned.
+    fn run_front(&mut self, stream: StreamId, seq: u64) -> Res<()> {
+        self.run_cross_dependencies(stream, seq);
+        if let Some(Action::Wait { stream: s, upto }) =
+            self.work.pending.get(&seq).map(|o| &o.action)
+        {
+            let (s, upto) = (*s, *upto);
+            self.run_until(s, upto);
+        }
+        // A dependency may have poisoned the context and discarded the operation.
+        let Some(op) = self.work.pending.remove(&seq) else {
+            return Ok(());
+        };
+        if let Some(s) = self.work.streams.get_mut(&stream) {
+            if s.queue.front() == Some(&seq) {
+                s.queue.pop_front();
+            } else {
+                s.queue.retain(|q| *q != seq);
+            }
+        }
+        op.action.run()
+    }
+
+    /// Completes operation `seq` of `stream` (after everything it depends on),
+    /// returning its own result, or the poison of its context.
+    fn finish(&mut self, stream: StreamId, seq: u64) -> Res<()> {
+        let device = self.work.pending.get(&seq).map(|o| o.device);
+        self.run_until(stream, seq);
+        let result = self.run_front(stream, seq);
+        match device {
+            Some(d) => {
+                self.healthy(d)?;
+                result
+            }
+            None => result,
+        }
+    }
+
+    /// Completes everything an operation queued now on `stream` would wait for.
+    pub fn drain(&mut self, stream: StreamId) {
+        let next = self.work.next_seq();
+        self.run_cross_dependencies(stream, next);
+        self.run_until(stream, next);
+    }
+
+    /// `cuStreamSynchronize`: completes the stream's pending work.
+    pub fn sync_stream(&mut self, stream: StreamId) {
+        let next = self.work.next_seq();
+        self.run_until(stream, next);
+    }
+
+    /// Whether `stream` has pending operations numbered below `upto`.
+    pub fn stream_pending(&self, stream: StreamId, upto: u64) -> bool {
+        self.work.front(stream).is_some_and(|s| s < upto)
+    }
+
+    /// `cuCtxSynchronize`: completes every stream of `device`.
+    pub fn sync_device(&mut self, device: usize) {
+        let next = self.work.next_seq();
+        let mut ids: Vec<StreamId> = self
+            .work
+            .streams
+            .iter()
+            .filter(|(_, s)| s.device == device)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        for id in ids {
+            self.run_until(id, next);
+        }
+    }
+
+    /// Poisons `device`'s context with `code` (the first poison sticks) and
+    /// discards its pending work.
+    pub fn poison(&mut self, device: usize, code: CUresult) {
+        if let Some(d) = self.devices.get_mut(device) {
+            d.poison.get_or_insert(code);
+        }
+        self.work.pending.retain(|_, op| op.device != device);
+        for s in self.work.streams.values_mut() {
+            if s.device == device {
+                s.queue.clear();
+            }
+        }
+    }
+
+    /// Poisons the context of every pending operation touching `[start, end)`.
+    pub fn poison_pending_in(&mut self, start: u64, end: u64, code: CUresult) {
+        let mut devices: Vec<usize> = self
+            .work
+            .pending
+            .values()
+            .filter(|op| overlaps(&op.ranges, start, end))
+            .map(|op| op.device)
+            .collect();
+        devices.sort_unstable();
+        devices.dedup();
+        for d in devices {
+            self.poison(d, code);
+        }
+    }
+
+    /// Completes every pending operation touching device range `[start, end)`
+    /// (with its dependencies), as `cuMemFree` does implicitly.
+    pub fn complete_touching(&mut self, start: u64, end: u64) {
+        let targets: Vec<(StreamId, u64)> = self
+            .work
+            .pending
+            .iter()
+            .filter(|(_, op)| overlaps(&op.ranges, start, end))
+            .map(|(seq, op)| (op.stream, *seq))
+            .collect();
+        for (stream, seq) in targets {
+            self.run_until(stream, seq + 1);
+        }
+    }
+
+    /// Completes every pending operation using pinned host range `[start, end)`.
+    pub fn complete_touching_host(&mut self, start: usize, end: usize) {
+        let targets: Vec<(StreamId, u64)> = self
+            .work
+            .pending
+            .iter()
+            .filter(|(_, op)| op.host.is_some_and(|(a, b)| a < end && start < b))
+            .map(|(seq, op)| (op.stream, *seq))
+            .collect();
+        for (stream, seq) in targets {
+            self.run_until(stream, seq + 1);
+        }
+    }
+
+    /// The primary context of `device` is destroyed (its references dropped
+    /// to zero): its work completes, its streams and events die, its poison clears.
+    pub fn destroy_context(&mut self, device: usize) {
+        self.sync_device(device);
+        for (id, s) in self.work.streams.iter_mut() {
+            if s.device == device && *id != legacy(device) {
+                s.live = false;
+            }
+        }
+        self.work
+            .streams
+            .retain(|id, s| s.live || !s.queue.is_empty() || *id < FIRST_USER_ID);
+        self.work.events.retain(|_, e| e.device != device);
+        if let Some(d) = self.devices.get_mut(device) {
+            d.poison = None;
+        }
+    }
+}
