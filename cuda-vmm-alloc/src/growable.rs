@@ -436,6 +436,9 @@ impl<T: DevicePod> GrowableBuffer<T> {
         if self.backing.pool.is_some() || old_end + keep > self.reserved_bytes() {
             return Ok(());
         }
+        // The live bytes are moved on the device: first wait for device work that may
+        // still write them (what unmapping the old chunk would wait for anyway).
+        self.backing.reservation.synchronize()?;
         // Build the replacement past the old chunk and copy the live bytes into it.
         let mut scratch = self.backing.commit_run(old_end, &[keep], false)?;
         let copied = self

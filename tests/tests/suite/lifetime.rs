@@ -42,6 +42,11 @@ fn device() -> cuda_vmm::Result<Device> {
     cuda()?.device(0)
 }
 
+/// Every test here allocates a lot: hold device memory shared (see `DEVICE_MEMORY`).
+fn hold() -> std::sync::RwLockReadGuard<'static, ()> {
+    crate::memory_shared()
+}
+
 fn on_simulator() -> cuda_vmm::Result<bool> {
     Ok(cuda()?.backend() == Backend::Simulator)
 }
@@ -105,6 +110,7 @@ fn delay(
 
 #[test]
 fn growable_write_then_drop_in_a_loop() -> TestResult {
+    let _memory = hold();
     let d = device()?;
     let data = pattern(8 * MIB, 1);
     for _ in 0..iterations(200)? {
@@ -116,6 +122,7 @@ fn growable_write_then_drop_in_a_loop() -> TestResult {
 
 #[test]
 fn growable_write_then_shrink_in_a_loop() -> TestResult {
+    let _memory = hold();
     let d = device()?;
     let data = pattern(8 * MIB, 2);
     let mut b = GrowableBuffer::<u8>::with_max_capacity(&d, 64 * MIB)?;
@@ -130,6 +137,7 @@ fn growable_write_then_shrink_in_a_loop() -> TestResult {
 
 #[test]
 fn threads_write_then_drop() -> TestResult {
+    let _memory = hold();
     let d = device()?;
     let n = iterations(100)?;
     std::thread::scope(|s| {
@@ -179,6 +187,7 @@ fn sparse_loop(d: &Device, seed: u8, n: usize, holes: HoleBehavior) -> Result<()
 
 #[test]
 fn sparse_commit_write_decommit_in_a_loop() -> TestResult {
+    let _memory = hold();
     let d = device()?;
     sparse_loop(&d, 3, iterations(200)?, HoleBehavior::Error)?;
     sparse_loop(&d, 4, iterations(40)?, HoleBehavior::Zeros)?;
@@ -187,6 +196,7 @@ fn sparse_commit_write_decommit_in_a_loop() -> TestResult {
 
 #[test]
 fn threads_sparse_commit_write_decommit() -> TestResult {
+    let _memory = hold();
     let d = device()?;
     let n = iterations(100)?;
     std::thread::scope(|s| {
@@ -206,6 +216,7 @@ fn threads_sparse_commit_write_decommit() -> TestResult {
 
 #[test]
 fn reservation_and_mapping_write_then_drop_in_a_loop() -> TestResult {
+    let _memory = hold();
     let d = device()?;
     let g = gran(&d)?;
     let size = 8 * MIB;
@@ -224,6 +235,7 @@ fn reservation_and_mapping_write_then_drop_in_a_loop() -> TestResult {
 
 #[test]
 fn async_writes_then_drop_in_a_loop() -> TestResult {
+    let _memory = hold();
     let d = device()?;
     let stream = Stream::new(&d)?;
     let data = pattern(8 * MIB, 6);
@@ -242,6 +254,7 @@ fn async_writes_then_drop_in_a_loop() -> TestResult {
 /// buffer shrinks: the default policy waits, so the kept bytes are the memset's.
 #[test]
 fn unrecorded_work_is_waited_for_by_default() -> TestResult {
+    let _memory = hold();
     let d = device()?;
     let stream = Stream::new(&d)?;
     let len = 32 * MIB;
@@ -267,6 +280,7 @@ fn unrecorded_work_is_waited_for_by_default() -> TestResult {
 /// With `RecordedUse`, recording the use on the stream is what makes shrinking wait.
 #[test]
 fn recorded_use_is_waited_for() -> TestResult {
+    let _memory = hold();
     let d = device()?;
     let stream = Stream::new(&d)?;
     let len = 32 * MIB;
@@ -292,6 +306,7 @@ fn recorded_use_is_waited_for() -> TestResult {
 /// With `Caller`, the caller synchronises itself; doing so keeps the context healthy.
 #[test]
 fn caller_synchronised_opt_out() -> TestResult {
+    let _memory = hold();
     let d = device()?;
     let stream = Stream::new(&d)?;
     for _ in 0..iterations(20)? {
@@ -311,6 +326,7 @@ fn caller_synchronised_opt_out() -> TestResult {
 /// the context (a child process; on the simulator it happens every time).
 #[test]
 fn caller_opt_out_does_not_wait() -> TestResult {
+    let _memory = hold();
     let out = run_child("lifetime::caller_opt_out_does_not_wait_child")?;
     assert!(out.contains("poisoned: "), "{out}");
     Ok(())
@@ -319,6 +335,7 @@ fn caller_opt_out_does_not_wait() -> TestResult {
 #[test]
 #[ignore = "child process of caller_opt_out_does_not_wait"]
 fn caller_opt_out_does_not_wait_child() -> TestResult {
+    let _memory = hold();
     if std::env::var(CHILD_ENV).is_err() {
         return Ok(());
     }
@@ -352,18 +369,27 @@ fn caller_opt_out_does_not_wait_child() -> TestResult {
 /// steps through the safe layer never do.
 #[test]
 fn raw_race_faults_and_safe_layer_does_not() -> TestResult {
+    let _memory = hold();
     if !on_simulator()? {
         eprintln!("skipped: the raw race is only deterministic on the simulator");
         return Ok(());
     }
     let out = run_child("lifetime::raw_race_child")?;
     assert!(out.contains("raw race: CUDA_ERROR_LAUNCH_FAILED"), "{out}");
-    growable_write_then_drop_in_a_loop()
+    // The same steps through the safe layer: clean, every time.
+    let d = device()?;
+    let data = pattern(8 * MIB, 1);
+    for _ in 0..10 {
+        let mut b = GrowableBuffer::<u8>::with_max_capacity(&d, 64 * MIB)?;
+        b.extend_from_slice(&data)?;
+    }
+    assert_healthy(&d)
 }
 
 #[test]
 #[ignore = "child process of raw_race_faults_and_safe_layer_does_not"]
 fn raw_race_child() -> TestResult {
+    let _memory = hold();
     if std::env::var(CHILD_ENV).is_err() {
         return Ok(());
     }
@@ -410,6 +436,7 @@ fn kernel(d: &Device) -> Result<Option<SlowFill>, Box<dyn std::error::Error>> {
 /// no fault, and every byte it wrote is there.
 #[test]
 fn running_kernel_is_waited_for_on_shrink_and_drop() -> TestResult {
+    let _memory = hold();
     let d = device()?;
     let Some(k) = kernel(&d)? else { return Ok(()) };
     let stream = Stream::new(&d)?;
@@ -438,6 +465,7 @@ fn running_kernel_is_waited_for_on_shrink_and_drop() -> TestResult {
 
 #[test]
 fn running_kernel_is_waited_for_on_decommit() -> TestResult {
+    let _memory = hold();
     let d = device()?;
     let Some(k) = kernel(&d)? else { return Ok(()) };
     let g = gran(&d)?;
@@ -477,6 +505,7 @@ fn current_context(cuda: &Cuda) -> Result<CUcontext, Box<dyn std::error::Error>>
 /// with two (child process).
 #[test]
 fn current_context_is_left_alone() -> TestResult {
+    let _memory = hold();
     if on_simulator()? {
         let out = run_child_with(
             "lifetime::current_context_is_left_alone_child",
@@ -491,6 +520,7 @@ fn current_context_is_left_alone() -> TestResult {
 #[test]
 #[ignore = "child process of current_context_is_left_alone"]
 fn current_context_is_left_alone_child() -> TestResult {
+    let _memory = hold();
     if std::env::var(CHILD_ENV).is_err() {
         return Ok(());
     }

@@ -13,3 +13,18 @@ mod loader;
 mod ptx;
 mod safe;
 mod sim;
+
+/// Device memory is shared by the whole process: the conformance suite, whose cases
+/// compare free memory exactly, holds this exclusively; tests that allocate gigabytes
+/// hold it shared.
+pub static DEVICE_MEMORY: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Shared hold of [`DEVICE_MEMORY`].
+pub fn memory_shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    DEVICE_MEMORY.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Exclusive hold of [`DEVICE_MEMORY`].
+pub fn memory_exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
+    DEVICE_MEMORY.write().unwrap_or_else(|e| e.into_inner())
+}

@@ -250,6 +250,7 @@ fn run_isolated(case: &Case) -> String {
 
 #[test]
 fn suite() {
+    let _memory = crate::memory_exclusive();
     let (_, backend) = raw_driver();
     let record = std::env::var_os("CUDA_VMM_CONFORMANCE_RECORD").is_some();
     let crashing = std::env::var_os("CUDA_VMM_CONFORMANCE_CRASHING").is_some();
