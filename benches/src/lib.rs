@@ -28,7 +28,8 @@
 //!   `sparse/one_tile/{pooled_commit,pooled_commit_uninit,raw_map_set_access}`;
 //! - `set_access/{per_chunk,per_run}/64x2MiB`;
 //! - `alloc_free/{pool,pool_mapped,cuMemAlloc}/2MiB`;
-//! - `overhead/{reserve_free,create_release,map_unmap,set_access}/{safe,raw}` (stub driver).
+//! - `overhead/{reserve_free,create_release,map_unmap,set_access}/{safe,raw}` (stub driver);
+//! - `ordering/write_drop/{default,opt_out}/2MiB`, `ordering/commit_decommit/{default,opt_out}/1tile`.
 
 #![warn(missing_docs)]
 

@@ -11,12 +11,49 @@
 //! exactly a live mapping, map over a live mapping or past a reservation's end.
 //! Ownership is reference counted: a mapping keeps its reservation and
 //! allocation alive, so they are freed only after every mapping is gone.
-//! Every operation makes the device's primary context (the one the CUDA runtime
-//! uses) current on the calling thread first.
+//!
+//! # Contexts
+//!
+//! A [`Cuda`] retains each device's primary context (the one the CUDA runtime
+//! and cudarc use) once, the first time the device is opened, and releases it
+//! when the `Cuda` and everything made from it are gone. Every operation that
+//! needs a context binds it for its own duration (`cuCtxPushCurrent` /
+//! `cuCtxPopCurrent` when it is not already current) and leaves the calling
+//! thread's current context exactly as it found it. [`Device::make_current`]
+//! is there for code that launches work through raw driver calls.
+//!
+//! # Ordering against the device
+//!
+//! A driver call returning does not mean the device is done: a pageable
+//! `cuMemcpyHtoD` returns before its DMA lands, kernels and async copies run
+//! later on their streams, and `cuMemUnmap` waits for none of it. Unmapping
+//! memory the device still uses kills the context with a sticky error, and the
+//! address may already back other memory when the work lands. So:
+//!
+//! - This crate's synchronous copies and fills ([`Reservation::write`],
+//!   [`Reservation::fill`], ...) run on a private non-blocking stream per
+//!   device and wait for that stream alone (`cuStreamSynchronize`, never
+//!   `cuCtxSynchronize`): they are complete when they return.
+//! - The `_async` variants ([`Reservation::write_async`], ...) queue on the
+//!   caller's [`Stream`] and record an [`Event`] on the reservation.
+//! - Work other code queues on the memory (kernels, cudarc, the runtime) is
+//!   recorded with [`Reservation::record_use`]; the crate's own copies are
+//!   ordered after recorded uses, as cudarc orders a `CudaSlice`'s.
+//! - Every end of a mapping (unmap, and so every free, release, recycle,
+//!   shrink, decommit, drop or rollback built on it) first waits on the host
+//!   for the recorded uses and, under the default [`UnmapWait::Devices`], for
+//!   all work in the primary contexts of the reservation's device and of every
+//!   device granted access. That default is safe whatever launched the work;
+//!   it is what PyTorch's expandable segments (`cudaDeviceSynchronize` or a
+//!   stream sync before `cuMemUnmap`) and vLLM's sleep mode do. Batches
+//!   ([`Reservation::unmap_batch`]) wait once.
+//! - [`Reservation::set_unmap_wait`] (`unsafe`) trades that for less waiting:
+//!   [`UnmapWait::RecordedUse`] waits for recorded uses only,
+//!   [`UnmapWait::Caller`] for nothing.
 //!
 //! ```
 //! use cuda_vmm::{AccessFlags, Allocation, AllocationProps, Backend, Cuda, Error};
-//! use cuda_vmm::{GranularityKind, Reservation, ReserveOptions};
+//! use cuda_vmm::{GranularityKind, Reservation, ReserveOptions, Stream};
 //! # fn main() -> Result<(), Error> {
 //! // `Cuda::new()` picks the real driver when present; this example always runs
 //! // on the in-process simulator (what `Cuda::simulator()` does with feature "sim").
@@ -47,6 +84,14 @@
 //!     Error::Overlap { offset: g, size: g, existing_offset: g, existing_size: g }
 //! );
 //! assert!(matches!(reservation.map(4 * g, &a, 0, g), Err(Error::OutOfBounds { .. })));
+//!
+//! // Work on a stream: queued, recorded, and waited for before anything is unmapped.
+//! let stream = Stream::new(&device)?;
+//! reservation.fill_async(&stream, 0, 64, 7)?;
+//! reservation.record_use(&stream)?; // e.g. after launching a kernel on `stream`
+//! drop(_mb); // waits for the fill (and the device's other work) first
+//! reservation.read(0, &mut out)?; // ordered after the recorded use
+//! assert_eq!(out, [7; 4]);
 //! # Ok(()) }
 //! ```
 #![warn(missing_docs)]

@@ -1,0 +1,62 @@
+//! What ordering unmaps against device work costs: the safe default (wait for recorded uses
+//! and for the contexts that can reach the memory) vs the `unsafe` opt-out
+//! (`UnmapWait::Caller`, valid here because the library's own copies complete before they
+//! return).
+//!
+//! Ids: `ordering/write_drop/{default,opt_out}/2MiB` (a buffer created, 2 MiB written from
+//! the host, dropped), `ordering/commit_decommit/{default,opt_out}/1tile` (one 2 MiB tile of a
+//! sparse array committed, written and decommitted).
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use cuda_vmm::UnmapWait;
+use cuda_vmm_alloc::{GrowableBuffer, SparseArray, SparseConfig};
+use cuda_vmm_benches::{env, CHUNK, MIB};
+
+fn ordering(c: &mut Criterion) {
+    let env = env();
+    let device = &env.device;
+    let data = vec![0x5Au8; CHUNK];
+    let mut group = env.fast_group(c, "ordering");
+    for (name, policy) in [
+        ("default", UnmapWait::Devices),
+        ("opt_out", UnmapWait::Caller),
+    ] {
+        group.bench_function(
+            BenchmarkId::new(format!("write_drop/{name}"), "2MiB"),
+            |b| {
+                b.iter(|| {
+                    let mut buf =
+                        GrowableBuffer::<u8>::with_max_capacity(device, 64 * MIB).expect("buffer");
+                    // SAFETY: the only device work on the buffer is the library's synchronous
+                    // copy, complete before `extend_from_slice` returns.
+                    unsafe { buf.set_unmap_wait(policy) };
+                    buf.extend_from_slice(&data).expect("write");
+                    drop(buf);
+                })
+            },
+        );
+    }
+    for (name, policy) in [
+        ("default", UnmapWait::Devices),
+        ("opt_out", UnmapWait::Caller),
+    ] {
+        let mut array =
+            SparseArray::<u8>::new(device, 64 * CHUNK, SparseConfig::default()).expect("array");
+        // SAFETY: as above: only the library's synchronous fill and copy touch the array.
+        unsafe { array.set_unmap_wait(policy) };
+        group.bench_function(
+            BenchmarkId::new(format!("commit_decommit/{name}"), "1tile"),
+            |b| {
+                b.iter(|| {
+                    array.commit(0..CHUNK).expect("commit");
+                    array.write(0, &data).expect("write");
+                    array.decommit(0..CHUNK).expect("decommit");
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, ordering);
+criterion_main!(benches);
