@@ -85,10 +85,14 @@ pub const POP_EMPTY_STACK: CUresult = CUresult::CUDA_ERROR_INVALID_CONTEXT;
 /// and its pending work is discarded. Every later call that needs the
 /// context ([`POISON_CHECKED`], and stream/event calls of that context)
 /// answers it until the primary context's references drop to zero.
-/// H200: measured for an HtoD copy in flight at unmap; the other kinds of
-/// work (async HtoD from pinned memory, DtoD, memset) await the conformance
-/// recording (`race_*` cases).
+/// This code is for host-to-device copies (pageable and pinned, sync and
+/// async), recorded on an H200, driver 580 (`race_htod_async_*`); device work
+/// gets [`UNMAPPED_BY_DEVICE_WORK`].
 pub const UNMAP_WITH_PENDING_WORK: CUresult = CUresult::CUDA_ERROR_LAUNCH_FAILED;
+/// The sticky error when memory that a pending device-to-device copy, memset
+/// or device-to-host copy touches is unmapped: recorded on an H200, driver 580,
+/// for DtoD and memsets (`race_dtod_async`, `race_memset_async`).
+pub const UNMAPPED_BY_DEVICE_WORK: CUresult = CUresult::CUDA_ERROR_ILLEGAL_ADDRESS;
 /// `cuMemAddressFree` of a range that pending work touches (normally the
 /// unmap poisons first). Guess; awaits the conformance recording.
 pub const FREE_WITH_PENDING_WORK: CUresult = CUresult::CUDA_ERROR_LAUNCH_FAILED;
@@ -112,8 +116,9 @@ pub const WAIT_BAD_FLAGS: CUresult = INVALID_VALUE;
 
 // ---- Pinned host memory (cuMemHostAlloc / cuMemFreeHost) ------------------------
 
-/// `cuMemHostAlloc` with size 0 (guess; awaits the conformance recording).
-pub const HOST_ALLOC_ZERO_SIZE: CUresult = INVALID_VALUE;
+/// `cuMemHostAlloc` with size 0 succeeds on an H200, driver 580
+/// (`host_alloc_zero_size`); the simulator hands out one page.
+pub const HOST_ALLOC_ZERO_SIZE: CUresult = CUresult::CUDA_SUCCESS;
 /// `cuMemHostAlloc` with flags other than PORTABLE|DEVICEMAP|WRITECOMBINED.
 pub const HOST_ALLOC_BAD_FLAGS: CUresult = INVALID_VALUE;
 /// `cuMemHostAlloc` when the host cannot map the memory.

@@ -202,14 +202,14 @@ impl Sim {
 
     /// `cuMemHostAlloc`: page-aligned, read-write host memory, tracked as pinned.
     pub fn host_alloc(&mut self, size: usize, flags: u32) -> Res<usize> {
-        if size == 0 {
+        if size == 0 && answers::HOST_ALLOC_ZERO_SIZE != CUresult::CUDA_SUCCESS {
             return Err(answers::HOST_ALLOC_ZERO_SIZE);
         }
         if flags & !HOST_ALLOC_FLAGS != 0 {
             return Err(answers::HOST_ALLOC_BAD_FLAGS);
         }
         let page = sys::page_size();
-        let len = (size as u64)
+        let len = (size.max(1) as u64)
             .checked_next_multiple_of(page)
             .ok_or(answers::HOST_ALLOC_FAILED)?;
         let start = sys::anonymous(len).map_err(|_| answers::HOST_ALLOC_FAILED)? as usize;

@@ -106,6 +106,22 @@ pub(crate) struct Op {
     pub host: Option<(usize, usize)>,
 }
 
+impl Op {
+    /// The sticky error its context gets when memory it touches is unmapped
+    /// before it runs: `host_to_device` (recorded on an H200 for pageable and
+    /// pinned host-to-device copies) when it writes device memory from the
+    /// host, [`answers::UNMAPPED_BY_DEVICE_WORK`] (recorded for device-to-device
+    /// copies and memsets) when the device itself reads or writes it.
+    fn unmapped_code(&self, host_to_device: CUresult) -> CUresult {
+        match self.action {
+            Action::FromHost { .. } => host_to_device,
+            // A snapshot source: the only device range is the destination.
+            Action::Copy { .. } if self.ranges.len() == 1 => host_to_device,
+            _ => answers::UNMAPPED_BY_DEVICE_WORK,
+        }
+    }
+}
+
 /// Where an event was last recorded: before `upto` on `stream`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Event {
@@ -377,17 +393,21 @@ impl Sim {
 
     /// Poisons the context of every pending operation touching `[start, end)`.
     pub fn poison_pending_in(&mut self, start: u64, end: u64, code: CUresult) {
-        let mut devices: Vec<usize> = self
+        let mut hits: Vec<(usize, CUresult)> = self
             .work
             .pending
             .values()
             .filter(|op| overlaps(&op.ranges, start, end))
-            .map(|op| op.device)
+            .map(|op| (op.device, op.unmapped_code(code)))
             .collect();
-        devices.sort_unstable();
-        devices.dedup();
-        for d in devices {
-            self.poison(d, code);
+        // The first operation in sequence order decides each context's code.
+        hits.dedup_by_key(|(d, _)| *d);
+        let mut seen = Vec::new();
+        for (d, c) in hits {
+            if !seen.contains(&d) {
+                seen.push(d);
+                self.poison(d, c);
+            }
         }
     }
 

@@ -30,6 +30,9 @@ enum OnReal {
     /// The real driver crashes the process; only the simulator runs it, and
     /// the safe layer must make the call impossible.
     Crashes,
+    /// The real driver's answer depends on timing (a race with the device);
+    /// only the simulator, which makes the race deterministic, checks it.
+    Races,
 }
 
 struct Case {
@@ -54,6 +57,15 @@ const fn crashes(name: &'static str, run: fn(&Env) -> CaseResult, expect: &'stat
         run,
         expect,
         on_real: OnReal::Crashes,
+    }
+}
+
+const fn races(name: &'static str, run: fn(&Env) -> CaseResult, expect: &'static str) -> Case {
+    Case {
+        name,
+        run,
+        expect,
+        on_real: OnReal::Races,
     }
 }
 
@@ -161,32 +173,35 @@ const CASES: &[Case] = &[
     case("no_context_granularity", no_context_granularity, "CUDA_SUCCESS 2097152"),
     case("no_context_mem_get_info", no_context_mem_get_info, "CUDA_ERROR_INVALID_CONTEXT"),
     case("context_is_current", context_is_current, "ctx_non_null=true"),
-    // ---- asynchrony. Every expectation below is a guess: awaiting GPU
-    // recording (run on an H200 with CUDA_VMM_CONFORMANCE_RECORD=1).
+    // ---- asynchrony: recorded on the H200 (driver 580.159.04) like the rest.
     // streams and events
-    case("stream_idle_lifecycle", stream_idle_lifecycle, "create=CUDA_SUCCESS query=CUDA_SUCCESS sync=CUDA_SUCCESS destroy=CUDA_SUCCESS"), // awaiting GPU recording
-    case("stream_non_blocking_idle_lifecycle", stream_non_blocking_idle_lifecycle, "create=CUDA_SUCCESS query=CUDA_SUCCESS sync=CUDA_SUCCESS destroy=CUDA_SUCCESS"), // awaiting GPU recording
-    case("stream_create_bad_flags", stream_create_bad_flags, "CUDA_ERROR_INVALID_VALUE"), // awaiting GPU recording
-    case("event_create_bad_flags", event_create_bad_flags, "interprocess_alone=CUDA_ERROR_INVALID_VALUE unknown_bit=CUDA_ERROR_INVALID_VALUE"), // awaiting GPU recording
-    case("event_never_recorded", event_never_recorded, "query=CUDA_SUCCESS sync=CUDA_SUCCESS destroy=CUDA_SUCCESS"), // awaiting GPU recording
+    case("stream_idle_lifecycle", stream_idle_lifecycle, "create=CUDA_SUCCESS query=CUDA_SUCCESS sync=CUDA_SUCCESS destroy=CUDA_SUCCESS"),
+    case("stream_non_blocking_idle_lifecycle", stream_non_blocking_idle_lifecycle, "create=CUDA_SUCCESS query=CUDA_SUCCESS sync=CUDA_SUCCESS destroy=CUDA_SUCCESS"),
+    case("stream_create_bad_flags", stream_create_bad_flags, "CUDA_ERROR_INVALID_VALUE"),
+    case("event_create_bad_flags", event_create_bad_flags, "interprocess_alone=CUDA_ERROR_INVALID_VALUE unknown_bit=CUDA_ERROR_INVALID_VALUE"),
+    case("event_never_recorded", event_never_recorded, "query=CUDA_SUCCESS sync=CUDA_SUCCESS destroy=CUDA_SUCCESS"),
     // context stack
-    case("ctx_push_pop", ctx_push_pop, "push=CUDA_SUCCESS pop=CUDA_SUCCESS popped_same=true still_current=true"), // awaiting GPU recording
-    case("ctx_pop_empty_stack", ctx_pop_empty_stack, "first=CUDA_SUCCESS popped_same=true second=CUDA_ERROR_INVALID_CONTEXT current_null=true"), // awaiting GPU recording
-    case("ctx_set_current_null_then_pop", ctx_set_current_null_then_pop, "set_null=CUDA_SUCCESS pop=CUDA_ERROR_INVALID_CONTEXT"), // awaiting GPU recording
+    case("ctx_push_pop", ctx_push_pop, "push=CUDA_SUCCESS pop=CUDA_SUCCESS popped_same=true still_current=true"),
+    case("ctx_pop_empty_stack", ctx_pop_empty_stack, "first=CUDA_SUCCESS popped_same=true second=CUDA_ERROR_INVALID_CONTEXT current_null=true"),
+    case("ctx_set_current_null_then_pop", ctx_set_current_null_then_pop, "set_null=CUDA_SUCCESS pop=CUDA_ERROR_INVALID_CONTEXT"),
     // pinned host memory
-    case("host_alloc_zero_size", host_alloc_zero_size, "CUDA_ERROR_INVALID_VALUE"), // awaiting GPU recording
-    case("free_host_bogus_pointer", free_host_bogus_pointer, "CUDA_ERROR_INVALID_VALUE"), // awaiting GPU recording
+    case("host_alloc_zero_size", host_alloc_zero_size, "CUDA_SUCCESS"),
+    case("free_host_bogus_pointer", free_host_bogus_pointer, "CUDA_ERROR_INVALID_VALUE"),
     // async copies: same checks as the synchronous ones
-    case("async_copy_to_unmapped", async_copy_to_unmapped, "CUDA_ERROR_INVALID_VALUE sync=CUDA_SUCCESS"), // awaiting GPU recording
-    case("async_copy_to_no_access", async_copy_to_no_access, "CUDA_ERROR_INVALID_VALUE sync=CUDA_SUCCESS"), // awaiting GPU recording
-    // unmap with work in flight poisons the context (H200: measured for an HtoD copy)
-    case("race_htod_async_pageable", race_htod_async_pageable, "unmap=CUDA_SUCCESS stream_sync=CUDA_ERROR_LAUNCH_FAILED ctx_sync=CUDA_ERROR_LAUNCH_FAILED mem_get_info=CUDA_ERROR_LAUNCH_FAILED"), // awaiting GPU recording
-    case("race_htod_async_pinned", race_htod_async_pinned, "unmap=CUDA_SUCCESS stream_sync=CUDA_ERROR_LAUNCH_FAILED ctx_sync=CUDA_ERROR_LAUNCH_FAILED mem_get_info=CUDA_ERROR_LAUNCH_FAILED"), // awaiting GPU recording
-    case("race_dtod_async", race_dtod_async, "unmap=CUDA_SUCCESS stream_sync=CUDA_ERROR_LAUNCH_FAILED ctx_sync=CUDA_ERROR_LAUNCH_FAILED mem_get_info=CUDA_ERROR_LAUNCH_FAILED"), // awaiting GPU recording
-    case("race_memset_async", race_memset_async, "unmap=CUDA_SUCCESS stream_sync=CUDA_ERROR_LAUNCH_FAILED ctx_sync=CUDA_ERROR_LAUNCH_FAILED mem_get_info=CUDA_ERROR_LAUNCH_FAILED"), // awaiting GPU recording
-    case("race_htod_sync_legacy", race_htod_sync_legacy, "unmap=CUDA_SUCCESS stream_sync=CUDA_ERROR_LAUNCH_FAILED ctx_sync=CUDA_ERROR_LAUNCH_FAILED mem_get_info=CUDA_ERROR_LAUNCH_FAILED"), // awaiting GPU recording
-    case("race_control_stream_synced", race_control_stream_synced, "sync=CUDA_SUCCESS read=CUDA_SUCCESS data_ok=true unmap=CUDA_SUCCESS stream_sync=CUDA_SUCCESS ctx_sync=CUDA_SUCCESS mem_get_info=CUDA_SUCCESS"), // awaiting GPU recording
-    case("race_control_legacy_synced", race_control_legacy_synced, "sync=CUDA_SUCCESS read=CUDA_SUCCESS data_ok=true unmap=CUDA_SUCCESS stream_sync=CUDA_SUCCESS ctx_sync=CUDA_SUCCESS mem_get_info=CUDA_SUCCESS"), // awaiting GPU recording
+    case("async_copy_to_unmapped", async_copy_to_unmapped, "CUDA_ERROR_INVALID_VALUE sync=CUDA_SUCCESS"),
+    case("async_copy_to_no_access", async_copy_to_no_access, "CUDA_ERROR_INVALID_VALUE sync=CUDA_SUCCESS"),
+    // unmap with work in flight poisons the context: host-to-device copies with
+    // LAUNCH_FAILED, device-side work with ILLEGAL_ADDRESS. A synchronous pageable
+    // HtoD returns with only its last staged piece in flight: on the H200 it raced
+    // clean in this case (the issue measured a fault within 0-9 iterations), so only
+    // the simulator, where it faults every time, checks it.
+    case("race_htod_async_pageable", race_htod_async_pageable, "unmap=CUDA_SUCCESS stream_sync=CUDA_ERROR_LAUNCH_FAILED ctx_sync=CUDA_ERROR_LAUNCH_FAILED mem_get_info=CUDA_ERROR_LAUNCH_FAILED"),
+    case("race_htod_async_pinned", race_htod_async_pinned, "unmap=CUDA_SUCCESS stream_sync=CUDA_ERROR_LAUNCH_FAILED ctx_sync=CUDA_ERROR_LAUNCH_FAILED mem_get_info=CUDA_ERROR_LAUNCH_FAILED"),
+    case("race_dtod_async", race_dtod_async, "unmap=CUDA_SUCCESS stream_sync=CUDA_ERROR_ILLEGAL_ADDRESS ctx_sync=CUDA_ERROR_ILLEGAL_ADDRESS mem_get_info=CUDA_ERROR_ILLEGAL_ADDRESS"),
+    case("race_memset_async", race_memset_async, "unmap=CUDA_SUCCESS stream_sync=CUDA_ERROR_ILLEGAL_ADDRESS ctx_sync=CUDA_ERROR_ILLEGAL_ADDRESS mem_get_info=CUDA_ERROR_ILLEGAL_ADDRESS"),
+    races("race_htod_sync_legacy", race_htod_sync_legacy, "unmap=CUDA_SUCCESS stream_sync=CUDA_ERROR_LAUNCH_FAILED ctx_sync=CUDA_ERROR_LAUNCH_FAILED mem_get_info=CUDA_ERROR_LAUNCH_FAILED"),
+    case("race_control_stream_synced", race_control_stream_synced, "sync=CUDA_SUCCESS read=CUDA_SUCCESS data_ok=true unmap=CUDA_SUCCESS stream_sync=CUDA_SUCCESS ctx_sync=CUDA_SUCCESS mem_get_info=CUDA_SUCCESS"),
+    case("race_control_legacy_synced", race_control_legacy_synced, "sync=CUDA_SUCCESS read=CUDA_SUCCESS data_ok=true unmap=CUDA_SUCCESS stream_sync=CUDA_SUCCESS ctx_sync=CUDA_SUCCESS mem_get_info=CUDA_SUCCESS"),
 ];
 
 const CASE_ENV: &str = "CUDA_VMM_CONFORMANCE_CASE";
@@ -260,6 +275,13 @@ fn suite() {
         if backend == Backend::RealDriver && case.on_real == OnReal::Crashes && !crashing {
             eprintln!(
                 "conformance {:<40} skipped: crashes the real driver",
+                case.name
+            );
+            continue;
+        }
+        if backend == Backend::RealDriver && case.on_real == OnReal::Races && !record {
+            eprintln!(
+                "conformance {:<40} skipped: a timing race on the real driver",
                 case.name
             );
             continue;
