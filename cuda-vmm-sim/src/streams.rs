@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 
-use cuda_vmm_sys::{CUevent, CUevent_st, CUstream, CUstream_st};
+use cuda_vmm_sys::{CUevent, CUevent_st, CUresult, CUstream, CUstream_st};
 
 use crate::answers;
 use crate::contexts;

@@ -116,10 +116,11 @@ fn unmapping_busy_memory_poisons_only_that_context_until_it_is_destroyed() {
     sim.unmap(idle, G).unwrap();
     assert_eq!(sim.healthy(0), Ok(()));
     sim.unmap(busy, G).unwrap();
-    assert_eq!(sim.healthy(0), Err(answers::UNMAP_WITH_PENDING_WORK));
+    // A fill is device work: ILLEGAL_ADDRESS, as recorded on the H200.
+    assert_eq!(sim.healthy(0), Err(answers::UNMAPPED_BY_DEVICE_WORK));
     assert_eq!(
-        answers::UNMAP_WITH_PENDING_WORK,
-        CUresult::CUDA_ERROR_LAUNCH_FAILED
+        answers::UNMAPPED_BY_DEVICE_WORK,
+        CUresult::CUDA_ERROR_ILLEGAL_ADDRESS
     );
     assert_eq!(sim.healthy(1), Ok(()));
     assert!(sim.work.pending.is_empty());
