@@ -114,6 +114,11 @@ impl<T: DevicePod> GrowableBuffer<T> {
     pub fn device(&self) -> &Device {
         &self.backing.device
     }
+    /// The reservation behind the structure (crate-internal).
+    #[cfg_attr(not(feature = "cudarc"), allow(dead_code))]
+    pub(crate) fn reservation(&self) -> &cuda_vmm::Reservation {
+        &self.backing.reservation
+    }
 
     /// Elements stored.
     pub fn len(&self) -> usize {

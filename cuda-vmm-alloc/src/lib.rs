@@ -53,6 +53,8 @@
 mod backing;
 mod error;
 mod growable;
+#[cfg(feature = "cudarc")]
+mod interop;
 mod pod;
 mod policy;
 mod pool;

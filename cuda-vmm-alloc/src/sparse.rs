@@ -154,6 +154,11 @@ impl<T: DevicePod> SparseArray<T> {
     pub fn device(&self) -> &Device {
         &self.backing.device
     }
+    /// The reservation behind the structure (crate-internal).
+    #[cfg_attr(not(feature = "cudarc"), allow(dead_code))]
+    pub(crate) fn reservation(&self) -> &cuda_vmm::Reservation {
+        &self.backing.reservation
+    }
 
     /// Logical length in elements.
     pub fn len(&self) -> usize {
@@ -393,7 +398,7 @@ impl<T: DevicePod> SparseArray<T> {
         tiles.into_iter().find(|t| !self.committed.contains_key(t))
     }
 
-    fn check_committed(&self, range: Range<usize>) -> Result<()> {
+    pub(crate) fn check_committed(&self, range: Range<usize>) -> Result<()> {
         match self.first_hole(self.tiles_of(range.clone())) {
             None => Ok(()),
             Some(tile) => Err(Error::NotCommitted {

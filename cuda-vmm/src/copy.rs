@@ -7,7 +7,7 @@
 //! neither waited for nor blamed for. The async ones queue on a caller's
 //! stream and record the use, so unmapping waits for them.
 
-use cuda_vmm_sys::{entry, CUstream};
+use cuda_vmm_sys::{entry, CUevent, CUstream};
 
 use crate::device::Device;
 use crate::error::{check, Result};
@@ -39,10 +39,15 @@ fn on_stream(stream: &Stream, uses: &UseTracker, op: Queue<'_>) -> Result<()> {
 
 /// Makes `stream` wait for `event` (`cuStreamWaitEvent`; the caller binds the context).
 pub(crate) fn stream_wait(device: &Device, stream: CUstream, event: &Event) -> Result<()> {
+    stream_wait_raw(device, stream, event.raw())
+}
+
+/// Makes `stream` wait for a raw `event` the caller keeps alive for the call.
+pub(crate) fn stream_wait_raw(device: &Device, stream: CUstream, event: CUevent) -> Result<()> {
     let cuda = device.cuda();
     let f = cuda.entry(entry!(cuda.table(), cuStreamWaitEvent))?;
-    // SAFETY: both handles are live; flags must be 0.
-    check("cuStreamWaitEvent", unsafe { f(stream, event.raw(), 0) })
+    // SAFETY: both handles are live (the caller's contract for `event`); flags must be 0.
+    check("cuStreamWaitEvent", unsafe { f(stream, event, 0) })
 }
 
 fn htod_op<'a>(

@@ -101,6 +101,8 @@ mod allocation;
 mod capabilities;
 mod context;
 mod copy;
+#[cfg(feature = "cudarc")]
+mod cudarc_interop;
 mod device;
 mod driver;
 mod error;
@@ -117,6 +119,8 @@ pub use access::AccessFlags;
 pub use allocation::Allocation;
 pub use capabilities::Capabilities;
 pub use copy::copy_dtod;
+#[cfg(feature = "cudarc")]
+pub use cudarc_interop::CudarcView;
 pub use device::{Device, GranularityKind, MemoryInfo};
 pub use driver::{Backend, Cuda, DriverVersion, BACKEND_ENV};
 pub use error::{Error, Result};

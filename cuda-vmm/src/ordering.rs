@@ -7,7 +7,7 @@
 //!
 //! [`Reservation::record_use`]: crate::Reservation::record_use
 
-use cuda_vmm_sys::CUstream;
+use cuda_vmm_sys::{CUevent, CUstream};
 use parking_lot::Mutex;
 
 use crate::device::Device;
@@ -90,6 +90,16 @@ impl UseTracker {
         event.record_raw(stream)?;
         state.recorded.push(Recorded { stream, event });
         Ok(())
+    }
+
+    /// Records the work before `event` (an event of `device`'s primary context, recorded
+    /// by other code such as cudarc) as a use: the private stream waits for it and the
+    /// use is recorded there.
+    pub(crate) fn record_after_event(&self, device: &Device, event: CUevent) -> Result<()> {
+        let stream = device.private_stream();
+        let _bound = device.bind()?;
+        crate::copy::stream_wait_raw(device, stream, event)?;
+        self.record(device, stream)
     }
 
     /// Makes `stream` (a stream of `device`) wait for every recorded use.

@@ -525,6 +525,18 @@ impl Reservation {
             .collect())
     }
 
+    /// Checks that `[offset, offset + len)` is in bounds, mapped and has `required` access.
+    #[cfg_attr(not(feature = "cudarc"), allow(dead_code))]
+    pub(crate) fn check_mapped_access(
+        &self,
+        offset: usize,
+        len: usize,
+        required: AccessFlags,
+    ) -> Result<()> {
+        let spans = self.inner.spans.read();
+        self.check_access(&spans, offset, len, required)
+    }
+
     fn check_stream(&self, stream: &Stream) -> Result<()> {
         if stream.device().same_as(&self.inner.device) {
             Ok(())

@@ -8,6 +8,8 @@
 mod alloc;
 mod c_abi;
 mod conformance;
+#[cfg(feature = "cudarc")]
+mod interop;
 mod lifetime;
 mod loader;
 mod ptx;
