@@ -10,7 +10,9 @@
 //! - [`ChunkPool`]: a bounded, thread-safe cache of physical allocations that buffers and
 //!   arrays share to skip `cuMemCreate`/`cuMemRelease`.
 //!
-//! Elements are [`DevicePod`] types, copied to and from the host byte for byte.
+//! Elements are [`bytemuck::Pod`] types (the [`DevicePod`] bound), copied to and from the
+//! host byte for byte; `#[derive(bytemuck::Pod, bytemuck::Zeroable)]` on a `#[repr(C)]`
+//! struct is all a user type needs.
 //!
 //! ```
 //! # fn main() -> Result<(), cuda_vmm_alloc::Error> {
@@ -65,6 +67,8 @@ mod tiles;
 pub use error::{Error, Result};
 pub use growable::{BufferConfig, GrowableBuffer};
 pub use pod::DevicePod;
+/// Re-exported so users derive `Pod` with the same version.
+pub use bytemuck;
 pub use policy::GrowthPolicy;
 pub use pool::{ChunkPool, PoolConfig, PoolStats};
 pub use sparse::{HoleBehavior, SparseArray, SparseConfig};

@@ -1095,3 +1095,27 @@ fn sparse_residency_map_of_a_huge_array() -> TestResult {
     assert_eq!(text.lines().count(), 17);
     Ok(())
 }
+
+/// A user struct that derives `bytemuck::Pod` is a buffer element with no unsafe code.
+#[test]
+fn bytemuck_pod_structs_are_elements() -> TestResult {
+    use bytemuck::{Pod, Zeroable};
+    #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+    #[repr(C)]
+    struct Particle {
+        position: [f32; 3],
+        id: u32,
+    }
+    let d = device()?;
+    let mut b = GrowableBuffer::<Particle>::with_max_capacity(&d, 1 << 20)?;
+    let p = Particle {
+        position: [1.0, 2.0, 3.0],
+        id: 7,
+    };
+    b.extend_from_slice(&[p; 1000])?;
+    b.resize(5000, Particle::zeroed())?;
+    let v = b.to_vec()?;
+    assert_eq!(v[999], p);
+    assert_eq!(v[4999], Particle::zeroed());
+    Ok(())
+}
