@@ -64,11 +64,11 @@ mod sparse;
 mod stats;
 mod tiles;
 
+/// Re-exported so users derive `Pod` with the same version.
+pub use bytemuck;
 pub use error::{Error, Result};
 pub use growable::{BufferConfig, GrowableBuffer};
 pub use pod::DevicePod;
-/// Re-exported so users derive `Pod` with the same version.
-pub use bytemuck;
 pub use policy::GrowthPolicy;
 pub use pool::{ChunkPool, PoolConfig, PoolStats};
 pub use sparse::{HoleBehavior, SparseArray, SparseConfig};

@@ -7,7 +7,9 @@
 //!
 //! [`Reservation::record_use`]: crate::Reservation::record_use
 
-use cuda_vmm_sys::{CUevent, CUstream};
+#[cfg(feature = "cudarc")]
+use cuda_vmm_sys::CUevent;
+use cuda_vmm_sys::CUstream;
 use parking_lot::Mutex;
 
 use crate::device::Device;
@@ -95,6 +97,7 @@ impl UseTracker {
     /// Records the work before `event` (an event of `device`'s primary context, recorded
     /// by other code such as cudarc) as a use: the private stream waits for it and the
     /// use is recorded there.
+    #[cfg(feature = "cudarc")]
     pub(crate) fn record_after_event(&self, device: &Device, event: CUevent) -> Result<()> {
         let stream = device.private_stream();
         let _bound = device.bind()?;
