@@ -140,6 +140,24 @@ impl<T: DevicePod> GrowableBuffer<T> {
         self.backing.reservation.size() / size_of::<T>()
     }
 
+    /// The mapped chunks in address order, as `(byte offset, allocation)`: back to back
+    /// from offset 0 up to [`committed_bytes`](GrowableBuffer::committed_bytes).
+    pub fn chunk_allocations(&self) -> impl Iterator<Item = (usize, &cuda_vmm::Allocation)> {
+        self.chunks
+            .iter()
+            .map(|c| (c.offset(), c.mapping.allocation()))
+    }
+
+    /// Whether chunks come from a [`ChunkPool`].
+    pub fn uses_pool(&self) -> bool {
+        self.backing.pool.is_some()
+    }
+
+    /// The properties every chunk is created with.
+    pub fn props(&self) -> &AllocationProps {
+        &self.backing.props
+    }
+
     /// Bytes of physical memory mapped now.
     pub fn committed_bytes(&self) -> usize {
         self.committed

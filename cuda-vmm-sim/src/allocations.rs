@@ -9,6 +9,7 @@ use cuda_vmm_sys::{
 };
 
 use crate::answers;
+use crate::shareable;
 use crate::state::{Allocation, Memory, Prop, Res, Sim};
 use crate::sys;
 
@@ -151,16 +152,19 @@ impl Sim {
         Ok(piece.handle)
     }
 
-    /// `cuMemExportToShareableHandle`: a new fd the caller owns.
+    /// `cuMemExportToShareableHandle`: a new fd the caller owns. Like the
+    /// driver's, it reports no size to `fstat` (see [`shareable`]).
     pub fn export(&mut self, handle: u64, kind: H, flags: u64) -> Res<RawFd> {
         if flags != 0 {
             return Err(answers::BAD_FLAGS);
         }
         let a = self.live(handle)?;
         match kind.0 {
-            POSIX_FD if a.prop.handle_types & POSIX_FD != 0 => sys::dup(a.memory.fd.as_fd())
-                .map(IntoRawFd::into_raw_fd)
-                .map_err(|_| answers::OS_FAILURE),
+            POSIX_FD if a.prop.handle_types & POSIX_FD != 0 => {
+                shareable::wrap(a.memory.fd.as_fd(), a.memory.size)
+                    .map(IntoRawFd::into_raw_fd)
+                    .map_err(|_| answers::OS_FAILURE)
+            }
             POSIX_FD => Err(answers::EXPORT_NOT_REQUESTED),
             FABRIC => Err(answers::FABRIC_UNSUPPORTED),
             _ => Err(answers::SHARE_BAD_TYPE),
@@ -176,14 +180,19 @@ impl Sim {
             _ => return Err(answers::SHARE_BAD_TYPE),
         }
         let fd = RawFd::try_from(fd).map_err(|_| answers::IMPORT_BAD_FD)?;
-        let size = sys::regular_file_size(fd).map_err(|_| answers::IMPORT_BAD_FD)?;
-        if size == 0 || !self.aligned(size) || !sys::is_simulator_memfd(fd) {
-            return Err(answers::IMPORT_BAD_FD);
-        }
+        // An open descriptor (fstat succeeds) before it is borrowed.
+        sys::file_identity(fd).ok_or(answers::IMPORT_BAD_FD)?;
         // SAFETY: fstat just succeeded on `fd`, so it is open; the caller keeps
         // it open for the duration of this call (it still owns it).
         let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-        let own = sys::dup(borrowed).map_err(|_| answers::IMPORT_BAD_FD)?;
+        let (own, size) = shareable::unwrap(borrowed).map_err(|_| answers::IMPORT_BAD_FD)?;
+        if size == 0
+            || !self.aligned(size)
+            || sys::regular_file_size(own.as_raw_fd()).ok() != Some(size)
+            || !sys::is_simulator_memfd(own.as_raw_fd())
+        {
+            return Err(answers::IMPORT_BAD_FD);
+        }
         let identity = sys::file_identity(own.as_raw_fd());
         let prop = self
             .allocations

@@ -269,13 +269,34 @@ pub const UNMAP_PARTIAL_MAPPING: CUresult = INVALID_VALUE;
 pub const SET_ACCESS_MISALIGNED: CUresult = INVALID_VALUE;
 /// Set access with a descriptor count of 0 (H200).
 pub const SET_ACCESS_EMPTY: CUresult = INVALID_VALUE;
-/// Set access on a range that is not entirely mapped (H200).
+/// Set access on a range whose first or last byte is not mapped (H200:
+/// `set_access_unmapped`, `set_access_partly_mapped`, `set_access_leading_hole`,
+/// `set_access_past_reservation_end`).
 pub const SET_ACCESS_NOT_MAPPED: CUresult = INVALID_VALUE;
-/// An access descriptor whose location is not a device of this driver (H200).
+/// Set access on a range that starts or ends inside a mapping: it must cover
+/// whole `cuMemMap` ranges (H200: `set_access_head_of_allocation`,
+/// `set_access_tail_of_allocation`, `set_access_whole_and_part`,
+/// `set_access_part_and_whole`; nothing is applied).
+pub const SET_ACCESS_PARTIAL_MAPPING: CUresult = INVALID_VALUE;
+/// Set access on a range that starts at a mapping's start and ends at a
+/// mapping's end but has a hole in between: `true` = the driver answers
+/// SUCCESS and applies the access to the mappings before the first hole only
+/// (H200: `set_access_with_hole` gives `CUDA_SUCCESS a=3 b=0`). The safe layer
+/// refuses such ranges.
+pub const SET_ACCESS_STOPS_AT_HOLE: bool = true;
+/// An access descriptor of `cuMemSetAccess` whose location is not a device of
+/// this driver (H200: `set_access_bad_device`). Descriptors are all checked
+/// before any is applied (H200: `set_access_bad_descriptor_after_good`); a
+/// device named twice takes the last descriptor's flags (`set_access_same_device_twice`).
 pub const ACCESS_BAD_LOCATION: CUresult = INVALID_VALUE;
+/// The location of `cuMemGetAccess` is not a device of this driver (bad ordinal
+/// or location type); the flags are left untouched (H200:
+/// `get_access_bad_device_out_param`, `get_access_bad_location_type_out_param`).
+pub const GET_ACCESS_BAD_LOCATION: CUresult = CUresult::CUDA_ERROR_INVALID_DEVICE;
 /// An access descriptor with flags other than PROT_NONE / PROT_READ / PROT_READWRITE (H200).
 pub const ACCESS_BAD_FLAGS: CUresult = INVALID_VALUE;
-/// Get access of an address that is not mapped (H200).
+/// Get access of an address that is not mapped; the flags are set to 0 (H200:
+/// `get_access_unmapped`, `get_access_unmapped_out_param`).
 pub const GET_ACCESS_NOT_MAPPED: CUresult = INVALID_VALUE;
 
 // ---- Classic allocations (cuMemAlloc / cuMemFree / cuMemGetAddressRange) ---------
@@ -284,7 +305,8 @@ pub const GET_ACCESS_NOT_MAPPED: CUresult = INVALID_VALUE;
 pub const ALLOC_ZERO_SIZE: CUresult = INVALID_VALUE;
 /// `cuMemFree_v2` of an address that is not the start of a live `cuMemAlloc`.
 pub const FREE_NOT_ALLOCATED: CUresult = INVALID_VALUE;
-/// `cuMemGetAddressRange_v2` of an address in no allocation or mapping.
+/// `cuMemGetAddressRange_v2` of an address in no allocation or mapping; base
+/// and size are set to 0 (H200: `address_range_failure_out_param`).
 pub const ADDRESS_RANGE_UNKNOWN: CUresult = CUresult::CUDA_ERROR_NOT_FOUND;
 
 // ---- Copies and sets (cuMemcpy*, cuMemsetD8/D32) --------------------------------

@@ -12,7 +12,8 @@
 //! - **access** set with `cuMemSetAccess` becomes page protection (the union
 //!   over devices); copies check it per device and return the driver's error
 //!   instead of faulting;
-//! - **sharing**: a POSIX-fd export is a `dup` of the memfd, usable by another process;
+//! - **sharing**: a POSIX-fd export is a socket carrying the memfd (`fstat` reports no size,
+//!   as for the driver's descriptors), usable by another process;
 //! - `cuMemGetInfo` is **exact**: total minus live allocations, per device.
 //!
 //! `CUdeviceptr` values are host addresses. Every error code the simulator
@@ -165,6 +166,7 @@ mod faults;
 mod mappings;
 mod procs;
 mod reservations;
+mod shareable;
 mod state;
 mod streams;
 mod symbols;

@@ -124,19 +124,28 @@ impl Sim {
         }
     }
 
-    /// Start addresses of the pieces covering `[ptr, end)`, or `None` if a byte is unmapped.
-    fn covering(&self, ptr: u64, end: u64) -> Option<Vec<u64>> {
-        let (first, _) = self.piece_at(ptr)?;
-        let mut starts = Vec::new();
-        let mut cursor = first;
-        for (start, piece) in self.pieces.range(first..end) {
+    /// Where `cuMemSetAccess` over `[ptr, end)` applies: the first and last
+    /// byte must be mapped, the range must not cut a mapping, and the access
+    /// reaches from `ptr` to the first hole (see [`answers::SET_ACCESS_STOPS_AT_HOLE`]).
+    fn access_run(&self, ptr: u64, end: u64) -> Res<u64> {
+        let (_, first) = self.piece_at(ptr).ok_or(answers::SET_ACCESS_NOT_MAPPED)?;
+        let (_, last) = self
+            .piece_at(end - 1)
+            .ok_or(answers::SET_ACCESS_NOT_MAPPED)?;
+        if first.map_start != ptr || last.map_start + last.map_len != end {
+            return Err(answers::SET_ACCESS_PARTIAL_MAPPING);
+        }
+        let mut cursor = ptr;
+        for (start, piece) in self.pieces.range(ptr..end) {
             if *start != cursor {
-                return None;
+                if answers::SET_ACCESS_STOPS_AT_HOLE {
+                    return Ok(cursor);
+                }
+                return Err(answers::SET_ACCESS_NOT_MAPPED);
             }
-            starts.push(*start);
             cursor = start + piece.len;
         }
-        (cursor >= end).then_some(starts)
+        Ok(cursor.min(end))
     }
 
     /// `cuMemUnmap`: every mapping in the range, each whole; unmapped
@@ -258,7 +267,8 @@ impl Sim {
         }
     }
 
-    /// `cuMemSetAccess`: applies every descriptor to the whole (mapped) range.
+    /// `cuMemSetAccess`: applies every descriptor to the whole mappings of the
+    /// range, up to its first hole.
     pub fn set_access(&mut self, ptr: u64, size: u64, descs: &[CUmemAccessDesc]) -> Res<()> {
         if size == 0 || !self.aligned(ptr) || !self.aligned(size) {
             return Err(answers::SET_ACCESS_MISALIGNED);
@@ -280,8 +290,7 @@ impl Sim {
         let end = ptr
             .checked_add(size)
             .ok_or(answers::SET_ACCESS_NOT_MAPPED)?;
-        self.covering(ptr, end)
-            .ok_or(answers::SET_ACCESS_NOT_MAPPED)?;
+        let end = self.access_run(ptr, end)?;
         self.split_at(ptr);
         self.split_at(end);
         let starts: Vec<u64> = self.pieces.range(ptr..end).map(|(s, _)| *s).collect();
@@ -315,11 +324,20 @@ impl Sim {
         Ok(())
     }
 
-    /// `cuMemGetAccess`.
-    pub fn get_access(&self, location: &CUmemLocation, ptr: u64) -> Res<F> {
-        let device = self.check_access_location(location)?;
-        let (_, piece) = self.piece_at(ptr).ok_or(answers::GET_ACCESS_NOT_MAPPED)?;
-        Ok(flags_of(&piece, device))
+    /// `cuMemGetAccess`: `Err` leaves the flags untouched; `Ok((flags, answer))`
+    /// gives the flags to write and the call's answer (an unmapped address
+    /// writes 0 and fails: [`answers::GET_ACCESS_NOT_MAPPED`]).
+    pub fn get_access(&self, location: &CUmemLocation, ptr: u64) -> Res<(F, Res<()>)> {
+        let device = self
+            .check_access_location(location)
+            .map_err(|_| answers::GET_ACCESS_BAD_LOCATION)?;
+        Ok(match self.piece_at(ptr) {
+            Some((_, piece)) => (flags_of(&piece, device), Ok(())),
+            None => (
+                F::CU_MEM_ACCESS_FLAGS_PROT_NONE,
+                Err(answers::GET_ACCESS_NOT_MAPPED),
+            ),
+        })
     }
 
     /// `cuMemGetAddressRange_v2`: the classic allocation or `cuMemMap` range holding `ptr`.

@@ -59,11 +59,6 @@ pub(crate) fn memfd(size: u64) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// A close-on-exec duplicate of `fd`, owned by the caller.
-pub(crate) fn dup(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
-    fd.try_clone_to_owned()
-}
-
 /// Size of an open regular file, or an error when `fd` is not one.
 pub(crate) fn regular_file_size(fd: RawFd) -> io::Result<u64> {
     let mut st = core::mem::MaybeUninit::<libc::stat>::uninit();

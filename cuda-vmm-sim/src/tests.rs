@@ -56,62 +56,58 @@ fn bytes(sim: &Sim, va: u64, len: u64, dev: usize) -> Result<Vec<u8>, cuda_vmm_s
 }
 
 #[test]
-fn access_on_a_sub_range_splits_then_merges_pieces() {
+fn access_takes_whole_mappings_and_stops_at_a_hole() {
     let mut sim = sim();
     let (va, h) = mapped(&mut sim);
     let rw = [desc(0, F::CU_MEM_ACCESS_FLAGS_PROT_READWRITE)];
-    sim.set_access(va + G, 2 * G, &rw).unwrap();
-    assert_eq!(sim.pieces.len(), 3);
-    assert_eq!(sim.allocations[&h].pieces, 3);
+    // A sub-range of a mapping is refused and changes nothing (H200).
     assert_eq!(
-        sim.resolve(va, 2 * G, 0, true).err(),
+        sim.set_access(va + G, 2 * G, &rw),
+        Err(answers::SET_ACCESS_PARTIAL_MAPPING)
+    );
+    assert_eq!(sim.pieces.len(), 1);
+    assert_eq!(
+        sim.resolve(va + G, G, 0, false).err(),
         Some(answers::COPY_NO_ACCESS)
     );
-    sim.resolve(va + G, 2 * G, 0, true)
-        .unwrap()
-        .fill(&[7])
-        .unwrap();
-    assert_eq!(
-        bytes(&sim, va + G, 2 * G, 0).unwrap(),
-        vec![7; 2 * G as usize]
-    );
-    // Device 1 was given nothing.
-    assert_eq!(
-        sim.resolve(va + G, G, 1, false).err(),
-        Some(answers::COPY_NO_ACCESS)
-    );
-
     sim.set_access(va, 4 * G, &rw).unwrap();
-    assert_eq!(sim.pieces.len(), 1, "equal neighbours merge back");
+    assert_eq!(sim.pieces.len(), 1);
     assert_eq!(sim.allocations[&h].pieces, 1);
     assert_eq!(
         sim.get_access(&prop(0).location, va + 3 * G),
-        Ok(F::CU_MEM_ACCESS_FLAGS_PROT_READWRITE)
+        Ok((F::CU_MEM_ACCESS_FLAGS_PROT_READWRITE, Ok(())))
     );
     assert_eq!(
         sim.get_access(&prop(1).location, va),
-        Ok(F::CU_MEM_ACCESS_FLAGS_PROT_NONE)
-    );
-
-    // Split pieces still unmap as one mapping, and only as a whole.
-    sim.set_access(va, G, &[desc(1, F::CU_MEM_ACCESS_FLAGS_PROT_READ)])
-        .unwrap();
-    assert_eq!(sim.unmap(va, G), Err(answers::UNMAP_PARTIAL_MAPPING));
-    assert_eq!(
-        sim.address_free(va, 4 * G),
-        Err(answers::FREE_WITH_LIVE_MAPPINGS)
-    );
-    sim.release(h).unwrap();
-    assert_eq!(
-        sim.devices[0].used,
-        4 * G,
-        "released while mapped: still counted"
+        Ok((F::CU_MEM_ACCESS_FLAGS_PROT_NONE, Ok(())))
     );
     sim.unmap(va, 4 * G).unwrap();
+    sim.release(h).unwrap();
+    // [A][hole][B]: SUCCESS, and only A is granted (H200: `set_access_with_hole`).
+    let (a, b) = (
+        sim.create(G, &prop(0), 0).unwrap(),
+        sim.create(G, &prop(0), 0).unwrap(),
+    );
+    sim.map(va, G, 0, a, 0).unwrap();
+    sim.map(va + 2 * G, G, 0, b, 0).unwrap();
+    sim.set_access(va, 3 * G, &rw).unwrap();
+    assert!(sim.resolve(va, G, 0, true).is_ok());
+    assert_eq!(
+        sim.resolve(va + 2 * G, G, 0, false).err(),
+        Some(answers::COPY_NO_ACCESS)
+    );
+    assert_eq!(
+        sim.get_access(&prop(0).location, va + G),
+        Ok((
+            F::CU_MEM_ACCESS_FLAGS_PROT_NONE,
+            Err(answers::GET_ACCESS_NOT_MAPPED)
+        ))
+    );
+    sim.unmap(va, 4 * G).unwrap();
+    sim.release(a).unwrap();
+    sim.release(b).unwrap();
     assert!(sim.allocations.is_empty());
-    assert_eq!(sim.devices[0].used, 0);
     sim.address_free(va, 4 * G).unwrap();
-    assert!(sim.reservations.is_empty());
 }
 
 #[test]
@@ -140,7 +136,7 @@ fn maps_take_whole_allocations_and_unmaps_whole_mappings() {
     assert_eq!(sim.map(va + G, G, 0, h1, 1), Err(answers::BAD_FLAGS));
     let rw = [desc(0, F::CU_MEM_ACCESS_FLAGS_PROT_READWRITE)];
     assert_eq!(
-        sim.set_access(va, 3 * G, &rw),
+        sim.set_access(va, 2 * G, &rw),
         Err(answers::SET_ACCESS_NOT_MAPPED)
     );
     assert_eq!(sim.set_access(va, G, &[]), Err(answers::SET_ACCESS_EMPTY));

@@ -2,7 +2,8 @@
 //!
 //! - [`Cuda`]: a driver (the real one or the `sim` simulator) and its [`Device`]s.
 //! - [`Reservation`]: a virtual address range (`cuMemAddressReserve`).
-//! - [`Allocation`]: physical memory (`cuMemCreate`), shareable via POSIX fds or fabric handles.
+//! - [`Allocation`]: physical memory (`cuMemCreate`), shareable via POSIX fds or fabric handles;
+//!   [`send_allocations`] / [`receive_allocations`] share them with another process.
 //! - [`Mapping`]: an allocation mapped into a reservation (`cuMemMap`), unmapped on drop.
 //! - [`LinearAllocation`]: classic `cuMemAlloc` memory, for comparison.
 //!
@@ -106,6 +107,7 @@ mod cudarc_interop;
 mod device;
 mod driver;
 mod error;
+mod ipc;
 mod linear;
 mod mapping;
 mod ordering;
@@ -124,6 +126,10 @@ pub use cudarc_interop::CudarcView;
 pub use device::{Device, GranularityKind, MemoryInfo};
 pub use driver::{Backend, Cuda, DriverVersion, BACKEND_ENV};
 pub use error::{Error, Result};
+pub use ipc::{
+    receive_allocations, receive_exported, send_allocations, send_exported, ExportedAllocation,
+    MAX_PER_MESSAGE, MAX_PER_PART,
+};
 pub use linear::LinearAllocation;
 pub use mapping::Mapping;
 pub use ordering::UnmapWait;

@@ -245,7 +245,14 @@ impl Reservation {
 
     /// Sets access for every device in `access` over `[offset, offset + size)`
     /// with ONE `cuMemSetAccess` call. The range must be fully covered by live
-    /// mappings (it may span several).
+    /// mappings (it may span several) and consist of whole mappings.
+    ///
+    /// The driver refuses a range that starts or ends inside a mapping
+    /// (recorded on an H200: conformance `set_access_head_of_allocation` and
+    /// others) and, worse, answers success for a range with a hole while
+    /// granting only the mappings before it (`set_access_with_hole`). Both are
+    /// refused here before the driver is called: [`Error::NotMapped`] for a
+    /// hole, [`Error::InvalidArgument`] naming the allocation boundary for a cut.
     pub fn set_access(
         &self,
         offset: usize,
@@ -274,6 +281,7 @@ impl Reservation {
         if !spans.covers(offset, size) {
             return Err(Error::NotMapped { offset, size });
         }
+        spans.check_whole(offset, size)?;
         let descs = descs.as_slice();
         // SAFETY: the range is inside our reservation and fully mapped (we hold
         // the lock, so no mapping goes away meanwhile); `descs` is a valid array

@@ -8,7 +8,6 @@
 //!   The imported allocation holds its own reference to the memory.
 
 use std::fmt;
-use std::fs::File;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
@@ -19,7 +18,7 @@ use cuda_vmm_sys::{
 use crate::allocation::{query_props, Allocation};
 use crate::device::Device;
 use crate::error::{check, Error, Result};
-use crate::props::HandleTypes;
+use crate::props::{AllocationProps, HandleTypes, Location};
 use crate::reservation::check_multiple;
 
 /// An opaque 64-byte fabric handle (`CUmemFabricHandle`).
@@ -80,40 +79,24 @@ impl Allocation {
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
-    /// Imports an allocation from a POSIX file descriptor exported by
-    /// [`Allocation::export_posix_fd`] (here or in another process), taking its
-    /// size from the descriptor (`fstat`).
+    /// Imports an allocation of `size` bytes, created with `props`, from a
+    /// POSIX file descriptor exported by [`Allocation::export_posix_fd`] (here
+    /// or in another process).
     ///
-    /// The caller keeps ownership of `fd`. When the descriptor does not report
-    /// a size (the real driver's descriptors may not), use
-    /// [`Allocation::import_posix_fd_sized`] with the size the exporter sent.
-    pub fn import_posix_fd(device: &Device, fd: BorrowedFd<'_>) -> Result<Allocation> {
-        let file = File::from(fd.try_clone_to_owned().map_err(|e| {
-            Error::invalid(format!(
-                "cannot duplicate file descriptor {}: {e}",
-                fd.as_raw_fd()
-            ))
-        })?);
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        if len == 0 {
-            return Err(Error::invalid(format!(
-                "file descriptor {} does not report the allocation's size; use import_posix_fd_sized",
-                fd.as_raw_fd()
-            )));
-        }
-        let size = usize::try_from(len)
-            .map_err(|_| Error::invalid(format!("imported size {len} does not fit usize")))?;
-        Self::import_posix_fd_sized(device, fd, size)
-    }
-
-    /// Imports an allocation of `size` bytes from a POSIX file descriptor.
-    ///
-    /// `size` must be the exported allocation's size (the driver cannot report
-    /// it); the caller keeps ownership of `fd`.
-    pub fn import_posix_fd_sized(
+    /// The driver's descriptors do not carry the size (`fstat` reports 0 on an
+    /// H200), so the exporter must send it, with the properties, beside the
+    /// descriptor: [`send_allocations`](crate::send_allocations) does, and
+    /// [`ExportedAllocation::import`](crate::ExportedAllocation::import) is the
+    /// way to import without giving them by hand. `size` must be nonzero and a
+    /// multiple of the granularity of `props`; `props` must request
+    /// [`HandleTypes::POSIX_FD`]. Its location may name the exporter's device
+    /// ordinal: the memory is imported through `device`. The caller keeps
+    /// ownership of `fd`.
+    pub fn import_posix_fd(
         device: &Device,
         fd: BorrowedFd<'_>,
         size: usize,
+        props: &AllocationProps,
     ) -> Result<Allocation> {
         if !device.features()?.posix_fd {
             return Err(Error::Unsupported {
@@ -121,6 +104,30 @@ impl Allocation {
                 device: device.ordinal(),
             });
         }
+        if !props
+            .requested_handle_types()
+            .contains(HandleTypes::POSIX_FD)
+        {
+            return Err(Error::invalid(format!(
+                "imported properties request handle types {:?}, without HandleTypes::POSIX_FD: \
+                 the allocation cannot have been exported as a file descriptor",
+                props.requested_handle_types()
+            )));
+        }
+        let unknown = props.requested_handle_types().bits() & !HandleTypes::ALL.bits();
+        if unknown != 0 {
+            return Err(Error::invalid(format!(
+                "imported handle types {:?} contain unknown bits {unknown:#x}",
+                props.requested_handle_types()
+            )));
+        }
+        // The exporter's properties, seen from this process: on `device`.
+        let local = relocated(props, Location::Device(device.ordinal()));
+        let granularity = device.min_granularity(&local)?;
+        if size == 0 {
+            return Err(Error::invalid("imported size 0: the size must be nonzero"));
+        }
+        check_multiple("imported size", size as u64, granularity)?;
         let raw_fd = fd.as_raw_fd();
         // The driver takes the descriptor itself, passed in the pointer argument.
         let os_handle = raw_fd as isize as *mut std::ffi::c_void;
@@ -248,4 +255,13 @@ impl Allocation {
             )))
         }
     }
+}
+
+/// `props` with its location replaced by `location`.
+pub(crate) fn relocated(props: &AllocationProps, location: Location) -> AllocationProps {
+    AllocationProps::new(location)
+        .handle_types(props.requested_handle_types())
+        .compression(props.is_compressed())
+        .rdma_capable(props.is_rdma_capable())
+        .usage(props.usage_flags())
 }

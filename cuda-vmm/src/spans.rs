@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::access::AccessFlags;
+use crate::error::{Error, Result};
 
 /// One live mapping: its size and the access its reservation's device has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,9 +82,42 @@ impl Spans {
         self.walk(offset, size, |_, _| {}).is_some()
     }
 
+    /// The interval that `[offset, offset + size)` starts or ends strictly
+    /// inside of, as `(offset, size)`: the range cuts it instead of ending at
+    /// its boundaries.
+    pub(crate) fn cut_by(&self, offset: usize, size: usize) -> Option<(usize, usize)> {
+        let end = offset + size;
+        let inside = |at: usize| {
+            let (&o, s) = self.map.range(..at).next_back()?;
+            (o < at && at < o + s.size).then_some((o, s.size))
+        };
+        inside(offset).or_else(|| inside(end))
+    }
+
+    /// Fails with [`Error::InvalidArgument`], naming the allocation boundaries,
+    /// when `[offset, offset + size)` cuts a mapping: `cuMemSetAccess` takes
+    /// whole mappings (H200: conformance `set_access_head_of_allocation`).
+    pub(crate) fn check_whole(&self, offset: usize, size: usize) -> Result<()> {
+        let Some((m_offset, m_size)) = self.cut_by(offset, size) else {
+            return Ok(());
+        };
+        let (end, m_end) = (offset + size, m_offset + m_size);
+        let at = if m_offset < offset && offset < m_end {
+            offset
+        } else {
+            end
+        };
+        Err(Error::invalid(format!(
+            "access range [{offset}, {end}) cuts the mapping [{m_offset}, {m_end}) at {at}: \
+             cuMemSetAccess takes whole allocations, so the range must start and end at \
+             allocation boundaries (here {m_offset} or {m_end})"
+        )))
+    }
+
     /// Records `access` after a successful `cuMemSetAccess` over a covered range:
-    /// intervals fully inside take it; intervals only partly inside keep the
-    /// lesser of old and new (conservative, since one interval has one value).
+    /// intervals fully inside take it; intervals only partly inside (which
+    /// [`Reservation::set_access`](crate::Reservation::set_access) no longer
+    /// lets through) would keep the lesser of old and new.
     pub(crate) fn set_access(&mut self, offset: usize, size: usize, access: AccessFlags) {
         let end = offset + size;
         let start = match self.map.range(..=offset).next_back() {
@@ -115,6 +149,10 @@ mod tests {
         assert!(!s.covers(0, 21));
         assert!(!s.covers(20, 5));
         assert_eq!(s.min_access(0, 20), Some(AccessFlags::None));
+        assert_eq!(s.cut_by(0, 20), None);
+        assert_eq!(s.cut_by(5, 15), Some((0, 10)));
+        assert_eq!(s.cut_by(10, 5), Some((10, 10)));
+        assert_eq!(s.cut_by(30, 10), None);
         s.set_access(0, 20, AccessFlags::ReadWrite);
         assert_eq!(s.min_access(0, 20), Some(AccessFlags::ReadWrite));
         s.set_access(5, 5, AccessFlags::Read);

@@ -66,7 +66,9 @@ pub unsafe extern "C" fn cuMemGetAddressRange_v2(
     dptr: CUdeviceptr,
 ) -> CUresult {
     call(const { sym("cuMemGetAddressRange_v2") }, || {
-        let (base, size) = state::with(|sim| sim.address_range(dptr))?;
+        // On failure base and size are set to 0, as the driver does.
+        let found = state::with(|sim| sim.address_range(dptr));
+        let (base, size) = *found.as_ref().unwrap_or(&(0, 0));
         if let Ok(out) = Out::new(pbase) {
             // SAFETY: a non-null optional out-pointer (entry-point contract).
             unsafe { out.write(base) };
@@ -75,7 +77,7 @@ pub unsafe extern "C" fn cuMemGetAddressRange_v2(
             // SAFETY: as above.
             unsafe { out.write(size as usize) };
         }
-        Ok(())
+        found.map(|_| ())
     })
 }
 
@@ -200,10 +202,10 @@ pub unsafe extern "C" fn cuMemGetAccess(
         let out = Out::new(flags)?;
         // SAFETY: entry-point contract.
         let location = unsafe { read_in(location) }?;
-        let access = state::with(|sim| sim.get_access(&location, ptr))?;
+        let (access, answer) = state::with(|sim| sim.get_access(&location, ptr))?;
         // SAFETY: entry-point contract.
         unsafe { out.write(c_ulonglong::from(access.0)) };
-        Ok(())
+        answer
     })
 }
 

@@ -14,6 +14,7 @@ mod lifetime;
 mod loader;
 mod ptx;
 mod safe;
+mod sharing;
 mod sim;
 
 /// Device memory is shared by the whole process: the conformance suite, whose cases

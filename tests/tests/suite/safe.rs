@@ -1139,7 +1139,7 @@ fn posix_fd_export_import_round_trip() -> TestResult {
     r.write(0, &data)?;
 
     let fd = a.export_posix_fd()?;
-    let imported = Allocation::import_posix_fd_sized(&d, fd.as_fd(), g)?;
+    let imported = Allocation::import_posix_fd(&d, fd.as_fd(), g, &props)?;
     assert_eq!(imported.size(), g);
     // The driver reports no handle types for an imported handle (conformance
     // `properties_of_imported_handle`).
@@ -1152,38 +1152,6 @@ fn posix_fd_export_import_round_trip() -> TestResult {
     let mut out = vec![0u8; data.len()];
     r2.read(0, &mut out)?;
     assert_eq!(out, data);
-    Ok(())
-}
-
-#[test]
-fn posix_fd_import_takes_the_size_from_the_descriptor() -> TestResult {
-    let _g = shared();
-    let d = device()?;
-    if !d.capabilities()?.posix_fd_handles {
-        return Ok(());
-    }
-    let g = gran(&d)?;
-    let props = AllocationProps::device(&d).handle_types(HandleTypes::POSIX_FD);
-    let a = Allocation::new(&d, 2 * g, &props)?;
-    let fd = a.export_posix_fd()?;
-    let imported = Allocation::import_posix_fd(&d, fd.as_fd());
-    match d.cuda().backend() {
-        // The simulator's descriptors are memfds of the allocation's size.
-        Backend::Simulator => assert_eq!(imported?.size(), 2 * g),
-        // The real driver's descriptors may not report a size.
-        Backend::RealDriver => match imported {
-            Ok(imported) => assert_eq!(imported.size(), 2 * g),
-            Err(e) => assert_eq!(
-                e,
-                Error::InvalidArgument {
-                    message: format!(
-                        "file descriptor {} does not report the allocation's size; use import_posix_fd_sized",
-                        std::os::fd::AsRawFd::as_raw_fd(&fd)
-                    )
-                }
-            ),
-        },
-    }
     Ok(())
 }
 
@@ -1207,7 +1175,7 @@ fn posix_fd_validation() -> TestResult {
         let a = Allocation::new(&d, g, &props)?;
         let fd = a.export_posix_fd()?;
         assert_eq!(
-            fails(Allocation::import_posix_fd_sized(&d, fd.as_fd(), 0)),
+            fails(Allocation::import_posix_fd(&d, fd.as_fd(), 0, &props)),
             Error::InvalidArgument {
                 message: "imported size 0: the size must be nonzero".into()
             }

@@ -11,6 +11,7 @@
 //! - `CUDA_VMM_CONFORMANCE_CRASHING=1` also runs, on the real driver, the cases
 //!   known to crash it (to re-check that they still do).
 
+mod access_cases;
 mod async_cases;
 mod cases;
 mod raw;
@@ -19,6 +20,7 @@ use std::process::Command;
 
 use cuda_vmm_tests::{raw_driver, Backend};
 
+use access_cases::*;
 use async_cases::*;
 use cases::*;
 
@@ -203,6 +205,53 @@ const CASES: &[Case] = &[
     races("race_htod_sync_legacy", race_htod_sync_legacy, "unmap=CUDA_SUCCESS stream_sync=CUDA_ERROR_LAUNCH_FAILED ctx_sync=CUDA_ERROR_LAUNCH_FAILED mem_get_info=CUDA_ERROR_LAUNCH_FAILED"),
     case("race_control_stream_synced", race_control_stream_synced, "sync=CUDA_SUCCESS read=CUDA_SUCCESS data_ok=true unmap=CUDA_SUCCESS stream_sync=CUDA_SUCCESS ctx_sync=CUDA_SUCCESS mem_get_info=CUDA_SUCCESS"),
     case("race_control_legacy_synced", race_control_legacy_synced, "sync=CUDA_SUCCESS read=CUDA_SUCCESS data_ok=true unmap=CUDA_SUCCESS stream_sync=CUDA_SUCCESS ctx_sync=CUDA_SUCCESS mem_get_info=CUDA_SUCCESS"),
+    // ---- ranges and out-parameters (`access_cases.rs`): recorded on an H200,
+    // driver 580.159.04. Note `set_access_with_hole`: the driver answers SUCCESS
+    // for [A][hole][B] and grants A only; the safe layer refuses such ranges.
+    // cuMemSetAccess over part of an allocation, several, a mix, holes
+    case("set_access_head_of_allocation", set_access_head_of_allocation, "CUDA_ERROR_INVALID_VALUE head=0 tail=0"),
+    case("set_access_tail_of_allocation", set_access_tail_of_allocation, "CUDA_ERROR_INVALID_VALUE head=0 tail=0"),
+    case("set_access_whole_and_part", set_access_whole_and_part, "CUDA_ERROR_INVALID_VALUE a=0 b_head=0 b_tail=0"),
+    case("set_access_part_and_whole", set_access_part_and_whole, "CUDA_ERROR_INVALID_VALUE a_head=0 a_tail=0 b=0"),
+    case("set_access_three_allocations", set_access_three_allocations, "CUDA_SUCCESS a=3 b=3 c=3"),
+    case("set_access_with_hole", set_access_with_hole, "CUDA_SUCCESS a=3 b=0"),
+    case("set_access_leading_hole", set_access_leading_hole, "CUDA_ERROR_INVALID_VALUE a=0"),
+    case("set_access_across_reservations", set_access_across_reservations, "CUDA_SUCCESS a=3 b=3"),
+    case("set_access_bad_descriptor_after_good", set_access_bad_descriptor_after_good, "CUDA_ERROR_INVALID_VALUE a=0"),
+    case("set_access_same_device_twice", set_access_same_device_twice, "CUDA_SUCCESS a=1"),
+    case("set_access_past_reservation_end", set_access_past_reservation_end, "CUDA_ERROR_INVALID_VALUE a=0"),
+    // cuMemGetAccess inside mappings, and its out-parameter
+    case("get_access_inside_allocation", get_access_inside_allocation, "second_granule=3 unaligned=3 last_byte=3"),
+    case("get_access_unmapped_out_param", get_access_unmapped_out_param, "CUDA_ERROR_INVALID_VALUE flags=zeroed"),
+    case("get_access_bad_device_out_param", get_access_bad_device_out_param, "CUDA_ERROR_INVALID_DEVICE flags=untouched"),
+    case("get_access_bad_location_type_out_param", get_access_bad_location_type_out_param, "CUDA_ERROR_INVALID_DEVICE flags=untouched"),
+    case("get_access_success_out_param", get_access_success_out_param, "CUDA_SUCCESS flags=zeroed"),
+    // cuMemUnmap over part of an allocation, several, a mix, holes
+    case("unmap_whole_and_part", unmap_whole_and_part, "CUDA_ERROR_INVALID_VALUE a_mapped=true b_mapped=true"),
+    case("unmap_part_and_whole", unmap_part_and_whole, "CUDA_ERROR_INVALID_VALUE a_mapped=true b_mapped=true"),
+    case("unmap_middle_of_allocation", unmap_middle_of_allocation, "CUDA_ERROR_INVALID_VALUE mapped=true"),
+    case("unmap_three_allocations", unmap_three_allocations, "CUDA_SUCCESS a_mapped=false b_mapped=false c_mapped=false"),
+    case("unmap_with_hole", unmap_with_hole, "CUDA_SUCCESS a_mapped=false b_mapped=false"),
+    case("unmap_leading_hole", unmap_leading_hole, "CUDA_SUCCESS a_mapped=false"),
+    case("unmap_across_reservations", unmap_across_reservations, "CUDA_SUCCESS a_mapped=false b_mapped=false"),
+    // cuMemMap against live mappings and holes
+    case("map_over_tail_of_mapping", map_over_tail_of_mapping, "CUDA_ERROR_INVALID_VALUE a_mapped=true"),
+    case("map_over_two_mappings", map_over_two_mappings, "CUDA_ERROR_INVALID_VALUE a_mapped=true b_mapped=true"),
+    case("map_into_hole", map_into_hole, "CUDA_SUCCESS set_access=CUDA_SUCCESS"),
+    case("map_into_hole_too_large", map_into_hole_too_large, "CUDA_ERROR_INVALID_VALUE b_mapped=true"),
+    // out-parameters pre-filled with a sentinel, after a failure
+    case("reserve_failure_out_param", reserve_failure_out_param, "CUDA_ERROR_INVALID_VALUE ptr=untouched"),
+    case("create_failure_out_param", create_failure_out_param, "CUDA_ERROR_INVALID_VALUE handle=untouched"),
+    case("retain_failure_out_param", retain_failure_out_param, "CUDA_ERROR_INVALID_VALUE handle=untouched"),
+    case("export_failure_out_param", export_failure_out_param, "CUDA_ERROR_INVALID_VALUE fd=untouched"),
+    case("import_failure_out_param", import_failure_out_param, "CUDA_ERROR_UNKNOWN handle=untouched"),
+    case("granularity_failure_out_param", granularity_failure_out_param, "CUDA_ERROR_INVALID_VALUE granularity=untouched"),
+    case("address_range_failure_out_param", address_range_failure_out_param, "CUDA_ERROR_NOT_FOUND base=zeroed size=zeroed"),
+    // exported POSIX descriptors (issue 10: the driver's report no size)
+    case("exported_fd_reports_no_size", exported_fd_reports_no_size, "fstat=0 size=0"),
+    case("import_same_fd_twice", import_same_fd_twice, "first=CUDA_SUCCESS second=CUDA_SUCCESS same_handle=false"),
+    case("import_after_exporter_released", import_after_exporter_released, "import=CUDA_SUCCESS read=CUDA_SUCCESS data_ok=true"),
+    case("import_dup_of_exported_fd", import_dup_of_exported_fd, "CUDA_SUCCESS"),
 ];
 
 const CASE_ENV: &str = "CUDA_VMM_CONFORMANCE_CASE";
