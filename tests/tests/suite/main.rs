@@ -11,6 +11,7 @@ mod conformance;
 mod lifetime;
 mod loader;
 mod ptx;
+mod reliability;
 mod safe;
 mod sim;
 
