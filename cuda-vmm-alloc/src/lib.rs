@@ -64,6 +64,6 @@ pub use error::{Error, Result};
 pub use growable::{BufferConfig, GrowableBuffer};
 pub use pod::DevicePod;
 pub use policy::GrowthPolicy;
-pub use pool::{ChunkPool, PoolConfig, PoolStats};
+pub use pool::{ChunkPool, PoolConfig, PoolStats, RecycleError};
 pub use sparse::{HoleBehavior, SparseArray, SparseConfig};
 pub use stats::{DriverStats, DriverTimes};
