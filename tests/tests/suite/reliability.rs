@@ -6,6 +6,7 @@
 //! `cuda_vmm_sim::inject_fault`, so tests running in parallel never trip each other's faults.
 //!
 //! - `defects`: one regression test per defect found on failure paths (issue 13).
+//! - `harness` and `sweeps`: every k-th driver call of every operation fails once.
 
 use std::sync::OnceLock;
 
@@ -13,6 +14,8 @@ use cuda_vmm::sys::{entry, CUresult};
 use cuda_vmm::{AllocationProps, Cuda, Device, GranularityKind};
 
 mod defects;
+mod harness;
+mod sweeps;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 

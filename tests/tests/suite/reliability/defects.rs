@@ -29,6 +29,7 @@ fn buffer(
 
 #[test]
 fn pool_refuses_a_shared_chunk() -> TestResult {
+    let _memory = crate::memory_shared();
     let d = device()?;
     let pool = ChunkPool::new(&d, PoolConfig::default())?;
     let chunk = pool.acquire()?;
@@ -46,6 +47,7 @@ fn pool_refuses_a_shared_chunk() -> TestResult {
 
 #[test]
 fn pool_refuses_a_mapped_chunk() -> TestResult {
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let pool = ChunkPool::new(&d, PoolConfig::default())?;
@@ -105,6 +107,7 @@ fn growth_with_failed_copy(
 
 #[test]
 fn growth_rolls_back_when_the_copy_fails() -> TestResult {
+    let _memory = crate::memory_shared();
     let data = pattern(3 << 21, 9);
     growth_with_failed_copy("cuMemcpyHtoDAsync_v2", 1, |b| b.extend_from_slice(&data))?;
     growth_with_failed_copy("cuStreamSynchronize", 1, |b| b.extend_from_slice(&data))
@@ -112,12 +115,14 @@ fn growth_rolls_back_when_the_copy_fails() -> TestResult {
 
 #[test]
 fn resize_rolls_back_when_the_fill_fails() -> TestResult {
+    let _memory = crate::memory_shared();
     growth_with_failed_copy("cuMemsetD8Async", 1, |b| b.resize(3 << 21, 7))?;
     growth_with_failed_copy("cuStreamSynchronize", 1, |b| b.resize(3 << 21, 7))
 }
 
 #[test]
 fn a_rollback_never_pools_a_mapped_chunk() -> TestResult {
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let pool = ChunkPool::new(&d, PoolConfig::default())?;
@@ -151,6 +156,7 @@ fn straddling_buffer() -> cuda_vmm_alloc::Result<(GrowableBuffer<u8>, Vec<u8>, u
 
 #[test]
 fn a_failed_split_does_not_wedge_the_buffer() -> TestResult {
+    let _memory = crate::memory_shared();
     // Each fault (or pair) hits another step of the split: the scratch unmap, the old chunk's
     // unmap, and both the replacement's and the restore's map (then retried: the shrink
     // succeeds).
@@ -208,6 +214,7 @@ fn reads_zero(array: &SparseArray<u8>, t: usize) -> bool {
 
 #[test]
 fn zero_tiles_are_mapped_into_every_hole_despite_a_failed_map() -> TestResult {
+    let _memory = crate::memory_shared();
     let mut array = zero_array(8)?;
     let g = array.tile_bytes();
     array.commit(2 * g..6 * g)?;
@@ -233,6 +240,7 @@ fn zero_tiles_are_mapped_into_every_hole_despite_a_failed_map() -> TestResult {
 
 #[test]
 fn zero_tiles_whose_access_failed_are_not_recorded_as_mapped() -> TestResult {
+    let _memory = crate::memory_shared();
     let mut array = zero_array(8)?;
     let g = array.tile_bytes();
     array.commit(2 * g..6 * g)?;
@@ -253,6 +261,7 @@ fn zero_tiles_whose_access_failed_are_not_recorded_as_mapped() -> TestResult {
 
 #[test]
 fn grant_access_is_all_or_nothing() -> TestResult {
+    let _memory = crate::memory_shared();
     let cuda = cuda()?;
     if cuda.device_count()? < 2 {
         eprintln!(
@@ -307,6 +316,7 @@ fn peer_access(ptr: u64, device: &cuda_vmm::Device) -> Result<AccessFlags, Strin
 
 #[test]
 fn tile_elements_of_any_tile_is_a_range() -> TestResult {
+    let _memory = crate::memory_shared();
     let d = device()?;
     let array = SparseArray::<u32>::new(&d, 1000, SparseConfig::default())?;
     assert_eq!(array.tile_elements(usize::MAX), 1000..1000);
