@@ -15,6 +15,9 @@ pub(crate) struct Chunk {
     pub(crate) mapping: Mapping,
     /// Came from (and goes back to) the pool.
     pub(crate) pooled: bool,
+    /// Came from the pool's cache (rather than being created) when it was committed: a
+    /// rollback of that commit puts it back in the cache, where a created one is released.
+    pub(crate) cached: bool,
 }
 
 impl Chunk {
@@ -51,6 +54,10 @@ pub(crate) struct Backing {
     /// Devices granted access besides the owner.
     pub(crate) peers: Vec<Device>,
     pub(crate) stats: DriverStats,
+    /// Mappings a rollback could not unmap: still live and owned here, so nothing is freed
+    /// under them; unmapped again by [`retry_stranded`](Backing::retry_stranded) before the
+    /// next change, and on drop.
+    pub(crate) stranded: Vec<Mapping>,
 }
 
 impl Backing {
@@ -80,6 +87,7 @@ impl Backing {
             pool,
             peers: Vec::new(),
             stats: DriverStats::default(),
+            stranded: Vec::new(),
         })
     }
 
@@ -170,17 +178,26 @@ impl Backing {
             }
         }
         if let Some(e) = failure {
-            for m in mappings.into_iter().rev() {
-                self.unmap(m);
+            mappings.reverse();
+            if let Err(undo) = self.unmap_or_strand(mappings) {
+                log::error!("undoing a partial map failed: {undo}");
             }
             self.unobtain(obtained);
             return Err(e);
         }
-        let pooled = matches!(obtained, Obtained::Pooled(_));
+        let (pooled, hits) = match &obtained {
+            Obtained::Pooled(taken) => (true, taken.hits),
+            Obtained::Created(_) => (false, 0),
+        };
         self.stats.chunks += mappings.len();
         Ok(mappings
             .into_iter()
-            .map(|mapping| Chunk { mapping, pooled })
+            .enumerate()
+            .map(|(i, mapping)| Chunk {
+                mapping,
+                pooled,
+                cached: pooled && i < hits,
+            })
             .collect())
     }
 
@@ -196,10 +213,52 @@ impl Backing {
         self.map_run(offset, obtained, read_only)
     }
 
-    /// Unmaps `chunks` after ONE wait for device work on the reservation, then hands each
-    /// allocation back to the pool or the device. Every chunk is attempted; a chunk whose
-    /// unmap fails stays mapped (leaked, never recycled). Reports the first error.
-    pub(crate) fn release_chunks(&mut self, chunks: Vec<Chunk>) -> Result<()> {
+    /// Undoes a commit that succeeded but whose operation failed later (a copy, a fill):
+    /// unmaps `chunks` (in reverse) and hands them back as [`unobtain`](Backing::unobtain)
+    /// does, so the pool and the device are as before the commit. A mapping that cannot be
+    /// unmapped is stranded (its allocation is not given back).
+    pub(crate) fn rollback(&mut self, chunks: Vec<Chunk>) {
+        let Some(pooled) = chunks.first().map(|c| c.pooled) else {
+            return;
+        };
+        self.stats.chunks = self.stats.chunks.saturating_sub(chunks.len());
+        let (mut cached, mut created, mut mappings) = (Vec::new(), Vec::new(), Vec::new());
+        for chunk in chunks {
+            let allocation = chunk.mapping.allocation().clone();
+            if chunk.cached {
+                cached.push(allocation);
+            } else {
+                created.push(allocation);
+            }
+            mappings.push(chunk.mapping);
+        }
+        mappings.reverse();
+        if let Err(e) = self.unmap_or_strand(mappings) {
+            log::error!("rolling back a commit: {e}");
+        }
+        let obtained = if pooled {
+            let hits = cached.len();
+            cached.append(&mut created);
+            Obtained::Pooled(Taken {
+                allocations: cached,
+                hits,
+            })
+        } else {
+            Obtained::Created(created)
+        };
+        self.unobtain(obtained);
+    }
+
+    /// Unmaps `chunks` in order after ONE wait for device work on the reservation, handing
+    /// each allocation back to the pool or the device. Stops at the first failed unmap: the
+    /// error comes back with the chunks not unmapped (that one first, then those not tried),
+    /// still mapped and intact, for the caller to keep. A failure to hand an unmapped chunk
+    /// back (a refused release, retried as the handle drops) is reported after all are done.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn release_chunks(
+        &mut self,
+        chunks: Vec<Chunk>,
+    ) -> std::result::Result<(), (Error, Vec<Chunk>)> {
         if chunks.is_empty() {
             return Ok(());
         }
@@ -210,28 +269,69 @@ impl Backing {
             mappings.push(chunk.mapping);
         }
         let count = mappings.len();
-        self.stats.chunks = self.stats.chunks.saturating_sub(count);
         self.stats.unmaps += count as u64;
-        let reservation = &self.reservation;
-        let outcomes = timed(&mut self.stats.time.unmap, || {
-            reservation.unmap_batch(mappings)
-        })?;
+        let unmapped = timed(&mut self.stats.time.unmap, || {
+            Mapping::unmap_in_order(mappings)
+        });
+        let (failure, kept) = match unmapped {
+            Ok(()) => (None, Vec::new()),
+            Err((e, kept)) => (Some(Error::from(e)), kept),
+        };
+        let done = count - kept.len();
+        self.stats.chunks = self.stats.chunks.saturating_sub(done);
+        let mut owners = owners.into_iter();
         let mut result = Ok(());
-        for ((allocation, pooled), outcome) in owners.into_iter().zip(outcomes) {
-            let step = match outcome {
-                // A failed unmap leaked the mapping, which keeps the allocation alive:
-                // dropping this clone releases nothing.
-                Err(e) => Err(e.into()),
-                Ok(()) => self.give_back(allocation, pooled),
-            };
-            if let Err(e) = step {
+        for (allocation, pooled) in owners.by_ref().take(done) {
+            if let Err(e) = self.give_back(allocation, pooled) {
                 log::error!("releasing a chunk failed: {e}");
-                if result.is_ok() {
-                    result = Err(e);
-                }
+                result = result.and(Err(e));
             }
         }
-        result
+        match failure {
+            None => result.map_err(|e| (e, Vec::new())),
+            Some(e) => Err((
+                e,
+                kept.into_iter()
+                    .zip(owners)
+                    .map(|(mapping, (_, pooled))| Chunk {
+                        mapping,
+                        pooled,
+                        cached: false,
+                    })
+                    .collect(),
+            )),
+        }
+    }
+
+    /// Unmaps `mappings` in order after one wait; the ones that cannot be unmapped are kept
+    /// in [`stranded`](Backing::stranded). Reports the first error.
+    pub(crate) fn unmap_or_strand(&mut self, mappings: Vec<Mapping>) -> Result<()> {
+        if mappings.is_empty() {
+            return Ok(());
+        }
+        self.stats.unmaps += mappings.len() as u64;
+        let unmapped = timed(&mut self.stats.time.unmap, || {
+            Mapping::unmap_in_order(mappings)
+        });
+        match unmapped {
+            Ok(()) => Ok(()),
+            Err((e, kept)) => {
+                log::error!(
+                    "{} mapping(s) could not be unmapped, kept for a retry: {e}",
+                    kept.len()
+                );
+                self.stats.unmaps -= kept.len() as u64;
+                self.stranded.extend(kept);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Unmaps the mappings a rollback left behind, so that their addresses are free again.
+    /// Fails, keeping them, if the driver still refuses.
+    pub(crate) fn retry_stranded(&mut self) -> Result<()> {
+        let stranded = std::mem::take(&mut self.stranded);
+        self.unmap_or_strand(stranded)
     }
 
     /// Hands an unmapped allocation back to the pool (if it came from there) or the device.
@@ -239,7 +339,15 @@ impl Backing {
         let times = &mut self.stats.time;
         match (&self.pool, pooled) {
             (Some(pool), true) => {
-                timed(&mut times.release, || pool.recycle(allocation))?;
+                if let Err(refused) = timed(&mut times.release, || pool.recycle(allocation)) {
+                    let (e, allocation) = refused.into_parts();
+                    log::error!("the pool refused a chunk, releasing it: {e}");
+                    if let Some(allocation) = allocation {
+                        self.stats.releases += 1;
+                        timed(&mut times.release, || allocation.release())?;
+                    }
+                    return Err(e);
+                }
             }
             _ => {
                 self.stats.releases += 1;
@@ -263,34 +371,6 @@ impl Backing {
         })?)
     }
 
-    /// Unmaps mappings after ONE wait for device work, logging failures (rollbacks, zero tiles).
-    pub(crate) fn unmap_many(&mut self, mappings: Vec<Mapping>) {
-        if mappings.is_empty() {
-            return;
-        }
-        self.stats.unmaps += mappings.len() as u64;
-        let reservation = &self.reservation;
-        match timed(&mut self.stats.time.unmap, || {
-            reservation.unmap_batch(mappings)
-        }) {
-            Ok(outcomes) => {
-                for e in outcomes.into_iter().filter_map(|r| r.err()) {
-                    log::error!("unmapping failed, the mapping is leaked: {e}");
-                }
-            }
-            Err(e) => log::error!("waiting for device work before unmapping failed: {e}"),
-        }
-    }
-
-    /// Unmaps a mapping, logging a failure (used on rollback paths).
-    pub(crate) fn unmap(&mut self, mapping: Mapping) {
-        self.stats.unmaps += 1;
-        let offset = mapping.offset();
-        if let Err(e) = timed(&mut self.stats.time.unmap, || mapping.unmap()) {
-            log::error!("unmapping offset {offset} during rollback failed: {e}");
-        }
-    }
-
     /// One `cuMemSetAccess` over `offset..offset + size` for the owner and every peer.
     pub(crate) fn set_access(&mut self, offset: usize, size: usize, read_only: bool) -> Result<()> {
         self.stats.set_access_calls += 1;
@@ -301,29 +381,53 @@ impl Backing {
     }
 
     /// Adds `devices` to the peers and sets access on every `(offset, size, read_only)` range
-    /// (one call each) for the new set. The peer list changes only if every call succeeds.
+    /// (one call each) for the new set. All or nothing: if a call fails, the ranges already
+    /// granted are set back to no access for the new peers and the peer list stays as it was;
+    /// if that undo fails too, the new peers are recorded (they keep access where it was
+    /// granted and get it on memory mapped later) and the grant's error is returned.
     pub(crate) fn grant_access(
         &mut self,
         devices: &[Device],
         ranges: &[(usize, usize, bool)],
     ) -> Result<()> {
-        let mut peers = self.peers.clone();
+        let mut added: Vec<Device> = Vec::new();
         for d in devices {
-            let known = same_device(d, &self.device) || peers.iter().any(|p| same_device(p, d));
+            let known = same_device(d, &self.device)
+                || self.peers.iter().chain(&added).any(|p| same_device(p, d));
             if !known {
-                peers.push(d.clone());
+                added.push(d.clone());
             }
         }
-        for &(offset, size, read_only) in ranges {
+        let mut peers = self.peers.clone();
+        peers.extend(added.iter().cloned());
+        for (i, &(offset, size, read_only)) in ranges.iter().enumerate() {
             self.stats.set_access_calls += 1;
-            set_access_for(
+            let granted = set_access_for(
                 &self.reservation,
                 &self.device,
                 &peers,
                 offset,
                 size,
                 read_only,
-            )?;
+            );
+            if let Err(e) = granted {
+                let mut undone = true;
+                for &(offset, size, _) in &ranges[..i] {
+                    self.stats.set_access_calls += 1;
+                    let access: Vec<(&Device, AccessFlags)> =
+                        added.iter().map(|d| (d, AccessFlags::None)).collect();
+                    if let Err(undo) = self.reservation.set_access(offset, size, &access) {
+                        log::error!(
+                            "undoing a grant at offset {offset} (+{size}) failed, the peers stay: {undo}"
+                        );
+                        undone = false;
+                    }
+                }
+                if !undone {
+                    self.peers = peers;
+                }
+                return Err(e);
+            }
         }
         self.peers = peers;
         Ok(())

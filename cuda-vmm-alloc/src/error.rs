@@ -75,6 +75,17 @@ pub enum Error {
         /// Which of device, properties or chunk size differs, with both values.
         message: String,
     },
+    /// A chunk handed to a pool is still held elsewhere (another clone or a mapping).
+    #[error(
+        "allocation {handle:#x} has {holders} holders (clones or mappings): a pool takes only \
+         uniquely owned, unmapped chunks"
+    )]
+    ChunkInUse {
+        /// The raw allocation handle.
+        handle: u64,
+        /// [`Allocation::holders`](cuda_vmm::Allocation::holders), this handle included.
+        holders: usize,
+    },
     /// The element type has size zero, which device memory cannot represent.
     #[error("element type {type_name} has size zero")]
     ZeroSizedElement {

@@ -183,27 +183,27 @@ impl<T: DevicePod> GrowableBuffer<T> {
         self.extend_from_slice(std::slice::from_ref(&value))
     }
 
-    /// Appends host elements, growing as needed.
+    /// Appends host elements, growing as needed. On error the buffer is exactly as before.
     pub fn extend_from_slice(&mut self, values: &[T]) -> Result<()> {
         let new_len = self.grown_len(values.len())?;
-        self.ensure_capacity(new_len)?;
-        self.backing
-            .reservation
-            .write(self.byte_offset(self.len), as_bytes(values))?;
+        self.grow_and(new_len, |b| {
+            Ok(b.backing
+                .reservation
+                .write(b.byte_offset(b.len), as_bytes(values))?)
+        })?;
         self.len = new_len;
         Ok(())
     }
 
     /// Sets the length to `new_len`; new elements are set to `value` on the device (a memset
     /// when all bytes of `value` are equal, otherwise one small host copy doubled by
-    /// device-to-device copies).
+    /// device-to-device copies). On error the buffer is exactly as before.
     pub fn resize(&mut self, new_len: usize, value: T) -> Result<()> {
         if new_len <= self.len {
             self.truncate(new_len);
             return Ok(());
         }
-        self.ensure_capacity(new_len)?;
-        self.fill(self.len, new_len - self.len, value)?;
+        self.grow_and(new_len, |b| b.fill(b.len, new_len - b.len, value))?;
         self.len = new_len;
         Ok(())
     }
@@ -211,7 +211,7 @@ impl<T: DevicePod> GrowableBuffer<T> {
     /// Commits memory for at least `additional` more elements without changing the length.
     pub fn reserve(&mut self, additional: usize) -> Result<()> {
         let needed = self.grown_len(additional)?;
-        self.ensure_capacity(needed)
+        self.grow_and(needed, |_| Ok(()))
     }
 
     /// Shortens the buffer to `len` elements (no effect if already shorter); memory stays
@@ -230,10 +230,15 @@ impl<T: DevicePod> GrowableBuffer<T> {
     /// Without a pool the committed size becomes the length rounded up to the granularity:
     /// whole chunks past it are released, and a chunk straddling it is replaced by a smaller
     /// one (its live bytes are copied on the device; the address does not change). With a pool,
-    /// whole pool chunks past the length go back to the pool. On error the buffer stays
-    /// consistent and keeps its contents (unless the driver fails both to map the replacement
-    /// and to restore the old chunk; the length is then cut to the chunk's start).
+    /// whole pool chunks past the length go back to the pool.
+    ///
+    /// On error the length and contents are intact and the buffer keeps working; the chunks
+    /// that could not be unmapped stay committed (so `committed_bytes` may lie anywhere
+    /// between its old value and the target). Only if the driver fails four times in a row to
+    /// map either the replacement or the old chunk back at the straddling chunk's address is
+    /// the length cut to that chunk's start.
     pub fn shrink_to_fit(&mut self) -> Result<()> {
+        self.backing.retry_stranded()?;
         let used = self.byte_offset(self.len);
         let target = round_up(used, self.backing.unit());
         if target >= self.committed {
@@ -243,11 +248,11 @@ impl<T: DevicePod> GrowableBuffer<T> {
         let keep = self.chunks.partition_point(|c| c.end() <= target);
         let straddles = self.chunks.get(keep).is_some_and(|c| c.offset() < target);
         let first_free = keep + usize::from(straddles);
-        let result = self.release_from(first_free);
+        self.release_from(first_free)?;
         if straddles {
             self.split_last(target, used)?;
         }
-        result
+        Ok(())
     }
 
     /// Copies `out.len()` elements starting at element `range.start` to the host.
@@ -294,12 +299,11 @@ impl<T: DevicePod> GrowableBuffer<T> {
     /// returns.
     pub fn extend_from_slice_async(&mut self, stream: &Stream, values: &[T]) -> Result<()> {
         let new_len = self.grown_len(values.len())?;
-        self.ensure_capacity(new_len)?;
-        self.backing.reservation.write_async(
-            stream,
-            self.byte_offset(self.len),
-            as_bytes(values),
-        )?;
+        self.grow_and(new_len, |b| {
+            Ok(b.backing
+                .reservation
+                .write_async(stream, b.byte_offset(b.len), as_bytes(values))?)
+        })?;
         self.len = new_len;
         Ok(())
     }
@@ -381,6 +385,20 @@ impl<T: DevicePod> GrowableBuffer<T> {
         Ok(())
     }
 
+    /// Commits memory for `len` elements, then runs `op`; if either fails, the memory
+    /// committed for it is given back and the buffer is exactly as before.
+    fn grow_and(&mut self, len: usize, op: impl FnOnce(&Self) -> Result<()>) -> Result<()> {
+        let (chunks, committed) = (self.chunks.len(), self.committed);
+        self.ensure_capacity(len)?;
+        if let Err(e) = op(self) {
+            let fresh = self.chunks.split_off(chunks);
+            self.committed = committed;
+            self.backing.rollback(fresh);
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// Commits memory for `len` elements, transactionally.
     fn ensure_capacity(&mut self, len: usize) -> Result<()> {
         let reserved = self.reserved_bytes();
@@ -396,6 +414,8 @@ impl<T: DevicePod> GrowableBuffer<T> {
         if needed <= self.committed {
             return Ok(());
         }
+        // Mappings a rollback left may sit where the buffer grows.
+        self.backing.retry_stranded()?;
         let unit = self.backing.unit();
         let target = self
             .policy
@@ -434,22 +454,29 @@ impl<T: DevicePod> GrowableBuffer<T> {
         Ok(())
     }
 
-    /// Releases chunks `first..`, all of them even if one fails; reports the first error.
+    /// Releases chunks `first..`, last first, stopping at the first one that cannot be
+    /// unmapped: that one and those below it stay, so the chunks stay back to back.
     fn release_from(&mut self, first: usize) -> Result<()> {
-        let tail = self.chunks.split_off(first);
+        let mut tail = self.chunks.split_off(first.min(self.chunks.len()));
+        tail.reverse();
+        let result = self.backing.release_chunks(tail);
+        let result = match result {
+            Ok(()) => Ok(()),
+            Err((e, mut kept)) => {
+                log::error!("releasing buffer chunks failed: {e}");
+                kept.reverse();
+                self.chunks.extend(kept);
+                Err(e)
+            }
+        };
         self.committed = self.chunks.last().map_or(0, Chunk::end);
-        let result = self
-            .backing
-            .release_chunks(tail.into_iter().rev().collect());
-        if let Err(e) = &result {
-            log::error!("releasing buffer chunks failed: {e}");
-        }
         result
     }
 
     /// Replaces the last chunk, which reaches past `target`, by one ending at `target`,
     /// copying its first `used` buffer bytes over. Needs room for the new chunk past the old
-    /// one in the reservation (else the chunk is kept whole).
+    /// one in the reservation (else the chunk is kept whole). On error the old chunk is kept
+    /// (see [`shrink_to_fit`](GrowableBuffer::shrink_to_fit) for the one exception).
     fn split_last(&mut self, target: usize, used: usize) -> Result<()> {
         let Some(last) = self.chunks.last() else {
             return Ok(());
@@ -464,58 +491,74 @@ impl<T: DevicePod> GrowableBuffer<T> {
         self.backing.reservation.synchronize()?;
         // Build the replacement past the old chunk and copy the live bytes into it.
         let mut scratch = self.backing.commit_run(old_end, &[keep], false)?;
-        let copied = self
+        if let Err(e) = self
             .backing
             .reservation
-            .copy_within(start, old_end, used - start);
+            .copy_within(start, old_end, used - start)
+        {
+            self.backing.rollback(scratch);
+            return Err(e.into());
+        }
         let Some(new) = scratch.pop() else {
             return Ok(());
         };
         let allocation = new.mapping.allocation().clone();
         self.backing.stats.chunks -= 1;
-        self.backing.unmap(new.mapping);
-        if let Err(e) = copied {
-            self.backing.stats.releases += 1;
-            drop(allocation);
-            return Err(e.into());
-        }
-        // Swap: unmap the old chunk, map the replacement in its place.
+        // A scratch mapping that cannot be unmapped is stranded: the buffer is unchanged,
+        // and the next growth unmaps it first.
+        self.backing.unmap_or_strand(vec![new.mapping])?;
+        // Swap: unmap the old chunk (kept on failure), map the replacement in its place.
         let Some(old) = self.chunks.pop() else {
             return Ok(());
         };
         let old_allocation = old.mapping.allocation().clone();
         let old_size = old.mapping.size();
         self.backing.stats.unmaps += 1;
-        if let Err(e) = old.mapping.unmap() {
-            self.committed = start;
-            self.len = self.len.min(start / size_of::<T>());
+        if let Err((e, mut kept)) = cuda_vmm::Mapping::unmap_in_order(vec![old.mapping]) {
+            if let Some(mapping) = kept.pop() {
+                self.chunks.push(Chunk {
+                    mapping,
+                    pooled: false,
+                    cached: false,
+                });
+            }
+            self.committed = self.chunks.last().map_or(0, Chunk::end);
             return Err(e.into());
         }
         self.backing.stats.chunks -= 1;
-        match self.remap(start, &allocation, keep) {
-            Ok(chunk) => {
-                self.chunks.push(chunk);
-                self.committed = target;
-                self.backing.stats.releases += 1;
-                old_allocation.release()?;
-                Ok(())
-            }
-            Err(e) => {
-                // Put the old chunk back; its contents are intact.
-                match self.remap(start, &old_allocation, old_size) {
-                    Ok(chunk) => {
-                        self.chunks.push(chunk);
-                        self.committed = start + old_size;
+        // Map the replacement; failing that, the old chunk back (its contents are intact).
+        let candidates = [(allocation, keep), (old_allocation, old_size)];
+        let mut first_error = None;
+        for attempt in 0..4 {
+            let (candidate, size) = &candidates[attempt % 2];
+            let size = *size;
+            let mapped = self
+                .backing
+                .retry_stranded()
+                .and_then(|()| self.remap(start, candidate, size));
+            match mapped {
+                Ok(chunk) => {
+                    self.chunks.push(chunk);
+                    self.committed = start + size;
+                    let [(new, _), (old, _)] = candidates;
+                    self.backing.stats.releases += 1;
+                    if attempt % 2 == 0 {
+                        // The replacement is in place: the old chunk goes.
+                        return Ok(old.release()?);
                     }
-                    Err(e2) => {
-                        log::error!("restoring a buffer chunk at offset {start} failed: {e2}");
-                        self.committed = start;
-                        self.len = self.len.min(start / size_of::<T>());
-                    }
+                    // The old chunk is back: the replacement goes, the error is reported.
+                    drop(new);
+                    return Err(first_error.unwrap_or_else(unreachable_err));
                 }
-                Err(e)
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
+        log::error!("restoring a buffer chunk at offset {start} failed: its bytes are lost");
+        self.committed = start;
+        self.len = self.len.min(start / size_of::<T>());
+        Err(first_error.unwrap_or_else(unreachable_err))
     }
 
     /// Maps `size` bytes of `allocation` at `offset` with the buffer's access.
@@ -527,14 +570,24 @@ impl<T: DevicePod> GrowableBuffer<T> {
     ) -> Result<Chunk> {
         let mapping = self.backing.map_shared(offset, allocation, size)?;
         if let Err(e) = self.backing.set_access(offset, size, false) {
-            self.backing.unmap(mapping);
+            if let Err(undo) = self.backing.unmap_or_strand(vec![mapping]) {
+                log::error!("unmapping a chunk whose access failed: {undo}");
+            }
             return Err(e);
         }
         self.backing.stats.chunks += 1;
         Ok(Chunk {
             mapping,
             pooled: false,
+            cached: false,
         })
+    }
+}
+
+/// The error of a retry loop that recorded none (it always records one before giving up).
+fn unreachable_err() -> Error {
+    Error::InvalidConfig {
+        message: "a buffer chunk could not be restored".into(),
     }
 }
 

@@ -71,7 +71,7 @@ pub use error::{Error, Result};
 pub use growable::{BufferConfig, GrowableBuffer};
 pub use pod::DevicePod;
 pub use policy::GrowthPolicy;
-pub use pool::{ChunkPool, PoolConfig, PoolStats};
+pub use pool::{ChunkPool, PoolConfig, PoolStats, RecycleError};
 pub use shared::{SharedBufferConsumer, SharedBufferProducer};
 pub use sparse::{HoleBehavior, SparseArray, SparseConfig};
 pub use stats::{DriverStats, DriverTimes};

@@ -147,18 +147,32 @@ impl ChunkPool {
     }
 
     /// Hands a chunk back. Returns `Ok(true)` if it was cached, `Ok(false)` if the pool was full
-    /// and it was released. An allocation of another size class is refused with
-    /// [`Error::PoolMismatch`] (and released when its last clone is dropped).
+    /// and it was released.
     ///
-    /// The chunk must no longer be mapped anywhere the caller still uses: the pool hands it to
-    /// the next user as is.
-    pub fn recycle(&self, allocation: Allocation) -> Result<bool> {
-        self.check_class(
+    /// The pool takes only a chunk it can prove is free: of its size class, and uniquely owned
+    /// (no other clone, no live or leaked [`Mapping`](cuda_vmm::Mapping) of it:
+    /// [`Allocation::holders`] is 1), since it hands the chunk to the next user as is. Anything
+    /// else is refused with [`Error::PoolMismatch`] or [`Error::ChunkInUse`], and the chunk
+    /// comes back inside the [`RecycleError`], untouched. A handle of the same memory obtained
+    /// separately (imported, or retained from a mapping) cannot be seen: do not recycle memory
+    /// that is shared that way.
+    pub fn recycle(&self, allocation: Allocation) -> Result<bool, RecycleError> {
+        if let Err(error) = self.check_class(
             allocation.device(),
             allocation.props(),
             allocation.size(),
             "allocation",
-        )?;
+        ) {
+            return Err(RecycleError::new(error, Some(allocation)));
+        }
+        let holders = allocation.holders();
+        if holders != 1 {
+            let error = Error::ChunkInUse {
+                handle: allocation.raw_handle(),
+                holders,
+            };
+            return Err(RecycleError::new(error, Some(allocation)));
+        }
         let overflow = {
             let mut state = self.inner.state.lock();
             let held = state.stats.chunks_held;
@@ -177,25 +191,27 @@ impl ChunkPool {
         };
         match overflow {
             None => Ok(true),
-            Some(allocation) => {
-                allocation.release()?;
-                Ok(false)
-            }
+            // A refused release is tried again as the handle drops (see `Allocation::release`).
+            Some(allocation) => match allocation.release() {
+                Ok(()) => Ok(false),
+                Err(e) => Err(RecycleError::new(e.into(), None)),
+            },
         }
     }
 
     /// Creates chunks until `chunks` are cached (bounded by the pool's limits), so that later
-    /// commits hit. Returns how many were created; on a failed create, the chunks created
-    /// before it stay cached.
+    /// commits hit. Returns how many were created. All or nothing: on a failed create, the
+    /// chunks created for this call are released and the cache is as before.
     pub fn prefill(&self, chunks: usize) -> Result<usize> {
         let limit = chunks
             .min(self.inner.max_chunks)
             .min(self.inner.max_bytes / self.inner.chunk_size);
         let missing = limit.saturating_sub(self.stats().chunks_held);
+        let mut created = Vec::with_capacity(missing);
         for _ in 0..missing {
-            let chunk = self.create()?;
-            self.put_back(vec![chunk]);
+            created.push(self.create()?);
         }
+        self.put_back(created);
         Ok(missing)
     }
 
@@ -252,6 +268,7 @@ impl ChunkPool {
     }
 
     /// Undoes a [`take`](ChunkPool::take): cached chunks go back, created ones are released.
+    /// A chunk still held elsewhere (its rollback unmap failed) is not taken back.
     pub(crate) fn untake(&self, mut taken: Taken) {
         let created = taken.allocations.split_off(taken.hits);
         {
@@ -307,12 +324,72 @@ impl ChunkPool {
         )?)
     }
 
-    /// Returns chunks taken from the cache, ignoring the limits (they were held before).
+    /// Returns chunks taken from the cache, ignoring the limits (they were held before). A
+    /// chunk held elsewhere too (still mapped after a failed unmap) is not cached: dropping
+    /// this handle leaves it to its other holders.
     fn put_back(&self, allocations: Vec<Allocation>) {
+        let (free, held): (Vec<Allocation>, Vec<Allocation>) =
+            allocations.into_iter().partition(|a| a.holders() == 1);
+        for a in &held {
+            log::error!(
+                "chunk {:#x} is still held elsewhere ({} holders): not cached",
+                a.raw_handle(),
+                a.holders()
+            );
+        }
+        drop(held);
         let mut state = self.inner.state.lock();
-        state.stats.chunks_held += allocations.len();
-        state.stats.bytes_held += allocations.len() * self.inner.chunk_size;
-        state.free.extend(allocations);
+        state.stats.chunks_held += free.len();
+        state.stats.bytes_held += free.len() * self.inner.chunk_size;
+        state.free.extend(free);
+    }
+}
+
+/// Why [`ChunkPool::recycle`] did not take a chunk, with the chunk given back.
+#[derive(Debug)]
+pub struct RecycleError {
+    error: Error,
+    allocation: Option<Allocation>,
+}
+
+impl RecycleError {
+    fn new(error: Error, allocation: Option<Allocation>) -> RecycleError {
+        RecycleError { error, allocation }
+    }
+
+    /// What was wrong.
+    pub fn error(&self) -> &Error {
+        &self.error
+    }
+
+    /// The refused chunk, untouched; `None` when the pool was full and the driver refused to
+    /// release it (the release is tried again as the handle drops).
+    pub fn allocation(&self) -> Option<&Allocation> {
+        self.allocation.as_ref()
+    }
+
+    /// Splits into the error and the refused chunk.
+    pub fn into_parts(self) -> (Error, Option<Allocation>) {
+        (self.error, self.allocation)
+    }
+}
+
+impl fmt::Display for RecycleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the pool did not take the chunk: {}", self.error)
+    }
+}
+
+impl std::error::Error for RecycleError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl From<RecycleError> for Error {
+    /// Keeps the error; the chunk, if any, is dropped (released once its last holder goes).
+    fn from(e: RecycleError) -> Error {
+        e.error
     }
 }
 

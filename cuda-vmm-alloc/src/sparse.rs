@@ -1,6 +1,6 @@
 //! A huge logical array over one reservation, of which only touched tiles hold memory.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Range;
@@ -52,7 +52,10 @@ pub struct SparseConfig {
 /// The shared zero tile and its read-only mappings into holes.
 struct ZeroTile {
     allocation: Allocation,
+    /// Holes mapped to the zero tile, with read access set.
     mappings: BTreeMap<usize, Mapping>,
+    /// Holes whose zero mapping failed: mapped again before the next commit or decommit.
+    missing: BTreeSet<usize>,
 }
 
 /// A huge logical array of `T` over one reserved address range, of which only committed
@@ -210,41 +213,68 @@ impl<T: DevicePod> SparseArray<T> {
         tiles::runs(self.committed.keys().copied()).into_iter()
     }
 
-    /// The elements with at least one byte in tile `tile` (clipped to the array's length).
+    /// The elements with at least one byte in tile `tile` (clipped to the array's length;
+    /// empty for a tile past the end).
     pub fn tile_elements(&self, tile: usize) -> Range<usize> {
         let size = size_of::<T>();
-        let start = (tile * self.tile_bytes / size).min(self.len);
-        let end = ((tile + 1) * self.tile_bytes).div_ceil(size).min(self.len);
-        start..end
+        let at = |t: usize| {
+            t.checked_mul(self.tile_bytes)
+                .map_or(self.len, |b| b.div_ceil(size).min(self.len))
+        };
+        let start = tile
+            .checked_mul(self.tile_bytes)
+            .map_or(self.len, |b| (b / size).min(self.len));
+        start..at(tile.saturating_add(1)).max(start)
     }
 
     /// Commits every tile the element range touches (rounded out to tiles). Each run of
-    /// adjacent new tiles gets one set-access call. All or nothing. Returns the number of
-    /// tiles newly committed.
+    /// adjacent new tiles gets one set-access call. All or nothing: on error the array, its
+    /// pool and the device's memory are as before. Returns the number of tiles newly
+    /// committed.
     pub fn commit(&mut self, range: Range<usize>) -> Result<usize> {
         self.check_range("commit", &range)?;
+        self.prepare();
+        self.backing.retry_stranded()?;
         let wanted = self.tiles_of(range);
         let missing = tiles::runs(wanted.filter(|t| !self.committed.contains_key(t)));
-        let mut done: Vec<Range<usize>> = Vec::new();
+        let mut done: Vec<(Range<usize>, Vec<Chunk>)> = Vec::new();
         for run in &missing {
-            if let Err(e) = self.commit_run(run.clone()) {
-                for run in done {
-                    if let Err(undo) = self.decommit_tiles(run) {
-                        log::error!("undoing a partial commit failed: {undo}");
+            match self.commit_run(run.clone()) {
+                Ok(chunks) => done.push((run.clone(), chunks)),
+                Err(e) => {
+                    for (run, chunks) in done.into_iter().rev() {
+                        self.backing.rollback(chunks);
+                        let tiles: Vec<usize> = run.collect();
+                        if let Err(z) = self.map_zero(&tiles) {
+                            log::error!("restoring zero tiles after a failed commit: {z}");
+                        }
                     }
+                    return Err(e);
                 }
-                return Err(e);
             }
-            done.push(run.clone());
         }
+        for (run, chunks) in done {
+            if let Some(zero) = &mut self.zero {
+                for t in run.clone() {
+                    zero.missing.remove(&t);
+                }
+            }
+            self.committed.extend(run.zip(chunks));
+        }
+        self.backing
+            .note_committed(self.committed.len() * self.tile_bytes);
         Ok(missing.iter().map(Range::len).sum())
     }
 
     /// Decommits the tiles lying wholly inside the element range (rounded in to tiles; the
     /// last tile counts as inside when the range reaches the array's end), returning their
     /// memory to the pool or the device. Returns the number of tiles decommitted.
+    ///
+    /// On error, the tiles that could not be unmapped stay committed with their contents,
+    /// and the others are holes.
     pub fn decommit(&mut self, range: Range<usize>) -> Result<usize> {
         self.check_range("decommit", &range)?;
+        self.prepare();
         let size = size_of::<T>();
         let inner = tiles::inside(
             range.start * size..range.end * size,
@@ -254,12 +284,11 @@ impl<T: DevicePod> SparseArray<T> {
         let present = tiles::runs(self.committed.range(inner).map(|(&t, _)| t));
         let mut result = Ok(0);
         for run in present {
-            let n = run.len();
             match (self.decommit_tiles(run), &mut result) {
-                (Ok(()), Ok(count)) => *count += n,
+                (Ok(n), Ok(count)) => *count += n,
                 (Err(e), Ok(_)) => result = Err(e),
                 (Err(e), Err(_)) => log::error!("decommit: {e}"),
-                (Ok(()), Err(_)) => {}
+                (Ok(_), Err(_)) => {}
             }
         }
         result
@@ -408,11 +437,35 @@ impl<T: DevicePod> SparseArray<T> {
         }
     }
 
-    /// Commits one run of uncommitted tiles, transactionally.
-    fn commit_run(&mut self, run: Range<usize>) -> Result<()> {
+    /// Repairs what earlier failures left: unmaps stranded mappings and maps the zero tile
+    /// into holes that lack it. Failures are logged and retried next time.
+    fn prepare(&mut self) {
+        if let Err(e) = self.backing.retry_stranded() {
+            log::error!("unmapping mappings left by a failed rollback: {e}");
+        }
+        let Some(zero) = &mut self.zero else {
+            return;
+        };
+        if zero.missing.is_empty() {
+            return;
+        }
+        let holes: Vec<usize> = std::mem::take(&mut zero.missing).into_iter().collect();
+        if let Err(e) = self.map_zero(&holes) {
+            log::error!("mapping the zero tile into holes: {e}");
+        }
+    }
+
+    /// Commits one run of uncommitted tiles, transactionally; the caller records the chunks.
+    fn commit_run(&mut self, run: Range<usize>) -> Result<Vec<Chunk>> {
         let tile = self.tile_bytes;
         let obtained = self.backing.obtain(&vec![tile; run.len()])?;
-        let unzeroed = self.unmap_zero(run.clone());
+        let unzeroed = match self.unmap_zero(run.clone()) {
+            Ok(tiles) => tiles,
+            Err(e) => {
+                self.backing.unobtain(obtained);
+                return Err(e);
+            }
+        };
         let offset = run.start * tile;
         let bytes = run.len() * tile;
         let mapped = self
@@ -426,92 +479,123 @@ impl<T: DevicePod> SparseArray<T> {
                 match self.backing.reservation.fill(offset, bytes, 0) {
                     Ok(()) => Ok(chunks),
                     Err(e) => {
-                        if let Err(e) = self.backing.release_chunks(chunks) {
-                            log::error!("undoing a tile commit failed: {e}");
-                        }
+                        self.backing.rollback(chunks);
                         Err(e.into())
                     }
                 }
             });
-        match mapped {
-            Ok(chunks) => {
-                for (t, chunk) in run.zip(chunks) {
-                    self.committed.insert(t, chunk);
-                }
-                self.backing
-                    .note_committed(self.committed.len() * self.tile_bytes);
-                Ok(())
-            }
-            Err(e) => {
-                if let Err(z) = self.map_zero(&unzeroed) {
-                    log::error!("restoring zero tiles after a failed commit failed: {z}");
-                }
-                Err(e)
+        if mapped.is_err() {
+            if let Err(z) = self.map_zero(&unzeroed) {
+                log::error!("restoring zero tiles after a failed commit failed: {z}");
             }
         }
+        mapped
     }
 
     /// Decommits one run of committed tiles and maps the zero tile into it if configured.
-    fn decommit_tiles(&mut self, run: Range<usize>) -> Result<()> {
+    /// Returns how many tiles became holes; on error, those not unmapped stay committed.
+    fn decommit_tiles(&mut self, run: Range<usize>) -> Result<usize> {
         let chunks: Vec<Chunk> = run
             .clone()
             .filter_map(|t| self.committed.remove(&t))
             .collect();
-        let result = self.backing.release_chunks(chunks);
-        if let Err(e) = &result {
-            log::error!("releasing tiles {run:?} failed: {e}");
+        let tile = self.tile_bytes;
+        let (result, kept) = match self.backing.release_chunks(chunks) {
+            Ok(()) => (Ok(()), Vec::new()),
+            Err((e, kept)) => {
+                log::error!("releasing tiles {run:?} failed: {e}");
+                (Err(e), kept)
+            }
+        };
+        for chunk in kept {
+            self.committed.insert(chunk.offset() / tile, chunk);
         }
-        let tiles: Vec<usize> = run.collect();
-        result.and(self.map_zero(&tiles))
+        let holes: Vec<usize> = run.filter(|t| !self.committed.contains_key(t)).collect();
+        let zeroed = self.map_zero(&holes);
+        result.and(zeroed).map(|()| holes.len())
     }
 
-    /// Unmaps the zero tile from `run`; returns the tiles it was mapped in.
-    fn unmap_zero(&mut self, run: Range<usize>) -> Vec<usize> {
+    /// Unmaps the zero tile from `run`; returns the tiles it was mapped in. All or nothing:
+    /// if an unmap fails, the zero tile is mapped back where it was unmapped.
+    fn unmap_zero(&mut self, run: Range<usize>) -> Result<Vec<usize>> {
         let Some(zero) = &mut self.zero else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
         let (tiles, mappings): (Vec<usize>, Vec<Mapping>) = run
             .filter_map(|t| zero.mappings.remove(&t).map(|m| (t, m)))
             .unzip();
-        self.backing.unmap_many(mappings);
-        tiles
+        if mappings.is_empty() {
+            return Ok(tiles);
+        }
+        self.backing.stats.unmaps += mappings.len() as u64;
+        let tile = self.tile_bytes;
+        let unmapped = timed_unmap(&mut self.backing.stats, mappings);
+        let Err((e, kept)) = unmapped else {
+            return Ok(tiles);
+        };
+        let done = tiles.len() - kept.len();
+        if let Some(zero) = &mut self.zero {
+            zero.mappings
+                .extend(kept.into_iter().map(|m| (m.offset() / tile, m)));
+        }
+        if let Err(z) = self.map_zero(&tiles[..done]) {
+            log::error!("mapping the zero tile back after a failed unmap: {z}");
+        }
+        Err(e.into())
     }
 
-    /// Maps the zero tile read-only into `tiles` (ascending); one set-access per run.
+    /// Maps the zero tile read-only into `tiles` (ascending); one set-access per run of
+    /// mapped tiles. Every tile is tried; a tile whose map or access fails is left unmapped
+    /// and recorded as missing (mapped again by the next commit or decommit). Reports the
+    /// first error.
     fn map_zero(&mut self, tiles: &[usize]) -> Result<()> {
         let Some(zero) = &self.zero else {
             return Ok(());
         };
         let allocation = zero.allocation.clone();
         let tile = self.tile_bytes;
-        for run in tiles::runs(tiles.iter().copied()) {
-            let mut mapped = Vec::with_capacity(run.len());
-            let mut failure = None;
-            for t in run.clone() {
-                match self.backing.map_shared(t * tile, &allocation, tile) {
-                    Ok(m) => mapped.push((t, m)),
-                    Err(e) => {
-                        failure = Some(e);
-                        break;
+        let mut failure = None;
+        let mut missing = Vec::new();
+        let mut mapped: Vec<(usize, Mapping)> = Vec::new();
+        for &t in tiles {
+            match self.backing.map_shared(t * tile, &allocation, tile) {
+                Ok(m) => mapped.push((t, m)),
+                Err(e) => {
+                    failure.get_or_insert(e);
+                    missing.push(t);
+                }
+            }
+        }
+        let mut ok = Vec::with_capacity(mapped.len());
+        let mut rest = mapped.into_iter().peekable();
+        while let Some(first) = rest.next() {
+            let mut group = vec![first];
+            while let Some(next) =
+                rest.next_if(|(t, _)| group.last().is_some_and(|(l, _)| l + 1 == *t))
+            {
+                group.push(next);
+            }
+            let start = group[0].0;
+            match self
+                .backing
+                .set_access(start * tile, group.len() * tile, true)
+            {
+                Ok(()) => ok.extend(group),
+                Err(e) => {
+                    failure.get_or_insert(e);
+                    let (ts, ms): (Vec<usize>, Vec<Mapping>) = group.into_iter().unzip();
+                    missing.extend(ts);
+                    if let Err(undo) = self.backing.unmap_or_strand(ms) {
+                        log::error!("unmapping zero tiles without access: {undo}");
                     }
                 }
             }
-            if !mapped.is_empty() {
-                let access = self
-                    .backing
-                    .set_access(run.start * tile, mapped.len() * tile, true);
-                if let Some(zero) = &mut self.zero {
-                    zero.mappings.extend(mapped);
-                }
-                if let Err(e) = access {
-                    failure.get_or_insert(e);
-                }
-            }
-            if let Some(e) = failure {
-                return Err(e);
-            }
         }
-        Ok(())
+        if let Some(zero) = &mut self.zero {
+            zero.mappings.extend(ok);
+            zero.missing.extend(missing);
+        }
+        failure.map_or(Ok(()), Err)
     }
 
     /// Creates the zero tile, fills it through a temporary read-write mapping at tile 0,
@@ -525,15 +609,26 @@ impl<T: DevicePod> SparseArray<T> {
             .backing
             .set_access(0, tile, false)
             .and_then(|()| Ok(self.backing.reservation.fill(0, tile, 0)?));
-        self.backing.unmap(scratch);
+        let unmapped = self.backing.unmap_or_strand(vec![scratch]);
         filled?;
+        unmapped?;
         self.zero = Some(ZeroTile {
             allocation,
             mappings: BTreeMap::new(),
+            missing: BTreeSet::new(),
         });
         let all: Vec<usize> = (0..self.tile_count).collect();
         self.map_zero(&all)
     }
+}
+
+/// Unmaps `mappings` in order after one wait, timing it in `stats`.
+#[allow(clippy::result_large_err)]
+fn timed_unmap(
+    stats: &mut DriverStats,
+    mappings: Vec<Mapping>,
+) -> std::result::Result<(), (cuda_vmm::Error, Vec<Mapping>)> {
+    crate::stats::timed(&mut stats.time.unmap, || Mapping::unmap_in_order(mappings))
 }
 
 fn check_len(range: &Range<usize>, actual: usize) -> Result<()> {
@@ -549,12 +644,16 @@ fn check_len(range: &Range<usize>, actual: usize) -> Result<()> {
 impl<T: DevicePod> Drop for SparseArray<T> {
     fn drop(&mut self) {
         let chunks: Vec<Chunk> = std::mem::take(&mut self.committed).into_values().collect();
-        if let Err(e) = self.backing.release_chunks(chunks) {
+        if let Err((e, kept)) = self.backing.release_chunks(chunks) {
+            // Dropping the kept chunks tries each unmap once more, and leaks on failure.
             log::error!("dropping a sparse array: releasing tiles failed: {e}");
+            drop(kept);
         }
         if let Some(zero) = &mut self.zero {
             let mappings = std::mem::take(&mut zero.mappings).into_values().collect();
-            self.backing.unmap_many(mappings);
+            if let Err(e) = self.backing.unmap_or_strand(mappings) {
+                log::error!("dropping a sparse array: unmapping the zero tile failed: {e}");
+            }
         }
     }
 }

@@ -8,10 +8,15 @@ use std::sync::OnceLock;
 
 use crate::table::DriverTable;
 
-/// Environment variable naming a library to load instead of the system driver.
+/// Environment variable naming a library that [`Driver::load`] loads instead of
+/// the system driver.
 ///
 /// Any library exporting the driver's C ABI works, e.g. the `cuda-vmm-sim`
-/// cdylib (`libcuda_vmm_sim.so`).
+/// cdylib (`libcuda_vmm_sim.so`). Setting it is a promise, by whoever controls
+/// the process's environment, that the named library implements that ABI: the
+/// same trust the dynamic loader already gives `LD_LIBRARY_PATH` and
+/// `LD_PRELOAD`, which can substitute `libcuda.so.1` itself. Programs that must
+/// not trust their environment should call [`Driver::load_system`].
 pub const DRIVER_PATH_ENV: &str = "CUDA_VMM_DRIVER_PATH";
 
 /// Library names tried, in order, when [`DRIVER_PATH_ENV`] is unset.
@@ -69,29 +74,50 @@ impl fmt::Debug for Driver {
 }
 
 impl Driver {
-    /// Loads the library named by [`DRIVER_PATH_ENV`], or else the first of
-    /// [`DEFAULT_LIBRARIES`] that opens.
+    /// Loads the library named by [`DRIVER_PATH_ENV`], or else the system driver
+    /// ([`Driver::load_system`]).
     ///
-    /// Never panics; on failure every path tried is reported.
+    /// Safe because it trusts what the process is configured to trust: the
+    /// system's CUDA driver, and a library the environment names explicitly (see
+    /// [`DRIVER_PATH_ENV`] for what setting it promises). Never panics; on
+    /// failure every path tried is reported.
     pub fn load() -> Result<Self, LoadError> {
         match std::env::var_os(DRIVER_PATH_ENV) {
-            Some(path) if !path.is_empty() => Self::load_from(&[path]),
-            _ => Self::load_from(
-                &DEFAULT_LIBRARIES
-                    .iter()
-                    .map(OsString::from)
-                    .collect::<Vec<_>>(),
-            ),
+            // SAFETY: naming a library in DRIVER_PATH_ENV promises it implements
+            // the driver ABI (the variable's documented contract).
+            Some(path) if !path.is_empty() => unsafe { Self::load_from(&[path]) },
+            _ => Self::load_system(),
         }
     }
 
+    /// Loads the first of [`DEFAULT_LIBRARIES`] that opens: NVIDIA's driver, as
+    /// the dynamic loader finds it. Ignores [`DRIVER_PATH_ENV`].
+    ///
+    /// Safe because the library found under the driver's own names is trusted to
+    /// be the driver, as every CUDA program trusts it.
+    pub fn load_system() -> Result<Self, LoadError> {
+        let names: Vec<OsString> = DEFAULT_LIBRARIES.iter().map(OsString::from).collect();
+        // SAFETY: the libraries are the system's CUDA driver under its own names,
+        // which implements the driver ABI.
+        unsafe { Self::load_from(&names) }
+    }
+
     /// Loads the first of `paths` that opens.
-    pub fn load_from(paths: &[OsString]) -> Result<Self, LoadError> {
+    ///
+    /// # Safety
+    /// Whichever library opens must implement the CUDA driver's C ABI: every
+    /// symbol of [`SYMBOLS`](crate::SYMBOLS) it exports must have the signature
+    /// `cuda.h` declares for it and behave as the driver documents, and its
+    /// initialisers must be sound to run. The function table is built on that
+    /// promise, and the safe layers above call through it without further checks
+    /// (as [`cuda-vmm`'s `Cuda::from_driver`] demands of its driver).
+    ///
+    /// [`cuda-vmm`'s `Cuda::from_driver`]: https://docs.rs/cuda-vmm
+    pub unsafe fn load_from(paths: &[OsString]) -> Result<Self, LoadError> {
         let mut attempts = Vec::new();
         for path in paths {
-            // SAFETY: opening a library runs its initialisers. The driver (or a
-            // library built to stand in for it) has no initialisers with
-            // preconditions on the caller.
+            // SAFETY: opening a library runs its initialisers; the caller promised
+            // they are sound to run (this function's contract).
             match unsafe { libloading::Library::new(path) } {
                 Ok(lib) => {
                     let mut lookup = |name: &CStr| -> Option<NonNull<c_void>> {
@@ -100,9 +126,9 @@ impl Driver {
                         let sym = unsafe { lib.get::<*mut c_void>(name.to_bytes_with_nul()) };
                         sym.ok().and_then(|s| NonNull::new(*s))
                     };
-                    // SAFETY: the library exports the driver's C ABI, so each
-                    // symbol has the signature `cuda.h` gives it; the library is
-                    // kept open in `_library` for as long as the table lives.
+                    // SAFETY: the caller promised the library exports the driver's
+                    // C ABI, so each symbol has the signature `cuda.h` gives it; the
+                    // library is kept open in `_library` for as long as the table lives.
                     let table = unsafe { DriverTable::from_lookup(&mut lookup) };
                     return Ok(Self {
                         table,
@@ -140,7 +166,8 @@ impl Driver {
         &self.origin
     }
 
-    /// The process-wide driver from [`Driver::load`], loaded on first success.
+    /// The process-wide driver from [`Driver::load`] (so [`DRIVER_PATH_ENV`] is
+    /// honoured, under its contract), loaded on first success.
     ///
     /// A failed load is not remembered: a later call tries again.
     pub fn global() -> Result<&'static Driver, LoadError> {

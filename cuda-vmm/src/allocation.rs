@@ -145,6 +145,16 @@ impl Allocation {
         self.inner.handle
     }
 
+    /// How many handles hold this allocation: this one, its other clones, and every
+    /// [`Mapping`](crate::Mapping) of it (live, or leaked after a failed unmap). 1 means this
+    /// handle is the only one, so the allocation is mapped nowhere and nobody else can map it
+    /// through this process's handles (a handle of the same memory obtained separately, by
+    /// [`Mapping::retain_allocation`](crate::Mapping::retain_allocation) or an import, is not
+    /// counted).
+    pub fn holders(&self) -> usize {
+        Arc::strong_count(&self.inner)
+    }
+
     /// The properties as the driver reports them (`cuMemGetAllocationPropertiesFromHandle`).
     pub fn properties(&self) -> Result<AllocationProps> {
         query_props(&self.inner.device, self.inner.handle)
@@ -154,6 +164,8 @@ impl Allocation {
     ///
     /// Fails with [`Error::InUse`] while other clones or mappings hold it; this
     /// handle is then dropped and the memory is released when the last user goes.
+    /// If the driver refuses the release, the error is returned and the release is
+    /// tried once more as the handle is dropped.
     pub fn release(self) -> Result<()> {
         match Arc::try_unwrap(self.inner) {
             Ok(mut inner) => inner.release_handle(),
@@ -218,14 +230,17 @@ impl AllocationInner {
         if self.released {
             return Ok(());
         }
-        self.released = true;
         let cuda = self.device.cuda();
         let f = cuda.entry(entry!(cuda.table(), cuMemRelease))?;
         // No current context needed: the driver answers VMM calls without one
         // (recorded on H200, driver 580: conformance `no_context_*`).
-        // SAFETY: we own one reference to this handle and release it once; no
-        // mapping of it is alive (every Mapping holds a clone of the allocation).
-        check("cuMemRelease", unsafe { f(self.handle) })
+        // SAFETY: we own one reference to this handle and have not released it
+        // (a refused release leaves it owned, and `released` is set only once the
+        // driver accepted it); no mapping of it is alive (every Mapping holds a
+        // clone of the allocation).
+        check("cuMemRelease", unsafe { f(self.handle) })?;
+        self.released = true;
+        Ok(())
     }
 }
 

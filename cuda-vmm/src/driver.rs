@@ -134,10 +134,14 @@ impl Cuda {
         })
     }
 
-    /// The system driver ([`Driver::global`]), initialised with `cuInit(0)`.
+    /// The system driver ([`Driver::global`]: `libcuda`, or the library named by
+    /// `CUDA_VMM_DRIVER_PATH`, which the environment vouches for), initialised
+    /// with `cuInit(0)`.
     pub fn real() -> Result<Cuda> {
         let driver = Driver::global().map_err(Error::DriverNotFound)?;
-        // SAFETY: a driver loaded from a library exports the CUDA driver ABI.
+        // SAFETY: `Driver::global` loads the system driver, or the library the
+        // environment names under `CUDA_VMM_DRIVER_PATH`'s contract: either
+        // implements the CUDA driver API.
         unsafe { Self::from_driver(driver, Backend::RealDriver) }
     }
 

@@ -2,13 +2,14 @@
 
 use std::fmt;
 use std::mem::MaybeUninit;
+use std::sync::Arc;
 
 use cuda_vmm_sys::{entry, CUmemGenericAllocationHandle};
 
 use crate::access::AccessFlags;
 use crate::allocation::Allocation;
 use crate::device::Device;
-use crate::error::{check, Result};
+use crate::error::{check, Error, Result};
 use crate::reservation::Reservation;
 use crate::spans::Spans;
 
@@ -129,6 +130,53 @@ impl Mapping {
         self.teardown()
     }
 
+    /// Unmaps `mappings`, all of one reservation, in order, after ONE wait for
+    /// device work on the reservation (as [`Mapping::unmap`] waits), stopping at
+    /// the first failure.
+    ///
+    /// On failure nothing is leaked: the error comes back with the mappings not
+    /// unmapped (the one that failed first, then those not tried), still live and
+    /// owned by the caller, who may keep using them, try again, or drop them
+    /// (dropping tries to unmap once more and leaks on failure). If the wait
+    /// fails, every mapping comes back. Mappings of several reservations are
+    /// refused before anything is done.
+    #[allow(clippy::result_large_err)]
+    pub fn unmap_in_order(
+        mappings: Vec<Mapping>,
+    ) -> std::result::Result<(), (Error, Vec<Mapping>)> {
+        let Some(first) = mappings.first() else {
+            return Ok(());
+        };
+        let reservation = first.reservation.clone();
+        if let Some(m) = mappings
+            .iter()
+            .find(|m| !Arc::ptr_eq(&m.reservation.inner, &reservation.inner))
+        {
+            let e = Error::invalid(format!(
+                "mapping at {:#x} belongs to another reservation than {:#x}",
+                m.ptr(),
+                reservation.ptr()
+            ));
+            return Err((e, mappings));
+        }
+        let inner = &*reservation.inner;
+        // The write lock keeps new copies out from the wait until the unmaps.
+        let mut spans = inner.spans.write();
+        if let Err(e) = inner.uses.wait(&inner.device) {
+            return Err((e, mappings));
+        }
+        let mut rest = mappings.into_iter();
+        while let Some(mut m) = rest.next() {
+            if let Err(e) = m.try_unmap_locked(&mut spans) {
+                drop(spans);
+                let mut back = vec![m];
+                back.extend(rest);
+                return Err((e, back));
+            }
+        }
+        Ok(())
+    }
+
     fn teardown(&mut self) -> Result<()> {
         if !self.live {
             return Ok(());
@@ -151,6 +199,18 @@ impl Mapping {
     }
 
     fn unmap_locked(&mut self, spans: &mut Spans) -> Result<()> {
+        let result = self.try_unmap_locked(spans);
+        if result.is_err() {
+            self.leak_in_place();
+        }
+        result
+    }
+
+    /// Unmaps under the spans lock after the wait; on failure the mapping stays live.
+    fn try_unmap_locked(&mut self, spans: &mut Spans) -> Result<()> {
+        if !self.live {
+            return Ok(());
+        }
         let inner = &*self.reservation.inner;
         let result = (|| {
             let cuda = inner.device.cuda();
@@ -162,17 +222,11 @@ impl Mapping {
             // and waited for device work on the reservation.
             check("cuMemUnmap", unsafe { f(self.ptr(), self.size) })
         })();
-        match result {
-            Ok(()) => {
-                self.live = false;
-                spans.remove(self.offset);
-                Ok(())
-            }
-            Err(e) => {
-                self.leak_in_place();
-                Err(e)
-            }
+        if result.is_ok() {
+            self.live = false;
+            spans.remove(self.offset);
         }
+        result
     }
 
     /// Gives up on unmapping: the range stays recorded as mapped, and the

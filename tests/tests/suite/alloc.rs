@@ -723,7 +723,7 @@ fn pool_limits_trim_and_mismatch() -> TestResult {
     }
     let big = cuda_vmm::Allocation::new(&d, 2 * g, &AllocationProps::device(&d))?;
     assert_eq!(
-        fails(pool.recycle(big)).to_string(),
+        fails(pool.recycle(big).map_err(Error::from)).to_string(),
         format!(
             "chunk pool mismatch: allocation size {} differs from the pool's chunk size {g}",
             2 * g

@@ -236,7 +236,10 @@ fn c_program_linked_with_lcuda_runs_on_the_simulator() {
 #[test]
 fn loader_resolves_every_symbol_from_the_shared_library() {
     let library = library();
-    let driver = Driver::load_from(&[library.clone().into_os_string()]).expect("load the cdylib");
+    // SAFETY: the library is this workspace's simulator cdylib, which implements the
+    // driver ABI.
+    let driver =
+        unsafe { Driver::load_from(&[library.clone().into_os_string()]) }.expect("load the cdylib");
     note(&format!(
         "backend: simulator (cdylib {})",
         library.display()

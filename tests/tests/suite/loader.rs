@@ -106,7 +106,8 @@ fn missing_library_reports_every_path() {
         OsString::from("/nonexistent/libcuda.so.1"),
         OsString::from("also-missing.so"),
     ];
-    let err = Driver::load_from(&paths).unwrap_err();
+    // SAFETY: neither path exists, so no library is opened.
+    let err = unsafe { Driver::load_from(&paths) }.unwrap_err();
     assert_eq!(err.attempts.len(), 2);
     assert_eq!(err.attempts[0].0, "/nonexistent/libcuda.so.1");
     assert_eq!(err.attempts[1].0, "also-missing.so");

@@ -13,6 +13,7 @@ mod interop;
 mod lifetime;
 mod loader;
 mod ptx;
+mod reliability;
 mod safe;
 mod sharing;
 mod sim;
