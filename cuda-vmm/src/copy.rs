@@ -25,7 +25,16 @@ fn on_private_stream(device: &Device, uses: Option<&UseTracker>, op: Queue<'_>) 
         uses.order_after_uses(device, stream)?;
     }
     op(stream)?;
-    synchronize_raw(device, stream)
+    let synced = synchronize_raw(device, stream);
+    if synced.is_err() {
+        // The copy may still be queued: make unmapping wait for it, whatever the policy.
+        if let Some(uses) = uses {
+            if let Err(e) = uses.record(device, stream) {
+                log::error!("recording an unfinished copy as a use: {e}");
+            }
+        }
+    }
+    synced
 }
 
 /// Queues `op` on `stream` after the recorded uses, then records it as a use.
