@@ -234,10 +234,9 @@ impl AllocationInner {
         let f = cuda.entry(entry!(cuda.table(), cuMemRelease))?;
         // No current context needed: the driver answers VMM calls without one
         // (recorded on H200, driver 580: conformance `no_context_*`).
-        // SAFETY: we own one reference to this handle and have not released it
-        // (a refused release leaves it owned, and `released` is set only once the
-        // driver accepted it); no mapping of it is alive (every Mapping holds a
-        // clone of the allocation).
+        // SAFETY: we own one unreleased reference to this handle (`released` is set only
+        // once the driver accepts the release), and no mapping of it is alive (every
+        // Mapping holds a clone of the allocation).
         check("cuMemRelease", unsafe { f(self.handle) })?;
         self.released = true;
         Ok(())
