@@ -34,11 +34,16 @@ fn pool_refuses_a_shared_chunk() -> TestResult {
     let pool = ChunkPool::new(&d, PoolConfig::default())?;
     let chunk = pool.acquire()?;
     let other = chunk.clone();
-    assert!(
-        pool.recycle(chunk).is_err(),
-        "a chunk another clone holds was accepted"
-    );
+    let refused = pool
+        .recycle(chunk)
+        .expect_err("a chunk another clone holds was accepted");
+    assert!(matches!(
+        refused.error(),
+        cuda_vmm_alloc::Error::ChunkInUse { holders: 2, .. }
+    ));
     assert_eq!(pool.stats().chunks_held, 0);
+    // The refusal handed the clone back; dropping it leaves `other` the only owner.
+    drop(refused);
     // Recycling the same chunk twice would hand one handle to two owners.
     assert!(pool.recycle(other)?);
     assert_eq!(pool.stats().chunks_held, 1);
@@ -73,6 +78,11 @@ fn pool_refuses_a_mapped_chunk() -> TestResult {
 
 /// Grows a buffer holding `old` with a fault on the `nth` call of `symbol` during `grow`, and
 /// checks the buffer is exactly as before.
+/// The driver code a failed call reports (`None` if it succeeded or failed otherwise).
+fn fault_code<T>(r: cuda_vmm_alloc::Result<T>) -> Option<u32> {
+    r.err().and_then(|e| e.code())
+}
+
 fn growth_with_failed_copy(
     symbol: &str,
     nth: u64,
@@ -87,8 +97,9 @@ fn growth_with_failed_copy(
     let guard = inject_fault(symbol, nth, FAULT);
     let result = grow(&mut buf);
     assert!(guard.fired(), "{symbol} #{nth} was not called");
-    assert!(
-        result.is_err(),
+    assert_eq!(
+        result.err().and_then(|e| e.code()),
+        Some(FAULT.0),
         "the fault on {symbol} did not reach the caller"
     );
     assert_eq!(buf.len(), old.len());
@@ -130,7 +141,7 @@ fn a_rollback_never_pools_a_mapped_chunk() -> TestResult {
     let mut buf = buffer(g, g, Some(pool.clone()))?;
     let access = inject_fault("cuMemSetAccess", 1, FAULT);
     let unmap = inject_fault("cuMemUnmap", 1, FAULT);
-    assert!(buf.extend_from_slice(&[1, 2, 3]).is_err());
+    assert_eq!(fault_code(buf.extend_from_slice(&[1, 2, 3])), Some(FAULT.0));
     assert!(access.fired() && unmap.fired());
     assert_eq!(
         pool.stats().chunks_held,
@@ -177,7 +188,12 @@ fn a_failed_split_does_not_wedge_the_buffer() -> TestResult {
             "{faults:?} did not all fire"
         );
         drop(guards);
-        assert_eq!(result.is_err(), fails, "{faults:?}: {result:?}");
+        let expected = if fails { Some(FAULT.0) } else { None };
+        assert_eq!(
+            result.as_ref().err().and_then(|e| e.code()),
+            expected,
+            "{faults:?}: {result:?}"
+        );
         assert_eq!(buf.len(), data.len(), "{faults:?}: the length was cut");
         assert_eq!(buf.to_vec()?, data, "{faults:?}");
         // Growth past the old chunk's end (and past where the scratch copy was) still works.
@@ -221,7 +237,7 @@ fn zero_tiles_are_mapped_into_every_hole_despite_a_failed_map() -> TestResult {
     array.write(2 * g, &[1; 16])?;
     // The zero tile's second map (tile 3) fails: tiles 4 and 5 must still get theirs.
     let guard = inject_fault("cuMemMap", 2, FAULT);
-    assert!(array.decommit(2 * g..6 * g).is_err());
+    assert_eq!(fault_code(array.decommit(2 * g..6 * g)), Some(FAULT.0));
     assert!(guard.fired());
     drop(guard);
     for t in [0, 1, 2, 4, 5, 6, 7] {
@@ -245,7 +261,7 @@ fn zero_tiles_whose_access_failed_are_not_recorded_as_mapped() -> TestResult {
     let g = array.tile_bytes();
     array.commit(2 * g..6 * g)?;
     let guard = inject_fault("cuMemSetAccess", 1, FAULT);
-    assert!(array.decommit(2 * g..6 * g).is_err());
+    assert_eq!(fault_code(array.decommit(2 * g..6 * g)), Some(FAULT.0));
     assert!(guard.fired());
     drop(guard);
     // The next operation maps (or finishes mapping) the zero tile into those holes.
@@ -275,7 +291,10 @@ fn grant_access_is_all_or_nothing() -> TestResult {
     array.commit(0..1)?;
     array.commit(4 * g..4 * g + 1)?;
     let guard = inject_fault("cuMemSetAccess", 2, FAULT);
-    assert!(array.grant_access(std::slice::from_ref(&d1)).is_err());
+    assert_eq!(
+        fault_code(array.grant_access(std::slice::from_ref(&d1))),
+        Some(FAULT.0)
+    );
     assert!(guard.fired());
     drop(guard);
     // The first run's grant was undone: the peer has no access anywhere.
