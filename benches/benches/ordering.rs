@@ -3,14 +3,14 @@
 //! (`UnmapWait::Caller`, valid here because the library's own copies complete before they
 //! return).
 //!
-//! Ids: `ordering/write_drop/{default,opt_out}/2MiB` (a buffer created, 2 MiB written from
+//! Ids: `ordering/write_drop/{default,opt_out,raw}/2MiB` (a buffer created, 2 MiB written from
 //! the host, dropped), `ordering/commit_decommit/{default,opt_out}/1tile` (one 2 MiB tile of a
 //! sparse array committed, written and decommitted).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use cuda_vmm::UnmapWait;
 use cuda_vmm_alloc::{GrowableBuffer, SparseArray, SparseConfig};
-use cuda_vmm_benches::{env, CHUNK, MIB};
+use cuda_vmm_benches::{env, Raw, CHUNK, MIB};
 
 fn ordering(c: &mut Criterion) {
     let env = env();
@@ -36,6 +36,26 @@ fn ordering(c: &mut Criterion) {
             },
         );
     }
+    // The raw floor: the same driver calls through the raw table, with the buffer's committed
+    // size, the copy made safe the raw way (cuCtxSynchronize before the unmap).
+    let committed = {
+        let mut buf = GrowableBuffer::<u8>::with_max_capacity(device, 64 * MIB).expect("buffer");
+        buf.extend_from_slice(&data).expect("write");
+        buf.committed_bytes()
+    };
+    let raw = Raw::new(env);
+    device
+        .make_current()
+        .expect("current context for the raw calls");
+    group.bench_function(BenchmarkId::new("write_drop/raw", "2MiB"), |b| {
+        b.iter(|| {
+            let range = raw.range_in(64 * MIB, committed);
+            range.map();
+            range.set_access();
+            raw.write_synced(range.ptr(), &data);
+            drop(range);
+        })
+    });
     for (name, policy) in [
         ("default", UnmapWait::Devices),
         ("opt_out", UnmapWait::Caller),

@@ -143,14 +143,31 @@ impl Raw {
         check(rc, "cuCtxSynchronize");
     }
 
+    /// `cuMemcpyHtoD` then `cuCtxSynchronize`: a host write that has landed when it returns,
+    /// the way a raw program does it right (the context must be current).
+    pub fn write_synced(&self, ptr: CUdeviceptr, data: &[u8]) {
+        let f = entry!(self.table, cuMemcpyHtoD_v2).unwrap_or_else(|e| missing(e));
+        // SAFETY: `data` is readable for its length; the caller passes a mapped,
+        // read-write range of at least that size.
+        let rc = unsafe { f(ptr, data.as_ptr().cast(), data.len()) };
+        check(rc, "cuMemcpyHtoD");
+        self.synchronize();
+    }
+
     /// A reservation and an allocation of `size` bytes each, not mapped yet.
     pub fn range(&self, size: usize) -> RawRange<'_> {
-        let (reservation, allocation) = (self.reserve(size), self.create(size));
+        self.range_in(size, size)
+    }
+
+    /// A reservation of `reserved` bytes with one allocation of `size` bytes for its start.
+    pub fn range_in(&self, reserved: usize, size: usize) -> RawRange<'_> {
+        let (reservation, allocation) = (self.reserve(reserved), self.create(size));
         RawRange {
             raw: self,
             ptr: reservation.ptr,
             handle: allocation.handle,
             size,
+            reserved,
             mapped: Cell::new(false),
         }
     }
@@ -164,10 +181,16 @@ pub struct RawRange<'r> {
     ptr: CUdeviceptr,
     handle: CUmemGenericAllocationHandle,
     size: usize,
+    reserved: usize,
     mapped: Cell<bool>,
 }
 
 impl RawRange<'_> {
+    /// The range's start address.
+    pub fn ptr(&self) -> CUdeviceptr {
+        self.ptr
+    }
+
     /// One `cuMemMap` of the whole allocation. Panics if already mapped.
     pub fn map(&self) {
         assert!(!self.mapped.get(), "RawRange::map: already mapped");
@@ -205,7 +228,7 @@ impl Drop for RawRange<'_> {
             self.unmap();
         }
         // The tokens `range` took apart, handed back once.
-        let (ptr, handle, size) = (self.ptr, self.handle, self.size);
+        let (ptr, handle, size) = (self.ptr, self.handle, self.reserved);
         self.raw.release(RawAllocation { handle });
         self.raw.free(RawReservation { ptr, size });
     }
