@@ -87,3 +87,5 @@ pub fn describe(driver: &Driver, backend: Backend) -> String {
         (version % 1000) / 10
     )
 }
+
+pub mod ops;

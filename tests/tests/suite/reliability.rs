@@ -15,6 +15,7 @@ use cuda_vmm::{AllocationProps, Cuda, Device, GranularityKind};
 
 mod defects;
 mod harness;
+mod props;
 mod sweeps;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;

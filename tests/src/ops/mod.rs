@@ -1,0 +1,352 @@
+//! Random operation sequences on the simulator (asynchrony on), checked against host models
+//! of contents, residency and committed bytes, with an optional injected driver fault per
+//! operation. Shared by the property tests (`reliability::props`, proptest) and the fuzz
+//! target (`fuzz/`, cargo fuzz), which only generate the [`Step`]s.
+//!
+//! Every runner checks, after each operation:
+//! - with no fault fired, the result is exactly the model's (success, or the error the model
+//!   predicts);
+//! - with a fault fired, the error reaching the caller is the injected code, and the
+//!   structure is as the operation's contract says (as before for growth and commits);
+//! - the structure's scalars and its contents, byte for byte, match the model;
+//!
+//! and, once the structures are dropped, that every allocation, mapping and reservation this
+//! thread created was released (`cuda_vmm_sim::call_count`, less the calls a fault failed).
+
+use std::sync::OnceLock;
+
+use cuda_vmm::{Cuda, Device};
+use cuda_vmm_sim::{call_count, inject_fault};
+use cuda_vmm_sys::{entry, CUresult};
+
+pub mod buffer;
+pub mod safe;
+pub mod shared_pool;
+pub mod sparse;
+
+/// The error an injected fault makes the driver answer.
+pub const FAULT: CUresult = CUresult::CUDA_ERROR_UNKNOWN;
+
+/// Driver calls on the paths of growth and commits (with their rollbacks).
+pub const GROW_PATH: &[&str] = &[
+    "cuMemCreate",
+    "cuMemMap",
+    "cuMemSetAccess",
+    "cuMemcpyHtoDAsync_v2",
+    "cuMemsetD8Async",
+    "cuMemcpyDtoDAsync_v2",
+    "cuStreamSynchronize",
+    "cuCtxGetCurrent",
+    "cuCtxPushCurrent_v2",
+    "cuCtxPopCurrent_v2",
+    "cuStreamWaitEvent",
+    "cuEventRecord",
+    "cuMemUnmap",
+    "cuMemRelease",
+    "cuCtxSynchronize",
+];
+
+/// Driver calls on the paths of shrinks, decommits and unmaps.
+pub const SHRINK_PATH: &[&str] = &[
+    "cuMemUnmap",
+    "cuMemRelease",
+    "cuCtxSynchronize",
+    "cuEventQuery",
+    "cuEventSynchronize",
+    "cuCtxGetCurrent",
+    "cuCtxPushCurrent_v2",
+    "cuCtxPopCurrent_v2",
+    "cuMemCreate",
+    "cuMemMap",
+    "cuMemSetAccess",
+    "cuMemcpyDtoDAsync_v2",
+    "cuStreamSynchronize",
+];
+
+/// Driver calls on the paths of host copies.
+pub const COPY_PATH: &[&str] = &[
+    "cuMemcpyHtoDAsync_v2",
+    "cuMemcpyDtoHAsync_v2",
+    "cuStreamSynchronize",
+    "cuStreamWaitEvent",
+    "cuEventRecord",
+    "cuCtxGetCurrent",
+    "cuCtxPushCurrent_v2",
+    "cuCtxPopCurrent_v2",
+];
+
+/// Every symbol of the paths above.
+pub const FAULT_SYMBOLS: &[&str] = &[
+    "cuMemCreate",
+    "cuMemRelease",
+    "cuMemMap",
+    "cuMemUnmap",
+    "cuMemSetAccess",
+    "cuMemcpyHtoDAsync_v2",
+    "cuMemcpyDtoHAsync_v2",
+    "cuMemcpyDtoDAsync_v2",
+    "cuMemsetD8Async",
+    "cuStreamSynchronize",
+    "cuCtxSynchronize",
+    "cuStreamWaitEvent",
+    "cuEventRecord",
+    "cuEventQuery",
+    "cuEventSynchronize",
+    "cuCtxGetCurrent",
+    "cuCtxPushCurrent_v2",
+    "cuCtxPopCurrent_v2",
+];
+
+/// The in-process simulator, shared by every sequence of the process.
+pub fn simulator() -> Result<Cuda, String> {
+    static CUDA: OnceLock<Cuda> = OnceLock::new();
+    if let Some(c) = CUDA.get() {
+        return Ok(c.clone());
+    }
+    let c = Cuda::simulator().map_err(|e| e.to_string())?;
+    Ok(CUDA.get_or_init(|| c).clone())
+}
+
+/// Device 0 of the simulator.
+pub fn sim_device() -> Result<Device, String> {
+    simulator()?.device(0).map_err(|e| e.to_string())
+}
+
+/// Minimum granularity of plain device memory on the simulator.
+pub fn granularity() -> Result<usize, String> {
+    let d = sim_device()?;
+    d.granularity(
+        &cuda_vmm::AllocationProps::device(&d),
+        cuda_vmm::GranularityKind::Minimum,
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// The `nth` call (from 1) of `symbol` during one operation fails with [`FAULT`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fault {
+    /// One of [`FAULT_SYMBOLS`].
+    pub symbol: &'static str,
+    /// Which call of it fails.
+    pub nth: u64,
+}
+
+/// A fault as generated: which symbol of the operation's path, and which call of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultPick {
+    /// Index into the path (modulo its length).
+    pub symbol: u8,
+    /// Call number: 0..=4 (modulo 8) pick the first call, 5, 6, 7 the second to fourth.
+    pub nth: u8,
+}
+
+impl FaultPick {
+    /// The fault this pick names on `path`.
+    pub fn on(self, path: &[&'static str]) -> Option<Fault> {
+        let symbol = *path.get(usize::from(self.symbol) % path.len().max(1))?;
+        let nth = match self.nth % 8 {
+            n @ 5..=7 => u64::from(n) - 3,
+            _ => 1,
+        };
+        Some(Fault { symbol, nth })
+    }
+}
+
+/// One operation, maybe under a fault.
+#[derive(Clone, Debug)]
+pub struct Step<O> {
+    /// The operation.
+    pub op: O,
+    /// The driver call that fails during it, if any (on the operation's path).
+    pub fault: Option<FaultPick>,
+}
+
+/// What a run did, summed over sequences for the report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Sequences run.
+    pub sequences: u64,
+    /// Operations run.
+    pub operations: u64,
+    /// Faults armed.
+    pub faults_armed: u64,
+    /// Faults that fired (the chosen call happened).
+    pub faults_fired: u64,
+    /// Fired faults the operation reported as the injected error.
+    pub errors: u64,
+    /// Fired faults the operation tolerated (it succeeded as without them).
+    pub tolerated: u64,
+}
+
+impl Tally {
+    /// Adds `other` to `self`.
+    pub fn add(&mut self, other: &Tally) {
+        self.sequences += other.sequences;
+        self.operations += other.operations;
+        self.faults_armed += other.faults_armed;
+        self.faults_fired += other.faults_fired;
+        self.errors += other.errors;
+        self.tolerated += other.tolerated;
+    }
+}
+
+impl std::fmt::Display for Tally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} sequences, {} operations, {} faults armed, {} injected ({} reported as errors, {} tolerated)",
+            self.sequences,
+            self.operations,
+            self.faults_armed,
+            self.faults_fired,
+            self.errors,
+            self.tolerated
+        )
+    }
+}
+
+/// The symbols whose successful calls create or destroy device objects.
+const LIFE: [&str; 6] = [
+    "cuMemCreate",
+    "cuMemRelease",
+    "cuMemMap",
+    "cuMemUnmap",
+    "cuMemAddressReserve",
+    "cuMemAddressFree",
+];
+
+/// This thread's calls that create and destroy allocations, mappings and reservations since
+/// it was made, less the calls an injected fault failed (they had no effect).
+#[derive(Clone, Debug)]
+pub struct Ledger {
+    start: [u64; 6],
+    failed: [u64; 6],
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Ledger {
+    /// Starts counting now.
+    pub fn new() -> Ledger {
+        Ledger {
+            start: LIFE.map(call_count),
+            failed: [0; 6],
+        }
+    }
+
+    /// Notes that a call of `symbol` failed by injection.
+    pub fn failed(&mut self, symbol: &str) {
+        if let Some(i) = LIFE.iter().position(|s| *s == symbol) {
+            self.failed[i] += 1;
+        }
+    }
+
+    /// Live `[allocations, mappings, reservations]` this thread made since [`Ledger::new`].
+    pub fn live(&self) -> [i64; 3] {
+        let now = LIFE.map(call_count);
+        let done = |i: usize| now[i] as i64 - self.start[i] as i64 - self.failed[i] as i64;
+        [done(0) - done(1), done(2) - done(3), done(4) - done(5)]
+    }
+}
+
+/// Leaves this thread with no current context, so every operation binds and restores its
+/// context the same way (and a failed pop does not carry over).
+pub fn reset_context() {
+    if let Ok(cuda) = simulator() {
+        if let Ok(f) = entry!(cuda.sys().table(), cuCtxSetCurrent) {
+            // SAFETY: a null context is valid and unbinds the thread's current one.
+            let _ = unsafe { f(std::ptr::null_mut()) };
+        }
+    }
+}
+
+/// Runs `op` with `fault` (a call of `path`) armed. Returns its result and whether the fault fired; counts
+/// both in `tally` and a fired fault of a creating or destroying call in `ledger`.
+pub fn under_fault<T>(
+    fault: Option<FaultPick>,
+    path: &[&'static str],
+    ledger: &mut Ledger,
+    tally: &mut Tally,
+    op: impl FnOnce() -> T,
+) -> (T, bool) {
+    reset_context();
+    tally.operations += 1;
+    let Some(fault) = fault.and_then(|f| f.on(path)) else {
+        return (op(), false);
+    };
+    tally.faults_armed += 1;
+    let guard = inject_fault(fault.symbol, fault.nth, FAULT);
+    let out = op();
+    let fired = guard.fired();
+    drop(guard);
+    reset_context();
+    if fired {
+        tally.faults_fired += 1;
+        ledger.failed(fault.symbol);
+    }
+    (out, fired)
+}
+
+/// Checks a failed operation's error: the injected code when a fault fired, else exactly
+/// `expected`.
+pub fn check_error<E: std::fmt::Debug + PartialEq>(
+    what: &str,
+    fired: bool,
+    code: Option<u32>,
+    error: &E,
+    expected: Option<&E>,
+    tally: &mut Tally,
+) -> Result<(), String> {
+    if fired && code == Some(FAULT.0) {
+        tally.errors += 1;
+        return Ok(());
+    }
+    match expected {
+        Some(e) if e == error => Ok(()),
+        _ => Err(format!(
+            "{what}: unexpected error {error:?} (fault fired: {fired}, expected {expected:?})"
+        )),
+    }
+}
+
+/// Reads device memory at a raw address with `cuMemcpyDtoH`, as a kernel would see it.
+pub fn raw_read(ptr: u64, len: usize) -> Result<Vec<u8>, String> {
+    let cuda = simulator()?;
+    let f = entry!(cuda.sys().table(), cuMemcpyDtoH_v2).map_err(|e| e.to_string())?;
+    sim_device()?.make_current().map_err(|e| e.to_string())?;
+    let mut out = vec![0xA5u8; len];
+    // SAFETY: `out` is writable for `len` bytes; the simulator validates the device address.
+    let r = unsafe { f(out.as_mut_ptr().cast(), ptr, len) };
+    reset_context();
+    if r == CUresult::CUDA_SUCCESS {
+        Ok(out)
+    } else {
+        Err(format!(
+            "cuMemcpyDtoH of {ptr:#x} (+{len}) failed with {}",
+            r.0
+        ))
+    }
+}
+
+/// Deterministic, position-dependent bytes.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[1] ^ seed)
+        .collect()
+}
+
+/// Checks that this thread's live counts are `want` once the structures are gone.
+pub fn check_live(ledger: &Ledger, want: [i64; 3], when: &str) -> Result<(), String> {
+    let live = ledger.live();
+    if live == want {
+        Ok(())
+    } else {
+        Err(format!(
+            "{when}: live [allocations, mappings, reservations] {live:?}, expected {want:?}"
+        ))
+    }
+}
