@@ -43,7 +43,15 @@ fn on_stream(stream: &Stream, uses: &UseTracker, op: Queue<'_>) -> Result<()> {
     let _bound = device.bind()?;
     uses.order_after_uses(device, stream.raw())?;
     op(stream.raw())?;
-    uses.record(device, stream.raw())
+    let recorded = uses.record(device, stream.raw());
+    if recorded.is_err() {
+        // The operation is queued but not recorded, so nothing would order a later copy,
+        // fill or unmap after it: wait for it here, before reporting the error.
+        if let Err(e) = synchronize_raw(device, stream.raw()) {
+            log::error!("waiting for an operation whose use could not be recorded: {e}");
+        }
+    }
+    recorded
 }
 
 /// Makes `stream` wait for `event` (`cuStreamWaitEvent`; the caller binds the context).

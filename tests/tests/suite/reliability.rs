@@ -13,6 +13,8 @@ use std::sync::OnceLock;
 use cuda_vmm::sys::{entry, CUresult};
 use cuda_vmm::{AllocationProps, Cuda, Device, GranularityKind};
 
+mod bad_input;
+mod concurrency;
 mod defects;
 mod harness;
 mod props;

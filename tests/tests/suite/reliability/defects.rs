@@ -344,3 +344,27 @@ fn tile_elements_of_any_tile_is_a_range() -> TestResult {
     assert_eq!(array.tile_elements(0), 0..1000);
     Ok(())
 }
+
+/// Found by the property tests: an async append whose use could not be recorded
+/// (`cuEventRecord` failed after the copy was queued) left the copy in flight, unordered:
+/// it landed after a later fill of the same elements and overwrote it.
+#[test]
+fn an_unrecorded_async_copy_is_waited_for() -> TestResult {
+    let _memory = crate::memory_shared();
+    let d = device()?;
+    let g = gran(&d)?;
+    let stream = cuda_vmm::Stream::new(&d)?;
+    let mut buf = buffer(g, g, None)?;
+    buf.push(1)?;
+    let guard = inject_fault("cuEventRecord", 1, FAULT);
+    let result = buf.extend_from_slice_async(&stream, &[0xEE]);
+    assert!(guard.fired(), "cuEventRecord was not called");
+    drop(guard);
+    assert_eq!(fault_code(result), Some(FAULT.0));
+    assert_eq!(buf.len(), 1);
+    // The failed append's copy must not land over what comes next.
+    buf.resize(2, 0)?;
+    stream.synchronize()?;
+    assert_eq!(buf.to_vec()?, [1, 0]);
+    Ok(())
+}
