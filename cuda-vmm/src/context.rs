@@ -6,6 +6,11 @@
 //! otherwise the context is pushed (`cuCtxPushCurrent`) and popped again when
 //! the returned [`Bound`] guard drops. So the caller's current context, or
 //! whatever it pushed, is exactly as it was after every call into this crate.
+//!
+//! Should that pop fail, operations that return `()` or a plain value report it
+//! ([`Bound::finish`]): copies, fills, waits, queries, event records. Only
+//! creations of owned handles (streams, events, allocations...) and drops log
+//! it instead, since their result is the handle or nothing.
 
 use std::mem::MaybeUninit;
 
@@ -130,20 +135,43 @@ pub(crate) fn bind(table: &'static DriverTable, ctx: CUcontext) -> Result<Bound>
     })
 }
 
+impl Bound {
+    /// Restores the caller's context now and returns `result`; when `result` is `Ok`, a
+    /// failed `cuCtxPopCurrent` is returned instead (this crate's context is then still
+    /// current on the caller's thread, which the caller must know). When `result` is an
+    /// error, that error wins and a failed pop is logged, as dropping the guard does.
+    pub(crate) fn finish<T>(mut self, result: Result<T>) -> Result<T> {
+        let popped = if std::mem::take(&mut self.pushed) {
+            pop(self.table)
+        } else {
+            Ok(())
+        };
+        match (result, popped) {
+            (result, Ok(())) => result,
+            (Ok(_), Err(e)) => Err(e),
+            (Err(e), Err(pop_error)) => {
+                log::error!("restoring the caller's current context: {pop_error}");
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Pops the context [`bind`] pushed on this thread.
+fn pop(table: &'static DriverTable) -> Result<()> {
+    let pop = entry!(table, cuCtxPopCurrent_v2).map_err(missing)?;
+    let mut popped = MaybeUninit::<CUcontext>::uninit();
+    // SAFETY: the caller pushed a context on this thread in `bind`; the out-pointer is
+    // valid.
+    check("cuCtxPopCurrent_v2", unsafe { pop(popped.as_mut_ptr()) })
+}
+
 impl Drop for Bound {
     fn drop(&mut self) {
         if !self.pushed {
             return;
         }
-        let result = entry!(self.table, cuCtxPopCurrent_v2)
-            .map_err(missing)
-            .and_then(|pop| {
-                let mut popped = MaybeUninit::<CUcontext>::uninit();
-                // SAFETY: we pushed a context on this thread in `bind`; the
-                // out-pointer is valid.
-                check("cuCtxPopCurrent_v2", unsafe { pop(popped.as_mut_ptr()) })
-            });
-        if let Err(e) = result {
+        if let Err(e) = pop(self.table) {
             log::error!("restoring the caller's current context: {e}");
         }
     }

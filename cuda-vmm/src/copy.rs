@@ -20,38 +20,44 @@ type Queue<'a> = &'a dyn Fn(CUstream) -> Result<()>;
 /// Runs `op` on the private stream after the recorded uses and waits for it.
 fn on_private_stream(device: &Device, uses: Option<&UseTracker>, op: Queue<'_>) -> Result<()> {
     let stream = device.private_stream();
-    let _bound = device.bind()?;
-    if let Some(uses) = uses {
-        uses.order_after_uses(device, stream)?;
-    }
-    op(stream)?;
-    let synced = synchronize_raw(device, stream);
-    if synced.is_err() {
-        // The copy may still be queued: make unmapping wait for it, whatever the policy.
+    let bound = device.bind()?;
+    let result = (|| {
         if let Some(uses) = uses {
-            if let Err(e) = uses.record(device, stream) {
-                log::error!("recording an unfinished copy as a use: {e}");
+            uses.order_after_uses(device, stream)?;
+        }
+        op(stream)?;
+        let synced = synchronize_raw(device, stream);
+        if synced.is_err() {
+            // The copy may still be queued: make unmapping wait for it, whatever the policy.
+            if let Some(uses) = uses {
+                if let Err(e) = uses.record(device, stream) {
+                    log::error!("recording an unfinished copy as a use: {e}");
+                }
             }
         }
-    }
-    synced
+        synced
+    })();
+    bound.finish(result)
 }
 
 /// Queues `op` on `stream` after the recorded uses, then records it as a use.
 fn on_stream(stream: &Stream, uses: &UseTracker, op: Queue<'_>) -> Result<()> {
     let device = stream.device();
-    let _bound = device.bind()?;
-    uses.order_after_uses(device, stream.raw())?;
-    op(stream.raw())?;
-    let recorded = uses.record(device, stream.raw());
-    if recorded.is_err() {
-        // The operation is queued but not recorded, so nothing would order a later copy,
-        // fill or unmap after it: wait for it here, before reporting the error.
-        if let Err(e) = synchronize_raw(device, stream.raw()) {
-            log::error!("waiting for an operation whose use could not be recorded: {e}");
+    let bound = device.bind()?;
+    let result = (|| {
+        uses.order_after_uses(device, stream.raw())?;
+        op(stream.raw())?;
+        let recorded = uses.record(device, stream.raw());
+        if recorded.is_err() {
+            // The operation is queued but not recorded, so nothing would order a later
+            // copy, fill or unmap after it: wait for it here, before reporting the error.
+            if let Err(e) = synchronize_raw(device, stream.raw()) {
+                log::error!("waiting for an operation whose use could not be recorded: {e}");
+            }
         }
-    }
-    recorded
+        recorded
+    })();
+    bound.finish(result)
 }
 
 /// Makes `stream` wait for `event` (`cuStreamWaitEvent`; the caller binds the context).

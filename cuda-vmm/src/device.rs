@@ -300,13 +300,13 @@ impl Device {
         let f = self
             .cuda()
             .entry(entry!(self.cuda().table(), cuMemGetInfo_v2))?;
-        let _bound = self.bind()?;
+        let bound = self.bind()?;
         let mut free = MaybeUninit::<usize>::uninit();
         let mut total = MaybeUninit::<usize>::uninit();
         // SAFETY: both are valid out-pointers; the device's context is current.
-        check("cuMemGetInfo_v2", unsafe {
+        bound.finish(check("cuMemGetInfo_v2", unsafe {
             f(free.as_mut_ptr(), total.as_mut_ptr())
-        })?;
+        }))?;
         // SAFETY: both written by the driver on success.
         let (free, total) = unsafe { (free.assume_init(), total.assume_init()) };
         Ok(MemoryInfo { free, total })
@@ -340,9 +340,9 @@ impl Device {
         let f = self
             .cuda
             .entry(entry!(self.cuda.table(), cuCtxSynchronize))?;
-        let _bound = self.bind()?;
+        let bound = self.bind()?;
         // SAFETY: no arguments; the device's context is current.
-        check("cuCtxSynchronize", unsafe { f() })
+        bound.finish(check("cuCtxSynchronize", unsafe { f() }))
     }
 
     /// Whether this device can access `peer`'s memory (`cuDeviceCanAccessPeer`).

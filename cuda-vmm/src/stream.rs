@@ -36,10 +36,10 @@ pub(crate) fn create_raw(cuda: &Cuda, non_blocking: bool) -> Result<CUstream> {
 pub(crate) fn synchronize_raw(device: &Device, stream: CUstream) -> Result<()> {
     let cuda = device.cuda();
     let f = cuda.entry(entry!(cuda.table(), cuStreamSynchronize))?;
-    let _bound = device.bind()?;
+    let bound = device.bind()?;
     // SAFETY: `stream` is a live stream of `device`'s primary context (or null,
     // the legacy stream).
-    check("cuStreamSynchronize", unsafe { f(stream) })
+    bound.finish(check("cuStreamSynchronize", unsafe { f(stream) }))
 }
 
 /// A stream of work on a device (`cuStreamCreate`), destroyed on drop.
@@ -135,12 +135,13 @@ impl Stream {
     pub fn is_idle(&self) -> Result<bool> {
         let cuda = self.device.cuda();
         let f = cuda.entry(entry!(cuda.table(), cuStreamQuery))?;
-        let _bound = self.device.bind()?;
+        let bound = self.device.bind()?;
         // SAFETY: `self.raw` is a live stream of the bound context.
-        match unsafe { f(self.raw) } {
+        let idle = match unsafe { f(self.raw) } {
             CUresult::CUDA_ERROR_NOT_READY => Ok(false),
             rc => check("cuStreamQuery", rc).map(|()| true),
-        }
+        };
+        bound.finish(idle)
     }
 
     /// Makes later work on this stream wait for `event` (`cuStreamWaitEvent`);
@@ -148,9 +149,11 @@ impl Stream {
     pub fn wait(&self, event: &Event) -> Result<()> {
         let cuda = self.device.cuda();
         let f = cuda.entry(entry!(cuda.table(), cuStreamWaitEvent))?;
-        let _bound = self.device.bind()?;
+        let bound = self.device.bind()?;
         // SAFETY: both handles are live; flags must be 0.
-        check("cuStreamWaitEvent", unsafe { f(self.raw, event.raw, 0) })
+        bound.finish(check("cuStreamWaitEvent", unsafe {
+            f(self.raw, event.raw, 0)
+        }))
     }
 
     /// A new event recorded at the current end of this stream.
@@ -233,39 +236,40 @@ impl Event {
         }
         let cuda = self.device.cuda();
         let f = cuda.entry(entry!(cuda.table(), cuEventRecord))?;
-        let _bound = stream.device.bind()?;
+        let bound = stream.device.bind()?;
         // SAFETY: both handles are live.
-        check("cuEventRecord", unsafe { f(self.raw, stream.raw) })
+        bound.finish(check("cuEventRecord", unsafe { f(self.raw, stream.raw) }))
     }
 
     /// Records the event on a raw stream of this event's device.
     pub(crate) fn record_raw(&self, stream: CUstream) -> Result<()> {
         let cuda = self.device.cuda();
         let f = cuda.entry(entry!(cuda.table(), cuEventRecord))?;
-        let _bound = self.device.bind()?;
+        let bound = self.device.bind()?;
         // SAFETY: the event is live and the caller passes a live stream of the device.
-        check("cuEventRecord", unsafe { f(self.raw, stream) })
+        bound.finish(check("cuEventRecord", unsafe { f(self.raw, stream) }))
     }
 
     /// Blocks until the work before the event's record has finished (`cuEventSynchronize`).
     pub fn synchronize(&self) -> Result<()> {
         let cuda = self.device.cuda();
         let f = cuda.entry(entry!(cuda.table(), cuEventSynchronize))?;
-        let _bound = self.device.bind()?;
+        let bound = self.device.bind()?;
         // SAFETY: the event is live.
-        check("cuEventSynchronize", unsafe { f(self.raw) })
+        bound.finish(check("cuEventSynchronize", unsafe { f(self.raw) }))
     }
 
     /// Whether the work before the event's record has finished (`cuEventQuery`).
     pub fn is_complete(&self) -> Result<bool> {
         let cuda = self.device.cuda();
         let f = cuda.entry(entry!(cuda.table(), cuEventQuery))?;
-        let _bound = self.device.bind()?;
+        let bound = self.device.bind()?;
         // SAFETY: the event is live.
-        match unsafe { f(self.raw) } {
+        let complete = match unsafe { f(self.raw) } {
             CUresult::CUDA_ERROR_NOT_READY => Ok(false),
             rc => check("cuEventQuery", rc).map(|()| true),
-        }
+        };
+        bound.finish(complete)
     }
 
     /// The raw handle.

@@ -162,9 +162,11 @@ impl SparseModel {
                 };
                 expected = match self.out_of_range("decommit", &r) {
                     Some(e) => Err(e),
-                    None => Ok(inside.clone().filter(|&t| self.tiles[t].is_some()).count()),
+                    None => {
+                        decommit = Some(inside.clone());
+                        Ok(inside.filter(|&t| self.tiles[t].is_some()).count())
+                    }
                 };
-                decommit = Some(inside);
                 under_fault(step.fault, SHRINK_PATH, ledger, tally, || {
                     self.array.decommit(r.clone()).map_err(vmm)
                 })

@@ -368,3 +368,40 @@ fn an_unrecorded_async_copy_is_waited_for() -> TestResult {
     assert_eq!(buf.to_vec()?, [1, 0]);
     Ok(())
 }
+
+/// A failed `cuCtxPopCurrent` (the crate's context stays current on the caller's thread) was
+/// only logged; operations that return no handle now report it.
+#[test]
+fn a_failed_context_pop_reaches_the_caller() -> TestResult {
+    let _memory = crate::memory_shared();
+    let d = device()?;
+    let g = gran(&d)?;
+    let range = Reservation::new(&d, g, ReserveOptions::default())?;
+    let chunk = cuda_vmm::Allocation::new(&d, g, &cuda_vmm::AllocationProps::device(&d))?;
+    let _mapping = range.map(0, &chunk, 0, g)?;
+    range.set_access(0, g, &[(&d, AccessFlags::ReadWrite)])?;
+    let unbind = || -> TestResult {
+        let f = cuda_vmm::sys::entry!(cuda()?.sys().table(), cuCtxSetCurrent)?;
+        // SAFETY: a null context is valid and unbinds the thread's current one.
+        unsafe { f(std::ptr::null_mut()) };
+        Ok(())
+    };
+    let ops: [(&str, &dyn Fn() -> cuda_vmm::Result<()>); 3] = [
+        ("synchronize", &|| d.synchronize()),
+        ("memory_info", &|| d.memory_info().map(|_| ())),
+        ("write", &|| range.write(0, b"pop")),
+    ];
+    for (what, op) in ops {
+        unbind()?;
+        let guard = inject_fault("cuCtxPopCurrent_v2", 1, FAULT);
+        let result = op();
+        assert!(guard.fired(), "{what}: no context was popped");
+        assert_eq!(
+            result.err().and_then(|e| e.code()),
+            Some(FAULT.0),
+            "{what}: the failed pop did not reach the caller"
+        );
+    }
+    unbind()?;
+    Ok(())
+}
