@@ -13,6 +13,7 @@
 //! and, once the structures are dropped, that every allocation, mapping and reservation this
 //! thread created was released (`cuda_vmm_sim::call_count`, less the calls a fault failed).
 
+use std::cell::RefCell;
 use std::sync::OnceLock;
 
 use cuda_vmm::{Cuda, Device};
@@ -107,12 +108,33 @@ pub fn simulator() -> Result<Cuda, String> {
     Ok(CUDA.get_or_init(|| c).clone())
 }
 
-/// Device 0 of the simulator.
-pub fn sim_device() -> Result<Device, String> {
-    simulator()?.device(0).map_err(|e| e.to_string())
+thread_local! {
+    static BACKEND: RefCell<Option<Cuda>> = const { RefCell::new(None) };
 }
 
-/// Minimum granularity of plain device memory on the simulator.
+/// Runs `f` with this thread's runners on `cuda` (e.g. the real driver) instead of the
+/// simulator. Faults are injected in the simulator only, so give such runs no faults.
+pub fn on_backend<T>(cuda: &Cuda, f: impl FnOnce() -> T) -> T {
+    let previous = BACKEND.with(|b| b.replace(Some(cuda.clone())));
+    let out = f();
+    BACKEND.with(|b| *b.borrow_mut() = previous);
+    out
+}
+
+/// The backend this thread's runners use: the simulator unless [`on_backend`] says otherwise.
+pub fn backend() -> Result<Cuda, String> {
+    match BACKEND.with(|b| b.borrow().clone()) {
+        Some(cuda) => Ok(cuda),
+        None => simulator(),
+    }
+}
+
+/// Device 0 of the runners' backend.
+pub fn sim_device() -> Result<Device, String> {
+    backend()?.device(0).map_err(|e| e.to_string())
+}
+
+/// Minimum granularity of plain device memory on the runners' backend.
 pub fn granularity() -> Result<usize, String> {
     let d = sim_device()?;
     d.granularity(
@@ -256,7 +278,7 @@ impl Ledger {
 /// Leaves this thread with no current context, so every operation binds and restores its
 /// context the same way (and a failed pop does not carry over).
 pub fn reset_context() {
-    if let Ok(cuda) = simulator() {
+    if let Ok(cuda) = backend() {
         if let Ok(f) = entry!(cuda.sys().table(), cuCtxSetCurrent) {
             // SAFETY: a null context is valid and unbinds the thread's current one.
             let _ = unsafe { f(std::ptr::null_mut()) };
@@ -315,7 +337,7 @@ pub fn check_error<E: std::fmt::Debug + PartialEq>(
 
 /// Reads device memory at a raw address with `cuMemcpyDtoH`, as a kernel would see it.
 pub fn raw_read(ptr: u64, len: usize) -> Result<Vec<u8>, String> {
-    let cuda = simulator()?;
+    let cuda = backend()?;
     let f = entry!(cuda.sys().table(), cuMemcpyDtoH_v2).map_err(|e| e.to_string())?;
     sim_device()?.make_current().map_err(|e| e.to_string())?;
     let mut out = vec![0xA5u8; len];

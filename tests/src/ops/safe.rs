@@ -158,6 +158,7 @@ impl SafeModel {
                     });
                 match made {
                     Ok(a) => {
+                        zero(&a)?;
                         self.bytes.push(vec![0; size]);
                         self.slots[slot] = Some((self.bytes.len() - 1, a));
                         (Ok(()), fired, None)
@@ -418,6 +419,22 @@ impl SafeModel {
             i64::from(!leaked.is_empty()),
         ]
     }
+}
+
+/// On the real driver, new memory holds whatever it held before: zeroes it, through a
+/// scratch mapping, so the model's zeros hold. The simulator zeroes new allocations.
+fn zero(a: &Allocation) -> Result<(), String> {
+    if a.device().cuda().backend() != cuda_vmm::Backend::RealDriver {
+        return Ok(());
+    }
+    let d = a.device();
+    let scratch = Reservation::new(d, a.size(), Default::default()).map_err(|e| e.to_string())?;
+    let m = scratch.map(0, a, 0, a.size()).map_err(|e| e.to_string())?;
+    scratch
+        .set_access(0, a.size(), &[(d, AccessFlags::ReadWrite)])
+        .and_then(|()| scratch.fill(0, a.size(), 0))
+        .and_then(|()| m.unmap())
+        .map_err(|e| e.to_string())
 }
 
 /// Runs `steps` on a fresh reservation, then checks that only what failed unmaps leaked

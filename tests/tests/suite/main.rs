@@ -10,10 +10,11 @@ mod c_abi;
 mod conformance;
 #[cfg(feature = "cudarc")]
 mod interop;
+mod leak;
 mod lifetime;
 mod loader;
 mod ptx;
-mod reliability;
+pub(crate) mod reliability;
 mod safe;
 mod sharing;
 mod sim;

@@ -17,7 +17,7 @@ mod bad_input;
 mod concurrency;
 mod defects;
 mod harness;
-mod props;
+pub(crate) mod props;
 mod sweeps;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;

@@ -60,14 +60,14 @@ where
     }
 }
 
-pub(super) fn fault() -> impl Strategy<Value = Option<FaultPick>> {
+pub(crate) fn fault() -> impl Strategy<Value = Option<FaultPick>> {
     proptest::option::weighted(
         0.3,
         (0u8..16, 0u8..8).prop_map(|(symbol, nth)| FaultPick { symbol, nth }),
     )
 }
 
-fn steps<O: Debug + Clone>(
+pub(crate) fn steps<O: Debug + Clone>(
     op: impl Strategy<Value = O>,
     max: usize,
 ) -> impl Strategy<Value = Vec<Step<O>>> {
@@ -84,7 +84,7 @@ fn size() -> impl Strategy<Value = Size> {
     ]
 }
 
-pub(super) fn buf_op() -> impl Strategy<Value = BufOp> {
+pub(crate) fn buf_op() -> impl Strategy<Value = BufOp> {
     prop_oneof![
         1 => any::<u32>().prop_map(BufOp::Push),
         3 => (size(), any::<u8>()).prop_map(|(len, seed)| BufOp::Extend { len, seed }),
@@ -104,7 +104,7 @@ fn position() -> impl Strategy<Value = u16> {
     prop_oneof![6 => 0u16..=60000, 1 => any::<u16>()]
 }
 
-pub(super) fn sparse_op() -> impl Strategy<Value = SparseOp> {
+pub(crate) fn sparse_op() -> impl Strategy<Value = SparseOp> {
     prop_oneof![
         3 => (position(), position()).prop_map(|(a, b)| SparseOp::Commit(a.min(b), a.max(b))),
         2 => (position(), position()).prop_map(|(a, b)| SparseOp::Decommit(a.min(b), a.max(b))),
@@ -114,7 +114,7 @@ pub(super) fn sparse_op() -> impl Strategy<Value = SparseOp> {
     ]
 }
 
-fn safe_op() -> impl Strategy<Value = SafeOp> {
+pub(crate) fn safe_op() -> impl Strategy<Value = SafeOp> {
     prop_oneof![
         2 => (0u8..3, 0u8..2).prop_map(|(slot, granules)| SafeOp::Create { slot, granules }),
         1 => (0u8..3).prop_map(SafeOp::Drop),
