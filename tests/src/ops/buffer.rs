@@ -355,7 +355,7 @@ impl BufferModel {
         }
         let committed = b.committed_bytes();
         let used = b.len() * 4;
-        if committed % self.unit != 0 {
+        if !committed.is_multiple_of(self.unit) {
             return Err(format!("{what}: committed {committed} is not whole units"));
         }
         if committed < used || committed > b.reserved_bytes() {

@@ -7,6 +7,9 @@
 //!
 //! - `defects`: one regression test per defect found on failure paths (issue 13).
 //! - `harness` and `sweeps`: every k-th driver call of every operation fails once.
+//! - `props`: random operation sequences with injected faults against host models (proptest).
+//! - `concurrency`: threads on one shared pool under faults.
+//! - `bad_input`: zero, misaligned, overflowing and out-of-range arguments.
 
 use std::sync::OnceLock;
 

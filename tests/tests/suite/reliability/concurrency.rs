@@ -48,13 +48,13 @@ fn worker(id: usize, pool: ChunkPool, ops: usize) -> Result<(Tally, [i64; 3]), S
         let mut buffer = BufferModel::new(
             BufferSetup {
                 pooled: true,
-                proportional: id % 2 == 0,
+                proportional: id.is_multiple_of(2),
             },
             Some(pool.clone()),
         )?;
         let mut array = SparseModel::new(
             SparseSetup {
-                holes: if id % 2 == 0 {
+                holes: if id.is_multiple_of(2) {
                     HoleBehavior::Zeros
                 } else {
                     HoleBehavior::Error
@@ -94,6 +94,23 @@ fn worker(id: usize, pool: ChunkPool, ops: usize) -> Result<(Tally, [i64; 3]), S
     }
     tally.sequences = 1;
     Ok((tally, ledger.live()))
+}
+
+/// What the threads share or move is `Send + Sync`: the handles are plain driver handles
+/// (see each `unsafe impl` in `cuda-vmm`), state behind them sits behind locks.
+#[test]
+fn public_handles_are_send_and_sync() {
+    fn both<T: Send + Sync>() {}
+    both::<cuda_vmm::Cuda>();
+    both::<cuda_vmm::Device>();
+    both::<cuda_vmm::Reservation>();
+    both::<cuda_vmm::Allocation>();
+    both::<cuda_vmm::Mapping>();
+    both::<cuda_vmm::Stream>();
+    both::<cuda_vmm::Event>();
+    both::<ChunkPool>();
+    both::<cuda_vmm_alloc::GrowableBuffer<u32>>();
+    both::<cuda_vmm_alloc::SparseArray<u8>>();
 }
 
 #[test]

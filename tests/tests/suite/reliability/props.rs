@@ -6,11 +6,11 @@
 //! CI runs [`CI_CASES`] sequences per property. The full run (4 properties, 10,000 sequences):
 //!
 //! ```sh
-//! PROPTEST_CASES=2500 cargo test --release -p cuda-vmm-tests --test suite -- reliability::props --nocapture
+//! PROPTEST_CASES=2500 cargo test --release -p cuda-vmm-tests -- reliability::props --nocapture
 //! ```
 //!
-//! Failing cases are shrunk; their seeds are kept in `tests/proptest-regressions/` and
-//! replayed first on every run.
+//! Failing cases are shrunk; their seeds are kept in `props.regressions` beside this file
+//! and replayed first on every run (every property replays every seed).
 
 use std::cell::RefCell;
 use std::fmt::Debug;
