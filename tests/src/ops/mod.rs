@@ -361,8 +361,13 @@ pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-/// Checks that this thread's live counts are `want` once the structures are gone.
+/// Checks that this thread's live counts are `want` once the structures are gone. The
+/// counts are the simulator's: on another backend (see [`on_backend`]) there is nothing to
+/// check here, and the caller compares the device's free memory instead.
 pub fn check_live(ledger: &Ledger, want: [i64; 3], when: &str) -> Result<(), String> {
+    if backend()?.backend() != cuda_vmm::Backend::Simulator {
+        return Ok(());
+    }
     let live = ledger.live();
     if live == want {
         Ok(())
