@@ -8,6 +8,7 @@ use cuda_vmm::{AllocationProps, Device, Stream, UnmapWait};
 
 use crate::backing::{Backing, Chunk};
 use crate::error::{Error, Result};
+use crate::placement::Placement;
 use crate::pod::{as_bytes, as_bytes_mut, uniform_byte, zeroed, DevicePod};
 use crate::policy::{round_up, split, GrowthPolicy};
 use crate::pool::ChunkPool;
@@ -31,6 +32,8 @@ pub struct BufferConfig {
     pub pool: Option<ChunkPool>,
     /// Allocation properties (`None` = [`AllocationProps::device`]); must match the pool's.
     pub props: Option<AllocationProps>,
+    /// Which devices the chunks live on ([`Placement::Owner`] by default).
+    pub placement: Placement,
 }
 
 /// A typed, growable device buffer whose device pointer never moves.
@@ -71,6 +74,7 @@ impl<T: DevicePod> GrowableBuffer<T> {
             device,
             config.props,
             config.pool,
+            &config.placement,
             "the buffer",
             |unit, _| {
                 let bytes = match max_capacity {

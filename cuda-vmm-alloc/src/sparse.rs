@@ -10,6 +10,7 @@ use cuda_vmm::{Allocation, AllocationProps, Device, Mapping, Stream, UnmapWait};
 use crate::backing::{Backing, Chunk};
 use crate::error::{Error, Result};
 use crate::growable::element_size;
+use crate::placement::Placement;
 use crate::pod::{as_bytes, as_bytes_mut, DevicePod};
 use crate::pool::ChunkPool;
 use crate::stats::DriverStats;
@@ -43,6 +44,8 @@ pub struct SparseConfig {
     pub pool: Option<ChunkPool>,
     /// Allocation properties (`None` = [`AllocationProps::device`]); must match the pool's.
     pub props: Option<AllocationProps>,
+    /// Which devices the chunks live on ([`Placement::Owner`] by default).
+    pub placement: Placement,
     /// Leave newly committed tiles as the physical memory left them instead of zero-filling
     /// them. Saves one `cuMemsetD8` and one context synchronisation per committed run; with a
     /// pool, a tile may then show a previous user's bytes. `false` (zero-fill) by default.
@@ -100,6 +103,7 @@ impl<T: DevicePod> SparseArray<T> {
             device,
             config.props,
             config.pool,
+            &config.placement,
             "the sparse array",
             |unit, granularity| {
                 tile_bytes = if requested_tile == 0 {
