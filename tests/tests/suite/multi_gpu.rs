@@ -8,16 +8,19 @@
 
 use std::process::Command;
 use std::sync::OnceLock;
+use std::time::Instant;
 
 use cuda_vmm::{
     AccessFlags, Allocation, AllocationProps, Backend, Cuda, Device, Error, GranularityKind,
-    Location, Reservation, ReserveOptions,
+    Location, Reservation, ReserveOptions, Stream,
 };
 use cuda_vmm_alloc::{
     BufferConfig, ChunkPool, GrowableBuffer, GrowthPolicy, HoleBehavior, Placement, PoolConfig,
     SparseArray, SparseConfig,
 };
 use cuda_vmm_sys::{entry, CUmemAllocationProp, CUresult};
+
+use crate::ptx::SlowFill;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -319,6 +322,56 @@ fn growable_round_robin_body(d0: &Device, d1: &Device) -> TestResult {
         b.extend_from_slice(&pattern(4 * g, round))?;
     }
     drop(b);
+    for d in [d0, d1] {
+        let mut check = GrowableBuffer::<u8>::with_max_capacity(d, 2 * g)?;
+        check.extend_from_slice(&pattern(g, 5))?;
+        assert_eq!(check.to_vec()?, pattern(g, 5));
+    }
+    Ok(())
+}
+
+two_device_test!(
+    peer_kernel_is_waited_for_on_shrink_and_drop,
+    peer_kernel_is_waited_for_on_shrink_and_drop_child,
+    peer_kernel_body
+);
+
+/// A kernel on device 1 still writing a striped buffer of device 0 (half of whose chunks
+/// live on device 0) when the buffer shrinks and when it is dropped is waited for: no fault
+/// on either device, and every element it wrote is there.
+fn peer_kernel_body(d0: &Device, d1: &Device) -> TestResult {
+    if d0.cuda().backend() == Backend::Simulator {
+        eprintln!("skipped: kernels need the real driver");
+        return Ok(());
+    }
+    let k = SlowFill::load(d1)?;
+    let stream = Stream::new(d1)?;
+    let g = granularity(&[d0, d1])?;
+    let n = 16 * g / 4; // u32 elements over 16 chunks
+    for round in 0..4u32 {
+        let config = BufferConfig {
+            max_capacity: Some(2 * n),
+            policy: GrowthPolicy::fixed(g),
+            placement: Placement::RoundRobin(vec![d0.clone(), d1.clone()]),
+            ..Default::default()
+        };
+        let mut b = GrowableBuffer::<u32>::new(d0, config)?;
+        b.resize(n, 0)?;
+        let value = 0xD1D1_0000 + round;
+        // SAFETY: the buffer's first n elements are mapped read-write for device 1; the
+        // buffer waits for device 1's work before unmapping any of it.
+        unsafe { k.launch(&stream, b.ptr(), n as u64, value, 50_000_000)? };
+        let t = Instant::now();
+        b.truncate(n / 2);
+        b.shrink_to_fit()?;
+        let waited = t.elapsed();
+        let v = b.to_vec()?;
+        assert!(v.iter().all(|&x| x == value), "round {round}");
+        eprintln!("round {round}: shrink waited {waited:?} for a 50 ms kernel on device 1");
+        // SAFETY: as above, for the remaining half.
+        unsafe { k.launch(&stream, b.ptr(), (n / 2) as u64, value, 20_000_000)? };
+        drop(b);
+    }
     for d in [d0, d1] {
         let mut check = GrowableBuffer::<u8>::with_max_capacity(d, 2 * g)?;
         check.extend_from_slice(&pattern(g, 5))?;
