@@ -13,6 +13,7 @@ mod interop;
 mod leak;
 mod lifetime;
 mod loader;
+mod multi_gpu;
 mod ptx;
 pub(crate) mod reliability;
 mod safe;
