@@ -125,9 +125,21 @@ impl Mapping {
     /// the reservation and allocation are leaked, so nothing is freed under
     /// work that may still run.
     ///
+    /// When the mapping held the last handle of its allocation, the allocation is
+    /// released here, and a refused release is returned (after the unmap took
+    /// effect; the release is tried once more as the handle drops, as
+    /// [`Allocation::release`] does).
+    ///
     /// [`UnmapWait`]: crate::UnmapWait
     pub fn unmap(mut self) -> Result<()> {
-        self.teardown()
+        self.teardown()?;
+        let allocation = self.allocation.clone();
+        drop(self);
+        if allocation.holders() == 1 {
+            allocation.release()
+        } else {
+            Ok(())
+        }
     }
 
     /// Unmaps `mappings`, all of one reservation, in order, after ONE wait for

@@ -225,7 +225,10 @@ impl SafeModel {
                 };
                 let (r, fired) =
                     under_fault(step.fault, SHRINK_PATH, ledger, tally, || mapping.unmap());
-                if r.is_ok() {
+                // A refused unmap leaks the mapping (it stays mapped); a refused release of
+                // the allocation it held last comes back after the unmap took effect.
+                let (offset, size) = (self.mapped[k].offset, self.mapped[k].size);
+                if r.is_ok() || !self.range.is_mapped(offset, size) {
                     self.mapped.remove(k);
                 }
                 (r, fired, None)

@@ -405,3 +405,35 @@ fn a_failed_context_pop_reaches_the_caller() -> TestResult {
     unbind()?;
     Ok(())
 }
+
+/// Found by the property tests: unmapping a mapping that held the last handle of its
+/// allocation released it as the handle dropped, so a refused release was only logged and
+/// the memory leaked. `Mapping::unmap` now releases it, reports the refusal, and the handle's
+/// drop tries once more.
+#[test]
+fn a_refused_release_after_the_last_unmap_reaches_the_caller() -> TestResult {
+    let _memory = crate::memory_shared();
+    let d = device()?;
+    let g = gran(&d)?;
+    let range = Reservation::new(&d, g, ReserveOptions::default())?;
+    let chunk = cuda_vmm::Allocation::new(&d, g, &cuda_vmm::AllocationProps::device(&d))?;
+    let mapping = range.map(0, &chunk, 0, g)?;
+    drop(chunk);
+    let releases = cuda_vmm_sim::call_count("cuMemRelease");
+    let guard = inject_fault("cuMemRelease", 1, FAULT);
+    let result = mapping.unmap();
+    assert!(guard.fired(), "the allocation was not released");
+    drop(guard);
+    assert_eq!(
+        result.err().and_then(|e| e.code()),
+        Some(FAULT.0),
+        "the refused release did not reach the caller"
+    );
+    assert!(!range.is_mapped(0, g));
+    assert_eq!(
+        cuda_vmm_sim::call_count("cuMemRelease") - releases,
+        2,
+        "the release was not tried again"
+    );
+    Ok(())
+}
