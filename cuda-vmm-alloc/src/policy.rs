@@ -3,6 +3,8 @@
 use crate::error::{Error, Result};
 
 const MIB: usize = 1 << 20;
+/// The speed profile's step cap: 1 TiB, beyond any device's memory.
+const SPEED_MAX_CHUNK: usize = 1 << 40;
 
 /// How a [`GrowableBuffer`](crate::GrowableBuffer) sizes the physical memory it maps as it grows.
 ///
@@ -74,6 +76,18 @@ impl GrowthPolicy {
             min_chunk: chunk_bytes,
             max_chunk: chunk_bytes,
             factor: 0.0,
+            max_allocation: 0,
+        }
+    }
+
+    /// The speed profile: doubling steps (`factor` 1.0, from 16 MiB, no step cap), each backed
+    /// by one allocation, so growth takes the fewest driver calls at the price of memory:
+    /// `committed < 2 * len` once the length passes 16 MiB (the default keeps 1.25x).
+    pub fn speed() -> Self {
+        GrowthPolicy {
+            min_chunk: 16 * MIB,
+            max_chunk: SPEED_MAX_CHUNK,
+            factor: 1.0,
             max_allocation: 0,
         }
     }
@@ -277,6 +291,27 @@ mod tests {
                 committed = next;
             }
         }
+    }
+
+    #[test]
+    fn speed_profile_doubles_within_twice_the_length() {
+        let p = GrowthPolicy::speed();
+        p.validate().expect("speed policy");
+        let (mut committed, mut steps, mut len) = (0, 0, 0);
+        while len < 16 * GIB {
+            len += G;
+            if len > committed {
+                committed = p.grow_to(committed, len, G);
+                steps += 1;
+            }
+            if len > 16 * MIB {
+                assert!(committed < 2 * len, "{committed} for {len}");
+            }
+        }
+        // 16 MiB, then doubling to 16 GiB.
+        assert_eq!(steps, 11);
+        assert_eq!(committed, 16 * GIB);
+        assert_eq!(p.max_piece(G), 1 << 40);
     }
 
     #[test]
