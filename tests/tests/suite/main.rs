@@ -12,6 +12,7 @@ mod conformance;
 mod interop;
 mod lifetime;
 mod loader;
+mod prefetch;
 mod ptx;
 mod reliability;
 mod safe;

@@ -1,0 +1,111 @@
+//! Background commit for a growable buffer: the prefetch worker's steps are asked for after
+//! each growth, taken by the next one, and given back on shrink, grant and drop.
+
+use crate::error::Result;
+use crate::pod::DevicePod;
+use crate::prefetch::{Prefetcher, Staged};
+
+use super::GrowableBuffer;
+
+impl<T: DevicePod> GrowableBuffer<T> {
+    /// Turns background commit on or off.
+    ///
+    /// On, a worker thread commits the buffer's next growth step (the one the policy would
+    /// take next: create, map, set access, past the committed memory) as soon as the last one
+    /// is taken, so that a growing call mostly finds memory ready and only adopts it. The
+    /// buffer stays transactional: a failed call gives an adopted step back like memory it
+    /// committed itself. A step the worker could not commit is committed in line instead.
+    /// Shrinking, [`grant_access`](GrowableBuffer::grant_access), turning prefetch off and
+    /// dropping first wait for a step in flight and give it back (unmapped after the device
+    /// work [`unmap_wait`](GrowableBuffer::unmap_wait) names, like any unmap). Memory mapped
+    /// ahead counts in neither [`capacity`](GrowableBuffer::capacity) nor
+    /// [`committed_bytes`](GrowableBuffer::committed_bytes) until taken, but it is held on the
+    /// device. See [`blocked_stats`](GrowableBuffer::blocked_stats) for what it saves.
+    ///
+    /// Fails only if the worker thread cannot be started.
+    pub fn set_prefetch(&mut self, on: bool) -> Result<()> {
+        match (on, self.prefetch.is_some()) {
+            (true, false) => {
+                self.prefetch = Some(Prefetcher::start(self.backing.shadow())?);
+                self.request_prefetch();
+            }
+            (false, true) => {
+                self.cancel_prefetch();
+                self.prefetch = None;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Whether background commit is on.
+    pub fn prefetch(&self) -> bool {
+        self.prefetch.is_some()
+    }
+
+    /// Asks the worker for the next growth step unless one is pending, the reservation is
+    /// full, or mappings wait to be unmapped at the growth edge.
+    pub(super) fn request_prefetch(&mut self) {
+        let Some(prefetcher) = &self.prefetch else {
+            return;
+        };
+        let reserved = self.reserved_bytes();
+        if prefetcher.pending() || self.committed >= reserved || !self.backing.stranded.is_empty() {
+            return;
+        }
+        let unit = self.backing.unit();
+        let next = self.committed.saturating_add(1);
+        let target = self
+            .policy
+            .grow_to(self.committed, next, unit)
+            .min(reserved);
+        let sizes = self.step_sizes(target - self.committed);
+        let offset = self.committed;
+        if let Some(prefetcher) = &mut self.prefetch {
+            prefetcher.request(offset, sizes);
+        }
+    }
+
+    /// Takes the pending step, waiting for it: maps it in as committed memory when it was
+    /// committed at the growth edge; otherwise gives it back. Returns whether it was taken.
+    pub(super) fn take_prefetched(&mut self) -> bool {
+        let Some(staged) = self.collect_prefetched() else {
+            return false;
+        };
+        match staged.chunks {
+            Ok(chunks) if staged.offset == self.committed => {
+                self.chunks.extend(chunks);
+                self.committed += staged.bytes;
+                self.backing.note_committed(self.committed);
+                true
+            }
+            Ok(chunks) => {
+                self.backing.rollback(chunks);
+                false
+            }
+            Err(e) => {
+                log::warn!("a prefetched growth step failed, committing in line: {e}");
+                false
+            }
+        }
+    }
+
+    /// Waits for a step in flight and gives it back.
+    pub(super) fn cancel_prefetch(&mut self) {
+        if let Some(Staged {
+            chunks: Ok(chunks), ..
+        }) = self.collect_prefetched()
+        {
+            self.backing.rollback(chunks);
+        }
+    }
+
+    /// The pending step with its driver calls and stranded mappings taken into the buffer's
+    /// own.
+    fn collect_prefetched(&mut self) -> Option<Staged> {
+        let mut staged = self.prefetch.as_mut()?.collect()?;
+        self.backing.stats.absorb(&staged.stats);
+        self.backing.stranded.append(&mut staged.stranded);
+        Some(staged)
+    }
+}
