@@ -34,6 +34,7 @@
 #![warn(missing_docs)]
 
 mod raw;
+mod raw_growth;
 mod side;
 mod stub;
 
@@ -45,6 +46,7 @@ use criterion::{Bencher, BenchmarkGroup, Criterion, SamplingMode};
 use cuda_vmm::{Backend, Cuda, Device};
 
 pub use raw::{Raw, RawAllocation, RawLinear, RawRange, RawReservation};
+pub use raw_growth::{RawGrowth, RawMapping};
 pub use side::{criterion_dir, record_extra};
 pub use stub::{stub_device, stub_driver, StubRaw};
 

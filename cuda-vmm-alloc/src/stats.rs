@@ -79,6 +79,9 @@ pub struct BlockedStats {
     pub total: Duration,
 }
 
+/// The longest blocked time recorded exactly; longer ones count as this.
+const HOUR_NS: u64 = 3_600_000_000_000;
+
 /// Records per-call blocked times for [`BlockedStats`].
 pub(crate) struct BlockedLog {
     /// Nanoseconds per call (`None` only if the histogram could not be made).
@@ -91,7 +94,7 @@ pub(crate) struct BlockedLog {
 impl Default for BlockedLog {
     fn default() -> Self {
         BlockedLog {
-            hist: hdrhistogram::Histogram::new(2).ok(),
+            hist: hdrhistogram::Histogram::new_with_bounds(1, HOUR_NS, 2).ok(),
             grew: 0,
             prefetched: 0,
             total: Duration::ZERO,
