@@ -413,7 +413,7 @@ impl<T: DevicePod> GrowableBuffer<T> {
             return Ok(());
         }
         let start = Instant::now();
-        let prefetched = self.take_prefetched();
+        let prefetched = self.take_prefetched(needed);
         // Mappings a rollback left may sit where the buffer grows.
         self.backing.retry_stranded()?;
         if needed > self.committed {

@@ -63,7 +63,7 @@ impl Default for GrowthPolicy {
             min_chunk: 16 * MIB,
             max_chunk: 4096 * MIB,
             factor: 0.25,
-            max_allocation: 32 * MIB,
+            max_allocation: 0,
         }
     }
 }

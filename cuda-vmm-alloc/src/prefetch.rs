@@ -1,5 +1,5 @@
-//! Background commit: a worker thread commits a buffer's next growth step (create, map, set
-//! access) past its committed memory before the caller needs it.
+//! Background commit: a worker thread commits a buffer's next growth steps (create, map, set
+//! access) past its committed memory before the caller needs them.
 //!
 //! The worker works on a shadow of the owner's [`Backing`] (the same reservation, device,
 //! properties, pool and peers; its own counters) and hands each step back whole: the chunks,
@@ -7,6 +7,7 @@
 //! takes a step only at the offset it asked for; anything else it rolls back, on its own
 //! thread, through the usual unmap ordering.
 
+use std::collections::VecDeque;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 
@@ -36,13 +37,18 @@ pub(crate) struct Staged {
     pub(crate) stranded: Vec<Mapping>,
 }
 
-/// One owner's worker thread; at most one step in flight.
+/// Steps the worker may run ahead of the owner: the next one, and the one after it, so that
+/// a step's commit overlaps the caller's work on two steps (small early steps hide behind
+/// little host work).
+pub(crate) const DEPTH: usize = 2;
+
+/// One owner's worker thread; at most [`DEPTH`] steps asked for and not collected.
 pub(crate) struct Prefetcher {
     requests: Option<Sender<Request>>,
     staged: Receiver<Staged>,
     worker: Option<JoinHandle<()>>,
-    /// A step was asked for and not collected yet.
-    pending: bool,
+    /// End offsets of the steps asked for and not collected yet, oldest first.
+    queued: VecDeque<usize>,
 }
 
 impl Prefetcher {
@@ -60,33 +66,39 @@ impl Prefetcher {
             requests: Some(requests),
             staged,
             worker: Some(worker),
-            pending: false,
+            queued: VecDeque::new(),
         })
     }
 
-    /// Whether a step is in flight or ready.
-    pub(crate) fn pending(&self) -> bool {
-        self.pending
+    /// Steps asked for and not collected.
+    pub(crate) fn queued(&self) -> usize {
+        self.queued.len()
     }
 
-    /// Asks for chunks of `sizes` at `offset`, unless a step is already pending.
+    /// Where the last step asked for ends, if any is queued.
+    pub(crate) fn edge(&self) -> Option<usize> {
+        self.queued.back().copied()
+    }
+
+    /// Asks for chunks of `sizes` at `offset`, unless [`DEPTH`] steps are queued.
     pub(crate) fn request(&mut self, offset: usize, sizes: Vec<usize>) {
-        if self.pending || sizes.is_empty() {
+        if self.queued.len() >= DEPTH || sizes.is_empty() {
             return;
         }
+        let end = offset + sizes.iter().sum::<usize>();
         let sent = self
             .requests
             .as_ref()
             .is_some_and(|tx| tx.send(Request { offset, sizes }).is_ok());
-        self.pending = sent;
+        if sent {
+            self.queued.push_back(end);
+        }
     }
 
-    /// The pending step, waiting for the worker to finish it; `None` if none is pending (or
-    /// the worker is gone).
+    /// The oldest queued step, waiting for the worker to finish it; `None` if none is queued
+    /// (or the worker is gone).
     pub(crate) fn collect(&mut self) -> Option<Staged> {
-        if !std::mem::take(&mut self.pending) {
-            return None;
-        }
+        self.queued.pop_front()?;
         self.staged.recv().ok()
     }
 }

@@ -3,22 +3,24 @@
 
 use crate::error::Result;
 use crate::pod::DevicePod;
-use crate::prefetch::{Prefetcher, Staged};
+use crate::prefetch::{Prefetcher, Staged, DEPTH};
 
 use super::GrowableBuffer;
 
 impl<T: DevicePod> GrowableBuffer<T> {
     /// Turns background commit on or off.
     ///
-    /// On, a worker thread commits the buffer's next growth step (the one the policy would
-    /// take next: create, map, set access, past the committed memory) as soon as the last one
-    /// is taken, so that a growing call mostly finds memory ready and only adopts it. The
+    /// On, a worker thread commits the buffer's next two growth steps (the ones the policy
+    /// would take next: create, map, set access, past the committed memory), asking for
+    /// another as soon as one is taken, so that a growing call mostly finds memory ready and
+    /// only adopts it. The
     /// buffer stays transactional: a failed call gives an adopted step back like memory it
     /// committed itself. A step the worker could not commit is committed in line instead.
     /// Shrinking, [`grant_access`](GrowableBuffer::grant_access), turning prefetch off and
     /// dropping first wait for a step in flight and give it back (unmapped after the device
     /// work [`unmap_wait`](GrowableBuffer::unmap_wait) names, like any unmap). Memory mapped
-    /// ahead counts in neither [`capacity`](GrowableBuffer::capacity) nor
+    /// ahead (up to two steps; with the default policy about 0.56x the committed size) counts
+    /// in neither [`capacity`](GrowableBuffer::capacity) nor
     /// [`committed_bytes`](GrowableBuffer::committed_bytes) until taken, but it is held on the
     /// device. See [`blocked_stats`](GrowableBuffer::blocked_stats) for what it saves.
     ///
@@ -43,60 +45,57 @@ impl<T: DevicePod> GrowableBuffer<T> {
         self.prefetch.is_some()
     }
 
-    /// Asks the worker for the next growth step unless one is pending, the reservation is
-    /// full, or mappings wait to be unmapped at the growth edge.
+    /// Asks the worker for the next growth steps until [`DEPTH`] are queued, the
+    /// reservation is full, or mappings wait to be unmapped at the growth edge.
     pub(super) fn request_prefetch(&mut self) {
-        let Some(prefetcher) = &self.prefetch else {
-            return;
-        };
         let reserved = self.reserved_bytes();
-        if prefetcher.pending() || self.committed >= reserved || !self.backing.stranded.is_empty() {
-            return;
-        }
         let unit = self.backing.unit();
-        let next = self.committed.saturating_add(1);
-        let target = self
-            .policy
-            .grow_to(self.committed, next, unit)
-            .min(reserved);
-        let sizes = self.step_sizes(target - self.committed);
-        let offset = self.committed;
-        if let Some(prefetcher) = &mut self.prefetch {
-            prefetcher.request(offset, sizes);
-        }
-    }
-
-    /// Takes the pending step, waiting for it: maps it in as committed memory when it was
-    /// committed at the growth edge; otherwise gives it back. Returns whether it was taken.
-    pub(super) fn take_prefetched(&mut self) -> bool {
-        let Some(staged) = self.collect_prefetched() else {
-            return false;
-        };
-        match staged.chunks {
-            Ok(chunks) if staged.offset == self.committed => {
-                self.chunks.extend(chunks);
-                self.committed += staged.bytes;
-                self.backing.note_committed(self.committed);
-                true
+        loop {
+            let Some(prefetcher) = &self.prefetch else {
+                return;
+            };
+            let from = prefetcher.edge().unwrap_or(self.committed);
+            if prefetcher.queued() >= DEPTH || from >= reserved || !self.backing.stranded.is_empty()
+            {
+                return;
             }
-            Ok(chunks) => {
-                self.backing.rollback(chunks);
-                false
-            }
-            Err(e) => {
-                log::warn!("a prefetched growth step failed, committing in line: {e}");
-                false
+            let target = self.policy.grow_to(from, from + 1, unit).min(reserved);
+            let sizes = self.step_sizes(target - from);
+            if let Some(prefetcher) = &mut self.prefetch {
+                prefetcher.request(from, sizes);
             }
         }
     }
 
-    /// Waits for a step in flight and gives it back.
+    /// Takes queued steps, waiting for each, until `needed` bytes are committed or none is
+    /// left: a step committed at the growth edge is mapped in as committed memory, any other
+    /// is given back. Returns whether a step was taken.
+    pub(super) fn take_prefetched(&mut self, needed: usize) -> bool {
+        let mut taken = false;
+        while needed > self.committed {
+            let Some(staged) = self.collect_prefetched() else {
+                break;
+            };
+            match staged.chunks {
+                Ok(chunks) if staged.offset == self.committed => {
+                    self.chunks.extend(chunks);
+                    self.committed += staged.bytes;
+                    self.backing.note_committed(self.committed);
+                    taken = true;
+                }
+                Ok(chunks) => self.backing.rollback(chunks),
+                Err(e) => log::warn!("a prefetched growth step failed, committing in line: {e}"),
+            }
+        }
+        taken
+    }
+
+    /// Waits for the steps in flight and gives them back.
     pub(super) fn cancel_prefetch(&mut self) {
-        if let Some(Staged {
-            chunks: Ok(chunks), ..
-        }) = self.collect_prefetched()
-        {
-            self.backing.rollback(chunks);
+        while let Some(staged) = self.collect_prefetched() {
+            if let Ok(chunks) = staged.chunks {
+                self.backing.rollback(chunks);
+            }
         }
     }
 

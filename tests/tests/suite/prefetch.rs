@@ -159,12 +159,12 @@ fn prefetched_growth_is_transactional_under_faults() -> TestResult {
     let host = pattern(0, g / 4 + 3, 1);
     buf.extend_from_slice(&host)?;
     let (committed, chunks) = (buf.committed_bytes(), buf.stats().chunks);
-    // A step is prefetched for the next granule; this append needs three: one adopted, two
-    // in line. The copy or an in-line call fails: the adopted step goes back too.
+    // Two one-granule steps are prefetched; this append needs three granules: two adopted,
+    // one in line. The copy or an in-line call fails: the adopted steps go back too.
     let extra = pattern(host.len(), 3 * g / 4, 2);
     let faults = [
         ("cuMemcpyHtoDAsync", 1, CUresult::CUDA_ERROR_INVALID_VALUE),
-        ("cuMemCreate", 2, CUresult::CUDA_ERROR_OUT_OF_MEMORY),
+        ("cuMemCreate", 1, CUresult::CUDA_ERROR_OUT_OF_MEMORY),
         ("cuMemSetAccess", 1, CUresult::CUDA_ERROR_INVALID_VALUE),
     ];
     // Failed creates count as calls, with nothing to release.
@@ -185,10 +185,22 @@ fn prefetched_growth_is_transactional_under_faults() -> TestResult {
         let s = buf.stats();
         let live = s.releases + s.chunks as u64 + failed_creates;
         assert_eq!(s.creates, live, "{symbol}: {s:?}");
-        // Let the worker stage a step again before the next fault.
+        // Let the worker stage steps again before the next fault.
         buf.reserve(0)?;
     }
+    // An append that takes one of the two queued steps fails in its copy: the other step
+    // now lies past the growth edge, and the next growth gives it back and commits in line.
+    let one_step = pattern(host.len(), g / 4 - 2, 3);
+    let guard = inject_fault("cuMemcpyHtoDAsync", 1, CUresult::CUDA_ERROR_INVALID_VALUE);
+    let err = buf.extend_from_slice(&one_step).expect_err("the injected copy fault");
+    drop(guard);
+    assert_eq!(err.code(), Some(CUresult::CUDA_ERROR_INVALID_VALUE.0));
+    assert_eq!(buf.committed_bytes(), committed);
     buf.extend_from_slice(&extra)?;
+    let s = buf.stats();
+    // Collected steps are counted: every mapping is either live or unmapped.
+    assert_eq!(s.maps, s.unmaps + s.chunks as u64, "{s:?}");
+    assert_eq!(buf.committed_bytes(), 5 * g);
     let mut all = host;
     all.extend_from_slice(&extra);
     assert_eq!(buf.to_vec()?, all);
