@@ -13,7 +13,8 @@
 //! - `realloc`: realloc-doubling through the safe layer's `cuMemAlloc` blocks;
 //! - `naive`: one `cuMemCreate` + `cuMemMap` + `cuMemSetAccess` per 2 MiB;
 //! - the floors, straight through the raw table: `raw_steps` (the default policy's steps, one
-//!   allocation each: bound 1.25x), `raw_doubling` (the speed profile's steps: bound 2x) and
+//!   allocation each: bound 1.25x), `raw_steps_32MiB` (the same steps in allocations of at
+//!   most 32 MiB, one set access per step: bound 1.25x), `raw_doubling` (the speed profile's steps: bound 2x) and
 //!   `raw_realloc` (realloc-doubling with VMM calls: reserve, create, map, set access, copy,
 //!   synchronize, unmap, release, free).
 //!
@@ -243,13 +244,20 @@ fn naive(env: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Duration {
 /// Floor: the default policy's steps, one raw allocation each.
 fn raw_steps(_: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Duration {
     let policy = GrowthPolicy::default();
-    probe.raw(raw.grow_in_steps(size, |c, n| policy.grow_to(c, n, CHUNK)))
+    probe.raw(raw.grow_in_steps(size, 0, |c, n| policy.grow_to(c, n, CHUNK)))
+}
+
+/// Floor: the default policy's steps in raw allocations of at most 32 MiB, one set access
+/// per step.
+fn raw_steps_32mib(_: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Duration {
+    let policy = GrowthPolicy::default();
+    probe.raw(raw.grow_in_steps(size, 32 * MIB, |c, n| policy.grow_to(c, n, CHUNK)))
 }
 
 /// Floor: the speed profile's doubling steps, one raw allocation each.
 fn raw_doubling(_: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Duration {
     let policy = GrowthPolicy::speed();
-    probe.raw(raw.grow_in_steps(size, |c, n| policy.grow_to(c, n, CHUNK)))
+    probe.raw(raw.grow_in_steps(size, 0, |c, n| policy.grow_to(c, n, CHUNK)))
 }
 
 /// Floor: realloc-doubling with raw VMM calls.
@@ -278,8 +286,9 @@ const fn layout(name: &'static str, run: Strategy, peak: f64, floor: &'static st
 }
 
 /// Floors first, so the ratios can be printed as the layouts finish.
-const LAYOUTS: [Layout; 11] = [
+const LAYOUTS: [Layout; 12] = [
     layout("raw_steps", raw_steps, 1.25, "raw_steps"),
+    layout("raw_steps_32MiB", raw_steps_32mib, 1.25, "raw_steps_32MiB"),
     layout("raw_doubling", raw_doubling, 2.0, "raw_doubling"),
     layout("raw_realloc", raw_realloc, 1.5, "raw_realloc"),
     layout("growable", growable, 1.25, "raw_steps"),

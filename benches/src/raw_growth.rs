@@ -106,9 +106,15 @@ impl Raw {
     }
 
     /// Grows one reservation of `size` bytes in [`CHUNK`] appends: when an append does not
-    /// fit, `step(committed, needed)` gives the new committed size, backed by ONE allocation
-    /// (create, map, one set access).
-    pub fn grow_in_steps(&self, size: usize, step: impl Fn(usize, usize) -> usize) -> RawGrowth {
+    /// fit, `step(committed, needed)` gives the new committed size, backed by allocations of
+    /// at most `max_piece` bytes (0: ONE allocation per step), each created and mapped, with
+    /// one set access over the step.
+    pub fn grow_in_steps(
+        &self,
+        size: usize,
+        max_piece: usize,
+        step: impl Fn(usize, usize) -> usize,
+    ) -> RawGrowth {
         let mut out = RawGrowth::default();
         let start = Instant::now();
         let reservation = self.reserve(size);
@@ -118,12 +124,18 @@ impl Raw {
             len += CHUNK;
             if len > committed {
                 let target = step(committed, len).min(size);
-                let bytes = target - committed;
-                let allocation = self.create(bytes);
-                let mapping = self.map_at(&reservation, committed, &allocation, bytes);
-                self.set_access_at(&reservation, committed, bytes);
-                pieces.push((mapping, allocation));
-                out.driver_calls += 3;
+                let piece = if max_piece == 0 { target } else { max_piece };
+                let mut at = committed;
+                while at < target {
+                    let bytes = piece.min(target - at);
+                    let allocation = self.create(bytes);
+                    let mapping = self.map_at(&reservation, at, &allocation, bytes);
+                    pieces.push((mapping, allocation));
+                    out.driver_calls += 2;
+                    at += bytes;
+                }
+                self.set_access_at(&reservation, committed, target - committed);
+                out.driver_calls += 1;
                 committed = target;
             }
             out.step(len, committed);

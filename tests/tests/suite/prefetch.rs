@@ -192,7 +192,9 @@ fn prefetched_growth_is_transactional_under_faults() -> TestResult {
     // now lies past the growth edge, and the next growth gives it back and commits in line.
     let one_step = pattern(host.len(), g / 4 - 2, 3);
     let guard = inject_fault("cuMemcpyHtoDAsync", 1, CUresult::CUDA_ERROR_INVALID_VALUE);
-    let err = buf.extend_from_slice(&one_step).expect_err("the injected copy fault");
+    let err = buf
+        .extend_from_slice(&one_step)
+        .expect_err("the injected copy fault");
     drop(guard);
     assert_eq!(err.code(), Some(CUresult::CUDA_ERROR_INVALID_VALUE.0));
     assert_eq!(buf.committed_bytes(), committed);
