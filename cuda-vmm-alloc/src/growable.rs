@@ -9,6 +9,7 @@ use cuda_vmm::{AllocationProps, Device, Stream, UnmapWait};
 
 use crate::backing::{Backing, Chunk};
 use crate::error::{Error, Result};
+use crate::placement::Placement;
 use crate::pod::{as_bytes, as_bytes_mut, uniform_byte, zeroed, DevicePod};
 use crate::policy::{round_up, split, GrowthPolicy};
 use crate::pool::ChunkPool;
@@ -39,6 +40,8 @@ pub struct BufferConfig {
     /// Commit the next growth step on a worker thread ahead of need (see
     /// [`GrowableBuffer::set_prefetch`]).
     pub prefetch: bool,
+    /// Which devices the chunks live on ([`Placement::Owner`] by default).
+    pub placement: Placement,
 }
 
 /// A typed, growable device buffer whose device pointer never moves.
@@ -83,6 +86,7 @@ impl<T: DevicePod> GrowableBuffer<T> {
             device,
             config.props,
             config.pool,
+            &config.placement,
             "the buffer",
             |unit, _| {
                 let bytes = match max_capacity {

@@ -78,6 +78,8 @@ impl<T: DevicePod> GrowableBuffer<T> {
             };
             match staged.chunks {
                 Ok(chunks) if staged.offset == self.committed => {
+                    // The worker's placement rotation moved on by these chunks: so does ours.
+                    self.backing.homes.advance(chunks.len());
                     self.chunks.extend(chunks);
                     self.committed += staged.bytes;
                     self.backing.note_committed(self.committed);

@@ -12,6 +12,7 @@ mod conformance;
 mod interop;
 mod lifetime;
 mod loader;
+mod multi_gpu;
 mod prefetch;
 mod ptx;
 mod reliability;
