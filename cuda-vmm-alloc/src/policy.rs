@@ -31,11 +31,12 @@ const SPEED_MAX_CHUNK: usize = 1 << 40;
 /// - *first use and settled memory* (nothing released in the last few hundred ms): creation
 ///   costs about 0.4 µs per MiB whatever the allocation size, while `cuMemSetAccess` costs
 ///   about 23 µs per allocation handle in its range, so one allocation per step is fastest
-///   (5.6 ms settled, at the raw floor of the same layout) and 32 MiB pieces are about 4x
-///   slower (21 ms, 524 handles);
+///   (2.5 ms on a process's first use, 5.6 to 8.1 ms settled) and 32 MiB pieces are 2.6x to
+///   10x slower (21 to 24 ms, 524 handles);
 /// - *back-to-back churn* (16 GiB released moments before): creating sizes that were just
 ///   released (many 32 MiB pieces) is cheap, creating new large sizes costs about 1.6 µs per
-///   MiB, so 32 MiB pieces win (about 22 ms against 33 ms).
+///   MiB, so 32 MiB pieces win (21.4 ms against 31.4 ms, itself 1.06x the fastest raw
+///   layout with the same bound).
 ///
 /// A program that builds and drops large buffers back to back does better still with a
 /// [`ChunkPool`](crate::ChunkPool) (about 2 ms, no creation at all); `max_allocation: 32 MiB`
