@@ -349,14 +349,17 @@ impl<T: DevicePod> GrowableBuffer<T> {
     /// Gives `devices` read-write access to the buffer, now (one `cuMemSetAccess` carrying
     /// every descriptor) and for memory mapped later. The owning device always has access.
     pub fn grant_access(&mut self, devices: &[Device]) -> Result<()> {
-        // A step prefetched for the old peer set is given back; the next growth asks again.
-        self.cancel_prefetch();
+        // Steps prefetched for the old peer set are given back, and the worker restarts with
+        // the new one once the grant is done.
+        let prefetch = self.prefetch();
+        self.set_prefetch(false)?;
         let ranges: &[(usize, usize, bool)] = if self.committed > 0 {
             &[(0, self.committed, false)]
         } else {
             &[]
         };
-        self.backing.grant_access(devices, ranges)
+        let granted = self.backing.grant_access(devices, ranges);
+        granted.and(self.set_prefetch(prefetch))
     }
 
     fn byte_offset(&self, index: usize) -> usize {
