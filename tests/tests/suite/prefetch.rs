@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use cuda_vmm::sys::CUresult;
 use cuda_vmm::{AllocationProps, Backend, Cuda, Device, GranularityKind};
-use cuda_vmm_alloc::{BufferConfig, GrowableBuffer, GrowthPolicy};
+use cuda_vmm_alloc::{BufferConfig, ChunkPool, GrowableBuffer, GrowthPolicy, PoolConfig};
 use cuda_vmm_sim::inject_fault;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -206,5 +206,48 @@ fn prefetched_growth_is_transactional_under_faults() -> TestResult {
     let mut all = host;
     all.extend_from_slice(&extra);
     assert_eq!(buf.to_vec()?, all);
+    Ok(())
+}
+
+#[test]
+fn pooled_prefetch_hands_every_chunk_back() -> TestResult {
+    let d = device()?;
+    let g = gran(&d)?;
+    let pool = ChunkPool::new(
+        &d,
+        PoolConfig {
+            chunk_size: g,
+            max_chunks: 32,
+            max_bytes: 32 * g,
+            ..PoolConfig::default()
+        },
+    )?;
+    assert_eq!(pool.prefill(16)?, 16);
+    let config = BufferConfig {
+        max_capacity: Some(32 * g),
+        policy: steps(g),
+        pool: Some(pool.clone()),
+        prefetch: true,
+        ..BufferConfig::default()
+    };
+    let mut buf = GrowableBuffer::<u8>::new(&d, config)?;
+    let mut host = Vec::new();
+    for k in 0..10u32 {
+        let data: Vec<u8> = pattern(host.len(), g / 8, k)
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
+        buf.extend_from_slice(&data)?;
+        host.extend_from_slice(&data);
+    }
+    assert_eq!(buf.to_vec()?, host);
+    let s = buf.stats();
+    assert!(s.pool_hits >= 5, "{s:?}");
+    assert_eq!(buf.blocked_stats().prefetched, buf.blocked_stats().grew);
+    // Steps in flight and committed chunks all go back to the pool.
+    drop(buf);
+    let p = pool.stats();
+    assert_eq!(p.releases, 0, "{p:?}");
+    assert_eq!(p.chunks_held as u64, 16 + p.misses, "{p:?}");
     Ok(())
 }
