@@ -37,7 +37,7 @@ pub struct BufferConfig {
     pub pool: Option<ChunkPool>,
     /// Allocation properties (`None` = [`AllocationProps::device`]); must match the pool's.
     pub props: Option<AllocationProps>,
-    /// Commit the next growth step on a worker thread ahead of need (see
+    /// Commit the next growth steps on a worker thread ahead of need (see
     /// [`GrowableBuffer::set_prefetch`]).
     pub prefetch: bool,
     /// Which devices the chunks live on ([`Placement::Owner`] by default).

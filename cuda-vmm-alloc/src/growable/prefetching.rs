@@ -13,14 +13,16 @@ impl<T: DevicePod> GrowableBuffer<T> {
     /// On, a worker thread commits the buffer's next two growth steps (the ones the policy
     /// would take next: create, map, set access, past the committed memory), asking for
     /// another as soon as one is taken, so that a growing call mostly finds memory ready and
-    /// only adopts it. The
-    /// buffer stays transactional: a failed call gives an adopted step back like memory it
-    /// committed itself. A step the worker could not commit is committed in line instead.
-    /// Shrinking, [`grant_access`](GrowableBuffer::grant_access), turning prefetch off and
-    /// dropping first wait for a step in flight and give it back (unmapped after the device
-    /// work [`unmap_wait`](GrowableBuffer::unmap_wait) names, like any unmap). Memory mapped
-    /// ahead (up to two steps; with the default policy about 0.56x the committed size) counts
-    /// in neither [`capacity`](GrowableBuffer::capacity) nor
+    /// only adopts it. The buffer stays transactional: a failed call gives an adopted step
+    /// back like memory it committed itself. A step the worker could not commit is committed
+    /// in line instead. Shrinking, [`grant_access`](GrowableBuffer::grant_access) (which then
+    /// restarts the worker for the new peers), turning prefetch off and dropping first wait
+    /// for the steps in flight and give them back (unmapped after the device work
+    /// [`unmap_wait`](GrowableBuffer::unmap_wait) names, like any unmap).
+    ///
+    /// Memory mapped ahead (up to two steps, within the reservation: with the default policy
+    /// about 0.56x the committed size, with [`GrowthPolicy::speed`](crate::GrowthPolicy::speed)
+    /// 3x) counts in neither [`capacity`](GrowableBuffer::capacity) nor
     /// [`committed_bytes`](GrowableBuffer::committed_bytes) until taken, but it is held on the
     /// device. See [`blocked_stats`](GrowableBuffer::blocked_stats) for what it saves.
     ///
