@@ -14,6 +14,7 @@ mod leak;
 mod lifetime;
 mod loader;
 mod multi_gpu;
+mod prefetch;
 mod ptx;
 pub(crate) mod reliability;
 mod safe;
