@@ -12,6 +12,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 
 use cuda_vmm::Mapping;
+use parking_lot::Mutex;
 
 use crate::backing::{Backing, Chunk};
 use crate::error::{Error, Result};
@@ -45,7 +46,9 @@ pub(crate) const DEPTH: usize = 2;
 /// One owner's worker thread; at most [`DEPTH`] steps asked for and not collected.
 pub(crate) struct Prefetcher {
     requests: Option<Sender<Request>>,
-    staged: Receiver<Staged>,
+    /// Behind a lock only so that the buffer owning this stays `Sync` (a `Receiver` is not);
+    /// used through `&mut self` alone (`get_mut`), never locked.
+    staged: Mutex<Receiver<Staged>>,
     worker: Option<JoinHandle<()>>,
     /// End offsets of the steps asked for and not collected yet, oldest first.
     queued: VecDeque<usize>,
@@ -64,7 +67,7 @@ impl Prefetcher {
             })?;
         Ok(Prefetcher {
             requests: Some(requests),
-            staged,
+            staged: Mutex::new(staged),
             worker: Some(worker),
             queued: VecDeque::new(),
         })
@@ -99,7 +102,7 @@ impl Prefetcher {
     /// (or the worker is gone).
     pub(crate) fn collect(&mut self) -> Option<Staged> {
         self.queued.pop_front()?;
-        self.staged.recv().ok()
+        self.staged.get_mut().recv().ok()
     }
 }
 
@@ -114,7 +117,7 @@ impl Drop for Prefetcher {
         }
         // A step nobody collected: its chunks unmap (after the usual wait) and release as
         // they drop.
-        for staged in self.staged.try_iter() {
+        for staged in self.staged.get_mut().try_iter() {
             if staged.chunks.is_ok() {
                 log::warn!(
                     "dropping an uncollected prefetched step at offset {}",
