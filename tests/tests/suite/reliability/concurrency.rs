@@ -5,7 +5,7 @@
 //! At the end no chunk is lost or duplicated: the threads' net allocations (created less
 //! released, from the simulator's per-thread call counts) equal the chunks the pool holds,
 //! the held chunks are distinct and uniquely owned, and after a trim the device's free
-//! memory is back where it started.
+//! memory has not dropped.
 //!
 //! `CUDA_VMM_STRESS_OPS` sets the operations per thread (default 40).
 
@@ -193,14 +193,19 @@ fn threads_share_one_pool_under_faults() {
     pool.trim().unwrap();
     assert_eq!(main.live().iter().sum::<i64>() + net.iter().sum::<i64>(), 0);
     drop(pool);
-    // Another test may hold device memory for a moment: settle first.
+    // The exact accounting is the call counts above. Tests of other modules may hold device
+    // memory for a moment, at the start or the end: free memory must only not have dropped.
     let mut free = d.memory_info().unwrap().free;
     for _ in 0..200 {
-        if free == free_before {
+        if free >= free_before {
             break;
         }
         std::thread::sleep(Duration::from_millis(10));
         free = d.memory_info().unwrap().free;
     }
-    assert_eq!(free, free_before, "device memory leaked");
+    assert!(
+        free >= free_before,
+        "device memory leaked: {} bytes",
+        free_before - free
+    );
 }
