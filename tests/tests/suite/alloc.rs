@@ -890,11 +890,12 @@ fn sparse_zero_holes_read_as_zero() -> TestResult {
     let g = gran(&d)?;
     let per = g / 4;
     let mut a = sparse(&d, 6, HoleBehavior::Zeros)?;
-    // Creation: one zero tile, one map per tile, a fill mapping, one set-access per hole run.
+    // Creation: the 6 holes take zero blocks of 4 and 2 tiles, each made and zero-filled
+    // (a create, a map and a set access each), then mapped, with one set access for the run.
     let stats = a.stats();
     assert_eq!(
         (stats.creates, stats.maps, stats.set_access_calls),
-        (1, 7, 2)
+        (2, 4, 3)
     );
     a.commit(per..3 * per)?;
     let data = pattern(per..3 * per, 8);
@@ -942,16 +943,34 @@ fn sparse_commit_makes_one_set_access_per_run() -> TestResult {
         assert_eq!(delta(&before, &counts(&names)), [9, 9, 4, 0]);
     }
 
+    // One zero block of 8 tiles covers the holes. Committing tiles 2..5 unmaps it and maps
+    // blocks 0..2, 5..6 and 6..8 around the run (one set access per side); the blocks of 2
+    // and 1 tiles are made and zero-filled on first use (a create, map, set access and
+    // unmap each).
     let mut z = sparse(&d, 8, HoleBehavior::Zeros)?;
     let start = z.stats();
     let before = counts(&names);
     z.commit(2 * per..5 * per)?;
     let s = z.stats();
-    assert_eq!(s.unmaps - start.unmaps, 3);
-    assert_eq!(s.maps - start.maps, 3);
-    assert_eq!(s.set_access_calls - start.set_access_calls, 1);
+    assert_eq!(s.creates - start.creates, 3 + 2);
+    assert_eq!(s.unmaps - start.unmaps, 1 + 2);
+    assert_eq!(s.maps - start.maps, 3 + 3 + 2);
+    assert_eq!(s.set_access_calls - start.set_access_calls, 1 + 2 + 2);
     if on_simulator()? {
-        assert_eq!(delta(&before, &counts(&names)), [3, 3, 1, 3]);
+        assert_eq!(delta(&before, &counts(&names)), [5, 8, 5, 3]);
+    }
+    // Decommitting maps blocks 2..4 and 4..5 (made already) with one set access; committing
+    // tile 3 again splits only the block 2..4.
+    z.decommit(2 * per..5 * per)?;
+    let start = z.stats();
+    let before = counts(&names);
+    z.commit(3 * per..4 * per)?;
+    let s = z.stats();
+    assert_eq!(s.unmaps - start.unmaps, 1);
+    assert_eq!(s.maps - start.maps, 1 + 1);
+    assert_eq!(s.set_access_calls - start.set_access_calls, 1 + 1);
+    if on_simulator()? {
+        assert_eq!(delta(&before, &counts(&names)), [1, 2, 2, 1]);
     }
     Ok(())
 }

@@ -6,7 +6,8 @@
 //! `cuda_vmm_sim::inject_fault`, so tests running in parallel never trip each other's faults.
 //!
 //! - `defects`: one regression test per defect found on failure paths (issue 13).
-//! - `harness` and `sweeps`: every k-th driver call of every operation fails once.
+//! - `harness` and `sweeps`: every k-th driver call of every operation fails once;
+//!   `zero_holes` does the same for the splits and merges of zero-hole blocks.
 
 use std::sync::OnceLock;
 
@@ -16,6 +17,7 @@ use cuda_vmm::{AllocationProps, Cuda, Device, GranularityKind};
 mod defects;
 mod harness;
 mod sweeps;
+mod zero_holes;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
