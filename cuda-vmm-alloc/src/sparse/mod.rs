@@ -454,7 +454,8 @@ impl<T: DevicePod> SparseArray<T> {
         mapped
     }
 
-    /// Decommits one run of committed tiles and maps zero blocks into it if configured.
+    /// Decommits one run of committed tiles and maps zero blocks into it (merged with the
+    /// zero blocks around) if configured.
     /// Returns how many tiles became holes; on error, those not unmapped stay committed.
     fn decommit_tiles(&mut self, run: Range<usize>) -> Result<usize> {
         let chunks: Vec<Chunk> = run
@@ -472,11 +473,12 @@ impl<T: DevicePod> SparseArray<T> {
         for chunk in kept {
             self.committed.insert(chunk.offset() / tile, chunk);
         }
-        let holes = tiles::runs(run.filter(|t| !self.committed.contains_key(t)));
-        let zeroed = self.map_zero(&holes);
-        result
-            .and(zeroed)
-            .map(|()| holes.iter().map(Range::len).sum())
+        let holes = run
+            .clone()
+            .filter(|t| !self.committed.contains_key(t))
+            .count();
+        let zeroed = self.rezero(run);
+        result.and(zeroed).map(|()| holes)
     }
 }
 
