@@ -4,8 +4,10 @@
 //! - `zero_holes/{create,drop}/{errors,zeros_256MiB,zeros_64MiB}/1TiB`: creating, or
 //!   dropping, a 1 TiB `SparseArray` of 2 MiB tiles (the other half untimed), with holes as
 //!   errors or zero-mapped from warm zero memory (blocks of at most 256 or 64 MiB).
-//! - `zero_holes/one_tile_commit/{errors,zeros}/{pooled,unpooled}`: committing one tile at a
-//!   random place of a 1 TiB array (zero blocks of 256 MiB); the decommit is untimed.
+//! - `zero_holes/one_tile_commit/{errors,zeros_split,zeros_again}/{pooled,unpooled}`:
+//!   committing one tile of a 1 TiB array (zero blocks of 256 MiB), the decommit untimed: a
+//!   random tile (in zero mode: the split of a largest block), or the same tile again next
+//!   to a committed one (in zero mode: the tile has a block of its own).
 //! - `teardown/{growable,growable_pooled}/16GiB`: dropping a buffer grown to 16 GiB as 2 MiB
 //!   appends grow it (pooled: 32 MiB chunks handed back to a pool with room for all of them).
 //! - `teardown/{raw_release,raw_unmap}/16GiB_in_32MiB`, `teardown/raw_release/16GiB_in_1`:
@@ -126,11 +128,27 @@ fn create_drop(c: &mut Criterion, env: &Env) {
     group.finish();
 }
 
+/// How the one-tile commit bench picks its tile.
+#[derive(Clone, Copy)]
+enum Pick {
+    /// A random tile of the array, nothing else committed: in zero mode, the commit splits a
+    /// block of the largest size and the (untimed) decommit merges it back.
+    Random,
+    /// The same tile every time, next to one that stays committed: in zero mode, the tile
+    /// keeps a block of its own between commits.
+    Again,
+}
+
 fn one_tile_commit(c: &mut Criterion, env: &Env) {
     let zeros = zero_memory(env, block_sizes(env)[0]);
     let tiles = array_bytes(env) / CHUNK;
     let mut group = env.fast_group(c, "zero_holes/one_tile_commit");
-    for (mode, zero) in [("errors", None), ("zeros", Some(&zeros))] {
+    let cases = [
+        ("errors", None, Pick::Random),
+        ("zeros_split", Some(&zeros), Pick::Random),
+        ("zeros_again", Some(&zeros), Pick::Again),
+    ];
+    for (mode, zero, pick) in cases {
         for pooled in [true, false] {
             let pool = pooled.then(|| {
                 let pool = ChunkPool::new(
@@ -141,17 +159,26 @@ fn one_tile_commit(c: &mut Criterion, env: &Env) {
                     },
                 )
                 .expect("pool");
-                pool.prefill(1).expect("prefill");
+                pool.prefill(2).expect("prefill");
                 pool
             });
-            let array = RefCell::new(array(env, zero, pool.as_ref()));
+            let mut array = array(env, zero, pool.as_ref());
+            let fixed = tiles / 2 + 37;
+            if let Pick::Again = pick {
+                let next = (fixed + 1) * CHUNK;
+                array.commit(next..next + 1).expect("neighbour");
+            }
+            let array = RefCell::new(array);
             let mut rng = Lcg::new(11);
             let name = format!("{mode}/{}", if pooled { "pooled" } else { "unpooled" });
             group.bench_function(&name, |b| {
                 b.iter_custom(|n| {
                     time_op(
                         n,
-                        || rng.below(tiles) * CHUNK,
+                        || match pick {
+                            Pick::Random => rng.below(tiles) * CHUNK,
+                            Pick::Again => fixed * CHUNK,
+                        },
                         |at| {
                             array.borrow_mut().commit(at..at + 1).expect("commit");
                             at
@@ -176,7 +203,7 @@ fn one_tile_commit(c: &mut Criterion, env: &Env) {
     group.finish();
     let held = zeros.physical_bytes();
     println!(
-        "zero_holes: zero memory after random commits in a {} array: {}",
+        "zero_holes: zero memory after the commits in a {} array: {}",
         fmt_size(array_bytes(env)),
         fmt_size(held)
     );

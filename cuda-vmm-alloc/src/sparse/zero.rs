@@ -322,37 +322,49 @@ impl<T: DevicePod> SparseArray<T> {
         Ok(())
     }
 
-    /// Maps zero blocks over the holes a decommit of `run` made, merged with the zero blocks
-    /// around: the zero mappings in the aligned spans of largest blocks that `run` touches
-    /// are unmapped and every hole there mapped again as few aligned blocks, so that commits
-    /// and decommits do not leave more and more small mappings behind (every mapping costs
-    /// at unmap and set-access time). On failure the holes left unmapped are recorded as
-    /// missing, mapped by the next commit or decommit.
+    /// Maps zero blocks over the holes a decommit of `run` made. An aligned span of the
+    /// largest block that holds no committed tile any more is merged back into as few blocks
+    /// as fit (its smaller zero mappings are unmapped), so that the mappings do not pile up;
+    /// elsewhere the new holes get their own blocks and the zero mappings around are left
+    /// alone, so that committing those tiles again unmaps nothing else. On failure the holes
+    /// left unmapped are recorded as missing, mapped by the next commit or decommit.
     pub(super) fn rezero(&mut self, run: Range<usize>) -> Result<()> {
         let tile = self.tile_bytes;
         let Some(zero) = &mut self.zero else {
             return Ok(());
         };
         let m = zero.memory.max_tiles(tile);
-        let span = run.start / m * m..(run.end.div_ceil(m) * m).min(self.tile_count);
-        let starts: Vec<usize> = zero.mappings.range(span.clone()).map(|(&s, _)| s).collect();
+        let merge: Vec<Range<usize>> = (run.start / m * m..run.end)
+            .step_by(m)
+            .map(|start| start..(start + m).min(self.tile_count))
+            .filter(|span| self.committed.range(span.clone()).next().is_none())
+            .collect();
+        let merged = |t: &usize| merge.iter().any(|span| span.contains(t));
+        let mut holes = tiles::runs(run.filter(|t| !self.committed.contains_key(t) && !merged(t)));
+        let starts: Vec<usize> = merge
+            .iter()
+            .flat_map(|span| zero.mappings.range(span.clone()).map(|(&s, _)| s))
+            .collect();
         let old: Vec<Mapping> = starts
             .iter()
             .filter_map(|s| zero.mappings.remove(s))
             .collect();
         self.backing.stats.unmaps += old.len() as u64;
+        let mut result = Ok(());
         if let Err((e, kept)) = timed_unmap(&mut self.backing.stats, old) {
             zero.mappings
                 .extend(kept.into_iter().map(|m| (m.offset() / tile, m)));
-            self.remap_holes(&[span]);
-            return Err(e.into());
+            result = Err(e.into());
         }
-        let in_span: Vec<usize> = zero.missing.range(span.clone()).copied().collect();
-        for t in in_span {
-            zero.missing.remove(&t);
+        for span in &merge {
+            let free: Vec<usize> = span.clone().filter(|t| !zero.covers(*t, tile)).collect();
+            for t in &free {
+                zero.missing.remove(t);
+            }
+            holes.extend(tiles::runs(free));
         }
-        let holes = tiles::runs(span.filter(|t| !self.committed.contains_key(t)));
-        self.map_zero(&holes)
+        holes.sort_by_key(|r| r.start);
+        result.and(self.map_zero(&holes))
     }
 
     /// Zero-maps every tile of `spans` that is neither committed nor zero-mapped (a failed

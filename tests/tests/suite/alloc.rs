@@ -885,6 +885,8 @@ fn sparse_contents_and_hole_errors() -> TestResult {
 
 #[test]
 fn sparse_zero_holes_read_as_zero() -> TestResult {
+    // Zero memory is allocated here: keep out of the free-memory sweeps' way.
+    let _memory = crate::memory_shared();
     let cuda = cuda()?;
     let d = device()?;
     let g = gran(&d)?;
@@ -923,6 +925,8 @@ fn sparse_zero_holes_read_as_zero() -> TestResult {
 
 #[test]
 fn sparse_commit_makes_one_set_access_per_run() -> TestResult {
+    // Zero memory is allocated here: keep out of the free-memory sweeps' way.
+    let _memory = crate::memory_shared();
     let d = device()?;
     let names = ["cuMemCreate", "cuMemMap", "cuMemSetAccess", "cuMemUnmap"];
     let g = gran(&d)?;
@@ -982,6 +986,8 @@ fn sparse_commit_makes_one_set_access_per_run() -> TestResult {
 
 #[test]
 fn sparse_commit_is_all_or_nothing_under_faults() -> TestResult {
+    // Zero memory is allocated here: keep out of the free-memory sweeps' way.
+    let _memory = crate::memory_shared();
     if !on_simulator()? {
         eprintln!("skipped: fault injection needs the simulator");
         return Ok(());

@@ -1,6 +1,6 @@
 //! Fault-injection sweeps over the zero-block paths of zero-hole sparse arrays: splitting a
 //! block around a committed tile (with the smaller blocks made on first use or already
-//! there), committing a run across blocks, and decommitting between blocks.
+//! there), committing a run across blocks, and decommitting with and without merging blocks.
 
 use cuda_vmm_alloc::{HoleBehavior, SparseArray, SparseConfig, ZeroMemory};
 
@@ -118,7 +118,18 @@ fn zero_block_splits_roll_back_under_every_fault() {
             on_err: OnErr::Unchanged,
         },
         Scenario {
-            name: "decommit tiles between zero blocks",
+            name: "decommit tiles next to a committed one (new blocks, no merge)",
+            setup: Box::new(|| setup(&[5, 6, 9])),
+            op: Box::new(|z: &mut Zero| {
+                let tile = z.array.tile_bytes();
+                Ok(z.array.decommit(5 * tile..7 * tile).map(|_| ())?)
+            }),
+            observe: Box::new(observe),
+            after: Box::new(after),
+            on_err: OnErr::Partial(decommit_partial),
+        },
+        Scenario {
+            name: "decommit the last committed tiles (zero blocks merged)",
             setup: Box::new(|| setup(&[5, 6, 9])),
             op: Box::new(|z: &mut Zero| {
                 let tile = z.array.tile_bytes();
