@@ -64,7 +64,7 @@ const POOL_CHUNK: usize = 32 * MIB;
 /// untimed half.
 fn slow_group<'c>(c: &'c mut Criterion, env: &Env, name: &str) -> BenchmarkGroup<'c, WallTime> {
     let mut group = c.benchmark_group(name);
-    let measure = if env.quick { 300 } else { 2000 };
+    let measure = if env.quick { 300 } else { 1500 };
     group
         .warm_up_time(Duration::from_millis(100))
         .measurement_time(Duration::from_millis(measure))
@@ -243,6 +243,8 @@ fn teardown(c: &mut Criterion, env: &Env, raw: &Raw) {
     )
     .expect("pool");
     let mut group = slow_group(c, env, "teardown");
+    // Each iteration builds 16 GiB untimed before the timed teardown: measure briefly.
+    group.measurement_time(Duration::from_millis(if env.quick { 300 } else { 800 }));
     for (name, pool) in [("growable", None), ("growable_pooled", Some(&pool))] {
         let probe = grown(env, bytes, pool);
         println!("teardown/{name}/{id}: {} chunks", probe.stats().chunks);
