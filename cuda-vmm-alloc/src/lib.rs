@@ -57,6 +57,7 @@ mod error;
 mod growable;
 #[cfg(feature = "cudarc")]
 mod interop;
+mod placement;
 mod pod;
 mod policy;
 mod pool;
@@ -69,6 +70,7 @@ mod tiles;
 pub use bytemuck;
 pub use error::{Error, Result};
 pub use growable::{BufferConfig, GrowableBuffer};
+pub use placement::Placement;
 pub use pod::DevicePod;
 pub use policy::GrowthPolicy;
 pub use pool::{ChunkPool, PoolConfig, PoolStats, RecycleError};

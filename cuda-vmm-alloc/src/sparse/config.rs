@@ -3,6 +3,7 @@
 use cuda_vmm::AllocationProps;
 
 use super::ZeroMemory;
+use crate::placement::Placement;
 use crate::pool::ChunkPool;
 
 /// What reading an uncommitted tile (a hole) does.
@@ -35,6 +36,8 @@ pub struct SparseConfig {
     pub pool: Option<ChunkPool>,
     /// Allocation properties (`None` = [`AllocationProps::device`]); must match the pool's.
     pub props: Option<AllocationProps>,
+    /// Which devices the chunks live on ([`Placement::Owner`] by default).
+    pub placement: Placement,
     /// Leave newly committed tiles as the physical memory left them instead of zero-filling
     /// them. Saves one `cuMemsetD8` and one context synchronisation per committed run; with a
     /// pool, a tile may then show a previous user's bytes. `false` (zero-fill) by default.

@@ -64,6 +64,7 @@ impl<T: DevicePod> SparseArray<T> {
             device,
             config.props,
             config.pool,
+            &config.placement,
             "the sparse array",
             |unit, granularity| {
                 tile_bytes = if requested_tile == 0 {
