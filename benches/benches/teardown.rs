@@ -4,10 +4,11 @@
 //! - `zero_holes/{create,drop}/{errors,zeros_256MiB,zeros_64MiB}/1TiB`: creating, or
 //!   dropping, a 1 TiB `SparseArray` of 2 MiB tiles (the other half untimed), with holes as
 //!   errors or zero-mapped from warm zero memory (blocks of at most 256 or 64 MiB).
-//! - `zero_holes/one_tile_commit/{errors,zeros_split,zeros_again}/{pooled,unpooled}`:
-//!   committing one tile of a 1 TiB array (zero blocks of 256 MiB), the decommit untimed: a
-//!   random tile (in zero mode: the split of a largest block), or the same tile again next
-//!   to a committed one (in zero mode: the tile has a block of its own).
+//! - `zero_holes/one_tile_commit/{errors,zeros_split,zeros_again,errors_sequential,
+//!   zeros_sequential,zeros_split_64MiB}/{pooled,unpooled}`: committing one tile of a 1 TiB
+//!   array (zero blocks of 256 MiB, or 64 MiB), the decommit untimed: a random tile (in zero mode: the split of a largest
+//!   block), the same tile again next to a committed one (in zero mode: the tile has a block
+//!   of its own), or the next tile (spans of a largest block freed once full).
 //! - `teardown/{growable,growable_pooled}/16GiB`: dropping a buffer grown to 16 GiB as 2 MiB
 //!   appends grow it (pooled: 32 MiB chunks handed back to a pool with room for all of them).
 //! - `teardown/{raw_release,raw_unmap}/16GiB_in_32MiB`, `teardown/raw_release/16GiB_in_1`:
@@ -137,17 +138,28 @@ enum Pick {
     /// The same tile every time, next to one that stays committed: in zero mode, the tile
     /// keeps a block of its own between commits.
     Again,
+    /// The next tile, as a growing KV cache takes pages: the (untimed) decommit frees each
+    /// span of a largest block once all its tiles are committed. In zero mode the first
+    /// commit in a span splits its block, the next ones split what is left.
+    Sequential,
 }
 
 fn one_tile_commit(c: &mut Criterion, env: &Env) {
-    let zeros = zero_memory(env, block_sizes(env)[0]);
+    let [large, small] = block_sizes(env);
+    let zeros = zero_memory(env, large);
+    let zeros_small = zero_memory(env, small);
+    let small_split = format!("zeros_split_{}", size_id(small));
     let tiles = array_bytes(env) / CHUNK;
     let mut group = env.fast_group(c, "zero_holes/one_tile_commit");
     let cases = [
         ("errors", None, Pick::Random),
         ("zeros_split", Some(&zeros), Pick::Random),
+        (small_split.as_str(), Some(&zeros_small), Pick::Random),
         ("zeros_again", Some(&zeros), Pick::Again),
+        ("errors_sequential", None, Pick::Sequential),
+        ("zeros_sequential", Some(&zeros), Pick::Sequential),
     ];
+    let span = (zeros.max_block_bytes() / CHUNK).max(1);
     for (mode, zero, pick) in cases {
         for pooled in [true, false] {
             let pool = pooled.then(|| {
@@ -170,6 +182,7 @@ fn one_tile_commit(c: &mut Criterion, env: &Env) {
             }
             let array = RefCell::new(array);
             let mut rng = Lcg::new(11);
+            let mut next = 0;
             let name = format!("{mode}/{}", if pooled { "pooled" } else { "unpooled" });
             group.bench_function(&name, |b| {
                 b.iter_custom(|n| {
@@ -178,16 +191,25 @@ fn one_tile_commit(c: &mut Criterion, env: &Env) {
                         || match pick {
                             Pick::Random => rng.below(tiles) * CHUNK,
                             Pick::Again => fixed * CHUNK,
+                            Pick::Sequential => {
+                                next = (next + 1) % tiles;
+                                next * CHUNK
+                            }
                         },
                         |at| {
                             array.borrow_mut().commit(at..at + 1).expect("commit");
                             at
                         },
                         |at| {
-                            array
-                                .borrow_mut()
-                                .decommit(at..at + CHUNK)
-                                .expect("decommit");
+                            let tile = at / CHUNK;
+                            let freed = match pick {
+                                Pick::Sequential if (tile + 1) % span == 0 => {
+                                    (tile + 1 - span) * CHUNK..at + CHUNK
+                                }
+                                Pick::Sequential => return,
+                                _ => at..at + CHUNK,
+                            };
+                            array.borrow_mut().decommit(freed).expect("decommit");
                         },
                     )
                 })
