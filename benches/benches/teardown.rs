@@ -203,7 +203,7 @@ fn one_tile_commit(c: &mut Criterion, env: &Env) {
                         |at| {
                             let tile = at / CHUNK;
                             let freed = match pick {
-                                Pick::Sequential if (tile + 1) % span == 0 => {
+                                Pick::Sequential if (tile + 1).is_multiple_of(span) => {
                                     (tile + 1 - span) * CHUNK..at + CHUNK
                                 }
                                 Pick::Sequential => return,
