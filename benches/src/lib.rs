@@ -32,7 +32,11 @@
 //! - `set_access/{per_chunk,per_run}/64x2MiB`;
 //! - `alloc_free/{pool,pool_mapped,cuMemAlloc}/2MiB`;
 //! - `overhead/{reserve_free,create_release,map_unmap,set_access}/{safe,raw}` (stub driver);
-//! - `ordering/write_drop/{default,opt_out}/2MiB`, `ordering/commit_decommit/{default,opt_out}/1tile`.
+//! - `ordering/write_drop/{default,opt_out}/2MiB`, `ordering/commit_decommit/{default,opt_out}/1tile`;
+//! - `zero_holes/{create,drop}/{errors,zeros_256MiB,zeros_64MiB}/1TiB`,
+//!   `zero_holes/one_tile_commit/{errors,zeros_split,zeros_again,errors_sequential,zeros_sequential,zeros_split_64MiB}/{pooled,unpooled}`;
+//! - `teardown/{growable,growable_pooled}/16GiB`, `teardown/{raw_release,raw_unmap}/16GiB_in_32MiB`,
+//!   `teardown/raw_release/16GiB_in_1`.
 
 #![warn(missing_docs)]
 
@@ -48,7 +52,7 @@ use criterion::measurement::WallTime;
 use criterion::{Bencher, BenchmarkGroup, Criterion, SamplingMode};
 use cuda_vmm::{Backend, Cuda, Device};
 
-pub use raw::{Raw, RawAllocation, RawLinear, RawRange, RawReservation};
+pub use raw::{Raw, RawAllocation, RawChunks, RawLinear, RawRange, RawReservation};
 pub use raw_growth::{RawGrowth, RawMapping};
 pub use side::{criterion_dir, record_extra};
 pub use stub::{stub_device, stub_driver, StubRaw};

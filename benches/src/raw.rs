@@ -233,3 +233,86 @@ impl Drop for RawRange<'_> {
         self.raw.free(RawReservation { ptr, size });
     }
 }
+
+/// `count` allocations of `chunk` bytes mapped back to back in one reservation, as a buffer
+/// or pool lays them out: the raw floor of tearing such a layout down. Dropping it unmaps
+/// what is mapped, releases what is left and frees the reservation.
+pub struct RawChunks<'r> {
+    raw: &'r Raw,
+    ptr: CUdeviceptr,
+    chunk: usize,
+    reserved: usize,
+    handles: Vec<CUmemGenericAllocationHandle>,
+    mapped: bool,
+}
+
+impl Raw {
+    /// Reserves `count * chunk` bytes and creates `count` allocations of `chunk` bytes,
+    /// then maps them back to back and sets read-write access with one call.
+    pub fn mapped_chunks(&self, count: usize, chunk: usize) -> RawChunks<'_> {
+        let RawReservation { ptr, .. } = self.reserve(count * chunk);
+        let handles = (0..count).map(|_| self.create(chunk).handle).collect();
+        let mut chunks = RawChunks {
+            raw: self,
+            ptr,
+            chunk,
+            reserved: count * chunk,
+            handles,
+            mapped: false,
+        };
+        chunks.map_all();
+        chunks
+    }
+}
+
+impl RawChunks<'_> {
+    fn map_all(&mut self) {
+        let map = entry!(self.raw.table, cuMemMap).unwrap_or_else(|e| missing(e));
+        for (i, &handle) in self.handles.iter().enumerate() {
+            // SAFETY: the reservation holds `handles.len() * chunk` bytes, nothing is mapped
+            // yet, and each live allocation goes to its own chunk-sized slot.
+            let rc = unsafe { map(self.ptr + (i * self.chunk) as u64, self.chunk, 0, handle, 0) };
+            check(rc, "cuMemMap");
+        }
+        self.mapped = true;
+        let f = entry!(self.raw.table, cuMemSetAccess).unwrap_or_else(|e| missing(e));
+        let size = self.handles.len() * self.chunk;
+        // SAFETY: the whole range is mapped (just above); one descriptor, owned by `raw`.
+        let rc = unsafe { f(self.ptr, size, &self.raw.access, 1) };
+        check(rc, "cuMemSetAccess");
+    }
+
+    /// One `cuMemUnmap` per chunk. Panics if not mapped.
+    pub fn unmap_all(&mut self) {
+        assert!(self.mapped, "RawChunks::unmap_all: not mapped");
+        let f = entry!(self.raw.table, cuMemUnmap).unwrap_or_else(|e| missing(e));
+        for i in 0..self.handles.len() {
+            // SAFETY: each chunk-sized slot is exactly one live mapping (checked above).
+            let rc = unsafe { f(self.ptr + (i * self.chunk) as u64, self.chunk) };
+            check(rc, "cuMemUnmap");
+        }
+        self.mapped = false;
+    }
+
+    /// One `cuMemRelease` per allocation (after [`unmap_all`](Self::unmap_all)).
+    pub fn release_all(&mut self) {
+        assert!(!self.mapped, "RawChunks::release_all: still mapped");
+        for handle in self.handles.drain(..) {
+            self.raw.release(RawAllocation { handle });
+        }
+    }
+}
+
+impl Drop for RawChunks<'_> {
+    fn drop(&mut self) {
+        let size = self.reserved;
+        if self.mapped {
+            self.unmap_all();
+        }
+        self.release_all();
+        self.raw.free(RawReservation {
+            ptr: self.ptr,
+            size,
+        });
+    }
+}

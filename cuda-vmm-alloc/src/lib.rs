@@ -78,5 +78,5 @@ pub use pod::DevicePod;
 pub use policy::GrowthPolicy;
 pub use pool::{ChunkPool, PoolConfig, PoolStats, RecycleError};
 pub use shared::{SharedBufferConsumer, SharedBufferProducer};
-pub use sparse::{HoleBehavior, SparseArray, SparseConfig};
+pub use sparse::{HoleBehavior, SparseArray, SparseConfig, ZeroMemory};
 pub use stats::{BlockedStats, DriverStats, DriverTimes};

@@ -2,6 +2,7 @@
 
 use cuda_vmm::AllocationProps;
 
+use super::ZeroMemory;
 use crate::placement::Placement;
 use crate::pool::ChunkPool;
 
@@ -12,11 +13,13 @@ pub enum HoleBehavior {
     /// touching one faults.
     #[default]
     Error,
-    /// Holes read as zeros. One zero-filled tile of physical memory is mapped read-only into
-    /// every hole so kernels can read holes safely (writes fault). Cost: one `cuMemMap` per
-    /// hole tile and one `cuMemSetAccess` per hole run, at creation and again after each
-    /// decommit (plus one `cuMemUnmap` per hole tile when it is committed), and one tile of
-    /// memory.
+    /// Holes read as zeros. Zero-filled blocks of [`ZeroMemory`] are mapped read-only over
+    /// the holes so kernels can read holes safely (writes fault). Cost: one `cuMemMap` per
+    /// block (a hole run is cut into aligned blocks of a power of two of tiles, 256 MiB at
+    /// most by default, so 4096 per TiB) and one `cuMemSetAccess` per hole run, at creation
+    /// and after each decommit; committing a tile inside a block of `2^k` tiles unmaps that
+    /// block and maps `k` smaller ones around the tile. Memory: less than twice the largest
+    /// block, shared by the arrays given the same [`ZeroMemory`].
     Zeros,
 }
 
@@ -39,4 +42,8 @@ pub struct SparseConfig {
     /// them. Saves one `cuMemsetD8` and one context synchronisation per committed run; with a
     /// pool, a tile may then show a previous user's bytes. `false` (zero-fill) by default.
     pub uninit_tiles: bool,
+    /// The zero memory mapped over holes with [`HoleBehavior::Zeros`]; give every array of
+    /// a device the same one to share it. `None`: the array makes its own with the default
+    /// block size.
+    pub zeros: Option<ZeroMemory>,
 }

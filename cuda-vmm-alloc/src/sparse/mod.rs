@@ -18,7 +18,8 @@ use crate::stats::DriverStats;
 use crate::tiles;
 
 pub use config::{HoleBehavior, SparseConfig};
-use zero::ZeroTile;
+use zero::ZeroHoles;
+pub use zero::ZeroMemory;
 
 /// A huge logical array of `T` over one reserved address range, of which only committed
 /// tiles are backed by physical memory.
@@ -40,7 +41,7 @@ pub struct SparseArray<T: DevicePod> {
     tile_count: usize,
     holes: HoleBehavior,
     committed: BTreeMap<usize, Chunk>,
-    zero: Option<ZeroTile>,
+    zero: Option<ZeroHoles>,
     _elements: PhantomData<T>,
 }
 
@@ -55,6 +56,7 @@ impl<T: DevicePod> SparseArray<T> {
                 message: format!("sparse array length {len} elements of {size} bytes is unusable (zero or overflowing)"),
             })?;
         let requested_tile = config.tile_bytes;
+        let zeros = config.zeros.clone();
         let mut tile_bytes = 0;
         let mut tile_count = 0;
         let pool = config.pool.clone();
@@ -106,7 +108,11 @@ impl<T: DevicePod> SparseArray<T> {
             _elements: PhantomData,
         };
         if array.holes == HoleBehavior::Zeros {
-            array.create_zero_tile()?;
+            let memory = match zeros {
+                Some(memory) => memory,
+                None => ZeroMemory::new(device, 0)?,
+            };
+            array.create_zero_holes(memory)?;
         }
         Ok(array)
     }
@@ -151,7 +157,7 @@ impl<T: DevicePod> SparseArray<T> {
         self.holes
     }
 
-    /// Bytes of physical memory committed to tiles (the zero tile not included).
+    /// Bytes of physical memory committed to tiles (zero memory not included).
     pub fn committed_bytes(&self) -> usize {
         self.committed.len() * self.tile_bytes
     }
@@ -207,8 +213,7 @@ impl<T: DevicePod> SparseArray<T> {
                 Err(e) => {
                     for (run, chunks) in done.into_iter().rev() {
                         self.backing.rollback(chunks);
-                        let tiles: Vec<usize> = run.collect();
-                        if let Err(z) = self.map_zero(&tiles) {
+                        if let Err(z) = self.map_zero(&[run]) {
                             log::error!("restoring zero tiles after a failed commit: {z}");
                         }
                     }
@@ -360,7 +365,7 @@ impl<T: DevicePod> SparseArray<T> {
             .collect();
         if let Some(zero) = &self.zero {
             ranges.extend(
-                tiles::runs(zero.mappings.keys().copied())
+                zero.runs(tile)
                     .into_iter()
                     .map(|r| (r.start * tile, r.len() * tile, true)),
             );
@@ -400,8 +405,8 @@ impl<T: DevicePod> SparseArray<T> {
         }
     }
 
-    /// Repairs what earlier failures left: unmaps stranded mappings and maps the zero tile
-    /// into holes that lack it. Failures are logged and retried next time.
+    /// Repairs what earlier failures left: unmaps stranded mappings and maps zero blocks
+    /// into holes that lack them. Failures are logged and retried next time.
     fn prepare(&mut self) {
         if let Err(e) = self.backing.retry_stranded() {
             log::error!("unmapping mappings left by a failed rollback: {e}");
@@ -412,9 +417,9 @@ impl<T: DevicePod> SparseArray<T> {
         if zero.missing.is_empty() {
             return;
         }
-        let holes: Vec<usize> = std::mem::take(&mut zero.missing).into_iter().collect();
+        let holes = tiles::runs(std::mem::take(&mut zero.missing));
         if let Err(e) = self.map_zero(&holes) {
-            log::error!("mapping the zero tile into holes: {e}");
+            log::error!("mapping zero blocks into holes: {e}");
         }
     }
 
@@ -422,13 +427,10 @@ impl<T: DevicePod> SparseArray<T> {
     fn commit_run(&mut self, run: Range<usize>) -> Result<Vec<Chunk>> {
         let tile = self.tile_bytes;
         let obtained = self.backing.obtain(&vec![tile; run.len()])?;
-        let unzeroed = match self.unmap_zero(run.clone()) {
-            Ok(tiles) => tiles,
-            Err(e) => {
-                self.backing.unobtain(obtained);
-                return Err(e);
-            }
-        };
+        if let Err(e) = self.unmap_zero(run.clone()) {
+            self.backing.unobtain(obtained);
+            return Err(e);
+        }
         let offset = run.start * tile;
         let bytes = run.len() * tile;
         let mapped = self
@@ -448,14 +450,13 @@ impl<T: DevicePod> SparseArray<T> {
                 }
             });
         if mapped.is_err() {
-            if let Err(z) = self.map_zero(&unzeroed) {
-                log::error!("restoring zero tiles after a failed commit failed: {z}");
-            }
+            self.remap_holes(&[run]);
         }
         mapped
     }
 
-    /// Decommits one run of committed tiles and maps the zero tile into it if configured.
+    /// Decommits one run of committed tiles and maps zero blocks into it (merged with the
+    /// zero blocks around) if configured.
     /// Returns how many tiles became holes; on error, those not unmapped stay committed.
     fn decommit_tiles(&mut self, run: Range<usize>) -> Result<usize> {
         let chunks: Vec<Chunk> = run
@@ -473,9 +474,12 @@ impl<T: DevicePod> SparseArray<T> {
         for chunk in kept {
             self.committed.insert(chunk.offset() / tile, chunk);
         }
-        let holes: Vec<usize> = run.filter(|t| !self.committed.contains_key(t)).collect();
-        let zeroed = self.map_zero(&holes);
-        result.and(zeroed).map(|()| holes.len())
+        let holes = run
+            .clone()
+            .filter(|t| !self.committed.contains_key(t))
+            .count();
+        let zeroed = self.rezero(run);
+        result.and(zeroed).map(|()| holes)
     }
 }
 

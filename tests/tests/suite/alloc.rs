@@ -884,16 +884,19 @@ fn sparse_contents_and_hole_errors() -> TestResult {
 
 #[test]
 fn sparse_zero_holes_read_as_zero() -> TestResult {
+    // Zero memory is allocated here: keep out of the free-memory sweeps' way.
+    let _memory = crate::memory_shared();
     let cuda = cuda()?;
     let d = device()?;
     let g = gran(&d)?;
     let per = g / 4;
     let mut a = sparse(&d, 6, HoleBehavior::Zeros)?;
-    // Creation: one zero tile, one map per tile, a fill mapping, one set-access per hole run.
+    // Creation: the 6 holes take zero blocks of 4 and 2 tiles, each made and zero-filled
+    // (a create, a map and a set access each), then mapped, with one set access for the run.
     let stats = a.stats();
     assert_eq!(
         (stats.creates, stats.maps, stats.set_access_calls),
-        (1, 7, 2)
+        (2, 4, 3)
     );
     a.commit(per..3 * per)?;
     let data = pattern(per..3 * per, 8);
@@ -921,6 +924,8 @@ fn sparse_zero_holes_read_as_zero() -> TestResult {
 
 #[test]
 fn sparse_commit_makes_one_set_access_per_run() -> TestResult {
+    // Zero memory is allocated here: keep out of the free-memory sweeps' way.
+    let _memory = crate::memory_shared();
     let d = device()?;
     let names = ["cuMemCreate", "cuMemMap", "cuMemSetAccess", "cuMemUnmap"];
     let g = gran(&d)?;
@@ -941,22 +946,47 @@ fn sparse_commit_makes_one_set_access_per_run() -> TestResult {
         assert_eq!(delta(&before, &counts(&names)), [9, 9, 4, 0]);
     }
 
+    // One zero block of 8 tiles covers the holes. Committing tiles 2..5 unmaps it and maps
+    // blocks 0..2, 5..6 and 6..8 around the run (one set access per side); the blocks of 2
+    // and 1 tiles are made and zero-filled on first use (a create, map, set access and
+    // unmap each).
     let mut z = sparse(&d, 8, HoleBehavior::Zeros)?;
     let start = z.stats();
     let before = counts(&names);
     z.commit(2 * per..5 * per)?;
     let s = z.stats();
-    assert_eq!(s.unmaps - start.unmaps, 3);
-    assert_eq!(s.maps - start.maps, 3);
-    assert_eq!(s.set_access_calls - start.set_access_calls, 1);
+    assert_eq!(s.creates - start.creates, 3 + 2);
+    assert_eq!(s.unmaps - start.unmaps, 1 + 2);
+    assert_eq!(s.maps - start.maps, 3 + 3 + 2);
+    assert_eq!(s.set_access_calls - start.set_access_calls, 1 + 2 + 2);
     if on_simulator()? {
-        assert_eq!(delta(&before, &counts(&names)), [3, 3, 1, 3]);
+        assert_eq!(delta(&before, &counts(&names)), [5, 8, 5, 3]);
+    }
+    // Decommitting merges the holes back into one block of 8 tiles (the three blocks around
+    // the run are unmapped); committing tile 3 splits it into 0..2, 2..3 and 4..8 (the block
+    // of 4 tiles is made on first use: a create, map, set access and unmap).
+    z.decommit(2 * per..5 * per)?;
+    let s = z.stats();
+    assert_eq!(s.unmaps - start.unmaps, 3 + 3 + 3);
+    assert_eq!(s.maps - start.maps, 8 + 1);
+    let start = z.stats();
+    let before = counts(&names);
+    z.commit(3 * per..4 * per)?;
+    let s = z.stats();
+    assert_eq!(s.creates - start.creates, 1 + 1);
+    assert_eq!(s.unmaps - start.unmaps, 1 + 1);
+    assert_eq!(s.maps - start.maps, 3 + 1 + 1);
+    assert_eq!(s.set_access_calls - start.set_access_calls, 2 + 1 + 1);
+    if on_simulator()? {
+        assert_eq!(delta(&before, &counts(&names)), [2, 5, 4, 2]);
     }
     Ok(())
 }
 
 #[test]
 fn sparse_commit_is_all_or_nothing_under_faults() -> TestResult {
+    // Zero memory is allocated here: keep out of the free-memory sweeps' way.
+    let _memory = crate::memory_shared();
     if !on_simulator()? {
         eprintln!("skipped: fault injection needs the simulator");
         return Ok(());

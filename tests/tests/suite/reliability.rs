@@ -6,7 +6,8 @@
 //! `cuda_vmm_sim::inject_fault`, so tests running in parallel never trip each other's faults.
 //!
 //! - `defects`: one regression test per defect found on failure paths (issue 13).
-//! - `harness` and `sweeps`: every k-th driver call of every operation fails once.
+//! - `harness` and `sweeps`: every k-th driver call of every operation fails once;
+//!   `zero_holes` does the same for the splits and merges of zero-hole blocks.
 //! - `props`: random operation sequences with injected faults against host models (proptest).
 //! - `concurrency`: threads on one shared pool under faults.
 //! - `bad_input`: zero, misaligned, overflowing and out-of-range arguments.
@@ -22,6 +23,7 @@ mod defects;
 mod harness;
 pub(crate) mod props;
 mod sweeps;
+mod zero_holes;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 

@@ -14,7 +14,7 @@ fn g() -> usize {
     device().and_then(|d| gran(&d)).unwrap_or(2 << 20)
 }
 
-fn report(what: &str, covs: &[Coverage]) {
+pub(super) fn report(what: &str, covs: &[Coverage]) {
     let total = covs.iter().fold(Coverage::default(), |a, c| Coverage {
         operations: a.operations + c.operations,
         calls: a.calls + c.calls,
@@ -231,7 +231,7 @@ fn arr_observe(a: &Arr) -> Res<State> {
 
 /// A decommit that failed leaves each tile either as it was or a hole (where the fault-free
 /// decommit makes one); zero-tile residency is repaired by the next operation.
-fn decommit_partial(before: &State, ok: &State, after: &State) -> bool {
+pub(super) fn decommit_partial(before: &State, ok: &State, after: &State) -> bool {
     before
         .parts
         .iter()
