@@ -112,6 +112,7 @@ fn small_chunks(g: usize) -> GrowthPolicy {
 
 #[test]
 fn buffer_grows_in_place_and_keeps_contents() -> TestResult {
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let mut buf = GrowableBuffer::<u32>::new(
@@ -164,6 +165,7 @@ fn buffer_grows_in_place_and_keeps_contents() -> TestResult {
 
 #[test]
 fn buffer_range_errors_name_the_values() -> TestResult {
+    let _memory = crate::memory_shared();
     let d = device()?;
     let mut buf = GrowableBuffer::<u32>::with_max_capacity(&d, 1 << 20)?;
     buf.extend_from_slice(&[1, 2, 3])?;
@@ -194,6 +196,7 @@ fn buffer_range_errors_name_the_values() -> TestResult {
 
 #[test]
 fn resize_fills_on_the_device() -> TestResult {
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let mut buf = GrowableBuffer::<u32>::new(
@@ -235,6 +238,7 @@ fn resize_fills_on_the_device() -> TestResult {
 
 #[test]
 fn reserve_truncate_and_clear_keep_memory() -> TestResult {
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let mut buf = GrowableBuffer::<u64>::new(
@@ -265,6 +269,7 @@ fn reserve_truncate_and_clear_keep_memory() -> TestResult {
 
 #[test]
 fn capacity_exceeded_leaves_the_buffer_alone() -> TestResult {
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     // 1000 u32s round up to one granule of address space.
@@ -306,6 +311,7 @@ fn capacity_exceeded_leaves_the_buffer_alone() -> TestResult {
 
 #[test]
 fn zero_sized_elements_and_bad_policies_are_refused() -> TestResult {
+    let _memory = crate::memory_shared();
     let d = device()?;
     let err = fails(GrowableBuffer::<[u32; 0]>::with_max_capacity(&d, 10));
     assert_eq!(
@@ -335,6 +341,7 @@ fn zero_sized_elements_and_bad_policies_are_refused() -> TestResult {
 
 #[test]
 fn growth_makes_one_set_access_per_run() -> TestResult {
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let names = ["cuMemCreate", "cuMemMap", "cuMemSetAccess"];
@@ -387,6 +394,7 @@ fn growth_makes_one_set_access_per_run() -> TestResult {
 
 #[test]
 fn shrink_to_fit_returns_memory() -> TestResult {
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let mut buf = GrowableBuffer::<u32>::new(
@@ -436,6 +444,7 @@ fn shrink_to_fit_returns_memory() -> TestResult {
 
 #[test]
 fn shrink_gives_memory_back_to_the_device() -> TestResult {
+    let _memory = crate::memory_shared();
     if !on_simulator()? {
         eprintln!("skipped: free-memory accounting is checked on the simulator only");
         return Ok(());
@@ -468,6 +477,7 @@ fn shrink_gives_memory_back_to_the_device() -> TestResult {
 
 #[test]
 fn growth_is_transactional_under_faults() -> TestResult {
+    let _memory = crate::memory_shared();
     if !on_simulator()? {
         eprintln!("skipped: fault injection needs the simulator");
         return Ok(());
@@ -526,6 +536,7 @@ fn growth_is_transactional_under_faults() -> TestResult {
 
 #[test]
 fn grant_access_covers_old_and_new_memory() -> TestResult {
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let devices = cuda()?.devices()?;
@@ -556,6 +567,7 @@ fn grant_access_covers_old_and_new_memory() -> TestResult {
 
 #[test]
 fn pooled_buffers_reuse_chunks() -> TestResult {
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let pool = ChunkPool::new(&d, PoolConfig::default())?;
@@ -607,6 +619,7 @@ fn pooled_buffers_reuse_chunks() -> TestResult {
 
 #[test]
 fn pooled_growth_is_transactional_under_faults() -> TestResult {
+    let _memory = crate::memory_shared();
     if !on_simulator()? {
         eprintln!("skipped: fault injection needs the simulator");
         return Ok(());
@@ -666,6 +679,7 @@ fn pooled_growth_is_transactional_under_faults() -> TestResult {
 
 #[test]
 fn pool_limits_trim_and_mismatch() -> TestResult {
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let pool = ChunkPool::new(
@@ -747,6 +761,7 @@ fn pool_limits_trim_and_mismatch() -> TestResult {
 
 #[test]
 fn pool_is_shared_between_threads() -> TestResult {
+    let _memory = crate::memory_shared();
     let d = device()?;
     let pool = ChunkPool::new(&d, PoolConfig::default())?;
     std::thread::scope(|s| {
@@ -793,6 +808,7 @@ fn runs<T: cuda_vmm_alloc::DevicePod>(a: &SparseArray<T>) -> Vec<(usize, usize)>
 
 #[test]
 fn sparse_commit_and_decommit_round_out_and_in() -> TestResult {
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let per = g / 4; // elements per tile
@@ -839,6 +855,7 @@ fn sparse_commit_and_decommit_round_out_and_in() -> TestResult {
 
 #[test]
 fn sparse_contents_and_hole_errors() -> TestResult {
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let per = g / 4;
@@ -1020,6 +1037,7 @@ fn sparse_commit_is_all_or_nothing_under_faults() -> TestResult {
 
 #[test]
 fn sparse_tiles_from_a_pool() -> TestResult {
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let pool = ChunkPool::new(
@@ -1061,6 +1079,7 @@ fn sparse_tiles_from_a_pool() -> TestResult {
 
 #[test]
 fn sparse_bad_tile_sizes_are_refused() -> TestResult {
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let err = fails(SparseArray::<u8>::new(
@@ -1100,6 +1119,7 @@ fn sparse_bad_tile_sizes_are_refused() -> TestResult {
 
 #[test]
 fn sparse_residency_map_of_a_huge_array() -> TestResult {
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     // 4096 tiles (8 GiB at 2 MiB granularity): drawn as 1024 symbols of 4 tiles.
@@ -1128,6 +1148,7 @@ fn sparse_residency_map_of_a_huge_array() -> TestResult {
 /// A user struct that derives `bytemuck::Pod` is a buffer element with no unsafe code.
 #[test]
 fn bytemuck_pod_structs_are_elements() -> TestResult {
+    let _memory = crate::memory_shared();
     use bytemuck::{Pod, Zeroable};
     #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
     #[repr(C)]

@@ -32,6 +32,7 @@ fn assert_cudarc_traits<V: DeviceSlice<u32> + DevicePtr<u32> + DevicePtrMut<u32>
 
 #[test]
 fn views_implement_cudarc_traits() {
+    let _memory = crate::memory_shared();
     assert_cudarc_traits::<CudarcView<'static, u32>>();
 }
 
@@ -62,6 +63,7 @@ fn launch(
 
 #[test]
 fn nvrtc_kernel_writes_growing_buffer_and_tiles() -> TestResult {
+    let _memory = crate::memory_shared();
     let cuda = Cuda::new()?;
     eprintln!("interop suite backend: {}", cuda.describe());
     if cuda.backend() == Backend::Simulator {

@@ -61,6 +61,7 @@ fn buffer(d: &Device, g: usize, policy: GrowthPolicy, prefetch: bool) -> Growabl
 
 #[test]
 fn prefetched_growth_commits_what_inline_growth_does() -> TestResult {
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let mut inline = buffer(&d, g, steps(g), false);
@@ -102,6 +103,7 @@ fn prefetched_growth_commits_what_inline_growth_does() -> TestResult {
 
 #[test]
 fn shrinking_with_a_step_in_flight_gives_it_back() -> TestResult {
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let mut buf = buffer(&d, g, GrowthPolicy::fixed(2 * g), true);
@@ -126,6 +128,7 @@ fn shrinking_with_a_step_in_flight_gives_it_back() -> TestResult {
 
 #[test]
 fn dropping_with_a_step_in_flight_leaks_nothing() -> TestResult {
+    let _memory = crate::memory_shared();
     if !on_simulator()? {
         eprintln!("skipped: free-memory accounting is checked on the simulator only");
         return Ok(());
@@ -149,6 +152,7 @@ fn dropping_with_a_step_in_flight_leaks_nothing() -> TestResult {
 
 #[test]
 fn prefetched_growth_is_transactional_under_faults() -> TestResult {
+    let _memory = crate::memory_shared();
     if !on_simulator()? {
         eprintln!("skipped: fault injection needs the simulator");
         return Ok(());
@@ -211,6 +215,7 @@ fn prefetched_growth_is_transactional_under_faults() -> TestResult {
 
 #[test]
 fn pooled_prefetch_hands_every_chunk_back() -> TestResult {
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let pool = ChunkPool::new(

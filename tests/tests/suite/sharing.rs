@@ -343,6 +343,7 @@ fn shared_growable_buffer_grows_three_times_and_the_consumer_sees_every_byte() -
 
 #[test]
 fn a_shared_buffer_needs_exportable_chunks() -> TestResult {
+    let _memory = crate::memory_shared();
     let d = device()?;
     let (a, _b) = UnixStream::pair()?;
     let plain: GrowableBuffer<u32> = GrowableBuffer::with_max_capacity(&d, 1 << 20)?;
@@ -526,6 +527,7 @@ fn malformed_messages(d: &Device, g: usize) -> TestResult {
 
 #[test]
 fn exported_descriptors_report_no_size_and_import_with_theirs() -> TestResult {
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let a = Allocation::new(&d, 2 * g, &exportable(&d))?;
@@ -559,6 +561,7 @@ fn exported_descriptors_report_no_size_and_import_with_theirs() -> TestResult {
 
 #[test]
 fn access_ranges_that_cut_a_mapping_or_hold_a_hole_are_refused() -> TestResult {
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = d.granularity(&AllocationProps::device(&d), GranularityKind::Minimum)?;
     let props = AllocationProps::device(&d);
