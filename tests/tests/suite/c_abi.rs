@@ -161,6 +161,7 @@ int main(void) {
 
 #[test]
 fn c_program_linked_with_lcuda_runs_on_the_simulator() {
+    let _memory = crate::memory_shared();
     let library = library();
     let Some(include) = cuda_include() else {
         note("skipped: c_abi C program: no cuda.h found (set CUDA_PATH, or install nvidia-cuda-runtime-cu12)");
@@ -235,6 +236,7 @@ fn c_program_linked_with_lcuda_runs_on_the_simulator() {
 
 #[test]
 fn loader_resolves_every_symbol_from_the_shared_library() {
+    let _memory = crate::memory_shared();
     let library = library();
     // SAFETY: the library is this workspace's simulator cdylib, which implements the
     // driver ABI.

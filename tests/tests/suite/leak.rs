@@ -4,9 +4,8 @@
 //! without faults, leave the device's free memory (`cuMemGetInfo`) exactly where it was.
 //!
 //! One warm-up round first, so the driver's own lazy allocations (contexts, streams, event
-//! pools) are made before the measured round. Exact on the real driver; on the simulator,
-//! where other tests share the process's device, free memory must only not drop (the
-//! simulator's call counts check each sequence exactly).
+//! pools) are made before the measured round. Exact on both backends: every other test that
+//! allocates holds the suite's memory lock shared while this one holds it exclusively.
 
 use cuda_vmm::Cuda;
 use cuda_vmm_alloc::HoleBehavior;
@@ -107,13 +106,8 @@ fn workloads_leave_free_memory_as_it_was() {
             after.free,
             before.free as i64 - after.free as i64
         );
-        if cuda.backend() == cuda_vmm::Backend::RealDriver {
-            assert_eq!(after.free, before.free, "device memory leaked");
-        } else {
-            // On the simulator the device is the process's: tests of modules that do not
-            // take the memory lock may hold some at either reading. The simulator's call
-            // counts check every sequence exactly instead.
-            assert!(after.free >= before.free, "device memory leaked");
-        }
+        // Every other test that allocates holds the memory lock shared, so the device is
+        // this test's alone: exact on both backends.
+        assert_eq!(after.free, before.free, "device memory leaked");
     });
 }

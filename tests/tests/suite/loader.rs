@@ -8,6 +8,7 @@ use cuda_vmm_sys::{entry, CUdevice_attribute, CUmemAllocationProp, CUresult, Dri
 /// foundation issue asks for; without one it checks the failure report.
 #[test]
 fn system_driver_report() {
+    let _memory = crate::memory_shared();
     match Driver::load() {
         Ok(driver) => report(&driver),
         Err(e) => {
@@ -102,6 +103,7 @@ fn report(driver: &Driver) {
 
 #[test]
 fn missing_library_reports_every_path() {
+    let _memory = crate::memory_shared();
     let paths = [
         OsString::from("/nonexistent/libcuda.so.1"),
         OsString::from("also-missing.so"),
@@ -120,6 +122,7 @@ fn missing_library_reports_every_path() {
 
 #[test]
 fn empty_table_names_the_missing_symbol() {
+    let _memory = crate::memory_shared();
     let t = cuda_vmm_sys::DriverTable::empty();
     assert_eq!(t.missing().count(), SYMBOLS.len());
     let err = entry!(t, cuMemCreate).unwrap_err();

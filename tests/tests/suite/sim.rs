@@ -327,6 +327,7 @@ fn is_child(test: &str) -> bool {
 
 #[test]
 fn two_mappings_of_one_allocation_alias() {
+    let _memory = crate::memory_shared();
     announce();
     let ctx = Ctx::open(0);
     let g = granularity(0);
@@ -360,6 +361,7 @@ fn two_mappings_of_one_allocation_alias() {
 
 #[test]
 fn release_while_mapped_keeps_the_memory_until_unmap() {
+    let _memory = crate::memory_shared();
     announce();
     let ctx = Ctx::open(0);
     let g = granularity(0);
@@ -392,6 +394,7 @@ fn release_while_mapped_keeps_the_memory_until_unmap() {
 
 #[test]
 fn read_only_access_allows_reads_and_refuses_writes() {
+    let _memory = crate::memory_shared();
     announce();
     let ctx = Ctx::open(0);
     let g = granularity(0);
@@ -422,6 +425,7 @@ fn read_only_access_allows_reads_and_refuses_writes() {
 
 #[test]
 fn exported_fd_is_shared_with_another_process() {
+    let _memory = crate::memory_shared();
     announce();
     let ctx = Ctx::open(0);
     let g = granularity(0);
@@ -495,6 +499,7 @@ fn fd_importer_child() {
 
 #[test]
 fn import_refuses_what_is_not_an_exported_allocation() {
+    let _memory = crate::memory_shared();
     announce();
     let _ctx = Ctx::open(0);
     let g = granularity(0);
@@ -527,6 +532,7 @@ fn import_refuses_what_is_not_an_exported_allocation() {
 
 #[test]
 fn fabric_is_unsupported_and_exports_need_the_requested_type() {
+    let _memory = crate::memory_shared();
     announce();
     let _ctx = Ctx::open(0);
     let g = granularity(0);
@@ -559,6 +565,7 @@ fn fabric_is_unsupported_and_exports_need_the_requested_type() {
 
 #[test]
 fn same_process_import_aliases_the_exported_allocation() {
+    let _memory = crate::memory_shared();
     announce();
     let ctx = Ctx::open(0);
     let g = granularity(0);
@@ -587,6 +594,7 @@ fn same_process_import_aliases_the_exported_allocation() {
 
 #[test]
 fn exact_accounting() {
+    let _memory = crate::memory_shared();
     announce();
     run_child(
         "sim::accounting_child",
@@ -662,6 +670,7 @@ fn accounting_child() {
 
 #[test]
 fn out_of_memory() {
+    let _memory = crate::memory_shared();
     announce();
     run_child(
         "sim::oom_child",
@@ -697,6 +706,7 @@ fn oom_child() {
 
 #[test]
 fn injected_fault_fails_exactly_the_chosen_call_without_side_effects() {
+    let _memory = crate::memory_shared();
     announce();
     let ctx = Ctx::open(0);
     let g = granularity(0);
@@ -755,6 +765,7 @@ fn injected_fault_fails_exactly_the_chosen_call_without_side_effects() {
 
 #[test]
 fn threads_reserve_create_map_and_copy_concurrently() {
+    let _memory = crate::memory_shared();
     announce();
     let workers: Vec<_> = (0..6u8)
         .map(|id| {
@@ -788,6 +799,7 @@ fn threads_reserve_create_map_and_copy_concurrently() {
 
 #[test]
 fn get_proc_address_returns_the_simulator_entry_points() {
+    let _memory = crate::memory_shared();
     announce();
     init();
     let get = entry!(t(), cuGetProcAddress_v2).expect("get proc address");
@@ -824,6 +836,7 @@ fn get_proc_address_returns_the_simulator_entry_points() {
 
 #[test]
 fn error_names_and_strings_are_static_c_strings() {
+    let _memory = crate::memory_shared();
     announce();
     let name = entry!(t(), cuGetErrorName).expect("name");
     let text = entry!(t(), cuGetErrorString).expect("string");
@@ -845,6 +858,7 @@ fn error_names_and_strings_are_static_c_strings() {
 
 #[test]
 fn configuration_by_builder() {
+    let _memory = crate::memory_shared();
     announce();
     let out = run_child("sim::builder_child", &[]);
     assert!(out.contains("builder: configured"), "{out}");
@@ -913,6 +927,7 @@ fn builder_child() {
 
 #[test]
 fn configuration_by_environment() {
+    let _memory = crate::memory_shared();
     announce();
     let out = run_child(
         "sim::env_child",
@@ -989,6 +1004,7 @@ macro_rules! in_own_process {
     ($parent:ident, $child:ident, $env:expr, $body:block) => {
         #[test]
         fn $parent() {
+            let _memory = crate::memory_shared();
             announce();
             run_child(concat!("sim::", stringify!($child)), &$env);
         }
@@ -1249,6 +1265,7 @@ in_own_process!(
 
 #[test]
 fn context_stack_push_and_pop() {
+    let _memory = crate::memory_shared();
     announce();
     let ctx = Ctx::open(0);
     let push = entry!(t(), cuCtxPushCurrent_v2).expect("push");
