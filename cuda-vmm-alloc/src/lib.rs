@@ -64,6 +64,7 @@ mod shared;
 mod sparse;
 mod stats;
 mod tiles;
+mod trace;
 
 /// Re-exported so users derive `Pod` with the same version.
 pub use bytemuck;

@@ -14,6 +14,7 @@ use crate::pod::{as_bytes, as_bytes_mut, DevicePod};
 use crate::pool::ChunkPool;
 use crate::stats::DriverStats;
 use crate::tiles;
+use crate::trace::Hex;
 
 /// What reading an uncommitted tile (a hole) does.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -246,7 +247,7 @@ impl<T: DevicePod> SparseArray<T> {
                         self.backing.rollback(chunks);
                         let tiles: Vec<usize> = run.collect();
                         if let Err(z) = self.map_zero(&tiles) {
-                            log::error!("restoring zero tiles after a failed commit: {z}");
+                            tracing::error!("restoring zero tiles after a failed commit: {z}");
                         }
                     }
                     return Err(e);
@@ -287,7 +288,7 @@ impl<T: DevicePod> SparseArray<T> {
             match (self.decommit_tiles(run), &mut result) {
                 (Ok(n), Ok(count)) => *count += n,
                 (Err(e), Ok(_)) => result = Err(e),
-                (Err(e), Err(_)) => log::error!("decommit: {e}"),
+                (Err(e), Err(_)) => tracing::error!("decommit: {e}"),
                 (Ok(_), Err(_)) => {}
             }
         }
@@ -441,7 +442,7 @@ impl<T: DevicePod> SparseArray<T> {
     /// into holes that lack it. Failures are logged and retried next time.
     fn prepare(&mut self) {
         if let Err(e) = self.backing.retry_stranded() {
-            log::error!("unmapping mappings left by a failed rollback: {e}");
+            tracing::error!("unmapping mappings left by a failed rollback: {e}");
         }
         let Some(zero) = &mut self.zero else {
             return;
@@ -451,13 +452,21 @@ impl<T: DevicePod> SparseArray<T> {
         }
         let holes: Vec<usize> = std::mem::take(&mut zero.missing).into_iter().collect();
         if let Err(e) = self.map_zero(&holes) {
-            log::error!("mapping the zero tile into holes: {e}");
+            tracing::error!("mapping the zero tile into holes: {e}");
         }
     }
 
     /// Commits one run of uncommitted tiles, transactionally; the caller records the chunks.
     fn commit_run(&mut self, run: Range<usize>) -> Result<Vec<Chunk>> {
         let tile = self.tile_bytes;
+        let _span = tracing::debug_span!(
+            "commit",
+            address = %Hex(self.ptr() + (run.start * tile) as u64),
+            size = run.len() * tile,
+            chunks = run.len(),
+            pooled = self.backing.pool.is_some(),
+        )
+        .entered();
         let obtained = self.backing.obtain(&vec![tile; run.len()])?;
         let unzeroed = match self.unmap_zero(run.clone()) {
             Ok(tiles) => tiles,
@@ -486,7 +495,7 @@ impl<T: DevicePod> SparseArray<T> {
             });
         if mapped.is_err() {
             if let Err(z) = self.map_zero(&unzeroed) {
-                log::error!("restoring zero tiles after a failed commit failed: {z}");
+                tracing::error!("restoring zero tiles after a failed commit failed: {z}");
             }
         }
         mapped
@@ -503,7 +512,7 @@ impl<T: DevicePod> SparseArray<T> {
         let (result, kept) = match self.backing.release_chunks(chunks) {
             Ok(()) => (Ok(()), Vec::new()),
             Err((e, kept)) => {
-                log::error!("releasing tiles {run:?} failed: {e}");
+                tracing::error!("releasing tiles {run:?} failed: {e}");
                 (Err(e), kept)
             }
         };
@@ -539,7 +548,7 @@ impl<T: DevicePod> SparseArray<T> {
                 .extend(kept.into_iter().map(|m| (m.offset() / tile, m)));
         }
         if let Err(z) = self.map_zero(&tiles[..done]) {
-            log::error!("mapping the zero tile back after a failed unmap: {z}");
+            tracing::error!("mapping the zero tile back after a failed unmap: {z}");
         }
         Err(e.into())
     }
@@ -586,7 +595,7 @@ impl<T: DevicePod> SparseArray<T> {
                     let (ts, ms): (Vec<usize>, Vec<Mapping>) = group.into_iter().unzip();
                     missing.extend(ts);
                     if let Err(undo) = self.backing.unmap_or_strand(ms) {
-                        log::error!("unmapping zero tiles without access: {undo}");
+                        tracing::error!("unmapping zero tiles without access: {undo}");
                     }
                 }
             }
@@ -646,13 +655,13 @@ impl<T: DevicePod> Drop for SparseArray<T> {
         let chunks: Vec<Chunk> = std::mem::take(&mut self.committed).into_values().collect();
         if let Err((e, kept)) = self.backing.release_chunks(chunks) {
             // Dropping the kept chunks tries each unmap once more, and leaks on failure.
-            log::error!("dropping a sparse array: releasing tiles failed: {e}");
+            tracing::error!("dropping a sparse array: releasing tiles failed: {e}");
             drop(kept);
         }
         if let Some(zero) = &mut self.zero {
             let mappings = std::mem::take(&mut zero.mappings).into_values().collect();
             if let Err(e) = self.backing.unmap_or_strand(mappings) {
-                log::error!("dropping a sparse array: unmapping the zero tile failed: {e}");
+                tracing::error!("dropping a sparse array: unmapping the zero tile failed: {e}");
             }
         }
     }

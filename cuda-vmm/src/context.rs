@@ -78,7 +78,7 @@ impl PrimaryContext {
                 check("cuStreamDestroy_v2", unsafe { f(stream) })
             });
             if let Err(e) = result {
-                log::error!(
+                tracing::error!(
                     "destroying the private stream of device {}: {e}",
                     self.device
                 );
@@ -91,7 +91,7 @@ impl PrimaryContext {
                 check("cuDevicePrimaryCtxRelease_v2", unsafe { f(self.device) })
             });
         if let Err(e) = result {
-            log::error!(
+            tracing::error!(
                 "releasing the primary context of device {}: {e}",
                 self.device
             );
@@ -144,7 +144,7 @@ impl Drop for Bound {
                 check("cuCtxPopCurrent_v2", unsafe { pop(popped.as_mut_ptr()) })
             });
         if let Err(e) = result {
-            log::error!("restoring the caller's current context: {e}");
+            tracing::error!("restoring the caller's current context: {e}");
         }
     }
 }

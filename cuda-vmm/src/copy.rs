@@ -30,7 +30,7 @@ fn on_private_stream(device: &Device, uses: Option<&UseTracker>, op: Queue<'_>) 
         // The copy may still be queued: make unmapping wait for it, whatever the policy.
         if let Some(uses) = uses {
             if let Err(e) = uses.record(device, stream) {
-                log::error!("recording an unfinished copy as a use: {e}");
+                tracing::error!("recording an unfinished copy as a use: {e}");
             }
         }
     }

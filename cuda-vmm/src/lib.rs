@@ -116,6 +116,7 @@ mod reservation;
 mod sharing;
 mod spans;
 mod stream;
+mod trace;
 
 pub use access::AccessFlags;
 pub use allocation::Allocation;
