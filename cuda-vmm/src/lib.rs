@@ -126,7 +126,7 @@ pub use copy::copy_dtod;
 pub use cudarc_interop::CudarcView;
 pub use device::{Device, GranularityKind, MemoryInfo};
 pub use driver::{Backend, Cuda, DriverVersion, BACKEND_ENV};
-pub use error::{Error, Result};
+pub use error::{CudaError, Error, Result};
 pub use ipc::{
     receive_allocations, receive_exported, send_allocations, send_exported, ExportedAllocation,
     MAX_PER_MESSAGE, MAX_PER_PART,
