@@ -7,6 +7,7 @@ use cuda_vmm::{
 };
 
 use crate::error::{Error, Result};
+use crate::placement::{Homes, Placement};
 use crate::pool::{same_device, ChunkPool, Taken};
 use crate::stats::{timed, DriverStats};
 use crate::trace::Hex;
@@ -52,6 +53,8 @@ pub(crate) struct Backing {
     pub(crate) reservation: Reservation,
     pub(crate) granularity: usize,
     pub(crate) pool: Option<ChunkPool>,
+    /// The devices chunks are created on, in round-robin order.
+    pub(crate) homes: Homes,
     /// Devices granted access besides the owner.
     pub(crate) peers: Vec<Device>,
     pub(crate) stats: DriverStats,
@@ -62,31 +65,50 @@ pub(crate) struct Backing {
 }
 
 impl Backing {
-    /// Resolves the properties and granularity, checks the pool's size class (naming the owner
-    /// `what` in errors), and reserves `size(unit, granularity)` bytes, where `unit` is the
-    /// pool's chunk size or the granularity.
+    /// Resolves the properties, placement and granularity (the largest over the devices
+    /// involved), checks the pool's size class (naming the owner `what` in errors), and
+    /// reserves `size(unit, granularity)` bytes, where `unit` is the pool's chunk size or the
+    /// granularity.
     pub(crate) fn new(
         device: &Device,
         props: Option<AllocationProps>,
         pool: Option<ChunkPool>,
+        placement: &Placement,
         what: &str,
         size: impl FnOnce(usize, usize) -> Result<usize>,
     ) -> Result<Backing> {
         let props = props.unwrap_or_else(|| AllocationProps::device(device));
-        let granularity = device.granularity(&props, GranularityKind::Minimum)?;
+        let homes = Homes::new(device, &props, placement)?;
+        let granularity = homes.granularity(device, &props, GranularityKind::Minimum)?;
         if let Some(pool) = &pool {
-            pool.check_class(device, &props, pool.chunk_size(), what)?;
+            let Some(home) = homes.only() else {
+                return Err(Error::PoolMismatch {
+                    message: format!(
+                        "{what} stripes chunks over several devices, but a pool serves one \
+                         (device {}): use no pool with Placement::RoundRobin",
+                        pool.device().ordinal()
+                    ),
+                });
+            };
+            let home_props = homes.home(0).1.clone();
+            pool.check_class(home, &home_props, pool.chunk_size(), what)?;
         }
         let unit = pool.as_ref().map_or(granularity, ChunkPool::chunk_size);
         let bytes = size(unit, granularity)?;
-        let reservation = Reservation::new(device, bytes, ReserveOptions::default())?;
+        let options = ReserveOptions {
+            alignment: granularity,
+            ..ReserveOptions::default()
+        };
+        let reservation = Reservation::new(device, bytes, options)?;
+        let peers = homes.peers(device);
         Ok(Backing {
             device: device.clone(),
             props,
             reservation,
             granularity,
             pool,
-            peers: Vec::new(),
+            homes,
+            peers,
             stats: DriverStats::default(),
             stranded: Vec::new(),
         })
@@ -108,15 +130,17 @@ impl Backing {
     pub(crate) fn obtain(&mut self, sizes: &[usize]) -> Result<Obtained> {
         if let Some(pool) = &self.pool {
             let taken = timed(&mut self.stats.time.create, || pool.take(sizes.len()))?;
+            self.homes.advance(sizes.len());
             self.stats.pool_hits += taken.hits as u64;
             self.stats.creates += (taken.allocations.len() - taken.hits) as u64;
             return Ok(Obtained::Pooled(taken));
         }
         let mut created = Vec::with_capacity(sizes.len());
-        for &size in sizes {
+        for (k, &size) in sizes.iter().enumerate() {
             self.stats.creates += 1;
+            let (home, props) = self.homes.home(k);
             let made = timed(&mut self.stats.time.create, || {
-                Allocation::new(&self.device, size, &self.props)
+                Allocation::new(home, size, props)
             });
             match made {
                 Ok(a) => created.push(a),
@@ -126,6 +150,7 @@ impl Backing {
                 }
             }
         }
+        self.homes.advance(sizes.len());
         Ok(Obtained::Created(created))
     }
 

@@ -18,18 +18,18 @@ use crate::stream::{synchronize_raw, Event, Stream};
 type Queue<'a> = &'a dyn Fn(CUstream) -> Result<()>;
 
 /// Runs `op` on the private stream after the recorded uses and waits for it.
-fn on_private_stream(device: &Device, uses: Option<&UseTracker>, op: Queue<'_>) -> Result<()> {
+fn on_private_stream(device: &Device, uses: &[&UseTracker], op: Queue<'_>) -> Result<()> {
     let stream = device.private_stream();
     let _bound = device.bind()?;
-    if let Some(uses) = uses {
-        uses.order_after_uses(device, stream)?;
+    for tracker in uses {
+        tracker.order_after_uses(device, stream)?;
     }
     op(stream)?;
     let synced = synchronize_raw(device, stream);
     if synced.is_err() {
         // The copy may still be queued: make unmapping wait for it, whatever the policy.
-        if let Some(uses) = uses {
-            if let Err(e) = uses.record(device, stream) {
+        for tracker in uses {
+            if let Err(e) = tracker.record(device, stream) {
                 tracing::error!("recording an unfinished copy as a use: {e}");
             }
         }
@@ -106,12 +106,7 @@ fn fill_op(
 /// Copies `data` to device address `dst` and waits until it has landed.
 ///
 /// Callers guarantee `[dst, dst + data.len())` is mapped and writable by `device`.
-pub(crate) fn htod(
-    device: &Device,
-    uses: Option<&UseTracker>,
-    dst: u64,
-    data: &[u8],
-) -> Result<()> {
+pub(crate) fn htod(device: &Device, uses: &[&UseTracker], dst: u64, data: &[u8]) -> Result<()> {
     if data.is_empty() {
         return Ok(());
     }
@@ -121,12 +116,7 @@ pub(crate) fn htod(
 /// Copies from device address `src` into `out` and waits for it.
 ///
 /// Callers guarantee `[src, src + out.len())` is mapped and readable by `device`.
-pub(crate) fn dtoh(
-    device: &Device,
-    uses: Option<&UseTracker>,
-    out: &mut [u8],
-    src: u64,
-) -> Result<()> {
+pub(crate) fn dtoh(device: &Device, uses: &[&UseTracker], out: &mut [u8], src: u64) -> Result<()> {
     if out.is_empty() {
         return Ok(());
     }
@@ -147,7 +137,7 @@ pub(crate) fn dtoh(
 /// Callers guarantee both ranges are mapped with the needed access.
 pub(crate) fn dtod_sync(
     device: &Device,
-    uses: Option<&UseTracker>,
+    uses: &[&UseTracker],
     dst: u64,
     src: u64,
     len: usize,
@@ -163,7 +153,7 @@ pub(crate) fn dtod_sync(
 /// Callers guarantee the range is mapped and writable by `device`.
 pub(crate) fn fill_sync(
     device: &Device,
-    uses: Option<&UseTracker>,
+    uses: &[&UseTracker],
     dst: u64,
     byte: u8,
     len: usize,
@@ -247,5 +237,5 @@ pub(crate) fn fill_async(
 /// `device`'s driver, mapped and accessible (readable, respectively writable)
 /// by `device`, for the duration of the call.
 pub unsafe fn copy_dtod(device: &Device, dst: u64, src: u64, len: usize) -> Result<()> {
-    dtod_sync(device, None, dst, src, len)
+    dtod_sync(device, &[], dst, src, len)
 }

@@ -181,6 +181,16 @@ pub enum Error {
         /// The device ordinal.
         device: usize,
     },
+    /// Sending or receiving allocations over a Unix socket failed: the socket
+    /// failed (`io` is its error kind), or the peer broke the protocol (`io` is
+    /// `None`: a malformed, truncated or inconsistent message).
+    #[error("allocation sharing: {message}")]
+    Sharing {
+        /// What went wrong, naming the values involved.
+        message: String,
+        /// The socket's error kind, for I/O failures.
+        io: Option<std::io::ErrorKind>,
+    },
     /// The requested backend cannot be used.
     #[error("backend unavailable: {message}")]
     BackendUnavailable {

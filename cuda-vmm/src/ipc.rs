@@ -207,11 +207,14 @@ pub fn receive_exported(stream: &UnixStream) -> Result<Vec<ExportedAllocation>> 
 }
 
 fn ipc_error(message: String) -> Error {
-    Error::invalid(format!("allocation sharing: {message}"))
+    Error::Sharing { message, io: None }
 }
 
 fn io_error(what: &str, e: io::Error) -> Error {
-    ipc_error(format!("{what} failed: {e}"))
+    Error::Sharing {
+        message: format!("{what} failed: {e}"),
+        io: Some(e.kind()),
+    }
 }
 
 fn send_part(stream: &UnixStream, part: &[ExportedAllocation], flags: u32) -> Result<()> {

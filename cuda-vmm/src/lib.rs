@@ -126,6 +126,7 @@ mod error;
 mod ipc;
 mod linear;
 mod mapping;
+mod memcpy;
 mod ordering;
 mod props;
 mod reservation;

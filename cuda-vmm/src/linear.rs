@@ -83,7 +83,7 @@ impl LinearAllocation {
             data.len(),
             self.size,
         )?;
-        copy::htod(&self.device, None, self.ptr + offset as u64, data)
+        copy::htod(&self.device, &[], self.ptr + offset as u64, data)
     }
 
     /// Copies from `offset` into `out`.
@@ -94,7 +94,7 @@ impl LinearAllocation {
             out.len(),
             self.size,
         )?;
-        copy::dtoh(&self.device, None, out, self.ptr + offset as u64)
+        copy::dtoh(&self.device, &[], out, self.ptr + offset as u64)
     }
 
     /// Copies the first `len` bytes of `src` to the start of `self` (waits for completion).
@@ -103,7 +103,7 @@ impl LinearAllocation {
             .check_same_driver(&src.device, "the source allocation")?;
         check_bounds("copy source", 0, len, src.size)?;
         check_bounds("copy destination", 0, len, self.size)?;
-        copy::dtod_sync(&self.device, None, self.ptr, src.ptr, len)
+        copy::dtod_sync(&self.device, &[], self.ptr, src.ptr, len)
     }
 
     /// Frees the memory now, returning the driver's error if any.

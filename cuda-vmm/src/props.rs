@@ -217,6 +217,12 @@ impl AllocationProps {
         }
     }
 
+    /// The same properties for memory at `location` (e.g. another device's).
+    pub fn at(mut self, location: Location) -> Self {
+        self.location = location;
+        self
+    }
+
     /// Requests the handle types the allocation may be exported as.
     pub fn handle_types(mut self, t: HandleTypes) -> Self {
         self.handle_types = t;

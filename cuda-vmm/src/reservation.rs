@@ -9,7 +9,6 @@ use parking_lot::RwLock;
 
 use crate::access::{device_location, AccessDescs, AccessFlags};
 use crate::allocation::Allocation;
-use crate::copy;
 use crate::device::Device;
 use crate::error::{check, Error, Result};
 use crate::mapping::Mapping;
@@ -282,10 +281,6 @@ impl Reservation {
         check_multiple("size", size as u64, inner.granularity)?;
         check_bounds("access range in reservation", offset, size, inner.size)?;
         let descs = AccessDescs::new(&inner.device, access)?;
-        let own = access
-            .iter()
-            .find(|(d, _)| d.same_as(&inner.device))
-            .map(|(_, a)| *a);
         let cuda = inner.device.cuda();
         let f = cuda.entry(entry!(cuda.table(), cuMemSetAccess))?;
         // No current context needed: the driver answers VMM calls without one
@@ -310,9 +305,9 @@ impl Reservation {
             f(inner.ptr + offset as u64, size, descs.as_ptr(), descs.len())
         })?;
         drop(span);
-        if let Some(a) = own {
-            spans.set_access(offset, size, a);
-        }
+        let grants: Vec<(usize, AccessFlags)> =
+            access.iter().map(|(d, a)| (d.ordinal(), *a)).collect();
+        spans.set_access(offset, size, &grants);
         for (device, flags) in access {
             if *flags != AccessFlags::None {
                 inner.uses.add_peer(&inner.device, device);
@@ -350,132 +345,6 @@ impl Reservation {
                 .checked_add(size)
                 .is_some_and(|end| end <= self.inner.size)
             && self.inner.spans.read().covers(offset, size)
-    }
-
-    /// Copies `data` to `offset` (`cuMemcpyHtoD`); the range must be mapped and
-    /// read-write for the reservation's device.
-    pub fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
-        let spans = self.inner.spans.read();
-        self.check_access(&spans, offset, data.len(), AccessFlags::ReadWrite)?;
-        let inner = &*self.inner;
-        copy::htod(
-            &inner.device,
-            Some(&inner.uses),
-            inner.ptr + offset as u64,
-            data,
-        )
-    }
-
-    /// Copies from `offset` into `out` (`cuMemcpyDtoH`); the range must be
-    /// mapped and readable for the reservation's device.
-    pub fn read(&self, offset: usize, out: &mut [u8]) -> Result<()> {
-        let spans = self.inner.spans.read();
-        self.check_access(&spans, offset, out.len(), AccessFlags::Read)?;
-        let inner = &*self.inner;
-        copy::dtoh(
-            &inner.device,
-            Some(&inner.uses),
-            out,
-            inner.ptr + offset as u64,
-        )
-    }
-
-    /// Copies `len` bytes from offset `src` to offset `dst` (`cuMemcpyDtoD`,
-    /// waits for completion). Ranges may not overlap.
-    pub fn copy_within(&self, src: usize, dst: usize, len: usize) -> Result<()> {
-        let spans = self.inner.spans.read();
-        self.check_copy_within(&spans, src, dst, len)?;
-        let inner = &*self.inner;
-        let base = inner.ptr;
-        copy::dtod_sync(
-            &inner.device,
-            Some(&inner.uses),
-            base + dst as u64,
-            base + src as u64,
-            len,
-        )
-    }
-
-    /// Sets `len` bytes at `offset` to `byte` (`cuMemsetD8`, waits for completion).
-    pub fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<()> {
-        let spans = self.inner.spans.read();
-        self.check_access(&spans, offset, len, AccessFlags::ReadWrite)?;
-        let inner = &*self.inner;
-        copy::fill_sync(
-            &inner.device,
-            Some(&inner.uses),
-            inner.ptr + offset as u64,
-            byte,
-            len,
-        )
-    }
-
-    /// Queues a copy of `data` to `offset` on `stream` (`cuMemcpyHtoDAsync`)
-    /// and records the use, so unmapping waits for it.
-    ///
-    /// Pageable `data` is staged before this returns. Data in page-locked
-    /// memory (`cuMemHostAlloc`) is read by the device later and must not
-    /// change until the stream gets there.
-    pub fn write_async(&self, stream: &Stream, offset: usize, data: &[u8]) -> Result<()> {
-        self.check_stream(stream)?;
-        let spans = self.inner.spans.read();
-        self.check_access(&spans, offset, data.len(), AccessFlags::ReadWrite)?;
-        let inner = &*self.inner;
-        copy::htod_async(stream, &inner.uses, inner.ptr + offset as u64, data)
-    }
-
-    /// Queues a copy from `offset` into host memory on `stream` (`cuMemcpyDtoHAsync`)
-    /// and records the use.
-    ///
-    /// # Safety
-    /// `out` must stay valid for writes, and must not be read or written, until
-    /// `stream` has reached the copy (e.g. after [`Stream::synchronize`]).
-    pub unsafe fn read_async(
-        &self,
-        stream: &Stream,
-        offset: usize,
-        out: *mut u8,
-        len: usize,
-    ) -> Result<()> {
-        self.check_stream(stream)?;
-        let spans = self.inner.spans.read();
-        self.check_access(&spans, offset, len, AccessFlags::Read)?;
-        let inner = &*self.inner;
-        // SAFETY: forwarded from this function's contract.
-        unsafe { copy::dtoh_async(stream, &inner.uses, out, inner.ptr + offset as u64, len) }
-    }
-
-    /// Queues a copy of `len` bytes from offset `src` to offset `dst` on
-    /// `stream` (`cuMemcpyDtoDAsync`) and records the use. Ranges may not overlap.
-    pub fn copy_within_async(
-        &self,
-        stream: &Stream,
-        src: usize,
-        dst: usize,
-        len: usize,
-    ) -> Result<()> {
-        self.check_stream(stream)?;
-        let spans = self.inner.spans.read();
-        self.check_copy_within(&spans, src, dst, len)?;
-        let inner = &*self.inner;
-        let base = inner.ptr;
-        copy::dtod_async(
-            stream,
-            &inner.uses,
-            base + dst as u64,
-            base + src as u64,
-            len,
-        )
-    }
-
-    /// Queues a fill of `len` bytes at `offset` with `byte` on `stream`
-    /// (`cuMemsetD8Async`) and records the use.
-    pub fn fill_async(&self, stream: &Stream, offset: usize, len: usize, byte: u8) -> Result<()> {
-        self.check_stream(stream)?;
-        let spans = self.inner.spans.read();
-        self.check_access(&spans, offset, len, AccessFlags::ReadWrite)?;
-        let inner = &*self.inner;
-        copy::fill_async(stream, &inner.uses, inner.ptr + offset as u64, byte, len)
     }
 
     /// Records that work queued so far on `stream` may use this memory
@@ -552,65 +421,6 @@ impl Reservation {
             .into_iter()
             .map(|m| m.unmap_waited(&mut spans))
             .collect())
-    }
-
-    /// Checks that `[offset, offset + len)` is in bounds, mapped and has `required` access.
-    #[cfg_attr(not(feature = "cudarc"), allow(dead_code))]
-    pub(crate) fn check_mapped_access(
-        &self,
-        offset: usize,
-        len: usize,
-        required: AccessFlags,
-    ) -> Result<()> {
-        let spans = self.inner.spans.read();
-        self.check_access(&spans, offset, len, required)
-    }
-
-    fn check_stream(&self, stream: &Stream) -> Result<()> {
-        if stream.device().same_as(&self.inner.device) {
-            Ok(())
-        } else {
-            Err(Error::invalid(format!(
-                "copies into a reservation of device {} must run on a stream of that device, not of device {}",
-                self.inner.device.ordinal(),
-                stream.device().ordinal()
-            )))
-        }
-    }
-
-    fn check_copy_within(&self, spans: &Spans, src: usize, dst: usize, len: usize) -> Result<()> {
-        self.check_access(spans, src, len, AccessFlags::Read)?;
-        self.check_access(spans, dst, len, AccessFlags::ReadWrite)?;
-        if len != 0 && src < dst + len && dst < src + len {
-            return Err(Error::invalid(format!(
-                "copy ranges [{src}, {src} + {len}) and [{dst}, {dst} + {len}) overlap"
-            )));
-        }
-        Ok(())
-    }
-
-    /// Checks that `[offset, offset + len)` is in bounds, mapped and has `required` access.
-    fn check_access(
-        &self,
-        spans: &Spans,
-        offset: usize,
-        len: usize,
-        required: AccessFlags,
-    ) -> Result<()> {
-        check_bounds("copy range in reservation", offset, len, self.inner.size)?;
-        if len == 0 {
-            return Ok(());
-        }
-        match spans.min_access(offset, len) {
-            None => Err(Error::NotMapped { offset, size: len }),
-            Some(a) if a < required => Err(Error::AccessDenied {
-                offset,
-                size: len,
-                required,
-                device: self.inner.device.ordinal(),
-            }),
-            Some(_) => Ok(()),
-        }
     }
 
     /// Frees the range now.

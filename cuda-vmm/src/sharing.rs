@@ -172,26 +172,11 @@ impl Allocation {
         Ok(FabricHandle(unsafe { handle.assume_init() }.data))
     }
 
-    /// Imports an allocation from a fabric handle; see [`Allocation::import_fabric_sized`].
-    ///
-    /// The driver cannot report an imported allocation's size, so this fails
-    /// with [`Error::InvalidArgument`] on devices with fabric support (and with
-    /// [`Error::Unsupported`] on others); use the sized variant.
-    pub fn import_fabric(device: &Device, handle: &FabricHandle) -> Result<Allocation> {
-        let _ = handle;
-        if !device.features()?.fabric {
-            return Err(Error::Unsupported {
-                feature: "fabric handles",
-                device: device.ordinal(),
-            });
-        }
-        Err(Error::invalid(
-            "a fabric handle does not carry the allocation's size; use import_fabric_sized",
-        ))
-    }
-
-    /// Imports an allocation of `size` bytes from a fabric handle.
-    pub fn import_fabric_sized(
+    /// Imports an allocation of `size` bytes from a fabric handle (multi-node
+    /// NVLink through IMEX). The handle does not carry the size, so the
+    /// exporter sends it along, as with POSIX fds. Devices without fabric
+    /// support answer [`Error::Unsupported`] before the driver is called.
+    pub fn import_fabric(
         device: &Device,
         handle: &FabricHandle,
         size: usize,

@@ -5,11 +5,56 @@ use std::collections::BTreeMap;
 use crate::access::AccessFlags;
 use crate::error::{Error, Result};
 
-/// One live mapping: its size and the access its reservation's device has.
+/// The access each device has to one mapping, by ordinal: two bits per device.
+///
+/// Devices with an ordinal of 64 or more are not tracked and read as having no
+/// access, so copies on them are refused rather than risked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct DeviceAccess {
+    read: u64,
+    write: u64,
+}
+
+impl DeviceAccess {
+    /// The access of device `ordinal`.
+    pub(crate) fn get(self, ordinal: usize) -> AccessFlags {
+        let Some(bit) = u32::try_from(ordinal)
+            .ok()
+            .and_then(|o| 1u64.checked_shl(o))
+        else {
+            return AccessFlags::None;
+        };
+        match (self.read & bit != 0, self.write & bit != 0) {
+            (true, true) => AccessFlags::ReadWrite,
+            (true, false) => AccessFlags::Read,
+            _ => AccessFlags::None,
+        }
+    }
+
+    /// Sets the access of device `ordinal` (untracked ordinals are ignored).
+    pub(crate) fn set(&mut self, ordinal: usize, flags: AccessFlags) {
+        let Some(bit) = u32::try_from(ordinal)
+            .ok()
+            .and_then(|o| 1u64.checked_shl(o))
+        else {
+            return;
+        };
+        self.read &= !bit;
+        self.write &= !bit;
+        if flags >= AccessFlags::Read {
+            self.read |= bit;
+        }
+        if flags == AccessFlags::ReadWrite {
+            self.write |= bit;
+        }
+    }
+}
+
+/// One live mapping: its size and the access every device has to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Span {
     pub(crate) size: usize,
-    pub(crate) access: AccessFlags,
+    pub(crate) access: DeviceAccess,
 }
 
 /// Disjoint intervals `[offset, offset + size)`, keyed by offset.
@@ -35,7 +80,7 @@ impl Spans {
             offset,
             Span {
                 size,
-                access: AccessFlags::None,
+                access: DeviceAccess::default(),
             },
         );
     }
@@ -70,10 +115,16 @@ impl Spans {
         None
     }
 
-    /// The least access over `[offset, offset + size)`, or `None` if not fully mapped.
-    pub(crate) fn min_access(&self, offset: usize, size: usize) -> Option<AccessFlags> {
+    /// The least access device `ordinal` has over `[offset, offset + size)`, or
+    /// `None` if the range is not fully mapped.
+    pub(crate) fn min_access(
+        &self,
+        offset: usize,
+        size: usize,
+        ordinal: usize,
+    ) -> Option<AccessFlags> {
         let mut min = AccessFlags::ReadWrite;
-        self.walk(offset, size, |_, s| min = min.min(s.access))?;
+        self.walk(offset, size, |_, s| min = min.min(s.access.get(ordinal)))?;
         Some(min)
     }
 
@@ -114,11 +165,18 @@ impl Spans {
         )))
     }
 
-    /// Records `access` after a successful `cuMemSetAccess` over a covered range:
-    /// intervals fully inside take it; intervals only partly inside (which
+    /// Records `grants` (device ordinal, access) after a successful
+    /// `cuMemSetAccess` over a covered range: intervals fully inside take them;
+    /// intervals only partly inside (which
     /// [`Reservation::set_access`](crate::Reservation::set_access) no longer
-    /// lets through) would keep the lesser of old and new.
-    pub(crate) fn set_access(&mut self, offset: usize, size: usize, access: AccessFlags) {
+    /// lets through) would keep the lesser of old and new. Devices not named
+    /// keep their access, as with the driver.
+    pub(crate) fn set_access(
+        &mut self,
+        offset: usize,
+        size: usize,
+        grants: &[(usize, AccessFlags)],
+    ) {
         let end = offset + size;
         let start = match self.map.range(..=offset).next_back() {
             Some((&o, _)) => o,
@@ -126,7 +184,14 @@ impl Spans {
         };
         for (&o, s) in self.map.range_mut(start..end) {
             let inside = o >= offset && o + s.size <= end;
-            s.access = if inside { access } else { s.access.min(access) };
+            for &(ordinal, access) in grants {
+                let new = if inside {
+                    access
+                } else {
+                    s.access.get(ordinal).min(access)
+                };
+                s.access.set(ordinal, new);
+            }
         }
     }
 }
@@ -148,16 +213,27 @@ mod tests {
         assert!(s.covers(5, 10));
         assert!(!s.covers(0, 21));
         assert!(!s.covers(20, 5));
-        assert_eq!(s.min_access(0, 20), Some(AccessFlags::None));
+        assert_eq!(s.min_access(0, 20, 0), Some(AccessFlags::None));
         assert_eq!(s.cut_by(0, 20), None);
         assert_eq!(s.cut_by(5, 15), Some((0, 10)));
         assert_eq!(s.cut_by(10, 5), Some((10, 10)));
         assert_eq!(s.cut_by(30, 10), None);
-        s.set_access(0, 20, AccessFlags::ReadWrite);
-        assert_eq!(s.min_access(0, 20), Some(AccessFlags::ReadWrite));
-        s.set_access(5, 5, AccessFlags::Read);
-        assert_eq!(s.min_access(0, 10), Some(AccessFlags::Read));
-        assert_eq!(s.min_access(10, 10), Some(AccessFlags::ReadWrite));
+        s.set_access(0, 20, &[(0, AccessFlags::ReadWrite)]);
+        assert_eq!(s.min_access(0, 20, 0), Some(AccessFlags::ReadWrite));
+        assert_eq!(s.min_access(0, 20, 1), Some(AccessFlags::None));
+        s.set_access(5, 5, &[(0, AccessFlags::Read)]);
+        assert_eq!(s.min_access(0, 10, 0), Some(AccessFlags::Read));
+        assert_eq!(s.min_access(10, 10, 0), Some(AccessFlags::ReadWrite));
+        s.set_access(
+            10,
+            10,
+            &[(1, AccessFlags::Read), (63, AccessFlags::ReadWrite)],
+        );
+        assert_eq!(s.min_access(10, 10, 1), Some(AccessFlags::Read));
+        assert_eq!(s.min_access(10, 10, 63), Some(AccessFlags::ReadWrite));
+        assert_eq!(s.min_access(10, 10, 0), Some(AccessFlags::ReadWrite));
+        s.set_access(10, 10, &[(64, AccessFlags::ReadWrite)]);
+        assert_eq!(s.min_access(10, 10, 64), Some(AccessFlags::None));
         assert_eq!(s.remove(10).map(|x| x.size), Some(10));
         assert!(!s.covers(0, 20));
         assert_eq!(s.len(), 2);

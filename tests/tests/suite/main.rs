@@ -12,6 +12,7 @@ mod conformance;
 mod interop;
 mod lifetime;
 mod loader;
+mod multi_gpu;
 mod ptx;
 mod reliability;
 mod safe;

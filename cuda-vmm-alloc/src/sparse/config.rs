@@ -1,0 +1,42 @@
+//! How a sparse array is set up: its tile size, hole behaviour, pool and properties.
+
+use cuda_vmm::AllocationProps;
+
+use crate::placement::Placement;
+use crate::pool::ChunkPool;
+
+/// What reading an uncommitted tile (a hole) does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HoleBehavior {
+    /// Host reads of holes fail with [`Error::NotCommitted`]; holes are unmapped, so a kernel
+    /// touching one faults.
+    #[default]
+    Error,
+    /// Holes read as zeros. One zero-filled tile of physical memory is mapped read-only into
+    /// every hole so kernels can read holes safely (writes fault). Cost: one `cuMemMap` per
+    /// hole tile and one `cuMemSetAccess` per hole run, at creation and again after each
+    /// decommit (plus one `cuMemUnmap` per hole tile when it is committed), and one tile of
+    /// memory.
+    Zeros,
+}
+
+/// How a [`SparseArray`] is set up. `Default`: one-granule tiles (or the pool's chunk size),
+/// holes are errors, no pool, pinned device memory.
+#[derive(Clone, Debug, Default)]
+pub struct SparseConfig {
+    /// Bytes per tile: a nonzero multiple of the allocation granularity (0 = the pool's chunk
+    /// size if there is a pool, else one granule). With a pool it must equal the chunk size.
+    pub tile_bytes: usize,
+    /// What reading a hole does.
+    pub holes: HoleBehavior,
+    /// Take tiles from (and return them to) this pool.
+    pub pool: Option<ChunkPool>,
+    /// Allocation properties (`None` = [`AllocationProps::device`]); must match the pool's.
+    pub props: Option<AllocationProps>,
+    /// Which devices the chunks live on ([`Placement::Owner`] by default).
+    pub placement: Placement,
+    /// Leave newly committed tiles as the physical memory left them instead of zero-filling
+    /// them. Saves one `cuMemsetD8` and one context synchronisation per committed run; with a
+    /// pool, a tile may then show a previous user's bytes. `false` (zero-fill) by default.
+    pub uninit_tiles: bool,
+}

@@ -1,0 +1,282 @@
+//! Copies and fills on a reservation's mapped memory: the checked front of
+//! `copy.rs` (bounds, mappings and access are checked under the spans lock,
+//! which is held across the driver call so no unmap races the copy).
+
+use std::sync::Arc;
+
+use crate::access::AccessFlags;
+use crate::copy;
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::reservation::{check_bounds, Reservation};
+use crate::spans::Spans;
+use crate::stream::Stream;
+
+impl Reservation {
+    /// Copies `data` to `offset` (`cuMemcpyHtoD`); the range must be mapped and
+    /// read-write for the reservation's device.
+    pub fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
+        let spans = self.inner.spans.read();
+        self.check_access(&spans, offset, data.len(), AccessFlags::ReadWrite)?;
+        let inner = &*self.inner;
+        copy::htod(
+            &inner.device,
+            &[&inner.uses],
+            inner.ptr + offset as u64,
+            data,
+        )
+    }
+
+    /// Copies from `offset` into `out` (`cuMemcpyDtoH`); the range must be
+    /// mapped and readable for the reservation's device.
+    pub fn read(&self, offset: usize, out: &mut [u8]) -> Result<()> {
+        let spans = self.inner.spans.read();
+        self.check_access(&spans, offset, out.len(), AccessFlags::Read)?;
+        let inner = &*self.inner;
+        copy::dtoh(
+            &inner.device,
+            &[&inner.uses],
+            out,
+            inner.ptr + offset as u64,
+        )
+    }
+
+    /// Copies `len` bytes from offset `src` to offset `dst` (`cuMemcpyDtoD`,
+    /// waits for completion). Ranges may not overlap.
+    pub fn copy_within(&self, src: usize, dst: usize, len: usize) -> Result<()> {
+        let spans = self.inner.spans.read();
+        self.check_copy_within(&spans, src, dst, len)?;
+        let inner = &*self.inner;
+        let base = inner.ptr;
+        copy::dtod_sync(
+            &inner.device,
+            &[&inner.uses],
+            base + dst as u64,
+            base + src as u64,
+            len,
+        )
+    }
+
+    /// Sets `len` bytes at `offset` to `byte` (`cuMemsetD8`, waits for completion).
+    pub fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<()> {
+        let spans = self.inner.spans.read();
+        self.check_access(&spans, offset, len, AccessFlags::ReadWrite)?;
+        let inner = &*self.inner;
+        copy::fill_sync(
+            &inner.device,
+            &[&inner.uses],
+            inner.ptr + offset as u64,
+            byte,
+            len,
+        )
+    }
+
+    /// Queues a copy of `data` to `offset` on `stream` (`cuMemcpyHtoDAsync`)
+    /// and records the use, so unmapping waits for it.
+    ///
+    /// Pageable `data` is staged before this returns. Data in page-locked
+    /// memory (`cuMemHostAlloc`) is read by the device later and must not
+    /// change until the stream gets there.
+    pub fn write_async(&self, stream: &Stream, offset: usize, data: &[u8]) -> Result<()> {
+        self.check_stream(stream)?;
+        let spans = self.inner.spans.read();
+        self.check_access(&spans, offset, data.len(), AccessFlags::ReadWrite)?;
+        let inner = &*self.inner;
+        copy::htod_async(stream, &inner.uses, inner.ptr + offset as u64, data)
+    }
+
+    /// Queues a copy from `offset` into host memory on `stream` (`cuMemcpyDtoHAsync`)
+    /// and records the use.
+    ///
+    /// # Safety
+    /// `out` must stay valid for writes, and must not be read or written, until
+    /// `stream` has reached the copy (e.g. after [`Stream::synchronize`]).
+    pub unsafe fn read_async(
+        &self,
+        stream: &Stream,
+        offset: usize,
+        out: *mut u8,
+        len: usize,
+    ) -> Result<()> {
+        self.check_stream(stream)?;
+        let spans = self.inner.spans.read();
+        self.check_access(&spans, offset, len, AccessFlags::Read)?;
+        let inner = &*self.inner;
+        // SAFETY: forwarded from this function's contract.
+        unsafe { copy::dtoh_async(stream, &inner.uses, out, inner.ptr + offset as u64, len) }
+    }
+
+    /// Queues a copy of `len` bytes from offset `src` to offset `dst` on
+    /// `stream` (`cuMemcpyDtoDAsync`) and records the use. Ranges may not overlap.
+    pub fn copy_within_async(
+        &self,
+        stream: &Stream,
+        src: usize,
+        dst: usize,
+        len: usize,
+    ) -> Result<()> {
+        self.check_stream(stream)?;
+        let spans = self.inner.spans.read();
+        self.check_copy_within(&spans, src, dst, len)?;
+        let inner = &*self.inner;
+        let base = inner.ptr;
+        copy::dtod_async(
+            stream,
+            &inner.uses,
+            base + dst as u64,
+            base + src as u64,
+            len,
+        )
+    }
+
+    /// Queues a fill of `len` bytes at `offset` with `byte` on `stream`
+    /// (`cuMemsetD8Async`) and records the use.
+    pub fn fill_async(&self, stream: &Stream, offset: usize, len: usize, byte: u8) -> Result<()> {
+        self.check_stream(stream)?;
+        let spans = self.inner.spans.read();
+        self.check_access(&spans, offset, len, AccessFlags::ReadWrite)?;
+        let inner = &*self.inner;
+        copy::fill_async(stream, &inner.uses, inner.ptr + offset as u64, byte, len)
+    }
+
+    /// Copies `len` bytes from `offset` here to `dst_offset` in `dst`
+    /// (`cuMemcpyDtoD`), run by `device` and complete when this returns: the
+    /// way to move data between GPUs, or between memory of one GPU that
+    /// another reads or writes through its access rights.
+    ///
+    /// `device` (of this driver) must be able to read `[offset, offset + len)`
+    /// here and to write the destination range, as granted with
+    /// [`set_access`](Reservation::set_access); a copy a device is not allowed
+    /// to make would fault on the GPU, so it is refused here with
+    /// [`Error::AccessDenied`] naming the device. The copy waits for the
+    /// recorded uses of both reservations. Within one reservation the ranges
+    /// may not overlap.
+    pub fn copy_to(
+        &self,
+        offset: usize,
+        dst: &Reservation,
+        dst_offset: usize,
+        len: usize,
+        device: &Device,
+    ) -> Result<()> {
+        self.inner
+            .device
+            .check_same_driver(dst.device(), "the destination reservation")?;
+        self.inner.device.check_same_driver(device, "the device")?;
+        let (src_base, dst_base) = (self.inner.ptr, dst.inner.ptr);
+        if Arc::ptr_eq(&self.inner, &dst.inner) {
+            let spans = self.inner.spans.read();
+            self.check_access_by(&spans, offset, len, AccessFlags::Read, device)?;
+            self.check_access_by(&spans, dst_offset, len, AccessFlags::ReadWrite, device)?;
+            check_disjoint(offset, dst_offset, len)?;
+            return copy::dtod_sync(
+                device,
+                &[&self.inner.uses],
+                dst_base + dst_offset as u64,
+                src_base + offset as u64,
+                len,
+            );
+        }
+        // Two locks, always taken in address order, so two copies in opposite
+        // directions cannot deadlock behind waiting writers.
+        let (first, second) = if src_base < dst_base {
+            (self, dst)
+        } else {
+            (dst, self)
+        };
+        let first_spans = first.inner.spans.read();
+        let second_spans = second.inner.spans.read();
+        let (src_spans, dst_spans) = if src_base < dst_base {
+            (&first_spans, &second_spans)
+        } else {
+            (&second_spans, &first_spans)
+        };
+        self.check_access_by(src_spans, offset, len, AccessFlags::Read, device)?;
+        dst.check_access_by(dst_spans, dst_offset, len, AccessFlags::ReadWrite, device)?;
+        copy::dtod_sync(
+            device,
+            &[&self.inner.uses, &dst.inner.uses],
+            dst_base + dst_offset as u64,
+            src_base + offset as u64,
+            len,
+        )
+    }
+
+    /// Checks that `[offset, offset + len)` is in bounds, mapped and has `required` access.
+    #[cfg_attr(not(feature = "cudarc"), allow(dead_code))]
+    pub(crate) fn check_mapped_access(
+        &self,
+        offset: usize,
+        len: usize,
+        required: AccessFlags,
+    ) -> Result<()> {
+        let spans = self.inner.spans.read();
+        self.check_access(&spans, offset, len, required)
+    }
+
+    fn check_stream(&self, stream: &Stream) -> Result<()> {
+        if stream.device().same_as(&self.inner.device) {
+            Ok(())
+        } else {
+            Err(Error::invalid(format!(
+                "copies into a reservation of device {} must run on a stream of that device, not of device {}",
+                self.inner.device.ordinal(),
+                stream.device().ordinal()
+            )))
+        }
+    }
+
+    fn check_copy_within(&self, spans: &Spans, src: usize, dst: usize, len: usize) -> Result<()> {
+        self.check_access(spans, src, len, AccessFlags::Read)?;
+        self.check_access(spans, dst, len, AccessFlags::ReadWrite)?;
+        check_disjoint(src, dst, len)
+    }
+
+    /// Checks that `[offset, offset + len)` is in bounds, mapped and has
+    /// `required` access for the reservation's device.
+    fn check_access(
+        &self,
+        spans: &Spans,
+        offset: usize,
+        len: usize,
+        required: AccessFlags,
+    ) -> Result<()> {
+        self.check_access_by(spans, offset, len, required, &self.inner.device)
+    }
+
+    /// Checks that `[offset, offset + len)` is in bounds, mapped and has
+    /// `required` access for `device`.
+    fn check_access_by(
+        &self,
+        spans: &Spans,
+        offset: usize,
+        len: usize,
+        required: AccessFlags,
+        device: &Device,
+    ) -> Result<()> {
+        check_bounds("copy range in reservation", offset, len, self.inner.size)?;
+        if len == 0 {
+            return Ok(());
+        }
+        match spans.min_access(offset, len, device.ordinal()) {
+            None => Err(Error::NotMapped { offset, size: len }),
+            Some(a) if a < required => Err(Error::AccessDenied {
+                offset,
+                size: len,
+                required,
+                device: device.ordinal(),
+            }),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+/// Fails unless `[src, src + len)` and `[dst, dst + len)` are disjoint (both in bounds).
+fn check_disjoint(src: usize, dst: usize, len: usize) -> Result<()> {
+    if len != 0 && src < dst + len && dst < src + len {
+        return Err(Error::invalid(format!(
+            "copy ranges [{src}, {src} + {len}) and [{dst}, {dst} + {len}) overlap"
+        )));
+    }
+    Ok(())
+}

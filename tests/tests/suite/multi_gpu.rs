@@ -1,0 +1,516 @@
+//! Several GPUs behind one pointer: reservations backed by memory of two devices, access
+//! granted to a device list in one call, peer reads and writes checked by copies run on the
+//! other device, and buffers and sparse arrays placing chunks on a chosen device or
+//! round-robin.
+//!
+//! Each test runs on a real machine with two or more devices (it says "skipped" on one with
+//! fewer), and on the simulator in a child process configured with two devices.
+
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use cuda_vmm::{
+    AccessFlags, Allocation, AllocationProps, Backend, Cuda, Device, Error, GranularityKind,
+    Location, Reservation, ReserveOptions, Stream,
+};
+use cuda_vmm_alloc::{
+    BufferConfig, ChunkPool, GrowableBuffer, GrowthPolicy, HoleBehavior, Placement, PoolConfig,
+    SparseArray, SparseConfig,
+};
+use cuda_vmm_sys::{entry, CUmemAllocationProp, CUresult};
+
+use crate::ptx::SlowFill;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const CHILD_ENV: &str = "CUDA_VMM_MULTI_GPU_CHILD";
+
+fn cuda() -> cuda_vmm::Result<Cuda> {
+    static CUDA: OnceLock<Cuda> = OnceLock::new();
+    if let Some(c) = CUDA.get() {
+        return Ok(c.clone());
+    }
+    let c = Cuda::new()?;
+    let c = CUDA.get_or_init(|| c);
+    static PRINTED: OnceLock<()> = OnceLock::new();
+    PRINTED.get_or_init(|| {
+        let n = c.device_count().unwrap_or(0);
+        eprintln!("multi-GPU suite backend: {}, {n} device(s)", c.describe());
+    });
+    Ok(c.clone())
+}
+
+/// Runs `body` on devices 0 and 1: in this process on a real driver (skipped with fewer
+/// than two devices or no peer access), in a two-device simulator child otherwise.
+fn on_two_devices(child: &str, body: fn(&Device, &Device) -> TestResult) -> TestResult {
+    let _memory = crate::memory_exclusive();
+    let is_child = std::env::var(CHILD_ENV).is_ok_and(|v| v == child);
+    let cuda = cuda()?;
+    if cuda.backend() == Backend::Simulator && !is_child {
+        let out = run_child(child)?;
+        assert!(out.contains("two devices: done"), "{out}");
+        return Ok(());
+    }
+    if cuda.device_count()? < 2 {
+        eprintln!("skipped: {child} needs 2 devices");
+        return Ok(());
+    }
+    let (d0, d1) = (cuda.device(0)?, cuda.device(1)?);
+    if !d0.can_access_peer(&d1)? || !d1.can_access_peer(&d0)? {
+        eprintln!("skipped: {child} needs peer access between devices 0 and 1");
+        return Ok(());
+    }
+    body(&d0, &d1)?;
+    d0.synchronize()?;
+    d1.synchronize()?;
+    println!("two devices: done");
+    Ok(())
+}
+
+/// The child half of a simulator test: does nothing unless spawned by [`on_two_devices`].
+fn child_only(child: &str, body: fn(&Device, &Device) -> TestResult) -> TestResult {
+    if !std::env::var(CHILD_ENV).is_ok_and(|v| v == child) {
+        return Ok(());
+    }
+    on_two_devices(child, body)
+}
+
+fn run_child(test: &str) -> Result<String, Box<dyn std::error::Error>> {
+    let exe = std::env::current_exe()?;
+    let out = Command::new(exe)
+        .args([
+            test,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, test)
+        .env(cuda_vmm_sim::ENV_DEVICES, "2")
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() || !stdout.contains("test result: ok. 1 passed") {
+        return Err(format!("child {test} failed ({}):\n{stdout}\n{stderr}", out.status).into());
+    }
+    Ok(stdout)
+}
+
+/// A test run on two devices, and its simulator child.
+macro_rules! two_device_test {
+    ($name:ident, $child:ident, $body:ident) => {
+        #[test]
+        fn $name() -> TestResult {
+            on_two_devices(concat!("multi_gpu::", stringify!($child)), $body)
+        }
+
+        #[test]
+        #[ignore = "child process of the two-device test of the same name"]
+        fn $child() -> TestResult {
+            child_only(concat!("multi_gpu::", stringify!($child)), $body)
+        }
+    };
+}
+
+/// The largest minimum granularity over `devices`.
+fn granularity(devices: &[&Device]) -> cuda_vmm::Result<usize> {
+    let mut g = 0;
+    for d in devices {
+        g = g.max(d.granularity(&AllocationProps::device(d), GranularityKind::Minimum)?);
+    }
+    Ok(g)
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| seed.wrapping_add((i % 251) as u8))
+        .collect()
+}
+
+/// The device whose memory backs `addr`, asked of the driver through the raw table
+/// (`cuMemRetainAllocationHandle` + `cuMemGetAllocationPropertiesFromHandle`).
+fn home_of(cuda: &Cuda, addr: u64) -> Result<i32, Box<dyn std::error::Error>> {
+    let t = cuda.sys().table();
+    let (retain, props, release) = (
+        entry!(t, cuMemRetainAllocationHandle)?,
+        entry!(t, cuMemGetAllocationPropertiesFromHandle)?,
+        entry!(t, cuMemRelease)?,
+    );
+    let mut handle = 0;
+    // SAFETY: valid out-pointer; `addr` lies in a live mapping (the caller holds it).
+    let r = unsafe { retain(&mut handle, addr as usize as *mut core::ffi::c_void) };
+    assert_eq!(r, CUresult::CUDA_SUCCESS, "retain at {addr:#x}");
+    // SAFETY: CUmemAllocationProp is plain data, valid when zeroed.
+    let mut prop: CUmemAllocationProp = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out-pointer and a handle retained just above.
+    let r = unsafe { props(&mut prop, handle) };
+    // SAFETY: releases the reference retained above, once.
+    let released = unsafe { release(handle) };
+    assert_eq!(r, CUresult::CUDA_SUCCESS);
+    assert_eq!(released, CUresult::CUDA_SUCCESS);
+    Ok(prop.location.id)
+}
+
+// ---- the safe layer ------------------------------------------------------------------------
+
+two_device_test!(
+    striped_reservation_with_peer_copies,
+    striped_reservation_with_peer_copies_child,
+    striped_reservation_body
+);
+
+/// One reservation of device 0 backed alternately by memory of devices 0 and 1, access for
+/// both set in one call; device 0 writes it all (peer writes into device 1's memory), device
+/// 1 copies it out (peer reads of device 0's memory) and back in (peer writes).
+fn striped_reservation_body(d0: &Device, d1: &Device) -> TestResult {
+    let cuda = d0.cuda();
+    let g = granularity(&[d0, d1])?;
+    let chunks = 4;
+    let size = chunks * g;
+    let striped = Reservation::new(
+        d0,
+        size,
+        ReserveOptions {
+            alignment: g,
+            ..Default::default()
+        },
+    )?;
+    let mut mappings = Vec::new();
+    for k in 0..chunks {
+        let home = if k % 2 == 0 { d0 } else { d1 };
+        let a = Allocation::new(home, g, &AllocationProps::device(home))?;
+        mappings.push(striped.map(k * g, &a, 0, g)?);
+    }
+    let both = [(d0, AccessFlags::ReadWrite), (d1, AccessFlags::ReadWrite)];
+    striped.set_access(0, size, &both)?;
+    for k in 0..chunks {
+        let at = k * g;
+        assert_eq!(home_of(cuda, striped.ptr() + at as u64)?, (k % 2) as i32);
+        assert_eq!(striped.access(at, d0)?, AccessFlags::ReadWrite);
+        assert_eq!(striped.access(at, d1)?, AccessFlags::ReadWrite);
+    }
+    let data = pattern(size, 17);
+    striped.write(0, &data)?;
+    let mut back = vec![0; size];
+    striped.read(0, &mut back)?;
+    assert!(
+        back == data,
+        "device 0 reads back what it wrote across both devices"
+    );
+
+    // A plain reservation of device 1, on device 1's memory, that only device 1 may use.
+    let local = Reservation::new(d1, size, ReserveOptions::default())?;
+    let la = Allocation::new(d1, size, &AllocationProps::device(d1))?;
+    let lm = local.map(0, &la, 0, size)?;
+    local.set_access(0, size, &[(d1, AccessFlags::ReadWrite)])?;
+    striped.copy_to(0, &local, 0, size, d1)?;
+    let mut seen = vec![0; size];
+    local.read(0, &mut seen)?;
+    assert!(
+        seen == data,
+        "device 1 read every byte of the striped range"
+    );
+
+    let other = pattern(size, 101);
+    local.write(0, &other)?;
+    local.copy_to(0, &striped, 0, size, d1)?;
+    striped.read(0, &mut back)?;
+    assert!(
+        back == other,
+        "device 1 wrote every byte of the striped range"
+    );
+
+    // Within the striped range, device 1 copies device 0's chunk onto its own.
+    striped.copy_to(0, &striped, g, g, d1)?;
+    let mut chunk = vec![0; g];
+    striped.read(g, &mut chunk)?;
+    assert!(chunk[..] == other[..g]);
+
+    // Device 0 has no access to `local`: a copy it cannot make is refused, naming it.
+    assert_eq!(
+        striped.copy_to(0, &local, 0, g, d0),
+        Err(Error::AccessDenied {
+            offset: 0,
+            size: g,
+            required: AccessFlags::ReadWrite,
+            device: 0,
+        })
+    );
+    assert_eq!(
+        local.copy_to(0, &striped, 0, g, d0),
+        Err(Error::AccessDenied {
+            offset: 0,
+            size: g,
+            required: AccessFlags::Read,
+            device: 0,
+        })
+    );
+    // Taking device 1's access away is tracked too.
+    striped.set_access(0, 2 * g, &[(d1, AccessFlags::Read)])?;
+    assert_eq!(striped.access(0, d1)?, AccessFlags::Read);
+    assert_eq!(
+        local.copy_to(0, &striped, 0, g, d1),
+        Err(Error::AccessDenied {
+            offset: 0,
+            size: g,
+            required: AccessFlags::ReadWrite,
+            device: 1,
+        })
+    );
+    striped.copy_to(0, &local, 0, g, d1)?;
+
+    drop(lm);
+    for m in mappings {
+        m.unmap()?;
+    }
+    Ok(())
+}
+
+// ---- buffers and sparse arrays -------------------------------------------------------------
+
+two_device_test!(
+    growable_round_robin_stripes_chunks,
+    growable_round_robin_stripes_chunks_child,
+    growable_round_robin_body
+);
+
+/// A buffer of device 0 whose chunks alternate between devices 0 and 1: each growth step
+/// sets access for both devices with one call, data round-trips, and shrinking and dropping
+/// right after writing leave both devices healthy.
+fn growable_round_robin_body(d0: &Device, d1: &Device) -> TestResult {
+    let cuda = d0.cuda();
+    let g = granularity(&[d0, d1])?;
+    let config = BufferConfig {
+        max_capacity: Some(16 * g),
+        policy: GrowthPolicy::fixed(g),
+        placement: Placement::RoundRobin(vec![d0.clone(), d1.clone()]),
+        ..Default::default()
+    };
+    let mut b = GrowableBuffer::<u8>::new(d0, config)?;
+    let data = pattern(6 * g, 3);
+    b.extend_from_slice(&data)?;
+    let homes: Vec<usize> = b
+        .chunk_allocations()
+        .map(|(_, a)| a.device().ordinal())
+        .collect();
+    assert_eq!(homes, [0, 1, 0, 1, 0, 1]);
+    for (offset, _) in b.chunk_allocations() {
+        assert_eq!(
+            home_of(cuda, b.ptr() + offset as u64)?,
+            ((offset / g) % 2) as i32
+        );
+    }
+    let stats = b.stats();
+    assert_eq!(
+        stats.set_access_calls, 1,
+        "one call for the run, both devices"
+    );
+    assert_eq!(b.to_vec()?, data);
+    // The next step continues the rotation.
+    b.extend_from_slice(&pattern(g, 9))?;
+    assert_eq!(
+        b.chunk_allocations()
+            .last()
+            .map(|(_, a)| a.device().ordinal()),
+        Some(0)
+    );
+    // Shrink and drop right after writing, in a loop.
+    for round in 0..4u8 {
+        b.truncate(g);
+        b.shrink_to_fit()?;
+        b.extend_from_slice(&pattern(4 * g, round))?;
+    }
+    drop(b);
+    for d in [d0, d1] {
+        let mut check = GrowableBuffer::<u8>::with_max_capacity(d, 2 * g)?;
+        check.extend_from_slice(&pattern(g, 5))?;
+        assert_eq!(check.to_vec()?, pattern(g, 5));
+    }
+    Ok(())
+}
+
+two_device_test!(
+    peer_kernel_is_waited_for_on_shrink_and_drop,
+    peer_kernel_is_waited_for_on_shrink_and_drop_child,
+    peer_kernel_body
+);
+
+/// A kernel on device 1 still writing a striped buffer of device 0 (half of whose chunks
+/// live on device 0) when the buffer shrinks and when it is dropped is waited for: no fault
+/// on either device, and every element it wrote is there.
+fn peer_kernel_body(d0: &Device, d1: &Device) -> TestResult {
+    if d0.cuda().backend() == Backend::Simulator {
+        eprintln!("skipped: kernels need the real driver");
+        return Ok(());
+    }
+    let k = SlowFill::load(d1)?;
+    let stream = Stream::new(d1)?;
+    let g = granularity(&[d0, d1])?;
+    let n = 16 * g / 4; // u32 elements over 16 chunks
+    for round in 0..4u32 {
+        let config = BufferConfig {
+            max_capacity: Some(2 * n),
+            policy: GrowthPolicy::fixed(g),
+            placement: Placement::RoundRobin(vec![d0.clone(), d1.clone()]),
+            ..Default::default()
+        };
+        let mut b = GrowableBuffer::<u32>::new(d0, config)?;
+        b.resize(n, 0)?;
+        let value = 0xD1D1_0000 + round;
+        // SAFETY: the buffer's first n elements are mapped read-write for device 1; the
+        // buffer waits for device 1's work before unmapping any of it.
+        unsafe { k.launch(&stream, b.ptr(), n as u64, value, 50_000_000)? };
+        let t = Instant::now();
+        b.truncate(n / 2);
+        b.shrink_to_fit()?;
+        let waited = t.elapsed();
+        let v = b.to_vec()?;
+        assert!(v.iter().all(|&x| x == value), "round {round}");
+        eprintln!("round {round}: shrink waited {waited:?} for a 50 ms kernel on device 1");
+        // SAFETY: as above, for the remaining half.
+        unsafe { k.launch(&stream, b.ptr(), (n / 2) as u64, value, 20_000_000)? };
+        drop(b);
+    }
+    for d in [d0, d1] {
+        let mut check = GrowableBuffer::<u8>::with_max_capacity(d, 2 * g)?;
+        check.extend_from_slice(&pattern(g, 5))?;
+        assert_eq!(check.to_vec()?, pattern(g, 5));
+    }
+    Ok(())
+}
+
+two_device_test!(
+    placement_on_a_chosen_device,
+    placement_on_a_chosen_device_child,
+    chosen_device_body
+);
+
+/// Chunks on device 1 for a buffer of device 0, with and without a pool of device 1; the
+/// pool must serve the device the chunks live on, and striping takes no pool.
+fn chosen_device_body(d0: &Device, d1: &Device) -> TestResult {
+    let g = granularity(&[d0, d1])?;
+    let on_d1 = |pool: Option<ChunkPool>| BufferConfig {
+        max_capacity: Some(8 * g),
+        placement: Placement::On(d1.clone()),
+        pool,
+        ..Default::default()
+    };
+    let mut b = GrowableBuffer::<u32>::new(d0, on_d1(None))?;
+    b.resize(g, 7)?;
+    assert!(b
+        .chunk_allocations()
+        .all(|(_, a)| a.device().ordinal() == 1));
+    assert_eq!(b.to_vec()?, vec![7; g]);
+    drop(b);
+
+    let pool = ChunkPool::new(d1, PoolConfig::default())?;
+    let mut pooled = GrowableBuffer::<u8>::new(d0, on_d1(Some(pool.clone())))?;
+    pooled.extend_from_slice(&pattern(3 * g, 1))?;
+    assert!(pooled
+        .chunk_allocations()
+        .all(|(_, a)| a.device().ordinal() == 1));
+    drop(pooled);
+    assert!(pool.stats().chunks_held > 0, "{:?}", pool.stats());
+
+    let pool0 = ChunkPool::new(d0, PoolConfig::default())?;
+    let refused = GrowableBuffer::<u8>::new(d0, on_d1(Some(pool0.clone()))).err();
+    assert_eq!(
+        refused.map(|e| e.to_string()),
+        Some("chunk pool mismatch: the buffer is on device 1 but the pool serves device 0".into())
+    );
+    let striped = BufferConfig {
+        placement: Placement::RoundRobin(vec![d0.clone(), d1.clone()]),
+        pool: Some(pool0),
+        max_capacity: Some(8 * g),
+        ..Default::default()
+    };
+    let refused = GrowableBuffer::<u8>::new(d0, striped).err();
+    assert_eq!(
+        refused.map(|e| e.to_string()),
+        Some(
+            "chunk pool mismatch: the buffer stripes chunks over several devices, but a pool \
+             serves one (device 0): use no pool with Placement::RoundRobin"
+                .into()
+        )
+    );
+    Ok(())
+}
+
+two_device_test!(
+    sparse_round_robin_tiles,
+    sparse_round_robin_tiles_child,
+    sparse_round_robin_body
+);
+
+/// Sparse arrays (both hole modes) whose tiles alternate between the devices: a run of
+/// tiles is committed with one access call, data round-trips, decommit returns memory.
+fn sparse_round_robin_body(d0: &Device, d1: &Device) -> TestResult {
+    let cuda = d0.cuda();
+    let g = granularity(&[d0, d1])?;
+    for holes in [HoleBehavior::Error, HoleBehavior::Zeros] {
+        let config = SparseConfig {
+            holes,
+            placement: Placement::RoundRobin(vec![d0.clone(), d1.clone()]),
+            ..Default::default()
+        };
+        let mut s = SparseArray::<u8>::new(d0, 16 * g, config)?;
+        let before = s.stats().set_access_calls;
+        s.commit(2 * g..6 * g)?;
+        assert_eq!(s.stats().set_access_calls - before, 1);
+        for (k, tile) in (2..6).enumerate() {
+            assert_eq!(
+                home_of(cuda, s.ptr() + (tile * g) as u64)?,
+                (k % 2) as i32,
+                "tile {tile} ({holes:?})"
+            );
+        }
+        let data = pattern(4 * g, 11);
+        s.write(2 * g, &data)?;
+        let mut back = vec![0; 4 * g];
+        s.read(2 * g..6 * g, &mut back)?;
+        assert!(back == data);
+        assert_eq!(s.decommit(2 * g..6 * g)?, 4);
+        assert_eq!(s.committed_bytes(), 0);
+    }
+    Ok(())
+}
+
+// ---- bad placements (one device is enough) -------------------------------------------------
+
+#[test]
+fn bad_placements_are_refused_by_name() -> TestResult {
+    let _memory = crate::memory_shared();
+    let d = cuda()?.device(0)?;
+    let empty = BufferConfig {
+        placement: Placement::RoundRobin(Vec::new()),
+        max_capacity: Some(1 << 20),
+        ..Default::default()
+    };
+    assert_eq!(
+        GrowableBuffer::<u8>::new(&d, empty)
+            .err()
+            .map(|e| e.to_string()),
+        Some(
+            "invalid configuration: Placement::RoundRobin with an empty device list: name at \
+             least one device"
+                .into()
+        )
+    );
+    let host = SparseConfig {
+        placement: Placement::On(d.clone()),
+        props: Some(AllocationProps::new(Location::Host)),
+        ..Default::default()
+    };
+    assert_eq!(
+        SparseArray::<u8>::new(&d, 1 << 20, host)
+            .err()
+            .map(|e| e.to_string()),
+        Some(
+            "invalid configuration: placement on devices needs device memory, but the \
+             properties place it at Host"
+                .into()
+        )
+    );
+    Ok(())
+}
