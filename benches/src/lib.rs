@@ -9,7 +9,8 @@
 //! ```
 //!
 //! `cargo bench` also writes criterion's HTML report with plots (plotters, SVG) to
-//! `target/criterion/report/index.html`.
+//! `target/criterion/report/index.html`; `-- --noplot` skips the plots (e.g. on a GPU machine
+//! whose output is copied back: `cargo xtask bench-report` needs only the JSON files).
 //!
 //! Bench binaries run without cargo (e.g. built by `scripts/gpu-bundle.sh`) need `--bench`, and
 //! write to `target/criterion` under the current directory unless `CRITERION_HOME` is set.

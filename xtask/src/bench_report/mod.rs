@@ -31,7 +31,8 @@ const DOC_HEADER: &str = "# Benchmarks
 
 Medians measured by `cargo bench -p cuda-vmm-benches` and written here by
 `cargo xtask bench-report` (one section per GPU and date; re-running replaces that section).
-See `benches/src/lib.rs` for the benchmark names and sizes.
+See `benches/src/lib.rs` for the benchmark names and sizes. `cargo bench` also writes
+criterion's HTML report, with plots, to `target/criterion/report/index.html`.
 ";
 
 /// Single entry points and the paired benchmarks, with the number of driver calls each makes.
