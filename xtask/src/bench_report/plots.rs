@@ -6,7 +6,7 @@ use plotters::prelude::*;
 
 use super::format::{fmt_bytes, fmt_time, parse_size};
 use super::load::Run;
-use super::tables::GROWTH_STRATEGIES;
+use super::tables::growth_strategies;
 use super::{sizes_under, LATENCY_OPS};
 
 /// One line of a plot: x in bytes, y in nanoseconds.
@@ -66,11 +66,11 @@ pub fn latency_plot(run: &Run) -> Result<Option<String>, String> {
 
 /// Growth time of every strategy against final size.
 pub fn growth_plot(run: &Run) -> Result<Option<String>, String> {
-    let series: Vec<Series> = GROWTH_STRATEGIES
+    let series: Vec<Series> = growth_strategies(run)
         .iter()
         .enumerate()
         .map(|(i, (key, name))| Series {
-            name: name.to_string(),
+            name: name.trim_matches('`').to_string(),
             points: points(run, &format!("growth/{key}/")),
             color: COLORS[i % COLORS.len()],
             dashed: false,

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::format::{fmt_bytes, fmt_delta, fmt_ratio, fmt_time, natural_key, pretty_size};
+use super::format::{
+    fmt_bytes, fmt_delta, fmt_ratio, fmt_time, natural_key, parse_size, pretty_size,
+};
 use super::load::Run;
 use super::{growth_ratio, safe_overheads, stub_overheads, LATENCY_OPS, SAFE_ABS_NS, SAFE_REL};
 
@@ -16,6 +18,25 @@ pub const GROWTH_STRATEGIES: &[(&str, &str)] = &[
     ("realloc", "realloc-doubling"),
     ("naive", "naive VMM (2 MiB each)"),
 ];
+
+/// The growth strategies of this run: the named ones, then any other `growth/STRATEGY/SIZE`
+/// the run measured (named by its id), so new growth benches get a column and a line.
+pub fn growth_strategies(run: &Run) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = GROWTH_STRATEGIES
+        .iter()
+        .map(|(k, n)| (k.to_string(), n.to_string()))
+        .collect();
+    for id in run.medians.keys() {
+        let Some((strategy, size)) = id.strip_prefix("growth/").and_then(|r| r.split_once('/'))
+        else {
+            continue;
+        };
+        if parse_size(size).is_some() && !out.iter().any(|(k, _)| k == strategy) {
+            out.push((strategy.to_string(), format!("`{strategy}`")));
+        }
+    }
+    out
+}
 
 /// Groups with a title and a ratio column: (id prefix, title, [numerator, denominator]).
 const TITLED_GROUPS: &[(&str, &str, [&str; 2])] = &[
@@ -234,18 +255,19 @@ pub fn growth_table(run: &Run, s: &mut String, plot: Option<&String>) {
     if sizes.is_empty() {
         return;
     }
+    let strategies = growth_strategies(run);
     s.push_str("### Growth by 2 MiB appends (median time / peak committed)\n\n| Final size |");
-    for (_, name) in GROWTH_STRATEGIES {
+    for (_, name) in &strategies {
         let _ = write!(s, " {name} |");
     }
     s.push_str("\n|---|");
-    for _ in GROWTH_STRATEGIES {
+    for _ in &strategies {
         s.push_str("---|");
     }
     s.push('\n');
     for size in &sizes {
         let _ = write!(s, "| {} |", pretty_size(size));
-        for (key, _) in GROWTH_STRATEGIES {
+        for (key, _) in &strategies {
             let time = run.median(&format!("growth/{key}/{size}"));
             let peak = run
                 .extra

@@ -84,6 +84,7 @@ fn synthetic(root: &Path, date: &str) {
     bench(root, "growth/realloc/256MiB", 20.0e6);
     bench(root, "growth/naive/256MiB", 50.0e6); // only 50x: miss
     bench(root, "growth/growable/2GiB", 2.0e6);
+    bench(root, "growth/raw_steps/256MiB", 0.5e6); // a strategy the report has no name for
     bench(root, "sparse/one_tile/pooled_commit", 30_000.0);
     bench(root, "sparse/one_tile/pooled_commit_uninit", 26_000.0);
     bench(root, "sparse/one_tile/raw_map_set_access", 25_000.0);
@@ -129,7 +130,10 @@ fn report_from_synthetic_tree() {
     assert!(doc.contains(
         "| Growth to 256 MiB: realloc-doubling / growable time | >= 10x | 20.0x | pass |"
     ));
-    assert!(doc.contains("| 256 MiB | 1.00 ms / 256 MiB | skipped | 20.0 ms | 50.0 ms |"));
+    assert!(doc.contains(
+        "| Final size | GrowableBuffer | GrowableBuffer, warm pool | realloc-doubling | naive VMM (2 MiB each) | `raw_steps` |"
+    ));
+    assert!(doc.contains("| 256 MiB | 1.00 ms / 256 MiB | skipped | 20.0 ms | 50.0 ms | 500 µs |"));
     assert!(doc.contains("naive VMM / growable time | >= 100x | 50.0x | **miss** |"));
     assert!(doc.contains("| <= 1.25 | 1.125 | pass |"));
     assert!(doc.contains("| stays put | never moved | pass |"));
@@ -160,6 +164,7 @@ fn report_from_synthetic_tree() {
         "GrowableBuffer",
         "realloc-doubling",
         "naive VMM (2 MiB each)",
+        "raw_steps",
     ] {
         assert!(
             svg.contains(&format!(">\n{name}\n</text>")),
@@ -168,10 +173,10 @@ fn report_from_synthetic_tree() {
     }
     assert!(!svg.contains("GrowableBuffer, warm pool"));
     assert!(svg.contains(">\n256 MiB\n</text>"), "{svg}");
-    // Three data lines and three legend marks, each 2 px wide.
+    // Four data lines and four legend marks, each 2 px wide.
     assert_eq!(
         svg.matches("stroke-width=\"2\" points=").count(),
-        3 + 3,
+        4 + 4,
         "lines and legend marks"
     );
 
