@@ -1,33 +1,47 @@
-//! Growing a device array to 256 MiB, 2 GiB and 16 GiB by 2 MiB appends, three ways.
+//! Growing a device array to 256 MiB, 2 GiB and 16 GiB by 2 MiB appends: library layouts
+//! and the raw-table floors they are measured against, in one process.
 //!
 //! An append makes room for `len + 2 MiB` bytes and bumps `len`; no data comes from the host,
-//! so the driver work dominates. Ids: `growth/{growable,realloc,naive}/SIZE`.
-//! - `growable`: a [`GrowableBuffer`] with the default growth policy (steps of a quarter of
-//!   the committed size, backed by allocations of at most 32 MiB), reserved for SIZE;
-//! - `growable_pooled`: the same buffer drawing 256 MiB chunks from a warm [`ChunkPool`]
+//! so the driver work dominates. Ids: `growth/LAYOUT/SIZE`.
+//! - `growable`: a [`GrowableBuffer`] with the default policy (steps of a quarter of the
+//!   committed size, one allocation per step); `growable_speed`: [`GrowthPolicy::speed`]
+//!   (doubling); `growable_alloc{32,128,512}MiB`: the default steps backed by allocations of
+//!   at most that size;
+//! - `growable_pooled`: the default buffer drawing 256 MiB chunks from a warm [`ChunkPool`]
 //!   (chunks recycled from the previous buffer, as a caching allocator would), so growth is
 //!   map + set access only;
-//! - `growable_whole_steps`, `growable_alloc128MiB`: the default steps backed by one
-//!   allocation each, or by allocations of at most 128 MiB (the default is 32 MiB);
-//! - `realloc`: realloc-doubling like a `Vec` on the device: `cuMemAlloc` twice the capacity,
-//!   `cuMemcpyDtoD` the live bytes, `cuMemFree` the old block;
-//! - `naive`: one reservation of SIZE and one `cuMemCreate` + `cuMemMap` + `cuMemSetAccess`
-//!   per 2 MiB.
+//! - `realloc`: realloc-doubling through the safe layer's `cuMemAlloc` blocks;
+//! - `naive`: one `cuMemCreate` + `cuMemMap` + `cuMemSetAccess` per 2 MiB;
+//! - the floors, straight through the raw table: `raw_steps` (the default policy's steps, one
+//!   allocation each: bound 1.25x), `raw_steps_32MiB` (the same steps in allocations of at
+//!   most 32 MiB, one set access per step: bound 1.25x), `raw_doubling` (the speed profile's steps: bound 2x) and
+//!   `raw_realloc` (realloc-doubling with VMM calls: reserve, create, map, set access, copy,
+//!   synchronize, unmap, release, free).
 //!
-//! The timed part ends with a `cuCtxSynchronize` and excludes tearing down. Peak committed
-//! memory, whether the pointer moved and (for `growable`) the worst committed/length ratio
-//! past 1 GiB go to the report's side file.
+//! The timed part ends with a `cuCtxSynchronize` and excludes tearing down. Criterion's
+//! iterations run back to back, so each one reuses memory the previous one released moments
+//! before (the *steady state*). Two other regimes are printed (not on the simulator): the
+//! median of runs that start after the device has been idle for a while (`settled`), and,
+//! with `CUDA_VMM_GROWTH_FIRST_USE=LAYOUT`, one run as the process's first use of device
+//! memory (then the process exits). A create probe times `cuMemCreate` right after releasing
+//! the same size and after an idle pause. Peak committed memory, whether the pointer moved,
+//! the worst committed/length ratio past 1 GiB and the ratio to the floor go to the report's
+//! side file.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::{criterion_group, BenchmarkId, Criterion};
 use cuda_vmm::{
     AccessFlags, Allocation, AllocationProps, LinearAllocation, Reservation, ReserveOptions,
 };
 use cuda_vmm_alloc::{
     BufferConfig, ChunkPool, DriverStats, GrowableBuffer, GrowthPolicy, PoolConfig,
 };
-use cuda_vmm_benches::{env, fmt_size, record_extra, size_id, Env, Raw, CHUNK, GIB};
+use cuda_vmm_benches::{
+    env, fmt_size, record_extra, size_id, Env, Raw, RawGrowth, CHUNK, GIB, MIB,
+};
 
 /// What one growth run observed.
 #[derive(Default, Debug)]
@@ -50,30 +64,46 @@ impl Probe {
             self.max_ratio_past_1gib = self.max_ratio_past_1gib.max(committed as f64 / len as f64);
         }
     }
+
+    /// The probe of a raw loop.
+    fn raw(&mut self, run: RawGrowth) -> Duration {
+        self.peak_committed = run.peak_committed;
+        self.max_ratio_past_1gib = run.max_ratio_past_1gib;
+        self.driver_calls = run.driver_calls;
+        run.elapsed
+    }
 }
 
-/// The growable buffer: `reserve` makes room for the new length (its length field stays 0,
-/// which makes no difference to the driver work).
+/// The growable buffer with the default policy: `reserve` makes room for the new length (its
+/// length field stays 0, which makes no difference to the driver work).
 fn growable(env: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Duration {
     grow_with(env, raw, size, probe, GrowthPolicy::default())
 }
 
-/// One allocation per growth step (`max_allocation: 0`): fewer handles, dearer creates.
-fn growable_whole_steps(env: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Duration {
+/// The speed profile: doubling steps.
+fn growable_speed(env: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Duration {
+    grow_with(env, raw, size, probe, GrowthPolicy::speed())
+}
+
+/// The default steps backed by allocations of at most `cap` bytes.
+fn capped(env: &Env, raw: &Raw, size: usize, probe: &mut Probe, cap: usize) -> Duration {
     let policy = GrowthPolicy {
-        max_allocation: 0,
+        max_allocation: cap,
         ..GrowthPolicy::default()
     };
     grow_with(env, raw, size, probe, policy)
 }
 
-/// Growth steps backed by allocations of at most 128 MiB.
+fn growable_alloc32mib(env: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Duration {
+    capped(env, raw, size, probe, 32 * MIB)
+}
+
 fn growable_alloc128mib(env: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Duration {
-    let policy = GrowthPolicy {
-        max_allocation: 128 << 20,
-        ..GrowthPolicy::default()
-    };
-    grow_with(env, raw, size, probe, policy)
+    capped(env, raw, size, probe, 128 * MIB)
+}
+
+fn growable_alloc512mib(env: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Duration {
+    capped(env, raw, size, probe, 512 * MIB)
 }
 
 fn grow_with(
@@ -122,8 +152,9 @@ const POOL_CHUNK: usize = 256 << 20;
 
 thread_local! {
     /// One warm pool per final size, kept across iterations.
-    static POOLS: std::cell::RefCell<std::collections::HashMap<usize, ChunkPool>> =
-        Default::default();
+    static POOLS: RefCell<HashMap<usize, ChunkPool>> = Default::default();
+    /// Every timed iteration per bench id, for the in-process medians and ratios.
+    static TIMES: RefCell<HashMap<String, Vec<Duration>>> = Default::default();
 }
 
 /// The growable buffer on a warm pool: the chunks a previous buffer gave back are mapped
@@ -210,48 +241,140 @@ fn naive(env: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Duration {
     elapsed
 }
 
+/// Floor: the default policy's steps, one raw allocation each.
+fn raw_steps(_: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Duration {
+    let policy = GrowthPolicy::default();
+    probe.raw(raw.grow_in_steps(size, 0, |c, n| policy.grow_to(c, n, CHUNK)))
+}
+
+/// Floor: the default policy's steps in raw allocations of at most 32 MiB, one set access
+/// per step.
+fn raw_steps_32mib(_: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Duration {
+    let policy = GrowthPolicy::default();
+    probe.raw(raw.grow_in_steps(size, 32 * MIB, |c, n| policy.grow_to(c, n, CHUNK)))
+}
+
+/// Floor: the speed profile's doubling steps, one raw allocation each.
+fn raw_doubling(_: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Duration {
+    let policy = GrowthPolicy::speed();
+    probe.raw(raw.grow_in_steps(size, 0, |c, n| policy.grow_to(c, n, CHUNK)))
+}
+
+/// Floor: realloc-doubling with raw VMM calls.
+fn raw_realloc(_: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Duration {
+    probe.raw(raw.grow_realloc(size))
+}
+
 type Strategy = fn(&Env, &Raw, usize, &mut Probe) -> Duration;
 
-/// (id, function, peak memory as a multiple of the final size, for the fit check).
-const STRATEGIES: [(&str, Strategy, f64); 6] = [
-    ("growable", growable, 1.25),
-    ("growable_whole_steps", growable_whole_steps, 1.25),
-    ("growable_alloc128MiB", growable_alloc128mib, 1.25),
-    ("growable_pooled", growable_pooled, 1.25),
-    ("realloc", realloc, 1.5),
-    ("naive", naive, 1.0),
+/// A layout: id, function, peak memory as a multiple of the final size (for the fit
+/// check), and the floor it is compared with (itself for a floor).
+struct Layout {
+    name: &'static str,
+    run: Strategy,
+    peak: f64,
+    floor: &'static str,
+}
+
+const fn layout(name: &'static str, run: Strategy, peak: f64, floor: &'static str) -> Layout {
+    Layout {
+        name,
+        run,
+        peak,
+        floor,
+    }
+}
+
+/// Floors first, so the ratios can be printed as the layouts finish.
+const LAYOUTS: [Layout; 12] = [
+    layout("raw_steps", raw_steps, 1.25, "raw_steps"),
+    layout("raw_steps_32MiB", raw_steps_32mib, 1.25, "raw_steps_32MiB"),
+    layout("raw_doubling", raw_doubling, 2.0, "raw_doubling"),
+    layout("raw_realloc", raw_realloc, 1.5, "raw_realloc"),
+    layout("growable", growable, 1.25, "raw_steps"),
+    layout("growable_speed", growable_speed, 2.0, "raw_doubling"),
+    layout(
+        "growable_alloc32MiB",
+        growable_alloc32mib,
+        1.25,
+        "raw_steps",
+    ),
+    layout(
+        "growable_alloc128MiB",
+        growable_alloc128mib,
+        1.25,
+        "raw_steps",
+    ),
+    layout(
+        "growable_alloc512MiB",
+        growable_alloc512mib,
+        1.25,
+        "raw_steps",
+    ),
+    layout("growable_pooled", growable_pooled, 1.25, "raw_realloc"),
+    layout("realloc", realloc, 1.5, "raw_realloc"),
+    layout("naive", naive, 1.0, "raw_steps"),
 ];
 
 fn growth(c: &mut Criterion) {
     let env = env();
     let raw = Raw::new(env);
+    if !env.quick {
+        create_probe(&raw);
+        settled(env, &raw);
+    }
     let mut group = env.slow_group(c, "growth");
-    for (name, strategy, peak_factor) in STRATEGIES {
-        for size in env.sizes(&format!("growth/{name}"), env.growth_sizes(), peak_factor) {
+    for l in &LAYOUTS {
+        for size in env.sizes(&format!("growth/{}", l.name), env.growth_sizes(), l.peak) {
             let mut probe = Probe::default();
-            group.bench_function(BenchmarkId::new(name, size_id(size)), |b| {
+            let id = format!("growth/{}/{}", l.name, size_id(size));
+            TIMES.with(|t| t.borrow_mut().remove(&id));
+            group.bench_function(BenchmarkId::new(l.name, size_id(size)), |b| {
                 b.iter_custom(|iters| {
                     (0..iters)
                         .map(|_| {
                             probe = Probe::default();
-                            strategy(env, &raw, size, &mut probe)
+                            let t = (l.run)(env, &raw, size, &mut probe);
+                            TIMES.with(|m| m.borrow_mut().entry(id.clone()).or_default().push(t));
+                            t
                         })
                         .sum()
                 })
             });
             if probe.peak_committed > 0 {
-                report(name, size, &probe);
+                report(l, size, &probe);
             }
         }
     }
     group.finish();
 }
 
-/// Prints the probe and records it for `cargo xtask bench-report`.
-fn report(name: &str, size: usize, probe: &Probe) {
+/// The median of `times` (zero if empty).
+fn median(times: &mut [Duration]) -> Duration {
+    times.sort();
+    times.get(times.len() / 2).copied().unwrap_or_default()
+}
+
+/// The in-process median of a bench id's iterations.
+fn median_of(id: &str) -> Option<Duration> {
+    TIMES.with(|t| t.borrow_mut().get_mut(id).map(|v| median(v)))
+}
+
+/// Prints the probe and the ratio to the floor, and records them for `cargo xtask
+/// bench-report`.
+fn report(l: &Layout, size: usize, probe: &Probe) {
+    let key = format!("growth/{}/{}", l.name, size_id(size));
+    let floor_key = format!("growth/{}/{}", l.floor, size_id(size));
+    let ratio = match (median_of(&key), median_of(&floor_key)) {
+        (Some(t), Some(f)) if !f.is_zero() => {
+            let r = t.as_secs_f64() / f.as_secs_f64();
+            record_extra(&format!("{key}/ratio_to_{}", l.floor), r);
+            format!(", median {t:?} = {r:.3}x {}", l.floor)
+        }
+        _ => String::new(),
+    };
     println!(
-        "growth/{name}/{}: peak committed {} ({:.2}x), pointer {}, {} driver calls{}",
-        size_id(size),
+        "{key}: peak committed {} ({:.2}x), pointer {}, {} driver calls{}{ratio}",
         fmt_size(probe.peak_committed),
         probe.peak_committed as f64 / size as f64,
         if probe.pointer_moved {
@@ -272,9 +395,8 @@ fn report(name: &str, size: usize, probe: &Probe) {
     if let Some(st) = &probe.stats {
         let t = &st.time;
         println!(
-            "growth/{name}/{}: {} creates ({} pool hits), {} maps, {} set-access calls; time in \
+            "{key}: {} creates ({} pool hits), {} maps, {} set-access calls; time in \
              create {:?}, map {:?}, set access {:?} (total {:?})",
-            size_id(size),
             st.creates,
             st.pool_hits,
             st.maps,
@@ -285,7 +407,6 @@ fn report(name: &str, size: usize, probe: &Probe) {
             t.total()
         );
     }
-    let key = format!("growth/{name}/{}", size_id(size));
     record_extra(
         &format!("{key}/peak_committed_bytes"),
         probe.peak_committed as f64,
@@ -303,5 +424,87 @@ fn report(name: &str, size: usize, probe: &Probe) {
     }
 }
 
+/// Idle pause before each `settled` run and create probe.
+const IDLE: Duration = Duration::from_millis(300);
+/// Runs per layout in the settled regime.
+const SETTLED_RUNS: usize = 5;
+
+/// The settled regime: each run starts after the device has been idle for [`IDLE`], at the
+/// largest growth size that fits.
+fn settled(env: &Env, raw: &Raw) {
+    for l in &LAYOUTS {
+        let Some(&size) = env.sizes("settled", env.growth_sizes(), l.peak).last() else {
+            continue;
+        };
+        let mut times: Vec<Duration> = (0..SETTLED_RUNS)
+            .map(|_| {
+                std::thread::sleep(IDLE);
+                (l.run)(env, raw, size, &mut Probe::default())
+            })
+            .collect();
+        let m = median(&mut times);
+        let key = format!("growth/{}/{}", l.name, size_id(size));
+        println!("{key} settled: median {m:?} of {SETTLED_RUNS} runs, each after {IDLE:?} idle");
+        record_extra(&format!("{key}/settled_median_s"), m.as_secs_f64());
+    }
+}
+
+/// `cuMemCreate` timed right after releasing an allocation of the same size (churn) and
+/// after an idle pause: the driver's work on released memory shows as the difference.
+fn create_probe(raw: &Raw) {
+    for size in [512 * MIB, GIB, 4 * GIB] {
+        for idle in [Duration::ZERO, IDLE] {
+            let mut times: Vec<Duration> = (0..SETTLED_RUNS)
+                .map(|_| {
+                    raw.release(raw.create(size));
+                    std::thread::sleep(idle);
+                    let start = Instant::now();
+                    let a = raw.create(size);
+                    let t = start.elapsed();
+                    raw.release(a);
+                    t
+                })
+                .collect();
+            let m = median(&mut times);
+            println!(
+                "create probe {}: cuMemCreate {m:?} (median of {SETTLED_RUNS}) {} a release \
+                 of the same size",
+                fmt_size(size),
+                if idle.is_zero() {
+                    "right after".to_string()
+                } else {
+                    format!("{idle:?} after")
+                }
+            );
+        }
+    }
+}
+
+/// One run of `name` at the largest growth size as the process's first use of device
+/// memory, printed.
+fn first_use(name: &str) {
+    let env = env();
+    let raw = Raw::new(env);
+    let Some(l) = LAYOUTS.iter().find(|l| l.name == name) else {
+        panic!("CUDA_VMM_GROWTH_FIRST_USE: no layout {name}");
+    };
+    let Some(&size) = env.sizes("first use", env.growth_sizes(), l.peak).last() else {
+        return;
+    };
+    let t = (l.run)(env, &raw, size, &mut Probe::default());
+    println!(
+        "growth/{name}/{} first use: {t:?} (the process's first device memory)",
+        size_id(size)
+    );
+}
+
 criterion_group!(benches, growth);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(name) = std::env::var("CUDA_VMM_GROWTH_FIRST_USE") {
+        first_use(&name);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo bench -p cuda-vmm-benches                  # everything (about 6 minutes on an H100)
-//! cargo bench -p cuda-vmm-benches --bench latency  # one file: latency growth sparse access pool
+//! cargo bench -p cuda-vmm-benches --bench latency  # one file: latency growth prefetch sparse access pool
 //! CUDA_VMM_BENCH_QUICK=1 cargo bench ...           # reduced sizes, short measurements
 //! cargo test -p cuda-vmm-benches --benches         # CI: every bench once, quick sizes
 //! cargo xtask bench-report                         # BENCHMARKS.md + docs/bench/<gpu-date>/*.svg
@@ -27,7 +27,10 @@
 //! Benchmark ids (the report relies on them):
 //! - `latency/OP/{safe,raw}/SIZE`, OP one of `reserve`, `free`, `reserve_free`, `create`,
 //!   `release`, `create_release`, `map`, `unmap`, `map_unmap`, `set_access`;
-//! - `growth/{growable,growable_pooled,realloc,naive}/SIZE`;
+//! - `growth/LAYOUT/SIZE`, LAYOUT one of `growable`, `growable_speed`,
+//!   `growable_alloc{32,128,512}MiB`, `growable_pooled`, `realloc`, `naive` and the raw floors
+//!   `raw_steps`, `raw_steps_32MiB`, `raw_doubling`, `raw_realloc` (see `benches/growth.rs`);
+//! - `prefetch/{off,on}/SIZE` (background commit, blocked time in the side file);
 //! - `sparse/commit_decommit/{pooled,unpooled}/k{1,4,16}`,
 //!   `sparse/one_tile/{pooled_commit,pooled_commit_uninit,raw_map_set_access}`;
 //! - `set_access/{per_chunk,per_run}/64x2MiB`;
@@ -38,6 +41,7 @@
 #![warn(missing_docs)]
 
 mod raw;
+mod raw_growth;
 mod side;
 mod stub;
 
@@ -49,6 +53,7 @@ use criterion::{Bencher, BenchmarkGroup, Criterion, SamplingMode};
 use cuda_vmm::{Backend, Cuda, Device};
 
 pub use raw::{Raw, RawAllocation, RawLinear, RawRange, RawReservation};
+pub use raw_growth::{RawGrowth, RawMapping};
 pub use side::{criterion_dir, record_extra};
 pub use stub::{stub_device, stub_driver, StubRaw};
 

@@ -18,16 +18,16 @@ use crate::Env;
 /// Raw VMM calls on the benchmark device. Every method panics (naming the call) if the driver
 /// fails, since a benchmark cannot go on.
 pub struct Raw {
-    table: &'static DriverTable,
+    pub(crate) table: &'static DriverTable,
     prop: CUmemAllocationProp,
-    access: CUmemAccessDesc,
+    pub(crate) access: CUmemAccessDesc,
 }
 
 /// A reservation made by [`Raw::reserve`], with nothing mapped in it. Give it back with
 /// [`Raw::free`]; dropping it leaks the address range.
 #[must_use]
 pub struct RawReservation {
-    ptr: CUdeviceptr,
+    pub(crate) ptr: CUdeviceptr,
     size: usize,
 }
 
@@ -35,7 +35,7 @@ pub struct RawReservation {
 /// dropping it leaks the memory.
 #[must_use]
 pub struct RawAllocation {
-    handle: CUmemGenericAllocationHandle,
+    pub(crate) handle: CUmemGenericAllocationHandle,
 }
 
 /// Memory from [`Raw::mem_alloc`]. Give it back with [`Raw::mem_free`].
@@ -45,7 +45,7 @@ pub struct RawLinear {
 }
 
 /// Panics with the call's name and result code unless `rc` is success.
-fn check(rc: CUresult, call: &str) {
+pub(crate) fn check(rc: CUresult, call: &str) {
     if rc != CUresult::CUDA_SUCCESS {
         let name = result_name(rc).unwrap_or("UNKNOWN");
         panic!("{call} failed: {name} ({})", rc.0);
@@ -53,7 +53,7 @@ fn check(rc: CUresult, call: &str) {
 }
 
 /// Panics naming the missing entry point.
-fn missing(e: MissingSymbol) -> ! {
+pub(crate) fn missing(e: MissingSymbol) -> ! {
     panic!("benchmark needs {e}")
 }
 

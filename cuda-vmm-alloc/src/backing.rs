@@ -114,6 +114,22 @@ impl Backing {
         })
     }
 
+    /// A copy for another thread: the same reservation, device, properties, pool, placement
+    /// (at the same point of its rotation) and peers, fresh counters, nothing stranded.
+    pub(crate) fn shadow(&self) -> Backing {
+        Backing {
+            device: self.device.clone(),
+            props: self.props.clone(),
+            reservation: self.reservation.clone(),
+            granularity: self.granularity,
+            pool: self.pool.clone(),
+            homes: self.homes.clone(),
+            peers: self.peers.clone(),
+            stats: DriverStats::default(),
+            stranded: Vec::new(),
+        }
+    }
+
     /// The allocation unit: the pool's chunk size, else the granularity.
     pub(crate) fn unit(&self) -> usize {
         self.pool

@@ -86,6 +86,12 @@ pub enum Error {
         /// [`Allocation::holders`](cuda_vmm::Allocation::holders), this handle included.
         holders: usize,
     },
+    /// The prefetch worker thread could not be started.
+    #[error("cannot start the prefetch worker thread: {message}")]
+    Worker {
+        /// What the operating system said.
+        message: String,
+    },
     /// The element type has size zero, which device memory cannot represent.
     #[error("element type {type_name} has size zero")]
     ZeroSizedElement {

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Range;
+use std::time::Instant;
 
 use cuda_vmm::{AllocationProps, Device, Stream, UnmapWait};
 
@@ -12,8 +13,10 @@ use crate::placement::Placement;
 use crate::pod::{as_bytes, as_bytes_mut, uniform_byte, zeroed, DevicePod};
 use crate::policy::{round_up, split, GrowthPolicy};
 use crate::pool::ChunkPool;
-use crate::stats::DriverStats;
+use crate::prefetch::Prefetcher;
+use crate::stats::{BlockedLog, BlockedStats, DriverStats};
 
+mod prefetching;
 mod shrink;
 
 /// Host bytes staged per non-memset fill before device-side doubling takes over.
@@ -34,6 +37,9 @@ pub struct BufferConfig {
     pub pool: Option<ChunkPool>,
     /// Allocation properties (`None` = [`AllocationProps::device`]); must match the pool's.
     pub props: Option<AllocationProps>,
+    /// Commit the next growth steps on a worker thread ahead of need (see
+    /// [`GrowableBuffer::set_prefetch`]).
+    pub prefetch: bool,
     /// Which devices the chunks live on ([`Placement::Owner`] by default).
     pub placement: Placement,
 }
@@ -63,6 +69,10 @@ pub struct GrowableBuffer<T: DevicePod> {
     chunks: Vec<Chunk>,
     committed: usize,
     len: usize,
+    /// The background committer, when prefetch is on.
+    prefetch: Option<Prefetcher>,
+    /// Time growing calls spent in the allocator.
+    blocked: BlockedLog,
     _elements: PhantomData<T>,
 }
 
@@ -94,9 +104,14 @@ impl<T: DevicePod> GrowableBuffer<T> {
             chunks: Vec::new(),
             committed: 0,
             len: 0,
+            prefetch: None,
+            blocked: BlockedLog::default(),
             _elements: PhantomData,
         };
         buffer.reserve(config.initial_capacity)?;
+        // Only the caller's growing calls count.
+        buffer.blocked = BlockedLog::default();
+        buffer.set_prefetch(config.prefetch)?;
         Ok(buffer)
     }
 
@@ -179,9 +194,15 @@ impl<T: DevicePod> GrowableBuffer<T> {
         &self.policy
     }
 
-    /// Driver calls made so far and the physical footprint.
+    /// Driver calls made so far (the prefetch worker's included once its steps are collected)
+    /// and the physical footprint.
     pub fn stats(&self) -> DriverStats {
         self.backing.stats
+    }
+
+    /// How long growing calls kept the caller in the allocator: p50, p99, max per call.
+    pub fn blocked_stats(&self) -> BlockedStats {
+        self.blocked.stats()
     }
 
     /// Appends one element.
@@ -328,12 +349,17 @@ impl<T: DevicePod> GrowableBuffer<T> {
     /// Gives `devices` read-write access to the buffer, now (one `cuMemSetAccess` carrying
     /// every descriptor) and for memory mapped later. The owning device always has access.
     pub fn grant_access(&mut self, devices: &[Device]) -> Result<()> {
+        // Steps prefetched for the old peer set are given back, and the worker restarts with
+        // the new one once the grant is done.
+        let prefetch = self.prefetch();
+        self.set_prefetch(false)?;
         let ranges: &[(usize, usize, bool)] = if self.committed > 0 {
             &[(0, self.committed, false)]
         } else {
             &[]
         };
-        self.backing.grant_access(devices, ranges)
+        let granted = self.backing.grant_access(devices, ranges);
+        granted.and(self.set_prefetch(prefetch))
     }
 
     fn byte_offset(&self, index: usize) -> usize {
@@ -365,17 +391,19 @@ impl<T: DevicePod> GrowableBuffer<T> {
     /// committed for it is given back and the buffer is exactly as before.
     fn grow_and(&mut self, len: usize, op: impl FnOnce(&Self) -> Result<()>) -> Result<()> {
         let (chunks, committed) = (self.chunks.len(), self.committed);
-        self.ensure_capacity(len)?;
-        if let Err(e) = op(self) {
+        if let Err(e) = self.ensure_capacity(len).and_then(|()| op(self)) {
             let fresh = self.chunks.split_off(chunks);
             self.committed = committed;
             self.backing.rollback(fresh);
             return Err(e);
         }
+        self.request_prefetch();
         Ok(())
     }
 
-    /// Commits memory for `len` elements, transactionally.
+    /// Commits memory for `len` elements: the prefetched step if one is ready, then (if still
+    /// short) in line. Leaves what it committed in place on error, for
+    /// [`grow_and`](Self::grow_and) to roll back.
     fn ensure_capacity(&mut self, len: usize) -> Result<()> {
         let reserved = self.reserved_bytes();
         let needed = match len.checked_mul(size_of::<T>()) {
@@ -388,26 +416,41 @@ impl<T: DevicePod> GrowableBuffer<T> {
             }
         };
         if needed <= self.committed {
+            self.blocked.idle();
             return Ok(());
         }
+        let start = Instant::now();
+        let prefetched = self.take_prefetched(needed);
         // Mappings a rollback left may sit where the buffer grows.
         self.backing.retry_stranded()?;
-        let unit = self.backing.unit();
-        let target = self
-            .policy
-            .grow_to(self.committed, needed, unit)
+        if needed > self.committed {
+            let unit = self.backing.unit();
+            let target = if prefetched {
+                // A step was just taken: only the shortfall, so the policy's bound holds.
+                self.committed + round_up(needed - self.committed, unit)
+            } else {
+                self.policy.grow_to(self.committed, needed, unit)
+            }
             .min(reserved);
-        let grow = target - self.committed;
-        let sizes = if self.backing.pool.is_some() {
+            let sizes = self.step_sizes(target - self.committed);
+            let chunks = self.backing.commit_run(self.committed, &sizes, false)?;
+            self.chunks.extend(chunks);
+            self.committed = target;
+            self.backing.note_committed(target);
+        }
+        self.blocked.grew(start, prefetched);
+        Ok(())
+    }
+
+    /// The chunk sizes backing a growth of `grow` bytes: pool chunks, or pieces of at most
+    /// the policy's largest allocation.
+    fn step_sizes(&self, grow: usize) -> Vec<usize> {
+        let unit = self.backing.unit();
+        if self.backing.pool.is_some() {
             vec![unit; grow / unit]
         } else {
             split(grow, self.policy.max_piece(unit))
-        };
-        let chunks = self.backing.commit_run(self.committed, &sizes, false)?;
-        self.chunks.extend(chunks);
-        self.committed = target;
-        self.backing.note_committed(target);
-        Ok(())
+        }
     }
 
     /// Fills `count` elements from `start` with `value`.
@@ -433,6 +476,7 @@ impl<T: DevicePod> GrowableBuffer<T> {
 
 impl<T: DevicePod> Drop for GrowableBuffer<T> {
     fn drop(&mut self) {
+        self.cancel_prefetch();
         if let Err(e) = self.release_from(0) {
             tracing::error!("dropping a growable buffer: {e}");
         }

@@ -3,7 +3,9 @@
 //! - [`GrowableBuffer`]: a typed device vector whose pointer never moves. It reserves its
 //!   maximum capacity up front and maps physical chunks at the end as it grows, sized by a
 //!   [`GrowthPolicy`] so that growth takes few driver calls (one `cuMemSetAccess` per new
-//!   run). Growth is transactional.
+//!   run). Growth is transactional. Opt-in background commit
+//!   ([`GrowableBuffer::set_prefetch`]) maps the next steps on a worker thread ahead of need;
+//!   [`BlockedStats`] tells how long growing calls waited.
 //! - [`SparseArray`]: a huge logical array of which only committed tiles hold memory; holes
 //!   are errors or read as zeros ([`HoleBehavior`]); [`Display`](std::fmt::Display) draws a
 //!   residency map.
@@ -66,6 +68,7 @@ mod placement;
 mod pod;
 mod policy;
 mod pool;
+mod prefetch;
 mod shared;
 mod sparse;
 mod stats;
@@ -82,4 +85,4 @@ pub use policy::GrowthPolicy;
 pub use pool::{ChunkPool, PoolConfig, PoolStats, RecycleError};
 pub use shared::{SharedBufferConsumer, SharedBufferProducer};
 pub use sparse::{HoleBehavior, SparseArray, SparseConfig};
-pub use stats::{DriverStats, DriverTimes};
+pub use stats::{BlockedStats, DriverStats, DriverTimes};

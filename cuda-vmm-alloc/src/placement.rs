@@ -27,6 +27,7 @@ pub enum Placement {
 }
 
 /// The resolved placement: each home device with the properties its chunks are created with.
+#[derive(Clone)]
 pub(crate) struct Homes {
     homes: Vec<(Device, AllocationProps)>,
     next: usize,

@@ -3,6 +3,8 @@
 use crate::error::{Error, Result};
 
 const MIB: usize = 1 << 20;
+/// The speed profile's step cap: 1 TiB, beyond any device's memory.
+const SPEED_MAX_CHUNK: usize = 1 << 40;
 
 /// How a [`GrowableBuffer`](crate::GrowableBuffer) sizes the physical memory it maps as it grows.
 ///
@@ -21,23 +23,31 @@ const MIB: usize = 1 << 20;
 ///
 /// **Trade-offs.** Larger steps mean fewer driver calls but more over-commit (every step may
 /// be partly unused). Because steps grow with the buffer, reaching a size `S` takes
-/// `O(log S)` steps, like `Vec` doubling, yet the data never moves. Within a step, measured
-/// on an H200 with driver 580: `cuMemCreate` of memory the GPU used before costs about
-/// 0.6 µs per MiB for 32 MiB allocations but about 2.1 µs per MiB for 512 MiB and 1 GiB ones,
-/// while `cuMemSetAccess` costs about 25 µs per (2 to 32 MiB) allocation handle in its range. The default
-/// `max_allocation` of 32 MiB balances the two: growing to 16 GiB took 22.9 ms with it
-/// against 32.0 ms with one allocation per step (median, same run). On memory the process
-/// has not used before, creation is cheap and the per-handle set-access cost dominates, so
-/// `max_allocation: 0` can win there: the tour's 4 GiB growth on a fresh H200 took 1.1 ms
-/// with whole steps in one run and 5.2 ms with 32 MiB allocations in another.
+/// `O(log S)` steps, like `Vec` doubling, yet the data never moves.
+///
+/// **Allocation size.** By default each step is ONE allocation (`max_allocation: 0`). Measured
+/// on an H200 with driver 580 (BENCHMARKS.md, growth to 16 GiB by 2 MiB appends), the cost
+/// of a step depends on what the device's memory did just before:
+/// - *first use and settled memory* (nothing released in the last few hundred ms): creation
+///   costs about 0.4 µs per MiB whatever the allocation size, while `cuMemSetAccess` costs
+///   about 23 µs per allocation handle in its range, so one allocation per step is fastest
+///   (2.5 ms on a process's first use, 5.6 to 8.1 ms settled) and 32 MiB pieces are 2.6x to
+///   10x slower (21 to 24 ms, 524 handles);
+/// - *back-to-back churn* (16 GiB released moments before): creating sizes that were just
+///   released (many 32 MiB pieces) is cheap, creating new large sizes costs about 1.6 µs per
+///   MiB, so 32 MiB pieces win (21.4 ms against 31.4 ms, itself 1.06x the fastest raw
+///   layout with the same bound).
+///
+/// A program that builds and drops large buffers back to back does better still with a
+/// [`ChunkPool`](crate::ChunkPool) (about 2 ms, no creation at all); `max_allocation: 32 MiB`
+/// is the choice for churn without a pool. See also [`GrowthPolicy::speed`].
 ///
 /// **Bound.** Right after growing to fit `len` bytes, with `m` = `min_chunk` rounded up to
 /// `g` (at least `g`): `committed < len + max(m, factor * len)`, so
 /// `committed <= (1 + factor) * len` once `factor * len >= m`. With the defaults (`min_chunk`
 /// 16 MiB, `factor` 0.25, `max_chunk` 4 GiB, `g` 2 MiB) that is at most 1.25x the length from
 /// 64 MiB on, and growing from empty to 16 GiB in 2 MiB appends takes 29 steps (29
-/// `cuMemSetAccess` calls, 524 allocations of at most 32 MiB; naive one-granule chunks: 8192
-/// of each). [`GrowthPolicy::fixed`] gives the naive behaviour for
+/// allocations and `cuMemSetAccess` calls; naive one-granule chunks: 8192 of each). [`GrowthPolicy::fixed`] gives the naive behaviour for
 /// comparison.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GrowthPolicy {
@@ -50,8 +60,8 @@ pub struct GrowthPolicy {
     pub factor: f64,
     /// Largest single physical allocation (`cuMemCreate`) in bytes; a growth step larger than
     /// this is backed by several allocations mapped back to back, still with ONE
-    /// `cuMemSetAccess` for the step. 0 means `max_chunk`. Default 32 MiB; see the trade-off
-    /// above.
+    /// `cuMemSetAccess` for the step. 0 (the default) means `max_chunk`: one allocation per
+    /// step. See the trade-off above.
     pub max_allocation: usize,
 }
 
@@ -61,7 +71,7 @@ impl Default for GrowthPolicy {
             min_chunk: 16 * MIB,
             max_chunk: 4096 * MIB,
             factor: 0.25,
-            max_allocation: 32 * MIB,
+            max_allocation: 0,
         }
     }
 }
@@ -74,6 +84,18 @@ impl GrowthPolicy {
             min_chunk: chunk_bytes,
             max_chunk: chunk_bytes,
             factor: 0.0,
+            max_allocation: 0,
+        }
+    }
+
+    /// The speed profile: doubling steps (`factor` 1.0, from 16 MiB, no step cap), each backed
+    /// by one allocation, so growth takes the fewest driver calls at the price of memory:
+    /// `committed < 2 * len` once the length passes 16 MiB (the default keeps 1.25x).
+    pub fn speed() -> Self {
+        GrowthPolicy {
+            min_chunk: 16 * MIB,
+            max_chunk: SPEED_MAX_CHUNK,
+            factor: 1.0,
             max_allocation: 0,
         }
     }
@@ -172,7 +194,7 @@ mod tests {
         );
         // The steps themselves are the default ones.
         assert_eq!(p.grow_to(4 * GIB, 4 * GIB + 1, G), 5 * GIB);
-        assert_eq!(GrowthPolicy::default().max_piece(G), 32 * MIB);
+        assert_eq!(GrowthPolicy::default().max_piece(G), 4096 * MIB);
         let whole = GrowthPolicy {
             max_allocation: 0,
             ..GrowthPolicy::default()
@@ -277,6 +299,27 @@ mod tests {
                 committed = next;
             }
         }
+    }
+
+    #[test]
+    fn speed_profile_doubles_within_twice_the_length() {
+        let p = GrowthPolicy::speed();
+        p.validate().expect("speed policy");
+        let (mut committed, mut steps, mut len) = (0, 0, 0);
+        while len < 16 * GIB {
+            len += G;
+            if len > committed {
+                committed = p.grow_to(committed, len, G);
+                steps += 1;
+            }
+            if len > 16 * MIB {
+                assert!(committed < 2 * len, "{committed} for {len}");
+            }
+        }
+        // 16 MiB, then doubling to 16 GiB.
+        assert_eq!(steps, 11);
+        assert_eq!(committed, 16 * GIB);
+        assert_eq!(p.max_piece(G), 1 << 40);
     }
 
     #[test]

@@ -56,3 +56,102 @@ pub(crate) fn timed<T>(slot: &mut Duration, f: impl FnOnce() -> T) -> T {
     *slot += start.elapsed();
     out
 }
+
+/// How long a [`GrowableBuffer`](crate::GrowableBuffer)'s growing calls (appends, resizes,
+/// reserves) kept their caller in the allocator: committing memory in line, or waiting for
+/// and taking a step the prefetch worker committed. Calls that needed no new memory count
+/// as zero. Percentiles are within 1% (an HDR histogram of nanoseconds).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockedStats {
+    /// Growing calls made.
+    pub calls: u64,
+    /// Of those, the calls that needed new memory.
+    pub grew: u64,
+    /// Growth steps taken ready-made from the prefetch worker.
+    pub prefetched: u64,
+    /// Median time blocked per call.
+    pub p50: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+    /// Longest.
+    pub max: Duration,
+    /// Sum over all calls.
+    pub total: Duration,
+}
+
+/// The longest blocked time recorded exactly; longer ones count as this.
+const HOUR_NS: u64 = 3_600_000_000_000;
+
+/// Records per-call blocked times for [`BlockedStats`].
+pub(crate) struct BlockedLog {
+    /// Nanoseconds per call (`None` only if the histogram could not be made).
+    hist: Option<hdrhistogram::Histogram<u64>>,
+    grew: u64,
+    prefetched: u64,
+    total: Duration,
+}
+
+impl Default for BlockedLog {
+    fn default() -> Self {
+        BlockedLog {
+            hist: hdrhistogram::Histogram::new_with_bounds(1, HOUR_NS, 2).ok(),
+            grew: 0,
+            prefetched: 0,
+            total: Duration::ZERO,
+        }
+    }
+}
+
+impl BlockedLog {
+    /// A call that needed no memory.
+    pub(crate) fn idle(&mut self) {
+        if let Some(h) = &mut self.hist {
+            h.saturating_record(0);
+        }
+    }
+
+    /// A call that grew, blocked from `start` until now; `prefetched` if it took a ready step.
+    pub(crate) fn grew(&mut self, start: Instant, prefetched: bool) {
+        let blocked = start.elapsed();
+        self.grew += 1;
+        self.prefetched += u64::from(prefetched);
+        self.total += blocked;
+        if let Some(h) = &mut self.hist {
+            h.saturating_record(u64::try_from(blocked.as_nanos()).unwrap_or(u64::MAX));
+        }
+    }
+
+    /// The summary.
+    pub(crate) fn stats(&self) -> BlockedStats {
+        let at =
+            |q: f64| Duration::from_nanos(self.hist.as_ref().map_or(0, |h| h.value_at_quantile(q)));
+        BlockedStats {
+            calls: self.hist.as_ref().map_or(0, hdrhistogram::Histogram::len),
+            grew: self.grew,
+            prefetched: self.prefetched,
+            p50: at(0.5),
+            p99: at(0.99),
+            max: Duration::from_nanos(self.hist.as_ref().map_or(0, |h| h.max())),
+            total: self.total,
+        }
+    }
+}
+
+impl DriverStats {
+    /// Adds the calls and times of `other` (another thread's work for the same owner).
+    pub(crate) fn absorb(&mut self, other: &DriverStats) {
+        self.creates += other.creates;
+        self.pool_hits += other.pool_hits;
+        self.maps += other.maps;
+        self.set_access_calls += other.set_access_calls;
+        self.unmaps += other.unmaps;
+        self.releases += other.releases;
+        self.chunks += other.chunks;
+        let (t, o) = (&mut self.time, &other.time);
+        t.create += o.create;
+        t.map += o.map;
+        t.set_access += o.set_access;
+        t.unmap += o.unmap;
+        t.release += o.release;
+    }
+}

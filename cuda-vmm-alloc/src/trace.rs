@@ -9,8 +9,11 @@
 //! - `chunk_pool.take` (`chunks`, `size`, `hits`, `misses`), `chunk_pool.recycle` (`handle`,
 //!   `size`, `cached`), `chunk_pool.prefill`, `chunk_pool.trim`.
 //!
-//! Further steps (e.g. a prefetch) follow the same shape: a `debug_span!` named after the step
-//! with `address` (hex) and `size` fields, entered for the step's duration.
+//! - `prefetch` (`address`, `size`): a growth step the background worker commits ahead of the
+//!   buffer (its `commit` nested inside), on the worker's thread.
+//!
+//! Further steps follow the same shape: a `debug_span!` named after the step with `address`
+//! (hex) and `size` fields, entered for the step's duration.
 //! Errors while dropping or rolling back are error-level events.
 
 use std::fmt;

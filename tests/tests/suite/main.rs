@@ -13,6 +13,7 @@ mod interop;
 mod lifetime;
 mod loader;
 mod multi_gpu;
+mod prefetch;
 mod ptx;
 mod reliability;
 mod safe;

@@ -476,6 +476,74 @@ fn sparse_round_robin_body(d0: &Device, d1: &Device) -> TestResult {
     Ok(())
 }
 
+two_device_test!(
+    prefetch_keeps_rotation_and_granted_access,
+    prefetch_keeps_rotation_and_granted_access_child,
+    prefetch_body
+);
+
+/// The access flags `device` has at `addr`, asked of the driver (`cuMemGetAccess`).
+fn access_at(cuda: &Cuda, addr: u64, device: &Device) -> Result<u64, Box<dyn std::error::Error>> {
+    let get = entry!(cuda.sys().table(), cuMemGetAccess)?;
+    let location = cuda_vmm_sys::CUmemLocation {
+        type_: cuda_vmm_sys::CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE,
+        id: i32::try_from(device.ordinal())?,
+    };
+    let mut flags = 0u64;
+    // SAFETY: valid out-pointer and location; `addr` lies in a live mapping (the caller
+    // holds it).
+    let r = unsafe { get(&mut flags, &location, addr) };
+    assert_eq!(r, CUresult::CUDA_SUCCESS, "cuMemGetAccess at {addr:#x}");
+    Ok(flags)
+}
+
+/// Background commit with several devices: prefetched steps continue the round-robin
+/// rotation, and steps committed after `grant_access` carry the new peer's access.
+fn prefetch_body(d0: &Device, d1: &Device) -> TestResult {
+    let cuda = d0.cuda();
+    let g = granularity(&[d0, d1])?;
+    let striped = BufferConfig {
+        max_capacity: Some(16 * g),
+        policy: GrowthPolicy::fixed(g),
+        placement: Placement::RoundRobin(vec![d0.clone(), d1.clone()]),
+        prefetch: true,
+        ..Default::default()
+    };
+    let mut b = GrowableBuffer::<u8>::new(d0, striped)?;
+    for k in 0..6 {
+        b.extend_from_slice(&pattern(g, k))?;
+    }
+    assert_eq!(b.blocked_stats().prefetched, 6);
+    let homes: Vec<usize> = b
+        .chunk_allocations()
+        .map(|(_, a)| a.device().ordinal())
+        .collect();
+    assert_eq!(homes, [0, 1, 0, 1, 0, 1]);
+    drop(b);
+
+    let owner = BufferConfig {
+        max_capacity: Some(16 * g),
+        policy: GrowthPolicy::fixed(g),
+        prefetch: true,
+        ..Default::default()
+    };
+    let mut b = GrowableBuffer::<u8>::new(d0, owner)?;
+    b.extend_from_slice(&pattern(g, 1))?;
+    // Two steps are queued without d1's access: the grant gives them back.
+    b.grant_access(std::slice::from_ref(d1))?;
+    assert!(b.prefetch());
+    // Steps asked for after the grant (taken by both appends) carry d1's access too.
+    b.extend_from_slice(&pattern(3 * g, 2))?;
+    b.extend_from_slice(&pattern(2 * g, 3))?;
+    let rw = cuda_vmm_sys::CUmemAccess_flags::CU_MEM_ACCESS_FLAGS_PROT_READWRITE.0 as u64;
+    for k in 0..6 {
+        let addr = b.ptr() + (k * g) as u64;
+        assert_eq!(access_at(cuda, addr, d1)?, rw, "granule {k}");
+    }
+    assert_eq!(b.blocked_stats().prefetched, 3);
+    Ok(())
+}
+
 // ---- bad placements (one device is enough) -------------------------------------------------
 
 #[test]
