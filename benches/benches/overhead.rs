@@ -4,6 +4,11 @@
 //! difference `safe - raw` is what the safe layer adds (validation, bookkeeping, RAII);
 //! `cargo xtask bench-report` holds it against max(2%, 0.1 µs) of the real driver's latency
 //! measured in the same run.
+//!
+//! `tracing/span/disabled`: what one of the library's debug spans around a driver call costs
+//! with no subscriber installed (the case of every user who does not trace): creating and
+//! entering a span shaped like `cuMemMap`'s. The safe layer makes one per driver call that
+//! changes the address space.
 
 use std::hint::black_box;
 
@@ -67,6 +72,21 @@ fn overhead(c: &mut Criterion) {
     desc.flags = cuda_vmm_sys::CUmemAccess_flags::CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
     group.bench_function("raw", |b| {
         b.iter(|| raw.set_access(black_box(ptr), CHUNK, &desc))
+    });
+    group.finish();
+
+    let mut group = env.fast_group(c, "tracing/span");
+    group.bench_function("disabled", |b| {
+        b.iter(|| {
+            let span = tracing::debug_span!(
+                "cuMemMap",
+                address = %format_args!("{:#x}", black_box(ptr)),
+                size = black_box(CHUNK),
+                handle = %format_args!("{:#x}", handle),
+            )
+            .entered();
+            black_box(&span);
+        })
     });
     group.finish();
 }

@@ -8,6 +8,10 @@
 //! cargo xtask bench-report                         # BENCHMARKS.md + docs/bench/<gpu-date>/*.svg
 //! ```
 //!
+//! `cargo bench` also writes criterion's HTML report with plots (plotters, SVG) to
+//! `target/criterion/report/index.html`; `-- --noplot` skips the plots (e.g. on a GPU machine
+//! whose output is copied back: `cargo xtask bench-report` needs only the JSON files).
+//!
 //! Bench binaries run without cargo (e.g. built by `scripts/gpu-bundle.sh`) need `--bench`, and
 //! write to `target/criterion` under the current directory unless `CRITERION_HOME` is set.
 //! Binaries run by separate commands form one run when they share `CUDA_VMM_BENCH_SESSION`.
@@ -17,7 +21,7 @@
 //!   `cargo test --benches`, or `CUDA_VMM_BENCH_QUICK=1`): quick runs cap sizes at
 //!   [`QUICK_CAP`] and measure briefly.
 //! - [`Raw`]: the same driver calls made straight through the raw table, as the baseline.
-//! - Side files for `cargo xtask bench-report`, next to criterion's output:
+//! - Side files for `cargo xtask bench-report`, next to criterion's output (serde JSON):
 //!   `cuda-vmm-run.json` (GPU, driver, date) and `cuda-vmm-extra.json` (peak committed memory...).
 //!
 //! Benchmark ids (the report relies on them):

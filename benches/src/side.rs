@@ -1,14 +1,20 @@
-//! Side files next to criterion's output, read by `cargo xtask bench-report`.
+//! Side files next to criterion's output, read by `cargo xtask bench-report`: JSON written
+//! and read with serde.
 //!
-//! Both are JSON objects with one `"key": value` field per line, so they can be merged without
-//! a JSON library. A *session* is one `cargo bench` invocation (the bench binaries share their
-//! parent process), or the binaries run with one `CUDA_VMM_BENCH_SESSION` value: the first
-//! binary of a session starts `cuda-vmm-run.json` afresh and clears `cuda-vmm-extra.json`; the
-//! report ignores estimates older than the session's start.
+//! - `cuda-vmm-run.json`: the run's metadata ([`RunMeta`]);
+//! - `cuda-vmm-extra.json`: `{"key": number}` side measurements ([`record_extra`]).
+//!
+//! A *session* is one `cargo bench` invocation (the bench binaries share their parent
+//! process), or the binaries run with one `CUDA_VMM_BENCH_SESSION` value: the first binary of
+//! a session starts `cuda-vmm-run.json` afresh and clears `cuda-vmm-extra.json`; the report
+//! ignores estimates older than the session's start.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::Env;
 
@@ -16,6 +22,20 @@ const RUN_FILE: &str = "cuda-vmm-run.json";
 const EXTRA_FILE: &str = "cuda-vmm-extra.json";
 /// Set to the same value for bench binaries run by separate commands that form one run.
 const SESSION_ENV: &str = "CUDA_VMM_BENCH_SESSION";
+
+/// The run's metadata, as `cargo xtask bench-report` reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct RunMeta {
+    gpu: String,
+    backend: String,
+    cuda_driver: String,
+    kernel_driver: String,
+    /// `YYYY-MM-DD` (UTC) the session started.
+    date: String,
+    quick: bool,
+    session: String,
+    started_unix: u64,
+}
 
 /// Where criterion writes, by criterion's own rules: `$CRITERION_HOME`, else
 /// `$CARGO_TARGET_DIR/criterion`, else (run by cargo) the workspace's `target/criterion`, else
@@ -42,49 +62,45 @@ pub fn record_extra(key: &str, value: f64) {
         return;
     }
     let path = criterion_dir().join(EXTRA_FILE);
-    let mut fields = read_fields(&path);
-    fields.insert(key.to_string(), format!("{value}"));
-    write_fields(&path, &fields);
+    let mut extra: BTreeMap<String, f64> = read(&path).unwrap_or_default();
+    extra.insert(key.to_string(), value);
+    write(&path, &extra);
 }
 
 /// Writes `cuda-vmm-run.json` for this process; a new session also clears the extra file.
 pub(crate) fn write_run_meta(env: &Env) {
     let dir = criterion_dir();
     let path = dir.join(RUN_FILE);
-    let session = quote(&session_id());
+    let session = session_id();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let old = read_fields(&path);
-    let same_session = old.get("session") == Some(&session);
-    let started = match old.get("started_unix").and_then(|s| s.parse::<u64>().ok()) {
-        Some(t) if same_session && now.saturating_sub(t) < 24 * 3600 => t,
+    let started = match read::<RunMeta>(&path) {
+        Some(old) if old.session == session && now.saturating_sub(old.started_unix) < 24 * 3600 => {
+            old.started_unix
+        }
         _ => {
             let _ = std::fs::remove_file(dir.join(EXTRA_FILE));
             now
         }
     };
-    let gpu = env
-        .device
-        .name()
-        .unwrap_or_else(|e| format!("unknown device ({e})"));
-    let cuda_driver = env
-        .cuda
-        .driver_version()
-        .map_or_else(|e| format!("unknown ({e})"), |v| v.to_string());
-    let mut fields = BTreeMap::new();
-    fields.insert("gpu".to_string(), quote(&gpu));
-    fields.insert(
-        "backend".to_string(),
-        quote(&env.cuda.backend().to_string()),
-    );
-    fields.insert("cuda_driver".to_string(), quote(&cuda_driver));
-    fields.insert("kernel_driver".to_string(), quote(&kernel_driver(env)));
-    fields.insert("date".to_string(), quote(&utc_date(started)));
-    fields.insert("quick".to_string(), env.quick.to_string());
-    fields.insert("session".to_string(), session);
-    fields.insert("started_unix".to_string(), started.to_string());
-    write_fields(&path, &fields);
+    let meta = RunMeta {
+        gpu: env
+            .device
+            .name()
+            .unwrap_or_else(|e| format!("unknown device ({e})")),
+        backend: env.cuda.backend().to_string(),
+        cuda_driver: env
+            .cuda
+            .driver_version()
+            .map_or_else(|e| format!("unknown ({e})"), |v| v.to_string()),
+        kernel_driver: kernel_driver(env),
+        date: utc_date(started),
+        quick: env.quick,
+        session,
+        started_unix: started,
+    };
+    write(&path, &meta);
 }
 
 /// The session id: `$CUDA_VMM_BENCH_SESSION` if set (to join bench binaries run by separate
@@ -118,55 +134,32 @@ fn kernel_driver(env: &Env) -> String {
 
 /// `YYYY-MM-DD` (UTC) of a Unix time.
 fn utc_date(unix_secs: u64) -> String {
-    // Days to civil date (proleptic Gregorian), after Howard Hinnant's algorithm.
-    let z = (unix_secs / 86_400) as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
+    let time = UNIX_EPOCH + Duration::from_secs(unix_secs);
+    let mut stamp = humantime::format_rfc3339_seconds(time).to_string();
+    stamp.truncate(10);
+    stamp
 }
 
-fn quote(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
+/// The file's JSON, or `None` if it is missing or not what we wrote (then it is rewritten).
+fn read<T: DeserializeOwned>(path: &Path) -> Option<T> {
+    let text = std::fs::read_to_string(path).ok()?;
+    match serde_json::from_str(&text) {
+        Ok(value) => Some(value),
+        Err(e) => {
+            eprintln!("cuda-vmm benches: ignoring {}: {e}", path.display());
+            None
         }
     }
-    out.push('"');
-    out
 }
 
-/// Reads a file written by [`write_fields`]: key -> raw JSON value text.
-fn read_fields(path: &Path) -> BTreeMap<String, String> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
-        .filter_map(|line| {
-            let line = line.trim().trim_end_matches(',');
-            let (key, value) = line.split_once("\": ")?;
-            Some((key.strip_prefix('"')?.to_string(), value.to_string()))
-        })
-        .collect()
-}
-
-fn write_fields(path: &Path, fields: &BTreeMap<String, String>) {
-    let body: Vec<String> = fields
-        .iter()
-        .map(|(k, v)| format!("  {}: {v}", quote(k)))
-        .collect();
-    let text = format!("{{\n{}\n}}\n", body.join(",\n"));
+fn write<T: Serialize>(path: &Path, value: &T) {
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    if let Err(e) = std::fs::write(path, text) {
+    let written = serde_json::to_string_pretty(value)
+        .map_err(|e| e.to_string())
+        .and_then(|text| std::fs::write(path, text + "\n").map_err(|e| e.to_string()));
+    if let Err(e) = written {
         eprintln!("cuda-vmm benches: cannot write {}: {e}", path.display());
     }
 }
@@ -183,16 +176,22 @@ mod tests {
     }
 
     #[test]
-    fn fields_round_trip() {
+    fn side_files_round_trip() {
         let path = std::env::temp_dir().join(format!("cuda-vmm-side-{}.json", std::process::id()));
-        let mut fields = BTreeMap::new();
-        fields.insert("gpu".to_string(), quote("NVIDIA \"H100\""));
-        fields.insert(
-            "growth/naive/2GiB/peak_committed_bytes".to_string(),
-            "2147483648".to_string(),
-        );
-        write_fields(&path, &fields);
-        assert_eq!(read_fields(&path), fields);
+        let meta = RunMeta {
+            gpu: "NVIDIA \"H100\"".into(),
+            backend: "real driver".into(),
+            cuda_driver: "13.0".into(),
+            kernel_driver: "580.65.06".into(),
+            date: "2025-01-02".into(),
+            quick: false,
+            session: "ppid:1".into(),
+            started_unix: 1_735_776_000,
+        };
+        write(&path, &meta);
+        assert_eq!(read::<RunMeta>(&path), Some(meta));
+        std::fs::write(&path, "{\"gpu\": 1}").expect("write scratch file");
+        assert_eq!(read::<RunMeta>(&path), None);
         std::fs::remove_file(&path).expect("remove scratch file");
     }
 }

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::placement::{Homes, Placement};
 use crate::pool::{same_device, ChunkPool, Taken};
 use crate::stats::{timed, DriverStats};
+use crate::trace::Hex;
 
 /// One physical chunk mapped into the reservation.
 pub(crate) struct Chunk {
@@ -221,7 +222,7 @@ impl Backing {
         if let Some(e) = failure {
             mappings.reverse();
             if let Err(undo) = self.unmap_or_strand(mappings) {
-                log::error!("undoing a partial map failed: {undo}");
+                tracing::error!("undoing a partial map failed: {undo}");
             }
             self.unobtain(obtained);
             return Err(e);
@@ -250,6 +251,14 @@ impl Backing {
         sizes: &[usize],
         read_only: bool,
     ) -> Result<Vec<Chunk>> {
+        let _span = tracing::debug_span!(
+            "commit",
+            address = %Hex(self.reservation.ptr() + offset as u64),
+            size = sizes.iter().sum::<usize>(),
+            chunks = sizes.len(),
+            pooled = self.pool.is_some(),
+        )
+        .entered();
         let obtained = self.obtain(sizes)?;
         self.map_run(offset, obtained, read_only)
     }
@@ -275,7 +284,7 @@ impl Backing {
         }
         mappings.reverse();
         if let Err(e) = self.unmap_or_strand(mappings) {
-            log::error!("rolling back a commit: {e}");
+            tracing::error!("rolling back a commit: {e}");
         }
         let obtained = if pooled {
             let hits = cached.len();
@@ -303,6 +312,13 @@ impl Backing {
         if chunks.is_empty() {
             return Ok(());
         }
+        let _span = tracing::debug_span!(
+            "decommit",
+            address = %Hex(chunks.iter().map(|c| c.mapping.ptr()).min().unwrap_or(0)),
+            size = chunks.iter().map(|c| c.mapping.size()).sum::<usize>(),
+            chunks = chunks.len(),
+        )
+        .entered();
         let mut owners = Vec::with_capacity(chunks.len());
         let mut mappings = Vec::with_capacity(chunks.len());
         for chunk in chunks {
@@ -324,7 +340,7 @@ impl Backing {
         let mut result = Ok(());
         for (allocation, pooled) in owners.by_ref().take(done) {
             if let Err(e) = self.give_back(allocation, pooled) {
-                log::error!("releasing a chunk failed: {e}");
+                tracing::error!("releasing a chunk failed: {e}");
                 result = result.and(Err(e));
             }
         }
@@ -357,7 +373,7 @@ impl Backing {
         match unmapped {
             Ok(()) => Ok(()),
             Err((e, kept)) => {
-                log::error!(
+                tracing::error!(
                     "{} mapping(s) could not be unmapped, kept for a retry: {e}",
                     kept.len()
                 );
@@ -382,7 +398,7 @@ impl Backing {
             (Some(pool), true) => {
                 if let Err(refused) = timed(&mut times.release, || pool.recycle(allocation)) {
                     let (e, allocation) = refused.into_parts();
-                    log::error!("the pool refused a chunk, releasing it: {e}");
+                    tracing::error!("the pool refused a chunk, releasing it: {e}");
                     if let Some(allocation) = allocation {
                         self.stats.releases += 1;
                         timed(&mut times.release, || allocation.release())?;
@@ -458,7 +474,7 @@ impl Backing {
                     let access: Vec<(&Device, AccessFlags)> =
                         added.iter().map(|d| (d, AccessFlags::None)).collect();
                     if let Err(undo) = self.reservation.set_access(offset, size, &access) {
-                        log::error!(
+                        tracing::error!(
                             "undoing a grant at offset {offset} (+{size}) failed, the peers stay: {undo}"
                         );
                         undone = false;

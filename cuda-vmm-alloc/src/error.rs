@@ -103,9 +103,44 @@ pub enum Error {
 impl Error {
     /// The raw `CUresult` code when this is a driver error, else `None`.
     pub fn code(&self) -> Option<u32> {
+        self.cuda_error().map(cuda_vmm::CudaError::code)
+    }
+
+    /// The driver's error (code, name, description) when this is a driver error, else `None`.
+    pub fn cuda_error(&self) -> Option<cuda_vmm::CudaError> {
         match self {
-            Error::Vmm(e) => e.code(),
+            Error::Vmm(e) => e.cuda_error(),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cuda_vmm::sys::CUresult;
+    use cuda_vmm::CudaError;
+
+    #[test]
+    fn driver_errors_keep_code_name_and_call() {
+        let oom = CudaError::from_result(CUresult::CUDA_ERROR_OUT_OF_MEMORY);
+        let Some(error) = oom else {
+            panic!("CUDA_ERROR_OUT_OF_MEMORY is an error");
+        };
+        let e = Error::from(cuda_vmm::Error::Driver {
+            call: "cuMemCreate",
+            error,
+        });
+        assert_eq!(e.cuda_error(), Some(error));
+        assert_eq!(e.code(), Some(2));
+        assert_eq!(error.name(), Some("CUDA_ERROR_OUT_OF_MEMORY"));
+        assert!(e
+            .to_string()
+            .starts_with("cuMemCreate failed: CUDA_ERROR_OUT_OF_MEMORY (2): The API call failed"));
+        let own = Error::CapacityExceeded {
+            requested: 1,
+            max: 0,
+        };
+        assert_eq!((own.cuda_error(), own.code()), (None, None));
     }
 }

@@ -478,7 +478,7 @@ impl<T: DevicePod> Drop for GrowableBuffer<T> {
     fn drop(&mut self) {
         self.cancel_prefetch();
         if let Err(e) = self.release_from(0) {
-            log::error!("dropping a growable buffer: {e}");
+            tracing::error!("dropping a growable buffer: {e}");
         }
     }
 }

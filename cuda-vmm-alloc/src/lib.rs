@@ -12,6 +12,11 @@
 //! - [`ChunkPool`]: a bounded, thread-safe cache of physical allocations that buffers and
 //!   arrays share to skip `cuMemCreate`/`cuMemRelease`.
 //!
+//! Commits, decommits and the pool's takes and recycles are debug-level `tracing` spans
+//! (`commit`, `decommit`, `chunk_pool.take` with `hits` and `misses`, `chunk_pool.recycle`
+//! with `cached`...), around `cuda-vmm`'s spans of the driver calls; see the
+//! `trace_mapping` example.
+//!
 //! Elements are [`bytemuck::Pod`] types (the [`DevicePod`] bound), copied to and from the
 //! host byte for byte; `#[derive(bytemuck::Pod, bytemuck::Zeroable)]` on a `#[repr(C)]`
 //! struct is all a user type needs.
@@ -68,6 +73,7 @@ mod shared;
 mod sparse;
 mod stats;
 mod tiles;
+mod trace;
 
 /// Re-exported so users derive `Pod` with the same version.
 pub use bytemuck;

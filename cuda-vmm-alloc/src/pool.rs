@@ -7,6 +7,8 @@ use cuda_vmm::{Allocation, AllocationProps, Device, GranularityKind};
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
+use crate::trace::Hex;
+use tracing::field::Empty;
 
 /// How a [`ChunkPool`] is sized. `Default`: one-granule chunks of pinned device memory, at
 /// most 1024 chunks and 1 GiB cached.
@@ -157,6 +159,13 @@ impl ChunkPool {
     /// separately (imported, or retained from a mapping) cannot be seen: do not recycle memory
     /// that is shared that way.
     pub fn recycle(&self, allocation: Allocation) -> Result<bool, RecycleError> {
+        let span = tracing::debug_span!(
+            "chunk_pool.recycle",
+            handle = %Hex(allocation.raw_handle()),
+            size = allocation.size(),
+            cached = Empty,
+        )
+        .entered();
         if let Err(error) = self.check_class(
             allocation.device(),
             allocation.props(),
@@ -189,6 +198,7 @@ impl ChunkPool {
                 Some(allocation)
             }
         };
+        span.record("cached", overflow.is_none());
         match overflow {
             None => Ok(true),
             // A refused release is tried again as the handle drops (see `Allocation::release`).
@@ -203,6 +213,9 @@ impl ChunkPool {
     /// commits hit. Returns how many were created. All or nothing: on a failed create, the
     /// chunks created for this call are released and the cache is as before.
     pub fn prefill(&self, chunks: usize) -> Result<usize> {
+        let _span =
+            tracing::debug_span!("chunk_pool.prefill", chunks, size = self.inner.chunk_size)
+                .entered();
         let limit = chunks
             .min(self.inner.max_chunks)
             .min(self.inner.max_bytes / self.inner.chunk_size);
@@ -218,6 +231,7 @@ impl ChunkPool {
     /// Releases every cached chunk to the device. Returns how many were released; the first
     /// driver error, if any, after trying them all.
     pub fn trim(&self) -> Result<usize> {
+        let _span = tracing::debug_span!("chunk_pool.trim", size = self.inner.chunk_size).entered();
         let free = {
             let mut state = self.inner.state.lock();
             state.stats.chunks_held = 0;
@@ -241,6 +255,14 @@ impl ChunkPool {
     /// Takes `n` chunks, cached ones first, creating the rest. All or nothing: on a failed
     /// create, the cached chunks go back and the created ones are released.
     pub(crate) fn take(&self, n: usize) -> Result<Taken> {
+        let span = tracing::debug_span!(
+            "chunk_pool.take",
+            chunks = n,
+            size = self.inner.chunk_size,
+            hits = Empty,
+            misses = Empty,
+        )
+        .entered();
         let mut allocations = {
             let mut state = self.inner.state.lock();
             let keep = state.free.len().saturating_sub(n);
@@ -250,6 +272,8 @@ impl ChunkPool {
             hits
         };
         let hits = allocations.len();
+        span.record("hits", hits);
+        span.record("misses", n - hits);
         while allocations.len() < n {
             match self.create() {
                 Ok(a) => allocations.push(a),
@@ -331,7 +355,7 @@ impl ChunkPool {
         let (free, held): (Vec<Allocation>, Vec<Allocation>) =
             allocations.into_iter().partition(|a| a.holders() == 1);
         for a in &held {
-            log::error!(
+            tracing::error!(
                 "chunk {:#x} is still held elsewhere ({} holders): not cached",
                 a.raw_handle(),
                 a.holders()

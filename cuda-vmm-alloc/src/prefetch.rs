@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 use crate::backing::{Backing, Chunk};
 use crate::error::{Error, Result};
 use crate::stats::DriverStats;
+use crate::trace::Hex;
 
 /// A step to commit: chunks of `sizes` bytes mapped back to back from `offset`.
 struct Request {
@@ -112,14 +113,14 @@ impl Drop for Prefetcher {
         self.requests = None;
         if let Some(worker) = self.worker.take() {
             if worker.join().is_err() {
-                log::error!("the prefetch worker panicked");
+                tracing::error!("the prefetch worker panicked");
             }
         }
         // A step nobody collected: its chunks unmap (after the usual wait) and release as
         // they drop.
         for staged in self.staged.get_mut().try_iter() {
             if staged.chunks.is_ok() {
-                log::warn!(
+                tracing::warn!(
                     "dropping an uncollected prefetched step at offset {}",
                     staged.offset
                 );
@@ -131,7 +132,14 @@ impl Drop for Prefetcher {
 /// The worker's loop: commits each requested step and hands it back.
 fn work(mut shadow: Backing, inbox: &Receiver<Request>, outbox: &Sender<Staged>) {
     for Request { offset, sizes } in inbox {
+        let span = tracing::debug_span!(
+            "prefetch",
+            address = %Hex(shadow.reservation.ptr() + offset as u64),
+            size = sizes.iter().sum::<usize>(),
+        )
+        .entered();
         let chunks = shadow.commit_run(offset, &sizes, false);
+        drop(span);
         let staged = Staged {
             offset,
             bytes: sizes.iter().sum(),

@@ -44,3 +44,34 @@ pub use bindings::*;
 pub use loader::{Driver, LoadError, MissingSymbol, DEFAULT_LIBRARIES, DRIVER_PATH_ENV};
 pub use results::{result_description, result_name, RESULT_CODES};
 pub use table::{DriverTable, SYMBOLS};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The name table covers exactly the `CUresult` constants bindgen generated from `cuda.h`.
+    #[test]
+    fn every_result_constant_has_a_name() {
+        let text = include_str!("bindings.rs");
+        let mut constants = Vec::new();
+        for (at, _) in text.match_indices(": cudaError_enum = cudaError_enum(") {
+            let name = text[..at]
+                .rsplit("pub const ")
+                .next()
+                .expect("a constant's name");
+            let digits: String = text[at..]
+                .split_once('(')
+                .map(|(_, rest)| rest.trim_start())
+                .expect("an initialiser")
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            constants.push((digits.parse::<u32>().expect("numeric code"), name));
+        }
+        let table: Vec<(u32, &str)> = RESULT_CODES.iter().map(|r| (r.0, r.1)).collect();
+        assert_eq!(constants.len(), 100);
+        assert_eq!(table, constants);
+        assert_eq!(result_name(CUresult(2)), Some("CUDA_ERROR_OUT_OF_MEMORY"));
+        assert_eq!(result_name(CUresult(12345)), None);
+    }
+}

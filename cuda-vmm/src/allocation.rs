@@ -10,6 +10,8 @@ use crate::device::Device;
 use crate::error::{check, Error, Result};
 use crate::props::{AllocationProps, HandleTypes, Location};
 use crate::reservation::check_multiple;
+use crate::trace::Hex;
+use tracing::field::{display, Empty};
 
 pub(crate) struct AllocationInner {
     device: Device,
@@ -70,6 +72,7 @@ impl Allocation {
         // (recorded on H200, driver 580: conformance `no_context_*`).
         let raw = props.to_raw();
         let mut handle = MaybeUninit::<CUmemGenericAllocationHandle>::uninit();
+        let span = tracing::debug_span!("cuMemCreate", size, handle = Empty).entered();
         // SAFETY: `handle` is a valid out-pointer; `raw` is a fully initialised,
         // validated prop struct; size is a nonzero granularity multiple.
         check("cuMemCreate", unsafe {
@@ -77,6 +80,8 @@ impl Allocation {
         })?;
         // SAFETY: written by the driver on success.
         let handle = unsafe { handle.assume_init() };
+        span.record("handle", display(Hex(handle)));
+        drop(span);
         Ok(Self::from_parts(
             device.clone(),
             handle,
@@ -234,10 +239,17 @@ impl AllocationInner {
         let f = cuda.entry(entry!(cuda.table(), cuMemRelease))?;
         // No current context needed: the driver answers VMM calls without one
         // (recorded on H200, driver 580: conformance `no_context_*`).
+        let span = tracing::debug_span!(
+            "cuMemRelease",
+            handle = %Hex(self.handle),
+            size = self.size
+        )
+        .entered();
         // SAFETY: we own one unreleased reference to this handle (`released` is set only
         // once the driver accepts the release), and no mapping of it is alive (every
         // Mapping holds a clone of the allocation).
         check("cuMemRelease", unsafe { f(self.handle) })?;
+        drop(span);
         self.released = true;
         Ok(())
     }
@@ -246,7 +258,7 @@ impl AllocationInner {
 impl Drop for AllocationInner {
     fn drop(&mut self) {
         if let Err(e) = self.release_handle() {
-            log::error!("releasing allocation {:#x}: {e}", self.handle);
+            tracing::error!("releasing allocation {:#x}: {e}", self.handle);
         }
     }
 }

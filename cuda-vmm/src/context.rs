@@ -83,7 +83,7 @@ impl PrimaryContext {
                 check("cuStreamDestroy_v2", unsafe { f(stream) })
             });
             if let Err(e) = result {
-                log::error!(
+                tracing::error!(
                     "destroying the private stream of device {}: {e}",
                     self.device
                 );
@@ -96,7 +96,7 @@ impl PrimaryContext {
                 check("cuDevicePrimaryCtxRelease_v2", unsafe { f(self.device) })
             });
         if let Err(e) = result {
-            log::error!(
+            tracing::error!(
                 "releasing the primary context of device {}: {e}",
                 self.device
             );
@@ -150,7 +150,7 @@ impl Bound {
             (result, Ok(())) => result,
             (Ok(_), Err(e)) => Err(e),
             (Err(e), Err(pop_error)) => {
-                log::error!("restoring the caller's current context: {pop_error}");
+                tracing::error!("restoring the caller's current context: {pop_error}");
                 Err(e)
             }
         }
@@ -172,7 +172,7 @@ impl Drop for Bound {
             return;
         }
         if let Err(e) = pop(self.table) {
-            log::error!("restoring the caller's current context: {e}");
+            tracing::error!("restoring the caller's current context: {e}");
         }
     }
 }

@@ -31,7 +31,7 @@ fn on_private_stream(device: &Device, uses: &[&UseTracker], op: Queue<'_>) -> Re
             // The copy may still be queued: make unmapping wait for it, whatever the policy.
             for tracker in uses {
                 if let Err(e) = tracker.record(device, stream) {
-                    log::error!("recording an unfinished copy as a use: {e}");
+                    tracing::error!("recording an unfinished copy as a use: {e}");
                 }
             }
         }
@@ -52,7 +52,7 @@ fn on_stream(stream: &Stream, uses: &UseTracker, op: Queue<'_>) -> Result<()> {
             // The operation is queued but not recorded, so nothing would order a later
             // copy, fill or unmap after it: wait for it here, before reporting the error.
             if let Err(e) = synchronize_raw(device, stream.raw()) {
-                log::error!("waiting for an operation whose use could not be recorded: {e}");
+                tracing::error!("waiting for an operation whose use could not be recorded: {e}");
             }
         }
         recorded

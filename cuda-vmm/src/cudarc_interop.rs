@@ -110,14 +110,14 @@ impl<T> CudarcView<'_, T> {
                 .order_after_uses(device, stream.cu_stream().cast())
         });
         if let Err(e) = result {
-            log::error!("ordering a cudarc stream after recorded uses: {e}");
+            tracing::error!("ordering a cudarc stream after recorded uses: {e}");
         }
     }
 
     fn wait(&self, stream: &CudaStream, event: &Option<CudaEvent>) {
         if let Some(e) = event {
             if let Err(e) = stream.wait(e) {
-                log::error!("ordering a cudarc stream after the view's events: {e:?}");
+                tracing::error!("ordering a cudarc stream after the view's events: {e:?}");
             }
         }
     }
@@ -190,7 +190,7 @@ impl<T> Drop for CudarcView<'_, T> {
                 .record(device, self.stream.cu_stream().cast())
         });
         if let Err(e) = on_stream {
-            log::error!("recording a cudarc view's use on its reservation: {e}");
+            tracing::error!("recording a cudarc view's use on its reservation: {e}");
         }
         // Uses through `device_ptr`/`device_ptr_mut` on other streams recorded these.
         for event in [self.read.take(), self.write.take()].into_iter().flatten() {
@@ -201,7 +201,7 @@ impl<T> Drop for CudarcView<'_, T> {
                 .uses
                 .record_after_event(self.reservation.device(), raw);
             if let Err(e) = result {
-                log::error!("recording a cudarc view's use on its reservation: {e}");
+                tracing::error!("recording a cudarc view's use on its reservation: {e}");
             }
         }
     }

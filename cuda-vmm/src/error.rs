@@ -1,8 +1,71 @@
-//! The crate's one error type and the helper that turns a `CUresult` into it.
+//! The crate's one error type, the driver's error codes ([`CudaError`]) and the helper that
+//! turns a `CUresult` into them.
+
+use std::fmt;
 
 use cuda_vmm_sys::{result_description, result_name, CUresult, LoadError};
 
 use crate::driver::DriverVersion;
+
+/// A `CUresult` other than `CUDA_SUCCESS`: its code, and the name and description `cuda.h`
+/// gives it (a table generated from the header, so every code the header defines is named;
+/// what `cuGetErrorName`/`cuGetErrorString` answer, without a driver call).
+///
+/// A code the header does not define (a newer driver's) keeps its number and prints as
+/// `unknown CUresult N`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CudaError(CUresult);
+
+impl CudaError {
+    /// The error for `result`, `None` for `CUDA_SUCCESS`.
+    pub fn from_result(result: CUresult) -> Option<CudaError> {
+        (result != CUresult::CUDA_SUCCESS).then_some(CudaError(result))
+    }
+
+    /// The raw code, e.g. `2`.
+    pub fn code(self) -> u32 {
+        self.0 .0
+    }
+
+    /// The code as the driver's `CUresult`.
+    pub fn result(self) -> CUresult {
+        self.0
+    }
+
+    /// The header's name, e.g. `"CUDA_ERROR_OUT_OF_MEMORY"`; `None` for a code `cuda.h`
+    /// does not define.
+    pub fn name(self) -> Option<&'static str> {
+        result_name(self.0)
+    }
+
+    /// The header's description of the code; `None` for a code `cuda.h` does not define.
+    pub fn description(self) -> Option<&'static str> {
+        result_description(self.0)
+    }
+}
+
+impl fmt::Display for CudaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.name(), self.description()) {
+            (Some(name), Some(description)) => {
+                write!(f, "{name} ({}): {description}", self.code())
+            }
+            (Some(name), None) => write!(f, "{name} ({})", self.code()),
+            _ => write!(f, "unknown CUresult {}", self.code()),
+        }
+    }
+}
+
+impl fmt::Debug for CudaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CudaError")
+            .field("code", &self.code())
+            .field("name", &self.name().unwrap_or("unknown"))
+            .finish()
+    }
+}
+
+impl std::error::Error for CudaError {}
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
@@ -12,16 +75,12 @@ pub type Result<T> = std::result::Result<T, Error>;
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// A driver call returned an error code.
-    #[error("{call} failed: {name} ({code}): {description}")]
+    #[error("{call} failed: {error}")]
     Driver {
         /// The entry point that failed, e.g. `"cuMemMap"`.
         call: &'static str,
-        /// The raw `CUresult`.
-        code: u32,
-        /// The header's name for the code, or `"UNKNOWN"`.
-        name: &'static str,
-        /// The header's description of the code (empty when unknown).
-        description: &'static str,
+        /// What it returned: code, name and description.
+        error: CudaError,
     },
     /// An argument failed validation; the message names the bad value.
     #[error("invalid argument: {message}")]
@@ -150,8 +209,21 @@ fn version_text(v: &Option<DriverVersion>) -> String {
 impl Error {
     /// The raw `CUresult` of a [`Error::Driver`] error, `None` for every other kind.
     pub fn code(&self) -> Option<u32> {
+        self.cuda_error().map(CudaError::code)
+    }
+
+    /// The driver's error of a [`Error::Driver`] error, `None` for every other kind.
+    pub fn cuda_error(&self) -> Option<CudaError> {
         match self {
-            Error::Driver { code, .. } => Some(*code),
+            Error::Driver { error, .. } => Some(*error),
+            _ => None,
+        }
+    }
+
+    /// The entry point that failed, for a [`Error::Driver`] error.
+    pub fn failed_call(&self) -> Option<&'static str> {
+        match self {
+            Error::Driver { call, .. } => Some(call),
             _ => None,
         }
     }
@@ -169,20 +241,9 @@ impl Error {
 /// Every driver call in this crate goes through here.
 #[inline]
 pub(crate) fn check(call: &'static str, rc: CUresult) -> Result<()> {
-    if rc == CUresult::CUDA_SUCCESS {
-        Ok(())
-    } else {
-        Err(driver_error(call, rc))
-    }
-}
-
-#[cold]
-fn driver_error(call: &'static str, rc: CUresult) -> Error {
-    Error::Driver {
-        call,
-        code: rc.0,
-        name: result_name(rc).unwrap_or("UNKNOWN"),
-        description: result_description(rc).unwrap_or(""),
+    match CudaError::from_result(rc) {
+        None => Ok(()),
+        Some(error) => Err(Error::Driver { call, error }),
     }
 }
 
@@ -201,17 +262,46 @@ mod tests {
                 result_description(CUresult::CUDA_ERROR_INVALID_VALUE).unwrap()
             )
         );
+        assert_eq!(e.failed_call(), Some("cuMemMap"));
         let unknown = check("cuMemCreate", CUresult(12345)).unwrap_err();
+        let error = unknown.cuda_error().unwrap();
         assert_eq!(
             unknown,
             Error::Driver {
                 call: "cuMemCreate",
-                code: 12345,
-                name: "UNKNOWN",
-                description: ""
+                error
             }
         );
+        assert_eq!(
+            (error.code(), error.name(), error.description()),
+            (12345, None, None)
+        );
+        assert_eq!(
+            unknown.to_string(),
+            "cuMemCreate failed: unknown CUresult 12345"
+        );
         assert!(check("cuInit", CUresult::CUDA_SUCCESS).is_ok());
+        assert_eq!(CudaError::from_result(CUresult::CUDA_SUCCESS), None);
+    }
+
+    #[test]
+    fn every_code_in_the_header_is_named_and_described() {
+        for &(code, name, description) in cuda_vmm_sys::RESULT_CODES {
+            let Some(e) = CudaError::from_result(CUresult(code)) else {
+                assert_eq!(name, "CUDA_SUCCESS");
+                continue;
+            };
+            assert_eq!((e.code(), e.result()), (code, CUresult(code)));
+            assert_eq!(e.name(), Some(name));
+            assert_eq!(e.description(), Some(description));
+            assert!(!description.is_empty(), "{name} has no description");
+            assert_eq!(e.to_string(), format!("{name} ({code}): {description}"));
+        }
+        let oom = CudaError::from_result(CUresult::CUDA_ERROR_OUT_OF_MEMORY).unwrap();
+        assert_eq!(
+            format!("{oom:?}"),
+            "CudaError { code: 2, name: \"CUDA_ERROR_OUT_OF_MEMORY\" }"
+        );
     }
 
     #[test]

@@ -9,6 +9,8 @@ use crate::copy;
 use crate::device::Device;
 use crate::error::{check, Error, Result};
 use crate::reservation::check_bounds;
+use crate::trace::Hex;
+use tracing::field::{display, Empty};
 
 /// Device memory from `cuMemAlloc`, freed on drop. `Send + Sync`.
 pub struct LinearAllocation {
@@ -40,12 +42,16 @@ impl LinearAllocation {
         let f = cuda.entry(entry!(cuda.table(), cuMemAlloc_v2))?;
         let _bound = device.bind()?;
         let mut ptr = MaybeUninit::<u64>::uninit();
+        let span = tracing::debug_span!("cuMemAlloc_v2", size, address = Empty).entered();
         // SAFETY: `ptr` is a valid out-pointer; the device's context is current.
         check("cuMemAlloc_v2", unsafe { f(ptr.as_mut_ptr(), size) })?;
+        // SAFETY: written by the driver on success.
+        let ptr = unsafe { ptr.assume_init() };
+        span.record("address", display(Hex(ptr)));
+        drop(span);
         Ok(Self {
             device: device.clone(),
-            // SAFETY: written by the driver on success.
-            ptr: unsafe { ptr.assume_init() },
+            ptr,
             size,
             freed: false,
         })
@@ -116,6 +122,12 @@ impl LinearAllocation {
         // as `cudaFree` does.
         self.device.synchronize()?;
         let _bound = self.device.bind()?;
+        let _span = tracing::debug_span!(
+            "cuMemFree_v2",
+            address = %Hex(self.ptr),
+            size = self.size
+        )
+        .entered();
         // SAFETY: we allocated this pointer and free it exactly once.
         check("cuMemFree_v2", unsafe { f(self.ptr) })
     }
@@ -124,7 +136,7 @@ impl LinearAllocation {
 impl Drop for LinearAllocation {
     fn drop(&mut self) {
         if let Err(e) = self.free_now() {
-            log::error!("freeing linear allocation {:#x}: {e}", self.ptr);
+            tracing::error!("freeing linear allocation {:#x}: {e}", self.ptr);
         }
     }
 }

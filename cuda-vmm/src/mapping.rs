@@ -12,6 +12,7 @@ use crate::device::Device;
 use crate::error::{check, Error, Result};
 use crate::reservation::Reservation;
 use crate::spans::Spans;
+use crate::trace::Hex;
 
 /// A live mapping; unmapped on drop (or by [`Mapping::unmap`]).
 ///
@@ -229,6 +230,12 @@ impl Mapping {
             let f = cuda.entry(entry!(cuda.table(), cuMemUnmap))?;
             // No current context needed: the driver answers VMM calls without one
             // (recorded on H200, driver 580: conformance `no_context_*`).
+            let _span = tracing::debug_span!(
+                "cuMemUnmap",
+                address = %Hex(self.ptr()),
+                size = self.size
+            )
+            .entered();
             // SAFETY: exactly this range was mapped by us and is still mapped
             // (only this Mapping unmaps it); the caller holds the spans lock
             // and waited for device work on the reservation.
@@ -258,7 +265,7 @@ impl Mapping {
 impl Drop for Mapping {
     fn drop(&mut self) {
         if let Err(e) = self.teardown() {
-            log::error!(
+            tracing::error!(
                 "unmapping [{:#x}, +{}) failed, leaking it: {e}",
                 self.ptr(),
                 self.size

@@ -16,6 +16,8 @@ use crate::ordering::{UnmapWait, UseTracker};
 use crate::props::AllocationProps;
 use crate::spans::Spans;
 use crate::stream::Stream;
+use crate::trace::Hex;
+use tracing::field::{display, Empty};
 
 /// How to reserve an address range; `Default` is "granularity-aligned, anywhere".
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -106,12 +108,15 @@ impl Reservation {
         // No current context needed: the driver answers VMM calls without one
         // (recorded on H200, driver 580: conformance `no_context_*`).
         let mut ptr = MaybeUninit::<u64>::uninit();
+        let span = tracing::debug_span!("cuMemAddressReserve", size, address = Empty).entered();
         // SAFETY: `ptr` is a valid out-pointer; size, alignment and hint were validated.
         check("cuMemAddressReserve", unsafe {
             f(ptr.as_mut_ptr(), size, alignment, hint, 0)
         })?;
         // SAFETY: written by the driver on success.
         let ptr = unsafe { ptr.assume_init() };
+        span.record("address", display(Hex(ptr)));
+        drop(span);
         let hint_honoured = opts.hint == Some(ptr);
         let reservation = Reservation {
             inner: Arc::new(ReservationInner {
@@ -225,6 +230,13 @@ impl Reservation {
                 existing_size,
             });
         }
+        let span = tracing::debug_span!(
+            "cuMemMap",
+            address = %Hex(inner.ptr + offset as u64),
+            size,
+            handle = %Hex(allocation.raw_handle()),
+        )
+        .entered();
         // SAFETY: the range lies inside our live reservation and overlaps no
         // live mapping; the handle is alive (we hold the allocation) and belongs
         // to this driver; offset and size are granularity multiples in bounds.
@@ -237,6 +249,7 @@ impl Reservation {
                 0,
             )
         })?;
+        drop(span);
         spans.insert(offset, size);
         drop(spans);
         Ok(Mapping::new(self.clone(), allocation.clone(), offset, size))
@@ -278,12 +291,20 @@ impl Reservation {
         }
         spans.check_whole(offset, size)?;
         let descs = descs.as_slice();
+        let span = tracing::debug_span!(
+            "cuMemSetAccess",
+            address = %Hex(inner.ptr + offset as u64),
+            size,
+            devices = descs.len(),
+        )
+        .entered();
         // SAFETY: the range is inside our reservation and fully mapped (we hold
         // the lock, so no mapping goes away meanwhile); `descs` is a valid array
         // of `descs.len()` descriptors naming devices of this driver.
         check("cuMemSetAccess", unsafe {
             f(inner.ptr + offset as u64, size, descs.as_ptr(), descs.len())
         })?;
+        drop(span);
         let grants: Vec<(usize, AccessFlags)> =
             access.iter().map(|(d, a)| (d.ordinal(), *a)).collect();
         spans.set_access(offset, size, &grants);
@@ -427,6 +448,12 @@ impl ReservationInner {
         let f = cuda.entry(entry!(cuda.table(), cuMemAddressFree))?;
         // No current context needed: the driver answers VMM calls without one
         // (recorded on H200, driver 580: conformance `no_context_*`).
+        let _span = tracing::debug_span!(
+            "cuMemAddressFree",
+            address = %Hex(self.ptr),
+            size = self.size
+        )
+        .entered();
         // SAFETY: we reserved exactly this range, free it once, and no mapping
         // into it is alive (every Mapping holds a clone of the reservation).
         check("cuMemAddressFree", unsafe { f(self.ptr, self.size) })
@@ -436,7 +463,7 @@ impl ReservationInner {
 impl Drop for ReservationInner {
     fn drop(&mut self) {
         if let Err(e) = self.free_range() {
-            log::error!(
+            tracing::error!(
                 "freeing reservation {:#x} (+{} bytes): {e}",
                 self.ptr,
                 self.size

@@ -20,6 +20,8 @@ use crate::device::Device;
 use crate::error::{check, Error, Result};
 use crate::props::{AllocationProps, HandleTypes, Location};
 use crate::reservation::check_multiple;
+use crate::trace::Hex;
+use tracing::field::{display, Empty};
 
 /// An opaque 64-byte fabric handle (`CUmemFabricHandle`).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -208,6 +210,8 @@ impl Allocation {
         let f = cuda.entry(entry!(cuda.table(), cuMemImportFromShareableHandle))?;
         let _bound = device.bind()?;
         let mut handle = MaybeUninit::<CUmemGenericAllocationHandle>::uninit();
+        let span =
+            tracing::debug_span!("cuMemImportFromShareableHandle", size, handle = Empty).entered();
         // SAFETY: `handle` is a valid out-pointer; `os_handle` is a descriptor
         // value (POSIX) or points to a live CUmemFabricHandle (fabric), matching `kind`.
         check("cuMemImportFromShareableHandle", unsafe {
@@ -215,6 +219,8 @@ impl Allocation {
         })?;
         // SAFETY: written by the driver on success.
         let handle = unsafe { handle.assume_init() };
+        span.record("handle", display(Hex(handle)));
+        drop(span);
         // From here the handle is owned: wrap it first so that errors release it.
         let allocation = Allocation::from_parts(
             device.clone(),

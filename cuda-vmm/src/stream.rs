@@ -177,7 +177,7 @@ impl Drop for Stream {
             check("cuStreamDestroy_v2", unsafe { f(self.raw) })
         });
         if let Err(e) = result {
-            log::error!("destroying stream {:?}: {e}", self.raw);
+            tracing::error!("destroying stream {:?}: {e}", self.raw);
         }
     }
 }
@@ -294,7 +294,7 @@ impl Drop for Event {
             check("cuEventDestroy_v2", unsafe { f(self.raw) })
         });
         if let Err(e) = result {
-            log::error!("destroying event {:?}: {e}", self.raw);
+            tracing::error!("destroying event {:?}: {e}", self.raw);
         }
     }
 }

@@ -88,7 +88,9 @@ impl<T: DevicePod> GrowableBuffer<T> {
                     taken = true;
                 }
                 Ok(chunks) => self.backing.rollback(chunks),
-                Err(e) => log::warn!("a prefetched growth step failed, committing in line: {e}"),
+                Err(e) => {
+                    tracing::warn!("a prefetched growth step failed, committing in line: {e}")
+                }
             }
         }
         taken

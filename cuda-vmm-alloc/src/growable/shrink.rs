@@ -49,7 +49,7 @@ impl<T: DevicePod> GrowableBuffer<T> {
         let result = match result {
             Ok(()) => Ok(()),
             Err((e, mut kept)) => {
-                log::error!("releasing buffer chunks failed: {e}");
+                tracing::error!("releasing buffer chunks failed: {e}");
                 kept.reverse();
                 self.chunks.extend(kept);
                 Err(e)
@@ -141,7 +141,7 @@ impl<T: DevicePod> GrowableBuffer<T> {
                 }
             }
         }
-        log::error!("restoring a buffer chunk at offset {start} failed: its bytes are lost");
+        tracing::error!("restoring a buffer chunk at offset {start} failed: its bytes are lost");
         self.committed = start;
         self.len = self.len.min(start / size_of::<T>());
         Err(first_error.unwrap_or_else(unreachable_err))
@@ -157,7 +157,7 @@ impl<T: DevicePod> GrowableBuffer<T> {
         let mapping = self.backing.map_shared(offset, allocation, size)?;
         if let Err(e) = self.backing.set_access(offset, size, false) {
             if let Err(undo) = self.backing.unmap_or_strand(vec![mapping]) {
-                log::error!("unmapping a chunk whose access failed: {undo}");
+                tracing::error!("unmapping a chunk whose access failed: {undo}");
             }
             return Err(e);
         }

@@ -9,7 +9,7 @@ use crate::pool::ChunkPool;
 /// What reading an uncommitted tile (a hole) does.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum HoleBehavior {
-    /// Host reads of holes fail with [`Error::NotCommitted`]; holes are unmapped, so a kernel
+    /// Host reads of holes fail with [`Error::NotCommitted`](crate::Error::NotCommitted); holes are unmapped, so a kernel
     /// touching one faults.
     #[default]
     Error,
@@ -23,7 +23,7 @@ pub enum HoleBehavior {
     Zeros,
 }
 
-/// How a [`SparseArray`] is set up. `Default`: one-granule tiles (or the pool's chunk size),
+/// How a [`SparseArray`](crate::SparseArray) is set up. `Default`: one-granule tiles (or the pool's chunk size),
 /// holes are errors, no pool, pinned device memory.
 #[derive(Clone, Debug, Default)]
 pub struct SparseConfig {

@@ -16,6 +16,7 @@ use crate::growable::element_size;
 use crate::pod::{as_bytes, as_bytes_mut, DevicePod};
 use crate::stats::DriverStats;
 use crate::tiles;
+use crate::trace::Hex;
 
 pub use config::{HoleBehavior, SparseConfig};
 use zero::ZeroHoles;
@@ -214,7 +215,7 @@ impl<T: DevicePod> SparseArray<T> {
                     for (run, chunks) in done.into_iter().rev() {
                         self.backing.rollback(chunks);
                         if let Err(z) = self.map_zero(&[run]) {
-                            log::error!("restoring zero tiles after a failed commit: {z}");
+                            tracing::error!("restoring zero tiles after a failed commit: {z}");
                         }
                     }
                     return Err(e);
@@ -255,7 +256,7 @@ impl<T: DevicePod> SparseArray<T> {
             match (self.decommit_tiles(run), &mut result) {
                 (Ok(n), Ok(count)) => *count += n,
                 (Err(e), Ok(_)) => result = Err(e),
-                (Err(e), Err(_)) => log::error!("decommit: {e}"),
+                (Err(e), Err(_)) => tracing::error!("decommit: {e}"),
                 (Ok(_), Err(_)) => {}
             }
         }
@@ -409,7 +410,7 @@ impl<T: DevicePod> SparseArray<T> {
     /// into holes that lack them. Failures are logged and retried next time.
     fn prepare(&mut self) {
         if let Err(e) = self.backing.retry_stranded() {
-            log::error!("unmapping mappings left by a failed rollback: {e}");
+            tracing::error!("unmapping mappings left by a failed rollback: {e}");
         }
         let Some(zero) = &mut self.zero else {
             return;
@@ -419,13 +420,21 @@ impl<T: DevicePod> SparseArray<T> {
         }
         let holes = tiles::runs(std::mem::take(&mut zero.missing));
         if let Err(e) = self.map_zero(&holes) {
-            log::error!("mapping zero blocks into holes: {e}");
+            tracing::error!("mapping zero blocks into holes: {e}");
         }
     }
 
     /// Commits one run of uncommitted tiles, transactionally; the caller records the chunks.
     fn commit_run(&mut self, run: Range<usize>) -> Result<Vec<Chunk>> {
         let tile = self.tile_bytes;
+        let _span = tracing::debug_span!(
+            "commit",
+            address = %Hex(self.ptr() + (run.start * tile) as u64),
+            size = run.len() * tile,
+            chunks = run.len(),
+            pooled = self.backing.pool.is_some(),
+        )
+        .entered();
         let obtained = self.backing.obtain(&vec![tile; run.len()])?;
         if let Err(e) = self.unmap_zero(run.clone()) {
             self.backing.unobtain(obtained);
@@ -467,7 +476,7 @@ impl<T: DevicePod> SparseArray<T> {
         let (result, kept) = match self.backing.release_chunks(chunks) {
             Ok(()) => (Ok(()), Vec::new()),
             Err((e, kept)) => {
-                log::error!("releasing tiles {run:?} failed: {e}");
+                tracing::error!("releasing tiles {run:?} failed: {e}");
                 (Err(e), kept)
             }
         };
@@ -498,13 +507,13 @@ impl<T: DevicePod> Drop for SparseArray<T> {
         let chunks: Vec<Chunk> = std::mem::take(&mut self.committed).into_values().collect();
         if let Err((e, kept)) = self.backing.release_chunks(chunks) {
             // Dropping the kept chunks tries each unmap once more, and leaks on failure.
-            log::error!("dropping a sparse array: releasing tiles failed: {e}");
+            tracing::error!("dropping a sparse array: releasing tiles failed: {e}");
             drop(kept);
         }
         if let Some(zero) = &mut self.zero {
             let mappings = std::mem::take(&mut zero.mappings).into_values().collect();
             if let Err(e) = self.backing.unmap_or_strand(mappings) {
-                log::error!("dropping a sparse array: unmapping the zero tile failed: {e}");
+                tracing::error!("dropping a sparse array: unmapping the zero tile failed: {e}");
             }
         }
     }

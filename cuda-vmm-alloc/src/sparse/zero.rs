@@ -383,7 +383,7 @@ impl<T: DevicePod> SparseArray<T> {
             zero.missing.remove(t);
         }
         if let Err(e) = self.map_zero(&tiles::runs(holes)) {
-            log::error!("mapping zero blocks back after a failed change: {e}");
+            tracing::error!("mapping zero blocks back after a failed change: {e}");
         }
     }
 
@@ -435,7 +435,7 @@ impl<T: DevicePod> SparseArray<T> {
                     missing.push(start..end);
                     let ms: Vec<Mapping> = group.into_iter().map(|(_, m)| m).collect();
                     if let Err(undo) = self.backing.unmap_or_strand(ms) {
-                        log::error!("unmapping zero blocks without access: {undo}");
+                        tracing::error!("unmapping zero blocks without access: {undo}");
                     }
                 }
             }

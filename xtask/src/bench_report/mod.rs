@@ -1,0 +1,271 @@
+//! `cargo xtask bench-report [--criterion DIR] [--out FILE] [--include-stale]`: turns the latest
+//! criterion run of `cuda-vmm-benches` into a section of `BENCHMARKS.md` plus two SVG plots.
+//!
+//! Inputs, all under the criterion directory (default `target/criterion`), read with serde:
+//! - `**/new/estimates.json` + `benchmark.json`: the median of every benchmark, keyed by its
+//!   criterion id (e.g. `latency/map/raw/2MiB`);
+//! - `cuda-vmm-run.json`: the run's metadata (GPU, driver versions, date, start time), written by
+//!   the benches; estimates older than its `started_unix` are left-overs of earlier runs and are
+//!   skipped unless `--include-stale`;
+//! - `cuda-vmm-extra.json`: `{"key": number}` side measurements (peak committed memory...).
+//!
+//! The section is keyed by GPU + date: re-running replaces it, another GPU or day appends one.
+//! `cargo bench` itself writes criterion's HTML report (`target/criterion/report/index.html`).
+
+mod format;
+mod load;
+mod plots;
+mod tables;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use format::parse_size;
+use load::Run;
+
+/// Where the SVG plots go, relative to the report's directory.
+const PLOT_DIR: &str = "docs/bench";
+
+const DOC_HEADER: &str = "# Benchmarks
+
+Medians measured by `cargo bench -p cuda-vmm-benches` and written here by
+`cargo xtask bench-report` (one section per GPU and date; re-running replaces that section).
+See `benches/src/lib.rs` for the benchmark names and sizes. `cargo bench` also writes
+criterion's HTML report, with plots, to `target/criterion/report/index.html`.
+";
+
+/// Single entry points and the paired benchmarks, with the number of driver calls each makes.
+const LATENCY_OPS: &[(&str, &str, f64)] = &[
+    ("reserve", "cuMemAddressReserve", 1.0),
+    ("free", "cuMemAddressFree", 1.0),
+    ("reserve_free", "reserve + free", 2.0),
+    ("create", "cuMemCreate", 1.0),
+    ("release", "cuMemRelease", 1.0),
+    ("create_release", "create + release", 2.0),
+    ("map", "cuMemMap", 1.0),
+    ("unmap", "cuMemUnmap", 1.0),
+    ("map_unmap", "map + set access + unmap", 3.0),
+    ("set_access", "cuMemSetAccess", 1.0),
+];
+const SAFE_ABS_NS: f64 = 100.0;
+const SAFE_REL: f64 = 0.02;
+
+pub fn run(args: &[String]) -> Result<(), String> {
+    let mut criterion: Option<PathBuf> = None;
+    let mut out: Option<PathBuf> = None;
+    let mut include_stale = false;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--criterion" => {
+                criterion = Some(it.next().ok_or("--criterion needs a directory")?.into())
+            }
+            "--include-stale" => include_stale = true,
+            "--out" => out = Some(it.next().ok_or("--out needs a file name")?.into()),
+            other => {
+                return Err(format!(
+                    "unknown argument `{other}` to `cargo xtask bench-report`"
+                ))
+            }
+        }
+    }
+    let criterion = criterion.unwrap_or_else(default_criterion_dir);
+    let out = out.unwrap_or_else(|| workspace_root().join("BENCHMARKS.md"));
+    let written = generate(&criterion, &out, include_stale)?;
+    for path in written {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// Reads the run under `criterion`, writes its plots and upserts its section in `out`.
+/// Returns the files written.
+fn generate(criterion: &Path, out: &Path, include_stale: bool) -> Result<Vec<PathBuf>, String> {
+    let run = Run::load(criterion, include_stale)?;
+    let base = out.parent().map(Path::to_path_buf).unwrap_or_default();
+    let plot_rel = format!("{PLOT_DIR}/{}", run.meta.slug());
+    let plot_dir = base.join(&plot_rel);
+    std::fs::create_dir_all(&plot_dir)
+        .map_err(|e| format!("cannot create {}: {e}", plot_dir.display()))?;
+
+    let mut written = Vec::new();
+    let mut plots = BTreeMap::new();
+    for (name, svg) in [
+        ("latency.svg", plots::latency_plot(&run)?),
+        ("growth.svg", plots::growth_plot(&run)?),
+    ] {
+        let Some(svg) = svg else { continue };
+        let path = plot_dir.join(name);
+        std::fs::write(&path, svg).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        plots.insert(name, format!("{plot_rel}/{name}"));
+        written.push(path);
+    }
+
+    let section = render_section(&run, &plots);
+    let existing = match std::fs::read_to_string(out) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => DOC_HEADER.to_string(),
+        Err(e) => return Err(format!("cannot read {}: {e}", out.display())),
+    };
+    let doc = upsert_section(&existing, &run.meta.key(), &section);
+    std::fs::write(out, doc).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    written.push(out.to_path_buf());
+    Ok(written)
+}
+
+fn workspace_root() -> PathBuf {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    here.parent().map(Path::to_path_buf).unwrap_or(here)
+}
+
+/// Criterion's own choice: `$CRITERION_HOME`, `$CARGO_TARGET_DIR/criterion`, `target/criterion`.
+fn default_criterion_dir() -> PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return home.into();
+    }
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(target) => PathBuf::from(target).join("criterion"),
+        None => workspace_root().join("target/criterion"),
+    }
+}
+
+/// Sizes (`"2MiB"` strings) that occur as the last component of ids starting with `prefix`.
+fn sizes_under(run: &Run, prefix: &str) -> Vec<String> {
+    let mut sizes: Vec<String> = run
+        .medians
+        .keys()
+        .filter_map(|id| id.strip_prefix(prefix))
+        .filter_map(|rest| rest.rsplit('/').next())
+        .filter(|s| parse_size(s).is_some())
+        .map(String::from)
+        .collect();
+    sizes.sort_by_key(|s| parse_size(s));
+    sizes.dedup();
+    sizes
+}
+
+/// Safe-layer overhead of every (op, size) with both layers: (op, size, raw, safe, within).
+fn safe_overheads(run: &Run) -> Vec<(&'static str, String, f64, f64, bool)> {
+    let mut rows = Vec::new();
+    for &(op, _, calls) in LATENCY_OPS {
+        for size in sizes_under(run, &format!("latency/{op}/")) {
+            let raw = run.median(&format!("latency/{op}/raw/{size}"));
+            let safe = run.median(&format!("latency/{op}/safe/{size}"));
+            if let (Some(raw), Some(safe)) = (raw, safe) {
+                let limit = (SAFE_REL * raw).max(SAFE_ABS_NS * calls);
+                rows.push((op, size, raw, safe, safe - raw <= limit));
+            }
+        }
+    }
+    rows
+}
+
+/// One stub-driver overhead pair against the real driver's raw latency at 2 MiB.
+struct StubRow {
+    op: &'static str,
+    calls: f64,
+    raw: f64,
+    safe: f64,
+    real: Option<f64>,
+    within: bool,
+}
+
+/// The safe layer's own cost, measured on the stub driver, against the real driver's raw
+/// latency at 2 MiB in the same run.
+fn stub_overheads(run: &Run) -> Vec<StubRow> {
+    const OPS: [(&str, f64, &[&str]); 4] = [
+        ("reserve_free", 2.0, &["latency/reserve_free/raw/2MiB"]),
+        ("create_release", 2.0, &["latency/create_release/raw/2MiB"]),
+        (
+            "map_unmap",
+            2.0,
+            &["latency/map/raw/2MiB", "latency/unmap/raw/2MiB"],
+        ),
+        ("set_access", 1.0, &["latency/set_access/raw/2MiB"]),
+    ];
+    let mut rows = Vec::new();
+    for (op, calls, real_ids) in OPS {
+        let (Some(raw), Some(safe)) = (
+            run.median(&format!("overhead/{op}/raw")),
+            run.median(&format!("overhead/{op}/safe")),
+        ) else {
+            continue;
+        };
+        let real: Option<f64> = real_ids.iter().map(|id| run.median(id)).sum();
+        let limit = (SAFE_REL * real.unwrap_or(0.0)).max(SAFE_ABS_NS * calls);
+        rows.push(StubRow {
+            op,
+            calls,
+            raw,
+            safe,
+            real,
+            within: safe - raw <= limit,
+        });
+    }
+    rows
+}
+
+/// Growth comparison with `other`: (size, other / growable time) at 16 GiB if both were
+/// measured there, else at the largest size both reached.
+fn growth_ratio(run: &Run, buffer: &str, other: &str) -> Option<(String, f64)> {
+    let both: Vec<(String, f64)> = sizes_under(run, &format!("growth/{buffer}/"))
+        .into_iter()
+        .filter_map(|size| {
+            let growable = run.median(&format!("growth/{buffer}/{size}"))?;
+            let other = run.median(&format!("growth/{other}/{size}"))?;
+            Some((size, other / growable))
+        })
+        .collect();
+    let at_16 = both.iter().find(|(size, _)| size == "16GiB");
+    at_16.or(both.last()).cloned()
+}
+
+fn render_section(run: &Run, plots: &BTreeMap<&str, String>) -> String {
+    let meta = &run.meta;
+    let mut s = String::new();
+    let _ = writeln!(s, "<!-- bench-run: {} -->", meta.key());
+    let _ = writeln!(s, "## {}, {}\n", meta.gpu, meta.date);
+    let mode = if meta.quick {
+        "quick mode (reduced sizes)"
+    } else {
+        "full sizes"
+    };
+    let _ = writeln!(
+        s,
+        "Backend: {}; CUDA driver API {}; kernel driver {}; {mode}.",
+        meta.backend, meta.cuda_driver, meta.kernel_driver
+    );
+    if !meta.note.is_empty() {
+        let _ = writeln!(s, "{}", meta.note);
+    }
+    s.push('\n');
+    tables::targets_table(run, &mut s);
+    tables::overhead_table(run, &mut s);
+    tables::latency_table(run, &mut s, plots.get("latency.svg"));
+    tables::growth_table(run, &mut s, plots.get("growth.svg"));
+    tables::group_tables(run, &mut s);
+    tables::all_medians(run, &mut s);
+    let _ = writeln!(s, "<!-- end bench-run: {} -->", meta.key());
+    s
+}
+
+/// Replaces the section keyed `key` in `doc`, or appends it.
+fn upsert_section(doc: &str, key: &str, section: &str) -> String {
+    let begin = format!("<!-- bench-run: {key} -->");
+    let end = format!("<!-- end bench-run: {key} -->");
+    if let (Some(b), Some(e)) = (doc.find(&begin), doc.find(&end)) {
+        if b < e {
+            let mut tail = &doc[e + end.len()..];
+            tail = tail.strip_prefix('\n').unwrap_or(tail);
+            return format!("{}{section}{tail}", &doc[..b]);
+        }
+    }
+    let mut out = doc.trim_end().to_string();
+    out.push_str("\n\n");
+    out.push_str(section);
+    out
+}
+
+#[cfg(test)]
+mod tests;
