@@ -78,6 +78,7 @@ fn rw(d: &Device) -> [(&Device, AccessFlags); 1] {
 
 #[test]
 fn backend_version_and_devices() -> TestResult {
+    let _memory = crate::memory_shared();
     let cuda = cuda()?;
     let count = cuda.device_count()?;
     assert!(count >= 1);
@@ -97,6 +98,7 @@ fn backend_version_and_devices() -> TestResult {
 
 #[test]
 fn bad_device_ordinal_is_refused() -> TestResult {
+    let _memory = crate::memory_shared();
     let cuda = cuda()?;
     let n = cuda.device_count()?;
     assert_eq!(
@@ -112,6 +114,7 @@ fn bad_device_ordinal_is_refused() -> TestResult {
 
 #[test]
 fn device_queries() -> TestResult {
+    let _memory = crate::memory_shared();
     let d = device()?;
     assert_eq!(d.ordinal(), 0);
     assert!(!d.name()?.is_empty());
@@ -132,6 +135,7 @@ fn device_queries() -> TestResult {
 
 #[test]
 fn capabilities_report() -> TestResult {
+    let _memory = crate::memory_shared();
     let d = device()?;
     let caps = d.capabilities()?;
     assert_eq!(caps.ordinal, 0);
@@ -155,6 +159,7 @@ fn capabilities_report() -> TestResult {
 
 #[test]
 fn granularity_kinds() -> TestResult {
+    let _memory = crate::memory_shared();
     let d = device()?;
     let props = AllocationProps::device(&d);
     let min = d.granularity(&props, GranularityKind::Minimum)?;
@@ -178,6 +183,7 @@ fn granularity_kinds() -> TestResult {
 
 #[test]
 fn peer_access_query() -> TestResult {
+    let _memory = crate::memory_shared();
     let cuda = cuda()?;
     let devices = cuda.devices()?;
     for a in &devices {
@@ -223,6 +229,7 @@ fn reservation_basics() -> TestResult {
 
 #[test]
 fn reservation_size_validation() -> TestResult {
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     assert_eq!(
@@ -346,6 +353,7 @@ fn reservation_hint_not_honoured() -> TestResult {
 
 #[test]
 fn reservation_hint_validation() -> TestResult {
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let hint = 0x7000_0000_0000u64 + 4096;
@@ -430,6 +438,7 @@ fn properties_round_trip_with_posix_handles() -> TestResult {
 
 #[test]
 fn allocation_size_validation() -> TestResult {
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let props = AllocationProps::device(&d);
@@ -452,6 +461,7 @@ fn allocation_size_validation() -> TestResult {
 
 #[test]
 fn allocation_props_validation() -> TestResult {
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let n = d.cuda().device_count()?;
@@ -693,6 +703,7 @@ fn map_bounds_validation() -> TestResult {
 
 #[test]
 fn partial_maps_are_refused_before_the_driver() -> TestResult {
+    let _memory = crate::memory_shared();
     // The real driver answers CUDA_ERROR_NOT_SUPPORTED (conformance
     // `map_size_smaller_than_allocation`, `map_nonzero_offset`); the wrapper
     // refuses first and says why.
@@ -1061,6 +1072,7 @@ fn mapping_from_another_driver_is_refused() -> TestResult {
 
 #[test]
 fn missing_entry_point_is_reported() -> TestResult {
+    let _memory = crate::memory_shared();
     let mut table = *cuda_vmm_sim::driver().table();
     table.cuMemCreate = None;
     // SAFETY: every remaining slot is a simulator function, valid forever.
@@ -1284,6 +1296,7 @@ fn linear_allocation_validation() -> TestResult {
 /// memory through its own context. Needs two devices (e.g. an H200 pair); with one it says so.
 #[test]
 fn two_devices_share_one_mapping() -> TestResult {
+    let _memory = crate::memory_shared();
     let cuda = cuda()?;
     let devices = cuda.devices()?;
     if devices.len() < 2 {

@@ -323,6 +323,7 @@ fn pool_refuses_bad_configuration_and_chunks() -> TestResult {
 
 #[test]
 fn growth_policy_refuses_unusable_numbers() {
+    let _memory = crate::memory_shared();
     let bad = [
         GrowthPolicy {
             factor: f64::NAN,

@@ -128,6 +128,7 @@ pub(crate) fn safe_op() -> impl Strategy<Value = SafeOp> {
 
 #[test]
 fn growable_buffer_matches_its_model() {
+    let _memory = crate::memory_shared();
     let setup = (any::<bool>(), any::<bool>()).prop_map(|(pooled, proportional)| BufferSetup {
         pooled,
         proportional,
@@ -141,6 +142,7 @@ fn growable_buffer_matches_its_model() {
 
 #[test]
 fn sparse_array_matches_its_model() {
+    let _memory = crate::memory_shared();
     let setup = (any::<bool>(), any::<bool>()).prop_map(|(zeros, pooled)| SparseSetup {
         holes: if zeros {
             HoleBehavior::Zeros
@@ -158,6 +160,7 @@ fn sparse_array_matches_its_model() {
 
 #[test]
 fn shared_pool_users_match_their_models() {
+    let _memory = crate::memory_shared();
     let op = prop_oneof![
         3 => (0u8..2, buf_op()).prop_map(|(i, op)| PoolOp::Buffer(i, op)),
         3 => (0u8..2, sparse_op()).prop_map(|(i, op)| PoolOp::Sparse(i, op)),
@@ -172,6 +175,7 @@ fn shared_pool_users_match_their_models() {
 
 #[test]
 fn safe_layer_matches_its_model() {
+    let _memory = crate::memory_shared();
     property("safe layer", steps(safe_op(), 32), |steps| {
         safe::run(&steps)
     });
