@@ -8,7 +8,6 @@
 //! other modules allocate concurrently on the same device.
 
 use std::ops::Range;
-use std::sync::OnceLock;
 
 use cuda_vmm::sys::{entry, CUresult};
 use cuda_vmm::{AllocationProps, Backend, Cuda, Device, GranularityKind, HandleTypes};
@@ -21,17 +20,7 @@ use cuda_vmm_sim::{call_count, inject_fault};
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 /// The backend under test, printed once per run.
-fn cuda() -> cuda_vmm::Result<Cuda> {
-    static CUDA: OnceLock<Cuda> = OnceLock::new();
-    if let Some(c) = CUDA.get() {
-        return Ok(c.clone());
-    }
-    let c = Cuda::new()?;
-    let c = CUDA.get_or_init(|| c);
-    static PRINTED: OnceLock<()> = OnceLock::new();
-    PRINTED.get_or_init(|| eprintln!("alloc suite backend: {}", c.describe()));
-    Ok(c.clone())
-}
+use crate::cuda;
 
 fn device() -> cuda_vmm::Result<Device> {
     cuda()?.device(0)

@@ -9,7 +9,6 @@
 //! to an `#[ignore]`d `*_child` test).
 
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use cuda_vmm::{
@@ -26,17 +25,7 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 const MIB: usize = 1 << 20;
 const CHILD_ENV: &str = "CUDA_VMM_LIFETIME_CHILD";
 
-fn cuda() -> cuda_vmm::Result<Cuda> {
-    static CUDA: OnceLock<Cuda> = OnceLock::new();
-    if let Some(c) = CUDA.get() {
-        return Ok(c.clone());
-    }
-    let c = Cuda::new()?;
-    let c = CUDA.get_or_init(|| c);
-    static PRINTED: OnceLock<()> = OnceLock::new();
-    PRINTED.get_or_init(|| eprintln!("lifetime suite backend: {}", c.describe()));
-    Ok(c.clone())
-}
+use crate::cuda;
 
 fn device() -> cuda_vmm::Result<Device> {
     cuda()?.device(0)

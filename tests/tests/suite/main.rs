@@ -36,3 +36,21 @@ pub fn memory_shared() -> std::sync::RwLockReadGuard<'static, ()> {
 pub fn memory_exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
     DEVICE_MEMORY.write().unwrap_or_else(|e| e.into_inner())
 }
+
+/// The process's [`cuda_vmm::Cuda`] on the selected backend (`CUDA_VMM_BACKEND`, else the
+/// real driver when it has a device), opened once and shared by the suite's modules; the
+/// first call prints the backend and its devices.
+pub fn cuda() -> cuda_vmm::Result<cuda_vmm::Cuda> {
+    static CUDA: std::sync::OnceLock<cuda_vmm::Cuda> = std::sync::OnceLock::new();
+    if let Some(c) = CUDA.get() {
+        return Ok(c.clone());
+    }
+    let c = cuda_vmm::Cuda::new()?;
+    let c = CUDA.get_or_init(|| c);
+    static PRINTED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    PRINTED.get_or_init(|| {
+        let n = c.device_count().unwrap_or(0);
+        eprintln!("suite backend: {}, {n} device(s)", c.describe());
+    });
+    Ok(c.clone())
+}

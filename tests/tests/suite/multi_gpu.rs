@@ -7,7 +7,6 @@
 //! fewer), and on the simulator in a child process configured with two devices.
 
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use cuda_vmm::{
@@ -26,20 +25,7 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 const CHILD_ENV: &str = "CUDA_VMM_MULTI_GPU_CHILD";
 
-fn cuda() -> cuda_vmm::Result<Cuda> {
-    static CUDA: OnceLock<Cuda> = OnceLock::new();
-    if let Some(c) = CUDA.get() {
-        return Ok(c.clone());
-    }
-    let c = Cuda::new()?;
-    let c = CUDA.get_or_init(|| c);
-    static PRINTED: OnceLock<()> = OnceLock::new();
-    PRINTED.get_or_init(|| {
-        let n = c.device_count().unwrap_or(0);
-        eprintln!("multi-GPU suite backend: {}, {n} device(s)", c.describe());
-    });
-    Ok(c.clone())
-}
+use crate::cuda;
 
 /// Runs `body` on devices 0 and 1: in this process on a real driver (skipped with fewer
 /// than two devices or no peer access), in a two-device simulator child otherwise.

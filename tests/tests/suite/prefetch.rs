@@ -3,23 +3,14 @@
 //! nothing. Fault injection and free-memory checks run on the simulator only (faults are
 //! per thread: they hit the caller's in-line commits and copies, not the worker's).
 
-use std::sync::OnceLock;
-
 use cuda_vmm::sys::CUresult;
-use cuda_vmm::{AllocationProps, Backend, Cuda, Device, GranularityKind};
+use cuda_vmm::{AllocationProps, Backend, Device, GranularityKind};
 use cuda_vmm_alloc::{BufferConfig, ChunkPool, GrowableBuffer, GrowthPolicy, PoolConfig};
 use cuda_vmm_sim::inject_fault;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-fn cuda() -> cuda_vmm::Result<Cuda> {
-    static CUDA: OnceLock<Cuda> = OnceLock::new();
-    if let Some(c) = CUDA.get() {
-        return Ok(c.clone());
-    }
-    let c = Cuda::new()?;
-    Ok(CUDA.get_or_init(|| c).clone())
-}
+use crate::cuda;
 
 fn device() -> cuda_vmm::Result<Device> {
     cuda()?.device(0)

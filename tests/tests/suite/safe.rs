@@ -28,17 +28,7 @@ fn exclusive() -> RwLockWriteGuard<'static, ()> {
 }
 
 /// The backend under test, printed once per run.
-fn cuda() -> cuda_vmm::Result<Cuda> {
-    static CUDA: OnceLock<Cuda> = OnceLock::new();
-    if let Some(c) = CUDA.get() {
-        return Ok(c.clone());
-    }
-    let c = Cuda::new()?;
-    let c = CUDA.get_or_init(|| c);
-    static PRINTED: OnceLock<()> = OnceLock::new();
-    PRINTED.get_or_init(|| eprintln!("safe suite backend: {}", c.describe()));
-    Ok(c.clone())
-}
+use crate::cuda;
 
 /// Device 0, kept for the whole run so its primary context stays alive.
 fn device() -> cuda_vmm::Result<Device> {
