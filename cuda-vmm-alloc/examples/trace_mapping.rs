@@ -10,6 +10,8 @@
 //! `cuda_vmm=debug,cuda_vmm_alloc=debug`); closing spans print `time.busy`, the call's
 //! duration.
 
+use std::io::IsTerminal;
+
 use cuda_vmm::Cuda;
 use cuda_vmm_alloc::{ChunkPool, GrowableBuffer, PoolConfig, SparseArray, SparseConfig};
 use tracing_subscriber::fmt::format::FmtSpan;
@@ -21,6 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_span_events(FmtSpan::CLOSE)
+        .with_ansi(std::io::stdout().is_terminal()) // plain text into logs and pipes
         .init();
 
     let cuda = Cuda::new()?;
