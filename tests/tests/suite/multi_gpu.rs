@@ -114,6 +114,16 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
+/// Both devices still grow, write and read a buffer: neither context was poisoned.
+fn both_healthy(d0: &Device, d1: &Device, g: usize) -> TestResult {
+    for d in [d0, d1] {
+        let mut check = GrowableBuffer::<u8>::with_max_capacity(d, 2 * g)?;
+        check.extend_from_slice(&pattern(g, 5))?;
+        assert_eq!(check.to_vec()?, pattern(g, 5));
+    }
+    Ok(())
+}
+
 /// The device whose memory backs `addr`, asked of the driver through the raw table
 /// (`cuMemRetainAllocationHandle` + `cuMemGetAllocationPropertiesFromHandle`).
 fn home_of(cuda: &Cuda, addr: u64) -> Result<i32, Box<dyn std::error::Error>> {
@@ -308,12 +318,7 @@ fn growable_round_robin_body(d0: &Device, d1: &Device) -> TestResult {
         b.extend_from_slice(&pattern(4 * g, round))?;
     }
     drop(b);
-    for d in [d0, d1] {
-        let mut check = GrowableBuffer::<u8>::with_max_capacity(d, 2 * g)?;
-        check.extend_from_slice(&pattern(g, 5))?;
-        assert_eq!(check.to_vec()?, pattern(g, 5));
-    }
-    Ok(())
+    both_healthy(d0, d1, g)
 }
 
 two_device_test!(
@@ -358,12 +363,7 @@ fn peer_kernel_body(d0: &Device, d1: &Device) -> TestResult {
         unsafe { k.launch(&stream, b.ptr(), (n / 2) as u64, value, 20_000_000)? };
         drop(b);
     }
-    for d in [d0, d1] {
-        let mut check = GrowableBuffer::<u8>::with_max_capacity(d, 2 * g)?;
-        check.extend_from_slice(&pattern(g, 5))?;
-        assert_eq!(check.to_vec()?, pattern(g, 5));
-    }
-    Ok(())
+    both_healthy(d0, d1, g)
 }
 
 two_device_test!(
