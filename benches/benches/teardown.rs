@@ -5,10 +5,12 @@
 //!   dropping, a 1 TiB `SparseArray` of 2 MiB tiles (the other half untimed), with holes as
 //!   errors or zero-mapped from warm zero memory (blocks of at most 256 or 64 MiB).
 //! - `zero_holes/one_tile_commit/{errors,zeros_split,zeros_again,errors_sequential,
-//!   zeros_sequential,zeros_split_64MiB}/{pooled,unpooled}`: committing one tile of a 1 TiB
-//!   array (zero blocks of 256 MiB, or 64 MiB), the decommit untimed: a random tile (in zero mode: the split of a largest
-//!   block), the same tile again next to a committed one (in zero mode: the tile has a block
-//!   of its own), or the next tile (spans of a largest block freed once full).
+//!   zeros_sequential,zeros_split_64MiB,errors_spares,zeros_spares}/{pooled,unpooled}`:
+//!   committing one tile of a 1 TiB array (zero blocks of 256 MiB, or 64 MiB), the decommit
+//!   untimed: a random tile (in zero mode: the split of a largest block), the same tile again
+//!   next to a committed one (in zero mode: the tile has a block of its own), or the next
+//!   tile (spans of a largest block freed once full); `*_spares` take the next tile with 7
+//!   spare tiles (`SparseConfig::spare_tiles`), so one commit in 8 makes driver calls.
 //! - `teardown/{growable,growable_pooled}/16GiB`: dropping a buffer grown to 16 GiB as 2 MiB
 //!   appends grow it (pooled: 32 MiB chunks handed back to a pool with room for all of them).
 //! - `teardown/{raw_release,raw_unmap}/16GiB_in_32MiB`, `teardown/raw_release/16GiB_in_1`:
@@ -74,8 +76,17 @@ fn slow_group<'c>(c: &'c mut Criterion, env: &Env, name: &str) -> BenchmarkGroup
     group
 }
 
-fn array(env: &Env, zeros: Option<&ZeroMemory>, pool: Option<&ChunkPool>) -> SparseArray<u8> {
+/// Spare tiles of the `*_spares` one-tile commit cases: commits take batches of 8 tiles.
+const SPARES: usize = 7;
+
+fn array(
+    env: &Env,
+    zeros: Option<&ZeroMemory>,
+    pool: Option<&ChunkPool>,
+    spare_tiles: usize,
+) -> SparseArray<u8> {
     let config = SparseConfig {
+        spare_tiles,
         tile_bytes: CHUNK,
         holes: if zeros.is_some() {
             HoleBehavior::Zeros
@@ -100,7 +111,7 @@ fn create_drop(c: &mut Criterion, env: &Env) {
         let zeros = zero_memory(env, max_block);
         // First use: the blocks are made and zero-filled with the first array.
         let start = Instant::now();
-        let first = array(env, Some(&zeros), None);
+        let first = array(env, Some(&zeros), None, 0);
         let took = start.elapsed();
         println!(
             "zero_holes: first {} array with blocks of at most {}: created in {took:?} \
@@ -116,14 +127,14 @@ fn create_drop(c: &mut Criterion, env: &Env) {
     let mut group = slow_group(c, env, "zero_holes/create");
     for (name, zeros) in &variants {
         group.bench_function(format!("{name}/{id}"), |b| {
-            b.iter_custom(|n| time_op(n, || (), |()| array(env, zeros.as_ref(), None), drop))
+            b.iter_custom(|n| time_op(n, || (), |()| array(env, zeros.as_ref(), None, 0), drop))
         });
     }
     group.finish();
     let mut group = slow_group(c, env, "zero_holes/drop");
     for (name, zeros) in &variants {
         group.bench_function(format!("{name}/{id}"), |b| {
-            b.iter_custom(|n| time_op(n, || array(env, zeros.as_ref(), None), drop, |()| ()))
+            b.iter_custom(|n| time_op(n, || array(env, zeros.as_ref(), None, 0), drop, |()| ()))
         });
     }
     group.finish();
@@ -152,15 +163,17 @@ fn one_tile_commit(c: &mut Criterion, env: &Env) {
     let tiles = array_bytes(env) / CHUNK;
     let mut group = env.fast_group(c, "zero_holes/one_tile_commit");
     let cases = [
-        ("errors", None, Pick::Random),
-        ("zeros_split", Some(&zeros), Pick::Random),
-        (small_split.as_str(), Some(&zeros_small), Pick::Random),
-        ("zeros_again", Some(&zeros), Pick::Again),
-        ("errors_sequential", None, Pick::Sequential),
-        ("zeros_sequential", Some(&zeros), Pick::Sequential),
+        ("errors", None, Pick::Random, 0),
+        ("zeros_split", Some(&zeros), Pick::Random, 0),
+        (small_split.as_str(), Some(&zeros_small), Pick::Random, 0),
+        ("zeros_again", Some(&zeros), Pick::Again, 0),
+        ("errors_sequential", None, Pick::Sequential, 0),
+        ("zeros_sequential", Some(&zeros), Pick::Sequential, 0),
+        ("errors_spares", None, Pick::Sequential, SPARES),
+        ("zeros_spares", Some(&zeros), Pick::Sequential, SPARES),
     ];
     let span = (zeros.max_block_bytes() / CHUNK).max(1);
-    for (mode, zero, pick) in cases {
+    for (mode, zero, pick, spares) in cases {
         for pooled in [true, false] {
             let pool = pooled.then(|| {
                 let pool = ChunkPool::new(
@@ -174,7 +187,7 @@ fn one_tile_commit(c: &mut Criterion, env: &Env) {
                 pool.prefill(2).expect("prefill");
                 pool
             });
-            let mut array = array(env, zero, pool.as_ref());
+            let mut array = array(env, zero, pool.as_ref(), spares);
             let fixed = tiles / 2 + 37;
             if let Pick::Again = pick {
                 let next = (fixed + 1) * CHUNK;

@@ -46,4 +46,15 @@ pub struct SparseConfig {
     /// a device the same one to share it. `None`: the array makes its own with the default
     /// block size.
     pub zeros: Option<ZeroMemory>,
+    /// Tiles kept committed ahead of a run that grows upward, as kvcached keeps spare pages
+    /// mapped: a commit that extends a committed run (or starts at tile 0) and needs new
+    /// memory also commits up to this many holes after it, in the same calls (one
+    /// set-access for the whole run), and later commits of those tiles make no driver call.
+    /// Spares stay holes to [`is_committed`](crate::SparseArray::is_committed), reads and
+    /// writes; they are zero-filled (so with [`HoleBehavior::Zeros`] they read as zeros like
+    /// any hole) unless [`uninit_tiles`](Self::uninit_tiles) is set in error mode. Unlike a
+    /// hole, a spare is mapped read-write: a kernel writing to it does not fault. Spares are
+    /// released by [`release_spares`](crate::SparseArray::release_spares) and on drop, not
+    /// by `decommit`. 0 (none) by default.
+    pub spare_tiles: usize,
 }

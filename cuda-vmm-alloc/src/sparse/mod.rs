@@ -1,6 +1,7 @@
 //! A huge logical array over one reservation, of which only touched tiles hold memory.
 
 mod config;
+mod spare;
 mod zero;
 
 use std::collections::BTreeMap;
@@ -42,6 +43,10 @@ pub struct SparseArray<T: DevicePod> {
     tile_count: usize,
     holes: HoleBehavior,
     committed: BTreeMap<usize, Chunk>,
+    /// Tiles committed ahead of a growing run, still holes to the caller
+    /// ([`SparseConfig::spare_tiles`]).
+    spares: BTreeMap<usize, Chunk>,
+    spare_tiles: usize,
     zero: Option<ZeroHoles>,
     _elements: PhantomData<T>,
 }
@@ -105,6 +110,8 @@ impl<T: DevicePod> SparseArray<T> {
             holes: config.holes,
             uninit_tiles: config.uninit_tiles,
             committed: BTreeMap::new(),
+            spares: BTreeMap::new(),
+            spare_tiles: config.spare_tiles,
             zero: None,
             _elements: PhantomData,
         };
@@ -198,19 +205,29 @@ impl<T: DevicePod> SparseArray<T> {
     }
 
     /// Commits every tile the element range touches (rounded out to tiles). Each run of
-    /// adjacent new tiles gets one set-access call. All or nothing: on error the array, its
-    /// pool and the device's memory are as before. Returns the number of tiles newly
-    /// committed.
+    /// adjacent new tiles gets one set-access call; spare tiles
+    /// ([`SparseConfig::spare_tiles`]) are taken without driver calls. All or nothing: on
+    /// error the array, its pool and the device's memory are as before. Returns the number
+    /// of tiles newly committed.
     pub fn commit(&mut self, range: Range<usize>) -> Result<usize> {
         self.check_range("commit", &range)?;
         self.prepare();
         self.backing.retry_stranded()?;
         let wanted = self.tiles_of(range);
-        let missing = tiles::runs(wanted.filter(|t| !self.committed.contains_key(t)));
+        let new: Vec<usize> = wanted
+            .clone()
+            .filter(|t| !self.committed.contains_key(t))
+            .collect();
+        let missing = tiles::runs(new.iter().copied().filter(|t| !self.spares.contains_key(t)));
         let mut done: Vec<(Range<usize>, Vec<Chunk>)> = Vec::new();
-        for run in &missing {
-            match self.commit_run(run.clone()) {
-                Ok(chunks) => done.push((run.clone(), chunks)),
+        for (i, run) in missing.iter().enumerate() {
+            let ahead = if i + 1 == missing.len() {
+                self.spare_run(run, &new)
+            } else {
+                None
+            };
+            match self.commit_with_spares(run.clone(), ahead) {
+                Ok(made) => done.push(made),
                 Err(e) => {
                     for (run, chunks) in done.into_iter().rev() {
                         self.backing.rollback(chunks);
@@ -228,11 +245,18 @@ impl<T: DevicePod> SparseArray<T> {
                     zero.missing.remove(&t);
                 }
             }
-            self.committed.extend(run.zip(chunks));
+            for (t, chunk) in run.zip(chunks) {
+                if t < wanted.end {
+                    self.committed.insert(t, chunk);
+                } else {
+                    self.spares.insert(t, chunk);
+                }
+            }
         }
+        self.take_spares(&new);
         self.backing
-            .note_committed(self.committed.len() * self.tile_bytes);
-        Ok(missing.iter().map(Range::len).sum())
+            .note_committed((self.committed.len() + self.spares.len()) * self.tile_bytes);
+        Ok(new.len())
     }
 
     /// Decommits the tiles lying wholly inside the element range (rounded in to tiles; the
@@ -253,7 +277,7 @@ impl<T: DevicePod> SparseArray<T> {
         let present = tiles::runs(self.committed.range(inner).map(|(&t, _)| t));
         let mut result = Ok(0);
         for run in present {
-            match (self.decommit_tiles(run), &mut result) {
+            match (self.decommit_tiles(run, false), &mut result) {
                 (Ok(n), Ok(count)) => *count += n,
                 (Err(e), Ok(_)) => result = Err(e),
                 (Err(e), Err(_)) => tracing::error!("decommit: {e}"),
@@ -356,12 +380,15 @@ impl<T: DevicePod> SparseArray<T> {
     }
 
     /// Gives `devices` access, now and for tiles committed later: read-write on committed
-    /// runs, read-only on zero-mapped holes. One set-access call per run; the owner always
+    /// runs and spare tiles, read-only on zero-mapped holes. One set-access call per run; the owner always
     /// has access.
     pub fn grant_access(&mut self, devices: &[Device]) -> Result<()> {
         let tile = self.tile_bytes;
-        let mut ranges: Vec<(usize, usize, bool)> = self
-            .committed_runs()
+        let occupied = self.committed.keys().chain(self.spares.keys()).copied();
+        let mut occupied: Vec<usize> = occupied.collect();
+        occupied.sort_unstable();
+        let mut ranges: Vec<(usize, usize, bool)> = tiles::runs(occupied)
+            .into_iter()
             .map(|r| (r.start * tile, r.len() * tile, false))
             .collect();
         if let Some(zero) = &self.zero {
@@ -425,7 +452,8 @@ impl<T: DevicePod> SparseArray<T> {
     }
 
     /// Commits one run of uncommitted tiles, transactionally; the caller records the chunks.
-    fn commit_run(&mut self, run: Range<usize>) -> Result<Vec<Chunk>> {
+    /// Zero-fills the run unless `uninit_tiles`, and always the tiles from `fill_from` on.
+    fn commit_run(&mut self, run: Range<usize>, fill_from: usize) -> Result<Vec<Chunk>> {
         let tile = self.tile_bytes;
         let _span = tracing::debug_span!(
             "commit",
@@ -446,9 +474,14 @@ impl<T: DevicePod> SparseArray<T> {
             .backing
             .map_run(offset, obtained, false)
             .and_then(|chunks| {
-                if self.uninit_tiles {
+                let (offset, bytes) = if !self.uninit_tiles {
+                    (offset, bytes)
+                } else if fill_from < run.end {
+                    let from = fill_from.max(run.start) * tile;
+                    (from, offset + bytes - from)
+                } else {
                     return Ok(chunks);
-                }
+                };
                 // New tiles read as zero, whatever the allocation held before.
                 match self.backing.reservation.fill(offset, bytes, 0) {
                     Ok(()) => Ok(chunks),
@@ -464,14 +497,16 @@ impl<T: DevicePod> SparseArray<T> {
         mapped
     }
 
-    /// Decommits one run of committed tiles and maps zero blocks into it (merged with the
-    /// zero blocks around) if configured.
-    /// Returns how many tiles became holes; on error, those not unmapped stay committed.
-    fn decommit_tiles(&mut self, run: Range<usize>) -> Result<usize> {
-        let chunks: Vec<Chunk> = run
-            .clone()
-            .filter_map(|t| self.committed.remove(&t))
-            .collect();
+    /// Decommits one run of committed (or, with `spare`, spare) tiles and maps zero blocks
+    /// into it (merged with the zero blocks around) if configured.
+    /// Returns how many tiles became holes; on error, those not unmapped stay as they were.
+    fn decommit_tiles(&mut self, run: Range<usize>, spare: bool) -> Result<usize> {
+        let tiles = if spare {
+            &mut self.spares
+        } else {
+            &mut self.committed
+        };
+        let chunks: Vec<Chunk> = run.clone().filter_map(|t| tiles.remove(&t)).collect();
         let tile = self.tile_bytes;
         let (result, kept) = match self.backing.release_chunks(chunks) {
             Ok(()) => (Ok(()), Vec::new()),
@@ -480,13 +515,15 @@ impl<T: DevicePod> SparseArray<T> {
                 (Err(e), kept)
             }
         };
+        let tiles = if spare {
+            &mut self.spares
+        } else {
+            &mut self.committed
+        };
         for chunk in kept {
-            self.committed.insert(chunk.offset() / tile, chunk);
+            tiles.insert(chunk.offset() / tile, chunk);
         }
-        let holes = run
-            .clone()
-            .filter(|t| !self.committed.contains_key(t))
-            .count();
+        let holes = run.clone().filter(|t| !tiles.contains_key(t)).count();
         let zeroed = self.rezero(run);
         result.and(zeroed).map(|()| holes)
     }
@@ -504,7 +541,8 @@ fn check_len(range: &Range<usize>, actual: usize) -> Result<()> {
 
 impl<T: DevicePod> Drop for SparseArray<T> {
     fn drop(&mut self) {
-        let chunks: Vec<Chunk> = std::mem::take(&mut self.committed).into_values().collect();
+        let mut chunks: Vec<Chunk> = std::mem::take(&mut self.committed).into_values().collect();
+        chunks.extend(std::mem::take(&mut self.spares).into_values());
         if let Err((e, kept)) = self.backing.release_chunks(chunks) {
             // Dropping the kept chunks tries each unmap once more, and leaks on failure.
             tracing::error!("dropping a sparse array: releasing tiles failed: {e}");
@@ -535,6 +573,7 @@ impl<T: DevicePod> fmt::Debug for SparseArray<T> {
             .field("len", &self.len)
             .field("tile_bytes", &self.tile_bytes)
             .field("committed_tiles", &self.committed.len())
+            .field("spare_tiles", &self.spares.len())
             .field("tile_count", &self.tile_count)
             .field("holes", &self.holes)
             .finish()

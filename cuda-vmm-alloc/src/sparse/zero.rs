@@ -323,7 +323,7 @@ impl<T: DevicePod> SparseArray<T> {
     }
 
     /// Maps zero blocks over the holes a decommit of `run` made. An aligned span of the
-    /// largest block that holds no committed tile any more is merged back into as few blocks
+    /// largest block that holds no committed or spare tile any more is merged back into as few blocks
     /// as fit (its smaller zero mappings are unmapped), so that the mappings do not pile up;
     /// elsewhere the new holes get their own blocks and the zero mappings around are left
     /// alone, so that committing those tiles again unmaps nothing else. On failure the holes
@@ -337,10 +337,14 @@ impl<T: DevicePod> SparseArray<T> {
         let merge: Vec<Range<usize>> = (run.start / m * m..run.end)
             .step_by(m)
             .map(|start| start..(start + m).min(self.tile_count))
-            .filter(|span| self.committed.range(span.clone()).next().is_none())
+            .filter(|span| {
+                self.committed.range(span.clone()).next().is_none()
+                    && self.spares.range(span.clone()).next().is_none()
+            })
             .collect();
         let merged = |t: &usize| merge.iter().any(|span| span.contains(t));
-        let mut holes = tiles::runs(run.filter(|t| !self.committed.contains_key(t) && !merged(t)));
+        let occupied = |t: &usize| self.committed.contains_key(t) || self.spares.contains_key(t);
+        let mut holes = tiles::runs(run.filter(|t| !occupied(t) && !merged(t)));
         let starts: Vec<usize> = merge
             .iter()
             .flat_map(|span| zero.mappings.range(span.clone()).map(|(&s, _)| s))
@@ -367,7 +371,7 @@ impl<T: DevicePod> SparseArray<T> {
         result.and(self.map_zero(&holes))
     }
 
-    /// Zero-maps every tile of `spans` that is neither committed nor zero-mapped (a failed
+    /// Zero-maps every tile of `spans` that is neither committed, spare nor zero-mapped (a failed
     /// operation's undo). Failures are logged; the tiles stay missing for the next operation.
     pub(super) fn remap_holes(&mut self, spans: &[Range<usize>]) {
         let tile = self.tile_bytes;
@@ -377,7 +381,11 @@ impl<T: DevicePod> SparseArray<T> {
         let holes: Vec<usize> = spans
             .iter()
             .flat_map(Clone::clone)
-            .filter(|t| !self.committed.contains_key(t) && !zero.covers(*t, tile))
+            .filter(|t| {
+                !self.committed.contains_key(t)
+                    && !self.spares.contains_key(t)
+                    && !zero.covers(*t, tile)
+            })
             .collect();
         for t in &holes {
             zero.missing.remove(t);

@@ -17,27 +17,27 @@ use cuda_vmm_alloc::{
 };
 use cuda_vmm_sim::{call_count, inject_fault};
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+pub(crate) type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 /// The backend under test, printed once per run.
 use crate::cuda;
 
-fn device() -> cuda_vmm::Result<Device> {
+pub(crate) fn device() -> cuda_vmm::Result<Device> {
     cuda()?.device(0)
 }
 
-fn on_simulator() -> cuda_vmm::Result<bool> {
+pub(crate) fn on_simulator() -> cuda_vmm::Result<bool> {
     Ok(cuda()?.backend() == Backend::Simulator)
 }
 
 /// Minimum granularity of plain device memory.
-fn gran(device: &Device) -> cuda_vmm::Result<usize> {
+pub(crate) fn gran(device: &Device) -> cuda_vmm::Result<usize> {
     device.granularity(&AllocationProps::device(device), GranularityKind::Minimum)
 }
 
 /// The error of a call expected to fail.
 #[track_caller]
-fn fails<T>(r: cuda_vmm_alloc::Result<T>) -> Error {
+pub(crate) fn fails<T>(r: cuda_vmm_alloc::Result<T>) -> Error {
     match r {
         Ok(_) => panic!("expected an error, the call succeeded"),
         Err(e) => e,
@@ -45,23 +45,23 @@ fn fails<T>(r: cuda_vmm_alloc::Result<T>) -> Error {
 }
 
 /// Deterministic, position-dependent test data.
-fn pattern(range: Range<usize>, seed: u32) -> Vec<u32> {
+pub(crate) fn pattern(range: Range<usize>, seed: u32) -> Vec<u32> {
     range
         .map(|i| (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed))
         .collect()
 }
 
 /// Per-thread simulator call counts of the named entry points (zeros on the real driver).
-fn counts(symbols: &[&str]) -> Vec<u64> {
+pub(crate) fn counts(symbols: &[&str]) -> Vec<u64> {
     symbols.iter().map(|s| call_count(s)).collect()
 }
 
-fn delta(before: &[u64], after: &[u64]) -> Vec<u64> {
+pub(crate) fn delta(before: &[u64], after: &[u64]) -> Vec<u64> {
     before.iter().zip(after).map(|(b, a)| a - b).collect()
 }
 
 /// Reads device memory at a raw address with `cuMemcpyDtoH`, as a kernel would see it.
-fn raw_read(cuda: &Cuda, ptr: u64, len: usize) -> Result<Vec<u8>, String> {
+pub(crate) fn raw_read(cuda: &Cuda, ptr: u64, len: usize) -> Result<Vec<u8>, String> {
     let f = entry!(cuda.sys().table(), cuMemcpyDtoH_v2).map_err(|e| e.to_string())?;
     // The library leaves the caller's current context alone: raw calls bind their own.
     cuda.device(0)
@@ -78,7 +78,7 @@ fn raw_read(cuda: &Cuda, ptr: u64, len: usize) -> Result<Vec<u8>, String> {
 }
 
 /// Writes host bytes to a raw device address with `cuMemcpyHtoD`; the raw result code.
-fn raw_write(cuda: &Cuda, ptr: u64, data: &[u8]) -> Result<CUresult, String> {
+pub(crate) fn raw_write(cuda: &Cuda, ptr: u64, data: &[u8]) -> Result<CUresult, String> {
     let f = entry!(cuda.sys().table(), cuMemcpyHtoD_v2).map_err(|e| e.to_string())?;
     cuda.device(0)
         .and_then(|d| d.make_current())
@@ -791,7 +791,7 @@ fn sparse(
 }
 
 /// Committed tile runs as `(start, end)` pairs.
-fn runs<T: cuda_vmm_alloc::DevicePod>(a: &SparseArray<T>) -> Vec<(usize, usize)> {
+pub(crate) fn runs<T: cuda_vmm_alloc::DevicePod>(a: &SparseArray<T>) -> Vec<(usize, usize)> {
     a.committed_runs().map(|r| (r.start, r.end)).collect()
 }
 

@@ -20,6 +20,7 @@ pub(crate) mod reliability;
 mod safe;
 mod sharing;
 mod sim;
+mod spares;
 mod tracing_spans;
 
 /// Device memory is shared by the whole process: the conformance suite, whose cases
