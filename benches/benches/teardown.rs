@@ -5,12 +5,14 @@
 //!   dropping, a 1 TiB `SparseArray` of 2 MiB tiles (the other half untimed), with holes as
 //!   errors or zero-mapped from warm zero memory (blocks of at most 256 or 64 MiB).
 //! - `zero_holes/one_tile_commit/{errors,zeros_split,zeros_again,errors_sequential,
-//!   zeros_sequential,zeros_split_64MiB,errors_spares,zeros_spares}/{pooled,unpooled}`:
+//!   zeros_sequential,zeros_split_64MiB,errors_spares,zeros_spares,errors_spares7,
+//!   zeros_spares7}/{pooled,unpooled}`:
 //!   committing one tile of a 1 TiB array (zero blocks of 256 MiB, or 64 MiB), the decommit
 //!   untimed: a random tile (in zero mode: the split of a largest block), the same tile again
 //!   next to a committed one (in zero mode: the tile has a block of its own), or the next
-//!   tile (spans of a largest block freed once full); `*_spares` take the next tile with 7
-//!   spare tiles (`SparseConfig::spare_tiles`), so one commit in 8 makes driver calls.
+//!   tile (spans of a largest block freed once full); `*_spares` take the next tile with 15
+//!   spare tiles (`SparseConfig::spare_tiles`), so one commit in 16 makes driver calls
+//!   (`*_spares7`: 7 spares, one in 8).
 //! - `teardown/{growable,growable_pooled}/16GiB`: dropping a buffer grown to 16 GiB as 2 MiB
 //!   appends grow it (pooled: 32 MiB chunks handed back to a pool with room for all of them).
 //! - `teardown/{raw_release,raw_unmap}/16GiB_in_32MiB`, `teardown/raw_release/16GiB_in_1`:
@@ -76,8 +78,10 @@ fn slow_group<'c>(c: &'c mut Criterion, env: &Env, name: &str) -> BenchmarkGroup
     group
 }
 
-/// Spare tiles of the `*_spares` one-tile commit cases: commits take batches of 8 tiles.
-const SPARES: usize = 7;
+/// Spare tiles of the `*_spares` one-tile commit cases (batches of 16 tiles), and of the
+/// `*_spares7` ones (batches of 8).
+const SPARES: usize = 15;
+const FEWER_SPARES: usize = 7;
 
 fn array(
     env: &Env,
@@ -171,6 +175,8 @@ fn one_tile_commit(c: &mut Criterion, env: &Env) {
         ("zeros_sequential", Some(&zeros), Pick::Sequential, 0),
         ("errors_spares", None, Pick::Sequential, SPARES),
         ("zeros_spares", Some(&zeros), Pick::Sequential, SPARES),
+        ("errors_spares7", None, Pick::Sequential, FEWER_SPARES),
+        ("zeros_spares7", Some(&zeros), Pick::Sequential, FEWER_SPARES),
     ];
     let span = (zeros.max_block_bytes() / CHUNK).max(1);
     for (mode, zero, pick, spares) in cases {
