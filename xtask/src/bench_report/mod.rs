@@ -19,12 +19,13 @@
 
 mod format;
 mod growth;
-mod issue11;
 mod load;
 mod plots;
+mod prefetch;
 mod readme;
 mod tables;
 mod targets;
+mod teardown;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -299,9 +300,9 @@ fn render_section(run: &Run, plots: &BTreeMap<&str, String>) -> String {
     growth::growth_table(run, &mut s, plots.get("growth.svg"));
     growth::regimes_table(run, &mut s);
     growth::create_probe_table(run, &mut s);
-    issue11::prefetch_table(run, &mut s);
-    issue11::zero_holes_tables(run, &mut s);
-    issue11::teardown_table(run, &mut s);
+    prefetch::prefetch_table(run, &mut s);
+    teardown::zero_holes_tables(run, &mut s);
+    teardown::teardown_table(run, &mut s);
     tables::group_tables(run, &mut s);
     tables::all_medians(run, &mut s);
     let _ = writeln!(s, "<!-- end bench-run: {} -->", meta.key());

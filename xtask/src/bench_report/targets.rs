@@ -6,11 +6,12 @@ use std::fmt::Write as _;
 
 use super::format::{fmt_bytes, fmt_delta, fmt_ratio, fmt_time, pretty_size};
 use super::growth::largest_size;
-use super::issue11::{
-    commit_pair, default_zero_variant, error_baseline, fmt_secs, on_off, pick_name, teardown_floor,
-    teardown_size, zero_array_size, zero_commit_variants, Blocked,
-};
 use super::load::Run;
+use super::prefetch::{fmt_secs, on_off, Blocked};
+use super::teardown::{
+    commit_pair, default_zero_variant, error_baseline, pick_name, teardown_floor, teardown_size,
+    zero_array_size, zero_commit_variants,
+};
 use super::{sizes_under, stub_overheads};
 
 /// Growth ratios at most this are at the floor.
