@@ -23,10 +23,12 @@
 //! before (the *steady state*). Two other regimes are printed (not on the simulator): the
 //! median of runs that start after the device has been idle for a while (`settled`), and,
 //! with `CUDA_VMM_GROWTH_FIRST_USE=LAYOUT`, one run as the process's first use of device
-//! memory (then the process exits). A create probe times `cuMemCreate` right after releasing
+//! memory (then the process exits; run it with the main run's `CUDA_VMM_BENCH_SESSION` so that
+//! its side key joins that run). A create probe times `cuMemCreate` right after releasing
 //! the same size and after an idle pause. Peak committed memory, whether the pointer moved,
-//! the worst committed/length ratio past 1 GiB and the ratio to the floor go to the report's
-//! side file.
+//! the worst committed/length ratio past 1 GiB, the ratio to the floor, the settled and
+//! first-use medians (`growth/LAYOUT/SIZE/{settled_median_s,first_use_s}`) and the create
+//! probe (`create_probe/SIZE/{after_release,after_idle}_s`) go to the report's side file.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -466,6 +468,15 @@ fn create_probe(raw: &Raw) {
                 })
                 .collect();
             let m = median(&mut times);
+            let regime = if idle.is_zero() {
+                "after_release"
+            } else {
+                "after_idle"
+            };
+            record_extra(
+                &format!("create_probe/{}/{regime}_s", size_id(size)),
+                m.as_secs_f64(),
+            );
             println!(
                 "create probe {}: cuMemCreate {m:?} (median of {SETTLED_RUNS}) {} a release \
                  of the same size",
@@ -492,6 +503,10 @@ fn first_use(name: &str) {
         return;
     };
     let t = (l.run)(env, &raw, size, &mut Probe::default());
+    record_extra(
+        &format!("growth/{name}/{}/first_use_s", size_id(size)),
+        t.as_secs_f64(),
+    );
     println!(
         "growth/{name}/{} first use: {t:?} (the process's first device memory)",
         size_id(size)

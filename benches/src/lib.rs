@@ -5,7 +5,7 @@
 //! cargo bench -p cuda-vmm-benches --bench latency  # one file: latency growth prefetch sparse access pool
 //! CUDA_VMM_BENCH_QUICK=1 cargo bench ...           # reduced sizes, short measurements
 //! cargo test -p cuda-vmm-benches --benches         # CI: every bench once, quick sizes
-//! cargo xtask bench-report                         # BENCHMARKS.md + docs/bench/<gpu-date>/*.svg
+//! cargo xtask bench-report                         # BENCHMARKS.md + docs/bench/<gpu-date>/*.svg + README table
 //! ```
 //!
 //! `cargo bench` also writes criterion's HTML report with plots (plotters, SVG) to
@@ -38,7 +38,7 @@
 //! - `overhead/{reserve_free,create_release,map_unmap,set_access}/{safe,raw}` (stub driver);
 //! - `ordering/write_drop/{default,opt_out}/2MiB`, `ordering/commit_decommit/{default,opt_out}/1tile`;
 //! - `zero_holes/{create,drop}/{errors,zeros_256MiB,zeros_64MiB}/1TiB`,
-//!   `zero_holes/one_tile_commit/{errors,zeros_split,zeros_again,errors_sequential,zeros_sequential,zeros_split_64MiB}/{pooled,unpooled}`;
+//!   `zero_holes/one_tile_commit/{errors,zeros_split,zeros_again,errors_sequential,zeros_sequential,zeros_split_64MiB,errors_spares,zeros_spares}/{pooled,unpooled}`;
 //! - `teardown/{growable,growable_pooled}/16GiB`, `teardown/{raw_release,raw_unmap}/16GiB_in_32MiB`,
 //!   `teardown/raw_release/16GiB_in_1`.
 

@@ -2,8 +2,10 @@
 //!
 //! - `cargo xtask bindgen [--check] [--cuda-include DIR]`: regenerate (or verify)
 //!   `cuda-vmm-sys/src/bindings.rs` from the driver header `cuda.h`.
-//! - `cargo xtask bench-report [--criterion DIR] [--out FILE] [--include-stale]`: write the
-//!   latest `cargo bench` run into `BENCHMARKS.md` and `docs/bench/<gpu-date>/*.svg`.
+//! - `cargo xtask bench-report [--criterion DIR] [--out FILE] [--include-stale] [--readme FILE |
+//!   --no-readme]`: write the latest `cargo bench` run into `BENCHMARKS.md` and
+//!   `docs/bench/<gpu-date>/*.svg`, with its targets and verdicts, and rewrite the README's
+//!   performance table (between `<!-- perf-table:start -->` and `<!-- perf-table:end -->`).
 //! - `cargo xtask header-pin`: print the pinned PyPI requirement that ships `cuda.h`.
 
 mod bench_report;
@@ -33,7 +35,8 @@ fn main() -> ExitCode {
 
 fn usage() -> String {
     "usage:\n  cargo xtask bindgen [--check] [--cuda-include DIR]\n  \
-     cargo xtask bench-report [--criterion DIR] [--out FILE] [--include-stale]\n  \
+     cargo xtask bench-report [--criterion DIR] [--out FILE] [--include-stale] \
+     [--readme FILE | --no-readme]\n  \
      cargo xtask header-pin"
         .to_string()
 }

@@ -1,5 +1,6 @@
-//! `cargo xtask bench-report [--criterion DIR] [--out FILE] [--include-stale]`: turns the latest
-//! criterion run of `cuda-vmm-benches` into a section of `BENCHMARKS.md` plus two SVG plots.
+//! `cargo xtask bench-report [--criterion DIR] [--out FILE] [--include-stale] [--readme FILE |
+//! --no-readme]`: turns the latest criterion run of `cuda-vmm-benches` into a section of
+//! `BENCHMARKS.md` plus two SVG plots, and rewrites the README's performance table.
 //!
 //! Inputs, all under the criterion directory (default `target/criterion`), read with serde:
 //! - `**/new/estimates.json` + `benchmark.json`: the median of every benchmark, keyed by its
@@ -10,12 +11,21 @@
 //! - `cuda-vmm-extra.json`: `{"key": number}` side measurements (peak committed memory...).
 //!
 //! The section is keyed by GPU + date: re-running replaces it, another GPU or day appends one.
+//! It starts with the targets (issue 11's and the earlier ones), each with its verdict; the
+//! same targets replace the table between `<!-- perf-table:start -->` and
+//! `<!-- perf-table:end -->` in the README (default the workspace's `README.md`, except for a
+//! quick or simulator run, which writes the README only when `--readme FILE` names it).
 //! `cargo bench` itself writes criterion's HTML report (`target/criterion/report/index.html`).
 
 mod format;
+mod growth;
 mod load;
 mod plots;
+mod prefetch;
+mod readme;
 mod tables;
+mod targets;
+mod teardown;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -51,10 +61,22 @@ const LATENCY_OPS: &[(&str, &str, f64)] = &[
 const SAFE_ABS_NS: f64 = 100.0;
 const SAFE_REL: f64 = 0.02;
 
+/// Where the README's performance table goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ReadmeChoice {
+    /// The workspace README, unless the run is quick or on the simulator.
+    Default,
+    /// This file, whatever the run.
+    File(PathBuf),
+    /// Nowhere (`--no-readme`).
+    Skip,
+}
+
 pub fn run(args: &[String]) -> Result<(), String> {
     let mut criterion: Option<PathBuf> = None;
     let mut out: Option<PathBuf> = None;
     let mut include_stale = false;
+    let mut readme = ReadmeChoice::Default;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -63,6 +85,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
             }
             "--include-stale" => include_stale = true,
             "--out" => out = Some(it.next().ok_or("--out needs a file name")?.into()),
+            "--readme" => {
+                let file = it.next().ok_or("--readme needs a file name")?;
+                readme = ReadmeChoice::File(file.into());
+            }
+            "--no-readme" => readme = ReadmeChoice::Skip,
             other => {
                 return Err(format!(
                     "unknown argument `{other}` to `cargo xtask bench-report`"
@@ -72,17 +99,38 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     let criterion = criterion.unwrap_or_else(default_criterion_dir);
     let out = out.unwrap_or_else(|| workspace_root().join("BENCHMARKS.md"));
-    let written = generate(&criterion, &out, include_stale)?;
+    let written = generate(&criterion, &out, include_stale, &readme)?;
     for path in written {
         println!("wrote {}", path.display());
     }
     Ok(())
 }
 
-/// Reads the run under `criterion`, writes its plots and upserts its section in `out`.
-/// Returns the files written.
-fn generate(criterion: &Path, out: &Path, include_stale: bool) -> Result<Vec<PathBuf>, String> {
+/// Reads the run under `criterion`, writes its plots, upserts its section in `out` and
+/// rewrites the README's table as `readme` says. Returns the files written.
+fn generate(
+    criterion: &Path,
+    out: &Path,
+    include_stale: bool,
+    readme: &ReadmeChoice,
+) -> Result<Vec<PathBuf>, String> {
     let run = Run::load(criterion, include_stale)?;
+    // Check the README before writing anything, so that missing markers leave no half-done
+    // report behind.
+    let readme = readme_path(readme, &run);
+    let readme_text = match &readme {
+        Some(path) => {
+            let doc = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            Some(readme::replace_table(
+                &doc,
+                &readme::perf_table(&run),
+                path,
+            )?)
+        }
+        None => None,
+    };
+
     let base = out.parent().map(Path::to_path_buf).unwrap_or_default();
     let plot_rel = format!("{PLOT_DIR}/{}", run.meta.slug());
     let plot_dir = base.join(&plot_rel);
@@ -111,7 +159,28 @@ fn generate(criterion: &Path, out: &Path, include_stale: bool) -> Result<Vec<Pat
     let doc = upsert_section(&existing, &run.meta.key(), &section);
     std::fs::write(out, doc).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
     written.push(out.to_path_buf());
+    if let (Some(path), Some(text)) = (readme, readme_text) {
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        written.push(path);
+    }
     Ok(written)
+}
+
+/// The README to rewrite for `run`: the workspace's unless the run is quick or on the
+/// simulator (said on stderr), the file named, or none.
+fn readme_path(choice: &ReadmeChoice, run: &Run) -> Option<PathBuf> {
+    match choice {
+        ReadmeChoice::Skip => None,
+        ReadmeChoice::File(path) => Some(path.clone()),
+        ReadmeChoice::Default if run.meta.quick || run.meta.backend.contains("simulator") => {
+            eprintln!(
+                "not rewriting README.md: a quick or simulator run (pass --readme FILE to \
+                 write one anyway)"
+            );
+            None
+        }
+        ReadmeChoice::Default => Some(workspace_root().join("README.md")),
+    }
 }
 
 fn workspace_root() -> PathBuf {
@@ -206,21 +275,6 @@ fn stub_overheads(run: &Run) -> Vec<StubRow> {
     rows
 }
 
-/// Growth comparison with `other`: (size, other / growable time) at 16 GiB if both were
-/// measured there, else at the largest size both reached.
-fn growth_ratio(run: &Run, buffer: &str, other: &str) -> Option<(String, f64)> {
-    let both: Vec<(String, f64)> = sizes_under(run, &format!("growth/{buffer}/"))
-        .into_iter()
-        .filter_map(|size| {
-            let growable = run.median(&format!("growth/{buffer}/{size}"))?;
-            let other = run.median(&format!("growth/{other}/{size}"))?;
-            Some((size, other / growable))
-        })
-        .collect();
-    let at_16 = both.iter().find(|(size, _)| size == "16GiB");
-    at_16.or(both.last()).cloned()
-}
-
 fn render_section(run: &Run, plots: &BTreeMap<&str, String>) -> String {
     let meta = &run.meta;
     let mut s = String::new();
@@ -240,10 +294,15 @@ fn render_section(run: &Run, plots: &BTreeMap<&str, String>) -> String {
         let _ = writeln!(s, "{}", meta.note);
     }
     s.push('\n');
-    tables::targets_table(run, &mut s);
+    targets::targets_table(run, &mut s);
     tables::overhead_table(run, &mut s);
     tables::latency_table(run, &mut s, plots.get("latency.svg"));
-    tables::growth_table(run, &mut s, plots.get("growth.svg"));
+    growth::growth_table(run, &mut s, plots.get("growth.svg"));
+    growth::regimes_table(run, &mut s);
+    growth::create_probe_table(run, &mut s);
+    prefetch::prefetch_table(run, &mut s);
+    teardown::zero_holes_tables(run, &mut s);
+    teardown::teardown_table(run, &mut s);
     tables::group_tables(run, &mut s);
     tables::all_medians(run, &mut s);
     let _ = writeln!(s, "<!-- end bench-run: {} -->", meta.key());

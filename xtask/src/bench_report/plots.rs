@@ -5,8 +5,8 @@ use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 
 use super::format::{fmt_bytes, fmt_time, parse_size};
+use super::growth::growth_strategies;
 use super::load::Run;
-use super::tables::growth_strategies;
 use super::{sizes_under, LATENCY_OPS};
 
 /// One line of a plot: x in bytes, y in nanoseconds.
@@ -64,7 +64,7 @@ pub fn latency_plot(run: &Run) -> Result<Option<String>, String> {
     log_log(&title, "chunk size", "median latency", &series)
 }
 
-/// Growth time of every strategy against final size.
+/// Growth time of every layout against final size, the raw floors dashed.
 pub fn growth_plot(run: &Run) -> Result<Option<String>, String> {
     let series: Vec<Series> = growth_strategies(run)
         .iter()
@@ -73,7 +73,8 @@ pub fn growth_plot(run: &Run) -> Result<Option<String>, String> {
             name: name.trim_matches('`').to_string(),
             points: points(run, &format!("growth/{key}/")),
             color: COLORS[i % COLORS.len()],
-            dashed: false,
+            // The raw floors dashed.
+            dashed: key.starts_with("raw_"),
         })
         .filter(|s| !s.points.is_empty())
         .collect();

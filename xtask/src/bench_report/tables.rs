@@ -1,42 +1,13 @@
-//! The Markdown tables of one run's section: targets, safe-layer overhead, latency per entry
-//! point, growth, one table per other benchmark group (found in the run, so new benches get
-//! a table without code here), and every median.
+//! The generic Markdown tables of one run's section: safe-layer overhead, latency per entry
+//! point, one table per benchmark group without a module of its own (found in the run, so new
+//! benches get a table without code here), and every median.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::format::{
-    fmt_bytes, fmt_delta, fmt_ratio, fmt_time, natural_key, parse_size, pretty_size,
-};
+use super::format::{fmt_delta, fmt_ratio, fmt_time, natural_key, pretty_size};
 use super::load::Run;
-use super::{growth_ratio, safe_overheads, stub_overheads, LATENCY_OPS, SAFE_ABS_NS, SAFE_REL};
-
-/// Growth strategies: id component and column name.
-pub const GROWTH_STRATEGIES: &[(&str, &str)] = &[
-    ("growable", "GrowableBuffer"),
-    ("growable_pooled", "GrowableBuffer, warm pool"),
-    ("realloc", "realloc-doubling"),
-    ("naive", "naive VMM (2 MiB each)"),
-];
-
-/// The growth strategies of this run: the named ones, then any other `growth/STRATEGY/SIZE`
-/// the run measured (named by its id), so new growth benches get a column and a line.
-pub fn growth_strategies(run: &Run) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = GROWTH_STRATEGIES
-        .iter()
-        .map(|(k, n)| (k.to_string(), n.to_string()))
-        .collect();
-    for id in run.medians.keys() {
-        let Some((strategy, size)) = id.strip_prefix("growth/").and_then(|r| r.split_once('/'))
-        else {
-            continue;
-        };
-        if parse_size(size).is_some() && !out.iter().any(|(k, _)| k == strategy) {
-            out.push((strategy.to_string(), format!("`{strategy}`")));
-        }
-    }
-    out
-}
+use super::{safe_overheads, stub_overheads, LATENCY_OPS, SAFE_ABS_NS, SAFE_REL};
 
 /// Groups with a title and a ratio column: (id prefix, title, [numerator, denominator]).
 const TITLED_GROUPS: &[(&str, &str, [&str; 2])] = &[
@@ -56,134 +27,27 @@ const TITLED_GROUPS: &[(&str, &str, [&str; 2])] = &[
         ["per_chunk", "per_run"],
     ),
     ("alloc_free", "2 MiB alloc + free", ["cuMemAlloc", "pool"]),
+    (
+        "ordering/write_drop",
+        "Ordering: a new buffer, 2 MiB written from the host, dropped",
+        ["default", "raw"],
+    ),
+    (
+        "ordering/commit_decommit",
+        "Ordering: one sparse tile committed, written and decommitted",
+        ["default", "opt_out"],
+    ),
 ];
 
 /// Top-level groups that have tables of their own.
-const DEDICATED: &[&str] = &["latency", "growth", "overhead"];
-
-/// Pass, miss or not measured.
-fn verdict(ok: Option<bool>) -> &'static str {
-    match ok {
-        Some(true) => "pass",
-        Some(false) => "**miss**",
-        None => "n/a",
-    }
-}
-
-fn ratio_row(
-    s: &mut String,
-    target: &str,
-    goal: &str,
-    ratio: Option<f64>,
-    ok: impl Fn(f64) -> bool,
-) {
-    let measured = ratio.map_or("not measured".to_string(), |r| format!("{}x", fmt_ratio(r)));
-    let _ = writeln!(
-        s,
-        "| {target} | {goal} | {measured} | {} |",
-        verdict(ratio.map(ok))
-    );
-}
-
-/// The targets the project holds itself to, each with its verdict.
-pub fn targets_table(run: &Run, s: &mut String) {
-    s.push_str("### Targets\n\n| Target | Goal | Measured | Result |\n|---|---|---|---|\n");
-
-    let overheads = stub_overheads(run);
-    if overheads.is_empty() {
-        let _ = writeln!(
-            s,
-            "| Safe-layer overhead per raw call | <= max(2%, 0.1 µs) | not measured | n/a |"
-        );
-    } else {
-        let within = overheads.iter().filter(|r| r.within).count();
-        let worst = overheads
-            .iter()
-            .map(|r| (r.op, (r.safe - r.raw) / r.calls))
-            .max_by(|a, b| a.1.total_cmp(&b.1))
-            .map(|(op, per_call)| format!("; largest: {op} {} per call", fmt_delta(per_call)))
-            .unwrap_or_default();
-        let _ = writeln!(
-            s,
-            "| Safe-layer overhead per raw call (stub driver, see below) | <= max(2%, 0.1 µs) per call | {within}/{} within{worst} | {} |",
-            overheads.len(),
-            verdict(Some(within == overheads.len()))
-        );
-    }
-
-    for (buffer, label) in [
-        ("growable", "growable"),
-        ("growable_pooled", "growable on a warm pool"),
-    ] {
-        for (other, name, goal, min) in [
-            ("realloc", "realloc-doubling", ">= 10x", 10.0),
-            ("naive", "naive VMM", ">= 100x", 100.0),
-        ] {
-            let found = growth_ratio(run, buffer, other);
-            let at = found
-                .as_ref()
-                .map_or("16 GiB".into(), |(size, _)| pretty_size(size));
-            let target = format!("Growth to {at}: {name} / {label} time");
-            ratio_row(s, &target, goal, found.map(|f| f.1), |r| r >= min);
-        }
-    }
-
-    let extras = |suffix: &str| -> Vec<f64> {
-        run.extra
-            .iter()
-            .filter(|(k, _)| k.starts_with("growth/growable/") && k.ends_with(suffix))
-            .map(|(_, v)| *v)
-            .collect()
-    };
-    let worst = extras("/max_commit_ratio_past_1GiB")
-        .into_iter()
-        .reduce(f64::max);
-    let measured = worst.map_or("no run past 1 GiB".into(), |r| format!("{r:.3}"));
-    let _ = writeln!(
-        s,
-        "| Growable committed / length past 1 GiB | <= 1.25 | {measured} | {} |",
-        verdict(worst.map(|r| r <= 1.25))
-    );
-
-    let moved = extras("/pointer_moved");
-    let stayed = (!moved.is_empty()).then(|| moved.iter().all(|m| *m == 0.0));
-    let measured = stayed.map_or(
-        "not measured",
-        |st| if st { "never moved" } else { "moved" },
-    );
-    let _ = writeln!(
-        s,
-        "| Growable pointer never moves | stays put | {measured} | {} |",
-        verdict(stayed)
-    );
-
-    // Like for like: the raw baseline does not zero-fill, so compare the
-    // commit that skips zero-filling (`SparseConfig::uninit_tiles`).
-    let tile = run
-        .median("sparse/one_tile/pooled_commit_uninit")
-        .zip(run.median("sparse/one_tile/raw_map_set_access"))
-        .map(|(p, r)| p / r);
-    ratio_row(
-        s,
-        "Pooled sparse commit of one 2 MiB tile (no zero-fill) / raw map + set-access",
-        "<= 1.1x",
-        tile,
-        |r| r <= 1.1,
-    );
-
-    let pool = run
-        .median("alloc_free/cuMemAlloc/2MiB")
-        .zip(run.median("alloc_free/pool/2MiB"))
-        .map(|(raw, pool)| raw / pool);
-    ratio_row(
-        s,
-        "cuMemAlloc+cuMemFree / pooled alloc+free of 2 MiB",
-        ">= 1.5x",
-        pool,
-        |r| r >= 1.5,
-    );
-    s.push('\n');
-}
+const DEDICATED: &[&str] = &[
+    "latency",
+    "growth",
+    "overhead",
+    "prefetch",
+    "zero_holes",
+    "teardown",
+];
 
 /// The safe layer's own cost on the stub driver.
 pub fn overhead_table(run: &Run, s: &mut String) {
@@ -245,44 +109,6 @@ pub fn latency_table(run: &Run, s: &mut String, plot: Option<&String>) {
     }
     if let Some(plot) = plot {
         let _ = writeln!(s, "\n![Latency vs chunk size]({plot})");
-    }
-    s.push('\n');
-}
-
-/// Growth time and peak committed memory per strategy and final size.
-pub fn growth_table(run: &Run, s: &mut String, plot: Option<&String>) {
-    let sizes = super::sizes_under(run, "growth/");
-    if sizes.is_empty() {
-        return;
-    }
-    let strategies = growth_strategies(run);
-    s.push_str("### Growth by 2 MiB appends (median time / peak committed)\n\n| Final size |");
-    for (_, name) in &strategies {
-        let _ = write!(s, " {name} |");
-    }
-    s.push_str("\n|---|");
-    for _ in &strategies {
-        s.push_str("---|");
-    }
-    s.push('\n');
-    for size in &sizes {
-        let _ = write!(s, "| {} |", pretty_size(size));
-        for (key, _) in &strategies {
-            let time = run.median(&format!("growth/{key}/{size}"));
-            let peak = run
-                .extra
-                .get(&format!("growth/{key}/{size}/peak_committed_bytes"));
-            let cell = match (time, peak) {
-                (Some(t), Some(p)) => format!("{} / {}", fmt_time(t), fmt_bytes(*p)),
-                (Some(t), None) => fmt_time(t),
-                _ => "skipped".into(),
-            };
-            let _ = write!(s, " {cell} |");
-        }
-        s.push('\n');
-    }
-    if let Some(plot) = plot {
-        let _ = writeln!(s, "\n![Growth time vs final size]({plot})");
     }
     s.push('\n');
 }
