@@ -4,9 +4,11 @@
 //! An append makes room for `len + 2 MiB` bytes and bumps `len`; no data comes from the host,
 //! so the driver work dominates. Ids: `growth/LAYOUT/SIZE`.
 //! - `growable`: a [`GrowableBuffer`] with the default policy (steps of a quarter of the
-//!   committed size, one allocation per step); `growable_speed`: [`GrowthPolicy::speed`]
-//!   (doubling); `growable_alloc{32,128,512}MiB`: the default steps backed by allocations of
-//!   at most that size;
+//!   committed size, one allocation per step, 32 MiB pieces for a second after a slow
+//!   create); `growable_speed`: [`GrowthPolicy::speed`] (doubling, same switch);
+//!   `growable_whole`: the default steps, always one allocation each (no switch);
+//!   `growable_alloc{32,128,512}MiB`: the default steps backed by allocations of at most
+//!   that size (no switch);
 //! - `growable_pooled`: the default buffer drawing 256 MiB chunks from a warm [`ChunkPool`]
 //!   (chunks recycled from the previous buffer, as a caching allocator would), so growth is
 //!   map + set access only;
@@ -18,7 +20,9 @@
 //!   `raw_realloc` (realloc-doubling with VMM calls: reserve, create, map, set access, copy,
 //!   synchronize, unmap, release, free).
 //!
-//! The timed part ends with a `cuCtxSynchronize` and excludes tearing down. Criterion's
+//! The timed part ends with a `cuCtxSynchronize` and excludes tearing down;
+//! `growth_cycle/{raw_steps,raw_steps_32MiB,growable,growable_churn}/SIZE` (largest size only)
+//! times growth plus tearing down, the cycle of a program that builds and drops buffers. Criterion's
 //! iterations run back to back, so each one reuses memory the previous one released moments
 //! before (the *steady state*). Two other regimes are printed (not on the simulator): the
 //! median of runs that start after the device has been idle for a while (`settled`), and,
@@ -53,6 +57,8 @@ struct Probe {
     /// Worst committed / length once the length passed 1 GiB (0 if it never did).
     max_ratio_past_1gib: f64,
     driver_calls: u64,
+    /// Growth plus tearing down, from the same start.
+    cycle: Duration,
     /// The buffer's own statistics, with time per entry point (buffers only).
     stats: Option<DriverStats>,
 }
@@ -72,6 +78,7 @@ impl Probe {
         self.peak_committed = run.peak_committed;
         self.max_ratio_past_1gib = run.max_ratio_past_1gib;
         self.driver_calls = run.driver_calls;
+        self.cycle = run.cycle;
         run.elapsed
     }
 }
@@ -87,10 +94,26 @@ fn growable_speed(env: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Durat
     grow_with(env, raw, size, probe, GrowthPolicy::speed())
 }
 
-/// The default steps backed by allocations of at most `cap` bytes.
+/// The default steps backed by allocations of at most `cap` bytes (0: one per step),
+/// whatever creates cost (no switch to churn pieces).
 fn capped(env: &Env, raw: &Raw, size: usize, probe: &mut Probe, cap: usize) -> Duration {
     let policy = GrowthPolicy {
         max_allocation: cap,
+        churn_allocation: 0,
+        ..GrowthPolicy::default()
+    };
+    grow_with(env, raw, size, probe, policy)
+}
+
+fn growable_whole(env: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Duration {
+    capped(env, raw, size, probe, 0)
+}
+
+/// The default steps, switching to 32 MiB pieces for a second after a slow create
+/// (`churn_allocation`).
+fn growable_churn(env: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Duration {
+    let policy = GrowthPolicy {
+        churn_allocation: 32 * MIB,
         ..GrowthPolicy::default()
     };
     grow_with(env, raw, size, probe, policy)
@@ -146,6 +169,8 @@ fn grow_buffer(
     probe.driver_calls =
         stats.creates + stats.maps + stats.set_access_calls + stats.unmaps + stats.releases;
     probe.stats = Some(stats);
+    drop(buffer);
+    probe.cycle = start.elapsed();
     elapsed
 }
 
@@ -288,13 +313,15 @@ const fn layout(name: &'static str, run: Strategy, peak: f64, floor: &'static st
 }
 
 /// Floors first, so the ratios can be printed as the layouts finish.
-const LAYOUTS: [Layout; 12] = [
+const LAYOUTS: [Layout; 14] = [
     layout("raw_steps", raw_steps, 1.25, "raw_steps"),
     layout("raw_steps_32MiB", raw_steps_32mib, 1.25, "raw_steps_32MiB"),
     layout("raw_doubling", raw_doubling, 2.0, "raw_doubling"),
     layout("raw_realloc", raw_realloc, 1.5, "raw_realloc"),
     layout("growable", growable, 1.25, "raw_steps"),
     layout("growable_speed", growable_speed, 2.0, "raw_doubling"),
+    layout("growable_whole", growable_whole, 1.25, "raw_steps"),
+    layout("growable_churn", growable_churn, 1.25, "raw_steps_32MiB"),
     layout(
         "growable_alloc32MiB",
         growable_alloc32mib,
@@ -349,6 +376,34 @@ fn growth(c: &mut Criterion) {
         }
     }
     group.finish();
+    cycle(c, env, &raw);
+}
+
+/// Layouts timed for the whole build-and-drop cycle.
+const CYCLE_LAYOUTS: [&str; 4] = ["raw_steps", "raw_steps_32MiB", "growable", "growable_churn"];
+
+/// `growth_cycle/LAYOUT/SIZE` at the largest size: growth plus tearing down, back to back,
+/// the cycle a program that builds and drops buffers pays (teardown costs per allocation,
+/// so it weighs against small pieces).
+fn cycle(c: &mut Criterion, env: &Env, raw: &Raw) {
+    let mut group = env.slow_group(c, "growth_cycle");
+    let largest = env.growth_sizes().iter().copied().max().unwrap_or(CHUNK);
+    for l in LAYOUTS.iter().filter(|l| CYCLE_LAYOUTS.contains(&l.name)) {
+        for size in env.sizes(&format!("growth_cycle/{}", l.name), &[largest], l.peak) {
+            group.bench_function(BenchmarkId::new(l.name, size_id(size)), |b| {
+                b.iter_custom(|iters| {
+                    (0..iters)
+                        .map(|_| {
+                            let mut probe = Probe::default();
+                            (l.run)(env, raw, size, &mut probe);
+                            probe.cycle
+                        })
+                        .sum()
+                })
+            });
+        }
+    }
+    group.finish();
 }
 
 /// The median of `times` (zero if empty).
@@ -375,8 +430,14 @@ fn report(l: &Layout, size: usize, probe: &Probe) {
         }
         _ => String::new(),
     };
+    let slow = match probe.stats {
+        Some(st) if st.slow_creates > 0 => {
+            format!(" ({} slow creates: churn pieces followed)", st.slow_creates)
+        }
+        _ => String::new(),
+    };
     println!(
-        "{key}: peak committed {} ({:.2}x), pointer {}, {} driver calls{}{ratio}",
+        "{key}: peak committed {} ({:.2}x), pointer {}, {} driver calls{slow}{}{ratio}",
         fmt_size(probe.peak_committed),
         probe.peak_committed as f64 / size as f64,
         if probe.pointer_moved {

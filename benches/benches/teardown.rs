@@ -176,7 +176,12 @@ fn one_tile_commit(c: &mut Criterion, env: &Env) {
         ("errors_spares", None, Pick::Sequential, SPARES),
         ("zeros_spares", Some(&zeros), Pick::Sequential, SPARES),
         ("errors_spares7", None, Pick::Sequential, FEWER_SPARES),
-        ("zeros_spares7", Some(&zeros), Pick::Sequential, FEWER_SPARES),
+        (
+            "zeros_spares7",
+            Some(&zeros),
+            Pick::Sequential,
+            FEWER_SPARES,
+        ),
     ];
     let span = (zeros.max_block_bytes() / CHUNK).max(1);
     for (mode, zero, pick, spares) in cases {

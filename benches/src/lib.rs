@@ -38,7 +38,7 @@
 //! - `overhead/{reserve_free,create_release,map_unmap,set_access}/{safe,raw}` (stub driver);
 //! - `ordering/write_drop/{default,opt_out}/2MiB`, `ordering/commit_decommit/{default,opt_out}/1tile`;
 //! - `zero_holes/{create,drop}/{errors,zeros_256MiB,zeros_64MiB}/1TiB`,
-//!   `zero_holes/one_tile_commit/{errors,zeros_split,zeros_again,errors_sequential,zeros_sequential,zeros_split_64MiB,errors_spares,zeros_spares}/{pooled,unpooled}`;
+//!   `zero_holes/one_tile_commit/{errors,zeros_split,zeros_again,errors_sequential,zeros_sequential,zeros_split_64MiB,errors_spares,zeros_spares,errors_spares7,zeros_spares7}/{pooled,unpooled}` (spares: 15 spare tiles, spares7: 7);
 //! - `teardown/{growable,growable_pooled}/16GiB`, `teardown/{raw_release,raw_unmap}/16GiB_in_32MiB`,
 //!   `teardown/raw_release/16GiB_in_1`.
 

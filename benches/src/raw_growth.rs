@@ -36,6 +36,9 @@ pub struct RawGrowth {
     pub max_ratio_past_1gib: f64,
     /// Driver calls in the timed part.
     pub driver_calls: u64,
+    /// From the same start to the end of tearing down (unmap, release, free): the build
+    /// and drop cycle. Zero where not measured (realloc).
+    pub cycle: Duration,
 }
 
 impl RawGrowth {
@@ -147,6 +150,7 @@ impl Raw {
             self.release(allocation);
         }
         self.free(reservation);
+        out.cycle = start.elapsed();
         out
     }
 

@@ -3,11 +3,12 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Range;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cuda_vmm::{AllocationProps, Device, Stream, UnmapWait};
 
 use crate::backing::{Backing, Chunk};
+use crate::churn::{ChurnWatch, SLOW_CREATE_MIN_BYTES};
 use crate::error::{Error, Result};
 use crate::placement::Placement;
 use crate::pod::{as_bytes, as_bytes_mut, uniform_byte, zeroed, DevicePod};
@@ -73,6 +74,8 @@ pub struct GrowableBuffer<T: DevicePod> {
     prefetch: Option<Prefetcher>,
     /// Time growing calls spent in the allocator.
     blocked: BlockedLog,
+    /// Whether creates were recently slow ([`GrowthPolicy::churn_allocation`]).
+    churn: ChurnWatch,
     _elements: PhantomData<T>,
 }
 
@@ -106,6 +109,7 @@ impl<T: DevicePod> GrowableBuffer<T> {
             len: 0,
             prefetch: None,
             blocked: BlockedLog::default(),
+            churn: ChurnWatch::default(),
             _elements: PhantomData,
         };
         buffer.reserve(config.initial_capacity)?;
@@ -433,7 +437,9 @@ impl<T: DevicePod> GrowableBuffer<T> {
             }
             .min(reserved);
             let sizes = self.step_sizes(target - self.committed);
+            let created_before = self.backing.stats.time.create;
             let chunks = self.backing.commit_run(self.committed, &sizes, false)?;
+            self.judge_creates(&sizes, created_before);
             self.chunks.extend(chunks);
             self.committed = target;
             self.backing.note_committed(target);
@@ -443,13 +449,36 @@ impl<T: DevicePod> GrowableBuffer<T> {
     }
 
     /// The chunk sizes backing a growth of `grow` bytes: pool chunks, or pieces of at most
-    /// the policy's largest allocation.
+    /// the policy's largest allocation (its churn allocation while creates are slow).
     fn step_sizes(&self, grow: usize) -> Vec<usize> {
         let unit = self.backing.unit();
         if self.backing.pool.is_some() {
             vec![unit; grow / unit]
+        } else if self.churn.active(Instant::now()) {
+            split(grow, self.policy.churn_piece(unit))
         } else {
             split(grow, self.policy.max_piece(unit))
+        }
+    }
+
+    /// Judges the creates of a step of `sizes` made in line, `created_before` being the
+    /// create time spent before it; counts a slow one in the stats.
+    fn judge_creates(&mut self, sizes: &[usize], created_before: Duration) {
+        if self.backing.pool.is_some() || self.policy.churn_allocation == 0 {
+            return;
+        }
+        let smallest = sizes.iter().copied().min().unwrap_or(0);
+        if smallest < SLOW_CREATE_MIN_BYTES {
+            return;
+        }
+        let took = self
+            .backing
+            .stats
+            .time
+            .create
+            .saturating_sub(created_before);
+        if self.churn.observe(sizes.iter().sum(), took, Instant::now()) {
+            self.backing.stats.slow_creates += 1;
         }
     }
 

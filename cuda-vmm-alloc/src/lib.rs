@@ -60,6 +60,7 @@
 #![warn(missing_docs)]
 
 mod backing;
+mod churn;
 mod error;
 mod growable;
 #[cfg(feature = "cudarc")]

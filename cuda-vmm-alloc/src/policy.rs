@@ -25,22 +25,22 @@ const SPEED_MAX_CHUNK: usize = 1 << 40;
 /// be partly unused). Because steps grow with the buffer, reaching a size `S` takes
 /// `O(log S)` steps, like `Vec` doubling, yet the data never moves.
 ///
-/// **Allocation size.** By default each step is ONE allocation (`max_allocation: 0`). Measured
-/// on an H200 with driver 580 (BENCHMARKS.md, growth to 16 GiB by 2 MiB appends), the cost
-/// of a step depends on what the device's memory did just before:
+/// **Allocation size.** Measured on an H200 with driver 580 (BENCHMARKS.md, growth to 16 GiB
+/// by 2 MiB appends), what a step costs depends on what the device's memory did just before:
 /// - *first use and settled memory* (nothing released in the last few hundred ms): creation
-///   costs about 0.4 µs per MiB whatever the allocation size, while `cuMemSetAccess` costs
-///   about 23 µs per allocation handle in its range, so one allocation per step is fastest
-///   (2.5 ms on a process's first use, 5.6 to 8.1 ms settled) and 32 MiB pieces are 2.6x to
-///   10x slower (21 to 24 ms, 524 handles);
-/// - *back-to-back churn* (16 GiB released moments before): creating sizes that were just
-///   released (many 32 MiB pieces) is cheap, creating new large sizes costs about 1.6 µs per
-///   MiB, so 32 MiB pieces win (21.4 ms against 31.4 ms, itself 1.06x the fastest raw
-///   layout with the same bound).
+///   costs about 0.5 µs per MiB or less whatever the allocation size, while `cuMemSetAccess`
+///   costs about 23 µs per allocation handle in its range, so one allocation per step is
+///   fastest (2.4 ms on a process's first use, about 6 ms settled) and 32 MiB pieces are 4x
+///   to 8x slower (18 to 30 ms, 524 handles);
+/// - *back-to-back churn* (16 GiB released moments before): creating new large allocations
+///   costs about 2 µs per MiB, while 32 MiB pieces of sizes just released come back cheaply,
+///   so 32 MiB pieces win (21.6 ms against 32.5 ms).
 ///
-/// A program that builds and drops large buffers back to back does better still with a
-/// [`ChunkPool`](crate::ChunkPool) (about 2 ms, no creation at all); `max_allocation: 32 MiB`
-/// is the choice for churn without a pool. See also [`GrowthPolicy::speed`].
+/// So by default each step is ONE allocation (`max_allocation: 0`), and a buffer whose
+/// create of a large step ran slower than 1.3 µs per MiB switches to pieces of
+/// `churn_allocation` (32 MiB) for the next second. A program that builds and drops large
+/// buffers back to back does better still with a [`ChunkPool`](crate::ChunkPool) (about
+/// 2.5 ms, no creation at all). See also [`GrowthPolicy::speed`].
 ///
 /// **Bound.** Right after growing to fit `len` bytes, with `m` = `min_chunk` rounded up to
 /// `g` (at least `g`): `committed < len + max(m, factor * len)`, so
@@ -63,6 +63,13 @@ pub struct GrowthPolicy {
     /// `cuMemSetAccess` for the step. 0 (the default) means `max_chunk`: one allocation per
     /// step. See the trade-off above.
     pub max_allocation: usize,
+    /// Largest single allocation in bytes while the driver is slow to create memory: when a
+    /// buffer's create of at least 64 MiB ran slower than 1.3 µs per MiB (the sign that the
+    /// process released memory moments before and the driver is clearing it), its steps for
+    /// the next second are backed by allocations of at most this size, which the driver
+    /// hands back cheaply in that regime; then one step is tried whole again. 0 never
+    /// switches. 32 MiB by default. See the trade-off above.
+    pub churn_allocation: usize,
 }
 
 impl Default for GrowthPolicy {
@@ -72,6 +79,7 @@ impl Default for GrowthPolicy {
             max_chunk: 4096 * MIB,
             factor: 0.25,
             max_allocation: 0,
+            churn_allocation: 0,
         }
     }
 }
@@ -85,6 +93,7 @@ impl GrowthPolicy {
             max_chunk: chunk_bytes,
             factor: 0.0,
             max_allocation: 0,
+            churn_allocation: 0,
         }
     }
 
@@ -97,6 +106,7 @@ impl GrowthPolicy {
             max_chunk: SPEED_MAX_CHUNK,
             factor: 1.0,
             max_allocation: 0,
+            churn_allocation: 0,
         }
     }
 
@@ -142,6 +152,16 @@ impl GrowthPolicy {
         match self.max_allocation {
             0 => piece,
             cap => piece.min((cap / unit * unit).max(unit)),
+        }
+    }
+
+    /// The largest single allocation for allocation unit `unit` while creates are slow
+    /// (`churn_allocation`, if set, within [`max_piece`](Self::max_piece)).
+    pub(crate) fn churn_piece(&self, unit: usize) -> usize {
+        let piece = self.max_piece(unit);
+        match self.churn_allocation {
+            0 => piece,
+            cap => piece.min((cap / unit.max(1) * unit).max(unit)),
         }
     }
 }
@@ -218,6 +238,7 @@ mod tests {
             max_chunk: G,
             factor: 0.5,
             max_allocation: 0,
+            churn_allocation: 0,
         };
         let err = bad.validate().expect_err("max < min");
         assert_eq!(

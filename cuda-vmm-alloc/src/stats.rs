@@ -19,6 +19,9 @@ pub struct DriverStats {
     pub unmaps: u64,
     /// `cuMemRelease` calls (chunks handed back to a pool are not released).
     pub releases: u64,
+    /// Growth steps whose creates ran slower than 1.3 µs per MiB, each switching the buffer
+    /// to [`GrowthPolicy::churn_allocation`](crate::GrowthPolicy::churn_allocation) pieces.
+    pub slow_creates: u64,
     /// Physical chunks mapped now.
     pub chunks: usize,
     /// The most bytes ever committed at once.

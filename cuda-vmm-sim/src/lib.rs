@@ -163,6 +163,7 @@ mod devices;
 mod error_strings;
 pub mod exports;
 mod faults;
+mod latency;
 mod mappings;
 mod procs;
 mod reservations;
@@ -186,6 +187,7 @@ pub use config::{
     ENV_MEMORY, MAX_DEVICES,
 };
 pub use faults::{call_count, inject_fault, try_inject_fault, FaultError, FaultGuard};
+pub use latency::{model_create_cost, CreateCostGuard};
 
 /// Where [`driver()`] says it came from.
 pub const ORIGIN: &str = "cuda-vmm-sim (in-process)";

@@ -122,6 +122,7 @@ pub unsafe extern "C" fn cuMemCreate(
         // SAFETY: entry-point contract.
         let prop = unsafe { read_in(prop) }?;
         let h = state::with(|sim| sim.create(size as u64, &prop, flags))?;
+        crate::latency::pay_create(size as u64);
         // SAFETY: entry-point contract.
         unsafe { out.write(h) };
         Ok(())

@@ -119,6 +119,7 @@ impl BufferModel {
                 max_chunk: 2 * g,
                 factor: 0.5,
                 max_allocation: g,
+                churn_allocation: 0,
             }
         } else {
             GrowthPolicy::fixed(g)

@@ -94,6 +94,7 @@ fn small_chunks(g: usize) -> GrowthPolicy {
         max_chunk: g,
         factor: 0.5,
         max_allocation: 0,
+        churn_allocation: 0,
     }
 }
 
@@ -317,6 +318,7 @@ fn zero_sized_elements_and_bad_policies_are_refused() -> TestResult {
                 max_chunk: 0,
                 factor: 0.25,
                 max_allocation: 0,
+                churn_allocation: 0,
             },
             ..BufferConfig::default()
         },
@@ -395,6 +397,7 @@ fn shrink_to_fit_returns_memory() -> TestResult {
                 max_chunk: 4 * g,
                 factor: 0.0,
                 max_allocation: 0,
+                churn_allocation: 0,
             },
             ..BufferConfig::default()
         },

@@ -7,6 +7,7 @@
 
 mod alloc;
 mod c_abi;
+mod churn;
 mod conformance;
 #[cfg(feature = "cudarc")]
 mod interop;

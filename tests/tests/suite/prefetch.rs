@@ -37,6 +37,7 @@ fn steps(g: usize) -> GrowthPolicy {
         max_chunk: 4 * g,
         factor: 0.5,
         max_allocation: 0,
+        churn_allocation: 0,
     }
 }
 

@@ -53,7 +53,8 @@ pub fn pick_name(variant: &str) -> String {
         "zeros_split" => "random tile (splits a largest zero block)".into(),
         "zeros_again" => "the same tile again, beside a committed one".into(),
         "zeros_sequential" => "the next tile, as a growing KV cache takes pages".into(),
-        "zeros_spares" => "the next tile, 7 spare tiles committed ahead".into(),
+        "zeros_spares" => "the next tile, 15 spare tiles committed ahead".into(),
+        "zeros_spares7" => "the next tile, 7 spare tiles committed ahead".into(),
         v => match v.strip_prefix("zeros_split_") {
             Some(block) => format!("random tile, zero blocks of {}", pretty_size(block)),
             None => format!("`{v}`"),
@@ -75,6 +76,7 @@ pub fn zero_commit_variants(run: &Run) -> Vec<String> {
         "zeros_split",
         "zeros_sequential",
         "zeros_spares",
+        "zeros_spares7",
         "zeros_again",
     ];
     variants.sort_by_key(|v| {

@@ -57,6 +57,7 @@ fn buf_setup(pooled: bool, slack: bool) -> Res<Buf> {
                 max_chunk: 4 * g,
                 factor: 0.5,
                 max_allocation: 2 * g,
+                churn_allocation: 0,
             },
             pool: pool.clone(),
             ..BufferConfig::default()
