@@ -1,6 +1,7 @@
 //! A driver whose VMM entry points return at once, to isolate the safe layer's own cost.
 //!
-//! Everything else (init, devices, contexts, granularity) is the simulator's. With the
+//! Everything else (init, devices, contexts, granularity) is the simulator's, except
+//! `cuCtxSynchronize`, which returns at once too (there is never device work here). With the
 //! driver's own time taken out, `safe - raw` on this driver is exactly what the safe layer
 //! adds to each call; `cargo xtask bench-report` compares it with the real driver's latency.
 
@@ -73,7 +74,16 @@ unsafe extern "C" fn set_access(
     CUresult::CUDA_SUCCESS
 }
 
-/// The simulator's table with the seven VMM hot-path entry points replaced by stubs.
+/// `cuCtxSynchronize` with no device work: the wait every unmap makes first (the ordering
+/// rules). Stubbed so that the simulator's model of device work, which is not the safe
+/// layer's cost, stays out of the measurement; what the wait costs on the real driver is in
+/// the `ordering` bench.
+unsafe extern "C" fn ctx_synchronize() -> CUresult {
+    CUresult::CUDA_SUCCESS
+}
+
+/// The simulator's table with the seven VMM hot-path entry points and `cuCtxSynchronize`
+/// replaced by stubs.
 pub fn stub_driver() -> &'static Driver {
     static DRIVER: OnceLock<Driver> = OnceLock::new();
     DRIVER.get_or_init(|| {
@@ -85,6 +95,7 @@ pub fn stub_driver() -> &'static Driver {
         table.cuMemMap = Some(map);
         table.cuMemUnmap = Some(unmap);
         table.cuMemSetAccess = Some(set_access);
+        table.cuCtxSynchronize = Some(ctx_synchronize);
         // SAFETY: every slot is either the simulator's function for that symbol or a stub
         // above with the header's signature; all live for the whole program.
         unsafe { Driver::from_table(table, "stub VMM entry points over cuda-vmm-sim") }

@@ -160,6 +160,25 @@ fn growth_targets(run: &Run) -> Vec<Target> {
         _ => not_measured(default_what, goal),
     };
 
+    // The same, built and dropped: teardown costs per allocation, which weighs on pieces.
+    let cycle_what = format!(
+        "Build and drop to {at} (growth + teardown, back to back), default policy / fastest raw layout with the same bound"
+    );
+    let cycle_at = |layout: &str| run.median(&format!("growth_cycle/{layout}/{size}"));
+    let cycle_floor = ["raw_steps", "raw_steps_32MiB"]
+        .into_iter()
+        .filter_map(|f| Some((f, cycle_at(f)?)))
+        .min_by(|a, b| a.1.total_cmp(&b.1));
+    let cycle = match (cycle_at("growable"), cycle_floor) {
+        (Some(t), Some((name, f))) => target(
+            cycle_what,
+            goal,
+            format!("{} (`{name}`)", ratio_text(t, f)),
+            Verdict::of(t / f <= GROWTH_MAX),
+        ),
+        _ => not_measured(cycle_what, goal),
+    };
+
     let speed_what = format!("Growth to {at}, `GrowthPolicy::speed()` / raw doubling");
     let speed = match (
         growth_at(run, "growable_speed", &size),
@@ -188,7 +207,7 @@ fn growth_targets(run: &Run) -> Vec<Target> {
         ),
         _ => not_measured(pooled_what, ">= 10x"),
     };
-    vec![default, speed, pooled]
+    vec![default, cycle, speed, pooled]
 }
 
 fn prefetch(run: &Run) -> Target {
