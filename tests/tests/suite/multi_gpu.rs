@@ -470,6 +470,65 @@ fn sparse_round_robin_body(d0: &Device, d1: &Device) -> TestResult {
 }
 
 two_device_test!(
+    spares_keep_rotation_and_granted_access,
+    spares_keep_rotation_and_granted_access_child,
+    spares_body
+);
+
+/// Spare tiles with several devices: a batch of spares continues the round-robin rotation,
+/// `grant_access` covers spares too, and spares taken later keep that access.
+fn spares_body(d0: &Device, d1: &Device) -> TestResult {
+    let cuda = d0.cuda();
+    let g = granularity(&[d0, d1])?;
+    let rw = cuda_vmm_sys::CUmemAccess_flags::CU_MEM_ACCESS_FLAGS_PROT_READWRITE.0 as u64;
+    for holes in [HoleBehavior::Error, HoleBehavior::Zeros] {
+        let config = |placement| SparseConfig {
+            holes,
+            spare_tiles: 3,
+            placement,
+            ..Default::default()
+        };
+        // Round robin: spares take their turns, the tiles after them continue.
+        let both = Placement::RoundRobin(vec![d0.clone(), d1.clone()]);
+        let mut s = SparseArray::<u8>::new(d0, 16 * g, config(both))?;
+        s.commit(0..1)?;
+        s.commit(g..5 * g)?;
+        assert_eq!((s.committed_bytes(), s.spare_count()), (5 * g, 3));
+        for tile in 0..8 {
+            let at = s.ptr() + (tile * g) as u64;
+            assert_eq!(
+                home_of(cuda, at)?,
+                (tile % 2) as i32,
+                "tile {tile} ({holes:?})"
+            );
+        }
+        drop(s);
+        // On the owner: d1 has no access to the spares until granted, then keeps it.
+        let mut s = SparseArray::<u8>::new(d0, 16 * g, config(Placement::Owner))?;
+        s.commit(0..1)?;
+        assert_eq!(access_at(cuda, s.ptr() + 2 * g as u64, d1)?, 0);
+        s.grant_access(std::slice::from_ref(d1))?;
+        for tile in 0..4 {
+            let at = s.ptr() + (tile * g) as u64;
+            assert_eq!(access_at(cuda, at, d1)?, rw, "tile {tile} ({holes:?})");
+        }
+        s.commit(g..5 * g)?;
+        for tile in 0..8 {
+            let at = s.ptr() + (tile * g) as u64;
+            assert_eq!(access_at(cuda, at, d1)?, rw, "tile {tile} ({holes:?})");
+        }
+        let data = pattern(5 * g, 7);
+        s.write(0, &data)?;
+        let mut back = vec![0; 5 * g];
+        s.read(0..5 * g, &mut back)?;
+        assert!(back == data);
+        assert_eq!(s.release_spares()?, 3);
+        both_healthy(d0, d1, g)?;
+    }
+    Ok(())
+}
+
+two_device_test!(
     prefetch_keeps_rotation_and_granted_access,
     prefetch_keeps_rotation_and_granted_access_child,
     prefetch_body
