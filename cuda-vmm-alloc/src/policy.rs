@@ -29,18 +29,21 @@ const SPEED_MAX_CHUNK: usize = 1 << 40;
 /// by 2 MiB appends), what a step costs depends on what the device's memory did just before:
 /// - *first use and settled memory* (nothing released in the last few hundred ms): creation
 ///   costs about 0.5 µs per MiB or less whatever the allocation size, while `cuMemSetAccess`
-///   costs about 23 µs per allocation handle in its range, so one allocation per step is
-///   fastest (2.4 ms on a process's first use, about 6 ms settled) and 32 MiB pieces are 4x
-///   to 8x slower (18 to 30 ms, 524 handles);
+///   costs about 20–25 µs per allocation handle in its range, so one allocation per step is
+///   fastest (1.7–3 ms on a process's first use, 6–8 ms settled) and 32 MiB pieces are 4x to
+///   16x slower (20 to 28 ms, 524 handles);
 /// - *back-to-back churn* (16 GiB released moments before): creating new large allocations
 ///   costs about 2 µs per MiB, while 32 MiB pieces of sizes just released come back cheaply,
-///   so 32 MiB pieces win (21.6 ms against 32.5 ms).
+///   so growing in 32 MiB pieces is faster (22.0 ms against 31.5 ms), but dropping them
+///   costs as much more (one unmap and release per piece): build and drop take 40.4 ms in
+///   whole steps, 42.5 ms in pieces.
 ///
-/// So by default each step is ONE allocation (`max_allocation: 0`), and a buffer whose
-/// create of a large step ran slower than 1.3 µs per MiB switches to pieces of
-/// `churn_allocation` (32 MiB) for the next second. A program that builds and drops large
-/// buffers back to back does better still with a [`ChunkPool`](crate::ChunkPool) (about
-/// 2.5 ms, no creation at all). See also [`GrowthPolicy::speed`].
+/// So each step is ONE allocation by default (`max_allocation: 0`, `churn_allocation: 0`).
+/// A buffer grown once, right after large frees, and then kept can opt into
+/// `churn_allocation` (27.8 ms instead of 31.5 ms there, no change elsewhere). A program that
+/// builds and drops large buffers back to back does better still with a
+/// [`ChunkPool`](crate::ChunkPool) (about 2.4 ms, no creation at all). See also
+/// [`GrowthPolicy::speed`].
 ///
 /// **Bound.** Right after growing to fit `len` bytes, with `m` = `min_chunk` rounded up to
 /// `g` (at least `g`): `committed < len + max(m, factor * len)`, so
@@ -67,8 +70,8 @@ pub struct GrowthPolicy {
     /// buffer's create of at least 64 MiB ran slower than 1.3 µs per MiB (the sign that the
     /// process released memory moments before and the driver is clearing it), its steps for
     /// the next second are backed by allocations of at most this size, which the driver
-    /// hands back cheaply in that regime; then one step is tried whole again. 0 never
-    /// switches. 32 MiB by default. See the trade-off above.
+    /// hands back cheaply in that regime; then one step is tried whole again. 0 (the
+    /// default) never switches; 32 MiB is the measured choice. See the trade-off above.
     pub churn_allocation: usize,
 }
 

@@ -23,8 +23,8 @@ pub fn perf_table(run: &Run) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "Measured on {} ({}), kernel driver {}, CUDA driver API {}, {}, {mode}: medians of \
-         one criterion run, written by `cargo xtask bench-report`.\n",
+        "Measured on {} ({}), kernel driver {}, CUDA driver API {}, {}, {mode}: criterion \
+         medians, each ratio from one process, written by `cargo xtask bench-report`.\n",
         meta.gpu, meta.backend, meta.kernel_driver, meta.cuda_driver, meta.date
     );
     s.push_str("| What | Measured | Target | Result |\n| --- | --- | --- | --- |\n");

@@ -489,7 +489,7 @@ fn readme_table_is_rewritten_between_the_markers_only() {
     assert!(!doc.contains("| a | b | c |"), "old table kept");
     assert!(doc.contains(
         "Measured on NVIDIA H200 (real driver), kernel driver 580.159.04, CUDA driver API 13.0, \
-         2026-11-22, full sizes: medians of one criterion run"
+         2026-11-22, full sizes: criterion medians, each ratio from one process"
     ));
     assert!(doc.contains("| What | Measured | Target | Result |"));
     assert!(doc.contains(
