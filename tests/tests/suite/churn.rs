@@ -61,13 +61,13 @@ fn slow_creates_switch_growth_to_churn_pieces() -> TestResult {
     let mut n = buffer(GrowthPolicy::default())?;
     assert_eq!(grow(&mut n)?, [(1, 0), (2, 0)]);
     drop(cost);
-    // Creates as fast as on first use: no switch.
-    let mut f = buffer(churning())?;
-    assert_eq!(grow(&mut f)?, [(1, 0), (2, 0)]);
-    // Once creates are fast again, a second after the slow one, steps are whole again.
+    // A second after the slow create, the next step is tried whole again. (Whether a fast
+    // create is judged fast depends on the host's load, so only the layout is checked here;
+    // the thresholds are checked with fixed durations in the crate's unit tests.)
     std::thread::sleep(Duration::from_millis(1_050));
     b.reserve(384 * MIB)?;
-    assert_eq!((b.stats().creates, b.stats().slow_creates), (6, 1));
+    assert_eq!(b.stats().creates, 6);
+    assert_eq!(b.committed_bytes(), 384 * MIB);
     Ok(())
 }
 
