@@ -28,7 +28,7 @@ cargo build --release -p cuda-vmm-alloc --example tour 2>/dev/null
 cp target/release/examples/tour "$out/tour" && strip "$out/tour"
 cp target/release/deps/libcuda_vmm_sim.so "$out/" 2>/dev/null || true
 # The suite under its plain name, and the scripts that run things there.
-if [ -f "$out/test-suite" ]; then cp "$out/test-suite" "$out/suite"; fi
+if [ -f "$out/test-suite" ]; then mv "$out/test-suite" "$out/suite"; fi
 cp scripts/gpu-run-tests.sh "$out/run-tests.sh"
 cp scripts/gpu-run-benches.sh "$out/run-benches.sh"
 du -sh "$out"; ls "$out"
