@@ -467,8 +467,10 @@ impl<T: DevicePod> GrowableBuffer<T> {
         if self.backing.pool.is_some() || self.policy.churn_allocation == 0 {
             return;
         }
-        let smallest = sizes.iter().copied().min().unwrap_or(0);
-        if smallest < SLOW_CREATE_MIN_BYTES {
+        // A step split by `max_allocation` or `max_chunk` is judged on its total, as long as
+        // its largest piece is large enough for the rate to show.
+        let largest = sizes.iter().copied().max().unwrap_or(0);
+        if largest < SLOW_CREATE_MIN_BYTES {
             return;
         }
         let took = self

@@ -136,4 +136,15 @@ impl Homes {
     pub(crate) fn advance(&mut self, n: usize) {
         self.next = (self.next + n) % self.homes.len();
     }
+
+    /// Where the round-robin stands (for [`set_position`](Self::set_position)).
+    pub(crate) fn position(&self) -> usize {
+        self.next
+    }
+
+    /// Puts the round-robin back where [`position`](Self::position) saw it, after chunks
+    /// obtained since were given back.
+    pub(crate) fn set_position(&mut self, next: usize) {
+        self.next = next % self.homes.len();
+    }
 }

@@ -71,7 +71,10 @@ pub struct GrowthPolicy {
     /// process released memory moments before and the driver is clearing it), its steps for
     /// the next second are backed by allocations of at most this size, which the driver
     /// hands back cheaply in that regime; then one step is tried whole again. 0 (the
-    /// default) never switches; 32 MiB is the measured choice. See the trade-off above.
+    /// default) never switches; 32 MiB is the measured choice. Only steps committed in line
+    /// are timed (with prefetch on, the worker's creates are not), and a loaded host can make
+    /// a create look slow: the switch is a speed choice, never a correctness one. See the
+    /// trade-off above.
     pub churn_allocation: usize,
 }
 

@@ -149,6 +149,7 @@ impl DriverStats {
         self.set_access_calls += other.set_access_calls;
         self.unmaps += other.unmaps;
         self.releases += other.releases;
+        self.slow_creates += other.slow_creates;
         self.chunks += other.chunks;
         let (t, o) = (&mut self.time, &other.time);
         t.create += o.create;

@@ -83,11 +83,16 @@ impl<T: DevicePod> SparseArray<T> {
                 HoleBehavior::Zeros => run.end,
                 HoleBehavior::Error => usize::MAX,
             };
+            let rotation = self.backing.homes.position();
             match self.commit_run(ahead.clone(), fill_from) {
                 Ok(chunks) => return Ok((ahead, chunks)),
-                Err(e) => tracing::debug!(
-                    "committing spare tiles {ahead:?} failed ({e}); committing {run:?} alone"
-                ),
+                Err(e) => {
+                    // The batch gave its chunks back: so does its turn in the rotation.
+                    self.backing.homes.set_position(rotation);
+                    tracing::debug!(
+                        "committing spare tiles {ahead:?} failed ({e}); committing {run:?} alone"
+                    );
+                }
             }
         }
         let chunks = self.commit_run(run.clone(), usize::MAX)?;

@@ -17,6 +17,7 @@ use cuda_vmm_alloc::{
     BufferConfig, ChunkPool, GrowableBuffer, GrowthPolicy, HoleBehavior, Placement, PoolConfig,
     SparseArray, SparseConfig,
 };
+use cuda_vmm_sim::inject_fault;
 use cuda_vmm_sys::{entry, CUmemAllocationProp, CUresult};
 
 use crate::ptx::SlowFill;
@@ -524,6 +525,24 @@ fn spares_body(d0: &Device, d1: &Device) -> TestResult {
         assert!(back == data);
         assert_eq!(s.release_spares()?, 3);
         both_healthy(d0, d1, g)?;
+    }
+    if cuda.backend() == Backend::Simulator {
+        // A batch of 3 (tile 0 and 2 spares) whose second map fails gives its turn in the
+        // rotation back: tile 0, committed alone, still lands on device 0.
+        let config = SparseConfig {
+            spare_tiles: 2,
+            placement: Placement::RoundRobin(vec![d0.clone(), d1.clone()]),
+            ..Default::default()
+        };
+        let mut s = SparseArray::<u8>::new(d0, 16 * g, config)?;
+        let guard = inject_fault("cuMemMap", 2, CUresult::CUDA_ERROR_OUT_OF_MEMORY);
+        s.commit(0..1)?;
+        assert!(guard.fired());
+        drop(guard);
+        assert_eq!((s.committed_bytes(), s.spare_count()), (g, 0));
+        assert_eq!(home_of(cuda, s.ptr())?, 0);
+        s.commit(g..g + 1)?;
+        assert_eq!(home_of(cuda, s.ptr() + g as u64)?, 1);
     }
     Ok(())
 }

@@ -78,7 +78,6 @@ fn spares_are_committed_ahead_of_a_growing_run_and_taken_without_driver_calls() 
         assert_eq!(delta(&before, &counts(&CALLS)), [0; 5]);
     }
     assert_eq!((a.spare_count(), runs(&a)), (0, vec![(0, 4)]));
-    a.read(per..4 * per, &mut vec![1u32; 3 * per])?;
     let mut zeros = vec![1u32; 3 * per];
     a.read(per..4 * per, &mut zeros)?;
     assert_eq!(zeros, vec![0u32; 3 * per]);
@@ -194,6 +193,33 @@ fn zero_hole_spares_read_as_zeros_and_split_the_zero_block_once_per_batch() -> T
     z.commit(9 * per..10 * per)?;
     assert_eq!(z.stats().unmaps - s.unmaps, 1);
     assert_eq!(z.spare_count(), 0);
+    Ok(())
+}
+
+#[test]
+fn error_mode_spares_are_zero_filled_whatever_the_pool_chunks_held() -> TestResult {
+    let _memory = crate::memory_shared();
+    let d = device()?;
+    let g = gran(&d)?;
+    let per = g / 4;
+    let pool = ChunkPool::new(
+        &d,
+        PoolConfig {
+            chunk_size: g,
+            ..PoolConfig::default()
+        },
+    )?;
+    let mut dirty = array(&d, 4, HoleBehavior::Error, 0, Some(pool.clone()), false)?;
+    dirty.commit(0..4 * per)?;
+    dirty.write(0, &pattern(0..4 * per, 5))?;
+    dirty.decommit(0..4 * per)?;
+    let mut a = array(&d, 16, HoleBehavior::Error, 3, Some(pool), false)?;
+    a.commit(0..1)?;
+    assert_eq!((a.stats().pool_hits, a.spare_count()), (4, 3));
+    a.commit(per..4 * per)?;
+    let mut out = vec![1u32; 4 * per];
+    a.read(0..4 * per, &mut out)?;
+    assert_eq!(out, vec![0u32; 4 * per]);
     Ok(())
 }
 

@@ -65,6 +65,18 @@ pub const LAYOUTS: &[Layout] = &[
         "raw_doubling",
     ),
     layout(
+        "growable_whole",
+        "GrowableBuffer, default steps, always one allocation each",
+        "1.25x",
+        "raw_steps",
+    ),
+    layout(
+        "growable_churn",
+        "GrowableBuffer, 32 MiB pieces for 1 s after a slow create",
+        "1.25x",
+        "raw_steps_32MiB",
+    ),
+    layout(
         "growable_alloc32MiB",
         "GrowableBuffer, allocations <= 32 MiB",
         "1.25x",

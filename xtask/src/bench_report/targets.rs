@@ -9,8 +9,8 @@ use super::growth::largest_size;
 use super::load::Run;
 use super::prefetch::{fmt_secs, on_off, Blocked};
 use super::teardown::{
-    commit_pair, default_zero_variant, error_baseline, pick_name, teardown_floor, teardown_size,
-    zero_array_size, zero_commit_variants,
+    commit_pair, default_zero_variant, error_baseline, pick_name, release_floors, teardown_floor,
+    teardown_size, zero_array_size, zero_commit_variants,
 };
 use super::{sizes_under, stub_overheads};
 
@@ -417,15 +417,20 @@ fn teardown(run: &Run) -> Vec<Target> {
             _ => not_measured(what, goal),
         },
     );
-    let what = format!("Teardown of a {at} buffer, no pool / raw unmap + release floor");
-    if let (Some(t), Some((id, f))) = (
+    let what = format!("Teardown of a {at} buffer, no pool / raw unmap + release floors");
+    let floors = release_floors(run, &size);
+    if let (Some(t), false) = (
         run.median(&format!("teardown/growable/{size}")),
-        teardown_floor(run, "raw_release", &size),
+        floors.is_empty(),
     ) {
+        let vs: Vec<String> = floors
+            .iter()
+            .map(|(label, f)| format!("{} in {label}", fmt_time(*f)))
+            .collect();
         out.push(target(
-            format!("{what}{}", floor_name(&id)),
+            what,
             "no target",
-            ratio_text(t, f),
+            format!("{} (raw: {})", fmt_time(t), vs.join(", ")),
             Verdict::Info,
         ));
     }

@@ -182,6 +182,28 @@ pub fn teardown_floor(run: &Run, kind: &str, size: &str) -> Option<(String, f64)
         .map(|(_, id, t)| (id.clone(), t))
 }
 
+/// Every raw unmap + release floor at `size`, labelled (`16GiB_in_32MiB`: "32 MiB
+/// allocations"; `16GiB_in_1`: "one allocation"), fewest allocations first.
+pub fn release_floors(run: &Run, size: &str) -> Vec<(String, f64)> {
+    let prefix = format!("teardown/raw_release/{size}_in_");
+    let mut floors: Vec<(u64, String, f64)> = run
+        .medians
+        .iter()
+        .filter_map(|(id, t)| {
+            let layout = id.strip_prefix(&prefix)?;
+            match (layout, parse_size(layout)) {
+                ("1", _) => Some((u64::MAX, "one allocation".to_string(), *t)),
+                (_, Some(chunk)) => {
+                    Some((chunk, format!("{} allocations", pretty_size(layout)), *t))
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    floors.sort_by_key(|(chunk, _, _)| std::cmp::Reverse(*chunk));
+    floors.into_iter().map(|(_, label, t)| (label, t)).collect()
+}
+
 /// Teardown of a grown buffer and its raw floors.
 pub fn teardown_table(run: &Run, s: &mut String) {
     let rows: Vec<(&String, f64)> = run
@@ -206,18 +228,29 @@ pub fn teardown_table(run: &Run, s: &mut String) {
             Some(rest) if rest == format!("growable_pooled/{size}") => {
                 teardown_floor(run, "raw_unmap", &size)
             }
-            Some(rest) if rest == format!("growable/{size}") => {
-                teardown_floor(run, "raw_release", &size)
-            }
             _ => None,
         };
-        let vs = floor.map_or("-".into(), |(fid, f)| {
-            format!(
-                "{}x `{}`",
-                fmt_ratio(t / f),
-                fid.trim_start_matches("teardown/")
-            )
-        });
+        let unpooled = id.strip_prefix("teardown/") == Some(format!("growable/{size}").as_str());
+        let vs = if unpooled {
+            // The buffer's allocation count lies between the floors': show them all.
+            let all: Vec<String> = release_floors(run, &size)
+                .iter()
+                .map(|(label, f)| format!("{}x unmap + release in {label}", fmt_ratio(t / f)))
+                .collect();
+            if all.is_empty() {
+                "-".into()
+            } else {
+                all.join(", ")
+            }
+        } else {
+            floor.map_or("-".into(), |(fid, f)| {
+                format!(
+                    "{}x `{}`",
+                    fmt_ratio(t / f),
+                    fid.trim_start_matches("teardown/")
+                )
+            })
+        };
         let _ = writeln!(s, "| `{id}` | {} | {vs} |", fmt_time(t));
     }
     s.push('\n');
