@@ -203,6 +203,58 @@ fn threads_sparse_commit_write_decommit() -> TestResult {
     assert_healthy(&d)
 }
 
+/// Arrays with spare tiles, grown tile by tile (taking spares), written asynchronously and
+/// dropped at once: the taken tiles, still being written, and the spares go back after the
+/// device work.
+fn spares_loop(d: &Device, seed: u8, n: usize) -> Result<(), String> {
+    let g = gran(d).map_err(|e| e.to_string())?;
+    let data = pattern(g, seed);
+    let stream = Stream::new(d).map_err(|e| e.to_string())?;
+    for i in 0..n {
+        let holes = if i % 2 == 0 {
+            HoleBehavior::Error
+        } else {
+            HoleBehavior::Zeros
+        };
+        let config = SparseConfig {
+            holes,
+            spare_tiles: 3,
+            ..SparseConfig::default()
+        };
+        let mut a = SparseArray::<u8>::new(d, 8 * g, config).map_err(|e| e.to_string())?;
+        for t in 0..3 {
+            a.commit(t * g..(t + 1) * g).map_err(|e| e.to_string())?;
+            a.write_async(&stream, t * g, &data)
+                .map_err(|e| e.to_string())?;
+        }
+        if a.spare_count() != 1 {
+            return Err(format!("{} spares, expected 1", a.spare_count()));
+        }
+        drop(a);
+    }
+    stream.synchronize().map_err(|e| e.to_string())
+}
+
+#[test]
+fn threads_spares_write_then_drop() -> TestResult {
+    let _memory = hold();
+    let d = device()?;
+    let n = iterations(40)?;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8u8)
+            .map(|t| {
+                let d = d.clone();
+                s.spawn(move || spares_loop(&d, t, n))
+            })
+            .collect();
+        for h in handles {
+            h.join().map_err(|_| "thread panicked")??;
+        }
+        Ok::<(), Box<dyn std::error::Error>>(())
+    })?;
+    assert_healthy(&d)
+}
+
 #[test]
 fn reservation_and_mapping_write_then_drop_in_a_loop() -> TestResult {
     let _memory = hold();
