@@ -275,9 +275,15 @@ impl<T: DevicePod> SparseArray<T> {
             self.len * size,
         );
         let present = tiles::runs(self.committed.range(inner).map(|(&t, _)| t));
+        self.decommit_runs(present, false)
+    }
+
+    /// Decommits `runs` of committed (or, with `spare`, spare) tiles, every run tried;
+    /// returns how many tiles became holes, or the first error (later ones are logged).
+    fn decommit_runs(&mut self, runs: Vec<Range<usize>>, spare: bool) -> Result<usize> {
         let mut result = Ok(0);
-        for run in present {
-            match (self.decommit_tiles(run, false), &mut result) {
+        for run in runs {
+            match (self.decommit_tiles(run, spare), &mut result) {
                 (Ok(n), Ok(count)) => *count += n,
                 (Err(e), Ok(_)) => result = Err(e),
                 (Err(e), Err(_)) => tracing::error!("decommit: {e}"),

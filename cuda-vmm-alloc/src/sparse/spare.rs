@@ -30,16 +30,8 @@ impl<T: DevicePod> SparseArray<T> {
     /// spares were released; on error, those not unmapped stay spares.
     pub fn release_spares(&mut self) -> Result<usize> {
         self.prepare();
-        let mut result = Ok(0);
-        for run in tiles::runs(self.spares.keys().copied()) {
-            match (self.decommit_tiles(run, true), &mut result) {
-                (Ok(n), Ok(count)) => *count += n,
-                (Err(e), Ok(_)) => result = Err(e),
-                (Err(e), Err(_)) => tracing::error!("releasing spare tiles: {e}"),
-                (Ok(_), Err(_)) => {}
-            }
-        }
-        result
+        let runs = tiles::runs(self.spares.keys().copied());
+        self.decommit_runs(runs, true)
     }
 
     /// The run to commit in place of `run`, the last run of new tiles a commit needs, with

@@ -129,31 +129,39 @@ fn threads_write_then_drop() -> TestResult {
     let _memory = hold();
     let d = device()?;
     let n = iterations(100)?;
+    on_eight_threads(&d, |d, t| {
+        let data = pattern(2 * MIB, t);
+        for i in 0..n {
+            let mut b =
+                GrowableBuffer::<u8>::with_max_capacity(d, 64 * MIB).map_err(|e| e.to_string())?;
+            b.extend_from_slice(&data).map_err(|e| e.to_string())?;
+            if i % 2 == 1 {
+                b.truncate(0);
+                b.shrink_to_fit().map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    })?;
+    assert_healthy(&d)
+}
+
+/// Runs `body(device, thread)` on 8 threads at once; returns the first failure.
+fn on_eight_threads(
+    d: &Device,
+    body: impl Fn(&Device, u8) -> Result<(), String> + Sync,
+) -> TestResult {
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..8u8)
             .map(|t| {
-                let d = d.clone();
-                s.spawn(move || -> Result<(), String> {
-                    let data = pattern(2 * MIB, t);
-                    for i in 0..n {
-                        let mut b = GrowableBuffer::<u8>::with_max_capacity(&d, 64 * MIB)
-                            .map_err(|e| e.to_string())?;
-                        b.extend_from_slice(&data).map_err(|e| e.to_string())?;
-                        if i % 2 == 1 {
-                            b.truncate(0);
-                            b.shrink_to_fit().map_err(|e| e.to_string())?;
-                        }
-                    }
-                    Ok(())
-                })
+                let body = &body;
+                s.spawn(move || body(d, t))
             })
             .collect();
         for h in handles {
             h.join().map_err(|_| "thread panicked")??;
         }
-        Ok::<(), Box<dyn std::error::Error>>(())
-    })?;
-    assert_healthy(&d)
+        Ok(())
+    })
 }
 
 fn sparse_loop(d: &Device, seed: u8, n: usize, holes: HoleBehavior) -> Result<(), String> {
@@ -188,18 +196,7 @@ fn threads_sparse_commit_write_decommit() -> TestResult {
     let _memory = hold();
     let d = device()?;
     let n = iterations(100)?;
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..8u8)
-            .map(|t| {
-                let d = d.clone();
-                s.spawn(move || sparse_loop(&d, t, n, HoleBehavior::Error))
-            })
-            .collect();
-        for h in handles {
-            h.join().map_err(|_| "thread panicked")??;
-        }
-        Ok::<(), Box<dyn std::error::Error>>(())
-    })?;
+    on_eight_threads(&d, |d, t| sparse_loop(d, t, n, HoleBehavior::Error))?;
     assert_healthy(&d)
 }
 
@@ -240,18 +237,7 @@ fn threads_spares_write_then_drop() -> TestResult {
     let _memory = hold();
     let d = device()?;
     let n = iterations(40)?;
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..8u8)
-            .map(|t| {
-                let d = d.clone();
-                s.spawn(move || spares_loop(&d, t, n))
-            })
-            .collect();
-        for h in handles {
-            h.join().map_err(|_| "thread panicked")??;
-        }
-        Ok::<(), Box<dyn std::error::Error>>(())
-    })?;
+    on_eight_threads(&d, |d, t| spares_loop(d, t, n))?;
     assert_healthy(&d)
 }
 

@@ -43,6 +43,24 @@ fn array(
     )
 }
 
+/// A pool of one-granule chunks holding 4 chunks full of `pattern(.., seed)`.
+fn dirty_pool(d: &Device, seed: u32) -> cuda_vmm_alloc::Result<ChunkPool> {
+    let per = gran(d)? / 4;
+    let pool = ChunkPool::new(
+        d,
+        PoolConfig {
+            chunk_size: 4 * per,
+            ..PoolConfig::default()
+        },
+    )?;
+    let mut dirty = array(d, 4, HoleBehavior::Error, 0, Some(pool.clone()), false)?;
+    dirty.commit(0..4 * per)?;
+    dirty.write(0, &pattern(0..4 * per, seed))?;
+    dirty.decommit(0..4 * per)?;
+    assert_eq!(pool.stats().chunks_held, 4);
+    Ok(pool)
+}
+
 #[test]
 fn spares_are_committed_ahead_of_a_growing_run_and_taken_without_driver_calls() -> TestResult {
     let _memory = crate::memory_shared();
@@ -120,18 +138,7 @@ fn zero_hole_spares_read_as_zeros_and_split_the_zero_block_once_per_batch() -> T
     let g = gran(&d)?;
     let per = g / 4;
     // A pool holding 4 chunks full of data, so that a tile left unfilled would show it.
-    let pool = ChunkPool::new(
-        &d,
-        PoolConfig {
-            chunk_size: g,
-            ..PoolConfig::default()
-        },
-    )?;
-    let mut dirty = array(&d, 4, HoleBehavior::Error, 0, Some(pool.clone()), false)?;
-    dirty.commit(0..4 * per)?;
-    dirty.write(0, &pattern(0..4 * per, 9))?;
-    dirty.decommit(0..4 * per)?;
-    assert_eq!(pool.stats().chunks_held, 4);
+    let pool = dirty_pool(&d, 9)?;
     // uninit_tiles: the committed tile keeps what its chunk held, but spares of a zero-hole
     // array are holes and must read as zeros, to kernels too.
     let mut z = array(&d, 16, HoleBehavior::Zeros, 3, Some(pool), true)?;
@@ -202,17 +209,7 @@ fn error_mode_spares_are_zero_filled_whatever_the_pool_chunks_held() -> TestResu
     let d = device()?;
     let g = gran(&d)?;
     let per = g / 4;
-    let pool = ChunkPool::new(
-        &d,
-        PoolConfig {
-            chunk_size: g,
-            ..PoolConfig::default()
-        },
-    )?;
-    let mut dirty = array(&d, 4, HoleBehavior::Error, 0, Some(pool.clone()), false)?;
-    dirty.commit(0..4 * per)?;
-    dirty.write(0, &pattern(0..4 * per, 5))?;
-    dirty.decommit(0..4 * per)?;
+    let pool = dirty_pool(&d, 5)?;
     let mut a = array(&d, 16, HoleBehavior::Error, 3, Some(pool), false)?;
     a.commit(0..1)?;
     assert_eq!((a.stats().pool_hits, a.spare_count()), (4, 3));
