@@ -59,10 +59,19 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Recorder {
 
 impl Recorder {
     /// Runs `f` with this recorder as the thread's subscriber; returns the spans.
+    /// Recorders run one at a time, and each asks every callsite for its interest again
+    /// once it is in place: a callsite first hit by another test's thread while no
+    /// subscriber wanted it may have cached "never", and then the first spans of the body
+    /// went unrecorded (seen once on the H200, in a full parallel run).
     fn run(f: impl FnOnce() -> TestResult) -> Result<Vec<Recorded>, Box<dyn std::error::Error>> {
+        static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+        let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let recorder = Recorder::default();
         let subscriber = tracing_subscriber::registry().with(recorder.clone());
-        tracing::subscriber::with_default(subscriber, f)?;
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::callsite::rebuild_interest_cache();
+            f()
+        })?;
         let spans = recorder.0.lock().unwrap().clone();
         Ok(spans)
     }
