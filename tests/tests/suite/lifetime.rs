@@ -23,7 +23,7 @@ use crate::ptx::SlowFill;
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 const MIB: usize = 1 << 20;
-const CHILD_ENV: &str = "CUDA_VMM_LIFETIME_CHILD";
+pub(crate) const CHILD_ENV: &str = "CUDA_VMM_LIFETIME_CHILD";
 
 use crate::cuda;
 
@@ -577,7 +577,7 @@ fn context_left_alone_body() -> TestResult {
 
 // ---- child processes -----------------------------------------------------------------------
 
-fn run_child(test: &str) -> Result<String, Box<dyn std::error::Error>> {
+pub(crate) fn run_child(test: &str) -> Result<String, Box<dyn std::error::Error>> {
     run_child_with(test, &[])
 }
 
