@@ -131,15 +131,31 @@ impl UseTracker {
     ///
     /// On failure nothing is forgotten: a later call waits again.
     pub(crate) fn wait(&self, owner: &Device) -> Result<()> {
+        let policy = self.state.lock().policy;
+        self.wait_for(owner, policy)
+    }
+
+    /// Waits for the recorded uses and, under `Devices`, the contexts: what a documented
+    /// wait (a synchronize, a publish) waits for whatever the unmap policy (`Caller` only
+    /// waives the wait at unmap).
+    pub(crate) fn wait_documented(&self, owner: &Device) -> Result<()> {
+        let policy = match self.state.lock().policy {
+            UnmapWait::Caller => UnmapWait::RecordedUse,
+            p => p,
+        };
+        self.wait_for(owner, policy)
+    }
+
+    fn wait_for(&self, owner: &Device, policy: UnmapWait) -> Result<()> {
         let mut state = self.state.lock();
-        if state.policy == UnmapWait::Caller {
+        if policy == UnmapWait::Caller {
             return Ok(());
         }
         for r in &state.recorded {
             r.event.synchronize()?;
         }
         state.recorded.clear();
-        if state.policy == UnmapWait::Devices {
+        if policy == UnmapWait::Devices {
             owner.synchronize()?;
             for peer in &state.peers {
                 peer.synchronize()?;

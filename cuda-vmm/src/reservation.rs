@@ -382,10 +382,14 @@ impl Reservation {
         self.inner.uses.set_policy(policy);
     }
 
-    /// Waits, on the host, for the device work that unmapping would wait for.
+    /// Waits, on the host, for every recorded use of the memory and, under
+    /// [`UnmapWait::Devices`], for all work in the contexts unmapping waits for.
+    ///
+    /// Unlike unmapping, this waits for the recorded uses under every policy
+    /// ([`UnmapWait::Caller`] waives only the wait at unmap).
     pub fn synchronize(&self) -> Result<()> {
         let _spans = self.inner.spans.write();
-        self.inner.uses.wait(&self.inner.device)
+        self.inner.uses.wait_documented(&self.inner.device)
     }
 
     /// Unmaps several mappings of this reservation, waiting for device work
