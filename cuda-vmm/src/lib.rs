@@ -148,7 +148,7 @@ pub use ipc::{
     receive_allocations, receive_exported, send_allocations, send_exported, ExportedAllocation,
     MAX_PER_MESSAGE, MAX_PER_PART,
 };
-pub use linear::LinearAllocation;
+pub use linear::{LinearAllocation, LinearFreeError};
 pub use mapping::Mapping;
 pub use ordering::UnmapWait;
 pub use props::{AllocationProps, HandleTypes, Location};

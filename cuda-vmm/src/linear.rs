@@ -106,16 +106,35 @@ impl LinearAllocation {
         copy::dtod_sync(&self.device, &[], self.ptr, src.ptr, len)
     }
 
-    /// Frees the memory now, returning the driver's error if any.
-    pub fn free(mut self) -> Result<()> {
-        self.free_now()
+    /// Frees the memory now, after waiting for the context's work (as `cudaFree`).
+    ///
+    /// On failure the error says whether a retry can help:
+    /// - the wait (or binding the context) failed: nothing was freed and the
+    ///   allocation comes back in [`LinearFreeError::allocation`], to retry or
+    ///   drop (dropping tries once more). After a sticky error (the context is
+    ///   lost) every retry fails too.
+    /// - `cuMemFree` itself failed: it may report an earlier launch's error
+    ///   without saying whether the memory was freed, so the pointer is never
+    ///   freed again (a second free could hit a new allocation at the same
+    ///   address) and no allocation comes back.
+    pub fn free(mut self) -> std::result::Result<(), LinearFreeError> {
+        match self.free_now() {
+            Ok(()) => Ok(()),
+            Err(error) if self.freed => Err(LinearFreeError {
+                error,
+                allocation: None,
+            }),
+            Err(error) => Err(LinearFreeError {
+                error,
+                allocation: Some(self),
+            }),
+        }
     }
 
     fn free_now(&mut self) -> Result<()> {
         if self.freed {
             return Ok(());
         }
-        self.freed = true;
         let cuda = self.device.cuda();
         let f = cuda.entry(entry!(cuda.table(), cuMemFree_v2))?;
         // Device work may still use the memory: wait for the context first,
@@ -128,8 +147,38 @@ impl LinearAllocation {
             size = self.size
         )
         .entered();
+        // From here on the pointer is never freed again, whatever the driver says.
+        self.freed = true;
         // SAFETY: we allocated this pointer and free it exactly once.
         check("cuMemFree_v2", unsafe { f(self.ptr) })
+    }
+}
+
+/// A failed [`LinearAllocation::free`]: the error, and the allocation when a retry is
+/// possible (nothing was freed).
+#[derive(Debug)]
+pub struct LinearFreeError {
+    /// What failed.
+    pub error: Error,
+    /// The allocation, still live, when the failure came before `cuMemFree`.
+    pub allocation: Option<LinearAllocation>,
+}
+
+impl fmt::Display for LinearFreeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for LinearFreeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl From<LinearFreeError> for Error {
+    fn from(e: LinearFreeError) -> Error {
+        e.error
     }
 }
 

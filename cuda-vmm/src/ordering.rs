@@ -45,15 +45,39 @@ pub enum UnmapWait {
     Caller,
 }
 
-/// One event per stream the memory was used on; re-recording moves it forward.
-struct Recorded {
-    stream: CUstream,
-    event: Event,
+/// Which stream a use was recorded on: streams are per context, and the special
+/// handles name a different stream in each context (the null stream and
+/// `CU_STREAM_LEGACY` the context's legacy stream, `CU_STREAM_PER_THREAD` the calling
+/// thread's per-thread stream of the context), so a raw handle alone is not an identity.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct StreamKey {
+    context: usize,
+    stream: usize,
+    thread: Option<std::thread::ThreadId>,
 }
 
-// SAFETY: `stream` is only compared, never dereferenced or passed to the driver;
-// `Event` is Send.
-unsafe impl Send for Recorded {}
+impl StreamKey {
+    fn new(device: &Device, stream: CUstream) -> StreamKey {
+        let raw = stream as usize;
+        StreamKey {
+            context: device.raw_context() as usize,
+            // The null stream and CU_STREAM_LEGACY name the same stream.
+            stream: if raw == 0 { STREAM_LEGACY } else { raw },
+            thread: (raw == STREAM_PER_THREAD).then(|| std::thread::current().id()),
+        }
+    }
+}
+
+/// `CU_STREAM_LEGACY` (a `cuda.h` macro bindgen cannot translate).
+const STREAM_LEGACY: usize = 0x1;
+/// `CU_STREAM_PER_THREAD`.
+const STREAM_PER_THREAD: usize = 0x2;
+
+/// One event per stream the memory was used on; re-recording moves it forward.
+struct Recorded {
+    key: StreamKey,
+    event: Event,
+}
 
 #[derive(Default)]
 struct State {
@@ -77,10 +101,12 @@ impl UseTracker {
         self.state.lock().policy = policy;
     }
 
-    /// Records the current end of `stream` (a stream of `device`) as a use.
+    /// Records the current end of `stream` (a stream of `device`, whose context the
+    /// caller bound) as a use.
     pub(crate) fn record(&self, device: &Device, stream: CUstream) -> Result<()> {
+        let key = StreamKey::new(device, stream);
         let mut state = self.state.lock();
-        if let Some(r) = state.recorded.iter().find(|r| r.stream == stream) {
+        if let Some(r) = state.recorded.iter().find(|r| r.key == key) {
             // Later work on the same stream supersedes the earlier record.
             return r.event.record_raw(stream);
         }
@@ -90,7 +116,7 @@ impl UseTracker {
             .retain(|r| !matches!(r.event.is_complete(), Ok(true)));
         let event = Event::new(device)?;
         event.record_raw(stream)?;
-        state.recorded.push(Recorded { stream, event });
+        state.recorded.push(Recorded { key, event });
         Ok(())
     }
 
@@ -107,9 +133,10 @@ impl UseTracker {
 
     /// Makes `stream` (a stream of `device`) wait for every recorded use.
     pub(crate) fn order_after_uses(&self, device: &Device, stream: CUstream) -> Result<()> {
+        let key = StreamKey::new(device, stream);
         let state = self.state.lock();
         for r in &state.recorded {
-            if r.stream != stream {
+            if r.key != key {
                 crate::copy::stream_wait(device, stream, &r.event)?;
             }
         }

@@ -396,19 +396,28 @@ impl Reservation {
     /// once for all of them (dropping them one by one waits for each).
     ///
     /// Returns one result per mapping, in order: every mapping is attempted,
-    /// and one the driver refused is leaked (see [`Mapping::unmap`]). If the
-    /// wait itself fails, none is unmapped, all are leaked, and that error is
-    /// returned instead.
-    pub fn unmap_batch(&self, mappings: Vec<Mapping>) -> Result<Vec<Result<()>>> {
+    /// and one the driver refused is leaked (see [`Mapping::unmap`]).
+    ///
+    /// The two errors differ in what they did:
+    /// - a **refusal** (a mapping of another reservation) changes nothing: the
+    ///   error comes back with every mapping, still live and the caller's;
+    /// - a **failed wait** unmaps none and leaks all (device work may still use
+    ///   them): the error comes back with an empty list.
+    #[allow(clippy::result_large_err)]
+    pub fn unmap_batch(
+        &self,
+        mappings: Vec<Mapping>,
+    ) -> std::result::Result<Vec<Result<()>>, (Error, Vec<Mapping>)> {
         if let Some(m) = mappings
             .iter()
             .find(|m| !Arc::ptr_eq(&m.reservation().inner, &self.inner))
         {
-            return Err(Error::invalid(format!(
+            let e = Error::invalid(format!(
                 "mapping at {:#x} belongs to another reservation than {:#x}",
                 m.ptr(),
                 self.inner.ptr
-            )));
+            ));
+            return Err((e, mappings));
         }
         if mappings.is_empty() {
             return Ok(Vec::new());
@@ -419,7 +428,7 @@ impl Reservation {
             for m in mappings {
                 m.leak();
             }
-            return Err(e);
+            return Err((e, Vec::new()));
         }
         Ok(mappings
             .into_iter()

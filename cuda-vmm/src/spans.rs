@@ -64,13 +64,19 @@ pub(crate) struct Spans {
 }
 
 impl Spans {
-    /// The first live interval overlapping `[offset, offset + size)`, as `(offset, size)`.
+    /// The lowest live interval overlapping `[offset, offset + size)`, as `(offset, size)`.
     #[inline]
     pub(crate) fn overlapping(&self, offset: usize, size: usize) -> Option<(usize, usize)> {
-        let end = offset + size;
-        // Intervals are disjoint, so only the last one starting before `end` can reach `offset`.
-        let (&o, s) = self.map.range(..end).next_back()?;
-        (o + s.size > offset).then_some((o, s.size))
+        let end = offset.saturating_add(size);
+        // Intervals are disjoint: the one starting at or before `offset` may reach into the
+        // range; otherwise the first one starting inside it is the lowest.
+        if let Some((&o, s)) = self.map.range(..=offset).next_back() {
+            if o + s.size > offset {
+                return Some((o, s.size));
+            }
+        }
+        let (&o, s) = self.map.range(offset..end).next()?;
+        Some((o, s.size))
     }
 
     /// Records a new interval (the caller checked it overlaps nothing).

@@ -101,6 +101,17 @@ impl Stream {
         }
     }
 
+    /// The per-thread default stream of `device`'s primary context
+    /// (`CU_STREAM_PER_THREAD`): work queued through it goes to the calling
+    /// thread's own stream, a different one on every thread.
+    pub fn per_thread(device: &Device) -> Stream {
+        Stream {
+            device: device.clone(),
+            raw: 0x2 as CUstream,
+            owned: false,
+        }
+    }
+
     /// Borrows a stream created elsewhere (cudarc, the runtime API) without owning it.
     ///
     /// # Safety

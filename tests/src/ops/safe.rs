@@ -186,7 +186,8 @@ impl SafeModel {
                 } else {
                     self.mapped
                         .iter()
-                        .find(|m| m.offset < offset + size && offset < m.offset + m.size)
+                        .filter(|m| m.offset < offset + size && offset < m.offset + m.size)
+                        .min_by_key(|m| m.offset)
                         .map(|m| Error::Overlap {
                             offset,
                             size,

@@ -21,6 +21,7 @@ pub(crate) mod reliability;
 mod safe;
 mod sharing;
 mod sim;
+mod soundness;
 mod spares;
 mod tracing_spans;
 

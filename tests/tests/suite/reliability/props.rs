@@ -180,3 +180,31 @@ fn safe_layer_matches_its_model() {
         safe::run(&steps)
     });
 }
+
+/// Issue 17 class 10, the minimal input of a seed that failed on the H200: two
+/// one-granule maps, then a two-granule map at 0 over both. The `Overlap` error must
+/// name the lowest overlapping mapping (granule 0); `Spans::overlapping` named the last
+/// one starting before the end (granule 1).
+#[test]
+fn overlap_names_the_lowest_mapping() {
+    let _memory = crate::memory_shared();
+    let step = |op| Step { op, fault: None };
+    let steps = [
+        step(SafeOp::Create {
+            slot: 0,
+            granules: 0,
+        }),
+        step(SafeOp::Map { slot: 0, at: 0 }),
+        step(SafeOp::Create {
+            slot: 1,
+            granules: 0,
+        }),
+        step(SafeOp::Map { slot: 1, at: 1 }),
+        step(SafeOp::Create {
+            slot: 2,
+            granules: 1,
+        }),
+        step(SafeOp::Map { slot: 2, at: 0 }),
+    ];
+    safe::run(&steps).unwrap();
+}
