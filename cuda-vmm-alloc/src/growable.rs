@@ -76,8 +76,15 @@ pub struct GrowableBuffer<T: DevicePod> {
     blocked: BlockedLog,
     /// Whether creates were recently slow ([`GrowthPolicy::churn_allocation`]).
     churn: ChurnWatch,
+    /// Process-wide unique identity (never the address, which a later buffer may reuse).
+    id: u64,
+    /// Changes whenever chunks are unmapped (shrink, straddling-chunk replacement).
+    generation: u64,
     _elements: PhantomData<T>,
 }
+
+/// Source of [`GrowableBuffer::id`].
+static NEXT_BUFFER_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl<T: DevicePod> GrowableBuffer<T> {
     /// Reserves the buffer's address range on `device` and commits `initial_capacity`.
@@ -110,6 +117,8 @@ impl<T: DevicePod> GrowableBuffer<T> {
             prefetch: None,
             blocked: BlockedLog::default(),
             churn: ChurnWatch::default(),
+            id: NEXT_BUFFER_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            generation: 0,
             _elements: PhantomData,
         };
         buffer.reserve(config.initial_capacity)?;
@@ -133,6 +142,18 @@ impl<T: DevicePod> GrowableBuffer<T> {
     /// The buffer's device address (a `CUdeviceptr`); the same for the buffer's whole life.
     pub fn ptr(&self) -> u64 {
         self.backing.reservation.ptr()
+    }
+
+    /// The buffer's identity, unique in the process (unlike its address, which a later
+    /// buffer may be given).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// A counter that changes whenever chunks are unmapped (a shrink replaced or released
+    /// memory); growth leaves it alone.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The device the memory lives on.
@@ -296,8 +317,8 @@ impl<T: DevicePod> GrowableBuffer<T> {
     }
 
     /// Appends host elements, growing as needed; the copy is queued on `stream`
-    /// (`cuMemcpyHtoDAsync`) and recorded as a use. Pageable `values` are staged before this
-    /// returns.
+    /// (`cuMemcpyHtoDAsync`) and recorded as a use. `values` are staged before this returns
+    /// (never read afterwards, also when it fails: see `cuda_vmm::staging`).
     pub fn extend_from_slice_async(&mut self, stream: &Stream, values: &[T]) -> Result<()> {
         let new_len = self.grown_len(values.len())?;
         self.grow_and(new_len, |b| {
@@ -309,7 +330,8 @@ impl<T: DevicePod> GrowableBuffer<T> {
         Ok(())
     }
 
-    /// Overwrites elements from `offset` on, queued on `stream` and recorded as a use.
+    /// Overwrites elements from `offset` on, queued on `stream` and recorded as a use;
+    /// `values` are staged before this returns.
     pub fn write_async(&mut self, stream: &Stream, offset: usize, values: &[T]) -> Result<()> {
         let end = offset.saturating_add(values.len());
         self.check_range("write", &(offset..end))?;

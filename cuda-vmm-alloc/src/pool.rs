@@ -155,9 +155,10 @@ impl ChunkPool {
     /// (no other clone, no live or leaked [`Mapping`](cuda_vmm::Mapping) of it:
     /// [`Allocation::holders`] is 1), since it hands the chunk to the next user as is. Anything
     /// else is refused with [`Error::PoolMismatch`] or [`Error::ChunkInUse`], and the chunk
-    /// comes back inside the [`RecycleError`], untouched. A handle of the same memory obtained
-    /// separately (imported, or retained from a mapping) cannot be seen: do not recycle memory
-    /// that is shared that way.
+    /// comes back inside the [`RecycleError`], untouched. Uniqueness is
+    /// [`Allocation::is_exclusive`]: counted per DRIVER HANDLE, so a second wrapper of the same
+    /// handle (retained from a mapping) is refused while the first lives, and an imported
+    /// allocation is always refused.
     pub fn recycle(&self, allocation: Allocation) -> Result<bool, RecycleError> {
         let span = tracing::debug_span!(
             "chunk_pool.recycle",
@@ -174,8 +175,8 @@ impl ChunkPool {
         ) {
             return Err(RecycleError::new(error, Some(allocation)));
         }
-        let holders = allocation.holders();
-        if holders != 1 {
+        if !allocation.is_exclusive() {
+            let holders = allocation.holders() + allocation.handle_wrappers() - 1;
             let error = Error::ChunkInUse {
                 handle: allocation.raw_handle(),
                 holders,
@@ -353,7 +354,7 @@ impl ChunkPool {
     /// this handle leaves it to its other holders.
     fn put_back(&self, allocations: Vec<Allocation>) {
         let (free, held): (Vec<Allocation>, Vec<Allocation>) =
-            allocations.into_iter().partition(|a| a.holders() == 1);
+            allocations.into_iter().partition(|a| a.is_exclusive());
         for a in &held {
             tracing::error!(
                 "chunk {:#x} is still held elsewhere ({} holders): not cached",

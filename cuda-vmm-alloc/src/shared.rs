@@ -50,8 +50,8 @@ use std::ops::Range;
 use std::os::unix::net::UnixStream;
 
 use cuda_vmm::{
-    receive_allocations, send_allocations, AccessFlags, Allocation, Device, HandleTypes, Mapping,
-    Reservation, ReserveOptions,
+    receive_allocations, send_exported, AccessFlags, Allocation, Device, ExportedAllocation,
+    HandleTypes, Mapping, Reservation, ReserveOptions,
 };
 
 use crate::error::{Error, Result};
@@ -84,10 +84,15 @@ fn usize_of(value: u64, what: &str) -> Result<usize> {
 #[derive(Debug)]
 pub struct SharedBufferProducer {
     stream: UnixStream,
-    /// The buffer's address, to refuse publishing another buffer.
-    buffer_ptr: u64,
+    /// The buffer's [`GrowableBuffer::id`], to refuse publishing another buffer.
+    buffer_id: u64,
+    /// The buffer's [`GrowableBuffer::generation`] at the last publish: a change means
+    /// chunks were unmapped, which the protocol cannot express.
+    generation: u64,
     /// Committed bytes already sent.
     published: usize,
+    /// Set when a send failed part-way: the stream is out of step.
+    broken: bool,
 }
 
 impl SharedBufferProducer {
@@ -120,8 +125,10 @@ impl SharedBufferProducer {
             .map_err(|e| protocol(format!("sending the hello failed: {e}")))?;
         Ok(SharedBufferProducer {
             stream,
-            buffer_ptr: buffer.ptr(),
+            buffer_id: buffer.id(),
+            generation: buffer.generation(),
             published: 0,
+            broken: false,
         })
     }
 
@@ -133,14 +140,28 @@ impl SharedBufferProducer {
     /// Waits for the buffer's device work (see the module docs on ordering), then sends its
     /// length and the chunks committed since the last call. Returns how many chunks it sent.
     pub fn publish<T: DevicePod>(&mut self, buffer: &GrowableBuffer<T>) -> Result<usize> {
-        if buffer.ptr() != self.buffer_ptr {
+        if self.broken {
+            return Err(protocol(
+                "an earlier update failed part-way: the stream is out of step".into(),
+            ));
+        }
+        if buffer.id() != self.buffer_id {
             return Err(protocol(format!(
-                "publishing buffer {:#x}, but this producer shares buffer {:#x}",
+                "publishing buffer #{} ({:#x}), but this producer shares buffer #{}",
+                buffer.id(),
                 buffer.ptr(),
-                self.buffer_ptr
+                self.buffer_id
             )));
         }
         let committed = buffer.committed_bytes();
+        if buffer.generation() != self.generation || committed < self.published {
+            return Err(protocol(format!(
+                "the buffer shrank below what was published ({} bytes published, {committed} \
+                 committed now, chunks unmapped since the last publish): a shared buffer only \
+                 grows",
+                self.published
+            )));
+        }
         let new: Vec<(usize, &Allocation)> = buffer
             .chunk_allocations()
             .filter(|(offset, a)| offset + a.size() > self.published)
@@ -153,18 +174,25 @@ impl SharedBufferProducer {
             )));
         }
         buffer.synchronize()?;
+        // Every chunk becomes a descriptor before any byte is written: a failed export
+        // leaves the stream and this producer as they were.
+        let exported = new
+            .iter()
+            .map(|(_, a)| ExportedAllocation::new(a))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         let len_bytes = buffer.len() * size_of::<T>();
         let mut update = Vec::with_capacity(UPDATE);
         update.extend_from_slice(&UPDATE_MAGIC);
         update.extend_from_slice(&(len_bytes as u64).to_le_bytes());
         update.extend_from_slice(&(committed as u64).to_le_bytes());
+        self.broken = true;
         (&self.stream)
             .write_all(&update)
             .map_err(|e| protocol(format!("sending an update failed: {e}")))?;
-        let allocations: Vec<&Allocation> = new.iter().map(|(_, a)| *a).collect();
-        send_allocations(&self.stream, &allocations)?;
+        send_exported(&self.stream, &exported)?;
+        self.broken = false;
         self.published = committed;
-        Ok(allocations.len())
+        Ok(exported.len())
     }
 }
 

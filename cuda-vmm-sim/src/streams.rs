@@ -1,11 +1,14 @@
 //! Stream and event handles, their calls, and pinned host memory.
 //!
 //! Stream and event handles are fake, never-dereferenced addresses. The null
-//! stream, `CU_STREAM_LEGACY` (0x1) and `CU_STREAM_PER_THREAD` (0x2) all name
-//! the current context's legacy default stream (the simulator has no
-//! per-thread default streams).
+//! stream and `CU_STREAM_LEGACY` (0x1) name the current context's legacy
+//! default stream (one per context); `CU_STREAM_PER_THREAD` (0x2) names the
+//! per-thread default stream of the current context and the calling thread
+//! (one per context and thread, made on first use).
 
+use std::cell::Cell;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use cuda_vmm_sys::{CUevent, CUevent_st, CUresult, CUstream, CUstream_st};
 
@@ -28,6 +31,26 @@ const EVENT_INTERPROCESS: u32 = 4;
 /// `CU_MEMHOSTALLOC_PORTABLE | DEVICEMAP | WRITECOMBINED`.
 const HOST_ALLOC_FLAGS: u32 = 1 | 2 | 4;
 
+/// `CU_STREAM_PER_THREAD`.
+const PER_THREAD: usize = 2;
+
+static NEXT_THREAD: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// This thread's identity for per-thread default streams (0: not yet given).
+    static THREAD: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The calling thread's identity (never reused).
+fn thread_id() -> u64 {
+    THREAD.with(|t| {
+        if t.get() == 0 {
+            t.set(NEXT_THREAD.fetch_add(1, Ordering::Relaxed));
+        }
+        t.get()
+    })
+}
+
 fn decode(handle: usize, base: usize) -> Option<u64> {
     let offset = handle.checked_sub(base)?;
     (offset % STRIDE == 0).then_some((offset / STRIDE) as u64)
@@ -44,9 +67,13 @@ fn event_handle(id: u64) -> CUevent {
 impl Sim {
     /// The stream `handle` names and its device, checking that its context is
     /// active and not poisoned.
-    pub fn stream_of(&self, handle: CUstream) -> Res<(StreamId, usize)> {
+    pub fn stream_of(&mut self, handle: CUstream) -> Res<(StreamId, usize)> {
         let (id, device) = match handle as usize {
-            0..=2 => {
+            PER_THREAD => {
+                let d = contexts::current_device(self)?;
+                (self.per_thread_stream(d), d)
+            }
+            0 | 1 => {
                 let d = contexts::current_device(self)?;
                 (legacy(d), d)
             }
@@ -56,13 +83,34 @@ impl Sim {
                     .work
                     .streams
                     .get(&id)
-                    .filter(|s| s.live && s.kind != Kind::Legacy)
+                    .filter(|s| s.live && matches!(s.kind, Kind::Blocking | Kind::NonBlocking))
                     .ok_or(answers::BAD_STREAM_OR_EVENT)?;
                 (id, s.device)
             }
         };
         self.healthy(device)?;
         Ok((id, device))
+    }
+
+    /// The calling thread's per-thread default stream of `device`'s context,
+    /// made on first use.
+    fn per_thread_stream(&mut self, device: usize) -> StreamId {
+        let key = (device, thread_id());
+        if let Some(id) = self.work.per_thread.get(&key) {
+            return *id;
+        }
+        let id = self.work.new_id();
+        self.work.streams.insert(
+            id,
+            Stream {
+                device,
+                kind: Kind::PerThread,
+                live: true,
+                queue: VecDeque::new(),
+            },
+        );
+        self.work.per_thread.insert(key, id);
+        id
     }
 
     /// The event `handle` names, checking that its context is not poisoned.
@@ -100,7 +148,12 @@ impl Sim {
     /// `cuStreamDestroy_v2`: returns at once; queued work still completes later.
     pub fn stream_destroy(&mut self, handle: CUstream) -> Res<()> {
         let (id, _) = self.stream_of(handle)?;
-        if id < 0x100 {
+        let special = self
+            .work
+            .streams
+            .get(&id)
+            .map_or(true, |s| matches!(s.kind, Kind::Legacy | Kind::PerThread));
+        if special {
             return Err(answers::BAD_STREAM_OR_EVENT);
         }
         if let Some(s) = self.work.streams.get_mut(&id) {

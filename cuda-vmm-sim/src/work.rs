@@ -33,8 +33,12 @@ const FIRST_USER_ID: u64 = 0x100;
 /// How a stream synchronises with its context's legacy stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
-    /// The context's legacy default stream (null, `CU_STREAM_LEGACY`, `CU_STREAM_PER_THREAD`).
+    /// The context's legacy default stream (null, `CU_STREAM_LEGACY`).
     Legacy,
+    /// A thread's per-thread default stream of the context
+    /// (`CU_STREAM_PER_THREAD`): ordered with the legacy stream like a
+    /// blocking stream, not with other threads' per-thread streams.
+    PerThread,
     /// A user stream created with `CU_STREAM_DEFAULT`.
     Blocking,
     /// A user stream created with `CU_STREAM_NON_BLOCKING`.
@@ -137,6 +141,8 @@ pub(crate) struct Work {
     pub pending: BTreeMap<u64, Op>,
     pub streams: HashMap<StreamId, Stream>,
     pub events: HashMap<u64, Event>,
+    /// Per-thread default streams: (device, thread) -> stream.
+    pub per_thread: HashMap<(usize, u64), StreamId>,
     /// Pinned host blocks (`cuMemHostAlloc`): start -> length.
     pub host: BTreeMap<usize, usize>,
 }
@@ -160,6 +166,7 @@ impl Work {
             pending: BTreeMap::new(),
             streams,
             events: HashMap::new(),
+            per_thread: HashMap::new(),
             host: BTreeMap::new(),
         }
     }
@@ -295,11 +302,13 @@ impl Sim {
         };
         match kind {
             Kind::Legacy => {
-                for s in self.work.streams_of(device, Kind::Blocking) {
+                let mut ids = self.work.streams_of(device, Kind::Blocking);
+                ids.extend(self.work.streams_of(device, Kind::PerThread));
+                for s in ids {
                     self.run_until(s, seq);
                 }
             }
-            Kind::Blocking => self.run_until(legacy(device), seq),
+            Kind::Blocking | Kind::PerThread => self.run_until(legacy(device), seq),
             Kind::NonBlocking => {}
         }
     }
@@ -453,6 +462,7 @@ impl Sim {
             .streams
             .retain(|id, s| s.live || !s.queue.is_empty() || *id < FIRST_USER_ID);
         self.work.events.retain(|_, e| e.device != device);
+        self.work.per_thread.retain(|(d, _), _| *d != device);
         if let Some(d) = self.devices.get_mut(device) {
             d.poison = None;
         }

@@ -1,5 +1,6 @@
 //! Physical allocations (`cuMemCreate` / `cuMemRelease`).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::mem::MaybeUninit;
 use std::sync::Arc;
@@ -20,6 +21,48 @@ pub(crate) struct AllocationInner {
     granularity: usize,
     props: AllocationProps,
     released: bool,
+    /// Imported from a shareable handle: other processes (or other imports) may map the
+    /// same memory, which no count of this process can see.
+    imported: bool,
+}
+
+/// Live [`AllocationInner`]s per driver handle, keyed by (driver table address, handle
+/// value): every path that wraps a handle (create, retain, import) counts here, so a wrapper
+/// can tell whether another wrapper of the same driver handle exists. The real driver and
+/// the simulator both return the original handle value from `cuMemRetainAllocationHandle`.
+static WRAPPERS: parking_lot::Mutex<Option<HashMap<(usize, CUmemGenericAllocationHandle), usize>>> =
+    parking_lot::Mutex::new(None);
+
+fn wrapper_key(device: &Device, handle: CUmemGenericAllocationHandle) -> (usize, u64) {
+    (device.cuda().sys() as *const _ as usize, handle)
+}
+
+fn count_wrapper(key: (usize, u64)) {
+    *WRAPPERS
+        .lock()
+        .get_or_insert_with(HashMap::new)
+        .entry(key)
+        .or_insert(0) += 1;
+}
+
+fn uncount_wrapper(key: (usize, u64)) {
+    let mut guard = WRAPPERS.lock();
+    if let Some(map) = guard.as_mut() {
+        if let Some(n) = map.get_mut(&key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&key);
+            }
+        }
+    }
+}
+
+fn wrappers_of(key: (usize, u64)) -> usize {
+    WRAPPERS
+        .lock()
+        .as_ref()
+        .and_then(|map| map.get(&key).copied())
+        .unwrap_or(0)
 }
 
 /// A physical allocation.
@@ -99,6 +142,7 @@ impl Allocation {
         granularity: usize,
         props: AllocationProps,
     ) -> Allocation {
+        count_wrapper(wrapper_key(&device, handle));
         Allocation {
             inner: Arc::new(AllocationInner {
                 device,
@@ -107,15 +151,18 @@ impl Allocation {
                 granularity,
                 props,
                 released: false,
+                imported: false,
             }),
         }
     }
 
-    /// Sets the properties of a just-wrapped (unshared) imported handle.
+    /// Sets the properties of a just-wrapped (unshared) imported handle, and marks it
+    /// imported (never [exclusive](Allocation::is_exclusive)).
     pub(crate) fn with_props(mut self, props: AllocationProps, granularity: usize) -> Allocation {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.props = props;
             inner.granularity = granularity;
+            inner.imported = true;
         }
         self
     }
@@ -155,9 +202,33 @@ impl Allocation {
     /// handle is the only one, so the allocation is mapped nowhere and nobody else can map it
     /// through this process's handles (a handle of the same memory obtained separately, by
     /// [`Mapping::retain_allocation`](crate::Mapping::retain_allocation) or an import, is not
-    /// counted).
+    /// counted here: see [`handle_wrappers`](Allocation::handle_wrappers) and
+    /// [`is_exclusive`](Allocation::is_exclusive)).
     pub fn holders(&self) -> usize {
         Arc::strong_count(&self.inner)
+    }
+
+    /// How many wrappers of this allocation's DRIVER HANDLE this process holds: this one
+    /// (with its clones) counts 1, and every other [`Allocation`] of the same handle value
+    /// (from [`Mapping::retain_allocation`](crate::Mapping::retain_allocation), or an import
+    /// the driver answered with the same handle) counts 1 more, live or leaked.
+    pub fn handle_wrappers(&self) -> usize {
+        wrappers_of(wrapper_key(&self.inner.device, self.inner.handle)).max(1)
+    }
+
+    /// Whether this handle provably owns the memory alone: exactly one wrapper of the driver
+    /// handle exists ([`handle_wrappers`](Allocation::handle_wrappers) is 1), it has no other
+    /// clone and no live or leaked [`Mapping`](crate::Mapping) ([`holders`](Allocation::holders)
+    /// is 1), and it was not imported (an imported handle may be mapped by the exporter, which
+    /// no count of this process sees). Whatever path produced the wrapper, memory still mapped
+    /// or held through another wrapper is not exclusive. Pools take only exclusive chunks.
+    pub fn is_exclusive(&self) -> bool {
+        !self.inner.imported && self.holders() == 1 && self.handle_wrappers() == 1
+    }
+
+    /// Whether this allocation was imported from a shareable handle.
+    pub fn is_imported(&self) -> bool {
+        self.inner.imported
     }
 
     /// The properties as the driver reports them (`cuMemGetAllocationPropertiesFromHandle`).
@@ -260,5 +331,8 @@ impl Drop for AllocationInner {
         if let Err(e) = self.release_handle() {
             tracing::error!("releasing allocation {:#x}: {e}", self.handle);
         }
+        // Uncounted after the release: a handle value the driver reuses meanwhile is
+        // over-counted for a moment (refused by pools), never under-counted.
+        uncount_wrapper(wrapper_key(&self.device, self.handle));
     }
 }

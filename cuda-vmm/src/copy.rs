@@ -14,6 +14,9 @@ use crate::error::{check, Result};
 use crate::ordering::UseTracker;
 use crate::stream::{synchronize_raw, Event, Stream};
 
+#[path = "copy_staged.rs"]
+mod staged;
+
 /// One queued operation: `(stream, bound context)` are given, the closure calls the driver.
 type Queue<'a> = &'a dyn Fn(CUstream) -> Result<()>;
 
@@ -28,16 +31,21 @@ fn on_private_stream(device: &Device, uses: &[&UseTracker], op: Queue<'_>) -> Re
         op(stream)?;
         let synced = synchronize_raw(device, stream);
         if synced.is_err() {
-            // The copy may still be queued: make unmapping wait for it, whatever the policy.
-            for tracker in uses {
-                if let Err(e) = tracker.record(device, stream) {
-                    tracing::error!("recording an unfinished copy as a use: {e}");
-                }
-            }
+            record_unfinished(device, uses, stream);
         }
         synced
     })();
     bound.finish(result)
+}
+
+/// After a failed wait, the copy may still be queued on `stream`: record it as a use of
+/// the memory, so unmapping waits for it whatever the policy.
+fn record_unfinished(device: &Device, uses: &[&UseTracker], stream: CUstream) {
+    for tracker in uses {
+        if let Err(e) = tracker.record(device, stream) {
+            tracing::error!("recording an unfinished copy as a use: {e}");
+        }
+    }
 }
 
 /// Queues `op` on `stream` after the recorded uses, then records it as a use.
@@ -73,22 +81,6 @@ pub(crate) fn stream_wait_raw(device: &Device, stream: CUstream, event: CUevent)
     check("cuStreamWaitEvent", unsafe { f(stream, event, 0) })
 }
 
-fn htod_op<'a>(
-    device: &'a Device,
-    dst: u64,
-    data: &'a [u8],
-) -> impl Fn(CUstream) -> Result<()> + 'a {
-    move |stream| {
-        let cuda = device.cuda();
-        let f = cuda.entry(entry!(cuda.table(), cuMemcpyHtoDAsync_v2))?;
-        // SAFETY: `data` is readable for its length (pageable memory is staged
-        // before the call returns); the caller checked the device range.
-        check("cuMemcpyHtoDAsync_v2", unsafe {
-            f(dst, data.as_ptr().cast(), data.len(), stream)
-        })
-    }
-}
-
 fn dtod_op(
     device: &Device,
     dst: u64,
@@ -119,31 +111,32 @@ fn fill_op(
 
 /// Copies `data` to device address `dst` and waits until it has landed.
 ///
-/// Callers guarantee `[dst, dst + data.len())` is mapped and writable by `device`.
+/// The bytes go through the device's staging buffers, so `data` is never read after
+/// this returns, also when it fails. Callers guarantee `[dst, dst + data.len())` is
+/// mapped and writable by `device`.
 pub(crate) fn htod(device: &Device, uses: &[&UseTracker], dst: u64, data: &[u8]) -> Result<()> {
     if data.is_empty() {
         return Ok(());
     }
-    on_private_stream(device, uses, &htod_op(device, dst, data))
+    let stream = device.private_stream();
+    let bound = device.bind()?;
+    let result = staged::htod_sync(device, uses, stream, dst, data);
+    bound.finish(result)
 }
 
 /// Copies from device address `src` into `out` and waits for it.
 ///
+/// The bytes go through the device's staging buffers and reach `out` only after their
+/// copy completed, so nothing writes `out` after this returns, also when it fails.
 /// Callers guarantee `[src, src + out.len())` is mapped and readable by `device`.
 pub(crate) fn dtoh(device: &Device, uses: &[&UseTracker], out: &mut [u8], src: u64) -> Result<()> {
     if out.is_empty() {
         return Ok(());
     }
-    let (ptr, len) = (out.as_mut_ptr(), out.len());
-    on_private_stream(device, uses, &|stream| {
-        let cuda = device.cuda();
-        let f = cuda.entry(entry!(cuda.table(), cuMemcpyDtoHAsync_v2))?;
-        // SAFETY: `out` is writable for its length and stays borrowed until the
-        // private stream is synchronised below; the caller checked the device range.
-        check("cuMemcpyDtoHAsync_v2", unsafe {
-            f(ptr.cast(), src, len, stream)
-        })
-    })
+    let stream = device.private_stream();
+    let bound = device.bind()?;
+    let result = staged::dtoh_sync(device, uses, stream, out, src);
+    bound.finish(result)
 }
 
 /// Copies `len` bytes between device addresses and waits for the copy to finish.
@@ -180,13 +173,14 @@ pub(crate) fn fill_sync(
 
 /// Queues a host-to-device copy on `stream` and records the use.
 ///
-/// Pageable `data` is staged before this returns; pinned `data` is read by the
-/// device later, so it must not change until the stream gets there.
+/// `data` is copied into staging buffers before this returns (never read later,
+/// whatever kind of memory it is); the buffers are reused once the stream is past them.
 pub(crate) fn htod_async(stream: &Stream, uses: &UseTracker, dst: u64, data: &[u8]) -> Result<()> {
     if data.is_empty() {
         return Ok(());
     }
-    on_stream(stream, uses, &htod_op(stream.device(), dst, data))
+    let device = stream.device();
+    on_stream(stream, uses, &|s| staged::htod_async(device, s, dst, data))
 }
 
 /// Queues a device-to-host copy on `stream` and records the use.

@@ -15,6 +15,7 @@ use crate::context::{bind, Bound, PrimaryContext};
 use crate::driver::Cuda;
 use crate::error::{check, Error, Result};
 use crate::props::{AllocationProps, PropsKey};
+use crate::staging::Staging;
 
 /// Which granularity `cuMemGetAllocationGranularity` reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -44,10 +45,13 @@ pub(crate) struct DeviceShared {
     granularity: Mutex<Vec<(PropsKey, usize)>>,
     /// Feature attributes, read on first use.
     features: OnceLock<Features>,
+    /// Host staging buffers for copies (freed before the context is released).
+    staging: Staging,
 }
 
 impl Drop for DeviceShared {
     fn drop(&mut self) {
+        self.staging.release(self.table, self.context.ctx);
         self.context.release(self.table);
     }
 }
@@ -100,6 +104,7 @@ impl Device {
             context,
             granularity: Mutex::new(Vec::new()),
             features: OnceLock::new(),
+            staging: Staging::default(),
         }))
     }
 
@@ -127,6 +132,19 @@ impl Device {
     #[inline]
     pub(crate) fn private_stream(&self) -> CUstream {
         self.inner.context.stream
+    }
+
+    /// The device's host staging buffers.
+    #[inline]
+    pub(crate) fn staging(&self) -> &Staging {
+        &self.inner.staging
+    }
+
+    /// Bytes of host-copy staging quarantined on this device after failed waits (see
+    /// [`staging`](crate::staging)): never reused or freed, since the device may still
+    /// write them. Nonzero only after a wait failed, which usually means the context is lost.
+    pub fn quarantined_staging_bytes(&self) -> usize {
+        self.inner.staging.quarantined()
     }
 
     /// Binds the primary context to the calling thread until the guard drops.

@@ -191,6 +191,13 @@ pub enum Error {
         /// The socket's error kind, for I/O failures.
         io: Option<std::io::ErrorKind>,
     },
+    /// Host copies are refused: failed waits left this many bytes of staging memory
+    /// possibly in use by the device (quarantined, never reused), past the bound.
+    #[error("{quarantined} bytes of copy staging are quarantined after failed waits; the device's context is likely lost")]
+    StagingExhausted {
+        /// Bytes quarantined.
+        quarantined: usize,
+    },
     /// The requested backend cannot be used.
     #[error("backend unavailable: {message}")]
     BackendUnavailable {

@@ -132,6 +132,7 @@ mod props;
 mod reservation;
 mod sharing;
 mod spans;
+pub mod staging;
 mod stream;
 mod trace;
 

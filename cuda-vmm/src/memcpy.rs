@@ -74,9 +74,9 @@ impl Reservation {
     /// Queues a copy of `data` to `offset` on `stream` (`cuMemcpyHtoDAsync`)
     /// and records the use, so unmapping waits for it.
     ///
-    /// Pageable `data` is staged before this returns. Data in page-locked
-    /// memory (`cuMemHostAlloc`) is read by the device later and must not
-    /// change until the stream gets there.
+    /// `data` is copied into the device's staging buffers (see [`crate::staging`])
+    /// before this returns and never read afterwards, whatever kind of host memory it
+    /// is: the caller may rewrite or free it at once.
     pub fn write_async(&self, stream: &Stream, offset: usize, data: &[u8]) -> Result<()> {
         self.check_stream(stream)?;
         let spans = self.inner.spans.read();

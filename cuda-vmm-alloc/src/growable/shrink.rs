@@ -44,6 +44,9 @@ impl<T: DevicePod> GrowableBuffer<T> {
     /// unmapped: that one and those below it stay, so the chunks stay back to back.
     pub(super) fn release_from(&mut self, first: usize) -> Result<()> {
         let mut tail = self.chunks.split_off(first.min(self.chunks.len()));
+        if !tail.is_empty() {
+            self.generation = self.generation.wrapping_add(1);
+        }
         tail.reverse();
         let result = self.backing.release_chunks(tail);
         let result = match result {
@@ -97,6 +100,7 @@ impl<T: DevicePod> GrowableBuffer<T> {
         let Some(old) = self.chunks.pop() else {
             return Ok(());
         };
+        self.generation = self.generation.wrapping_add(1);
         let old_allocation = old.mapping.allocation().clone();
         let old_size = old.mapping.size();
         self.backing.stats.unmaps += 1;

@@ -343,7 +343,7 @@ impl<T: DevicePod> SparseArray<T> {
     }
 
     /// Copies host elements to `offset..`, queued on `stream` and recorded as a use; every
-    /// tile touched must be committed.
+    /// tile touched must be committed. `values` are staged before this returns.
     pub fn write_async(&mut self, stream: &Stream, offset: usize, values: &[T]) -> Result<()> {
         let range = offset..offset.saturating_add(values.len());
         self.check_range("write", &range)?;

@@ -296,17 +296,23 @@ impl BufferModel {
             (Err((code, e)), expected) => {
                 check_error(&what, fired, *code, e, expected.as_ref().err(), tally)?;
                 if let Some((range, new)) = written {
-                    // The copy failed or only its wait did: the range holds the old elements
-                    // or the new ones, whole.
+                    // The copy failed or only its wait did: each element holds its old value
+                    // or its new one (a copy staged in chunks may have landed in part).
                     let mut now = vec![0u32; range.len()];
                     self.buf
                         .read(range.clone(), &mut now)
                         .map_err(|e| format!("{what}: reading back a failed write: {e}"))?;
-                    if now[..] == new[range.clone()] {
-                        self.model = new;
-                    } else if now[..] != self.model[range] {
-                        return Err(format!("{what}: a failed write left a torn range"));
+                    let (old, new) = (&self.model[range.clone()], &new[range.clone()]);
+                    if now
+                        .iter()
+                        .zip(old.iter().zip(new))
+                        .any(|(n, (o, w))| n != o && n != w)
+                    {
+                        return Err(format!(
+                            "{what}: a failed write left elements it never held"
+                        ));
                     }
+                    self.model[range].copy_from_slice(&now);
                 }
                 // A failed operation leaves length and contents as they were.
                 if grows && self.buf.committed_bytes() != before_committed {

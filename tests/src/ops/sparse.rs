@@ -78,11 +78,6 @@ impl SparseModel {
         })
     }
 
-    fn array_holds(&self, r: &Range<usize>, data: &[u8]) -> bool {
-        let mut now = vec![0u8; data.len()];
-        self.array.read(r.clone(), &mut now).is_ok() && now == data
-    }
-
     fn pos(&self, p: u16) -> usize {
         self.array.len() * usize::from(p) / 60000
     }
@@ -181,23 +176,28 @@ impl SparseModel {
                 let (res, fired) = under_fault(step.fault, COPY_PATH, ledger, tally, || {
                     self.array.write(at, &data).map(|()| 0).map_err(vmm)
                 });
+                let mut landed = None;
                 if res.is_err() && fired && expected.is_ok() {
-                    // The copy failed or only its wait did: the range holds the old bytes
-                    // or the new ones, whole.
+                    // The copy failed or only its wait did: each byte holds its old value or
+                    // its new one (a copy staged in chunks may have landed in part).
                     let mut now = vec![0u8; data.len()];
                     self.array
                         .read(r.clone(), &mut now)
                         .map_err(|e| format!("{what}: reading back a failed write: {e}"))?;
-                    let old: Vec<u8> = r
+                    let old = r
                         .clone()
-                        .map(|p| self.tiles[p / tile].as_ref().map_or(0, |t| t[p % tile]))
-                        .collect();
-                    if now != old && now != data {
-                        return Err(format!("{what}: a failed write left a torn range"));
+                        .map(|p| self.tiles[p / tile].as_ref().map_or(0, |t| t[p % tile]));
+                    if old
+                        .zip(&data)
+                        .zip(&now)
+                        .any(|((o, d), n)| *n != o && n != d)
+                    {
+                        return Err(format!("{what}: a failed write left bytes it never held"));
                     }
+                    landed = Some(now);
                 }
-                if res.is_ok() || self.array_holds(&r, &data) {
-                    for (i, byte) in data.iter().enumerate() {
+                if let Some(now) = landed.as_ref().or(res.is_ok().then_some(&data)) {
+                    for (i, byte) in now.iter().enumerate() {
                         let p = at + i;
                         if let Some(t) = self.tiles[p / tile].as_mut() {
                             t[p % tile] = *byte;

@@ -1,0 +1,227 @@
+//! Host copies through the device's staging buffers (see `staging.rs`): the caller's
+//! memory is read before the copy is queued and written only after it completed.
+
+use cuda_vmm_sys::{entry, CUstream};
+
+use crate::device::Device;
+use crate::error::{check, Result};
+use crate::ordering::UseTracker;
+use crate::staging::{HostBuffer, STAGE_BYTES};
+use crate::stream::synchronize_raw;
+
+/// Where a staging buffer's last copy stands.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// No copy queued since the last successful wait.
+    Idle,
+    /// A copy is queued and no event covers it yet.
+    Queued,
+    /// A copy is queued and the buffer's event covers it.
+    Recorded,
+}
+
+/// The two buffers a large copy alternates between, and where each one's copy stands
+/// (so a failure knows what to set aside).
+struct Pair<'d> {
+    device: &'d Device,
+    slots: [Option<(HostBuffer, Slot)>; 2],
+}
+
+impl<'d> Pair<'d> {
+    fn new(device: &'d Device) -> Self {
+        Pair {
+            device,
+            slots: [None, None],
+        }
+    }
+
+    /// The buffer of `slot`, idle (its earlier copy waited for), taken on first use.
+    fn idle(&mut self, slot: usize) -> Result<&mut HostBuffer> {
+        let entry = &mut self.slots[slot];
+        if entry.is_none() {
+            *entry = Some((self.device.staging().take(self.device)?, Slot::Idle));
+        }
+        let Some((buffer, state)) = entry.as_mut() else {
+            unreachable!("filled above")
+        };
+        if *state != Slot::Idle {
+            buffer.wait(self.device)?;
+            *state = Slot::Idle;
+        }
+        Ok(buffer)
+    }
+
+    /// Queues a copy with `queue` on `slot`'s (idle) buffer and records its event,
+    /// tracking each step for [`Pair::finish`].
+    fn queue(
+        &mut self,
+        slot: usize,
+        stream: CUstream,
+        queue: impl FnOnce(&HostBuffer) -> Result<()>,
+    ) -> Result<()> {
+        let device = self.device;
+        let Some((buffer, state)) = self.slots[slot].as_mut() else {
+            return Ok(());
+        };
+        queue(buffer)?;
+        *state = Slot::Queued;
+        if let Err(e) = buffer.record(device, stream) {
+            // No event covers the copy: only a finished stream makes the buffer idle.
+            if synchronize_raw(device, stream).is_ok() {
+                *state = Slot::Idle;
+            }
+            return Err(e);
+        }
+        *state = Slot::Recorded;
+        Ok(())
+    }
+
+    /// Marks every buffer idle (the stream was synchronised).
+    fn all_idle(&mut self) {
+        for (_, state) in self.slots.iter_mut().flatten() {
+            *state = Slot::Idle;
+        }
+    }
+
+    /// Returns idle buffers to the staging and sets aside ones a copy may still use.
+    fn finish(self) {
+        let staging = self.device.staging();
+        for (buffer, state) in self.slots.into_iter().flatten() {
+            match state {
+                Slot::Idle => staging.give_back(self.device, buffer),
+                Slot::Recorded => staging.suspend(buffer),
+                Slot::Queued => staging.quarantine(buffer),
+            }
+        }
+    }
+}
+
+fn queue_htod(
+    device: &Device,
+    stream: CUstream,
+    dst: u64,
+    src: &HostBuffer,
+    len: usize,
+) -> Result<()> {
+    let cuda = device.cuda();
+    let f = cuda.entry(entry!(cuda.table(), cuMemcpyHtoDAsync_v2))?;
+    // SAFETY: the staging buffer holds `len <= STAGE_BYTES` bytes and is kept (or
+    // quarantined) until the copy completed; the caller checked the device range.
+    check("cuMemcpyHtoDAsync_v2", unsafe {
+        f(dst, src.ptr().cast(), len, stream)
+    })
+}
+
+fn queue_dtoh(
+    device: &Device,
+    stream: CUstream,
+    dst: &HostBuffer,
+    src: u64,
+    len: usize,
+) -> Result<()> {
+    let cuda = device.cuda();
+    let f = cuda.entry(entry!(cuda.table(), cuMemcpyDtoHAsync_v2))?;
+    // SAFETY: as in `queue_htod`, with the staging buffer written instead of read.
+    check("cuMemcpyDtoHAsync_v2", unsafe {
+        f(dst.ptr().cast(), src, len, stream)
+    })
+}
+
+/// Synchronous host-to-device copy on `stream` (the private one; context bound).
+pub(super) fn htod_sync(
+    device: &Device,
+    uses: &[&UseTracker],
+    stream: CUstream,
+    dst: u64,
+    data: &[u8],
+) -> Result<()> {
+    for tracker in uses {
+        tracker.order_after_uses(device, stream)?;
+    }
+    let mut pair = Pair::new(device);
+    let result = (|| {
+        for (i, chunk) in data.chunks(STAGE_BYTES).enumerate() {
+            let slot = i % 2;
+            pair.idle(slot)?.bytes()[..chunk.len()].copy_from_slice(chunk);
+            let at = dst + (i * STAGE_BYTES) as u64;
+            pair.queue(slot, stream, |b| {
+                queue_htod(device, stream, at, b, chunk.len())
+            })?;
+        }
+        synchronize_raw(device, stream)?;
+        pair.all_idle();
+        Ok(())
+    })();
+    if result.is_err() {
+        super::record_unfinished(device, uses, stream);
+    }
+    pair.finish();
+    result
+}
+
+/// Synchronous device-to-host copy on `stream` (the private one; context bound).
+pub(super) fn dtoh_sync(
+    device: &Device,
+    uses: &[&UseTracker],
+    stream: CUstream,
+    out: &mut [u8],
+    src: u64,
+) -> Result<()> {
+    for tracker in uses {
+        tracker.order_after_uses(device, stream)?;
+    }
+    let chunks = out.len().div_ceil(STAGE_BYTES);
+    let total = out.len();
+    let range = |i: usize| i * STAGE_BYTES..((i + 1) * STAGE_BYTES).min(total);
+    let mut pair = Pair::new(device);
+    let result = (|| {
+        // Chunk `i` is queued while chunk `i - 1` is copied out on the host.
+        for i in 0..=chunks {
+            if i < chunks {
+                let slot = i % 2;
+                // Idle: chunk `i - 2`, queued on this buffer, was copied out already.
+                let r = range(i);
+                pair.idle(slot)?;
+                let at = src + r.start as u64;
+                pair.queue(slot, stream, |b| queue_dtoh(device, stream, b, at, r.len()))?;
+            }
+            if i > 0 {
+                let done = i - 1;
+                let r = range(done);
+                let buffer = pair.idle(done % 2)?;
+                out[r.clone()].copy_from_slice(&buffer.bytes()[..r.len()]);
+            }
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        super::record_unfinished(device, uses, stream);
+    }
+    pair.finish();
+    result
+}
+
+/// Queues a host-to-device copy of `data` on `stream` through staging buffers that are
+/// reused once the stream is past them (context bound by the caller).
+pub(super) fn htod_async(device: &Device, stream: CUstream, dst: u64, data: &[u8]) -> Result<()> {
+    let staging = device.staging();
+    for (i, chunk) in data.chunks(STAGE_BYTES).enumerate() {
+        let mut buffer = staging.take(device)?;
+        buffer.bytes()[..chunk.len()].copy_from_slice(chunk);
+        let at = dst + (i * STAGE_BYTES) as u64;
+        if let Err(e) = queue_htod(device, stream, at, &buffer, chunk.len()) {
+            staging.give_back(device, buffer);
+            return Err(e);
+        }
+        if let Err(e) = buffer.record(device, stream) {
+            // Queued without an event: only a finished stream frees the buffer.
+            match synchronize_raw(device, stream) {
+                Ok(()) => staging.give_back(device, buffer),
+                Err(_) => staging.quarantine(buffer),
+            }
+            return Err(e);
+        }
+        staging.give_back_in_flight(buffer);
+    }
+    Ok(())
+}

@@ -1,0 +1,321 @@
+//! Library-owned staging for copies between the host and the device.
+//!
+//! The rule: no call returns while device work may still read or write host memory the
+//! library does not own. A copy straight into the caller's slice breaks it whenever the
+//! wait after the copy fails (the copy may still be queued and land later, over whatever
+//! the caller stored there since, or into a freed `Vec`), and an async copy from pinned
+//! memory reads the caller's slice after the call returned. So every copy between the
+//! host and the device goes through staging buffers this module owns:
+//!
+//! - **Shape.** Per device (kept with its primary context), page-locked
+//!   (`cuMemHostAlloc` with `CU_MEMHOSTALLOC_PORTABLE`, so every context treats it as
+//!   pinned), [`STAGE_BYTES`] each. A driver that refuses page-locked memory gets heap
+//!   buffers instead: slower, equally sound.
+//! - **Chunking.** Larger copies go through two buffers in turn: the device fills (or
+//!   drains) one while the host copies the other.
+//! - **Reuse.** A buffer is reused once the event recorded after its last copy completed;
+//!   at most [`KEEP_FREE`] idle buffers are kept, and at most [`MAX_BUFFERS`] exist per
+//!   device (an async write past that waits for the oldest one in flight: back-pressure).
+//! - **Quarantine.** When a wait fails, the buffers whose copies may still run are set
+//!   aside: a buffer whose event covers its last copy is reused only once that event
+//!   is seen complete (never, when the context is lost); one with a copy no event
+//!   covers is never reused or freed. At most [`QUARANTINE_BYTES`] may be set aside
+//!   per device; past that, copies are refused ([`Error::StagingExhausted`]) before
+//!   any driver call.
+
+use std::collections::VecDeque;
+use std::mem::MaybeUninit;
+
+use cuda_vmm_sys::{
+    entry, CUcontext, CUevent, CUevent_flags, CUresult, CUstream, DriverTable,
+    CU_MEMHOSTALLOC_PORTABLE,
+};
+use parking_lot::Mutex;
+
+use crate::context::bind;
+use crate::device::Device;
+use crate::error::{check, Error, Result};
+
+/// Bytes per staging buffer (the chunk size of large copies).
+pub const STAGE_BYTES: usize = 4 << 20;
+/// Idle buffers kept per device for reuse.
+pub const KEEP_FREE: usize = 4;
+/// Buffers per device at most, idle and in flight together.
+pub const MAX_BUFFERS: usize = 16;
+/// Bytes per device that failed waits may quarantine before copies are refused.
+pub const QUARANTINE_BYTES: usize = 64 << 20;
+
+/// One staging buffer and the event recorded after its last copy.
+pub(crate) struct HostBuffer {
+    ptr: *mut u8,
+    pinned: bool,
+    /// Created on first use in the device's context; null until then.
+    event: CUevent,
+}
+
+// SAFETY: the buffer is plain host memory owned by this value, and the event an opaque
+// driver handle any thread may use; only one owner touches them at a time.
+unsafe impl Send for HostBuffer {}
+
+impl HostBuffer {
+    /// The buffer's bytes, for host-side copies. Only called while no device work on
+    /// the buffer is queued (after its event completed).
+    pub(crate) fn bytes(&mut self) -> &mut [u8] {
+        // SAFETY: `ptr` points to STAGE_BYTES bytes this value owns; `&mut self` makes
+        // the slice unique, and the caller guarantees no device copy is in flight.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, STAGE_BYTES) }
+    }
+
+    /// The buffer's address, for the driver's copies.
+    pub(crate) fn ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+
+    /// Records the buffer's event at the end of `stream` (the device's context is bound).
+    pub(crate) fn record(&mut self, device: &Device, stream: CUstream) -> Result<()> {
+        let cuda = device.cuda();
+        if self.event.is_null() {
+            let f = cuda.entry(entry!(cuda.table(), cuEventCreate))?;
+            let mut raw = MaybeUninit::<CUevent>::uninit();
+            // SAFETY: valid out-pointer and flag; the caller bound the context.
+            check("cuEventCreate", unsafe {
+                f(raw.as_mut_ptr(), CUevent_flags::CU_EVENT_DISABLE_TIMING.0)
+            })?;
+            // SAFETY: written by the driver on success.
+            self.event = unsafe { raw.assume_init() };
+        }
+        let f = cuda.entry(entry!(cuda.table(), cuEventRecord))?;
+        // SAFETY: the event is live and `stream` a live stream of the bound context.
+        check("cuEventRecord", unsafe { f(self.event, stream) })
+    }
+
+    /// Waits until the buffer's last copy finished (`cuEventSynchronize`).
+    pub(crate) fn wait(&self, device: &Device) -> Result<()> {
+        if self.event.is_null() {
+            return Ok(());
+        }
+        let cuda = device.cuda();
+        let f = cuda.entry(entry!(cuda.table(), cuEventSynchronize))?;
+        // SAFETY: the event is live.
+        check("cuEventSynchronize", unsafe { f(self.event) })
+    }
+
+    /// Whether the buffer's last copy finished (`cuEventQuery`); errors count as not.
+    fn is_idle(&self, table: &'static DriverTable) -> bool {
+        if self.event.is_null() {
+            return true;
+        }
+        let Ok(f) = entry!(table, cuEventQuery) else {
+            return false;
+        };
+        // SAFETY: the event is live.
+        let rc = unsafe { f(self.event) };
+        rc == CUresult::CUDA_SUCCESS
+    }
+
+    /// Frees the buffer and its event (the context is bound, the buffer idle).
+    fn free(self, table: &'static DriverTable) {
+        if !self.event.is_null() {
+            if let Ok(f) = entry!(table, cuEventDestroy_v2) {
+                // SAFETY: we created this event and destroy it once.
+                let rc = unsafe { f(self.event) };
+                if let Err(e) = check("cuEventDestroy_v2", rc) {
+                    tracing::error!("destroying a staging event: {e}");
+                }
+            }
+        }
+        if self.pinned {
+            if let Ok(f) = entry!(table, cuMemFreeHost) {
+                // SAFETY: `ptr` came from cuMemHostAlloc and no copy uses it any more.
+                let rc = unsafe { f(self.ptr.cast()) };
+                if let Err(e) = check("cuMemFreeHost", rc) {
+                    tracing::error!("freeing a staging buffer: {e}");
+                }
+            }
+        } else {
+            // SAFETY: `ptr` came from `heap_buffer` (a leaked boxed slice of STAGE_BYTES).
+            drop(unsafe {
+                Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.ptr, STAGE_BYTES))
+            });
+        }
+    }
+}
+
+fn heap_buffer() -> *mut u8 {
+    Box::into_raw(vec![0u8; STAGE_BYTES].into_boxed_slice()).cast()
+}
+
+#[derive(Default)]
+struct State {
+    free: Vec<HostBuffer>,
+    in_flight: VecDeque<HostBuffer>,
+    /// Buffers a failed wait left behind whose event covers their last copy: reused
+    /// once that event completes.
+    suspended: Vec<HostBuffer>,
+    /// Buffers that exist, idle, in flight or suspended (not quarantined for good).
+    count: usize,
+    quarantined: usize,
+}
+
+/// A device's staging buffers (kept in its shared state, freed with its context).
+#[derive(Default)]
+pub(crate) struct Staging {
+    state: Mutex<State>,
+}
+
+impl Staging {
+    /// Takes an idle buffer (reused, or new), the device's context bound by the caller;
+    /// waits for the oldest buffer in flight when [`MAX_BUFFERS`] exist.
+    pub(crate) fn take(&self, device: &Device) -> Result<HostBuffer> {
+        let table = device.cuda().table();
+        let oldest = {
+            let mut state = self.state.lock();
+            let mut i = 0;
+            while i < state.suspended.len() {
+                if state.suspended[i].is_idle(table) {
+                    let b = state.suspended.swap_remove(i);
+                    state.free.push(b);
+                } else {
+                    i += 1;
+                }
+            }
+            let suspended = state.suspended.len() * STAGE_BYTES;
+            if state.quarantined + suspended > QUARANTINE_BYTES {
+                return Err(Error::StagingExhausted {
+                    quarantined: state.quarantined + suspended,
+                });
+            }
+            while state.in_flight.front().is_some_and(|b| b.is_idle(table)) {
+                if let Some(b) = state.in_flight.pop_front() {
+                    state.free.push(b);
+                }
+            }
+            if let Some(b) = state.free.pop() {
+                return Ok(b);
+            }
+            if state.count < MAX_BUFFERS {
+                state.count += 1;
+                None
+            } else {
+                state.in_flight.pop_front()
+            }
+        };
+        match oldest {
+            // Back-pressure: every buffer is in flight; wait for the oldest.
+            Some(b) => match b.wait(device) {
+                Ok(()) => Ok(b),
+                Err(e) => {
+                    self.suspend(b);
+                    Err(e)
+                }
+            },
+            None => Ok(self.allocate(device)),
+        }
+    }
+
+    fn allocate(&self, device: &Device) -> HostBuffer {
+        let cuda = device.cuda();
+        let pinned = cuda
+            .entry(entry!(cuda.table(), cuMemHostAlloc))
+            .and_then(|f| {
+                let mut p = MaybeUninit::<*mut std::ffi::c_void>::uninit();
+                // SAFETY: valid out-pointer, size and flag; the caller bound the context.
+                check("cuMemHostAlloc", unsafe {
+                    f(p.as_mut_ptr(), STAGE_BYTES, CU_MEMHOSTALLOC_PORTABLE)
+                })?;
+                // SAFETY: written by the driver on success.
+                Ok(unsafe { p.assume_init() }.cast::<u8>())
+            });
+        match pinned {
+            Ok(ptr) if !ptr.is_null() => HostBuffer {
+                ptr,
+                pinned: true,
+                event: std::ptr::null_mut(),
+            },
+            other => {
+                if let Err(e) = other {
+                    tracing::debug!("staging in pageable memory: {e}");
+                }
+                HostBuffer {
+                    ptr: heap_buffer(),
+                    pinned: false,
+                    event: std::ptr::null_mut(),
+                }
+            }
+        }
+    }
+
+    /// Hands back a buffer whose last copy completed (it is kept or freed).
+    pub(crate) fn give_back(&self, device: &Device, buffer: HostBuffer) {
+        let mut state = self.state.lock();
+        if state.free.len() < KEEP_FREE {
+            state.free.push(buffer);
+        } else {
+            state.count = state.count.saturating_sub(1);
+            drop(state);
+            buffer.free(device.cuda().table());
+        }
+    }
+
+    /// Hands back a buffer with a copy still queued; reused once its event completed.
+    pub(crate) fn give_back_in_flight(&self, buffer: HostBuffer) {
+        self.state.lock().in_flight.push_back(buffer);
+    }
+
+    /// Sets aside a buffer whose wait failed but whose event covers its last copy: it
+    /// is reused only once that event completes (never, if the context is lost).
+    pub(crate) fn suspend(&self, buffer: HostBuffer) {
+        self.state.lock().suspended.push(buffer);
+    }
+
+    /// Gives up on a buffer with a copy queued that no event covers: it is never reused or
+    /// freed (leaked), and counts against [`QUARANTINE_BYTES`].
+    pub(crate) fn quarantine(&self, buffer: HostBuffer) {
+        let mut state = self.state.lock();
+        state.count = state.count.saturating_sub(1);
+        state.quarantined += STAGE_BYTES;
+        tracing::error!(
+            "a staging buffer may still be in use by the device after a failed wait: \
+             quarantined ({} bytes in all)",
+            state.quarantined
+        );
+        // `HostBuffer` has no `Drop`: letting it go out of scope leaks the memory.
+        let _leaked = buffer;
+    }
+
+    /// Bytes set aside after failed waits: quarantined for good, plus suspended
+    /// buffers whose copy has not been seen complete yet.
+    pub(crate) fn quarantined(&self) -> usize {
+        let table_free = self.state.lock();
+        table_free.quarantined + table_free.suspended.len() * STAGE_BYTES
+    }
+
+    /// Frees every buffer (the device's context is being released): idle ones at once,
+    /// ones in flight after their copy (quarantined if that wait fails).
+    pub(crate) fn release(&mut self, table: &'static DriverTable, ctx: CUcontext) {
+        let mut state = std::mem::take(self.state.get_mut());
+        state.in_flight.extend(state.suspended.drain(..));
+        if state.free.is_empty() && state.in_flight.is_empty() {
+            return;
+        }
+        let Ok(_bound) = bind(table, ctx) else {
+            tracing::error!("staging buffers leaked: their context could not be bound");
+            return;
+        };
+        for b in state.free {
+            b.free(table);
+        }
+        for b in state.in_flight {
+            let done = b.event.is_null()
+                || entry!(table, cuEventSynchronize)
+                    // SAFETY: the event is live.
+                    .is_ok_and(|f| unsafe { f(b.event) } == CUresult::CUDA_SUCCESS);
+            if done {
+                b.free(table);
+            } else {
+                // Leaked: `HostBuffer` has no `Drop`, and its copy may still run.
+                tracing::error!("a staging buffer leaked: its last copy did not finish");
+            }
+        }
+    }
+}
