@@ -45,6 +45,7 @@
 #![warn(missing_docs)]
 
 mod raw;
+mod raw_copy;
 mod raw_growth;
 mod side;
 mod stub;
@@ -57,10 +58,13 @@ use criterion::{Bencher, BenchmarkGroup, Criterion, SamplingMode};
 use cuda_vmm::{Backend, Cuda, Device};
 
 pub use raw::{Raw, RawAllocation, RawChunks, RawLinear, RawRange, RawReservation};
+pub use raw_copy::RawCopier;
 pub use raw_growth::{RawGrowth, RawMapping};
 pub use side::{criterion_dir, record_extra};
 pub use stub::{stub_device, stub_driver, StubRaw};
 
+/// One kibibyte.
+pub const KIB: usize = 1 << 10;
 /// One mebibyte.
 pub const MIB: usize = 1 << 20;
 /// One gibibyte.
@@ -223,6 +227,8 @@ impl Env {
 pub fn size_id(bytes: usize) -> String {
     if bytes >= GIB && bytes.is_multiple_of(GIB) {
         format!("{}GiB", bytes / GIB)
+    } else if bytes < MIB {
+        format!("{}KiB", bytes / KIB)
     } else {
         format!("{}MiB", bytes / MIB)
     }
