@@ -15,6 +15,7 @@ mod access_cases;
 mod async_cases;
 mod cases;
 mod raw;
+mod stream_cases;
 
 use std::process::Command;
 
@@ -23,6 +24,7 @@ use cuda_vmm_tests::{raw_driver, Backend};
 use access_cases::*;
 use async_cases::*;
 use cases::*;
+use stream_cases::*;
 
 /// How the real driver treats a case.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -205,6 +207,12 @@ const CASES: &[Case] = &[
     races("race_htod_sync_legacy", race_htod_sync_legacy, "unmap=CUDA_SUCCESS stream_sync=CUDA_ERROR_LAUNCH_FAILED ctx_sync=CUDA_ERROR_LAUNCH_FAILED mem_get_info=CUDA_ERROR_LAUNCH_FAILED"),
     case("race_control_stream_synced", race_control_stream_synced, "sync=CUDA_SUCCESS read=CUDA_SUCCESS data_ok=true unmap=CUDA_SUCCESS stream_sync=CUDA_SUCCESS ctx_sync=CUDA_SUCCESS mem_get_info=CUDA_SUCCESS"),
     case("race_control_legacy_synced", race_control_legacy_synced, "sync=CUDA_SUCCESS read=CUDA_SUCCESS data_ok=true unmap=CUDA_SUCCESS stream_sync=CUDA_SUCCESS ctx_sync=CUDA_SUCCESS mem_get_info=CUDA_SUCCESS"),
+    // special stream handles (`stream_cases.rs`): null, CU_STREAM_LEGACY, CU_STREAM_PER_THREAD
+    case("special_streams_idle", special_streams_idle, "null:query=CUDA_SUCCESS sync=CUDA_SUCCESS destroy=CUDA_ERROR_INVALID_HANDLE legacy:query=CUDA_SUCCESS sync=CUDA_SUCCESS destroy=CUDA_ERROR_INVALID_HANDLE per_thread:query=CUDA_SUCCESS sync=CUDA_SUCCESS destroy=CUDA_ERROR_INVALID_HANDLE"),
+    case("per_thread_stream_is_per_thread", per_thread_stream_is_per_thread, "other_set=CUDA_SUCCESS other_query=CUDA_SUCCESS own_query=CUDA_ERROR_NOT_READY own_sync=CUDA_SUCCESS"),
+    case("legacy_waits_for_per_thread", legacy_waits_for_per_thread, "legacy_query=CUDA_ERROR_NOT_READY legacy_sync=CUDA_SUCCESS per_thread_after=CUDA_SUCCESS"),
+    case("per_thread_waits_for_legacy", per_thread_waits_for_legacy, "per_thread_query=CUDA_ERROR_NOT_READY per_thread_sync=CUDA_SUCCESS legacy_after=CUDA_SUCCESS"),
+    case("non_blocking_ignores_per_thread", non_blocking_ignores_per_thread, "non_blocking_sync=CUDA_SUCCESS per_thread_query=CUDA_ERROR_NOT_READY per_thread_sync=CUDA_SUCCESS"),
     // ---- ranges and out-parameters (`access_cases.rs`): recorded on an H200,
     // driver 580.159.04. Note `set_access_with_hole`: the driver answers SUCCESS
     // for [A][hole][B] and grants A only; the safe layer refuses such ranges.
