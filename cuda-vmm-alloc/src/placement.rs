@@ -132,6 +132,12 @@ impl Homes {
         &self.homes[(self.next + k) % self.homes.len()]
     }
 
+    /// Whether the round-robin stands at `turn` (a position counted without wrapping, as
+    /// [`position`](Self::position) plus chunks since).
+    pub(crate) fn is_at(&self, turn: usize) -> bool {
+        turn % self.homes.len() == self.next
+    }
+
     /// Moves the round-robin past `n` chunks that were committed.
     pub(crate) fn advance(&mut self, n: usize) {
         self.next = (self.next + n) % self.homes.len();
