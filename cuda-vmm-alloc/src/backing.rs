@@ -142,11 +142,12 @@ impl Backing {
     }
 
     /// Gets one allocation per entry of `sizes` (all equal to the pool's chunk size when
-    /// pooled). All or nothing.
+    /// pooled), the `k`-th on the placement's `k`-th home from where its rotation stands.
+    /// All or nothing. The rotation does not move: only a mapped run takes its turns (see
+    /// [`map_run`](Backing::map_run)), so a run given back never consumed any.
     pub(crate) fn obtain(&mut self, sizes: &[usize]) -> Result<Obtained> {
         if let Some(pool) = &self.pool {
             let taken = timed(&mut self.stats.time.create, || pool.take(sizes.len()))?;
-            self.homes.advance(sizes.len());
             self.stats.pool_hits += taken.hits as u64;
             self.stats.creates += (taken.allocations.len() - taken.hits) as u64;
             return Ok(Obtained::Pooled(taken));
@@ -166,7 +167,6 @@ impl Backing {
                 }
             }
         }
-        self.homes.advance(sizes.len());
         Ok(Obtained::Created(created))
     }
 
@@ -188,8 +188,10 @@ impl Backing {
     }
 
     /// Maps the obtained allocations back to back from `offset` and sets access on the whole
-    /// run with ONE call. On failure every mapping made is undone and the allocations given
-    /// back, leaving the reservation as it was.
+    /// run with ONE call, then moves the placement rotation past the run. On failure every
+    /// mapping made is undone and the allocations given back, leaving the reservation and
+    /// the rotation as they were. (A caller that rolls a mapped run back later restores the
+    /// rotation from its [`position`](Homes::position), taken before the transaction.)
     pub(crate) fn map_run(
         &mut self,
         offset: usize,
@@ -232,6 +234,8 @@ impl Backing {
             Obtained::Created(_) => (false, 0),
         };
         self.stats.chunks += mappings.len();
+        // The run is in: its chunks took their turns in the placement rotation.
+        self.homes.advance(mappings.len());
         Ok(mappings
             .into_iter()
             .enumerate()

@@ -414,13 +414,17 @@ impl<T: DevicePod> GrowableBuffer<T> {
     }
 
     /// Commits memory for `len` elements, then runs `op`; if either fails, the memory
-    /// committed for it is given back and the buffer is exactly as before.
+    /// committed for it is given back and the buffer is exactly as before, its placement
+    /// rotation included.
     fn grow_and(&mut self, len: usize, op: impl FnOnce(&Self) -> Result<()>) -> Result<()> {
         let (chunks, committed) = (self.chunks.len(), self.committed);
+        let rotation = self.backing.homes.position();
         if let Err(e) = self.ensure_capacity(len).and_then(|()| op(self)) {
             let fresh = self.chunks.split_off(chunks);
             self.committed = committed;
             self.backing.rollback(fresh);
+            // The chunks given back give their turns in the placement rotation back too.
+            self.backing.homes.set_position(rotation);
             return Err(e);
         }
         self.request_prefetch();

@@ -22,7 +22,8 @@ pub enum Placement {
     /// Every chunk on this device.
     On(Device),
     /// Chunk `k`, counted in commit order, on `devices[k % devices.len()]`: memory striped
-    /// across GPUs behind one pointer.
+    /// across GPUs behind one pointer. A failed growth or commit takes no turn (the rotation
+    /// is as before the call), and prefetched chunks are placed by the same rotation.
     RoundRobin(Vec<Device>),
 }
 
@@ -130,6 +131,12 @@ impl Homes {
     /// The home of the `k`-th chunk from now on.
     pub(crate) fn home(&self, k: usize) -> &(Device, AllocationProps) {
         &self.homes[(self.next + k) % self.homes.len()]
+    }
+
+    /// Whether the round-robin stands at `turn` (a position counted without wrapping, as
+    /// [`position`](Self::position) plus chunks since).
+    pub(crate) fn is_at(&self, turn: usize) -> bool {
+        turn % self.homes.len() == self.next
     }
 
     /// Moves the round-robin past `n` chunks that were committed.

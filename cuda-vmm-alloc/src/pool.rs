@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use cuda_vmm::{Allocation, AllocationProps, Device, GranularityKind};
+use cuda_vmm::{Allocation, AllocationProps, Device, GranularityKind, Location};
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
@@ -76,6 +76,9 @@ struct Inner {
 #[derive(Default)]
 struct State {
     free: Vec<Allocation>,
+    /// Cache slots promised to prefills whose chunks are being created (outside the lock):
+    /// they count against the limits like cached chunks, so no interleaving exceeds them.
+    reserved: usize,
     stats: PoolStats,
 }
 
@@ -185,10 +188,7 @@ impl ChunkPool {
         }
         let overflow = {
             let mut state = self.inner.state.lock();
-            let held = state.stats.chunks_held;
-            let fits = held < self.inner.max_chunks
-                && (held + 1).saturating_mul(self.inner.chunk_size) <= self.inner.max_bytes;
-            if fits {
+            if self.room(&state) > 0 {
                 state.free.push(allocation);
                 state.stats.returns += 1;
                 state.stats.chunks_held += 1;
@@ -210,23 +210,80 @@ impl ChunkPool {
         }
     }
 
-    /// Creates chunks until `chunks` are cached (bounded by the pool's limits), so that later
-    /// commits hit. Returns how many were created. All or nothing: on a failed create, the
-    /// chunks created for this call are released and the cache is as before.
+    /// Creates chunks until `chunks` are cached (bounded by the pool's limits, counting the
+    /// chunks other threads' prefills are creating), so that later commits hit. Returns how
+    /// many were created. All or nothing: on a failed create, the chunks created for this
+    /// call are released and the cache is as before. A count the device's memory could never
+    /// hold (with unbounded limits) is refused with [`Error::InvalidConfig`] before anything
+    /// is created.
     pub fn prefill(&self, chunks: usize) -> Result<usize> {
         let _span =
             tracing::debug_span!("chunk_pool.prefill", chunks, size = self.inner.chunk_size)
                 .entered();
-        let limit = chunks
-            .min(self.inner.max_chunks)
-            .min(self.inner.max_bytes / self.inner.chunk_size);
-        let missing = limit.saturating_sub(self.stats().chunks_held);
-        let mut created = Vec::with_capacity(missing);
+        let bound = self.prefill_bound()?;
+        // The slots are promised under the lock, so concurrent prefills, returns and
+        // recycles see them as taken while the chunks are created without it.
+        let missing = {
+            let mut state = self.inner.state.lock();
+            let pending = state.stats.chunks_held.saturating_add(state.reserved);
+            let missing = chunks
+                .min(self.capacity())
+                .saturating_sub(pending)
+                .min(self.room(&state));
+            if missing > bound {
+                return Err(Error::InvalidConfig {
+                    message: format!(
+                        "prefilling {missing} chunks of {} bytes exceeds the memory of device {} \
+                         ({bound} chunks at most)",
+                        self.inner.chunk_size,
+                        self.inner.device.ordinal()
+                    ),
+                });
+            }
+            state.reserved += missing;
+            missing
+        };
+        // Grown one chunk at a time: the count is bounded by memory, never pre-allocated.
+        let mut created = Vec::new();
         for _ in 0..missing {
-            created.push(self.create()?);
+            match self.create() {
+                Ok(a) => created.push(a),
+                Err(e) => {
+                    self.inner.state.lock().reserved -= missing;
+                    drop(created);
+                    return Err(e);
+                }
+            }
         }
-        self.put_back(created);
+        let mut state = self.inner.state.lock();
+        state.reserved -= missing;
+        state.stats.chunks_held += created.len();
+        state.stats.bytes_held += created.len() * self.inner.chunk_size;
+        state.free.extend(created);
         Ok(missing)
+    }
+
+    /// The most chunks the limits let the cache hold.
+    fn capacity(&self) -> usize {
+        self.inner
+            .max_chunks
+            .min(self.inner.max_bytes / self.inner.chunk_size)
+    }
+
+    /// Chunks the cache may still take: the limits less the cached chunks and the slots
+    /// promised to prefills in progress.
+    fn room(&self, state: &State) -> usize {
+        self.capacity()
+            .saturating_sub(state.stats.chunks_held.saturating_add(state.reserved))
+    }
+
+    /// The most chunks a prefill can create: what fits in the device's total memory for
+    /// device memory; unbounded (limited by the creates failing) for host memory.
+    fn prefill_bound(&self) -> Result<usize> {
+        match self.inner.props.location() {
+            Location::Device(_) => Ok(self.inner.device.total_memory()? / self.inner.chunk_size),
+            _ => Ok(usize::MAX),
+        }
     }
 
     /// Releases every cached chunk to the device. Returns how many were released; the first
@@ -349,11 +406,12 @@ impl ChunkPool {
         )?)
     }
 
-    /// Returns chunks taken from the cache, ignoring the limits (they were held before). A
+    /// Returns chunks taken from the cache (a failed take, an undone commit). The limits
+    /// hold: chunks past them (the cache filled up meanwhile) are released, not cached. A
     /// chunk held elsewhere too (still mapped after a failed unmap) is not cached: dropping
     /// this handle leaves it to its other holders.
     fn put_back(&self, allocations: Vec<Allocation>) {
-        let (free, held): (Vec<Allocation>, Vec<Allocation>) =
+        let (mut free, held): (Vec<Allocation>, Vec<Allocation>) =
             allocations.into_iter().partition(|a| a.is_exclusive());
         for a in &held {
             tracing::error!(
@@ -363,10 +421,22 @@ impl ChunkPool {
             );
         }
         drop(held);
-        let mut state = self.inner.state.lock();
-        state.stats.chunks_held += free.len();
-        state.stats.bytes_held += free.len() * self.inner.chunk_size;
-        state.free.extend(free);
+        let overflow = {
+            let mut state = self.inner.state.lock();
+            let fits = self.room(&state).min(free.len());
+            let overflow = free.split_off(fits);
+            state.stats.chunks_held += free.len();
+            state.stats.bytes_held += free.len() * self.inner.chunk_size;
+            state.stats.releases += overflow.len() as u64;
+            state.free.extend(free);
+            overflow
+        };
+        for allocation in overflow {
+            // A refused release is tried again as the handle drops.
+            if let Err(e) = allocation.release() {
+                tracing::error!("releasing a chunk past the pool's limits: {e}");
+            }
+        }
     }
 }
 

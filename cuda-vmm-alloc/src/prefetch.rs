@@ -19,9 +19,11 @@ use crate::error::{Error, Result};
 use crate::stats::DriverStats;
 use crate::trace::Hex;
 
-/// A step to commit: chunks of `sizes` bytes mapped back to back from `offset`.
+/// A step to commit: chunks of `sizes` bytes mapped back to back from `offset`, the first
+/// at position `turn` of the owner's placement rotation.
 struct Request {
     offset: usize,
+    turn: usize,
     sizes: Vec<usize>,
 }
 
@@ -31,6 +33,9 @@ pub(crate) struct Staged {
     pub(crate) offset: usize,
     /// Its size in bytes.
     pub(crate) bytes: usize,
+    /// The owner's rotation position its first chunk was placed at: the owner adopts the
+    /// step only while its own rotation stands there.
+    pub(crate) turn: usize,
     /// The mapped chunks (with access set), or why the step failed (nothing kept then).
     pub(crate) chunks: Result<Vec<Chunk>>,
     /// Driver calls the step made, for the owner's statistics.
@@ -51,8 +56,9 @@ pub(crate) struct Prefetcher {
     /// used through `&mut self` alone (`get_mut`), never locked.
     staged: Mutex<Receiver<Staged>>,
     worker: Option<JoinHandle<()>>,
-    /// End offsets of the steps asked for and not collected yet, oldest first.
-    queued: VecDeque<usize>,
+    /// End offsets and end rotation positions of the steps asked for and not collected yet,
+    /// oldest first.
+    queued: VecDeque<(usize, usize)>,
 }
 
 impl Prefetcher {
@@ -79,23 +85,31 @@ impl Prefetcher {
         self.queued.len()
     }
 
-    /// Where the last step asked for ends, if any is queued.
-    pub(crate) fn edge(&self) -> Option<usize> {
+    /// Where the last step asked for ends, if any is queued: its end offset and the
+    /// rotation position after its chunks.
+    pub(crate) fn edge(&self) -> Option<(usize, usize)> {
         self.queued.back().copied()
     }
 
-    /// Asks for chunks of `sizes` at `offset`, unless [`DEPTH`] steps are queued.
-    pub(crate) fn request(&mut self, offset: usize, sizes: Vec<usize>) {
+    /// Asks for chunks of `sizes` at `offset`, the first placed at rotation position `turn`
+    /// (the owner's rotation is the only one: the worker keeps none of its own), unless
+    /// [`DEPTH`] steps are queued.
+    pub(crate) fn request(&mut self, offset: usize, turn: usize, sizes: Vec<usize>) {
         if self.queued.len() >= DEPTH || sizes.is_empty() {
             return;
         }
         let end = offset + sizes.iter().sum::<usize>();
-        let sent = self
-            .requests
-            .as_ref()
-            .is_some_and(|tx| tx.send(Request { offset, sizes }).is_ok());
+        let turn_end = turn.wrapping_add(sizes.len());
+        let sent = self.requests.as_ref().is_some_and(|tx| {
+            tx.send(Request {
+                offset,
+                turn,
+                sizes,
+            })
+            .is_ok()
+        });
         if sent {
-            self.queued.push_back(end);
+            self.queued.push_back((end, turn_end));
         }
     }
 
@@ -131,18 +145,26 @@ impl Drop for Prefetcher {
 
 /// The worker's loop: commits each requested step and hands it back.
 fn work(mut shadow: Backing, inbox: &Receiver<Request>, outbox: &Sender<Staged>) {
-    for Request { offset, sizes } in inbox {
+    for Request {
+        offset,
+        turn,
+        sizes,
+    } in inbox
+    {
         let span = tracing::debug_span!(
             "prefetch",
             address = %Hex(shadow.reservation.ptr() + offset as u64),
             size = sizes.iter().sum::<usize>(),
         )
         .entered();
+        // Placed where the owner's rotation will stand when it adopts the step.
+        shadow.homes.set_position(turn);
         let chunks = shadow.commit_run(offset, &sizes, false);
         drop(span);
         let staged = Staged {
             offset,
             bytes: sizes.iter().sum(),
+            turn,
             chunks,
             stats: std::mem::take(&mut shadow.stats),
             stranded: std::mem::take(&mut shadow.stranded),

@@ -56,7 +56,9 @@ impl<T: DevicePod> GrowableBuffer<T> {
             let Some(prefetcher) = &self.prefetch else {
                 return;
             };
-            let from = prefetcher.edge().unwrap_or(self.committed);
+            let (from, turn) = prefetcher
+                .edge()
+                .unwrap_or((self.committed, self.backing.homes.position()));
             if prefetcher.queued() >= DEPTH || from >= reserved || !self.backing.stranded.is_empty()
             {
                 return;
@@ -64,7 +66,7 @@ impl<T: DevicePod> GrowableBuffer<T> {
             let target = self.policy.grow_to(from, from + 1, unit).min(reserved);
             let sizes = self.step_sizes(target - from);
             if let Some(prefetcher) = &mut self.prefetch {
-                prefetcher.request(from, sizes);
+                prefetcher.request(from, turn, sizes);
             }
         }
     }
@@ -79,8 +81,11 @@ impl<T: DevicePod> GrowableBuffer<T> {
                 break;
             };
             match staged.chunks {
-                Ok(chunks) if staged.offset == self.committed => {
-                    // The worker's placement rotation moved on by these chunks: so does ours.
+                // Placed from where our rotation stands (else it moved since the request, as
+                // an in-line commit or a rollback moves it): the chunks take their turns.
+                Ok(chunks)
+                    if staged.offset == self.committed && self.backing.homes.is_at(staged.turn) =>
+                {
                     self.backing.homes.advance(chunks.len());
                     self.chunks.extend(chunks);
                     self.committed += staged.bytes;

@@ -79,6 +79,7 @@ impl<T: DevicePod> GrowableBuffer<T> {
         // still write them (what unmapping the old chunk would wait for anyway).
         self.backing.reservation.synchronize()?;
         // Build the replacement past the old chunk and copy the live bytes into it.
+        let rotation = self.backing.homes.position();
         let mut scratch = self.backing.commit_run(old_end, &[keep], false)?;
         if let Err(e) = self
             .backing
@@ -86,6 +87,7 @@ impl<T: DevicePod> GrowableBuffer<T> {
             .copy_within(start, old_end, used - start)
         {
             self.backing.rollback(scratch);
+            self.backing.homes.set_position(rotation);
             return Err(e.into());
         }
         let Some(new) = scratch.pop() else {

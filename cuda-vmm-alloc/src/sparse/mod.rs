@@ -185,6 +185,12 @@ impl<T: DevicePod> SparseArray<T> {
         index < self.len && self.first_hole(self.tiles_of(index..index + 1)).is_none()
     }
 
+    /// The physical allocation backing committed tile `tile` (`None` for a hole or a
+    /// spare): its [`device`](cuda_vmm::Allocation::device) is where the placement put it.
+    pub fn tile_allocation(&self, tile: usize) -> Option<&cuda_vmm::Allocation> {
+        self.committed.get(&tile).map(|c| c.mapping.allocation())
+    }
+
     /// Runs of committed tiles, ascending (tile indices, not elements).
     pub fn committed_runs(&self) -> impl Iterator<Item = Range<usize>> + '_ {
         tiles::runs(self.committed.keys().copied()).into_iter()
@@ -220,6 +226,7 @@ impl<T: DevicePod> SparseArray<T> {
             .collect();
         let missing = tiles::runs(new.iter().copied().filter(|t| !self.spares.contains_key(t)));
         let mut done: Vec<(Range<usize>, Vec<Chunk>)> = Vec::new();
+        let rotation = self.backing.homes.position();
         for (i, run) in missing.iter().enumerate() {
             let ahead = if i + 1 == missing.len() {
                 self.spare_run(run, &new)
@@ -235,6 +242,8 @@ impl<T: DevicePod> SparseArray<T> {
                             tracing::error!("restoring zero tiles after a failed commit: {z}");
                         }
                     }
+                    // The runs given back give their turns in the placement rotation back.
+                    self.backing.homes.set_position(rotation);
                     return Err(e);
                 }
             }
