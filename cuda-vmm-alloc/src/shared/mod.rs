@@ -469,17 +469,7 @@ impl<T: DevicePod> SharedBufferConsumer<T> {
         for (i, r) in records.iter().enumerate() {
             let offset = usize_of(r.offset, "chunk offset")?;
             let chunk = usize_of(r.size, "chunk size")?;
-            let what = if offset < end {
-                "overlaps what is mapped"
-            } else {
-                "leaves a gap after what is mapped"
-            };
-            if offset != end {
-                return Err(protocol(format!(
-                    "chunk {i} at offset {offset} {what} (up to {end})"
-                )));
-            }
-            end = offset
+            let chunk_end = offset
                 .checked_add(chunk)
                 .filter(|&e| e <= size)
                 .ok_or_else(|| {
@@ -488,6 +478,17 @@ impl<T: DevicePod> SharedBufferConsumer<T> {
                          {size}-byte reservation"
                     ))
                 })?;
+            if offset != end {
+                let what = if offset < end {
+                    "overlaps what is mapped"
+                } else {
+                    "leaves a gap after what is mapped"
+                };
+                return Err(protocol(format!(
+                    "chunk {i} at offset {offset} {what} (up to {end})"
+                )));
+            }
+            end = chunk_end;
         }
         if end != committed {
             return Err(protocol(format!(

@@ -22,6 +22,7 @@ mod safe;
 mod sharing;
 mod sim;
 mod soundness;
+mod soundness_shared;
 mod spares;
 mod tracing_spans;
 
