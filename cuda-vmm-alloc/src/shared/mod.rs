@@ -229,7 +229,8 @@ impl SharedBufferProducer {
                 )));
             }
         }
-        let new = &current[self.chunks.len()..];
+        // Every published chunk is there (checked above): the rest are new.
+        let new = current.get(self.chunks.len()..).unwrap_or_default();
         buffer.synchronize()?;
         // Every chunk becomes a descriptor before any byte is written: a failed export
         // leaves the stream and this producer as they were.

@@ -563,3 +563,42 @@ fn hand_made_valid_updates_are_mapped() -> TestResult {
     assert_eq!(consumer.reservation().mapping_count(), 2);
     Ok(())
 }
+
+/// One message carries at most `MAX_CHUNKS_PER_UPDATE` descriptors: a publish of more new
+/// chunks goes as several updates, each whole and consistent (its length within its
+/// chunks), and the consumer ends with the producer's bytes.
+#[test]
+fn more_chunks_than_one_update_carries_go_as_several_whole_updates() -> TestResult {
+    let _memory = crate::memory_shared();
+    let (d, g) = setup()?;
+    let chunks = cuda_vmm_alloc::MAX_CHUNKS_PER_UPDATE + 2;
+    let mut b: GrowableBuffer<u32> = GrowableBuffer::new(
+        &d,
+        BufferConfig {
+            max_capacity: Some(chunks * g / 4),
+            policy: GrowthPolicy::fixed(g),
+            props: Some(exportable(&d)),
+            ..BufferConfig::default()
+        },
+    )?;
+    let (mut producer, mut consumer, probe) = share(&d, &b)?;
+    b.resize(chunks * g / 4 - 3, 0x5a5a_5a5a)?;
+    b.write(chunks * g / 4 - 13, &values(0..10, 13))?;
+    assert_eq!(b.chunk_allocations().count(), chunks);
+    assert_eq!(producer.publish(&b)?, chunks);
+    assert_eq!(producer.generation(), 2);
+    assert!(consumer.receive()?);
+    let first = cuda_vmm_alloc::MAX_CHUNKS_PER_UPDATE * g;
+    assert_eq!(
+        (consumer.committed_bytes(), consumer.len()),
+        (first, first / 4)
+    );
+    assert!(consumer.receive()?);
+    assert_eq!(pending(&probe)?, 0);
+    assert_eq!(consumer.committed_bytes(), chunks * g);
+    assert!(
+        consumer.to_vec()? == b.to_vec()?,
+        "producer and consumer differ"
+    );
+    Ok(())
+}
