@@ -20,6 +20,17 @@ pub(crate) struct Chunk {
     /// Came from the pool's cache (rather than being created) when it was committed: a
     /// rollback of that commit puts it back in the cache, where a created one is released.
     pub(crate) cached: bool,
+    /// Process-wide unique identity of this mapping of this allocation ([`next_serial`]):
+    /// a chunk unmapped and replaced, even by one at the same offset, gets a new one.
+    pub(crate) serial: u64,
+}
+
+/// Source of [`Chunk::serial`].
+static NEXT_CHUNK_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// A fresh [`Chunk::serial`].
+pub(crate) fn next_serial() -> u64 {
+    NEXT_CHUNK_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl Chunk {
@@ -243,6 +254,7 @@ impl Backing {
                 mapping,
                 pooled,
                 cached: pooled && i < hits,
+                serial: next_serial(),
             })
             .collect())
     }
@@ -326,7 +338,10 @@ impl Backing {
         let mut owners = Vec::with_capacity(chunks.len());
         let mut mappings = Vec::with_capacity(chunks.len());
         for chunk in chunks {
-            owners.push((chunk.mapping.allocation().clone(), chunk.pooled));
+            owners.push((
+                chunk.mapping.allocation().clone(),
+                (chunk.pooled, chunk.serial),
+            ));
             mappings.push(chunk.mapping);
         }
         let count = mappings.len();
@@ -342,7 +357,7 @@ impl Backing {
         self.stats.chunks = self.stats.chunks.saturating_sub(done);
         let mut owners = owners.into_iter();
         let mut result = Ok(());
-        for (allocation, pooled) in owners.by_ref().take(done) {
+        for (allocation, (pooled, _)) in owners.by_ref().take(done) {
             if let Err(e) = self.give_back(allocation, pooled) {
                 tracing::error!("releasing a chunk failed: {e}");
                 result = result.and(Err(e));
@@ -354,10 +369,11 @@ impl Backing {
                 e,
                 kept.into_iter()
                     .zip(owners)
-                    .map(|(mapping, (_, pooled))| Chunk {
+                    .map(|(mapping, (_, (pooled, serial)))| Chunk {
                         mapping,
                         pooled,
                         cached: false,
+                        serial,
                     })
                     .collect(),
             )),

@@ -151,7 +151,9 @@ impl<T: DevicePod> GrowableBuffer<T> {
     }
 
     /// A counter that changes whenever chunks are unmapped (a shrink replaced or released
-    /// memory); growth leaves it alone.
+    /// memory); growth leaves it alone. It does not say which chunks went:
+    /// [`SharedBufferProducer`](crate::SharedBufferProducer) follows each chunk's identity
+    /// instead, so that releasing chunks it never published does not stop it.
     pub fn generation(&self) -> u64 {
         self.generation
     }
@@ -192,6 +194,22 @@ impl<T: DevicePod> GrowableBuffer<T> {
         self.chunks
             .iter()
             .map(|c| (c.offset(), c.mapping.allocation()))
+    }
+
+    /// The mapped chunks in address order as `(byte offset, mapped bytes, serial,
+    /// allocation)`; a chunk's serial is unique in the process and changes whenever the
+    /// chunk is unmapped and replaced, even at the same offset.
+    pub(crate) fn chunk_records(
+        &self,
+    ) -> impl Iterator<Item = (usize, usize, u64, &cuda_vmm::Allocation)> {
+        self.chunks.iter().map(|c| {
+            (
+                c.offset(),
+                c.mapping.size(),
+                c.serial,
+                c.mapping.allocation(),
+            )
+        })
     }
 
     /// Whether chunks come from a [`ChunkPool`].

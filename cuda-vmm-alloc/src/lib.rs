@@ -84,6 +84,6 @@ pub use placement::Placement;
 pub use pod::DevicePod;
 pub use policy::GrowthPolicy;
 pub use pool::{ChunkPool, PoolConfig, PoolStats, RecycleError};
-pub use shared::{SharedBufferConsumer, SharedBufferProducer};
+pub use shared::{SharedBufferConsumer, SharedBufferProducer, MAX_CHUNKS_PER_UPDATE};
 pub use sparse::{HoleBehavior, SparseArray, SparseConfig, ZeroMemory};
 pub use stats::{BlockedStats, DriverStats, DriverTimes};

@@ -1,7 +1,7 @@
 //! Shrinking a growable buffer: releasing whole chunks past the length and replacing a
 //! chunk that straddles it by a smaller one.
 
-use crate::backing::Chunk;
+use crate::backing::{next_serial, Chunk};
 use crate::error::{Error, Result};
 use crate::pod::DevicePod;
 use crate::policy::round_up;
@@ -105,6 +105,7 @@ impl<T: DevicePod> GrowableBuffer<T> {
         self.generation = self.generation.wrapping_add(1);
         let old_allocation = old.mapping.allocation().clone();
         let old_size = old.mapping.size();
+        let old_serial = old.serial;
         self.backing.stats.unmaps += 1;
         if let Err((e, mut kept)) = cuda_vmm::Mapping::unmap_in_order(vec![old.mapping]) {
             if let Some(mapping) = kept.pop() {
@@ -112,27 +113,32 @@ impl<T: DevicePod> GrowableBuffer<T> {
                     mapping,
                     pooled: false,
                     cached: false,
+                    serial: old_serial,
                 });
             }
             self.committed = self.chunks.last().map_or(0, Chunk::end);
             return Err(e.into());
         }
         self.backing.stats.chunks -= 1;
-        // Map the replacement; failing that, the old chunk back (its contents are intact).
-        let candidates = [(allocation, keep), (old_allocation, old_size)];
+        // Map the replacement; failing that, the old chunk back (its contents are intact,
+        // and it keeps its serial: the same allocation, whole, at the same offset).
+        let candidates = [
+            (allocation, keep, next_serial()),
+            (old_allocation, old_size, old_serial),
+        ];
         let mut first_error = None;
         for attempt in 0..4 {
-            let (candidate, size) = &candidates[attempt % 2];
-            let size = *size;
+            let (candidate, size, serial) = &candidates[attempt % 2];
+            let (size, serial) = (*size, *serial);
             let mapped = self
                 .backing
                 .retry_stranded()
-                .and_then(|()| self.remap(start, candidate, size));
+                .and_then(|()| self.remap(start, candidate, size, serial));
             match mapped {
                 Ok(chunk) => {
                     self.chunks.push(chunk);
                     self.committed = start + size;
-                    let [(new, _), (old, _)] = candidates;
+                    let [(new, _, _), (old, _, _)] = candidates;
                     self.backing.stats.releases += 1;
                     if attempt % 2 == 0 {
                         // The replacement is in place: the old chunk goes.
@@ -153,12 +159,14 @@ impl<T: DevicePod> GrowableBuffer<T> {
         Err(first_error.unwrap_or_else(unreachable_err))
     }
 
-    /// Maps `size` bytes of `allocation` at `offset` with the buffer's access.
+    /// Maps `size` bytes of `allocation` at `offset` with the buffer's access, as the chunk
+    /// `serial`.
     fn remap(
         &mut self,
         offset: usize,
         allocation: &cuda_vmm::Allocation,
         size: usize,
+        serial: u64,
     ) -> Result<Chunk> {
         let mapping = self.backing.map_shared(offset, allocation, size)?;
         if let Err(e) = self.backing.set_access(offset, size, false) {
@@ -172,6 +180,7 @@ impl<T: DevicePod> GrowableBuffer<T> {
             mapping,
             pooled: false,
             cached: false,
+            serial,
         })
     }
 }

@@ -23,6 +23,7 @@ mod sharing;
 mod sim;
 mod soundness;
 mod soundness_pool;
+mod soundness_shared;
 mod spares;
 mod tracing_spans;
 
