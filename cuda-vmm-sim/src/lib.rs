@@ -197,71 +197,13 @@ pub fn driver() -> &'static Driver {
     static DRIVER: OnceLock<Driver> = OnceLock::new();
     DRIVER.get_or_init(|| {
         use exports as x;
-        let table = DriverTable {
-            cuInit: Some(x::cuInit),
-            cuDriverGetVersion: Some(x::cuDriverGetVersion),
-            cuGetErrorName: Some(x::cuGetErrorName),
-            cuGetErrorString: Some(x::cuGetErrorString),
-            cuGetProcAddress_v2: Some(x::cuGetProcAddress_v2),
-            cuDeviceGet: Some(x::cuDeviceGet),
-            cuDeviceGetCount: Some(x::cuDeviceGetCount),
-            cuDeviceGetName: Some(x::cuDeviceGetName),
-            cuDeviceGetAttribute: Some(x::cuDeviceGetAttribute),
-            cuDeviceTotalMem_v2: Some(x::cuDeviceTotalMem_v2),
-            cuDeviceCanAccessPeer: Some(x::cuDeviceCanAccessPeer),
-            cuDevicePrimaryCtxRetain: Some(x::cuDevicePrimaryCtxRetain),
-            cuDevicePrimaryCtxRelease_v2: Some(x::cuDevicePrimaryCtxRelease_v2),
-            cuCtxSetCurrent: Some(x::cuCtxSetCurrent),
-            cuCtxGetCurrent: Some(x::cuCtxGetCurrent),
-            cuCtxGetDevice: Some(x::cuCtxGetDevice),
-            cuCtxSynchronize: Some(x::cuCtxSynchronize),
-            cuMemGetInfo_v2: Some(x::cuMemGetInfo_v2),
-            cuMemAlloc_v2: Some(x::cuMemAlloc_v2),
-            cuMemFree_v2: Some(x::cuMemFree_v2),
-            cuMemGetAddressRange_v2: Some(x::cuMemGetAddressRange_v2),
-            cuMemAddressReserve: Some(x::cuMemAddressReserve),
-            cuMemAddressFree: Some(x::cuMemAddressFree),
-            cuMemCreate: Some(x::cuMemCreate),
-            cuMemRelease: Some(x::cuMemRelease),
-            cuMemMap: Some(x::cuMemMap),
-            cuMemMapArrayAsync: Some(x::cuMemMapArrayAsync),
-            cuMemUnmap: Some(x::cuMemUnmap),
-            cuMemSetAccess: Some(x::cuMemSetAccess),
-            cuMemGetAccess: Some(x::cuMemGetAccess),
-            cuMemGetAllocationGranularity: Some(x::cuMemGetAllocationGranularity),
-            cuMemRetainAllocationHandle: Some(x::cuMemRetainAllocationHandle),
-            cuMemGetAllocationPropertiesFromHandle: Some(x::cuMemGetAllocationPropertiesFromHandle),
-            cuMemExportToShareableHandle: Some(x::cuMemExportToShareableHandle),
-            cuMemImportFromShareableHandle: Some(x::cuMemImportFromShareableHandle),
-            cuMemcpyHtoD_v2: Some(x::cuMemcpyHtoD_v2),
-            cuMemcpyDtoH_v2: Some(x::cuMemcpyDtoH_v2),
-            cuMemcpyDtoD_v2: Some(x::cuMemcpyDtoD_v2),
-            cuMemsetD8_v2: Some(x::cuMemsetD8_v2),
-            cuMemsetD32_v2: Some(x::cuMemsetD32_v2),
-            cuCtxPushCurrent_v2: Some(x::cuCtxPushCurrent_v2),
-            cuCtxPopCurrent_v2: Some(x::cuCtxPopCurrent_v2),
-            cuStreamCreate: Some(x::cuStreamCreate),
-            cuStreamDestroy_v2: Some(x::cuStreamDestroy_v2),
-            cuStreamSynchronize: Some(x::cuStreamSynchronize),
-            cuStreamWaitEvent: Some(x::cuStreamWaitEvent),
-            cuStreamQuery: Some(x::cuStreamQuery),
-            cuEventCreate: Some(x::cuEventCreate),
-            cuEventRecord: Some(x::cuEventRecord),
-            cuEventSynchronize: Some(x::cuEventSynchronize),
-            cuEventQuery: Some(x::cuEventQuery),
-            cuEventDestroy_v2: Some(x::cuEventDestroy_v2),
-            cuMemcpyHtoDAsync_v2: Some(x::cuMemcpyHtoDAsync_v2),
-            cuMemcpyDtoHAsync_v2: Some(x::cuMemcpyDtoHAsync_v2),
-            cuMemcpyDtoDAsync_v2: Some(x::cuMemcpyDtoDAsync_v2),
-            cuMemsetD8Async: Some(x::cuMemsetD8Async),
-            cuMemsetD32Async: Some(x::cuMemsetD32Async),
-            cuMemHostAlloc: Some(x::cuMemHostAlloc),
-            cuMemFreeHost: Some(x::cuMemFreeHost),
-            cuModuleLoadData: Some(x::cuModuleLoadData),
-            cuModuleGetFunction: Some(x::cuModuleGetFunction),
-            cuModuleUnload: Some(x::cuModuleUnload),
-            cuLaunchKernel: Some(x::cuLaunchKernel),
-        };
+        // `DriverTable { symbol: Some(x::symbol), ... }` for every entry point.
+        macro_rules! sim_table {
+            ($($symbol:ident: $pfn:ident),* $(,)?) => {
+                DriverTable { $($symbol: Some(x::$symbol),)* }
+            };
+        }
+        let table = cuda_vmm_sys::for_each_entry_point!(sim_table);
         // SAFETY: every slot holds one of this crate's functions, whose signature
         // the compiler checked against the slot's PFN type, and which live for
         // the whole program.

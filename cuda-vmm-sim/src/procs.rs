@@ -6,161 +6,36 @@ use cuda_vmm_sys::CUdriverProcAddressQueryResult as Q;
 
 use crate::exports as x;
 
-/// `(base name, first CUDA version with this signature, address)`.
-fn entries() -> [(&'static str, c_int, *const ()); 63] {
-    [
-        ("cuInit", 2000, x::cuInit as *const ()),
-        (
-            "cuDriverGetVersion",
-            2020,
-            x::cuDriverGetVersion as *const (),
-        ),
-        ("cuGetErrorName", 6000, x::cuGetErrorName as *const ()),
-        ("cuGetErrorString", 6000, x::cuGetErrorString as *const ()),
-        (
-            "cuGetProcAddress",
-            12000,
-            x::cuGetProcAddress_v2 as *const (),
-        ),
-        ("cuDeviceGet", 2000, x::cuDeviceGet as *const ()),
-        ("cuDeviceGetCount", 2000, x::cuDeviceGetCount as *const ()),
-        ("cuDeviceGetName", 2000, x::cuDeviceGetName as *const ()),
-        (
-            "cuDeviceGetAttribute",
-            2000,
-            x::cuDeviceGetAttribute as *const (),
-        ),
-        (
-            "cuDeviceTotalMem",
-            3020,
-            x::cuDeviceTotalMem_v2 as *const (),
-        ),
-        (
-            "cuDeviceCanAccessPeer",
-            4000,
-            x::cuDeviceCanAccessPeer as *const (),
-        ),
-        (
-            "cuDevicePrimaryCtxRetain",
-            7000,
-            x::cuDevicePrimaryCtxRetain as *const (),
-        ),
-        (
-            "cuDevicePrimaryCtxRelease",
-            11000,
-            x::cuDevicePrimaryCtxRelease_v2 as *const (),
-        ),
-        ("cuCtxSetCurrent", 4000, x::cuCtxSetCurrent as *const ()),
-        ("cuCtxGetCurrent", 4000, x::cuCtxGetCurrent as *const ()),
-        ("cuCtxGetDevice", 2000, x::cuCtxGetDevice as *const ()),
-        ("cuCtxSynchronize", 2000, x::cuCtxSynchronize as *const ()),
-        ("cuMemGetInfo", 3020, x::cuMemGetInfo_v2 as *const ()),
-        ("cuMemAlloc", 3020, x::cuMemAlloc_v2 as *const ()),
-        ("cuMemFree", 3020, x::cuMemFree_v2 as *const ()),
-        (
-            "cuMemGetAddressRange",
-            3020,
-            x::cuMemGetAddressRange_v2 as *const (),
-        ),
-        (
-            "cuMemAddressReserve",
-            10020,
-            x::cuMemAddressReserve as *const (),
-        ),
-        ("cuMemAddressFree", 10020, x::cuMemAddressFree as *const ()),
-        ("cuMemCreate", 10020, x::cuMemCreate as *const ()),
-        ("cuMemRelease", 10020, x::cuMemRelease as *const ()),
-        ("cuMemMap", 10020, x::cuMemMap as *const ()),
-        (
-            "cuMemMapArrayAsync",
-            11010,
-            x::cuMemMapArrayAsync as *const (),
-        ),
-        ("cuMemUnmap", 10020, x::cuMemUnmap as *const ()),
-        ("cuMemSetAccess", 10020, x::cuMemSetAccess as *const ()),
-        ("cuMemGetAccess", 10020, x::cuMemGetAccess as *const ()),
-        (
-            "cuMemGetAllocationGranularity",
-            10020,
-            x::cuMemGetAllocationGranularity as *const (),
-        ),
-        (
-            "cuMemRetainAllocationHandle",
-            11000,
-            x::cuMemRetainAllocationHandle as *const (),
-        ),
-        (
-            "cuMemGetAllocationPropertiesFromHandle",
-            10020,
-            x::cuMemGetAllocationPropertiesFromHandle as *const (),
-        ),
-        (
-            "cuMemExportToShareableHandle",
-            10020,
-            x::cuMemExportToShareableHandle as *const (),
-        ),
-        (
-            "cuMemImportFromShareableHandle",
-            10020,
-            x::cuMemImportFromShareableHandle as *const (),
-        ),
-        ("cuMemcpyHtoD", 3020, x::cuMemcpyHtoD_v2 as *const ()),
-        ("cuMemcpyDtoH", 3020, x::cuMemcpyDtoH_v2 as *const ()),
-        ("cuMemcpyDtoD", 3020, x::cuMemcpyDtoD_v2 as *const ()),
-        ("cuMemsetD8", 3020, x::cuMemsetD8_v2 as *const ()),
-        ("cuMemsetD32", 3020, x::cuMemsetD32_v2 as *const ()),
-        (
-            "cuCtxPushCurrent",
-            4000,
-            x::cuCtxPushCurrent_v2 as *const (),
-        ),
-        ("cuCtxPopCurrent", 4000, x::cuCtxPopCurrent_v2 as *const ()),
-        ("cuStreamCreate", 2000, x::cuStreamCreate as *const ()),
-        ("cuStreamDestroy", 4000, x::cuStreamDestroy_v2 as *const ()),
-        (
-            "cuStreamSynchronize",
-            2000,
-            x::cuStreamSynchronize as *const (),
-        ),
-        ("cuStreamWaitEvent", 3020, x::cuStreamWaitEvent as *const ()),
-        ("cuStreamQuery", 2000, x::cuStreamQuery as *const ()),
-        ("cuEventCreate", 2000, x::cuEventCreate as *const ()),
-        ("cuEventRecord", 2000, x::cuEventRecord as *const ()),
-        (
-            "cuEventSynchronize",
-            2000,
-            x::cuEventSynchronize as *const (),
-        ),
-        ("cuEventQuery", 2000, x::cuEventQuery as *const ()),
-        ("cuEventDestroy", 4000, x::cuEventDestroy_v2 as *const ()),
-        (
-            "cuMemcpyHtoDAsync",
-            3020,
-            x::cuMemcpyHtoDAsync_v2 as *const (),
-        ),
-        (
-            "cuMemcpyDtoHAsync",
-            3020,
-            x::cuMemcpyDtoHAsync_v2 as *const (),
-        ),
-        (
-            "cuMemcpyDtoDAsync",
-            3020,
-            x::cuMemcpyDtoDAsync_v2 as *const (),
-        ),
-        ("cuMemsetD8Async", 3020, x::cuMemsetD8Async as *const ()),
-        ("cuMemsetD32Async", 3020, x::cuMemsetD32Async as *const ()),
-        ("cuMemHostAlloc", 2020, x::cuMemHostAlloc as *const ()),
-        ("cuMemFreeHost", 2000, x::cuMemFreeHost as *const ()),
-        ("cuModuleLoadData", 2000, x::cuModuleLoadData as *const ()),
-        (
-            "cuModuleGetFunction",
-            2000,
-            x::cuModuleGetFunction as *const (),
-        ),
-        ("cuModuleUnload", 2000, x::cuModuleUnload as *const ()),
-        ("cuLaunchKernel", 4000, x::cuLaunchKernel as *const ()),
-    ]
+/// The first CUDA version with the signature of typedef `pfn`: the digits that
+/// end its name (`PFN_cuMemGetInfo_v3020` → 3020).
+const fn since(pfn: &str) -> c_int {
+    let bytes = pfn.as_bytes();
+    let mut start = bytes.len();
+    while start > 0 && bytes[start - 1].is_ascii_digit() {
+        start -= 1;
+    }
+    let mut version = 0;
+    let mut i = start;
+    while i < bytes.len() {
+        version = version * 10 + (bytes[i] - b'0') as c_int;
+        i += 1;
+    }
+    version
+}
+
+/// `(exported symbol, first CUDA version with this signature, address)` for every
+/// entry point; the base name `cuGetProcAddress` asks for is the symbol without `_v2`.
+fn entries() -> [(&'static str, c_int, *const ()); cuda_vmm_sys::SYMBOLS.len()] {
+    macro_rules! proc_entries {
+        ($($symbol:ident: $pfn:ident),* $(,)?) => {
+            [$((
+                stringify!($symbol),
+                const { since(stringify!($pfn)) },
+                x::$symbol as *const (),
+            ),)*]
+        };
+    }
+    cuda_vmm_sys::for_each_entry_point!(proc_entries)
 }
 
 /// The entry point for base name `name` as a program built for CUDA `version`
@@ -172,7 +47,7 @@ pub(crate) fn lookup(name: &str, version: c_int) -> Result<*mut c_void, Q> {
     }
     let (_, since, address) = entries()
         .into_iter()
-        .find(|(n, _, _)| *n == name)
+        .find(|(symbol, _, _)| symbol.strip_suffix("_v2").unwrap_or(symbol) == name)
         .ok_or(Q::CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND)?;
     if version < since {
         return Err(Q::CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT);
@@ -190,6 +65,32 @@ mod tests {
             let base = exported.strip_suffix("_v2").unwrap_or(exported);
             assert!(lookup(base, 13000).is_ok(), "{base} missing");
         }
+    }
+
+    #[test]
+    fn versions_come_from_the_typedef_names() {
+        assert_eq!(since("PFN_cuMemGetInfo_v3020"), 3020);
+        assert_eq!(since("PFN_cuMemMapArrayAsync_v11010"), 11010);
+        for (symbol, since, _) in entries() {
+            assert!((2000..=13000).contains(&since), "{symbol}: {since}");
+        }
+        assert_eq!(
+            lookup("cuGetProcAddress", 11999).unwrap(),
+            x::cuGetProcAddress as *const () as *mut c_void
+        );
+        assert_eq!(
+            lookup("cuGetProcAddress", 12000).unwrap(),
+            x::cuGetProcAddress_v2 as *const () as *mut c_void
+        );
+        assert_eq!(
+            lookup("cuMemMapArrayAsync", 11000).unwrap_err(),
+            Q::CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT
+        );
+        assert!(lookup("cuMemMapArrayAsync", 11010).is_ok());
+        assert_eq!(
+            lookup("cuMemGetInfo_v2", 13000).unwrap_err(),
+            Q::CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND
+        );
     }
 
     #[test]

@@ -35,6 +35,7 @@
 )]
 #[rustfmt::skip]
 pub mod bindings;
+mod entry_points;
 mod loader;
 #[rustfmt::skip]
 mod results;

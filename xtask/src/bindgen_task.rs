@@ -10,73 +10,42 @@ const HEADER_CUDA_VERSION: u32 = 12090;
 /// Where the generated file lives, relative to the workspace root.
 const OUTPUT: &str = "cuda-vmm-sys/src/bindings.rs";
 
+/// The one entry-point list (`for_each_entry_point!` in cuda-vmm-sys), read as text
+/// so that this task builds even when `bindings.rs` does not.
+const ENTRY_POINT_LIST: &str = include_str!("../../cuda-vmm-sys/src/entry_points.rs");
+
 /// The function-pointer typedefs (from `cudaTypedefs.h`) of every entry point
-/// that the loader table resolves.
-const ENTRY_POINT_TYPES: &[&str] = &[
-    "PFN_cuInit_v2000",
-    "PFN_cuDriverGetVersion_v2020",
-    "PFN_cuGetErrorName_v6000",
-    "PFN_cuGetErrorString_v6000",
-    "PFN_cuGetProcAddress_v12000",
-    "PFN_cuDeviceGet_v2000",
-    "PFN_cuDeviceGetCount_v2000",
-    "PFN_cuDeviceGetName_v2000",
-    "PFN_cuDeviceGetAttribute_v2000",
-    "PFN_cuDeviceTotalMem_v3020",
-    "PFN_cuDeviceCanAccessPeer_v4000",
-    "PFN_cuDevicePrimaryCtxRetain_v7000",
-    "PFN_cuDevicePrimaryCtxRelease_v11000",
-    "PFN_cuCtxSetCurrent_v4000",
-    "PFN_cuCtxGetCurrent_v4000",
-    "PFN_cuCtxGetDevice_v2000",
-    "PFN_cuCtxSynchronize_v2000",
-    "PFN_cuMemGetInfo_v3020",
-    "PFN_cuMemAlloc_v3020",
-    "PFN_cuMemFree_v3020",
-    "PFN_cuMemGetAddressRange_v3020",
-    "PFN_cuMemAddressReserve_v10020",
-    "PFN_cuMemAddressFree_v10020",
-    "PFN_cuMemCreate_v10020",
-    "PFN_cuMemRelease_v10020",
-    "PFN_cuMemMap_v10020",
-    "PFN_cuMemMapArrayAsync_v11010",
-    "PFN_cuMemUnmap_v10020",
-    "PFN_cuMemSetAccess_v10020",
-    "PFN_cuMemGetAccess_v10020",
-    "PFN_cuMemGetAllocationGranularity_v10020",
-    "PFN_cuMemRetainAllocationHandle_v11000",
-    "PFN_cuMemGetAllocationPropertiesFromHandle_v10020",
-    "PFN_cuMemExportToShareableHandle_v10020",
-    "PFN_cuMemImportFromShareableHandle_v10020",
-    "PFN_cuMemcpyHtoD_v3020",
-    "PFN_cuMemcpyDtoH_v3020",
-    "PFN_cuMemcpyDtoD_v3020",
-    "PFN_cuMemsetD8_v3020",
-    "PFN_cuMemsetD32_v3020",
-    "PFN_cuCtxPushCurrent_v4000",
-    "PFN_cuCtxPopCurrent_v4000",
-    "PFN_cuStreamCreate_v2000",
-    "PFN_cuStreamDestroy_v4000",
-    "PFN_cuStreamSynchronize_v2000",
-    "PFN_cuStreamWaitEvent_v3020",
-    "PFN_cuStreamQuery_v2000",
-    "PFN_cuEventCreate_v2000",
-    "PFN_cuEventRecord_v2000",
-    "PFN_cuEventSynchronize_v2000",
-    "PFN_cuEventQuery_v2000",
-    "PFN_cuEventDestroy_v4000",
-    "PFN_cuMemcpyHtoDAsync_v3020",
-    "PFN_cuMemcpyDtoHAsync_v3020",
-    "PFN_cuMemcpyDtoDAsync_v3020",
-    "PFN_cuMemsetD8Async_v3020",
-    "PFN_cuMemsetD32Async_v3020",
-    "PFN_cuMemHostAlloc_v2020",
-    "PFN_cuMemFreeHost_v2000",
-    "PFN_cuModuleLoadData_v2000",
-    "PFN_cuModuleGetFunction_v2000",
-    "PFN_cuModuleUnload_v2000",
-    "PFN_cuLaunchKernel_v4000",
-];
+/// that the loader table resolves: the `PFN_*` of each `symbol: PFN_type,` line
+/// of the entry-point list.
+fn entry_point_types(list: &str) -> Result<Vec<&str>, String> {
+    let body = list
+        .split_once("$callback! {")
+        .map(|(_, rest)| rest)
+        .ok_or("entry_points.rs: no `$callback! {` list")?;
+    let body = body
+        .split_once('}')
+        .map(|(body, _)| body)
+        .ok_or("entry_points.rs: unterminated list")?;
+    let mut types = Vec::new();
+    for line in body.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let pfn = line
+            .strip_suffix(',')
+            .and_then(|l| l.split_once(':'))
+            .map(|(symbol, pfn)| (symbol.trim(), pfn.trim()))
+            .filter(|(symbol, pfn)| {
+                symbol.starts_with("cu")
+                    && pfn.starts_with("PFN_")
+                    && pfn.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            })
+            .map(|(_, pfn)| pfn)
+            .ok_or_else(|| format!("entry_points.rs: not `symbol: PFN_type,`: `{line}`"))?;
+        types.push(pfn);
+    }
+    if types.is_empty() {
+        return Err("entry_points.rs: the entry-point list is empty".to_string());
+    }
+    Ok(types)
+}
 
 /// Types the VMM API needs beyond those the entry points pull in.
 const EXTRA_TYPES: &[&str] = &[
@@ -252,7 +221,10 @@ fn generate(include: &Path) -> Result<String, String> {
     for name in BITSET_ENUMS {
         builder = builder.bitfield_enum(*name);
     }
-    for name in ENTRY_POINT_TYPES.iter().chain(EXTRA_TYPES) {
+    for name in entry_point_types(ENTRY_POINT_LIST)?
+        .iter()
+        .chain(EXTRA_TYPES)
+    {
         builder = builder.allowlist_type(*name);
     }
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || builder.generate()));
@@ -386,4 +358,25 @@ pub fn results_table(bindings: &str) -> Result<String, String> {
          }\n",
     );
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_every_typedef_of_the_entry_point_list() {
+        let types = entry_point_types(ENTRY_POINT_LIST).expect("the list parses");
+        assert_eq!(types.len(), 63);
+        assert_eq!(types.first(), Some(&"PFN_cuInit_v2000"));
+        assert!(types.contains(&"PFN_cuMemAddressReserve_v10020"));
+        assert_eq!(types.last(), Some(&"PFN_cuLaunchKernel_v4000"));
+    }
+
+    #[test]
+    fn refuses_a_malformed_list() {
+        assert!(entry_point_types("no list here").is_err());
+        assert!(entry_point_types("$callback! {\n}").is_err());
+        assert!(entry_point_types("$callback! {\n cuInit PFN_cuInit_v2000,\n}").is_err());
+    }
 }
