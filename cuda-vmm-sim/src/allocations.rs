@@ -1,6 +1,6 @@
 //! Physical allocations: memfd-backed handles, their properties, sharing.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, IntoRawFd, RawFd};
 use std::sync::Arc;
 
 use cuda_vmm_sys::{
@@ -9,9 +9,9 @@ use cuda_vmm_sys::{
 };
 
 use crate::answers;
+use crate::os;
 use crate::shareable;
 use crate::state::{Allocation, Memory, Prop, Res, Sim};
-use crate::sys;
 
 const POSIX_FD: u32 = H::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR.0;
 const WIN32: u32 = H::CU_MEM_HANDLE_TYPE_WIN32.0 | H::CU_MEM_HANDLE_TYPE_WIN32_KMT.0;
@@ -76,8 +76,8 @@ impl Sim {
         if size > self.free_bytes(prop.device) {
             return Err(answers::OUT_OF_MEMORY);
         }
-        let fd = sys::memfd(size).map_err(|_| answers::OUT_OF_MEMORY)?;
-        let identity = sys::file_identity(fd.as_raw_fd());
+        let fd = os::memfd(size).map_err(|_| answers::OUT_OF_MEMORY)?;
+        let identity = os::file_identity(fd.as_fd());
         let handle = self.new_handle();
         self.devices[prop.device].used += size;
         self.allocations.insert(
@@ -181,19 +181,21 @@ impl Sim {
         }
         let fd = RawFd::try_from(fd).map_err(|_| answers::IMPORT_BAD_FD)?;
         // An open descriptor (fstat succeeds) before it is borrowed.
-        sys::file_identity(fd).ok_or(answers::IMPORT_BAD_FD)?;
+        if !os::is_open_fd(fd) {
+            return Err(answers::IMPORT_BAD_FD);
+        }
         // SAFETY: fstat just succeeded on `fd`, so it is open; the caller keeps
         // it open for the duration of this call (it still owns it).
         let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
         let (own, size) = shareable::unwrap(borrowed).map_err(|_| answers::IMPORT_BAD_FD)?;
         if size == 0
             || !self.aligned(size)
-            || sys::regular_file_size(own.as_raw_fd()).ok() != Some(size)
-            || !sys::is_simulator_memfd(own.as_raw_fd())
+            || os::regular_file_size(own.as_fd()).ok() != Some(size)
+            || !os::is_simulator_memfd(own.as_fd())
         {
             return Err(answers::IMPORT_BAD_FD);
         }
-        let identity = sys::file_identity(own.as_raw_fd());
+        let identity = os::file_identity(own.as_fd());
         let prop = self
             .allocations
             .values()

@@ -6,8 +6,8 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use crate::answers;
+use crate::os::{self, Prot};
 use crate::state::{Classic, Memory, Res, Sim};
-use crate::sys::{self, Prot};
 
 impl Sim {
     /// `cuMemAlloc_v2` on `device`.
@@ -22,13 +22,12 @@ impl Sim {
         if rounded > self.free_bytes(device) {
             return Err(answers::OUT_OF_MEMORY);
         }
-        let fd = sys::memfd(rounded).map_err(|_| answers::OUT_OF_MEMORY)?;
-        let start = sys::reserve(0, rounded, g).map_err(|_| answers::OUT_OF_MEMORY)?;
+        let fd = os::memfd(rounded).map_err(|_| answers::OUT_OF_MEMORY)?;
+        let start = os::reserve(0, rounded, g).map_err(|_| answers::OUT_OF_MEMORY)?;
         // SAFETY: `start..start+rounded` was just reserved by this simulator.
-        if let Err(_e) = unsafe { sys::map_shared(start, rounded, fd.as_fd(), 0, Prot::ReadWrite) }
-        {
+        if let Err(_e) = unsafe { os::map_shared(start, rounded, fd.as_fd(), 0, Prot::ReadWrite) } {
             // SAFETY: the reservation just made; nothing else refers to it.
-            let _ = unsafe { sys::release(start, rounded) };
+            let _ = unsafe { os::release(start, rounded) };
             return Err(answers::OUT_OF_MEMORY);
         }
         self.devices[device].used += rounded;
@@ -59,7 +58,7 @@ impl Sim {
             .ok_or(answers::FREE_NOT_ALLOCATED)?;
         // SAFETY: the range is the classic allocation this simulator made; its
         // record is gone, so nothing refers to it any more.
-        unsafe { sys::release(ptr, c.rounded) }.map_err(|_| answers::OS_FAILURE)?;
+        unsafe { os::release(ptr, c.rounded) }.map_err(|_| answers::OS_FAILURE)?;
         let used = &mut self.devices[c.device].used;
         *used = used.saturating_sub(c.rounded);
         Ok(())

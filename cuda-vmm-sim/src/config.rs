@@ -163,7 +163,7 @@ impl SimConfig {
                 format!("at most {MAX_DEVICES} devices are simulated"),
             ));
         }
-        let page = crate::sys::page_size();
+        let page = crate::os::page_size();
         if !self.granularity.is_power_of_two() || self.granularity < page {
             return Err(ConfigError::invalid(
                 "granularity",

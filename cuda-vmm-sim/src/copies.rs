@@ -13,8 +13,8 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use crate::answers;
+use crate::os;
 use crate::state::{Memory, Res, Sim};
-use crate::sys;
 
 /// Bytes moved per step of a device-to-device copy or a set.
 const CHUNK: u64 = 4 << 20;
@@ -92,9 +92,9 @@ impl Span {
     /// # Safety
     /// `src` must be valid for reads of `len` bytes, or unmapped (reported as an error).
     pub unsafe fn snapshot(src: *const u8, len: u64) -> Res<Span> {
-        let fd = sys::memfd(len).map_err(|_| answers::OS_FAILURE)?;
+        let fd = os::memfd(len).map_err(|_| answers::OS_FAILURE)?;
         // SAFETY: forwarded from this function's contract.
-        unsafe { sys::write_at(fd.as_fd(), src, len, 0) }.map_err(io_error)?;
+        unsafe { os::write_at(fd.as_fd(), src, len, 0) }.map_err(io_error)?;
         Ok(Span {
             segments: vec![Segment {
                 memory: Arc::new(Memory { fd, size: len }),
@@ -138,7 +138,7 @@ impl Span {
         self.parts(0, self.len(), |seg, at, pos, n| {
             // SAFETY: `dst + pos .. + n` lies in the caller's buffer.
             unsafe {
-                sys::read_at(
+                os::read_at(
                     seg.memory.fd.as_fd(),
                     dst.wrapping_add(pos as usize),
                     n,
@@ -157,7 +157,7 @@ impl Span {
         self.parts(0, self.len(), |seg, at, pos, n| {
             // SAFETY: `src + pos .. + n` lies in the caller's buffer.
             unsafe {
-                sys::write_at(
+                os::write_at(
                     seg.memory.fd.as_fd(),
                     src.wrapping_add(pos as usize),
                     n,
@@ -173,7 +173,7 @@ impl Span {
         self.parts(pos, buf.len() as u64, |seg, at, p, n| {
             // SAFETY: `p - pos .. + n` is inside `buf`, which is borrowed mutably.
             unsafe {
-                sys::read_at(
+                os::read_at(
                     seg.memory.fd.as_fd(),
                     base.wrapping_add((p - pos) as usize),
                     n,
@@ -189,7 +189,7 @@ impl Span {
         self.parts(pos, buf.len() as u64, |seg, at, p, n| {
             // SAFETY: `p - pos .. + n` is inside `buf`.
             unsafe {
-                sys::write_at(
+                os::write_at(
                     seg.memory.fd.as_fd(),
                     base.wrapping_add((p - pos) as usize),
                     n,
@@ -202,7 +202,7 @@ impl Span {
 
     /// Zeroes the span: whole pages by punching holes, the edges by writing.
     fn punch_zeros(&self) -> Res<()> {
-        let page = sys::page_size();
+        let page = os::page_size();
         let mut pos = 0u64;
         for seg in &self.segments {
             let (start, end) = (seg.offset, seg.offset + seg.len);
@@ -211,7 +211,7 @@ impl Span {
             let zeros = vec![0u8; (inner_start - start).max(end - inner_end) as usize];
             self.write_part(pos, &zeros[..(inner_start - start) as usize])?;
             if inner_end > inner_start {
-                sys::punch_hole(seg.memory.fd.as_fd(), inner_start, inner_end - inner_start)
+                os::punch_hole(seg.memory.fd.as_fd(), inner_start, inner_end - inner_start)
                     .map_err(io_error)?;
             }
             let tail = (end - inner_end) as usize;

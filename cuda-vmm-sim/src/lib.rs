@@ -165,13 +165,13 @@ pub mod exports;
 mod faults;
 mod latency;
 mod mappings;
+mod os;
 mod procs;
 mod reservations;
 mod shareable;
 mod state;
 mod streams;
 mod symbols;
-mod sys;
 #[cfg(test)]
 mod tests;
 mod work;

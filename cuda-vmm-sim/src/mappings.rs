@@ -9,8 +9,8 @@ use std::os::fd::AsFd;
 use cuda_vmm_sys::{CUmemAccessDesc, CUmemAccess_flags as F, CUmemLocation, CUmemLocationType};
 
 use crate::answers;
+use crate::os::{self, Prot};
 use crate::state::{Piece, Res, Sim};
-use crate::sys::{self, Prot};
 
 /// Access rights, as `cuMemGetAccess` reports them.
 fn flags_of(piece: &Piece, device: usize) -> F {
@@ -74,7 +74,7 @@ impl Sim {
         // SAFETY: `[ptr, end)` lies in this simulator's reservations or in
         // overhang it just claimed, and holds no mapping (checked above), so
         // only inaccessible pages it owns are replaced.
-        if unsafe { sys::map_shared(ptr, size, memory.fd.as_fd(), 0, Prot::None) }.is_err() {
+        if unsafe { os::map_shared(ptr, size, memory.fd.as_fd(), 0, Prot::None) }.is_err() {
             self.release_overhang(ptr, end);
             return Err(answers::OS_FAILURE);
         }
@@ -97,10 +97,10 @@ impl Sim {
     /// Claims every `(start, len)` of `parts`, or none of them.
     fn claim_overhang(&mut self, parts: &[(u64, u64)]) -> Res<()> {
         for (i, &(start, len)) in parts.iter().enumerate() {
-            if sys::claim(start, len).is_err() {
+            if os::claim(start, len).is_err() {
                 for &(s, l) in &parts[..i] {
                     // SAFETY: claimed just above and recorded nowhere else.
-                    let _ = unsafe { sys::release(s, l) };
+                    let _ = unsafe { os::release(s, l) };
                 }
                 return Err(answers::MAP_OVERHANG_OCCUPIED);
             }
@@ -119,7 +119,7 @@ impl Sim {
         for (s, l) in parts {
             // SAFETY: the overhang was claimed by a mapping of this simulator
             // that is being removed; nothing else refers to it.
-            let _ = unsafe { sys::release(s, l) };
+            let _ = unsafe { os::release(s, l) };
             self.overhangs.remove(&s);
         }
     }
@@ -194,7 +194,7 @@ impl Sim {
             // SAFETY: the piece is a whole mapping of this simulator (checked
             // above) in its own reservation or overhang; it goes back to
             // inaccessible reserved pages.
-            let _ = unsafe { sys::unmap_to_reserved(start, piece.len) };
+            let _ = unsafe { os::unmap_to_reserved(start, piece.len) };
             if let Some(a) = self.allocations.get_mut(&piece.handle) {
                 a.pieces -= 1;
             }
@@ -313,7 +313,7 @@ impl Sim {
             let (len, prot) = (piece.len, prot_of(piece));
             // SAFETY: the piece is a mapping this simulator made in its own
             // reservation; only its protection changes.
-            unsafe { sys::protect(start, len, prot) }.map_err(|_| answers::OS_FAILURE)?;
+            unsafe { os::protect(start, len, prot) }.map_err(|_| answers::OS_FAILURE)?;
         }
         let before = self
             .pieces

@@ -1,8 +1,8 @@
 //! Address reservations: real, inaccessible host address space.
 
 use crate::answers;
+use crate::os;
 use crate::state::{Res, Sim};
-use crate::sys;
 
 impl Sim {
     /// `cuMemAddressReserve`.
@@ -27,7 +27,7 @@ impl Sim {
         }
         let hint = if hint % alignment == 0 { hint } else { 0 };
         let start =
-            sys::reserve(hint, size, alignment).map_err(|_| answers::RESERVE_NO_ADDRESS_SPACE)?;
+            os::reserve(hint, size, alignment).map_err(|_| answers::RESERVE_NO_ADDRESS_SPACE)?;
         self.reservations.insert(start, size);
         Ok(start)
     }
@@ -46,7 +46,7 @@ impl Sim {
         self.poison_pending_in(ptr, ptr + size, answers::FREE_WITH_PENDING_WORK);
         // SAFETY: the range is a reservation this simulator made, and nothing is
         // mapped in it (checked above); the record is removed with it.
-        unsafe { sys::release(ptr, size) }.map_err(|_| answers::OS_FAILURE)?;
+        unsafe { os::release(ptr, size) }.map_err(|_| answers::OS_FAILURE)?;
         self.reservations.remove(&ptr);
         Ok(())
     }

@@ -212,7 +212,7 @@ pub(crate) fn init() -> Res<()> {
     if config.device_count() == 0 {
         return Err(answers::INIT_NO_DEVICE);
     }
-    crate::sys::raise_open_file_limit();
+    crate::os::raise_open_file_limit();
     global.sim = Some(Sim::new(config));
     INITIALIZED.store(true, Ordering::Release);
     Ok(())

@@ -14,8 +14,8 @@ use cuda_vmm_sys::{CUevent, CUevent_st, CUresult, CUstream, CUstream_st};
 
 use crate::answers;
 use crate::contexts;
+use crate::os;
 use crate::state::{Res, Sim};
-use crate::sys;
 use crate::work::{legacy, Action, Event, Kind, Stream, StreamId};
 
 const STREAM_BASE: usize = 0x0057_0000_0000;
@@ -261,11 +261,11 @@ impl Sim {
         if flags & !HOST_ALLOC_FLAGS != 0 {
             return Err(answers::HOST_ALLOC_BAD_FLAGS);
         }
-        let page = sys::page_size();
+        let page = os::page_size();
         let len = (size.max(1) as u64)
             .checked_next_multiple_of(page)
             .ok_or(answers::HOST_ALLOC_FAILED)?;
-        let start = sys::anonymous(len).map_err(|_| answers::HOST_ALLOC_FAILED)? as usize;
+        let start = os::anonymous(len).map_err(|_| answers::HOST_ALLOC_FAILED)? as usize;
         self.work.host.insert(start, len as usize);
         Ok(start)
     }
@@ -277,6 +277,6 @@ impl Sim {
         self.work.host.remove(&ptr);
         // SAFETY: the block was mapped by `host_alloc`, its record is gone and
         // no pending work reads or writes it any more.
-        unsafe { sys::release(ptr as u64, len as u64) }.map_err(|_| answers::OS_FAILURE)
+        unsafe { os::release(ptr as u64, len as u64) }.map_err(|_| answers::OS_FAILURE)
     }
 }

@@ -187,7 +187,7 @@ fn overhang_attempt() -> bool {
     let va = sim.reserve(3 * G, 0, 0, 0).unwrap();
     sim.reservations.insert(va, G);
     // SAFETY: the tail of a range this test reserved, recorded nowhere now.
-    unsafe { crate::sys::release(va + G, 2 * G) }.unwrap();
+    unsafe { crate::os::release(va + G, 2 * G) }.unwrap();
     let h = sim.create(2 * G, &prop(0), 0).unwrap();
     if let Err(code) = sim.map(va, 2 * G, 0, h, 0) {
         assert_eq!(code, answers::MAP_OVERHANG_OCCUPIED);
@@ -209,11 +209,11 @@ fn overhang_attempt() -> bool {
     sim.release(h).unwrap();
     sim.address_free(va, G).unwrap();
     // The overhang went back to the operating system.
-    if crate::sys::claim(va + G, G).is_err() {
+    if crate::os::claim(va + G, G).is_err() {
         return false;
     }
     // SAFETY: claimed just above.
-    unsafe { crate::sys::release(va + G, G) }.unwrap();
+    unsafe { crate::os::release(va + G, G) }.unwrap();
     true
 }
 
@@ -233,7 +233,7 @@ fn a_map_never_runs_over_host_memory_past_its_reservation() {
     sim.release(h).unwrap();
     sim.address_free(va, G).unwrap();
     // SAFETY: the rest of the range this test reserved, recorded nowhere.
-    unsafe { crate::sys::release(va + G, 2 * G) }.unwrap();
+    unsafe { crate::os::release(va + G, 2 * G) }.unwrap();
 }
 
 #[test]

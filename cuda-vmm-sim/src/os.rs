@@ -1,12 +1,19 @@
 //! The operating-system layer: memfds, address-space reservations, protections, file I/O.
 //!
 //! Every system call the simulator makes is here, each wrapped to return
-//! `io::Result`. Functions that change the process's address space are `unsafe`:
-//! their callers must own the range (it lies in a reservation the simulator made).
+//! `io::Result`. They go through `rustix`, so descriptors, flags and errors are
+//! typed; raw `libc` remains only where rustix cannot express the call (each
+//! such place says why). Functions that change the process's address space are
+//! `unsafe`: their callers must own the range (it lies in a reservation the
+//! simulator made).
 
-use std::ffi::CStr;
+use std::ffi::{c_void, CStr};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
+
+use rustix::fs::{FallocateFlags, FileType, MemfdFlags};
+use rustix::mm::{MapFlags, MprotectFlags, ProtFlags};
+use rustix::process::{Resource, Rlimit};
 
 /// Name given to every memfd, so imports can recognise the simulator's own.
 pub(crate) const MEMFD_NAME: &CStr = c"cuda-vmm-sim";
@@ -20,62 +27,63 @@ pub(crate) enum Prot {
 }
 
 impl Prot {
-    fn bits(self) -> libc::c_int {
+    fn map_flags(self) -> ProtFlags {
         match self {
-            Prot::None => libc::PROT_NONE,
-            Prot::Read => libc::PROT_READ,
-            Prot::ReadWrite => libc::PROT_READ | libc::PROT_WRITE,
+            Prot::None => ProtFlags::empty(),
+            Prot::Read => ProtFlags::READ,
+            Prot::ReadWrite => ProtFlags::READ | ProtFlags::WRITE,
+        }
+    }
+
+    fn protect_flags(self) -> MprotectFlags {
+        match self {
+            Prot::None => MprotectFlags::empty(),
+            Prot::Read => MprotectFlags::READ,
+            Prot::ReadWrite => MprotectFlags::READ | MprotectFlags::WRITE,
         }
     }
 }
 
-fn check(rc: libc::c_int) -> io::Result<()> {
-    if rc == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
+/// Flags of every inaccessible reserved range.
+const RESERVED: MapFlags = MapFlags::PRIVATE.union(MapFlags::NORESERVE);
 
 fn len(size: u64) -> io::Result<usize> {
     usize::try_from(size).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
 
-fn off(offset: u64) -> io::Result<libc::off_t> {
-    libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+/// A file offset or length, which the kernel takes as a signed `off_t`.
+fn off(offset: u64) -> io::Result<u64> {
+    if i64::try_from(offset).is_ok() {
+        Ok(offset)
+    } else {
+        Err(io::Error::from(io::ErrorKind::InvalidInput))
+    }
+}
+
+fn addr_ptr(addr: u64) -> *mut c_void {
+    addr as *mut c_void
 }
 
 /// A new memfd of `size` bytes (pages are allocated only when written).
 pub(crate) fn memfd(size: u64) -> io::Result<OwnedFd> {
-    // SAFETY: the name is a valid NUL-terminated string; the call has no other inputs.
-    let fd = unsafe { libc::memfd_create(MEMFD_NAME.as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by memfd_create and is owned by no one else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: ftruncate on an fd we own; no memory is passed.
-    check(unsafe { libc::ftruncate(fd.as_raw_fd(), off(size)?) })?;
+    let fd = rustix::fs::memfd_create(MEMFD_NAME, MemfdFlags::CLOEXEC)?;
+    rustix::fs::ftruncate(&fd, off(size)?)?;
     Ok(fd)
 }
 
 /// Size of an open regular file, or an error when `fd` is not one.
-pub(crate) fn regular_file_size(fd: RawFd) -> io::Result<u64> {
-    let mut st = core::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: fstat writes a `struct stat` to the pointer, which has room for one;
-    // an invalid fd makes it fail with EBADF without touching memory.
-    check(unsafe { libc::fstat(fd, st.as_mut_ptr()) })?;
-    // SAFETY: fstat succeeded, so it initialised the structure.
-    let st = unsafe { st.assume_init() };
-    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+pub(crate) fn regular_file_size(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let st = rustix::fs::fstat(fd)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
     }
     u64::try_from(st.st_size).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
 
 /// Whether `fd` is a memfd this simulator created (in any process).
-pub(crate) fn is_simulator_memfd(fd: RawFd) -> bool {
-    match std::fs::read_link(format!("/proc/self/fd/{fd}")) {
+pub(crate) fn is_simulator_memfd(fd: BorrowedFd<'_>) -> bool {
+    use std::os::fd::AsRawFd;
+    match std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) {
         Ok(target) => target
             .to_string_lossy()
             .starts_with(&format!("/memfd:{}", MEMFD_NAME.to_string_lossy())),
@@ -85,36 +93,40 @@ pub(crate) fn is_simulator_memfd(fd: RawFd) -> bool {
 }
 
 /// `(device, inode)` identity of an open file.
-pub(crate) fn file_identity(fd: RawFd) -> Option<(u64, u64)> {
-    let mut st = core::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: as in `regular_file_size`.
-    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
-        return None;
-    }
-    // SAFETY: fstat succeeded.
-    let st = unsafe { st.assume_init() };
+pub(crate) fn file_identity(fd: BorrowedFd<'_>) -> Option<(u64, u64)> {
+    let st = rustix::fs::fstat(fd).ok()?;
     Some((st.st_dev, st.st_ino))
+}
+
+/// Whether the raw descriptor `fd`, which came from outside (an application's
+/// import call), is open in this process.
+///
+/// Raw `libc` because rustix takes descriptors only as `BorrowedFd`, which may
+/// not be made for a descriptor that is not known to be open: this probe is
+/// what makes borrowing it sound.
+pub(crate) fn is_open_fd(fd: RawFd) -> bool {
+    let mut st = core::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes one `struct stat` to the pointer, which has room for
+    // one; an fd that is not open makes it fail with EBADF without touching memory.
+    (unsafe { libc::fstat(fd, st.as_mut_ptr()) }) == 0
 }
 
 /// Reserves `size` bytes of inaccessible address space aligned to `align`,
 /// at `hint` when that range is free.
 pub(crate) fn reserve(hint: u64, size: u64, align: u64) -> io::Result<u64> {
-    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
     let n = len(size)?;
     if hint != 0 && hint % align == 0 {
         // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping; it
         // fails (or, on old kernels, picks another address) instead.
         let p = unsafe {
-            libc::mmap(
-                hint as *mut libc::c_void,
+            rustix::mm::mmap_anonymous(
+                addr_ptr(hint),
                 n,
-                libc::PROT_NONE,
-                flags | libc::MAP_FIXED_NOREPLACE,
-                -1,
-                0,
+                ProtFlags::empty(),
+                RESERVED | MapFlags::FIXED_NOREPLACE,
             )
         };
-        if p != libc::MAP_FAILED {
+        if let Ok(p) = p {
             if p as u64 == hint {
                 return Ok(hint);
             }
@@ -127,18 +139,13 @@ pub(crate) fn reserve(hint: u64, size: u64, align: u64) -> io::Result<u64> {
         .ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
     // SAFETY: a fresh anonymous mapping at an address the kernel picks.
     let p = unsafe {
-        libc::mmap(
+        rustix::mm::mmap_anonymous(
             core::ptr::null_mut(),
             len(padded)?,
-            libc::PROT_NONE,
-            flags,
-            -1,
-            0,
+            ProtFlags::empty(),
+            RESERVED,
         )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
+    }?;
     let start = p as u64;
     let aligned = start.next_multiple_of(align);
     let head = aligned - start;
@@ -160,21 +167,13 @@ pub(crate) fn reserve(hint: u64, size: u64, align: u64) -> io::Result<u64> {
 pub(crate) fn claim(addr: u64, size: u64) -> io::Result<()> {
     // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping.
     let p = unsafe {
-        libc::mmap(
-            addr as *mut libc::c_void,
+        rustix::mm::mmap_anonymous(
+            addr_ptr(addr),
             len(size)?,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE
-                | libc::MAP_ANONYMOUS
-                | libc::MAP_NORESERVE
-                | libc::MAP_FIXED_NOREPLACE,
-            -1,
-            0,
+            ProtFlags::empty(),
+            RESERVED | MapFlags::FIXED_NOREPLACE,
         )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
+    }?;
     if p as u64 != addr {
         // A kernel without MAP_FIXED_NOREPLACE placed it elsewhere.
         // SAFETY: `p` is the mapping just made.
@@ -188,18 +187,13 @@ pub(crate) fn claim(addr: u64, size: u64) -> io::Result<()> {
 pub(crate) fn anonymous(size: u64) -> io::Result<u64> {
     // SAFETY: a fresh anonymous mapping at an address the kernel picks.
     let p = unsafe {
-        libc::mmap(
+        rustix::mm::mmap_anonymous(
             core::ptr::null_mut(),
             len(size)?,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
+            ProtFlags::READ | ProtFlags::WRITE,
+            MapFlags::PRIVATE,
         )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
+    }?;
     Ok(p as u64)
 }
 
@@ -209,7 +203,7 @@ pub(crate) fn anonymous(size: u64) -> io::Result<u64> {
 /// The range must be owned by the simulator and referenced by nothing else.
 pub(crate) unsafe fn release(addr: u64, size: u64) -> io::Result<()> {
     // SAFETY: the caller owns the range.
-    check(unsafe { libc::munmap(addr as *mut libc::c_void, len(size)?) })
+    Ok(unsafe { rustix::mm::munmap(addr_ptr(addr), len(size)?) }?)
 }
 
 /// Maps `size` bytes of `fd` from `offset` at `addr`, replacing what is there.
@@ -226,19 +220,16 @@ pub(crate) unsafe fn map_shared(
 ) -> io::Result<()> {
     // SAFETY: the caller owns the range; MAP_FIXED replaces the reservation's
     // inaccessible pages there with the file's pages.
-    let p = unsafe {
-        libc::mmap(
-            addr as *mut libc::c_void,
+    unsafe {
+        rustix::mm::mmap(
+            addr_ptr(addr),
             len(size)?,
-            prot.bits(),
-            libc::MAP_SHARED | libc::MAP_FIXED,
-            fd.as_raw_fd(),
+            prot.map_flags(),
+            MapFlags::SHARED | MapFlags::FIXED,
+            fd,
             off(offset)?,
         )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
+    }?;
     Ok(())
 }
 
@@ -249,19 +240,14 @@ pub(crate) unsafe fn map_shared(
 pub(crate) unsafe fn unmap_to_reserved(addr: u64, size: u64) -> io::Result<()> {
     // SAFETY: the caller owns the range; the fresh anonymous PROT_NONE mapping
     // replaces the file mapping atomically, so the range stays reserved.
-    let p = unsafe {
-        libc::mmap(
-            addr as *mut libc::c_void,
+    unsafe {
+        rustix::mm::mmap_anonymous(
+            addr_ptr(addr),
             len(size)?,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
-            -1,
-            0,
+            ProtFlags::empty(),
+            RESERVED | MapFlags::FIXED,
         )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
+    }?;
     Ok(())
 }
 
@@ -271,10 +257,14 @@ pub(crate) unsafe fn unmap_to_reserved(addr: u64, size: u64) -> io::Result<()> {
 /// As for [`map_shared`].
 pub(crate) unsafe fn protect(addr: u64, size: u64, prot: Prot) -> io::Result<()> {
     // SAFETY: the caller owns the range.
-    check(unsafe { libc::mprotect(addr as *mut libc::c_void, len(size)?, prot.bits()) })
+    Ok(unsafe { rustix::mm::mprotect(addr_ptr(addr), len(size)?, prot.protect_flags()) }?)
 }
 
 /// Reads `len` bytes of `fd` at `offset` into `dst`.
+///
+/// Raw `libc::pread`: rustix reads only into Rust slices, and `dst` may be
+/// unmapped (an application's bad pointer, which must come back as EFAULT), so
+/// no slice may be made over it.
 ///
 /// # Safety
 /// `dst` must be valid for `len` byte writes or unmapped (the kernel then
@@ -285,16 +275,19 @@ pub(crate) unsafe fn read_at(
     len: u64,
     offset: u64,
 ) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
     let mut done = 0u64;
     while done < len {
         let chunk = self::len(len - done)?.min(1 << 30);
+        let at = libc::off_t::try_from(off(offset + done)?)
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         // SAFETY: the caller vouches for `dst..dst+len`; the kernel checks the pages.
         let n = unsafe {
             libc::pread(
                 fd.as_raw_fd(),
                 dst.wrapping_add(done as usize).cast(),
                 chunk,
-                off(offset + done)?,
+                at,
             )
         };
         match n {
@@ -313,6 +306,8 @@ pub(crate) unsafe fn read_at(
 
 /// Writes `len` bytes from `src` to `fd` at `offset`.
 ///
+/// Raw `libc::pwrite`, for the reason given at [`read_at`].
+///
 /// # Safety
 /// `src` must be valid for `len` byte reads or unmapped (EFAULT).
 pub(crate) unsafe fn write_at(
@@ -321,16 +316,19 @@ pub(crate) unsafe fn write_at(
     len: u64,
     offset: u64,
 ) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
     let mut done = 0u64;
     while done < len {
         let chunk = self::len(len - done)?.min(1 << 30);
+        let at = libc::off_t::try_from(off(offset + done)?)
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         // SAFETY: the caller vouches for `src..src+len`; the kernel checks the pages.
         let n = unsafe {
             libc::pwrite(
                 fd.as_raw_fd(),
                 src.wrapping_add(done as usize).cast(),
                 chunk,
-                off(offset + done)?,
+                at,
             )
         };
         match n {
@@ -350,38 +348,31 @@ pub(crate) unsafe fn write_at(
 /// Zeroes `len` bytes of `fd` at `offset` by freeing their pages (both
 /// multiples of the page size); reads then return zeros.
 pub(crate) fn punch_hole(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
-    // SAFETY: fallocate on an fd the caller holds; no memory is passed.
-    check(unsafe {
-        libc::fallocate(
-            fd.as_raw_fd(),
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            off(offset)?,
-            off(len)?,
-        )
-    })
+    Ok(rustix::fs::fallocate(
+        fd,
+        FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+        off(offset)?,
+        off(len)?,
+    )?)
 }
 
 /// Raises the soft limit on open files to the hard limit (each live
 /// allocation holds one memfd open). Failure is harmless and ignored.
 pub(crate) fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one `rlimit` to a valid pointer.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return;
-    }
-    if limit.rlim_cur < limit.rlim_max {
-        limit.rlim_cur = limit.rlim_max;
-        // SAFETY: setrlimit reads one `rlimit` from a valid pointer.
-        let _ = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    let limit = rustix::process::getrlimit(Resource::Nofile);
+    // `None` is RLIM_INFINITY, above every finite limit.
+    let current = limit.current.unwrap_or(u64::MAX);
+    let maximum = limit.maximum.unwrap_or(u64::MAX);
+    if current < maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        let _ = rustix::process::setrlimit(Resource::Nofile, raised);
     }
 }
 
 /// The host's page size.
 pub(crate) fn page_size() -> u64 {
-    // SAFETY: sysconf has no memory arguments.
-    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(n).unwrap_or(4096)
+    u64::try_from(rustix::param::page_size()).unwrap_or(4096)
 }
