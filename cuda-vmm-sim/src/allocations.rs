@@ -11,7 +11,7 @@ use cuda_vmm_sys::{
 use crate::answers;
 use crate::os;
 use crate::shareable;
-use crate::state::{Allocation, Memory, Prop, Res, Sim};
+use crate::state::{Allocation, DriverResult, Memory, Prop, Sim};
 
 const POSIX_FD: u32 = H::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR.0;
 const WIN32: u32 = H::CU_MEM_HANDLE_TYPE_WIN32.0 | H::CU_MEM_HANDLE_TYPE_WIN32_KMT.0;
@@ -19,7 +19,7 @@ const FABRIC: u32 = H::CU_MEM_HANDLE_TYPE_FABRIC.0;
 
 impl Sim {
     /// Checks the allocation and location types of `prop`.
-    pub fn check_kind(&self, prop: &CUmemAllocationProp) -> Res<()> {
+    pub fn check_kind(&self, prop: &CUmemAllocationProp) -> DriverResult<()> {
         if prop.type_ != CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED {
             return Err(answers::PROP_BAD_TYPE);
         }
@@ -30,14 +30,14 @@ impl Sim {
     }
 
     /// Checks the type and location of `prop`; returns the device.
-    pub fn check_location(&self, prop: &CUmemAllocationProp) -> Res<usize> {
+    pub fn check_location(&self, prop: &CUmemAllocationProp) -> DriverResult<usize> {
         self.check_kind(prop)?;
         self.device(prop.location.id.into())
             .ok_or(answers::PROP_BAD_LOCATION_ID)
     }
 
     /// Validates `cuMemCreate` properties.
-    fn check_prop(&self, prop: &CUmemAllocationProp) -> Res<Prop> {
+    fn check_prop(&self, prop: &CUmemAllocationProp) -> DriverResult<Prop> {
         let device = self.check_location(prop)?;
         let types = prop.requestedHandleTypes.0;
         if types & !(POSIX_FD | WIN32 | FABRIC) != 0 {
@@ -62,7 +62,12 @@ impl Sim {
     }
 
     /// `cuMemCreate`.
-    pub fn create(&mut self, size: u64, prop: &CUmemAllocationProp, flags: u64) -> Res<u64> {
+    pub fn create(
+        &mut self,
+        size: u64,
+        prop: &CUmemAllocationProp,
+        flags: u64,
+    ) -> DriverResult<u64> {
         if flags != 0 {
             return Err(answers::BAD_FLAGS);
         }
@@ -95,7 +100,7 @@ impl Sim {
     }
 
     /// The allocation behind a valid (not fully released) handle.
-    pub fn live(&mut self, handle: u64) -> Res<&mut Allocation> {
+    pub fn live(&mut self, handle: u64) -> DriverResult<&mut Allocation> {
         self.allocations
             .get_mut(&handle)
             .filter(|a| a.handle_refs > 0)
@@ -103,7 +108,7 @@ impl Sim {
     }
 
     /// `cuMemRelease`.
-    pub fn release(&mut self, handle: u64) -> Res<()> {
+    pub fn release(&mut self, handle: u64) -> DriverResult<()> {
         self.live(handle)?.handle_refs -= 1;
         self.drop_if_unused(handle);
         Ok(())
@@ -127,7 +132,7 @@ impl Sim {
     }
 
     /// `cuMemGetAllocationPropertiesFromHandle`.
-    pub fn properties(&mut self, handle: u64) -> Res<CUmemAllocationProp> {
+    pub fn properties(&mut self, handle: u64) -> DriverResult<CUmemAllocationProp> {
         let a = self.live(handle)?;
         let mut prop = CUmemAllocationProp::default();
         prop.type_ = CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED;
@@ -142,7 +147,7 @@ impl Sim {
     }
 
     /// `cuMemRetainAllocationHandle`: the handle mapped at `addr`, with one more reference.
-    pub fn retain_at(&mut self, addr: u64) -> Res<u64> {
+    pub fn retain_at(&mut self, addr: u64) -> DriverResult<u64> {
         let (_, piece) = self.piece_at(addr).ok_or(answers::RETAIN_NOT_MAPPED)?;
         let a = self
             .allocations
@@ -154,7 +159,7 @@ impl Sim {
 
     /// `cuMemExportToShareableHandle`: a new fd the caller owns. Like the
     /// driver's, it reports no size to `fstat` (see [`shareable`]).
-    pub fn export(&mut self, handle: u64, kind: H, flags: u64) -> Res<RawFd> {
+    pub fn export(&mut self, handle: u64, kind: H, flags: u64) -> DriverResult<RawFd> {
         if flags != 0 {
             return Err(answers::BAD_FLAGS);
         }
@@ -173,7 +178,7 @@ impl Sim {
 
     /// `cuMemImportFromShareableHandle` of a POSIX fd; `device` is the current
     /// context's, used when the memory was not created in this process.
-    pub fn import(&mut self, fd: usize, kind: H, device: usize) -> Res<u64> {
+    pub fn import(&mut self, fd: usize, kind: H, device: usize) -> DriverResult<u64> {
         match kind.0 {
             POSIX_FD => {}
             FABRIC => return Err(answers::FABRIC_UNSUPPORTED),

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use crate::answers;
 use crate::os::{self, Prot};
-use crate::state::{Classic, Memory, Res, Sim};
+use crate::state::{Classic, DriverResult, Memory, Sim};
 
 impl Sim {
     /// `cuMemAlloc_v2` on `device`.
-    pub fn alloc(&mut self, device: usize, size: u64) -> Res<u64> {
+    pub fn alloc(&mut self, device: usize, size: u64) -> DriverResult<u64> {
         if size == 0 {
             return Err(answers::ALLOC_ZERO_SIZE);
         }
@@ -45,7 +45,7 @@ impl Sim {
 
     /// `cuMemFree_v2`.
     /// Pending work on the allocation completes first (an implicit synchronisation).
-    pub fn free(&mut self, ptr: u64) -> Res<()> {
+    pub fn free(&mut self, ptr: u64) -> DriverResult<()> {
         let size = self
             .classic
             .get(&ptr)

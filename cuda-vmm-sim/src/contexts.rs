@@ -9,7 +9,7 @@ use core::cell::RefCell;
 use cuda_vmm_sys::{CUcontext, CUctx_st};
 
 use crate::answers;
-use crate::state::{Res, Sim};
+use crate::state::{DriverResult, Sim};
 
 /// Context handles are fake, never-dereferenced addresses: one per device.
 const CONTEXT_BASE: usize = 0x00c0_de00_0000;
@@ -40,7 +40,7 @@ fn device_of(sim: &Sim, ctx: CUcontext) -> Option<usize> {
 }
 
 /// The current context's device; fails when none is current or it was released.
-pub(crate) fn current_device(sim: &Sim) -> Res<usize> {
+pub(crate) fn current_device(sim: &Sim) -> DriverResult<usize> {
     match top() {
         None => Err(answers::NO_CONTEXT),
         Some(d) if sim.devices.get(d).is_some_and(|dev| dev.primary_refs > 0) => Ok(d),
@@ -54,7 +54,7 @@ pub(crate) fn current() -> CUcontext {
 }
 
 /// `cuCtxPopCurrent_v2`: the popped context.
-pub(crate) fn pop() -> Res<CUcontext> {
+pub(crate) fn pop() -> DriverResult<CUcontext> {
     STACK
         .with(|s| s.borrow_mut().pop())
         .map(handle)
@@ -72,7 +72,7 @@ impl Sim {
     /// `cuDevicePrimaryCtxRelease_v2`. At zero references the context is
     /// destroyed: its pending work completes, its streams and events become
     /// invalid, and its poison clears (a later retain makes a fresh context).
-    pub fn release_primary(&mut self, device: usize) -> Res<()> {
+    pub fn release_primary(&mut self, device: usize) -> DriverResult<()> {
         let refs = &mut self.devices[device].primary_refs;
         if *refs == 0 {
             return Err(answers::RELEASE_UNRETAINED_CONTEXT);
@@ -85,7 +85,7 @@ impl Sim {
     }
 
     /// The device of `ctx` when it is an active primary context.
-    fn active(&self, ctx: CUcontext) -> Res<usize> {
+    fn active(&self, ctx: CUcontext) -> DriverResult<usize> {
         match device_of(self, ctx) {
             Some(d) if self.devices[d].primary_refs > 0 => Ok(d),
             _ => Err(answers::INACTIVE_CONTEXT),
@@ -94,7 +94,7 @@ impl Sim {
 
     /// `cuCtxSetCurrent`: null pops the top (if any); otherwise the context
     /// must be an active primary context, and replaces the top.
-    pub fn set_current(&self, ctx: CUcontext) -> Res<()> {
+    pub fn set_current(&self, ctx: CUcontext) -> DriverResult<()> {
         if ctx.is_null() {
             STACK.with(|s| s.borrow_mut().pop());
             return Ok(());
@@ -109,14 +109,14 @@ impl Sim {
     }
 
     /// `cuCtxPushCurrent_v2`: the context must be an active primary context.
-    pub fn push_current(&self, ctx: CUcontext) -> Res<()> {
+    pub fn push_current(&self, ctx: CUcontext) -> DriverResult<()> {
         let d = self.active(ctx)?;
         STACK.with(|s| s.borrow_mut().push(d));
         Ok(())
     }
 
     /// Fails with the device's poison, if it is poisoned.
-    pub fn healthy(&self, device: usize) -> Res<()> {
+    pub fn healthy(&self, device: usize) -> DriverResult<()> {
         match self.devices.get(device).and_then(|d| d.poison) {
             Some(code) => Err(code),
             None => Ok(()),

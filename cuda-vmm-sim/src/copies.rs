@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::answers;
 use crate::os;
-use crate::state::{Memory, Res, Sim};
+use crate::state::{DriverResult, Memory, Sim};
 
 /// Bytes moved per step of a device-to-device copy or a set.
 const CHUNK: u64 = 4 << 20;
@@ -41,7 +41,7 @@ fn io_error(e: io::Error) -> cuda_vmm_sys::CUresult {
 
 impl Sim {
     /// Resolves `[addr, addr + len)` for `device`, needing write access if `write`.
-    pub fn resolve(&self, addr: u64, len: u64, device: usize, write: bool) -> Res<Span> {
+    pub fn resolve(&self, addr: u64, len: u64, device: usize, write: bool) -> DriverResult<Span> {
         let end = addr.checked_add(len).ok_or(answers::COPY_OVERFLOW)?;
         let bit = 1u64 << device;
         let mut segments: Vec<Segment> = Vec::new();
@@ -91,7 +91,7 @@ impl Span {
     ///
     /// # Safety
     /// `src` must be valid for reads of `len` bytes, or unmapped (reported as an error).
-    pub unsafe fn snapshot(src: *const u8, len: u64) -> Res<Span> {
+    pub unsafe fn snapshot(src: *const u8, len: u64) -> DriverResult<Span> {
         let fd = os::memfd(len).map_err(|_| answers::OS_FAILURE)?;
         // SAFETY: forwarded from this function's contract.
         unsafe { os::write_at(fd.as_fd(), src, len, 0) }.map_err(io_error)?;
@@ -110,8 +110,8 @@ impl Span {
         &self,
         pos: u64,
         len: u64,
-        mut f: impl FnMut(&Segment, u64, u64, u64) -> Res<()>,
-    ) -> Res<()> {
+        mut f: impl FnMut(&Segment, u64, u64, u64) -> DriverResult<()>,
+    ) -> DriverResult<()> {
         let mut seg_start = 0u64;
         for seg in &self.segments {
             let seg_end = seg_start + seg.len;
@@ -134,7 +134,7 @@ impl Span {
     /// # Safety
     /// `dst` must be valid for writes of the span's length, or unmapped
     /// (reported as an error); no Rust reference may point into it.
-    pub unsafe fn read_into(&self, dst: *mut u8) -> Res<()> {
+    pub unsafe fn read_into(&self, dst: *mut u8) -> DriverResult<()> {
         self.parts(0, self.len(), |seg, at, pos, n| {
             // SAFETY: `dst + pos .. + n` lies in the caller's buffer.
             unsafe {
@@ -153,7 +153,7 @@ impl Span {
     ///
     /// # Safety
     /// `src` must be valid for reads of the span's length, or unmapped.
-    pub unsafe fn write_from(&self, src: *const u8) -> Res<()> {
+    pub unsafe fn write_from(&self, src: *const u8) -> DriverResult<()> {
         self.parts(0, self.len(), |seg, at, pos, n| {
             // SAFETY: `src + pos .. + n` lies in the caller's buffer.
             unsafe {
@@ -168,7 +168,7 @@ impl Span {
         })
     }
 
-    fn read_part(&self, pos: u64, buf: &mut [u8]) -> Res<()> {
+    fn read_part(&self, pos: u64, buf: &mut [u8]) -> DriverResult<()> {
         let base = buf.as_mut_ptr();
         self.parts(pos, buf.len() as u64, |seg, at, p, n| {
             // SAFETY: `p - pos .. + n` is inside `buf`, which is borrowed mutably.
@@ -184,7 +184,7 @@ impl Span {
         })
     }
 
-    fn write_part(&self, pos: u64, buf: &[u8]) -> Res<()> {
+    fn write_part(&self, pos: u64, buf: &[u8]) -> DriverResult<()> {
         let base = buf.as_ptr();
         self.parts(pos, buf.len() as u64, |seg, at, p, n| {
             // SAFETY: `p - pos .. + n` is inside `buf`.
@@ -201,7 +201,7 @@ impl Span {
     }
 
     /// Zeroes the span: whole pages by punching holes, the edges by writing.
-    fn punch_zeros(&self) -> Res<()> {
+    fn punch_zeros(&self) -> DriverResult<()> {
         let page = os::page_size();
         let mut pos = 0u64;
         for seg in &self.segments {
@@ -222,7 +222,7 @@ impl Span {
     }
 
     /// Copies `src` (same length) into this span, a chunk at a time.
-    pub fn copy_from(&self, src: &Span) -> Res<()> {
+    pub fn copy_from(&self, src: &Span) -> DriverResult<()> {
         let len = self.len();
         let mut buf = vec![0u8; CHUNK.min(len) as usize];
         let mut pos = 0;
@@ -238,7 +238,7 @@ impl Span {
     /// Fills the span with repetitions of `pattern` (whose length divides the span's).
     /// Zero fills free whole pages instead of writing them (a 2 GiB memset
     /// costs no memory).
-    pub fn fill(&self, pattern: &[u8]) -> Res<()> {
+    pub fn fill(&self, pattern: &[u8]) -> DriverResult<()> {
         if pattern.iter().all(|b| *b == 0) && self.punch_zeros().is_ok() {
             return Ok(());
         }

@@ -10,7 +10,7 @@ use cuda_vmm_sys::{CUmemAccessDesc, CUmemAccess_flags as F, CUmemLocation, CUmem
 
 use crate::answers;
 use crate::os::{self, Prot};
-use crate::state::{Piece, Res, Sim};
+use crate::state::{DriverResult, Piece, Sim};
 
 /// Access rights, as `cuMemGetAccess` reports them.
 fn flags_of(piece: &Piece, device: usize) -> F {
@@ -38,7 +38,14 @@ fn prot_of(piece: &Piece) -> Prot {
 impl Sim {
     /// `cuMemMap`: a whole allocation, starting in a reservation (it may run
     /// past the reservation's end; that overhang is claimed and freed at unmap).
-    pub fn map(&mut self, ptr: u64, size: u64, offset: u64, handle: u64, flags: u64) -> Res<()> {
+    pub fn map(
+        &mut self,
+        ptr: u64,
+        size: u64,
+        offset: u64,
+        handle: u64,
+        flags: u64,
+    ) -> DriverResult<()> {
         if flags != 0 {
             return Err(answers::BAD_FLAGS);
         }
@@ -95,7 +102,7 @@ impl Sim {
     }
 
     /// Claims every `(start, len)` of `parts`, or none of them.
-    fn claim_overhang(&mut self, parts: &[(u64, u64)]) -> Res<()> {
+    fn claim_overhang(&mut self, parts: &[(u64, u64)]) -> DriverResult<()> {
         for (i, &(start, len)) in parts.iter().enumerate() {
             if os::claim(start, len).is_err() {
                 for &(s, l) in &parts[..i] {
@@ -127,7 +134,7 @@ impl Sim {
     /// Where `cuMemSetAccess` over `[ptr, end)` applies: the first and last
     /// byte must be mapped, the range must not cut a mapping, and the access
     /// reaches from `ptr` to the first hole (see [`answers::SET_ACCESS_STOPS_AT_HOLE`]).
-    fn access_run(&self, ptr: u64, end: u64) -> Res<u64> {
+    fn access_run(&self, ptr: u64, end: u64) -> DriverResult<u64> {
         let (_, first) = self.piece_at(ptr).ok_or(answers::SET_ACCESS_NOT_MAPPED)?;
         let (_, last) = self
             .piece_at(end - 1)
@@ -150,7 +157,7 @@ impl Sim {
 
     /// `cuMemUnmap`: every mapping in the range, each whole; unmapped
     /// reserved bytes in between are fine.
-    pub fn unmap(&mut self, ptr: u64, size: u64) -> Res<()> {
+    pub fn unmap(&mut self, ptr: u64, size: u64) -> DriverResult<()> {
         if size == 0 || !self.aligned(ptr) || !self.aligned(size) {
             return Err(answers::UNMAP_MISALIGNED);
         }
@@ -205,7 +212,7 @@ impl Sim {
     }
 
     /// Checks a location naming one of this driver's devices.
-    pub fn check_access_location(&self, location: &CUmemLocation) -> Res<usize> {
+    pub fn check_access_location(&self, location: &CUmemLocation) -> DriverResult<usize> {
         if location.type_ != CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE {
             return Err(answers::ACCESS_BAD_LOCATION);
         }
@@ -269,7 +276,12 @@ impl Sim {
 
     /// `cuMemSetAccess`: applies every descriptor to the whole mappings of the
     /// range, up to its first hole.
-    pub fn set_access(&mut self, ptr: u64, size: u64, descs: &[CUmemAccessDesc]) -> Res<()> {
+    pub fn set_access(
+        &mut self,
+        ptr: u64,
+        size: u64,
+        descs: &[CUmemAccessDesc],
+    ) -> DriverResult<()> {
         if size == 0 || !self.aligned(ptr) || !self.aligned(size) {
             return Err(answers::SET_ACCESS_MISALIGNED);
         }
@@ -327,7 +339,11 @@ impl Sim {
     /// `cuMemGetAccess`: `Err` leaves the flags untouched; `Ok((flags, answer))`
     /// gives the flags to write and the call's answer (an unmapped address
     /// writes 0 and fails: [`answers::GET_ACCESS_NOT_MAPPED`]).
-    pub fn get_access(&self, location: &CUmemLocation, ptr: u64) -> Res<(F, Res<()>)> {
+    pub fn get_access(
+        &self,
+        location: &CUmemLocation,
+        ptr: u64,
+    ) -> DriverResult<(F, DriverResult<()>)> {
         let device = self
             .check_access_location(location)
             .map_err(|_| answers::GET_ACCESS_BAD_LOCATION)?;
@@ -341,7 +357,7 @@ impl Sim {
     }
 
     /// `cuMemGetAddressRange_v2`: the classic allocation or `cuMemMap` range holding `ptr`.
-    pub fn address_range(&self, ptr: u64) -> Res<(u64, u64)> {
+    pub fn address_range(&self, ptr: u64) -> DriverResult<(u64, u64)> {
         if let Some((start, c)) = self.classic.range(..=ptr).next_back() {
             if ptr - start < c.size {
                 return Ok((*start, c.size));

@@ -2,11 +2,17 @@
 
 use crate::answers;
 use crate::os;
-use crate::state::{Res, Sim};
+use crate::state::{DriverResult, Sim};
 
 impl Sim {
     /// `cuMemAddressReserve`.
-    pub fn reserve(&mut self, size: u64, alignment: u64, hint: u64, flags: u64) -> Res<u64> {
+    pub fn reserve(
+        &mut self,
+        size: u64,
+        alignment: u64,
+        hint: u64,
+        flags: u64,
+    ) -> DriverResult<u64> {
         if flags != 0 {
             return Err(answers::BAD_FLAGS);
         }
@@ -33,7 +39,7 @@ impl Sim {
     }
 
     /// `cuMemAddressFree`: the whole reservation, with nothing mapped in it.
-    pub fn address_free(&mut self, ptr: u64, size: u64) -> Res<()> {
+    pub fn address_free(&mut self, ptr: u64, size: u64) -> DriverResult<()> {
         let Some(&reserved) = self.reservations.get(&ptr) else {
             return Err(answers::FREE_UNKNOWN_ADDRESS);
         };

@@ -12,7 +12,7 @@ use crate::answers;
 use crate::config::{ConfigError, SimConfig};
 
 /// A simulator result: the value, or the driver error code to return.
-pub(crate) type Res<T> = Result<T, CUresult>;
+pub(crate) type DriverResult<T> = Result<T, CUresult>;
 
 /// Physical memory: a memfd and its size. Shared (`Arc`) so that a copy in
 /// flight keeps it alive even if it is released meanwhile.
@@ -188,7 +188,7 @@ pub(crate) fn initialized() -> bool {
 }
 
 /// Runs `f` on the initialised state, under the global lock.
-pub(crate) fn with<T>(f: impl FnOnce(&mut Sim) -> Res<T>) -> Res<T> {
+pub(crate) fn with<T>(f: impl FnOnce(&mut Sim) -> DriverResult<T>) -> DriverResult<T> {
     let mut global = GLOBAL.lock();
     match global.sim.as_mut() {
         Some(sim) => f(sim),
@@ -197,7 +197,7 @@ pub(crate) fn with<T>(f: impl FnOnce(&mut Sim) -> Res<T>) -> Res<T> {
 }
 
 /// `cuInit`: builds the state from the configured (or environment) settings.
-pub(crate) fn init() -> Res<()> {
+pub(crate) fn init() -> DriverResult<()> {
     let mut global = GLOBAL.lock();
     if global.sim.is_some() {
         return Ok(());

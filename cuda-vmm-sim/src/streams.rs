@@ -15,7 +15,7 @@ use cuda_vmm_sys::{CUevent, CUevent_st, CUresult, CUstream, CUstream_st};
 use crate::answers;
 use crate::contexts;
 use crate::os;
-use crate::state::{Res, Sim};
+use crate::state::{DriverResult, Sim};
 use crate::work::{legacy, Action, Event, Kind, Stream, StreamId};
 
 const STREAM_BASE: usize = 0x0057_0000_0000;
@@ -67,7 +67,7 @@ fn event_handle(id: u64) -> CUevent {
 impl Sim {
     /// The stream `handle` names and its device, checking that its context is
     /// active and not poisoned.
-    pub fn stream_of(&mut self, handle: CUstream) -> Res<(StreamId, usize)> {
+    pub fn stream_of(&mut self, handle: CUstream) -> DriverResult<(StreamId, usize)> {
         let (id, device) = match handle as usize {
             PER_THREAD => {
                 let d = contexts::current_device(self)?;
@@ -114,7 +114,7 @@ impl Sim {
     }
 
     /// The event `handle` names, checking that its context is not poisoned.
-    fn event_of(&self, handle: CUevent) -> Res<(u64, Event)> {
+    fn event_of(&self, handle: CUevent) -> DriverResult<(u64, Event)> {
         let id = decode(handle as usize, EVENT_BASE).ok_or(answers::BAD_STREAM_OR_EVENT)?;
         let e = *self
             .work
@@ -126,7 +126,7 @@ impl Sim {
     }
 
     /// `cuStreamCreate` on `device`.
-    pub fn stream_create(&mut self, device: usize, flags: u32) -> Res<CUstream> {
+    pub fn stream_create(&mut self, device: usize, flags: u32) -> DriverResult<CUstream> {
         let kind = match flags {
             0 => Kind::Blocking,
             NON_BLOCKING => Kind::NonBlocking,
@@ -146,7 +146,7 @@ impl Sim {
     }
 
     /// `cuStreamDestroy_v2`: returns at once; queued work still completes later.
-    pub fn stream_destroy(&mut self, handle: CUstream) -> Res<()> {
+    pub fn stream_destroy(&mut self, handle: CUstream) -> DriverResult<()> {
         let (id, _) = self.stream_of(handle)?;
         let special = self
             .work
@@ -166,14 +166,14 @@ impl Sim {
     }
 
     /// `cuStreamSynchronize`.
-    pub fn stream_synchronize(&mut self, handle: CUstream) -> Res<()> {
+    pub fn stream_synchronize(&mut self, handle: CUstream) -> DriverResult<()> {
         let (id, device) = self.stream_of(handle)?;
         self.sync_stream(id);
         self.healthy(device)
     }
 
     /// `cuStreamQuery`: pending work is completed and answered [`answers::NOT_READY`].
-    pub fn stream_query(&mut self, handle: CUstream) -> Res<()> {
+    pub fn stream_query(&mut self, handle: CUstream) -> DriverResult<()> {
         let (id, device) = self.stream_of(handle)?;
         let next = self.work.next_seq();
         if !self.stream_pending(id, next) {
@@ -185,7 +185,7 @@ impl Sim {
     }
 
     /// `cuEventCreate` on `device`.
-    pub fn event_create(&mut self, device: usize, flags: u32) -> Res<CUevent> {
+    pub fn event_create(&mut self, device: usize, flags: u32) -> DriverResult<CUevent> {
         if flags & !EVENT_FLAGS != 0
             || (flags & EVENT_INTERPROCESS != 0 && flags & EVENT_DISABLE_TIMING == 0)
         {
@@ -197,7 +197,7 @@ impl Sim {
     }
 
     /// `cuEventRecord`: captures the stream's current queue position.
-    pub fn event_record(&mut self, event: CUevent, stream: CUstream) -> Res<()> {
+    pub fn event_record(&mut self, event: CUevent, stream: CUstream) -> DriverResult<()> {
         let (id, e) = self.event_of(event)?;
         let (s, device) = self.stream_of(stream)?;
         if device != e.device {
@@ -211,7 +211,7 @@ impl Sim {
     }
 
     /// `cuEventSynchronize`: completes the work before the recorded position.
-    pub fn event_synchronize(&mut self, event: CUevent) -> Res<()> {
+    pub fn event_synchronize(&mut self, event: CUevent) -> DriverResult<()> {
         let (_, e) = self.event_of(event)?;
         if let Some((s, upto)) = e.at {
             self.run_until(s, upto);
@@ -220,7 +220,7 @@ impl Sim {
     }
 
     /// `cuEventQuery`: pending work is completed and answered [`answers::NOT_READY`].
-    pub fn event_query(&mut self, event: CUevent) -> Res<()> {
+    pub fn event_query(&mut self, event: CUevent) -> DriverResult<()> {
         let (_, e) = self.event_of(event)?;
         let Some((s, upto)) = e.at else {
             return Ok(());
@@ -234,14 +234,19 @@ impl Sim {
     }
 
     /// `cuEventDestroy_v2`.
-    pub fn event_destroy(&mut self, event: CUevent) -> Res<()> {
+    pub fn event_destroy(&mut self, event: CUevent) -> DriverResult<()> {
         let (id, _) = self.event_of(event)?;
         self.work.events.remove(&id);
         Ok(())
     }
 
     /// `cuStreamWaitEvent`: later work on the stream waits for the event's work.
-    pub fn stream_wait_event(&mut self, stream: CUstream, event: CUevent, flags: u32) -> Res<()> {
+    pub fn stream_wait_event(
+        &mut self,
+        stream: CUstream,
+        event: CUevent,
+        flags: u32,
+    ) -> DriverResult<()> {
         let (s, _) = self.stream_of(stream)?;
         let (_, e) = self.event_of(event)?;
         if flags != 0 {
@@ -254,7 +259,7 @@ impl Sim {
     }
 
     /// `cuMemHostAlloc`: page-aligned, read-write host memory, tracked as pinned.
-    pub fn host_alloc(&mut self, size: usize, flags: u32) -> Res<usize> {
+    pub fn host_alloc(&mut self, size: usize, flags: u32) -> DriverResult<usize> {
         if size == 0 && answers::HOST_ALLOC_ZERO_SIZE != CUresult::CUDA_SUCCESS {
             return Err(answers::HOST_ALLOC_ZERO_SIZE);
         }
@@ -271,7 +276,7 @@ impl Sim {
     }
 
     /// `cuMemFreeHost`: completes pending work using the block, then unmaps it.
-    pub fn free_host(&mut self, ptr: usize) -> Res<()> {
+    pub fn free_host(&mut self, ptr: usize) -> DriverResult<()> {
         let len = *self.work.host.get(&ptr).ok_or(answers::FREE_HOST_UNKNOWN)?;
         self.complete_touching_host(ptr, ptr + len);
         self.work.host.remove(&ptr);

@@ -22,7 +22,7 @@ use cuda_vmm_sys::CUresult;
 
 use crate::answers;
 use crate::copies::Span;
-use crate::state::{Res, Sim};
+use crate::state::{DriverResult, Sim};
 
 /// A stream's identity: `0..devices` are the devices' legacy streams.
 pub(crate) type StreamId = u64;
@@ -82,7 +82,7 @@ impl core::fmt::Debug for Action {
 }
 
 impl Action {
-    fn run(&self) -> Res<()> {
+    fn run(&self) -> DriverResult<()> {
         match self {
             Self::Copy { dst, src } => dst.copy_from(src),
             // SAFETY: `src` was pinned host memory of the span's length at issue
@@ -226,7 +226,7 @@ impl Sim {
         action: Action,
         ranges: Vec<(u64, u64)>,
         host: Option<(usize, usize)>,
-    ) -> Res<()> {
+    ) -> DriverResult<()> {
         let seq = self.enqueue(stream, action, ranges, host)?;
         if self.config.is_asynchronous() {
             Ok(())
@@ -243,7 +243,7 @@ impl Sim {
         action: Action,
         ranges: Vec<(u64, u64)>,
         host: Option<(usize, usize)>,
-    ) -> Res<()> {
+    ) -> DriverResult<()> {
         let seq = self.enqueue(stream, action, ranges, host)?;
         self.finish(stream, seq)
     }
@@ -254,7 +254,7 @@ impl Sim {
         action: Action,
         ranges: Vec<(u64, u64)>,
         host: Option<(usize, usize)>,
-    ) -> Res<u64> {
+    ) -> DriverResult<u64> {
         let device = self
             .work
             .streams
@@ -315,7 +315,7 @@ impl Sim {
 
     /// Runs the first pending operation `seq` of `stream` after its
     /// dependencies; its own failure is returned.
-    fn run_front(&mut self, stream: StreamId, seq: u64) -> Res<()> {
+    fn run_front(&mut self, stream: StreamId, seq: u64) -> DriverResult<()> {
         self.run_cross_dependencies(stream, seq);
         if let Some(Action::Wait { stream: s, upto }) =
             self.work.pending.get(&seq).map(|o| &o.action)
@@ -339,7 +339,7 @@ impl Sim {
 
     /// Completes operation `seq` of `stream` (after everything it depends on),
     /// returning its own result, or the poison of its context.
-    fn finish(&mut self, stream: StreamId, seq: u64) -> Res<()> {
+    fn finish(&mut self, stream: StreamId, seq: u64) -> DriverResult<()> {
         let device = self.work.pending.get(&seq).map(|o| o.device);
         self.run_until(stream, seq);
         let result = self.run_front(stream, seq);

@@ -16,7 +16,7 @@ use cuda_vmm_sys::{CUdeviceptr, CUresult, CUstream};
 
 use super::{call, zero_bytes};
 use crate::copies::Span;
-use crate::state::{self, Res, Sim};
+use crate::state::{self, DriverResult, Sim};
 use crate::symbols::sym;
 use crate::work::{legacy, Action, StreamId};
 use crate::{answers, contexts};
@@ -46,7 +46,7 @@ unsafe fn htod(
     src: *const c_void,
     n: usize,
     sync: bool,
-) -> Res<()> {
+) -> DriverResult<()> {
     let span = sim.resolve(dst, n as u64, device, true)?;
     let ranges = vec![range(dst, n)];
     if let Some(host) = pinned(sim, src as usize, n) {
@@ -82,7 +82,7 @@ fn dtoh(
     src: CUdeviceptr,
     n: usize,
     sync: bool,
-) -> Res<()> {
+) -> DriverResult<()> {
     let span = sim.resolve(src, n as u64, device, false)?;
     let host = pinned(sim, dst as usize, n);
     let action = Action::ToHost {
@@ -104,7 +104,7 @@ fn dtod(
     dst: CUdeviceptr,
     src: CUdeviceptr,
     n: usize,
-) -> Res<()> {
+) -> DriverResult<()> {
     let from = sim.resolve(src, n as u64, device, false)?;
     let to = sim.resolve(dst, n as u64, device, true)?;
     let action = Action::Copy { dst: to, src: from };
@@ -118,7 +118,7 @@ fn memset(
     dst: CUdeviceptr,
     pattern: &[u8],
     count: usize,
-) -> Res<()> {
+) -> DriverResult<()> {
     if pattern.len() > 1 && dst % pattern.len() as u64 != 0 {
         return Err(answers::MEMSET_MISALIGNED);
     }
@@ -135,7 +135,7 @@ fn memset(
 }
 
 /// Runs `f` with the current context's device and its legacy stream.
-fn on_legacy(f: impl FnOnce(&mut Sim, StreamId, usize) -> Res<()>) -> Res<()> {
+fn on_legacy(f: impl FnOnce(&mut Sim, StreamId, usize) -> DriverResult<()>) -> DriverResult<()> {
     state::with(|sim| {
         let d = contexts::current_device(sim)?;
         f(sim, legacy(d), d)
@@ -143,7 +143,10 @@ fn on_legacy(f: impl FnOnce(&mut Sim, StreamId, usize) -> Res<()>) -> Res<()> {
 }
 
 /// Runs `f` with the stream `hStream` names and its device.
-fn on_stream(hStream: CUstream, f: impl FnOnce(&mut Sim, StreamId, usize) -> Res<()>) -> Res<()> {
+fn on_stream(
+    hStream: CUstream,
+    f: impl FnOnce(&mut Sim, StreamId, usize) -> DriverResult<()>,
+) -> DriverResult<()> {
     state::with(|sim| {
         let (s, d) = sim.stream_of(hStream)?;
         f(sim, s, d)

@@ -32,12 +32,12 @@ use cuda_vmm_sys::{
     cuuint64_t, CUcontext, CUdevice, CUdevice_attribute, CUdriverProcAddressQueryResult, CUresult,
 };
 
-use crate::state::{self, Res};
+use crate::state::{self, DriverResult};
 use crate::symbols::{sym, Sym};
 use crate::{answers, contexts, devices, error_strings, faults, procs};
 
 /// Runs one entry point: fault injection, init and context checks, the body, no unwinding.
-fn call(s: Sym, body: impl FnOnce() -> Res<()>) -> CUresult {
+fn call(s: Sym, body: impl FnOnce() -> DriverResult<()>) -> CUresult {
     if let Some(code) = faults::on_call(s) {
         return code;
     }
@@ -67,7 +67,7 @@ fn call(s: Sym, body: impl FnOnce() -> Res<()>) -> CUresult {
 struct Out<T>(NonNull<T>);
 
 impl<T> Out<T> {
-    fn new(p: *mut T) -> Res<Self> {
+    fn new(p: *mut T) -> DriverResult<Self> {
         NonNull::new(p).map(Self).ok_or(answers::NULL_POINTER)
     }
 
@@ -83,7 +83,7 @@ impl<T> Out<T> {
 ///
 /// # Safety
 /// `p` must be null or valid for a read of `T`.
-unsafe fn read_in<T: Copy>(p: *const T) -> Res<T> {
+unsafe fn read_in<T: Copy>(p: *const T) -> DriverResult<T> {
     if p.is_null() {
         return Err(answers::NULL_POINTER);
     }
@@ -91,14 +91,14 @@ unsafe fn read_in<T: Copy>(p: *const T) -> Res<T> {
     Ok(unsafe { p.read_unaligned() })
 }
 
-fn zero_bytes() -> Res<()> {
+fn zero_bytes() -> DriverResult<()> {
     match answers::COPY_ZERO_BYTES {
         CUresult::CUDA_SUCCESS => Ok(()),
         code => Err(code),
     }
 }
 
-fn device_arg(dev: CUdevice) -> Res<usize> {
+fn device_arg(dev: CUdevice) -> DriverResult<usize> {
     state::with(|sim| sim.device(dev.into()).ok_or(answers::BAD_DEVICE))
 }
 
@@ -130,7 +130,7 @@ fn error_text(
     out: *mut *const c_char,
     error: CUresult,
     find: fn(CUresult) -> Option<*const c_char>,
-) -> Res<()> {
+) -> DriverResult<()> {
     let out = Out::new(out)?;
     let text = find(error);
     // SAFETY: entry-point contract; the strings are static.
@@ -164,7 +164,7 @@ unsafe fn get_proc(
     version: c_int,
     flags: cuuint64_t,
     found: *mut CUdriverProcAddressQueryResult,
-) -> Res<()> {
+) -> DriverResult<()> {
     let out = Out::new(pfn)?;
     if symbol.is_null() {
         return Err(answers::NULL_POINTER);
