@@ -153,41 +153,24 @@
 //! host memory map (Linux allows about 65 000 per process by default).
 #![warn(missing_docs)]
 
-mod allocations;
-pub mod answers;
-mod classic;
-mod config;
-mod contexts;
-mod copies;
-mod devices;
-mod error_strings;
+// The three layers: the driver model, the operating-system layer it runs on,
+// and the hooks tests use; `exports` is the C ABI over the model.
 pub mod exports;
-mod faults;
-mod latency;
-mod mappings;
+mod hooks;
+mod model;
 mod os;
-mod procs;
-mod reservations;
-mod shareable;
-mod state;
-mod streams;
-mod symbols;
-#[cfg(test)]
-mod tests;
-mod work;
-#[cfg(test)]
-mod work_tests;
 
 use std::sync::OnceLock;
 
 use cuda_vmm_sys::{Driver, DriverTable};
 
-pub use config::{
+pub use hooks::faults::{call_count, inject_fault, try_inject_fault, FaultError, FaultGuard};
+pub use hooks::latency::{model_create_cost, CreateCostGuard};
+pub use model::answers;
+pub use model::config::{
     ConfigError, SimConfig, ENV_ASYNC, ENV_DEVICES, ENV_DRIVER_VERSION, ENV_GRANULARITY,
     ENV_MEMORY, MAX_DEVICES,
 };
-pub use faults::{call_count, inject_fault, try_inject_fault, FaultError, FaultGuard};
-pub use latency::{model_create_cost, CreateCostGuard};
 
 /// Where [`driver()`] says it came from.
 pub const ORIGIN: &str = "cuda-vmm-sim (in-process)";
@@ -216,7 +199,7 @@ pub fn driver() -> &'static Driver {
 /// Fails with [`ConfigError::AlreadyInitialized`] once `cuInit` has succeeded,
 /// or when the configuration is invalid.
 pub fn configure(config: SimConfig) -> Result<(), ConfigError> {
-    state::configure(config)
+    model::state::configure(config)
 }
 
 /// How many operations (copies, sets, stream waits) are queued on streams and
@@ -224,10 +207,10 @@ pub fn configure(config: SimConfig) -> Result<(), ConfigError> {
 /// asynchrony off. Work runs only at synchronisation points (see the crate
 /// docs, "Asynchrony"), so this is deterministic.
 pub fn pending_work() -> usize {
-    state::pending_work()
+    model::state::pending_work()
 }
 
 /// The configuration in effect, or `None` before the first successful `cuInit`.
 pub fn active_config() -> Option<SimConfig> {
-    state::active_config()
+    model::state::active_config()
 }

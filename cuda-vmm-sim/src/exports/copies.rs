@@ -1,4 +1,4 @@
-//! Copies and sets, synchronous and asynchronous (see [`work`](crate::work)).
+//! Copies and sets, synchronous and asynchronous (see [`work`](crate::model::work)).
 //!
 //! Device ranges are checked when the call is made (same answers for the
 //! synchronous and asynchronous forms); the bytes move when the work runs.
@@ -15,11 +15,11 @@ use core::ffi::{c_uchar, c_uint, c_void};
 use cuda_vmm_sys::{CUdeviceptr, CUresult, CUstream};
 
 use super::{call, zero_bytes};
-use crate::copies::Span;
-use crate::state::{self, DriverResult, Sim};
-use crate::symbols::sym;
-use crate::work::{legacy, Action, StreamId};
-use crate::{answers, contexts};
+use crate::model::copies::Span;
+use crate::model::state::{self, DriverResult, Sim};
+use crate::model::symbols::sym;
+use crate::model::work::{legacy, Action, StreamId};
+use crate::model::{answers, contexts};
 
 /// `[addr, addr + len)` (the length was checked by `resolve`).
 fn range(addr: CUdeviceptr, len: usize) -> (u64, u64) {

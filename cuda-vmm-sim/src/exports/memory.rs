@@ -11,9 +11,9 @@ use cuda_vmm_sys::{
 };
 
 use super::{call, read_in, Out};
-use crate::state;
-use crate::symbols::sym;
-use crate::{answers, contexts};
+use crate::model::state;
+use crate::model::symbols::sym;
+use crate::model::{answers, contexts};
 
 // ---- Memory information and classic allocations --------------------------------
 
@@ -122,7 +122,7 @@ pub unsafe extern "C" fn cuMemCreate(
         // SAFETY: entry-point contract.
         let prop = unsafe { read_in(prop) }?;
         let h = state::with(|sim| sim.create(size as u64, &prop, flags))?;
-        crate::latency::pay_create(size as u64);
+        crate::hooks::latency::pay_create(size as u64);
         // SAFETY: entry-point contract.
         unsafe { out.write(h) };
         Ok(())

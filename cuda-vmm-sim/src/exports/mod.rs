@@ -32,9 +32,10 @@ use cuda_vmm_sys::{
     cuuint64_t, CUcontext, CUdevice, CUdevice_attribute, CUdriverProcAddressQueryResult, CUresult,
 };
 
-use crate::state::{self, DriverResult};
-use crate::symbols::{sym, Sym};
-use crate::{answers, contexts, devices, error_strings, faults, procs};
+use crate::hooks::faults;
+use crate::model::state::{self, DriverResult};
+use crate::model::symbols::{sym, Sym};
+use crate::model::{answers, contexts, devices, error_strings, procs};
 
 /// Runs one entry point: fault injection, init and context checks, the body, no unwinding.
 fn call(s: Sym, body: impl FnOnce() -> DriverResult<()>) -> CUresult {

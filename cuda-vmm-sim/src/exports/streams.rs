@@ -7,9 +7,9 @@ use core::ffi::{c_char, c_uint, c_void};
 use cuda_vmm_sys::{CUcontext, CUevent, CUfunction, CUmodule, CUresult, CUstream};
 
 use super::{call, Out};
-use crate::state;
-use crate::symbols::sym;
-use crate::{answers, contexts};
+use crate::model::state;
+use crate::model::symbols::sym;
+use crate::model::{answers, contexts};
 
 // ---- Context stack ------------------------------------------------------------
 

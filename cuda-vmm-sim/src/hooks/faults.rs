@@ -9,7 +9,7 @@ use core::marker::PhantomData;
 
 use cuda_vmm_sys::CUresult;
 
-use crate::symbols::{self, Sym, COUNT};
+use crate::model::symbols::{self, Sym, COUNT};
 
 struct Fault {
     id: u64,
@@ -168,7 +168,7 @@ pub fn call_count(symbol: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::symbols::sym;
+    use crate::model::symbols::sym;
 
     #[test]
     fn nth_call_fires_once_and_only_on_this_thread() {

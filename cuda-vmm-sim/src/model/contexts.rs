@@ -8,8 +8,8 @@ use core::cell::RefCell;
 
 use cuda_vmm_sys::{CUcontext, CUctx_st};
 
-use crate::answers;
-use crate::state::{DriverResult, Sim};
+use crate::model::answers;
+use crate::model::state::{DriverResult, Sim};
 
 /// Context handles are fake, never-dereferenced addresses: one per device.
 const CONTEXT_BASE: usize = 0x00c0_de00_0000;

@@ -1,6 +1,6 @@
 //! Identities of the exported entry points, for call counting and fault injection.
 
-use crate::answers;
+use crate::model::answers;
 use cuda_vmm_sys::SYMBOLS;
 
 /// Number of exported entry points: every name in [`SYMBOLS`] plus the

@@ -8,9 +8,9 @@ use std::os::fd::AsFd;
 
 use cuda_vmm_sys::{CUmemAccessDesc, CUmemAccess_flags as F, CUmemLocation, CUmemLocationType};
 
-use crate::answers;
+use crate::model::answers;
+use crate::model::state::{DriverResult, Piece, Sim};
 use crate::os::{self, Prot};
-use crate::state::{DriverResult, Piece, Sim};
 
 /// Access rights, as `cuMemGetAccess` reports them.
 fn flags_of(piece: &Piece, device: usize) -> F {

@@ -1,7 +1,7 @@
 //! The operating-system layer: memfds, address-space reservations, protections, file I/O.
 //!
-//! Every system call the simulator makes is here, each wrapped to return
-//! `io::Result`. They go through `rustix`, so descriptors, flags and errors are
+//! Every system call the simulator makes is here (sharing's socket and
+//! descriptor passing in [`shareable`]), each wrapped to return `io::Result`. They go through `rustix`, so descriptors, flags and errors are
 //! typed; raw `libc` remains only where rustix cannot express the call (each
 //! such place says why). Functions that change the process's address space are
 //! `unsafe`: their callers must own the range (it lies in a reservation the
@@ -14,6 +14,8 @@ use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 use rustix::fs::{FallocateFlags, FileType, MemfdFlags};
 use rustix::mm::{MapFlags, MprotectFlags, ProtFlags};
 use rustix::process::{Resource, Rlimit};
+
+pub(crate) mod shareable;
 
 /// Name given to every memfd, so imports can recognise the simulator's own.
 pub(crate) const MEMFD_NAME: &CStr = c"cuda-vmm-sim";

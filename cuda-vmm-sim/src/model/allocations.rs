@@ -8,10 +8,10 @@ use cuda_vmm_sys::{
     CUmemAllocationType, CUmemLocationType,
 };
 
-use crate::answers;
+use crate::model::answers;
+use crate::model::state::{Allocation, DriverResult, Memory, Prop, Sim};
 use crate::os;
-use crate::shareable;
-use crate::state::{Allocation, DriverResult, Memory, Prop, Sim};
+use crate::os::shareable;
 
 const POSIX_FD: u32 = H::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR.0;
 const WIN32: u32 = H::CU_MEM_HANDLE_TYPE_WIN32.0 | H::CU_MEM_HANDLE_TYPE_WIN32_KMT.0;

@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use cuda_vmm_sys::{CUevent, CUevent_st, CUresult, CUstream, CUstream_st};
 
-use crate::answers;
-use crate::contexts;
+use crate::model::answers;
+use crate::model::contexts;
+use crate::model::state::{DriverResult, Sim};
+use crate::model::work::{legacy, Action, Event, Kind, Stream, StreamId};
 use crate::os;
-use crate::state::{DriverResult, Sim};
-use crate::work::{legacy, Action, Event, Kind, Stream, StreamId};
 
 const STREAM_BASE: usize = 0x0057_0000_0000;
 const EVENT_BASE: usize = 0x00e7_0000_0000;

@@ -5,9 +5,9 @@
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
-use crate::answers;
+use crate::model::answers;
+use crate::model::state::{Classic, DriverResult, Memory, Sim};
 use crate::os::{self, Prot};
-use crate::state::{Classic, DriverResult, Memory, Sim};
 
 impl Sim {
     /// `cuMemAlloc_v2` on `device`.

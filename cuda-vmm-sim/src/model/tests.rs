@@ -5,9 +5,9 @@ use cuda_vmm_sys::{
     CUmemAllocationType, CUmemLocation, CUmemLocationType,
 };
 
-use crate::answers;
-use crate::config::SimConfig;
-use crate::state::Sim;
+use crate::model::answers;
+use crate::model::config::SimConfig;
+use crate::model::state::Sim;
 
 const G: u64 = 64 << 10;
 

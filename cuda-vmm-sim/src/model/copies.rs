@@ -3,7 +3,7 @@
 //! A device range is resolved (under the lock, when the work is issued) into
 //! segments of memfds, checking that every byte is mapped and that the device
 //! has the access the operation needs. The bytes move (when the work runs,
-//! see [`work`](crate::work)) with `pread`/`pwrite` on the memfds: an unmap
+//! see [`work`](crate::model::work)) with `pread`/`pwrite` on the memfds: an unmap
 //! meanwhile cannot fault the copy, because each segment holds its memory
 //! alive, and a bad host pointer is reported by the kernel (EFAULT) instead of
 //! crashing the process.
@@ -12,9 +12,9 @@ use std::io;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
-use crate::answers;
+use crate::model::answers;
+use crate::model::state::{DriverResult, Memory, Sim};
 use crate::os;
-use crate::state::{DriverResult, Memory, Sim};
 
 /// Bytes moved per step of a device-to-device copy or a set.
 const CHUNK: u64 = 4 << 20;

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use cuda_vmm_sys::CUresult;
 use parking_lot::Mutex;
 
-use crate::answers;
-use crate::config::{ConfigError, SimConfig};
+use crate::model::answers;
+use crate::model::config::{ConfigError, SimConfig};
 
 /// A simulator result: the value, or the driver error code to return.
 pub(crate) type DriverResult<T> = Result<T, CUresult>;
@@ -96,7 +96,7 @@ pub(crate) struct Sim {
     pub allocations: HashMap<u64, Allocation>,
     pub classic: BTreeMap<u64, Classic>,
     /// Streams, events, pending work and pinned host memory.
-    pub work: crate::work::Work,
+    pub work: crate::model::work::Work,
     next_handle: u64,
 }
 
@@ -114,7 +114,7 @@ impl Sim {
             overhangs: BTreeMap::new(),
             allocations: HashMap::new(),
             classic: BTreeMap::new(),
-            work: crate::work::Work::new(devices_len),
+            work: crate::model::work::Work::new(devices_len),
             // Handles are never reused, so a released handle stays detectable.
             next_handle: 0x5100_0000_0001,
         }

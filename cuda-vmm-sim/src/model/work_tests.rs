@@ -5,10 +5,10 @@ use cuda_vmm_sys::{
     CUmemAllocationType, CUmemLocation, CUmemLocationType, CUresult,
 };
 
-use crate::answers;
-use crate::config::SimConfig;
-use crate::state::Sim;
-use crate::work::{legacy, Action, Kind, Stream};
+use crate::model::answers;
+use crate::model::config::SimConfig;
+use crate::model::state::Sim;
+use crate::model::work::{legacy, Action, Kind, Stream};
 
 const G: u64 = 64 << 10;
 

@@ -1,8 +1,8 @@
 //! Address reservations: real, inaccessible host address space.
 
-use crate::answers;
+use crate::model::answers;
+use crate::model::state::{DriverResult, Sim};
 use crate::os;
-use crate::state::{DriverResult, Sim};
 
 impl Sim {
     /// `cuMemAddressReserve`.

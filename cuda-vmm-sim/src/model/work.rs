@@ -20,9 +20,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use cuda_vmm_sys::CUresult;
 
-use crate::answers;
-use crate::copies::Span;
-use crate::state::{DriverResult, Sim};
+use crate::model::answers;
+use crate::model::copies::Span;
+use crate::model::state::{DriverResult, Sim};
 
 /// A stream's identity: `0..devices` are the devices' legacy streams.
 pub(crate) type StreamId = u64;
