@@ -32,7 +32,7 @@ pub(crate) struct Span {
 }
 
 fn io_error(e: io::Error) -> cuda_vmm_sys::CUresult {
-    if e.raw_os_error() == Some(libc::EFAULT) {
+    if os::is_bad_address(&e) {
         answers::COPY_BAD_HOST_POINTER
     } else {
         answers::OS_FAILURE

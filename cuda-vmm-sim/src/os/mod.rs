@@ -66,6 +66,11 @@ fn addr_ptr(addr: u64) -> *mut c_void {
     addr as *mut c_void
 }
 
+/// Whether `e` is EFAULT: the kernel met an unmapped page in a buffer it was given.
+pub(crate) fn is_bad_address(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(rustix::io::Errno::FAULT.raw_os_error())
+}
+
 /// A new memfd of `size` bytes (pages are allocated only when written).
 pub(crate) fn memfd(size: u64) -> io::Result<OwnedFd> {
     let fd = rustix::fs::memfd_create(MEMFD_NAME, MemfdFlags::CLOEXEC)?;
