@@ -55,6 +55,8 @@ use rustix::net::{
     recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
     SendAncillaryBuffer, SendAncillaryMessage, SendFlags,
 };
+use zerocopy::little_endian::{I32, U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::allocation::Allocation;
 use crate::device::Device;
@@ -69,8 +71,34 @@ pub const MAX_PER_MESSAGE: usize = 1 << 16;
 const MAGIC: [u8; 8] = *b"CUVMMIPC";
 const VERSION: u32 = 1;
 const LAST_PART: u32 = 1;
-const HEADER: usize = 24;
-const RECORD: usize = 32;
+const HEADER: usize = size_of::<WireHeader>();
+const RECORD: usize = size_of::<WireRecord>();
+const _: () = assert!(HEADER == 24 && RECORD == 32);
+
+/// A part's header as it is on the wire (see the module docs).
+#[derive(Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+struct WireHeader {
+    magic: [u8; 8],
+    version: U32,
+    count: U32,
+    flags: U32,
+    reserved: U32,
+}
+
+/// One allocation's record as it is on the wire (see the module docs).
+#[derive(Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+struct WireRecord {
+    size: U64,
+    location_type: U32,
+    location_id: I32,
+    handle_types: U32,
+    compression: u8,
+    rdma: u8,
+    usage: U16,
+    reserved: U64,
+}
 
 /// An allocation's POSIX descriptor with the size and properties an importer
 /// needs: the one way to import without giving a size by hand.
@@ -221,13 +249,9 @@ fn send_part(stream: &UnixStream, part: &[ExportedAllocation], flags: u32) -> Re
     let count = u32::try_from(part.len())
         .map_err(|_| ipc_error(format!("{} allocations in one part", part.len())))?;
     let mut bytes = Vec::with_capacity(HEADER + part.len() * RECORD);
-    bytes.extend_from_slice(&MAGIC);
-    bytes.extend_from_slice(&VERSION.to_le_bytes());
-    bytes.extend_from_slice(&count.to_le_bytes());
-    bytes.extend_from_slice(&flags.to_le_bytes());
-    bytes.extend_from_slice(&0u32.to_le_bytes());
+    bytes.extend_from_slice(encode_header(count, flags).as_bytes());
     for e in part {
-        encode_record(&mut bytes, e);
+        bytes.extend_from_slice(encode_record(e).as_bytes());
     }
     let fds: Vec<BorrowedFd<'_>> = part.iter().map(|e| e.fd.as_fd()).collect();
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_PER_PART))];
@@ -301,17 +325,35 @@ fn recv_exact(
     Ok(())
 }
 
+fn encode_header(count: u32, flags: u32) -> WireHeader {
+    WireHeader {
+        magic: MAGIC,
+        version: U32::new(VERSION),
+        count: U32::new(count),
+        flags: U32::new(flags),
+        reserved: U32::new(0),
+    }
+}
+
 fn decode_header(header: &[u8; HEADER]) -> Result<(usize, u32)> {
-    if header[..8] != MAGIC {
+    let (header, _) = WireHeader::ref_from_prefix(header).map_err(|_| {
+        ipc_error(format!(
+            "a message header of {} bytes is shorter than {HEADER}",
+            header.len()
+        ))
+    })?;
+    if header.magic != MAGIC {
         return Err(ipc_error(format!(
             "bad magic {:02x?}: not a cuda-vmm allocation message",
-            &header[..8]
+            &header.magic[..]
         )));
     }
-    let word = |at: usize| {
-        u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
-    };
-    let (version, count, flags, reserved) = (word(8), word(12), word(16), word(20));
+    let (version, count, flags, reserved) = (
+        header.version.get(),
+        header.count.get(),
+        header.flags.get(),
+        header.reserved.get(),
+    );
     if version != VERSION {
         return Err(ipc_error(format!(
             "message version {version}; this library speaks version {VERSION}"
@@ -330,41 +372,43 @@ fn decode_header(header: &[u8; HEADER]) -> Result<(usize, u32)> {
     Ok((count as usize, flags))
 }
 
-fn encode_record(bytes: &mut Vec<u8>, e: &ExportedAllocation) {
+fn encode_record(e: &ExportedAllocation) -> WireRecord {
     let location = e.props.location().to_raw();
-    bytes.extend_from_slice(&(e.size as u64).to_le_bytes());
-    bytes.extend_from_slice(&location.type_.0.to_le_bytes());
-    bytes.extend_from_slice(&location.id.to_le_bytes());
-    bytes.extend_from_slice(&e.props.requested_handle_types().bits().to_le_bytes());
-    bytes.push(u8::from(e.props.is_compressed()));
-    bytes.push(u8::from(e.props.is_rdma_capable()));
-    bytes.extend_from_slice(&e.props.usage_flags().to_le_bytes());
-    bytes.extend_from_slice(&0u64.to_le_bytes());
+    WireRecord {
+        size: U64::new(e.size as u64),
+        location_type: U32::new(location.type_.0),
+        location_id: I32::new(location.id),
+        handle_types: U32::new(e.props.requested_handle_types().bits()),
+        compression: u8::from(e.props.is_compressed()),
+        rdma: u8::from(e.props.is_rdma_capable()),
+        usage: U16::new(e.props.usage_flags()),
+        reserved: U64::new(0),
+    }
 }
 
 /// Decodes and validates record `index` of a message.
 fn decode_record(r: &[u8], index: usize) -> Result<(usize, AllocationProps)> {
-    let u32_at = |at: usize| u32::from_le_bytes([r[at], r[at + 1], r[at + 2], r[at + 3]]);
-    let u64_at = |at: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&r[at..at + 8]);
-        u64::from_le_bytes(b)
-    };
     let bad = |what: String| ipc_error(format!("allocation {index}: {what}"));
-    let size = u64_at(0);
+    let (r, _) = WireRecord::ref_from_prefix(r).map_err(|_| {
+        bad(format!(
+            "{} bytes are shorter than a record ({RECORD})",
+            r.len()
+        ))
+    })?;
+    let size = r.size.get();
     let size = usize::try_from(size)
         .ok()
         .filter(|&s| s != 0)
         .ok_or_else(|| bad(format!("size {size} is not a nonzero usize")))?;
     let location = Location::from_raw(CUmemLocation {
-        type_: CUmemLocationType(u32_at(8)),
-        id: u32_at(12) as i32,
+        type_: CUmemLocationType(r.location_type.get()),
+        id: r.location_id.get(),
     })
     .map_err(|e| bad(e.to_string()))?;
     if !matches!(location, Location::Device(_)) {
         return Err(bad(format!("location {location:?} is not device memory")));
     }
-    let handle_types = u32_at(16);
+    let handle_types = r.handle_types.get();
     if handle_types & !HandleTypes::ALL.bits() != 0
         || !HandleTypes::from_bits_retain(handle_types).contains(HandleTypes::POSIX_FD)
     {
@@ -372,17 +416,65 @@ fn decode_record(r: &[u8], index: usize) -> Result<(usize, AllocationProps)> {
             "handle types {handle_types:#x} are not known ones including POSIX_FD"
         )));
     }
-    let (compression, rdma) = (r[20], r[21]);
-    if compression > 1 || rdma > 1 || u64_at(24) != 0 {
+    let (compression, rdma) = (r.compression, r.rdma);
+    if compression > 1 || rdma > 1 || r.reserved.get() != 0 {
         return Err(bad(format!(
             "compression {compression}, RDMA {rdma} or the reserved word are not 0/1/0"
         )));
     }
-    let usage = u16::from_le_bytes([r[22], r[23]]);
+    let usage = r.usage.get();
     let props = AllocationProps::new(location)
         .handle_types(HandleTypes::from_bits_retain(handle_types))
         .compression(compression == 1)
         .rdma_capable(rdma == 1)
         .usage(usage);
     Ok((size, props))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Computed with the hand-written encoder this module had before zerocopy.
+    const GOLDEN_HEADER: [u8; HEADER] = [
+        67, 85, 86, 77, 77, 73, 80, 67, 1, 0, 0, 0, 3, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    /// Computed with the hand-written encoder this module had before zerocopy.
+    const GOLDEN_RECORD: [u8; RECORD] = [
+        239, 205, 171, 137, 103, 69, 35, 1, 1, 0, 0, 0, 1, 0, 0, 0, 9, 0, 0, 0, 1, 0, 239, 190, 0,
+        0, 0, 0, 0, 0, 0, 0,
+    ];
+
+    fn golden_props() -> AllocationProps {
+        AllocationProps::new(Location::Device(1))
+            .handle_types(HandleTypes::POSIX_FD | HandleTypes::FABRIC)
+            .compression(true)
+            .rdma_capable(false)
+            .usage(0xbeef)
+    }
+
+    #[test]
+    fn header_encoding_is_byte_identical() {
+        assert_eq!(encode_header(3, LAST_PART).as_bytes(), &GOLDEN_HEADER[..]);
+        assert_eq!(decode_header(&GOLDEN_HEADER).unwrap(), (3, LAST_PART));
+    }
+
+    #[test]
+    fn record_encoding_is_byte_identical() {
+        let fd: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+        let e = ExportedAllocation::from_parts(fd, 0x0123_4567_89ab_cdef, golden_props());
+        assert_eq!(encode_record(&e).as_bytes(), &GOLDEN_RECORD[..]);
+        let (size, props) = decode_record(&GOLDEN_RECORD, 0).unwrap();
+        assert_eq!(size, 0x0123_4567_89ab_cdef);
+        assert_eq!(props, golden_props());
+    }
+
+    #[test]
+    fn truncated_record_is_a_sharing_error() {
+        let err = decode_record(&GOLDEN_RECORD[..RECORD - 1], 5).unwrap_err();
+        assert!(
+            matches!(&err, Error::Sharing { message, io: None } if message.starts_with("allocation 5:")),
+            "{err:?}"
+        );
+    }
 }

@@ -90,9 +90,8 @@ use crate::pod::{as_bytes_mut, zeroed, DevicePod};
 
 pub use wire::MAX_CHUNKS_PER_UPDATE;
 use wire::{
-    decode_header, decode_record, encode_update, protocol, recv_exact, send_message, u32_at,
-    u64_at, usize_of, Header, Received, Record, SendError, HELLO, HELLO_MAGIC, RECORD, UPDATE,
-    VERSION,
+    decode_header, decode_hello, decode_record, encode_hello, encode_update, protocol, recv_exact,
+    send_message, usize_of, Header, Hello, Received, Record, SendError, HELLO, RECORD, UPDATE,
 };
 
 /// A chunk the consumer maps: its offset, size and the buffer's identity for it.
@@ -145,12 +144,11 @@ impl SharedBufferProducer {
         }
         let element = u32::try_from(element_size::<T>()?)
             .map_err(|_| protocol("the element size does not fit u32".into()))?;
-        let mut hello = Vec::with_capacity(HELLO);
-        hello.extend_from_slice(&HELLO_MAGIC);
-        hello.extend_from_slice(&VERSION.to_le_bytes());
-        hello.extend_from_slice(&element.to_le_bytes());
-        hello.extend_from_slice(&(buffer.reserved_bytes() as u64).to_le_bytes());
-        hello.extend_from_slice(&buffer.id().to_le_bytes());
+        let hello = encode_hello(&Hello {
+            element,
+            reserved: buffer.reserved_bytes() as u64,
+            buffer_id: buffer.id(),
+        });
         (&stream)
             .write_all(&hello)
             .map_err(|e| protocol(format!("sending the hello failed: {e}")))?;
@@ -339,22 +337,15 @@ impl<T: DevicePod> SharedBufferConsumer<T> {
                 ))
             }
         }
-        if hello[..8] != HELLO_MAGIC {
-            return Err(protocol(format!("bad hello magic {:02x?}", &hello[..8])));
-        }
-        let (version, element) = (u32_at(&hello, 8), u32_at(&hello, 12));
-        if version != VERSION {
-            return Err(protocol(format!(
-                "producer speaks version {version}, this consumer version {VERSION}"
-            )));
-        }
+        let hello = decode_hello(&hello)?;
+        let element = hello.element;
         if element as usize != element_size::<T>()? {
             return Err(protocol(format!(
                 "the producer's elements are {element} bytes, this consumer's {} bytes",
                 size_of::<T>()
             )));
         }
-        let reserved = usize_of(u64_at(&hello, 16), "reserved size")?;
+        let reserved = usize_of(hello.reserved, "reserved size")?;
         if reserved == 0 {
             return Err(protocol("reserved size 0".into()));
         }
@@ -364,7 +355,7 @@ impl<T: DevicePod> SharedBufferConsumer<T> {
             device: device.clone(),
             mappings: Vec::new(),
             reservation,
-            buffer_id: u64_at(&hello, 24),
+            buffer_id: hello.buffer_id,
             generation: 0,
             committed: 0,
             len_bytes: 0,

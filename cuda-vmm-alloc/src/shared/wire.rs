@@ -14,6 +14,8 @@ use rustix::net::{
     recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
     SendAncillaryBuffer, SendAncillaryMessage, SendFlags,
 };
+use zerocopy::little_endian::{I32, U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::error::{Error, Result};
 
@@ -21,12 +23,52 @@ pub(super) const HELLO_MAGIC: [u8; 8] = *b"CUVMMBUF";
 pub(super) const UPDATE_MAGIC: [u8; 8] = *b"CUVMMUPD";
 pub(super) const VERSION: u32 = 2;
 /// Hello bytes: magic, version, element size, reserved bytes, buffer id.
-pub(super) const HELLO: usize = 32;
+pub(super) const HELLO: usize = size_of::<WireHello>();
 /// Update header bytes: magic, buffer id, generation, length, committed, count, reserved.
-pub(super) const UPDATE: usize = 48;
+pub(super) const UPDATE: usize = size_of::<WireUpdate>();
 /// Chunk record bytes: offset, size, location type and id, handle types, compression,
 /// RDMA, usage, reserved.
-pub(super) const RECORD: usize = 40;
+pub(super) const RECORD: usize = size_of::<WireRecord>();
+const _: () = assert!(HELLO == 32 && UPDATE == 48 && RECORD == 40);
+
+/// The hello as it is on the wire.
+#[derive(Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+struct WireHello {
+    magic: [u8; 8],
+    version: U32,
+    element: U32,
+    reserved: U64,
+    buffer_id: U64,
+}
+
+/// An update's header as it is on the wire.
+#[derive(Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+struct WireUpdate {
+    magic: [u8; 8],
+    buffer_id: U64,
+    generation: U64,
+    len_bytes: U64,
+    committed: U64,
+    count: U32,
+    reserved: U32,
+}
+
+/// A chunk record as it is on the wire.
+#[derive(Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+struct WireRecord {
+    offset: U64,
+    size: U64,
+    location_type: U32,
+    location_id: I32,
+    handle_types: U32,
+    compression: u8,
+    rdma: u8,
+    usage: U16,
+    reserved: U64,
+}
 
 /// Most chunks one update carries: its descriptors travel in one `SCM_RIGHTS` message,
 /// and Linux passes at most 253 descriptors in one.
@@ -36,22 +78,6 @@ pub(super) fn protocol(message: String) -> Error {
     Error::InvalidConfig {
         message: format!("shared buffer: {message}"),
     }
-}
-
-pub(super) fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    let mut b = [0u8; 8];
-    if let Some(src) = bytes.get(at..at + 8) {
-        b.copy_from_slice(src);
-    }
-    u64::from_le_bytes(b)
-}
-
-pub(super) fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    let mut b = [0u8; 4];
-    if let Some(src) = bytes.get(at..at + 4) {
-        b.copy_from_slice(src);
-    }
-    u32::from_le_bytes(b)
 }
 
 pub(super) fn usize_of(value: u64, what: &str) -> Result<usize> {
@@ -77,48 +103,101 @@ pub(super) struct Record {
     pub(super) props: AllocationProps,
 }
 
+/// The hello's fields (the version is [`VERSION`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Hello {
+    pub(super) element: u32,
+    pub(super) reserved: u64,
+    pub(super) buffer_id: u64,
+}
+
+/// The hello as one byte string.
+pub(super) fn encode_hello(hello: &Hello) -> Vec<u8> {
+    WireHello {
+        magic: HELLO_MAGIC,
+        version: U32::new(VERSION),
+        element: U32::new(hello.element),
+        reserved: U64::new(hello.reserved),
+        buffer_id: U64::new(hello.buffer_id),
+    }
+    .as_bytes()
+    .to_vec()
+}
+
+/// Decodes and checks the hello's magic and version (the rest is the consumer's to check).
+pub(super) fn decode_hello(h: &[u8; HELLO]) -> Result<Hello> {
+    let (h, _) = WireHello::ref_from_prefix(h).map_err(|_| {
+        protocol(format!(
+            "a hello of {} bytes is shorter than {HELLO}",
+            h.len()
+        ))
+    })?;
+    if h.magic != HELLO_MAGIC {
+        return Err(protocol(format!("bad hello magic {:02x?}", &h.magic[..])));
+    }
+    let version = h.version.get();
+    if version != VERSION {
+        return Err(protocol(format!(
+            "producer speaks version {version}, this consumer version {VERSION}"
+        )));
+    }
+    Ok(Hello {
+        element: h.element.get(),
+        reserved: h.reserved.get(),
+        buffer_id: h.buffer_id.get(),
+    })
+}
+
 /// The whole update, header then records, as one byte string.
 pub(super) fn encode_update(header: &Header, records: &[Record]) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(UPDATE + records.len() * RECORD);
-    bytes.extend_from_slice(&UPDATE_MAGIC);
-    for word in [
-        header.buffer_id,
-        header.generation,
-        header.len_bytes,
-        header.committed,
-    ] {
-        bytes.extend_from_slice(&word.to_le_bytes());
-    }
-    bytes.extend_from_slice(&header.count.to_le_bytes());
-    bytes.extend_from_slice(&0u32.to_le_bytes());
+    let wire = WireUpdate {
+        magic: UPDATE_MAGIC,
+        buffer_id: U64::new(header.buffer_id),
+        generation: U64::new(header.generation),
+        len_bytes: U64::new(header.len_bytes),
+        committed: U64::new(header.committed),
+        count: U32::new(header.count),
+        reserved: U32::new(0),
+    };
+    bytes.extend_from_slice(wire.as_bytes());
     for r in records {
         let location = r.props.location().to_raw();
-        bytes.extend_from_slice(&r.offset.to_le_bytes());
-        bytes.extend_from_slice(&r.size.to_le_bytes());
-        bytes.extend_from_slice(&location.type_.0.to_le_bytes());
-        bytes.extend_from_slice(&location.id.to_le_bytes());
-        bytes.extend_from_slice(&r.props.requested_handle_types().bits().to_le_bytes());
-        bytes.push(u8::from(r.props.is_compressed()));
-        bytes.push(u8::from(r.props.is_rdma_capable()));
-        bytes.extend_from_slice(&r.props.usage_flags().to_le_bytes());
-        bytes.extend_from_slice(&0u64.to_le_bytes());
+        let wire = WireRecord {
+            offset: U64::new(r.offset),
+            size: U64::new(r.size),
+            location_type: U32::new(location.type_.0),
+            location_id: I32::new(location.id),
+            handle_types: U32::new(r.props.requested_handle_types().bits()),
+            compression: u8::from(r.props.is_compressed()),
+            rdma: u8::from(r.props.is_rdma_capable()),
+            usage: U16::new(r.props.usage_flags()),
+            reserved: U64::new(0),
+        };
+        bytes.extend_from_slice(wire.as_bytes());
     }
     bytes
 }
 
 /// Decodes and checks an update header (not yet against the consumer's state).
 pub(super) fn decode_header(h: &[u8; UPDATE]) -> Result<Header> {
-    if h[..8] != UPDATE_MAGIC {
-        return Err(protocol(format!("bad update magic {:02x?}", &h[..8])));
+    let (h, _) = WireUpdate::ref_from_prefix(h).map_err(|_| {
+        protocol(format!(
+            "an update header of {} bytes is shorter than {UPDATE}",
+            h.len()
+        ))
+    })?;
+    if h.magic != UPDATE_MAGIC {
+        return Err(protocol(format!("bad update magic {:02x?}", &h.magic[..])));
     }
     let header = Header {
-        buffer_id: u64_at(h, 8),
-        generation: u64_at(h, 16),
-        len_bytes: u64_at(h, 24),
-        committed: u64_at(h, 32),
-        count: u32_at(h, 40),
+        buffer_id: h.buffer_id.get(),
+        generation: h.generation.get(),
+        len_bytes: h.len_bytes.get(),
+        committed: h.committed.get(),
+        count: h.count.get(),
     };
-    let reserved = u32_at(h, 44);
+    let reserved = h.reserved.get();
     if reserved != 0 {
         return Err(protocol(format!(
             "update header's reserved word is {reserved:#x}, not 0"
@@ -136,19 +215,25 @@ pub(super) fn decode_header(h: &[u8; UPDATE]) -> Result<Header> {
 /// Decodes and checks record `index`'s own fields.
 pub(super) fn decode_record(r: &[u8], index: usize) -> Result<Record> {
     let bad = |what: String| protocol(format!("chunk {index} of the update: {what}"));
-    let (offset, size) = (u64_at(r, 0), u64_at(r, 8));
+    let (r, _) = WireRecord::ref_from_prefix(r).map_err(|_| {
+        bad(format!(
+            "{} bytes are shorter than a record ({RECORD})",
+            r.len()
+        ))
+    })?;
+    let (offset, size) = (r.offset.get(), r.size.get());
     if size == 0 {
         return Err(bad("size 0".into()));
     }
     let location = Location::from_raw(CUmemLocation {
-        type_: CUmemLocationType(u32_at(r, 16)),
-        id: u32_at(r, 20) as i32,
+        type_: CUmemLocationType(r.location_type.get()),
+        id: r.location_id.get(),
     })
     .map_err(|e| bad(e.to_string()))?;
     if !matches!(location, Location::Device(_)) {
         return Err(bad(format!("location {location:?} is not device memory")));
     }
-    let handle_types = u32_at(r, 24);
+    let handle_types = r.handle_types.get();
     if handle_types & !HandleTypes::ALL.bits() != 0
         || !HandleTypes::from_bits_retain(handle_types).contains(HandleTypes::POSIX_FD)
     {
@@ -156,15 +241,12 @@ pub(super) fn decode_record(r: &[u8], index: usize) -> Result<Record> {
             "handle types {handle_types:#x} are not known ones including POSIX_FD"
         )));
     }
-    let (compression, rdma) = (r.get(28).copied(), r.get(29).copied());
-    let usage = u16::from_le_bytes([
-        r.get(30).copied().unwrap_or(0),
-        r.get(31).copied().unwrap_or(0),
-    ]);
-    let (Some(compression @ 0..=1), Some(rdma @ 0..=1), 0) = (compression, rdma, u64_at(r, 32))
-    else {
+    let (compression, rdma, usage) = (r.compression, r.rdma, r.usage.get());
+    let (compression @ 0..=1, rdma @ 0..=1, 0) = (compression, rdma, r.reserved.get()) else {
         return Err(bad(format!(
-            "compression {compression:?}, RDMA {rdma:?} or the reserved word are not 0/1/0"
+            "compression {:?}, RDMA {:?} or the reserved word are not 0/1/0",
+            Some(compression),
+            Some(rdma)
         )));
     };
     let props = AllocationProps::new(location)
@@ -294,4 +376,105 @@ pub(super) fn recv_exact(
         got += received.bytes;
     }
     Ok(Received::Full)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The encodings below were computed with the hand-written encoder this module had
+    /// before zerocopy.
+    const GOLDEN_HELLO: [u8; HELLO] = [
+        67, 85, 86, 77, 77, 66, 85, 70, 2, 0, 0, 0, 12, 0, 0, 0, 0, 96, 69, 35, 1, 0, 0, 0, 7, 0,
+        0, 0, 0, 0, 0, 0,
+    ];
+    const GOLDEN_HEADER: [u8; UPDATE] = [
+        67, 85, 86, 77, 77, 85, 80, 68, 136, 119, 102, 85, 68, 51, 34, 17, 3, 0, 0, 0, 0, 0, 0, 0,
+        0, 48, 0, 0, 0, 0, 0, 0, 0, 64, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    const GOLDEN_RECORDS: [u8; 2 * RECORD] = [
+        0, 0, 32, 0, 0, 0, 0, 0, 0, 0, 64, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0, 1,
+        2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 96, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0, 0, 0, 0, 1, 0, 0, 0,
+        0, 0, 0, 0, 9, 0, 0, 0, 1, 0, 90, 165, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+
+    fn golden_hello() -> Hello {
+        Hello {
+            element: 12,
+            reserved: 0x0000_0001_2345_6000,
+            buffer_id: 7,
+        }
+    }
+
+    fn golden_header() -> Header {
+        Header {
+            buffer_id: 0x1122_3344_5566_7788,
+            generation: 3,
+            len_bytes: 0x3000,
+            committed: 0x4000,
+            count: 2,
+        }
+    }
+
+    fn golden_records() -> [Record; 2] {
+        [
+            Record {
+                offset: 0x20_0000,
+                size: 0x40_0000,
+                props: AllocationProps::new(Location::Device(2))
+                    .handle_types(HandleTypes::POSIX_FD)
+                    .compression(false)
+                    .rdma_capable(true)
+                    .usage(0x0102),
+            },
+            Record {
+                offset: 0x60_0000,
+                size: 0x20_0000,
+                props: AllocationProps::new(Location::Device(0))
+                    .handle_types(HandleTypes::POSIX_FD | HandleTypes::FABRIC)
+                    .compression(true)
+                    .rdma_capable(false)
+                    .usage(0xa55a),
+            },
+        ]
+    }
+
+    #[test]
+    fn hello_encoding_is_byte_identical() {
+        assert_eq!(encode_hello(&golden_hello()), GOLDEN_HELLO);
+        assert_eq!(decode_hello(&GOLDEN_HELLO).unwrap(), golden_hello());
+    }
+
+    #[test]
+    fn update_header_encoding_is_byte_identical() {
+        let bytes = encode_update(&golden_header(), &[]);
+        assert_eq!(bytes, GOLDEN_HEADER);
+        assert_eq!(decode_header(&GOLDEN_HEADER).unwrap(), golden_header());
+    }
+
+    #[test]
+    fn record_encoding_is_byte_identical() {
+        let bytes = encode_update(&golden_header(), &golden_records());
+        assert_eq!(bytes[..UPDATE], GOLDEN_HEADER);
+        assert_eq!(bytes[UPDATE..], GOLDEN_RECORDS);
+        for (i, (raw, want)) in GOLDEN_RECORDS
+            .chunks_exact(RECORD)
+            .zip(golden_records())
+            .enumerate()
+        {
+            let got = decode_record(raw, i).unwrap();
+            assert_eq!((got.offset, got.size), (want.offset, want.size));
+            assert_eq!(got.props, want.props);
+        }
+    }
+
+    #[test]
+    fn truncated_record_is_a_protocol_error() {
+        let err = decode_record(&GOLDEN_RECORDS[..RECORD - 1], 3).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidConfig { message }
+                if message.starts_with("shared buffer: chunk 3 of the update:")),
+            "{err:?}"
+        );
+    }
 }
