@@ -72,24 +72,40 @@ const EXTRA_TYPES: &[&str] = &[
 /// Enums whose values are bits that may be OR-ed together.
 const BITSET_ENUMS: &[&str] = &["CUmemAllocationHandleType_enum"];
 
-pub fn run(args: &[String]) -> Result<(), String> {
-    let mut check = false;
-    let mut include: Option<PathBuf> = None;
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--check" => check = true,
-            "--cuda-include" => {
-                let dir = it.next().ok_or("--cuda-include needs a directory")?;
-                include = Some(PathBuf::from(dir));
-            }
-            other => {
-                return Err(format!(
-                    "unknown argument `{other}` to `cargo xtask bindgen`"
-                ))
+/// What `cargo xtask bindgen [--check] [--cuda-include DIR]` was asked.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Options {
+    check: bool,
+    include: Option<PathBuf>,
+}
+
+impl Options {
+    fn parse(args: &mut lexopt::Parser) -> Result<Options, String> {
+        let mut options = Options::default();
+        while let Some(arg) = args
+            .next()
+            .map_err(|e| crate::argument_error(e, "bindgen"))?
+        {
+            match arg {
+                lexopt::Arg::Long("check") => options.check = true,
+                lexopt::Arg::Long("cuda-include") => {
+                    let dir = crate::flag_value(
+                        args,
+                        "cuda-include",
+                        "bindgen",
+                        "--cuda-include needs a directory",
+                    )?;
+                    options.include = Some(PathBuf::from(dir));
+                }
+                other => return Err(crate::unknown_argument(&other, "bindgen")),
             }
         }
+        Ok(options)
     }
+}
+
+pub fn run(args: &mut lexopt::Parser) -> Result<(), String> {
+    let Options { check, include } = Options::parse(args)?;
     let include = match include {
         Some(dir) => {
             if !dir.join("cuda.h").is_file() {
@@ -363,6 +379,31 @@ pub fn results_table(bindings: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(args: &[&str]) -> Result<Options, String> {
+        Options::parse(&mut lexopt::Parser::from_args(args))
+    }
+
+    #[test]
+    fn arguments() {
+        assert_eq!(parse(&[]), Ok(Options::default()));
+        assert_eq!(
+            parse(&["--check", "--cuda-include", "--dir"]),
+            Ok(Options {
+                check: true,
+                include: Some(PathBuf::from("--dir")),
+            })
+        );
+        let unknown = |a: &str| Err(format!("unknown argument `{a}` to `cargo xtask bindgen`"));
+        assert_eq!(parse(&["x"]), unknown("x"));
+        assert_eq!(parse(&["-c"]), unknown("-c"));
+        assert_eq!(parse(&["--check=1"]), unknown("--check=1"));
+        assert_eq!(parse(&["--cuda-include=d"]), unknown("--cuda-include=d"));
+        assert_eq!(
+            parse(&["--cuda-include"]),
+            Err("--cuda-include needs a directory".to_string())
+        );
+    }
 
     #[test]
     fn reads_every_typedef_of_the_entry_point_list() {

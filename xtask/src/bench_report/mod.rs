@@ -72,31 +72,69 @@ enum ReadmeChoice {
     Skip,
 }
 
-pub fn run(args: &[String]) -> Result<(), String> {
-    let mut criterion: Option<PathBuf> = None;
-    let mut out: Option<PathBuf> = None;
-    let mut include_stale = false;
-    let mut readme = ReadmeChoice::Default;
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--criterion" => {
-                criterion = Some(it.next().ok_or("--criterion needs a directory")?.into())
-            }
-            "--include-stale" => include_stale = true,
-            "--out" => out = Some(it.next().ok_or("--out needs a file name")?.into()),
-            "--readme" => {
-                let file = it.next().ok_or("--readme needs a file name")?;
-                readme = ReadmeChoice::File(file.into());
-            }
-            "--no-readme" => readme = ReadmeChoice::Skip,
-            other => {
-                return Err(format!(
-                    "unknown argument `{other}` to `cargo xtask bench-report`"
-                ))
+/// What `cargo xtask bench-report [--criterion DIR] [--out FILE] [--include-stale]
+/// [--readme FILE | --no-readme]` was asked.
+#[derive(Debug, PartialEq, Eq)]
+struct Options {
+    criterion: Option<PathBuf>,
+    out: Option<PathBuf>,
+    include_stale: bool,
+    readme: ReadmeChoice,
+}
+
+impl Options {
+    fn parse(args: &mut lexopt::Parser) -> Result<Options, String> {
+        let mut options = Options {
+            criterion: None,
+            out: None,
+            include_stale: false,
+            readme: ReadmeChoice::Default,
+        };
+        while let Some(arg) = args
+            .next()
+            .map_err(|e| crate::argument_error(e, "bench-report"))?
+        {
+            match arg {
+                lexopt::Arg::Long("criterion") => {
+                    let dir = crate::flag_value(
+                        args,
+                        "criterion",
+                        "bench-report",
+                        "--criterion needs a directory",
+                    )?;
+                    options.criterion = Some(dir.into());
+                }
+                lexopt::Arg::Long("include-stale") => options.include_stale = true,
+                lexopt::Arg::Long("out") => {
+                    options.out = Some(
+                        crate::flag_value(args, "out", "bench-report", "--out needs a file name")?
+                            .into(),
+                    );
+                }
+                lexopt::Arg::Long("readme") => {
+                    let file = crate::flag_value(
+                        args,
+                        "readme",
+                        "bench-report",
+                        "--readme needs a file name",
+                    )?;
+                    options.readme = ReadmeChoice::File(file.into());
+                }
+                lexopt::Arg::Long("no-readme") => options.readme = ReadmeChoice::Skip,
+                other => return Err(crate::unknown_argument(&other, "bench-report")),
             }
         }
+        Ok(options)
     }
+}
+
+pub fn run(args: &mut lexopt::Parser) -> Result<(), String> {
+    let Options {
+        criterion,
+        out,
+        include_stale,
+        readme,
+    } = Options::parse(args)?;
     let criterion = criterion.unwrap_or_else(default_criterion_dir);
     let out = out.unwrap_or_else(|| workspace_root().join("BENCHMARKS.md"));
     let written = generate(&criterion, &out, include_stale, &readme)?;

@@ -584,3 +584,57 @@ fn sections_are_replaced_in_place() {
         "# T\n\n<!-- bench-run: k -->\nnew\n<!-- end bench-run: k -->\ntail\n"
     );
 }
+
+fn parse(args: &[&str]) -> Result<Options, String> {
+    Options::parse(&mut lexopt::Parser::from_args(args))
+}
+
+#[test]
+fn arguments() {
+    assert_eq!(
+        parse(&[]),
+        Ok(Options {
+            criterion: None,
+            out: None,
+            include_stale: false,
+            readme: ReadmeChoice::Default,
+        })
+    );
+    assert_eq!(
+        parse(&[
+            "--criterion",
+            "c",
+            "--out",
+            "--o.md",
+            "--include-stale",
+            "--readme",
+            "r.md"
+        ]),
+        Ok(Options {
+            criterion: Some(PathBuf::from("c")),
+            out: Some(PathBuf::from("--o.md")),
+            include_stale: true,
+            readme: ReadmeChoice::File(PathBuf::from("r.md")),
+        })
+    );
+    assert_eq!(
+        parse(&["--readme", "r.md", "--no-readme"]).map(|o| o.readme),
+        Ok(ReadmeChoice::Skip)
+    );
+    let unknown = |a: &str| {
+        Err(format!(
+            "unknown argument `{a}` to `cargo xtask bench-report`"
+        ))
+    };
+    assert_eq!(parse(&["pos"]), unknown("pos"));
+    assert_eq!(parse(&["-x"]), unknown("-x"));
+    assert_eq!(parse(&["--out=x"]), unknown("--out=x"));
+    assert_eq!(parse(&["--no-readme=1"]), unknown("--no-readme=1"));
+    for (flag, what) in [
+        ("--criterion", "a directory"),
+        ("--out", "a file name"),
+        ("--readme", "a file name"),
+    ] {
+        assert_eq!(parse(&[flag]), Err(format!("{flag} needs {what}")));
+    }
+}
