@@ -220,7 +220,8 @@ impl Timer {
     }
 }
 
-/// `1.50 GiB`, `64 MiB`, `10 B`.
+/// `1.50 GiB`, `64 MiB`, `10 B`. (An example sees only the public API, which has no byte
+/// formatter: the tile maps' `Bytes` is private to cuda-vmm-alloc.)
 fn gib(bytes: usize) -> String {
     if bytes < MIB {
         format!("{bytes} B")

@@ -83,6 +83,10 @@ pub(crate) fn render(
 }
 
 /// A byte count printed with a binary unit (`2 MiB`, `1.5 GiB`, `512 B`).
+///
+/// The benches' `fmt_size` and xtask's `fmt_bytes` do not use it: it is private to this
+/// library (a public formatter would be new API for their sake), and xtask depends on no
+/// workspace crate (see `fmt_size` in benches/src/lib.rs).
 pub(crate) struct Bytes(pub usize);
 
 impl fmt::Display for Bytes {

@@ -1,6 +1,7 @@
 //! Numbers as the report prints them: times, sizes, ratios.
 
-/// `"2MiB"` -> 2097152 (KiB, MiB, GiB, TiB or B).
+/// `"2MiB"` -> 2097152 (KiB, MiB, GiB, TiB or B): reads the ids the benches' `size_id`
+/// (benches/src/lib.rs) writes.
 pub fn parse_size(s: &str) -> Option<u64> {
     let units = [
         ("TiB", 1u64 << 40),
@@ -40,6 +41,10 @@ pub fn fmt_delta(ns: f64) -> String {
 }
 
 /// Bytes in binary units: `256 MiB`, `1.50 GiB`.
+///
+/// The benches print sizes with their own `fmt_size` (benches/src/lib.rs): xtask does not
+/// depend on the benches crate, which pulls in cuda-vmm-sys, and xtask must build even when
+/// cuda-vmm-sys's `bindings.rs` (which `cargo xtask bindgen` regenerates) does not.
 pub fn fmt_bytes(bytes: f64) -> String {
     let units = [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)];
     for (unit, shift) in units {
