@@ -3,14 +3,8 @@
 //! invariants and hands refused chunks back unchanged under bad counts and races. Each
 //! test names the class and the defect it guards.
 
-use std::sync::{Arc, Barrier};
-use std::time::Duration;
-
 use cuda_vmm::{Backend, Device};
-use cuda_vmm_alloc::{
-    BufferConfig, ChunkPool, Error, GrowableBuffer, GrowthPolicy, Placement, PoolConfig, PoolStats,
-    SparseArray, SparseConfig,
-};
+use cuda_vmm_alloc::{BufferConfig, GrowableBuffer, GrowthPolicy, Placement};
 use cuda_vmm_sim::inject_fault;
 use cuda_vmm_sys::CUresult;
 
