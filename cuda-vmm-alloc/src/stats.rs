@@ -113,9 +113,8 @@ impl BlockedLog {
         }
     }
 
-    /// A call that grew, blocked from `start` until now; `prefetched` if it took a ready step.
-    pub(crate) fn grew(&mut self, start: Instant, prefetched: bool) {
-        let blocked = start.elapsed();
+    /// A call that grew, blocked for `blocked`; `prefetched` if it took a ready step.
+    pub(crate) fn grew(&mut self, blocked: Duration, prefetched: bool) {
         self.grew += 1;
         self.prefetched += u64::from(prefetched);
         self.total += blocked;

@@ -134,3 +134,118 @@ fn failed_round_robin_shrink_gives_its_turn_back() -> TestResult {
     );
     Ok(())
 }
+
+/// A byte buffer of `d0` growing one granule per step, striped over `d0` and `d1`.
+fn striped_steps(
+    d0: &Device,
+    d1: &Device,
+    g: usize,
+    prefetch: bool,
+) -> cuda_vmm_alloc::Result<GrowableBuffer<u8>> {
+    GrowableBuffer::new(
+        d0,
+        BufferConfig {
+            max_capacity: Some(64 * g),
+            policy: GrowthPolicy::fixed(g),
+            placement: Placement::RoundRobin(vec![d0.clone(), d1.clone()]),
+            prefetch,
+            ..Default::default()
+        },
+    )
+}
+
+/// What a failed call must leave as it was, besides the chunks: the blocked-time counts.
+fn blocked(b: &GrowableBuffer<u8>) -> (u64, u64, u64) {
+    let s = b.blocked_stats();
+    (s.calls, s.grew, s.prefetched)
+}
+
+/// Class 7: a growth that failed after its commit (its copy failed) was counted in
+/// `blocked_stats` as a growing call that grew (and as prefetched when it adopted a step),
+/// while one failing in the commit itself was not counted at all: a failed call changed
+/// the stats depending on where it failed. A failed call leaves `blocked_stats` as it was,
+/// at every fault point, like a twin that never made the call.
+#[test]
+fn failed_growth_leaves_blocked_stats_as_before() -> TestResult {
+    let Some((d0, d1)) = two_simulated_devices()? else {
+        return Ok(());
+    };
+    let _memory = crate::memory_shared();
+    let g = gran(&d0)?.max(gran(&d1)?);
+    let mut twin = striped_steps(&d0, &d1, g, false)?;
+    twin.extend_from_slice(&vec![1; g])?;
+    let code = CUresult::CUDA_ERROR_OUT_OF_MEMORY;
+    for (symbol, calls) in [
+        ("cuMemCreate", 3),
+        ("cuMemMap", 3),
+        ("cuMemSetAccess", 1),
+        ("cuMemcpyHtoDAsync", 1),
+    ] {
+        for nth in 1..=calls {
+            let mut b = striped_steps(&d0, &d1, g, false)?;
+            b.extend_from_slice(&vec![1; g])?;
+            let guard = inject_fault(symbol, nth, code);
+            let failed = b.extend_from_slice(&vec![2; 3 * g]);
+            drop(guard);
+            let err = failed.expect_err("the injected fault");
+            assert_eq!(err.code(), Some(code.0), "{symbol} #{nth}: {err}");
+            assert_eq!(blocked(&b), blocked(&twin), "{symbol} #{nth}");
+            assert_eq!(
+                b.committed_bytes(),
+                twin.committed_bytes(),
+                "{symbol} #{nth}"
+            );
+            assert_eq!(layout(&b, g), layout(&twin, g), "{symbol} #{nth}");
+        }
+    }
+    Ok(())
+}
+
+/// Class 7: a growth that adopted a prefetched step and then failed gave the step back but
+/// left the worker's queue behind the rolled-back edge (the next queued step starting past
+/// it), so the next growths found no usable step and committed in line until the queue
+/// drained: the failed call changed the prefetch state. After a failed growth the next
+/// growths are served by the worker exactly as in a twin that never failed, on the same
+/// devices.
+#[test]
+fn failed_prefetched_growth_leaves_the_prefetch_queue_usable() -> TestResult {
+    let Some((d0, d1)) = two_simulated_devices()? else {
+        return Ok(());
+    };
+    let _memory = crate::memory_shared();
+    let g = gran(&d0)?.max(gran(&d1)?);
+    let mut twin = striped_steps(&d0, &d1, g, true)?;
+    let mut b = striped_steps(&d0, &d1, g, true)?;
+    for buffer in [&mut twin, &mut b] {
+        buffer.extend_from_slice(&vec![1; g])?;
+    }
+    for (symbol, size) in [("cuMemcpyHtoDAsync", g), ("cuMemcpyHtoDAsync", 5 * g)] {
+        let guard = inject_fault(symbol, 1, CUresult::CUDA_ERROR_INVALID_VALUE);
+        let failed = b.extend_from_slice(&vec![9; size]);
+        drop(guard);
+        let err = failed.expect_err("the injected copy fault");
+        assert_eq!(
+            err.code(),
+            Some(CUresult::CUDA_ERROR_INVALID_VALUE.0),
+            "{err}"
+        );
+        assert_eq!(
+            blocked(&b),
+            blocked(&twin),
+            "after the failed {size}-byte append"
+        );
+    }
+    for round in 0..4u8 {
+        for buffer in [&mut twin, &mut b] {
+            buffer.extend_from_slice(&vec![round; g])?;
+        }
+        assert_eq!(blocked(&b), blocked(&twin), "round {round}");
+        assert_eq!(layout(&b, g), layout(&twin, g), "round {round}");
+    }
+    assert_eq!(
+        twin.blocked_stats().prefetched,
+        5,
+        "the twin's steps were prefetched"
+    );
+    Ok(())
+}
