@@ -1,7 +1,7 @@
-//! Adversarial review of the class 7 and class 9 fixes: every fault point of a shrink under
-//! `Placement::RoundRobin` leaves the rotation as it was, and a [`ChunkPool`] keeps its
-//! invariants and hands refused chunks back unchanged under bad counts and races. Each
-//! test names the class and the defect it guards.
+//! Adversarial review of the class 7 fixes: every fault point of a shrink under
+//! `Placement::RoundRobin` leaves the rotation as it was, and a failed growth leaves the
+//! blocked-time stats and the prefetch queue as they were. Class 9 (ChunkPool) is in
+//! `adversarial_pool.rs`. Each test names the class and the defect it guards.
 
 use cuda_vmm::{Backend, Device};
 use cuda_vmm_alloc::{BufferConfig, GrowableBuffer, GrowthPolicy, Placement};
