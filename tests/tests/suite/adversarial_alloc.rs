@@ -4,7 +4,9 @@
 //! `adversarial_pool.rs`. Each test names the class and the defect it guards.
 
 use cuda_vmm::{Backend, Device};
-use cuda_vmm_alloc::{BufferConfig, GrowableBuffer, GrowthPolicy, Placement};
+use cuda_vmm_alloc::{
+    BufferConfig, GrowableBuffer, GrowthPolicy, HoleBehavior, Placement, SparseArray, SparseConfig,
+};
 use cuda_vmm_sim::inject_fault;
 use cuda_vmm_sys::CUresult;
 
@@ -247,5 +249,103 @@ fn failed_prefetched_growth_leaves_the_prefetch_queue_usable() -> TestResult {
         5,
         "the twin's steps were prefetched"
     );
+    Ok(())
+}
+
+/// The home device of each tile of `a` (`None` for a hole or a spare), its spare count and
+/// committed bytes.
+fn tiles(a: &SparseArray<u32>) -> (Vec<Option<usize>>, usize, usize) {
+    let homes = (0..a.tile_count())
+        .map(|t| a.tile_allocation(t).map(|x| x.device().ordinal()))
+        .collect();
+    (homes, a.spare_count(), a.committed_bytes())
+}
+
+/// Class 7: a `SparseArray::commit` of two runs of new tiles (the last with spare tiles
+/// ahead of it, or not; holes erroring or reading zeros) under `Placement::RoundRobin`, failed at every fault point of every driver
+/// call it makes, leaves the tiles, spares, committed bytes and rotation as before: the
+/// same commit retried lands every tile where a twin that never failed put it.
+#[test]
+fn failed_round_robin_sparse_commit_of_two_runs_is_undone_at_every_fault_point() -> TestResult {
+    let Some((d0, d1)) = two_simulated_devices()? else {
+        return Ok(());
+    };
+    let _memory = crate::memory_shared();
+    let g = gran(&d0)?.max(gran(&d1)?);
+    let per_tile = g / 4;
+    let configs = [
+        (HoleBehavior::Error, 0),
+        (HoleBehavior::Error, 2),
+        (HoleBehavior::Zeros, 0),
+        (HoleBehavior::Zeros, 2),
+    ];
+    for (hole, spare_tiles) in configs {
+        let array = || -> cuda_vmm_alloc::Result<SparseArray<u32>> {
+            let mut a = SparseArray::<u32>::new(
+                &d0,
+                12 * per_tile,
+                SparseConfig {
+                    tile_bytes: g,
+                    spare_tiles,
+                    holes: hole,
+                    placement: Placement::RoundRobin(vec![d0.clone(), d1.clone()]),
+                    ..Default::default()
+                },
+            )?;
+            // Tile 0 (with spares 1 and 2), then tile 4 alone.
+            a.commit(0..1)?;
+            a.commit(4 * per_tile..4 * per_tile + 1)?;
+            Ok(a)
+        };
+        // Tiles 2..7: 2 is a spare, 4 is committed, runs 3 and 5..7 (with spares 7, 8).
+        let range = 2 * per_tile..7 * per_tile;
+        let mut twin = array()?;
+        let before = tiles(&twin);
+        twin.commit(range.clone())?;
+        let after = tiles(&twin);
+        let code = CUresult::CUDA_ERROR_OUT_OF_MEMORY;
+        let mut failures = 0;
+        for symbol in [
+            "cuMemCreate",
+            "cuMemMap",
+            "cuMemSetAccess",
+            "cuMemUnmap",
+            "cuMemsetD8",
+        ] {
+            for nth in 1..=6 {
+                let what = format!("{hole:?}, {spare_tiles} spares, {symbol} #{nth}");
+                let mut a = array()?;
+                let guard = inject_fault(symbol, nth, code);
+                let result = a.commit(range.clone());
+                drop(guard);
+                if let Err(e) = result {
+                    failures += 1;
+                    assert_eq!(e.code(), Some(code.0), "{what}: {e}");
+                    assert_eq!(tiles(&a), before, "{what}: the failed commit");
+                    a.commit(range.clone())?;
+                    assert_eq!(tiles(&a), after, "{what}: retried");
+                } else {
+                    // A fault in the spare batch falls back to the tiles asked for: the same
+                    // tiles on the same devices, only the batch's two spares missing.
+                    let (homes, spares, bytes) = tiles(&a);
+                    assert_eq!((&homes, bytes), (&after.0, after.2), "{what}");
+                    assert!(
+                        spares == after.1 || spares + 2 == after.1,
+                        "{what}: {spares}"
+                    );
+                }
+                let mut out = vec![1u32; range.len()];
+                a.read(range.clone(), &mut out)?;
+                assert!(
+                    out.iter().all(|&x| x == 0),
+                    "{what}: new tiles read as zero"
+                );
+            }
+        }
+        assert!(
+            failures >= 3,
+            "{hole:?}, {spare_tiles} spares: only {failures} faults failed the commit"
+        );
+    }
     Ok(())
 }
