@@ -5,7 +5,8 @@
 
 use cuda_vmm::{Backend, Device};
 use cuda_vmm_alloc::{
-    BufferConfig, GrowableBuffer, GrowthPolicy, HoleBehavior, Placement, SparseArray, SparseConfig,
+    BufferConfig, ChunkPool, GrowableBuffer, GrowthPolicy, HoleBehavior, Placement, PoolConfig,
+    SparseArray, SparseConfig,
 };
 use cuda_vmm_sim::inject_fault;
 use cuda_vmm_sys::CUresult;
@@ -346,6 +347,53 @@ fn failed_round_robin_sparse_commit_of_two_runs_is_undone_at_every_fault_point()
             failures >= 3,
             "{hole:?}, {spare_tiles} spares: only {failures} faults failed the commit"
         );
+    }
+    Ok(())
+}
+
+/// Class 7: `DriverStats` counts driver calls when attempted, failed ones included, and
+/// `creates` includes the pool's creates on a miss; but a pooled growth whose pool failed a
+/// create counted none of the creates the pool attempted (nor the releases of those it
+/// made), where the same growth without a pool counted them all. A failed pooled growth
+/// counts exactly what an unpooled one does.
+#[test]
+fn failed_pooled_growth_counts_the_creates_it_attempted() -> TestResult {
+    let cuda = cuda()?;
+    if cuda.backend() != Backend::Simulator {
+        eprintln!("skipped: needs the simulator's fault injection");
+        return Ok(());
+    }
+    let _memory = crate::memory_shared();
+    let d = cuda.device(0)?;
+    let g = gran(&d)?;
+    let buffer = |pool: Option<ChunkPool>| {
+        GrowableBuffer::<u8>::new(
+            &d,
+            BufferConfig {
+                max_capacity: Some(8 * g),
+                policy: GrowthPolicy::fixed(g),
+                pool,
+                ..Default::default()
+            },
+        )
+    };
+    let code = CUresult::CUDA_ERROR_OUT_OF_MEMORY;
+    for nth in 1..=3 {
+        let mut counts = Vec::new();
+        for pooled in [false, true] {
+            let pool = ChunkPool::new(&d, PoolConfig::default())?;
+            let mut b = buffer(pooled.then_some(pool))?;
+            let guard = inject_fault("cuMemCreate", nth, code);
+            let err = b
+                .extend_from_slice(&vec![1; 3 * g])
+                .expect_err("the injected create fault");
+            drop(guard);
+            assert_eq!(err.code(), Some(code.0), "create #{nth}: {err}");
+            let s = b.stats();
+            counts.push((s.creates, s.releases, s.pool_hits, s.chunks));
+        }
+        assert_eq!(counts[0], (nth, nth - 1, 0, 0), "unpooled, create #{nth}");
+        assert_eq!(counts[1], counts[0], "pooled, create #{nth}");
     }
     Ok(())
 }
