@@ -397,3 +397,62 @@ fn failed_pooled_growth_counts_the_creates_it_attempted() -> TestResult {
     }
     Ok(())
 }
+
+/// Class 7: the prefetch worker places its steps at the turns the buffer's rotation
+/// assigns; this checks that no mix of large appends, truncates, shrinks (whole chunks
+/// released, the queued steps given back) and failed appends with steps in flight makes
+/// the worker's placement drift from the buffer's: after every operation the chunks lie on
+/// the devices a twin without prefetch puts them on, with the same length and contents.
+#[test]
+fn prefetched_placement_never_drifts_from_an_inline_twin() -> TestResult {
+    let Some((d0, d1)) = two_simulated_devices()? else {
+        return Ok(());
+    };
+    let _memory = crate::memory_shared();
+    let g = gran(&d0)?.max(gran(&d1)?);
+    let mut inline = striped_steps(&d0, &d1, g, false)?;
+    let mut ahead = striped_steps(&d0, &d1, g, true)?;
+    let fault = CUresult::CUDA_ERROR_INVALID_VALUE;
+    // (bytes to append, whether the append's copy fails, length to truncate to, shrink)
+    let ops: [(usize, bool, Option<usize>, bool); 10] = [
+        (g, false, None, false),
+        (5 * g, false, None, false),
+        (3 * g, true, None, false),
+        (g / 2, false, Some(2 * g + 1), true),
+        (g, true, None, false),
+        (7 * g, false, Some(3 * g), false),
+        (g, false, None, true),
+        (2 * g, true, Some(g), true),
+        (3 * g + 5, false, None, false),
+        (g, false, Some(0), true),
+    ];
+    for (i, (bytes, fails, truncate, shrink)) in ops.into_iter().enumerate() {
+        for b in [&mut inline, &mut ahead] {
+            let data = vec![i as u8; bytes];
+            if fails {
+                let guard = inject_fault("cuMemcpyHtoDAsync", 1, fault);
+                let err = b
+                    .extend_from_slice(&data)
+                    .expect_err("the injected copy fault");
+                drop(guard);
+                assert_eq!(err.code(), Some(fault.0), "op {i}: {err}");
+            } else {
+                b.extend_from_slice(&data)?;
+            }
+            if let Some(len) = truncate {
+                b.truncate(len);
+            }
+            if shrink {
+                b.shrink_to_fit()?;
+            }
+        }
+        assert_eq!(layout(&ahead, g), layout(&inline, g), "op {i}: placement");
+        assert_eq!(ahead.len(), inline.len(), "op {i}");
+        assert_eq!(ahead.to_vec()?, inline.to_vec()?, "op {i}");
+    }
+    assert!(
+        ahead.blocked_stats().prefetched > 0,
+        "the worker served steps"
+    );
+    Ok(())
+}
