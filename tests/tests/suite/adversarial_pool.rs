@@ -247,13 +247,15 @@ fn pool_refusals_hand_the_chunk_back_unchanged() -> TestResult {
 }
 
 /// One racing thread's work on `p` (limits `max_chunks`, `max_bytes`), by `role`: pool
-/// operations, a pooled buffer growing and shrinking, a pooled sparse array committing and
+/// operations, a pooled buffer growing (failing now and then) and shrinking, a pooled sparse
+/// array committing and
 /// decommitting, or huge prefills with trims. Checks the pool after every operation and
 /// the data the structures hold.
 fn race(role: usize, p: &ChunkPool, max_chunks: usize, max_bytes: usize) -> TestResult {
     let d = p.device().clone();
     let g = p.chunk_size();
     let check = |what: &str| invariants(p, max_chunks, max_bytes, what);
+    let sim = d.cuda().backend() == Backend::Simulator;
     for round in 0..24usize {
         let seed = (role * 31 + round) as u8;
         match role {
@@ -279,6 +281,18 @@ fn race(role: usize, p: &ChunkPool, max_chunks: usize, max_bytes: usize) -> Test
                     },
                 )?;
                 let data = vec![seed; g * (1 + round % 3) + 5];
+                if round % 3 == 1 && sim {
+                    // A failed commit hands its chunks back while the others race.
+                    let code = CUresult::CUDA_ERROR_OUT_OF_MEMORY;
+                    let guard = inject_fault("cuMemMap", 2, code);
+                    let err = b
+                        .extend_from_slice(&data)
+                        .expect_err("the injected map fault");
+                    drop(guard);
+                    assert_eq!(err.code(), Some(code.0), "{err}");
+                    assert_eq!((b.len(), b.committed_bytes()), (0, 0));
+                    check("failed buffer growth");
+                }
                 b.extend_from_slice(&data)?;
                 check("buffer growth");
                 assert_eq!(b.to_vec()?, data, "the buffer's contents");
@@ -330,7 +344,8 @@ fn race(role: usize, p: &ChunkPool, max_chunks: usize, max_bytes: usize) -> Test
 /// Class 9: eight threads race every pool operation (prefill of 3 and of `usize::MAX`,
 /// acquire, recycle, trim) on two pools sharing device 0 (one bounded by count, one by a
 /// byte limit that is no multiple of the chunk size), while a pooled `GrowableBuffer` and
-/// a pooled `SparseArray` use each pool at once. After every operation each pool's cache
+/// a pooled `SparseArray` use each pool at once (the buffers' commits failing now and then,
+/// on the simulator, handing their chunks back). After every operation each pool's cache
 /// is within its limits with consistent counters, the structures' data is intact, and
 /// (on the simulator) every byte of the device comes back at the end.
 #[test]
