@@ -248,8 +248,7 @@ fn pool_refusals_hand_the_chunk_back_unchanged() -> TestResult {
 
 /// One racing thread's work on `p` (limits `max_chunks`, `max_bytes`), by `role`: pool
 /// operations, a pooled buffer growing (failing now and then) and shrinking, a pooled sparse
-/// array committing and
-/// decommitting, or huge prefills with trims. Checks the pool after every operation and
+/// array committing and decommitting, or huge prefills with trims. Checks the pool after every operation and
 /// the data the structures hold.
 fn race(role: usize, p: &ChunkPool, max_chunks: usize, max_bytes: usize) -> TestResult {
     let d = p.device().clone();
