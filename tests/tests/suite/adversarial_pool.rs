@@ -394,3 +394,71 @@ fn eight_threads_race_two_pools_shared_by_buffers_and_sparse_arrays() -> TestRes
     }
     Ok(())
 }
+
+/// Class 9: a failed pooled `SparseArray::commit` (three tiles, two of them cached in the
+/// pool) hands the cached chunks back and releases the created one at every fault point:
+/// the pool's counters and cache are exactly as before, the array's too, and the same
+/// commit then succeeds taking the cached chunks as a twin that never failed does.
+#[test]
+fn failed_pooled_sparse_commit_leaves_the_pool_as_it_was() -> TestResult {
+    let cuda = cuda()?;
+    if cuda.backend() != Backend::Simulator {
+        eprintln!("skipped: needs the simulator's fault injection");
+        return Ok(());
+    }
+    let _memory = crate::memory_shared();
+    let d = cuda.device(0)?;
+    let g = gran(&d)?;
+    let code = CUresult::CUDA_ERROR_OUT_OF_MEMORY;
+    let setup = || -> cuda_vmm_alloc::Result<(ChunkPool, SparseArray<u8>)> {
+        let p = pool(&d, 4, usize::MAX)?;
+        assert_eq!(p.prefill(2)?, 2);
+        let config = SparseConfig {
+            tile_bytes: g,
+            pool: Some(p.clone()),
+            ..Default::default()
+        };
+        Ok((p.clone(), SparseArray::<u8>::new(&d, 8 * g, config)?))
+    };
+    let (twin_pool, mut twin) = setup()?;
+    let before = twin_pool.stats();
+    assert_eq!(twin.commit(g..4 * g)?, 3);
+    let after = twin_pool.stats();
+    assert_eq!((after.hits, after.misses, after.chunks_held), (2, 1, 0));
+    let mut failures = 0;
+    for symbol in [
+        "cuMemCreate",
+        "cuMemMap",
+        "cuMemSetAccess",
+        "cuMemsetD8",
+        "cuMemUnmap",
+    ] {
+        for nth in 1..=3 {
+            let what = format!("{symbol} #{nth}");
+            let (p, mut a) = setup()?;
+            let guard = inject_fault(symbol, nth, code);
+            let result = a.commit(g..4 * g);
+            drop(guard);
+            if let Err(e) = result {
+                failures += 1;
+                assert_eq!(e.code(), Some(code.0), "{what}: {e}");
+                assert_eq!(
+                    p.stats(),
+                    before,
+                    "{what}: the pool after the failed commit"
+                );
+                assert_eq!(a.committed_bytes(), 0, "{what}");
+                assert_eq!(a.stats().chunks, 0, "{what}");
+                assert_eq!(a.commit(g..4 * g)?, 3, "{what}: retried");
+            }
+            assert_eq!(p.stats(), after, "{what}");
+            assert_eq!(a.committed_bytes(), 3 * g, "{what}");
+            invariants(&p, 4, usize::MAX, &what);
+        }
+    }
+    assert!(
+        failures >= 5,
+        "only {failures} fault points failed the commit"
+    );
+    Ok(())
+}
