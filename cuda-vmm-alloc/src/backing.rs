@@ -158,7 +158,15 @@ impl Backing {
     /// [`map_run`](Backing::map_run)), so a run given back never consumed any.
     pub(crate) fn obtain(&mut self, sizes: &[usize]) -> Result<Obtained> {
         if let Some(pool) = &self.pool {
-            let taken = timed(&mut self.stats.time.create, || pool.take(sizes.len()))?;
+            let taken = match timed(&mut self.stats.time.create, || pool.take(sizes.len())) {
+                Ok(taken) => taken,
+                Err(failed) => {
+                    // Counted like creates made here: attempted, and the ones made released.
+                    self.stats.creates += failed.creates as u64;
+                    self.stats.releases += failed.creates.saturating_sub(1) as u64;
+                    return Err(failed.error);
+                }
+            };
             self.stats.pool_hits += taken.hits as u64;
             self.stats.creates += (taken.allocations.len() - taken.hits) as u64;
             return Ok(Obtained::Pooled(taken));

@@ -433,17 +433,32 @@ impl<T: DevicePod> GrowableBuffer<T> {
 
     /// Commits memory for `len` elements, then runs `op`; if either fails, the memory
     /// committed for it is given back and the buffer is exactly as before, its placement
-    /// rotation included.
+    /// rotation, [`blocked_stats`](Self::blocked_stats) and prefetch queue included.
     fn grow_and(&mut self, len: usize, op: impl FnOnce(&Self) -> Result<()>) -> Result<()> {
         let (chunks, committed) = (self.chunks.len(), self.committed);
         let rotation = self.backing.homes.position();
-        if let Err(e) = self.ensure_capacity(len).and_then(|()| op(self)) {
-            let fresh = self.chunks.split_off(chunks);
-            self.committed = committed;
-            self.backing.rollback(fresh);
-            // The chunks given back give their turns in the placement rotation back too.
-            self.backing.homes.set_position(rotation);
-            return Err(e);
+        let queued = self.prefetch.as_ref().map_or(0, Prefetcher::queued);
+        match self
+            .ensure_capacity(len)
+            .and_then(|grew| op(self).map(|()| grew))
+        {
+            // Only a call that succeeded counts in the blocked times.
+            Ok(None) => self.blocked.idle(),
+            Ok(Some((blocked, prefetched))) => self.blocked.grew(blocked, prefetched),
+            Err(e) => {
+                let fresh = self.chunks.split_off(chunks);
+                self.committed = committed;
+                self.backing.rollback(fresh);
+                // The chunks given back give their turns in the placement rotation back too.
+                self.backing.homes.set_position(rotation);
+                if self.prefetch.as_ref().map_or(0, Prefetcher::queued) != queued {
+                    // Steps were collected (and given back with the rest): those still
+                    // queued start past the restored edge. Queue afresh from it.
+                    self.cancel_prefetch();
+                    self.request_prefetch();
+                }
+                return Err(e);
+            }
         }
         self.request_prefetch();
         Ok(())
@@ -451,8 +466,9 @@ impl<T: DevicePod> GrowableBuffer<T> {
 
     /// Commits memory for `len` elements: the prefetched step if one is ready, then (if still
     /// short) in line. Leaves what it committed in place on error, for
-    /// [`grow_and`](Self::grow_and) to roll back.
-    fn ensure_capacity(&mut self, len: usize) -> Result<()> {
+    /// [`grow_and`](Self::grow_and) to roll back. Returns, if it grew, how long it blocked
+    /// and whether it took a prefetched step.
+    fn ensure_capacity(&mut self, len: usize) -> Result<Option<(Duration, bool)>> {
         let reserved = self.reserved_bytes();
         let needed = match len.checked_mul(size_of::<T>()) {
             Some(bytes) if bytes <= reserved => bytes,
@@ -464,8 +480,7 @@ impl<T: DevicePod> GrowableBuffer<T> {
             }
         };
         if needed <= self.committed {
-            self.blocked.idle();
-            return Ok(());
+            return Ok(None);
         }
         let start = Instant::now();
         let prefetched = self.take_prefetched(needed);
@@ -488,8 +503,7 @@ impl<T: DevicePod> GrowableBuffer<T> {
             self.committed = target;
             self.backing.note_committed(target);
         }
-        self.blocked.grew(start, prefetched);
-        Ok(())
+        Ok(Some((start.elapsed(), prefetched)))
     }
 
     /// The chunk sizes backing a growth of `grow` bytes: pool chunks, or pieces of at most

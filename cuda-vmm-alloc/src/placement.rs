@@ -22,8 +22,8 @@ pub enum Placement {
     /// Every chunk on this device.
     On(Device),
     /// Chunk `k`, counted in commit order, on `devices[k % devices.len()]`: memory striped
-    /// across GPUs behind one pointer. A failed growth or commit takes no turn (the rotation
-    /// is as before the call), and prefetched chunks are placed by the same rotation.
+    /// across GPUs behind one pointer. A failed growth, commit or shrink takes no turn (the
+    /// rotation is as before the call), and prefetched chunks are placed by the same rotation.
     RoundRobin(Vec<Device>),
 }
 

@@ -88,6 +88,13 @@ pub(crate) struct Taken {
     pub(crate) hits: usize,
 }
 
+/// Why a [`take`](ChunkPool::take) failed, with the `cuMemCreate` calls it attempted (the
+/// failed one included; all but that one were released again), for the owner's counters.
+pub(crate) struct TakeFailed {
+    pub(crate) error: Error,
+    pub(crate) creates: usize,
+}
+
 impl ChunkPool {
     /// Creates an empty pool for `device`.
     pub fn new(device: &Device, config: PoolConfig) -> Result<ChunkPool> {
@@ -141,7 +148,7 @@ impl ChunkPool {
 
     /// Hands out one chunk: a cached one if any, else a new allocation.
     pub fn acquire(&self) -> Result<Allocation> {
-        let taken = self.take(1)?;
+        let taken = self.take(1).map_err(|failed| failed.error)?;
         taken
             .allocations
             .into_iter()
@@ -312,7 +319,7 @@ impl ChunkPool {
 
     /// Takes `n` chunks, cached ones first, creating the rest. All or nothing: on a failed
     /// create, the cached chunks go back and the created ones are released.
-    pub(crate) fn take(&self, n: usize) -> Result<Taken> {
+    pub(crate) fn take(&self, n: usize) -> Result<Taken, TakeFailed> {
         let span = tracing::debug_span!(
             "chunk_pool.take",
             chunks = n,
@@ -335,11 +342,12 @@ impl ChunkPool {
         while allocations.len() < n {
             match self.create() {
                 Ok(a) => allocations.push(a),
-                Err(e) => {
+                Err(error) => {
                     let created = allocations.split_off(hits);
+                    let creates = created.len() + 1;
                     self.put_back(allocations);
                     drop(created);
-                    return Err(e);
+                    return Err(TakeFailed { error, creates });
                 }
             }
         }

@@ -63,7 +63,8 @@ pub(crate) fn timed<T>(slot: &mut Duration, f: impl FnOnce() -> T) -> T {
 /// How long a [`GrowableBuffer`](crate::GrowableBuffer)'s growing calls (appends, resizes,
 /// reserves) kept their caller in the allocator: committing memory in line, or waiting for
 /// and taking a step the prefetch worker committed. Calls that needed no new memory count
-/// as zero. Percentiles are within 1% (an HDR histogram of nanoseconds).
+/// as zero; failed calls are not counted (a failed call leaves these as they were).
+/// Percentiles are within 1% (an HDR histogram of nanoseconds).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BlockedStats {
     /// Growing calls made.
@@ -113,9 +114,8 @@ impl BlockedLog {
         }
     }
 
-    /// A call that grew, blocked from `start` until now; `prefetched` if it took a ready step.
-    pub(crate) fn grew(&mut self, start: Instant, prefetched: bool) {
-        let blocked = start.elapsed();
+    /// A call that grew, blocked for `blocked`; `prefetched` if it took a ready step.
+    pub(crate) fn grew(&mut self, blocked: Duration, prefetched: bool) {
         self.grew += 1;
         self.prefetched += u64::from(prefetched);
         self.total += blocked;

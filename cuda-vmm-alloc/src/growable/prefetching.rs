@@ -14,7 +14,8 @@ impl<T: DevicePod> GrowableBuffer<T> {
     /// would take next: create, map, set access, past the committed memory), asking for
     /// another as soon as one is taken, so that a growing call mostly finds memory ready and
     /// only adopts it. The buffer stays transactional: a failed call gives an adopted step
-    /// back like memory it committed itself. A step the worker could not commit is committed
+    /// back like memory it committed itself, and the steps are queued again from where the
+    /// buffer stands. A step the worker could not commit is committed
     /// in line instead. Shrinking, [`grant_access`](GrowableBuffer::grant_access) (which then
     /// restarts the worker for the new peers), turning prefetch off and dropping first wait
     /// for the steps in flight and give them back (unmapped after the device work

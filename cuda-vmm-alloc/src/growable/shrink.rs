@@ -65,8 +65,22 @@ impl<T: DevicePod> GrowableBuffer<T> {
     /// Replaces the last chunk, which reaches past `target`, by one ending at `target`,
     /// copying its first `used` buffer bytes over. Needs room for the new chunk past the old
     /// one in the reservation (else the chunk is kept whole). On error the old chunk is kept
-    /// (see [`shrink_to_fit`](GrowableBuffer::shrink_to_fit) for the one exception).
+    /// (see [`shrink_to_fit`](GrowableBuffer::shrink_to_fit) for the one exception), and the
+    /// placement rotation is as before: only a replacement kept in place takes a turn.
     fn split_last(&mut self, target: usize, used: usize) -> Result<()> {
+        let rotation = self.backing.homes.position();
+        let replaced = self.replace_last(target, used);
+        if replaced.is_err() && self.committed != target {
+            // The replacement is not in place (only a refused release of the old chunk
+            // fails with it there): it was given back, or stranded to be released on the
+            // next retry, and its turn goes back too.
+            self.backing.homes.set_position(rotation);
+        }
+        replaced
+    }
+
+    /// [`split_last`](Self::split_last) but for the rotation, which a failure leaves moved.
+    fn replace_last(&mut self, target: usize, used: usize) -> Result<()> {
         let Some(last) = self.chunks.last() else {
             return Ok(());
         };
@@ -79,7 +93,6 @@ impl<T: DevicePod> GrowableBuffer<T> {
         // still write them (what unmapping the old chunk would wait for anyway).
         self.backing.reservation.synchronize()?;
         // Build the replacement past the old chunk and copy the live bytes into it.
-        let rotation = self.backing.homes.position();
         let mut scratch = self.backing.commit_run(old_end, &[keep], false)?;
         if let Err(e) = self
             .backing
@@ -87,7 +100,6 @@ impl<T: DevicePod> GrowableBuffer<T> {
             .copy_within(start, old_end, used - start)
         {
             self.backing.rollback(scratch);
-            self.backing.homes.set_position(rotation);
             return Err(e.into());
         }
         let Some(new) = scratch.pop() else {

@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::field_reassign_with_default)]
 
+mod adversarial_alloc;
+mod adversarial_pool;
 mod alloc;
 mod c_abi;
 mod churn;
