@@ -49,12 +49,17 @@ fn record_unfinished(device: &Device, uses: &[&UseTracker], stream: CUstream) {
 }
 
 /// Queues `op` on `stream` after the recorded uses, then records it as a use.
+///
+/// A failed `op` may have queued part of its work (a staged write queues one copy per
+/// chunk and can fail on a later one), so the use is recorded whether `op` succeeded
+/// or not: otherwise an unmap under [`crate::UnmapWait::RecordedUse`] would not wait
+/// for the chunks already queued.
 fn on_stream(stream: &Stream, uses: &UseTracker, op: Queue<'_>) -> Result<()> {
     let device = stream.device();
     let bound = device.bind()?;
     let result = (|| {
         uses.order_after_uses(device, stream.raw())?;
-        op(stream.raw())?;
+        let queued = op(stream.raw());
         let recorded = uses.record(device, stream.raw());
         if recorded.is_err() {
             // The operation is queued but not recorded, so nothing would order a later
@@ -63,7 +68,7 @@ fn on_stream(stream: &Stream, uses: &UseTracker, op: Queue<'_>) -> Result<()> {
                 tracing::error!("waiting for an operation whose use could not be recorded: {e}");
             }
         }
-        recorded
+        queued.and(recorded)
     })();
     bound.finish(result)
 }

@@ -1,0 +1,1 @@
+//! Class 4 and 5: refusals change nothing.

@@ -1,0 +1,212 @@
+//! Class 2 and 3: uses keyed per (context, stream, thread), unmap policies, and the
+//! documented waits, attacked with async copies that fail half-way.
+
+use cuda_vmm::{Stream, UnmapWait};
+use cuda_vmm_alloc::GrowableBuffer;
+use cuda_vmm_sim::inject_fault;
+use cuda_vmm_sys::CUresult;
+
+use super::{
+    calls_made, is_injected, is_injected_alloc, mapped, pattern, queries_not_ready,
+    simulator_or_skip, TestResult, MIB,
+};
+
+/// Class 2: an async write larger than one staging chunk queued its first chunks, then
+/// failed on a later chunk's `cuMemcpyHtoDAsync`, and `on_stream` returned the error
+/// before recording the use: the queued chunks were no use of the memory, so an unmap
+/// under `UnmapWait::RecordedUse` did not wait for them and the simulator poisoned the
+/// context (unmap under in-flight work). A failed op must still record what it queued.
+#[test]
+fn a_write_async_failing_on_a_later_chunk_still_orders_the_unmap() -> TestResult {
+    if !simulator_or_skip("injecting a fault at the second chunk")? {
+        return Ok(());
+    }
+    let _memory = crate::memory_shared();
+    let device = crate::cuda()?.device(0)?;
+    for policy in [UnmapWait::RecordedUse, UnmapWait::Devices] {
+        let (r, m) = mapped(&device, 9 * MIB)?;
+        // SAFETY: only this crate's copies touch the memory.
+        unsafe { r.set_unmap_wait(policy) };
+        let stream = Stream::new(&device)?;
+        {
+            // As on a GPU, the first chunk is still running when the second is queued.
+            let _running = queries_not_ready(64);
+            let _f = inject_fault("cuMemcpyHtoDAsync_v2", 2, CUresult::CUDA_ERROR_UNKNOWN);
+            let e = r
+                .write_async(&stream, 0, &pattern(9 * MIB, 1))
+                .expect_err("the injected second-chunk failure");
+            assert!(is_injected(&e, "cuMemcpyHtoDAsync_v2"), "{policy:?}: {e:?}");
+        }
+        drop(m);
+        device.synchronize()?;
+        stream.synchronize()?;
+    }
+    Ok(())
+}
+
+/// Class 2: a fault at any driver call of `write_async` (9 MiB, three chunks) under
+/// `UnmapWait::RecordedUse` must leave every queued chunk recorded (or waited for), so
+/// dropping the mapping right after the error never unmaps under in-flight work.
+#[test]
+fn every_failed_write_async_leaves_the_unmap_ordered() -> TestResult {
+    if !simulator_or_skip("the fault sweep")? {
+        return Ok(());
+    }
+    let _memory = crate::memory_shared();
+    let device = crate::cuda()?.device(0)?;
+    let stream = Stream::new(&device)?;
+    let data = pattern(9 * MIB, 2);
+    let calls = {
+        let (r, _m) = mapped(&device, 9 * MIB)?;
+        calls_made(|| r.write_async(&stream, 0, &data).unwrap())
+    };
+    stream.synchronize()?;
+    assert!(!calls.is_empty());
+    for (symbol, nth) in calls {
+        let (r, m) = mapped(&device, 9 * MIB)?;
+        // SAFETY: only this crate's copies touch the memory.
+        unsafe { r.set_unmap_wait(UnmapWait::RecordedUse) };
+        let result = {
+            let _running = queries_not_ready(64);
+            let _f = inject_fault(symbol, nth, CUresult::CUDA_ERROR_UNKNOWN);
+            r.write_async(&stream, 0, &data)
+        };
+        if let Err(e) = &result {
+            assert!(is_injected(e, symbol), "{symbol} #{nth}: {e:?}");
+        }
+        drop(m);
+        device
+            .synchronize()
+            .map_err(|e| format!("{symbol} #{nth} poisoned the context: {e}"))?;
+        stream.synchronize()?;
+    }
+    Ok(())
+}
+
+/// Class 2: `GrowableBuffer::extend_from_slice_async` failing on a later chunk under
+/// `UnmapWait::RecordedUse`: dropping the buffer must wait for the chunks that were
+/// queued (same mechanism as the reservation's `write_async`).
+#[test]
+fn a_failed_growable_extend_async_is_waited_for_at_drop() -> TestResult {
+    if !simulator_or_skip("injecting a fault at the second chunk")? {
+        return Ok(());
+    }
+    let _memory = crate::memory_shared();
+    let device = crate::cuda()?.device(0)?;
+    let stream = Stream::new(&device)?;
+    let mut b = GrowableBuffer::<u8>::with_max_capacity(&device, 16 * MIB)?;
+    // SAFETY: only this crate's copies touch the memory.
+    unsafe { b.set_unmap_wait(UnmapWait::RecordedUse) };
+    {
+        let _running = queries_not_ready(64);
+        let _f = inject_fault("cuMemcpyHtoDAsync_v2", 2, CUresult::CUDA_ERROR_UNKNOWN);
+        let e = b
+            .extend_from_slice_async(&stream, &pattern(9 * MIB, 3))
+            .expect_err("the injected second-chunk failure");
+        assert!(is_injected_alloc(&e, "cuMemcpyHtoDAsync_v2"), "{e:?}");
+    }
+    drop(b);
+    device.synchronize()?;
+    Ok(())
+}
+
+/// Class 2: per-thread default streams of two threads are two streams: a use recorded
+/// on one thread's per-thread stream, then an async write on the other thread's, then a
+/// read: the read sees the write (each record keeps its own event).
+#[test]
+fn per_thread_streams_of_two_threads_are_two_streams() -> TestResult {
+    let _memory = crate::memory_shared();
+    let device = crate::cuda()?.device(0)?;
+    let (r, _m) = mapped(&device, MIB)?;
+    r.fill(0, 4096, 1)?;
+    std::thread::scope(|s| -> cuda_vmm::Result<()> {
+        s.spawn(|| r.record_use(&Stream::per_thread(&device)))
+            .join()
+            .unwrap()?;
+        s.spawn(|| r.write_async(&Stream::per_thread(&device), 0, &[9u8; 4096]))
+            .join()
+            .unwrap()?;
+        r.record_use(&Stream::per_thread(&device))
+    })?;
+    let mut out = vec![0u8; 4096];
+    r.read(0, &mut out)?;
+    assert!(out.iter().all(|&b| b == 9));
+    Ok(())
+}
+
+/// Class 2: uses on device 1's legacy and per-thread streams, then an async write on
+/// device 0's per-thread stream into device-0 memory, then dropping the mapping under
+/// every policy but `Caller` (after a `synchronize`, which `Caller` needs): nothing may
+/// poison either context and the bytes land.
+#[test]
+fn drop_after_async_work_on_mixed_streams_never_poisons() -> TestResult {
+    let cuda = crate::cuda()?;
+    if cuda.device_count()? < 2 {
+        eprintln!("skipped: needs two devices");
+        return Ok(());
+    }
+    let _memory = crate::memory_shared();
+    let (d0, d1) = (cuda.device(0)?, cuda.device(1)?);
+    for policy in [
+        UnmapWait::Devices,
+        UnmapWait::RecordedUse,
+        UnmapWait::Caller,
+    ] {
+        let (r, m) = mapped(&d0, 5 * MIB)?;
+        r.set_access(
+            0,
+            r.size(),
+            &[
+                (&d0, cuda_vmm::AccessFlags::ReadWrite),
+                (&d1, cuda_vmm::AccessFlags::ReadWrite),
+            ],
+        )?;
+        // SAFETY: only this crate's copies touch the memory; under Caller the test
+        // synchronises before the drop.
+        unsafe { r.set_unmap_wait(policy) };
+        r.record_use(&Stream::legacy(&d1))?;
+        r.record_use(&Stream::per_thread(&d1))?;
+        let user = Stream::new(&d0)?;
+        let data = pattern(5 * MIB, 4);
+        r.write_async(&Stream::per_thread(&d0), 0, &data)?;
+        r.fill_async(&user, 0, 0, 0)?;
+        r.write_async(&Stream::legacy(&d0), 4 * MIB, &data[4 * MIB..])?;
+        if policy == UnmapWait::Caller {
+            r.synchronize()?;
+        }
+        let mut out = vec![0u8; 5 * MIB];
+        r.read(0, &mut out)?;
+        assert!(out == data, "{policy:?}: the bytes differ");
+        r.write_async(&user, 0, &data[..MIB])?;
+        if policy == UnmapWait::Caller {
+            r.synchronize()?;
+        }
+        drop(m);
+        d0.synchronize()?;
+        d1.synchronize()?;
+    }
+    Ok(())
+}
+
+/// Class 3: `Reservation::synchronize` under `UnmapWait::Caller` waits for an async
+/// write in flight (Caller waives only the wait at unmap): after it, dropping the
+/// mapping is safe and the context is not poisoned.
+#[test]
+fn synchronize_under_caller_waits_for_the_write_in_flight() -> TestResult {
+    let _memory = crate::memory_shared();
+    let device = crate::cuda()?.device(0)?;
+    let (r, m) = mapped(&device, 9 * MIB)?;
+    // SAFETY: the test synchronises before the drop.
+    unsafe { r.set_unmap_wait(UnmapWait::Caller) };
+    let stream = Stream::new(&device)?;
+    let data = pattern(9 * MIB, 5);
+    r.write_async(&stream, 0, &data)?;
+    r.synchronize()?;
+    assert!(
+        stream.is_idle()?,
+        "synchronize returned before the write finished"
+    );
+    drop(m);
+    device.synchronize()?;
+    Ok(())
+}
