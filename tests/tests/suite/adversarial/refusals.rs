@@ -150,13 +150,7 @@ fn growable_buffer_refusals_change_nothing() -> TestResult {
     assert!(matches!(e, AllocError::OutOfRange { .. }), "{e:?}");
     #[allow(clippy::reversed_empty_ranges)]
     let e = b.read(5..3, &mut out).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            AllocError::OutOfRange { .. } | AllocError::LengthMismatch { .. }
-        ),
-        "{e:?}"
-    );
+    assert!(matches!(e, AllocError::OutOfRange { .. }), "{e:?}");
     let e = b.read(0..2, &mut out[..1]).unwrap_err();
     assert!(matches!(e, AllocError::LengthMismatch { .. }), "{e:?}");
     let big = vec![0u32; b.max_capacity() - b.len() + 1];
