@@ -1,8 +1,12 @@
 //! Class 2 and 3: uses keyed per (context, stream, thread), unmap policies, and the
 //! documented waits, attacked with async copies that fail half-way.
 
-use cuda_vmm::{Stream, UnmapWait};
-use cuda_vmm_alloc::GrowableBuffer;
+use std::os::unix::net::UnixStream;
+
+use cuda_vmm::{AllocationProps, GranularityKind, HandleTypes, Stream, UnmapWait};
+use cuda_vmm_alloc::{
+    BufferConfig, GrowableBuffer, GrowthPolicy, SharedBufferConsumer, SharedBufferProducer,
+};
 use cuda_vmm_sim::inject_fault;
 use cuda_vmm_sys::CUresult;
 
@@ -208,5 +212,61 @@ fn synchronize_under_caller_waits_for_the_write_in_flight() -> TestResult {
     );
     drop(m);
     device.synchronize()?;
+    Ok(())
+}
+
+/// Class 3: `SharedBufferProducer::publish` documents that it waits for the recorded
+/// uses under every policy; under `UnmapWait::Caller` (which waives only the wait at
+/// unmap), a `write_async` still in flight must have landed before the consumer is
+/// told: the consumer (a thread here) reads the written values, not the zeros before.
+#[test]
+fn publish_under_caller_waits_for_the_async_write_in_flight() -> TestResult {
+    let _memory = crate::memory_shared();
+    let d = crate::cuda()?.device(0)?;
+    let props = AllocationProps::device(&d).handle_types(HandleTypes::POSIX_FD);
+    let g = d.granularity(&props, GranularityKind::Minimum)?;
+    let mut buffer: GrowableBuffer<u32> = GrowableBuffer::new(
+        &d,
+        BufferConfig {
+            max_capacity: Some(4 * g / 4),
+            policy: GrowthPolicy::fixed(g),
+            props: Some(props),
+            ..BufferConfig::default()
+        },
+    )?;
+    // SAFETY: the test synchronises the stream before the buffer drops.
+    unsafe { buffer.set_unmap_wait(UnmapWait::Caller) };
+    let (ours, theirs) = UnixStream::pair()?;
+    let consumer_device = d.clone();
+    let sim = crate::cuda()?.backend() == cuda_vmm::Backend::Simulator;
+    let consumer = std::thread::spawn(move || -> Result<Vec<u32>, String> {
+        // The simulator completes work up to an event its staging queries; a GPU does
+        // not: answer the consumer's queries "not ready", as a busy GPU would.
+        let _busy = if sim {
+            queries_not_ready(64)
+        } else {
+            Vec::new()
+        };
+        let mut c = SharedBufferConsumer::<u32>::connect(&consumer_device, theirs)
+            .map_err(|e| e.to_string())?;
+        if !c.receive().map_err(|e| e.to_string())? {
+            return Err("the producer hung up before an update".into());
+        }
+        c.to_vec().map_err(|e| e.to_string())
+    });
+    let mut producer = SharedBufferProducer::new(&buffer, ours.try_clone()?)?;
+    let values: Vec<u32> = (0..(g / 4) as u32).map(|i| i.wrapping_mul(7) | 1).collect();
+    buffer.resize(values.len(), 0)?;
+    let stream = Stream::new(&d)?;
+    buffer.write_async(&stream, 0, &values)?;
+    producer.publish(&buffer)?;
+    let seen = consumer.join().unwrap()?;
+    assert!(
+        seen == values,
+        "the consumer saw bytes from before the write"
+    );
+    drop(producer);
+    drop(ours);
+    stream.synchronize()?;
     Ok(())
 }
