@@ -3,8 +3,8 @@
 //! are injected at every driver call a copy makes, for sizes around the 4 MiB chunk.
 
 use cuda_vmm::staging::{QUARANTINE_BYTES, STAGE_BYTES};
-use cuda_vmm::{Error, Stream};
-use cuda_vmm_alloc::GrowableBuffer;
+use cuda_vmm::{Error, Stream, UnmapWait};
+use cuda_vmm_alloc::{GrowableBuffer, SparseArray, SparseConfig};
 use cuda_vmm_sim::inject_fault;
 use cuda_vmm_sys::CUresult;
 
@@ -330,5 +330,55 @@ fn eight_threads_copying_through_the_staging_get_their_bytes() -> TestResult {
         }
         cuda_vmm::Result::Ok(())
     })?;
+    Ok(())
+}
+
+/// Class 1 and 2: a sparse array's host copies under faults: a failed `read` never
+/// writes the caller's buffer after it returned, and a `write_async` failing on its
+/// second chunk under `UnmapWait::RecordedUse` still orders the decommit (unmap) after
+/// the chunk already queued (the simulator poisons the context otherwise).
+#[test]
+fn sparse_array_copies_under_faults() -> TestResult {
+    if !simulator_or_skip("injecting faults")? {
+        return Ok(());
+    }
+    let _memory = crate::memory_shared();
+    let device = crate::cuda()?.device(0)?;
+    let stream = Stream::new(&device)?;
+    let mut a = SparseArray::<u8>::new(&device, 16 * MIB, SparseConfig::default())?;
+    // SAFETY: only this crate's copies touch the memory.
+    unsafe { a.set_unmap_wait(UnmapWait::RecordedUse) };
+    a.commit(0..10 * MIB)?;
+    let data = pattern(9 * MIB, 61);
+    a.write(0, &data)?;
+    let mut out = vec![0u8; 9 * MIB];
+    for nth in 1..=3 {
+        let _running = queries_not_ready(64);
+        let _f = inject_fault("cuEventSynchronize", nth, CUresult::CUDA_ERROR_UNKNOWN);
+        let e = a
+            .read(0..9 * MIB, &mut out)
+            .expect_err("the injected wait failure");
+        assert!(is_injected_alloc(&e, "cuEventSynchronize"), "#{nth}: {e:?}");
+        drop(_f);
+        out.fill(SENTINEL);
+        device.synchronize()?;
+        assert!(
+            out.iter().all(|&b| b == SENTINEL),
+            "#{nth}: read wrote after its error"
+        );
+    }
+    {
+        let _running = queries_not_ready(64);
+        let _f = inject_fault("cuMemcpyHtoDAsync_v2", 2, CUresult::CUDA_ERROR_UNKNOWN);
+        let e = a
+            .write_async(&stream, 0, &pattern(9 * MIB, 62))
+            .expect_err("the injected second-chunk failure");
+        assert!(is_injected_alloc(&e, "cuMemcpyHtoDAsync_v2"), "{e:?}");
+    }
+    a.decommit(0..16 * MIB)?;
+    assert_eq!(a.committed_bytes(), 0);
+    device.synchronize()?;
+    drop(a);
+    device.synchronize()?;
     Ok(())
 }
