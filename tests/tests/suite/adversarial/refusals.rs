@@ -258,3 +258,44 @@ fn chunk_pool_refuses_allocations_held_elsewhere() -> TestResult {
     drop(r);
     Ok(())
 }
+
+/// Class 5: an allocation imported from a shareable handle (here the process's own
+/// export) shares its memory with the exporter. The driver reports no handle types for
+/// an imported handle (H200, driver 580: conformance `properties_of_imported_handle`),
+/// so it matches a plain pool's class; the pool must still refuse it with `ChunkInUse`
+/// (it is never exclusive), even with the exporter's handle gone, and hand it back.
+#[test]
+fn chunk_pool_refuses_an_imported_allocation() -> TestResult {
+    let _memory = crate::memory_shared();
+    let device = crate::cuda()?.device(0)?;
+    if !device.capabilities()?.posix_fd_handles {
+        eprintln!("skipped: POSIX file descriptor handles are not supported");
+        return Ok(());
+    }
+    let pool = ChunkPool::new(&device, PoolConfig::default())?;
+    let props = AllocationProps::device(&device).handle_types(cuda_vmm::HandleTypes::POSIX_FD);
+    let original = Allocation::new(&device, pool.chunk_size(), &props)?;
+    let fd = original.export_posix_fd()?;
+    let imported = {
+        use std::os::fd::AsFd;
+        Allocation::import_posix_fd(&device, fd.as_fd(), original.size(), &props)?
+    };
+    drop(original);
+    assert!(imported.is_imported() && !imported.is_exclusive());
+    let held = pool.stats().chunks_held;
+    let e = pool
+        .recycle(imported)
+        .expect_err("an imported allocation was recycled");
+    let (error, back) = e.into_parts();
+    assert!(matches!(error, AllocError::ChunkInUse { .. }), "{error:?}");
+    let imported = back.expect("the refused allocation comes back");
+    assert_eq!(
+        pool.stats().chunks_held,
+        held,
+        "the refusal changed the pool"
+    );
+    drop(imported);
+    let own = pool.acquire()?;
+    assert!(pool.recycle(own).map_err(|e| e.into_parts().0)?);
+    Ok(())
+}
