@@ -51,9 +51,12 @@ fn record_unfinished(device: &Device, uses: &[&UseTracker], stream: CUstream) {
 /// Queues `op` on `stream` after the recorded uses, then records it as a use.
 ///
 /// A failed `op` may have queued part of its work (a staged write queues one copy per
-/// chunk and can fail on a later one), so the use is recorded whether `op` succeeded
-/// or not: otherwise an unmap under [`crate::UnmapWait::RecordedUse`] would not wait
-/// for the chunks already queued.
+/// chunk and can fail on a later one). So the use is recorded whether `op` succeeded or
+/// not (else an unmap under [`crate::UnmapWait::RecordedUse`] would not wait for the
+/// chunks already queued), and a failed `op` waits for the stream before the error is
+/// returned: the caller may unmap at once, with no chance to synchronise first (a
+/// growable buffer rolls back the chunks it committed for the copy inside the same
+/// call, under [`crate::UnmapWait::Caller`] too).
 fn on_stream(stream: &Stream, uses: &UseTracker, op: Queue<'_>) -> Result<()> {
     let device = stream.device();
     let bound = device.bind()?;
@@ -61,11 +64,12 @@ fn on_stream(stream: &Stream, uses: &UseTracker, op: Queue<'_>) -> Result<()> {
         uses.order_after_uses(device, stream.raw())?;
         let queued = op(stream.raw());
         let recorded = uses.record(device, stream.raw());
-        if recorded.is_err() {
-            // The operation is queued but not recorded, so nothing would order a later
-            // copy, fill or unmap after it: wait for it here, before reporting the error.
+        if queued.is_err() || recorded.is_err() {
+            // Part of a failed operation may be queued, or the operation is queued but not
+            // recorded, so nothing would order a later copy, fill or unmap after it: wait
+            // for it here, before reporting the error.
             if let Err(e) = synchronize_raw(device, stream.raw()) {
-                tracing::error!("waiting for an operation whose use could not be recorded: {e}");
+                tracing::error!("waiting for a failed or unrecorded operation: {e}");
             }
         }
         queued.and(recorded)

@@ -270,3 +270,34 @@ fn publish_under_caller_waits_for_the_async_write_in_flight() -> TestResult {
     stream.synchronize()?;
     Ok(())
 }
+
+/// Class 2: under `UnmapWait::Caller` the caller synchronises before the unmaps it
+/// causes, but a failed `extend_from_slice_async` rolls its fresh chunks back inside
+/// the call, after the failed copy may have queued its first chunks: that internal
+/// unmap must wait for them whatever the policy (else the context is poisoned).
+#[test]
+fn a_failed_growable_extend_async_rolls_back_safely_under_caller() -> TestResult {
+    if !simulator_or_skip("injecting a fault at the second chunk")? {
+        return Ok(());
+    }
+    let _memory = crate::memory_shared();
+    let device = crate::cuda()?.device(0)?;
+    let stream = Stream::new(&device)?;
+    let mut b = GrowableBuffer::<u8>::with_max_capacity(&device, 16 * MIB)?;
+    // SAFETY: the test synchronises before dropping the buffer; the rollback inside
+    // the failed call is the library's to order.
+    unsafe { b.set_unmap_wait(UnmapWait::Caller) };
+    {
+        let _running = queries_not_ready(64);
+        let _f = inject_fault("cuMemcpyHtoDAsync_v2", 2, CUresult::CUDA_ERROR_UNKNOWN);
+        let e = b
+            .extend_from_slice_async(&stream, &pattern(9 * MIB, 3))
+            .expect_err("the injected second-chunk failure");
+        assert!(is_injected_alloc(&e, "cuMemcpyHtoDAsync_v2"), "{e:?}");
+    }
+    assert_eq!((b.len(), b.committed_bytes()), (0, 0));
+    device.synchronize()?;
+    b.extend_from_slice(&[1, 2, 3])?;
+    assert_eq!(b.to_vec()?, [1, 2, 3]);
+    Ok(())
+}
