@@ -230,7 +230,8 @@ fn growable_buffer_copies_fail_cleanly_at_the_wait() -> TestResult {
     Ok(())
 }
 
-/// Class 1: failed waits set staging buffers aside; repeated failures must reach
+/// Class 1: failed waits (events and streams alike, as in a lost context) set staging
+/// buffers aside; repeated failures must reach
 /// `Error::StagingExhausted` with at most `QUARANTINE_BYTES` set aside (the bound was
 /// overshot: with every buffer suspended, `take` found none in flight and allocated a
 /// buffer it did not count, so a 17th failure set aside 68 MiB), and once the copies
@@ -249,7 +250,11 @@ fn failed_waits_reach_staging_exhausted_within_the_bound_and_recover() -> TestRe
     let mut out = [0u8; 1];
     r.read(0, &mut out)?; // sweeps buffers other tests left set aside
     assert_eq!(device.quarantined_staging_bytes(), 0);
+    // Every wait fails, as in a lost context: the events' and the streams'.
     let running = queries_not_ready(2_000);
+    let streams_fail: Vec<_> = (1..=2_000)
+        .map(|n| inject_fault("cuStreamSynchronize", n, CUresult::CUDA_ERROR_UNKNOWN))
+        .collect();
     let mut failures = 0;
     let exhausted = loop {
         assert!(
@@ -279,6 +284,7 @@ fn failed_waits_reach_staging_exhausted_within_the_bound_and_recover() -> TestRe
         Err(Error::StagingExhausted { .. })
     ));
     drop(running);
+    drop(streams_fail);
     device.synchronize()?;
     r.read(0, &mut out)?;
     assert_eq!(out, [3]);

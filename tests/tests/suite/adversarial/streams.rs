@@ -301,3 +301,36 @@ fn a_failed_growable_extend_async_rolls_back_safely_under_caller() -> TestResult
     assert_eq!(b.to_vec()?, [1, 2, 3]);
     Ok(())
 }
+
+/// Class 2: the synchronous `extend_from_slice` failing on its second chunk's copy
+/// left the first chunk queued on the device's private stream (recorded as a use, not
+/// waited for); the buffer's rollback then unmapped the fresh chunk under it, which
+/// `UnmapWait::Caller` does not wait for: the context was poisoned. A failed
+/// synchronous copy must leave nothing in flight when the stream can still be waited.
+#[test]
+fn a_failed_growable_extend_rolls_back_safely_under_caller() -> TestResult {
+    if !simulator_or_skip("injecting a fault at the second chunk")? {
+        return Ok(());
+    }
+    let _memory = crate::memory_shared();
+    let device = crate::cuda()?.device(0)?;
+    let mut b = GrowableBuffer::<u8>::with_max_capacity(&device, 16 * MIB)?;
+    // SAFETY: the test synchronises before dropping the buffer; the rollback inside
+    // the failed call is the library's to order.
+    unsafe { b.set_unmap_wait(UnmapWait::Caller) };
+    for symbol in ["cuMemcpyHtoDAsync_v2", "cuEventRecord"] {
+        {
+            let _running = queries_not_ready(64);
+            let _f = inject_fault(symbol, 2, CUresult::CUDA_ERROR_UNKNOWN);
+            let e = b
+                .extend_from_slice(&pattern(9 * MIB, 3))
+                .expect_err("the injected second-chunk failure");
+            assert!(is_injected_alloc(&e, symbol), "{e:?}");
+        }
+        assert_eq!((b.len(), b.committed_bytes()), (0, 0), "{symbol}");
+        device.synchronize()?;
+    }
+    b.extend_from_slice(&[1, 2, 3])?;
+    assert_eq!(b.to_vec()?, [1, 2, 3]);
+    Ok(())
+}
