@@ -21,6 +21,11 @@ mod staged;
 type Queue<'a> = &'a dyn Fn(CUstream) -> Result<()>;
 
 /// Runs `op` on the private stream after the recorded uses and waits for it.
+///
+/// When the wait fails, the stream is waited for once more, so that the failed call
+/// leaves nothing in flight (its caller may unmap at once: a growable buffer or sparse
+/// array rolls back the memory it committed for a fill, under `UnmapWait::Caller` too);
+/// only when that fails too is the operation recorded as a use.
 fn on_private_stream(device: &Device, uses: &[&UseTracker], op: Queue<'_>) -> Result<()> {
     let stream = device.private_stream();
     let bound = device.bind()?;
@@ -31,7 +36,10 @@ fn on_private_stream(device: &Device, uses: &[&UseTracker], op: Queue<'_>) -> Re
         op(stream)?;
         let synced = synchronize_raw(device, stream);
         if synced.is_err() {
-            record_unfinished(device, uses, stream);
+            if let Err(e) = synchronize_raw(device, stream) {
+                tracing::error!("waiting again for a failed operation: {e}");
+                record_unfinished(device, uses, stream);
+            }
         }
         synced
     })();

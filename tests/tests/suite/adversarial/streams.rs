@@ -334,3 +334,60 @@ fn a_failed_growable_extend_rolls_back_safely_under_caller() -> TestResult {
     assert_eq!(b.to_vec()?, [1, 2, 3]);
     Ok(())
 }
+
+/// Class 2: a synchronous fill or device copy whose wait fails (`cuStreamSynchronize`,
+/// once) left the operation queued on the private stream; `GrowableBuffer::resize` and
+/// `SparseArray::commit` (which zero-fills new tiles) then rolled back, unmapping under
+/// it, which `UnmapWait::Caller` does not wait for: the context was poisoned.
+#[test]
+fn failed_fills_roll_back_safely_under_caller() -> TestResult {
+    if !simulator_or_skip("injecting a failed wait")? {
+        return Ok(());
+    }
+    let _memory = crate::memory_shared();
+    let device = crate::cuda()?.device(0)?;
+    let mut b = GrowableBuffer::<u8>::with_max_capacity(&device, 16 * MIB)?;
+    // SAFETY: the rollbacks inside the failed calls are the library's to order.
+    unsafe { b.set_unmap_wait(UnmapWait::Caller) };
+    {
+        let _f = inject_fault("cuStreamSynchronize", 1, CUresult::CUDA_ERROR_UNKNOWN);
+        let e = b.resize(9 * MIB, 7).expect_err("the injected wait failure");
+        assert!(is_injected_alloc(&e, "cuStreamSynchronize"), "{e:?}");
+    }
+    assert_eq!((b.len(), b.committed_bytes()), (0, 0));
+    device.synchronize()?;
+    let mut a = cuda_vmm_alloc::SparseArray::<u8>::new(
+        &device,
+        16 * MIB,
+        cuda_vmm_alloc::SparseConfig::default(),
+    )?;
+    // SAFETY: as above.
+    unsafe { a.set_unmap_wait(UnmapWait::Caller) };
+    let calls = super::calls_made(|| {
+        a.commit(0..4 * MIB).unwrap();
+    });
+    a.decommit(0..16 * MIB)?;
+    device.synchronize()?;
+    for (symbol, nth) in calls
+        .into_iter()
+        .filter(|(s, _)| *s == "cuStreamSynchronize")
+    {
+        let result = {
+            let _f = inject_fault(symbol, nth, CUresult::CUDA_ERROR_UNKNOWN);
+            a.commit(0..4 * MIB)
+        };
+        match result {
+            Ok(_) => {
+                a.decommit(0..16 * MIB)?;
+            }
+            Err(e) => {
+                assert!(is_injected_alloc(&e, symbol), "{symbol} #{nth}: {e:?}");
+                assert_eq!(a.committed_bytes(), 0, "{symbol} #{nth}");
+            }
+        }
+        device
+            .synchronize()
+            .map_err(|e| format!("{symbol} #{nth} poisoned the context: {e}"))?;
+    }
+    Ok(())
+}
