@@ -9,6 +9,7 @@ use cuda_vmm::{
 };
 
 mod copies;
+mod frees;
 mod refusals;
 mod streams;
 
