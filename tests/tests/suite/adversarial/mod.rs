@@ -68,15 +68,35 @@ pub(crate) const COPY_CALLS: &[&str] = &[
     "cuMemcpyDtoH_v2",
 ];
 
+/// The driver entry points of mapping changes, besides [`COPY_CALLS`].
+pub(crate) const MAPPING_CALLS: &[&str] = &[
+    "cuCtxSynchronize",
+    "cuMemCreate",
+    "cuMemRelease",
+    "cuMemMap",
+    "cuMemUnmap",
+    "cuMemSetAccess",
+    "cuMemcpyDtoDAsync_v2",
+    "cuMemsetD8Async",
+];
+
 /// Every `(symbol, nth)` `op` calls on this thread, in [`COPY_CALLS`] order.
 pub(crate) fn calls_made(op: impl FnOnce()) -> Vec<(&'static str, u64)> {
-    let before: Vec<u64> = COPY_CALLS
+    calls_made_of(COPY_CALLS, op)
+}
+
+/// Every `(symbol, nth)` of `symbols` that `op` calls on this thread, in order.
+pub(crate) fn calls_made_of(
+    symbols: &[&'static str],
+    op: impl FnOnce(),
+) -> Vec<(&'static str, u64)> {
+    let before: Vec<u64> = symbols
         .iter()
         .map(|s| cuda_vmm_sim::call_count(s))
         .collect();
     op();
     let mut calls = Vec::new();
-    for (s, b) in COPY_CALLS.iter().zip(before) {
+    for (s, b) in symbols.iter().zip(before) {
         for nth in 1..=cuda_vmm_sim::call_count(s) - b {
             calls.push((*s, nth));
         }

@@ -299,3 +299,62 @@ fn chunk_pool_refuses_an_imported_allocation() -> TestResult {
     assert!(pool.recycle(own).map_err(|e| e.into_parts().0)?);
     Ok(())
 }
+
+/// Class 4: `GrowableBuffer::shrink_to_fit` (releasing a whole chunk and splitting the
+/// one that straddles the length) under a fault at each of its driver calls: the error
+/// is the injected one, the length and contents stay intact, the context is not
+/// poisoned, and the buffer keeps working (a later shrink and extend succeed).
+#[test]
+fn growable_shrink_under_faults_keeps_length_and_contents() -> TestResult {
+    if !super::simulator_or_skip("the fault sweep")? {
+        return Ok(());
+    }
+    let _memory = crate::memory_shared();
+    let device = crate::cuda()?.device(0)?;
+    let g = device.granularity(&AllocationProps::device(&device), GranularityKind::Minimum)?;
+    let make = || -> Result<(GrowableBuffer<u8>, Vec<u8>), AllocError> {
+        let mut b = GrowableBuffer::<u8>::new(
+            &device,
+            cuda_vmm_alloc::BufferConfig {
+                max_capacity: Some(32 * g),
+                policy: cuda_vmm_alloc::GrowthPolicy::fixed(4 * g),
+                ..cuda_vmm_alloc::BufferConfig::default()
+            },
+        )?;
+        let data = pattern(5 * g + 100, 81);
+        b.extend_from_slice(&pattern(9 * g, 80))?;
+        b.write(0, &data)?;
+        b.truncate(data.len());
+        Ok((b, data))
+    };
+    let calls = {
+        let (mut b, data) = make()?;
+        let calls = super::calls_made_of(super::MAPPING_CALLS, || b.shrink_to_fit().unwrap());
+        assert!(b.committed_bytes() < 8 * g && b.to_vec()? == data);
+        calls
+    };
+    assert!(!calls.is_empty());
+    for (symbol, nth) in calls {
+        let (mut b, data) = make()?;
+        let result = {
+            let _f =
+                cuda_vmm_sim::inject_fault(symbol, nth, cuda_vmm_sys::CUresult::CUDA_ERROR_UNKNOWN);
+            b.shrink_to_fit()
+        };
+        if let Err(e) = &result {
+            assert!(
+                super::is_injected_alloc(e, symbol),
+                "{symbol} #{nth}: {e:?}"
+            );
+        }
+        device
+            .synchronize()
+            .map_err(|e| format!("{symbol} #{nth} poisoned the context: {e}"))?;
+        assert_eq!(b.len(), data.len(), "{symbol} #{nth}: the length changed");
+        assert!(b.to_vec()? == data, "{symbol} #{nth}: the contents changed");
+        b.shrink_to_fit()?;
+        b.extend_from_slice(&[1, 2, 3])?;
+        assert!(b.to_vec()?[data.len()..] == [1, 2, 3]);
+    }
+    Ok(())
+}
