@@ -358,3 +358,76 @@ fn growable_shrink_under_faults_keeps_length_and_contents() -> TestResult {
     }
     Ok(())
 }
+
+/// Class 4: `SparseArray::commit` is all or nothing: under a fault at each of its driver
+/// calls (creating, mapping, granting and zero-filling three new tiles next to a
+/// committed one), the error is the injected one and the committed tiles, bytes and
+/// contents are as before, with the context healthy; `decommit` under a fault at its
+/// unmap keeps the tiles it could not unmap with their contents.
+#[test]
+fn sparse_commit_under_faults_is_all_or_nothing() -> TestResult {
+    if !super::simulator_or_skip("the fault sweep")? {
+        return Ok(());
+    }
+    let _memory = crate::memory_shared();
+    let device = crate::cuda()?.device(0)?;
+    let mut a = SparseArray::<u8>::new(&device, 16 * MIB, SparseConfig::default())?;
+    let tile = a.tile_bytes();
+    a.commit(0..tile)?;
+    let data = pattern(tile, 91);
+    a.write(0, &data)?;
+    let runs = |a: &SparseArray<u8>| a.committed_runs().collect::<Vec<_>>();
+    let before = (runs(&a), a.committed_bytes());
+    let calls = super::calls_made_of(super::MAPPING_CALLS, || {
+        a.commit(tile..4 * tile).unwrap();
+    });
+    a.decommit(tile..16 * MIB)?;
+    assert_eq!((runs(&a), a.committed_bytes()), before);
+    for (symbol, nth) in calls {
+        let result = {
+            let _f =
+                cuda_vmm_sim::inject_fault(symbol, nth, cuda_vmm_sys::CUresult::CUDA_ERROR_UNKNOWN);
+            a.commit(tile..4 * tile)
+        };
+        match result {
+            Ok(n) => {
+                assert_eq!(n, 3, "{symbol} #{nth}");
+                a.decommit(tile..16 * MIB)?;
+            }
+            Err(e) => {
+                assert!(
+                    super::is_injected_alloc(&e, symbol),
+                    "{symbol} #{nth}: {e:?}"
+                );
+            }
+        }
+        device
+            .synchronize()
+            .map_err(|e| format!("{symbol} #{nth} poisoned the context: {e}"))?;
+        assert_eq!((runs(&a), a.committed_bytes()), before, "{symbol} #{nth}");
+        let mut out = vec![0u8; tile];
+        a.read(0..tile, &mut out)?;
+        assert!(out == data, "{symbol} #{nth}: the committed tile changed");
+    }
+    a.commit(tile..2 * tile)?;
+    let more = pattern(tile, 92);
+    a.write(tile, &more)?;
+    {
+        let _f =
+            cuda_vmm_sim::inject_fault("cuMemUnmap", 1, cuda_vmm_sys::CUresult::CUDA_ERROR_UNKNOWN);
+        let e = a
+            .decommit(0..2 * tile)
+            .expect_err("the injected unmap failure");
+        assert!(super::is_injected_alloc(&e, "cuMemUnmap"), "{e:?}");
+    }
+    device.synchronize()?;
+    let mut out = vec![0u8; 2 * tile];
+    for t in 0..2 {
+        if a.is_committed(t * tile) {
+            a.read(t * tile..(t + 1) * tile, &mut out[..tile])?;
+            let expected = if t == 0 { &data } else { &more };
+            assert!(out[..tile] == expected[..], "tile {t} kept but changed");
+        }
+    }
+    Ok(())
+}
