@@ -160,6 +160,21 @@ struct State {
     quarantined: usize,
 }
 
+impl State {
+    /// Moves the suspended buffers whose last copy completed back to the free list.
+    fn resume_idle(&mut self, table: &'static DriverTable) {
+        let mut i = 0;
+        while i < self.suspended.len() {
+            if self.suspended[i].is_idle(table) {
+                let b = self.suspended.swap_remove(i);
+                self.free.push(b);
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
 /// A device's staging buffers (kept in its shared state, freed with its context).
 #[derive(Default)]
 pub(crate) struct Staging {
@@ -184,15 +199,7 @@ impl Staging {
         let table = device.cuda().table();
         let next = {
             let mut state = self.state.lock();
-            let mut i = 0;
-            while i < state.suspended.len() {
-                if state.suspended[i].is_idle(table) {
-                    let b = state.suspended.swap_remove(i);
-                    state.free.push(b);
-                } else {
-                    i += 1;
-                }
-            }
+            state.resume_idle(table);
             let set_aside = state.quarantined + state.suspended.len() * STAGE_BYTES;
             if set_aside + STAGE_BYTES > QUARANTINE_BYTES {
                 return Err(Error::StagingExhausted {
@@ -305,10 +312,12 @@ impl Staging {
     }
 
     /// Bytes set aside after failed waits: quarantined for good, plus suspended
-    /// buffers whose copy has not been seen complete yet.
-    pub(crate) fn quarantined(&self) -> usize {
-        let table_free = self.state.lock();
-        table_free.quarantined + table_free.suspended.len() * STAGE_BYTES
+    /// buffers whose copy is not complete yet (their events are queried here, so the
+    /// figure drops as soon as the copies finished, not only at the next copy).
+    pub(crate) fn quarantined(&self, table: &'static DriverTable) -> usize {
+        let mut state = self.state.lock();
+        state.resume_idle(table);
+        state.quarantined + state.suspended.len() * STAGE_BYTES
     }
 
     /// Frees every buffer (the device's context is being released): idle ones at once,
