@@ -21,6 +21,11 @@ mod staged;
 type Queue<'a> = &'a dyn Fn(CUstream) -> Result<()>;
 
 /// Runs `op` on the private stream after the recorded uses and waits for it.
+///
+/// When the wait fails, the stream is waited for once more, so that the failed call
+/// leaves nothing in flight (its caller may unmap at once: a growable buffer or sparse
+/// array rolls back the memory it committed for a fill, under `UnmapWait::Caller` too);
+/// only when that fails too is the operation recorded as a use.
 fn on_private_stream(device: &Device, uses: &[&UseTracker], op: Queue<'_>) -> Result<()> {
     let stream = device.private_stream();
     let bound = device.bind()?;
@@ -31,7 +36,10 @@ fn on_private_stream(device: &Device, uses: &[&UseTracker], op: Queue<'_>) -> Re
         op(stream)?;
         let synced = synchronize_raw(device, stream);
         if synced.is_err() {
-            record_unfinished(device, uses, stream);
+            if let Err(e) = synchronize_raw(device, stream) {
+                tracing::error!("waiting again for a failed operation: {e}");
+                record_unfinished(device, uses, stream);
+            }
         }
         synced
     })();
@@ -49,21 +57,30 @@ fn record_unfinished(device: &Device, uses: &[&UseTracker], stream: CUstream) {
 }
 
 /// Queues `op` on `stream` after the recorded uses, then records it as a use.
+///
+/// A failed `op` may have queued part of its work (a staged write queues one copy per
+/// chunk and can fail on a later one). So the use is recorded whether `op` succeeded or
+/// not (else an unmap under [`crate::UnmapWait::RecordedUse`] would not wait for the
+/// chunks already queued), and a failed `op` waits for the stream before the error is
+/// returned: the caller may unmap at once, with no chance to synchronise first (a
+/// growable buffer rolls back the chunks it committed for the copy inside the same
+/// call, under [`crate::UnmapWait::Caller`] too).
 fn on_stream(stream: &Stream, uses: &UseTracker, op: Queue<'_>) -> Result<()> {
     let device = stream.device();
     let bound = device.bind()?;
     let result = (|| {
         uses.order_after_uses(device, stream.raw())?;
-        op(stream.raw())?;
+        let queued = op(stream.raw());
         let recorded = uses.record(device, stream.raw());
-        if recorded.is_err() {
-            // The operation is queued but not recorded, so nothing would order a later
-            // copy, fill or unmap after it: wait for it here, before reporting the error.
+        if queued.is_err() || recorded.is_err() {
+            // Part of a failed operation may be queued, or the operation is queued but not
+            // recorded, so nothing would order a later copy, fill or unmap after it: wait
+            // for it here, before reporting the error.
             if let Err(e) = synchronize_raw(device, stream.raw()) {
-                tracing::error!("waiting for an operation whose use could not be recorded: {e}");
+                tracing::error!("waiting for a failed or unrecorded operation: {e}");
             }
         }
-        recorded
+        queued.and(recorded)
     })();
     bound.finish(result)
 }

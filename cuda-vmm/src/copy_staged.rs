@@ -153,10 +153,25 @@ pub(super) fn htod_sync(
         Ok(())
     })();
     if result.is_err() {
-        super::record_unfinished(device, uses, stream);
+        settle(device, uses, stream, &mut pair);
     }
     pair.finish();
     result
+}
+
+/// After a failed synchronous copy, chunks may still be queued on `stream` (a later
+/// chunk failed, or a wait did): wait for the stream once more, so that the failed call
+/// leaves nothing in flight (its caller may unmap at once: a growable buffer rolls back
+/// the chunks it committed for the copy, under `UnmapWait::Caller` too). Only when that
+/// wait fails too is the copy recorded as a use and its buffers set aside.
+fn settle(device: &Device, uses: &[&UseTracker], stream: CUstream, pair: &mut Pair<'_>) {
+    match synchronize_raw(device, stream) {
+        Ok(()) => pair.all_idle(),
+        Err(e) => {
+            tracing::error!("waiting for a failed copy: {e}");
+            super::record_unfinished(device, uses, stream);
+        }
+    }
 }
 
 /// Synchronous device-to-host copy on `stream` (the private one; context bound).
@@ -195,7 +210,7 @@ pub(super) fn dtoh_sync(
         Ok(())
     })();
     if result.is_err() {
-        super::record_unfinished(device, uses, stream);
+        settle(device, uses, stream, &mut pair);
     }
     pair.finish();
     result

@@ -140,11 +140,14 @@ impl Device {
         &self.inner.staging
     }
 
-    /// Bytes of host-copy staging quarantined on this device after failed waits (see
-    /// [`staging`](crate::staging)): never reused or freed, since the device may still
-    /// write them. Nonzero only after a wait failed, which usually means the context is lost.
+    /// Bytes of host-copy staging set aside on this device after failed waits (see
+    /// [`staging`](crate::staging)): buffers a copy may still use, reused once their
+    /// copy is seen complete (queried here), or never when no event covers it. Nonzero
+    /// only after a wait failed, which usually means the context is lost.
     pub fn quarantined_staging_bytes(&self) -> usize {
-        self.inner.staging.quarantined()
+        // The events are queried in their context; unbound, a query counts as not done.
+        let _bound = self.bind();
+        self.inner.staging.quarantined(self.cuda().table())
     }
 
     /// Binds the primary context to the calling thread until the guard drops.

@@ -15,13 +15,16 @@
 //!   drains) one while the host copies the other.
 //! - **Reuse.** A buffer is reused once the event recorded after its last copy completed;
 //!   at most [`KEEP_FREE`] idle buffers are kept, and at most [`MAX_BUFFERS`] exist per
-//!   device (an async write past that waits for the oldest one in flight: back-pressure).
+//!   device (an async write past that waits for the oldest one in flight: back-pressure;
+//!   only when copies in progress hold every buffer and none is in flight is one more
+//!   made, and counted).
 //! - **Quarantine.** When a wait fails, the buffers whose copies may still run are set
 //!   aside: a buffer whose event covers its last copy is reused only once that event
 //!   is seen complete (never, when the context is lost); one with a copy no event
 //!   covers is never reused or freed. At most [`QUARANTINE_BYTES`] may be set aside
-//!   per device; past that, copies are refused ([`Error::StagingExhausted`]) before
-//!   any driver call.
+//!   per device: a buffer is handed out only while setting it aside too would stay
+//!   within the bound, so at the bound copies are refused ([`Error::StagingExhausted`])
+//!   before any driver call.
 
 use std::collections::VecDeque;
 use std::mem::MaybeUninit;
@@ -157,6 +160,21 @@ struct State {
     quarantined: usize,
 }
 
+impl State {
+    /// Moves the suspended buffers whose last copy completed back to the free list.
+    fn resume_idle(&mut self, table: &'static DriverTable) {
+        let mut i = 0;
+        while i < self.suspended.len() {
+            if self.suspended[i].is_idle(table) {
+                let b = self.suspended.swap_remove(i);
+                self.free.push(b);
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
 /// A device's staging buffers (kept in its shared state, freed with its context).
 #[derive(Default)]
 pub(crate) struct Staging {
@@ -166,23 +184,26 @@ pub(crate) struct Staging {
 impl Staging {
     /// Takes an idle buffer (reused, or new), the device's context bound by the caller;
     /// waits for the oldest buffer in flight when [`MAX_BUFFERS`] exist.
+    ///
+    /// Refused ([`Error::StagingExhausted`]) when setting one more buffer aside would
+    /// pass [`QUARANTINE_BYTES`]: every buffer taken may be set aside by the copy's
+    /// failed wait, so a take at the bound would overshoot it.
     pub(crate) fn take(&self, device: &Device) -> Result<HostBuffer> {
+        /// What the take does once the lock is released.
+        enum Next {
+            /// Wait for the oldest buffer in flight (back-pressure).
+            Wait(HostBuffer),
+            /// Allocate a new buffer (already counted).
+            Allocate,
+        }
         let table = device.cuda().table();
-        let oldest = {
+        let next = {
             let mut state = self.state.lock();
-            let mut i = 0;
-            while i < state.suspended.len() {
-                if state.suspended[i].is_idle(table) {
-                    let b = state.suspended.swap_remove(i);
-                    state.free.push(b);
-                } else {
-                    i += 1;
-                }
-            }
-            let suspended = state.suspended.len() * STAGE_BYTES;
-            if state.quarantined + suspended > QUARANTINE_BYTES {
+            state.resume_idle(table);
+            let set_aside = state.quarantined + state.suspended.len() * STAGE_BYTES;
+            if set_aside + STAGE_BYTES > QUARANTINE_BYTES {
                 return Err(Error::StagingExhausted {
-                    quarantined: state.quarantined + suspended,
+                    quarantined: set_aside,
                 });
             }
             while state.in_flight.front().is_some_and(|b| b.is_idle(table)) {
@@ -193,23 +214,30 @@ impl Staging {
             if let Some(b) = state.free.pop() {
                 return Ok(b);
             }
-            if state.count < MAX_BUFFERS {
-                state.count += 1;
-                None
-            } else {
-                state.in_flight.pop_front()
+            match state.in_flight.pop_front() {
+                Some(b) if state.count >= MAX_BUFFERS => Next::Wait(b),
+                oldest => {
+                    // Under the cap, or every buffer is held by copies in progress or
+                    // suspended (nothing to wait for): a new one, counted either way so
+                    // `count` stays the number that exist.
+                    if let Some(b) = oldest {
+                        state.in_flight.push_front(b);
+                    }
+                    state.count += 1;
+                    Next::Allocate
+                }
             }
         };
-        match oldest {
+        match next {
             // Back-pressure: every buffer is in flight; wait for the oldest.
-            Some(b) => match b.wait(device) {
+            Next::Wait(b) => match b.wait(device) {
                 Ok(()) => Ok(b),
                 Err(e) => {
                     self.suspend(b);
                     Err(e)
                 }
             },
-            None => Ok(self.allocate(device)),
+            Next::Allocate => Ok(self.allocate(device)),
         }
     }
 
@@ -284,10 +312,12 @@ impl Staging {
     }
 
     /// Bytes set aside after failed waits: quarantined for good, plus suspended
-    /// buffers whose copy has not been seen complete yet.
-    pub(crate) fn quarantined(&self) -> usize {
-        let table_free = self.state.lock();
-        table_free.quarantined + table_free.suspended.len() * STAGE_BYTES
+    /// buffers whose copy is not complete yet (their events are queried here, so the
+    /// figure drops as soon as the copies finished, not only at the next copy).
+    pub(crate) fn quarantined(&self, table: &'static DriverTable) -> usize {
+        let mut state = self.state.lock();
+        state.resume_idle(table);
+        state.quarantined + state.suspended.len() * STAGE_BYTES
     }
 
     /// Frees every buffer (the device's context is being released): idle ones at once,

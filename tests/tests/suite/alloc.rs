@@ -436,35 +436,35 @@ fn shrink_to_fit_returns_memory() -> TestResult {
 
 #[test]
 fn shrink_gives_memory_back_to_the_device() -> TestResult {
-    let _memory = crate::memory_shared();
+    // Exclusive: every allocating test holds the lock shared, so one measurement is
+    // undisturbed.
+    let _memory = crate::memory_exclusive();
     if !on_simulator()? {
         eprintln!("skipped: free-memory accounting is checked on the simulator only");
         return Ok(());
     }
     let d = device()?;
     let g = gran(&d)?;
-    // Other tests allocate concurrently on this device: retry until one measurement is
-    // undisturbed. A buffer that never gives memory back fails every attempt.
-    for _ in 0..50 {
-        let mut buf = GrowableBuffer::<u8>::new(
-            &d,
-            BufferConfig {
-                max_capacity: Some(64 << 20),
-                policy: GrowthPolicy::fixed(8 * g),
-                ..BufferConfig::default()
-            },
-        )?;
-        buf.resize(24 * g, 1)?;
-        buf.truncate(8 * g);
-        let free_before = d.memory_info()?.free;
-        buf.shrink_to_fit()?;
-        let free_after = d.memory_info()?.free;
-        assert_eq!(buf.committed_bytes(), 8 * g);
-        if free_after.wrapping_sub(free_before) == 16 * g {
-            return Ok(());
-        }
-    }
-    panic!("shrink_to_fit never showed 16 granules returned in free memory");
+    let mut buf = GrowableBuffer::<u8>::new(
+        &d,
+        BufferConfig {
+            max_capacity: Some(64 << 20),
+            policy: GrowthPolicy::fixed(8 * g),
+            ..BufferConfig::default()
+        },
+    )?;
+    buf.resize(24 * g, 1)?;
+    buf.truncate(8 * g);
+    let free_before = d.memory_info()?.free;
+    buf.shrink_to_fit()?;
+    let free_after = d.memory_info()?.free;
+    assert_eq!(buf.committed_bytes(), 8 * g);
+    assert_eq!(
+        free_after.wrapping_sub(free_before),
+        16 * g,
+        "shrink_to_fit did not return 16 granules to free memory"
+    );
+    Ok(())
 }
 
 #[test]

@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::field_reassign_with_default)]
 
+mod adversarial;
 mod adversarial_alloc;
 mod adversarial_pool;
 mod alloc;

@@ -120,26 +120,26 @@ fn shrinking_with_a_step_in_flight_gives_it_back() -> TestResult {
 
 #[test]
 fn dropping_with_a_step_in_flight_leaks_nothing() -> TestResult {
-    let _memory = crate::memory_shared();
+    // Exclusive: every allocating test holds the lock shared, so one measurement is
+    // undisturbed.
+    let _memory = crate::memory_exclusive();
     if !on_simulator()? {
         eprintln!("skipped: free-memory accounting is checked on the simulator only");
         return Ok(());
     }
     let d = device()?;
     let g = gran(&d)?;
-    // Other tests allocate concurrently on this device: retry until one measurement is
-    // undisturbed. A step leaked on drop fails every attempt.
-    for _ in 0..50 {
-        let free_before = d.memory_info()?.free;
-        let mut buf = buffer(&d, g, GrowthPolicy::fixed(4 * g), true);
-        buf.extend_from_slice(&pattern(0, g, 1))?;
-        // The next step is requested now and may still be in flight.
-        drop(buf);
-        if d.memory_info()?.free == free_before {
-            return Ok(());
-        }
-    }
-    panic!("dropping a prefetching buffer never gave all memory back");
+    let free_before = d.memory_info()?.free;
+    let mut buf = buffer(&d, g, GrowthPolicy::fixed(4 * g), true);
+    buf.extend_from_slice(&pattern(0, g, 1))?;
+    // The next step is requested now and may still be in flight.
+    drop(buf);
+    assert_eq!(
+        d.memory_info()?.free,
+        free_before,
+        "dropping a prefetching buffer did not give all memory back"
+    );
+    Ok(())
 }
 
 #[test]

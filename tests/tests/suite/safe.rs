@@ -3,11 +3,12 @@
 //!
 //! Data checks write through one mapping and read back through another (an
 //! alias of the same allocation) or through a copy. Tests that count device
-//! memory hold [`ACCOUNTING`] exclusively; every other test here that
-//! allocates holds it shared.
+//! memory hold the suite's [`crate::DEVICE_MEMORY`] exclusively
+//! ([`crate::memory_exclusive`]); every other test here that allocates holds it
+//! shared ([`crate::memory_shared`]), like every other module of the suite.
 
 use std::os::fd::AsFd;
-use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::OnceLock;
 
 use cuda_vmm::{
     AccessFlags, Allocation, AllocationProps, Backend, Cuda, Device, Error, GranularityKind,
@@ -15,17 +16,6 @@ use cuda_vmm::{
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-/// Memory accounting: exclusive for tests that compare `memory_info`.
-static ACCOUNTING: RwLock<()> = RwLock::new(());
-
-fn shared() -> RwLockReadGuard<'static, ()> {
-    ACCOUNTING.read().unwrap_or_else(|e| e.into_inner())
-}
-
-fn exclusive() -> RwLockWriteGuard<'static, ()> {
-    ACCOUNTING.write().unwrap_or_else(|e| e.into_inner())
-}
 
 /// The backend under test, printed once per run.
 use crate::cuda;
@@ -203,7 +193,7 @@ fn handles_are_send_and_sync() {
 
 #[test]
 fn reservation_basics() -> TestResult {
-    let _g = shared();
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let r = Reservation::new(&d, 4 * g, ReserveOptions::default())?;
@@ -241,7 +231,7 @@ fn reservation_size_validation() -> TestResult {
 
 #[test]
 fn reservation_alignment() -> TestResult {
-    let _g = shared();
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let bad = ReserveOptions {
@@ -279,7 +269,7 @@ fn reservation_alignment() -> TestResult {
 
 #[test]
 fn reservation_hint_honoured() -> TestResult {
-    let _g = shared();
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     // Find a free hole, release it, and ask for its start (the real driver
@@ -309,7 +299,7 @@ fn reservation_hint_honoured() -> TestResult {
 
 #[test]
 fn reservation_hint_not_honoured() -> TestResult {
-    let _g = shared();
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let taken = Reservation::new(&d, 4 * g, ReserveOptions::default())?;
@@ -395,7 +385,7 @@ fn reservation_hint_validation() -> TestResult {
 
 #[test]
 fn allocation_basics_and_properties_round_trip() -> TestResult {
-    let _g = shared();
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let props = AllocationProps::device(&d);
@@ -412,7 +402,7 @@ fn allocation_basics_and_properties_round_trip() -> TestResult {
 
 #[test]
 fn properties_round_trip_with_posix_handles() -> TestResult {
-    let _g = shared();
+    let _memory = crate::memory_shared();
     let d = device()?;
     if !d.capabilities()?.posix_fd_handles {
         return Ok(());
@@ -503,7 +493,7 @@ fn allocation_props_validation() -> TestResult {
 
 #[test]
 fn unsupported_features_are_refused_before_the_driver() -> TestResult {
-    let _g = shared();
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let caps = d.capabilities()?;
@@ -541,7 +531,7 @@ fn unsupported_features_are_refused_before_the_driver() -> TestResult {
 
 #[test]
 fn alias_mappings_share_data_and_one_set_access_covers_both() -> TestResult {
-    let _g = shared();
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let a = Allocation::new(&d, g, &AllocationProps::device(&d))?;
@@ -565,7 +555,7 @@ fn alias_mappings_share_data_and_one_set_access_covers_both() -> TestResult {
 
 #[test]
 fn data_across_two_allocations() -> TestResult {
-    let _g = shared();
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let props = AllocationProps::device(&d);
@@ -589,7 +579,7 @@ fn data_across_two_allocations() -> TestResult {
 
 #[test]
 fn fill_and_copy_within() -> TestResult {
-    let _g = shared();
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let a = Allocation::new(&d, 2 * g, &AllocationProps::device(&d))?;
@@ -612,7 +602,7 @@ fn fill_and_copy_within() -> TestResult {
 
 #[test]
 fn map_alignment_validation() -> TestResult {
-    let _g = shared();
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let a = Allocation::new(&d, 2 * g, &AllocationProps::device(&d))?;
@@ -653,7 +643,7 @@ fn map_alignment_validation() -> TestResult {
 
 #[test]
 fn map_bounds_validation() -> TestResult {
-    let _g = shared();
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let a = Allocation::new(&d, 2 * g, &AllocationProps::device(&d))?;
@@ -697,7 +687,6 @@ fn partial_maps_are_refused_before_the_driver() -> TestResult {
     // The real driver answers CUDA_ERROR_NOT_SUPPORTED (conformance
     // `map_size_smaller_than_allocation`, `map_nonzero_offset`); the wrapper
     // refuses first and says why.
-    let _g = shared();
     let d = device()?;
     let g = gran(&d)?;
     let a = Allocation::new(&d, 2 * g, &AllocationProps::device(&d))?;
@@ -720,7 +709,7 @@ fn partial_maps_are_refused_before_the_driver() -> TestResult {
 
 #[test]
 fn overlapping_maps_are_refused() -> TestResult {
-    let _g = shared();
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let a = Allocation::new(&d, 2 * g, &AllocationProps::device(&d))?;
@@ -759,7 +748,7 @@ fn overlapping_maps_are_refused() -> TestResult {
 
 #[test]
 fn set_access_validation() -> TestResult {
-    let _g = shared();
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let a = Allocation::new(&d, g, &AllocationProps::device(&d))?;
@@ -810,7 +799,7 @@ fn set_access_validation() -> TestResult {
 
 #[test]
 fn get_access_reports_what_was_set() -> TestResult {
-    let _g = shared();
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let a = Allocation::new(&d, g, &AllocationProps::device(&d))?;
@@ -843,7 +832,7 @@ fn get_access_reports_what_was_set() -> TestResult {
 
 #[test]
 fn copies_need_mapping_and_access() -> TestResult {
-    let _g = shared();
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let a = Allocation::new(&d, g, &AllocationProps::device(&d))?;
@@ -914,7 +903,7 @@ fn copies_need_mapping_and_access() -> TestResult {
 
 #[test]
 fn retain_allocation_from_a_mapping() -> TestResult {
-    let _g = shared();
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let r = Reservation::new(&d, g, ReserveOptions::default())?;
@@ -943,7 +932,7 @@ fn retain_allocation_from_a_mapping() -> TestResult {
 
 #[test]
 fn release_and_free_with_live_users_are_in_use() -> TestResult {
-    let _g = shared();
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let a = Allocation::new(&d, g, &AllocationProps::device(&d))?;
@@ -972,7 +961,7 @@ fn release_and_free_with_live_users_are_in_use() -> TestResult {
 
 #[test]
 fn mapping_keeps_reservation_and_allocation_alive() -> TestResult {
-    let _g = shared();
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let m = {
@@ -996,45 +985,41 @@ fn mapping_keeps_reservation_and_allocation_alive() -> TestResult {
 
 #[test]
 fn memory_returns_to_the_start_after_everything_is_dropped() -> TestResult {
-    let _g = exclusive();
+    let _memory = crate::memory_exclusive();
     let d = device()?;
     let g = gran(&d)?;
     let sim = d.cuda().backend() == Backend::Simulator;
-    // Other suites in this binary may allocate meanwhile: retry a few times; a
-    // real leak fails every attempt.
-    let mut last = String::new();
-    for _ in 0..20 {
-        let start = d.memory_info()?;
-        let (during, after) = {
-            let r = Reservation::new(&d, 4 * g, ReserveOptions::default())?;
-            let mut maps = Vec::new();
-            for i in 0..4 {
-                let a = Allocation::new(&d, g, &AllocationProps::device(&d))?;
-                maps.push(r.map(i * g, &a, 0, g)?);
-            }
-            r.set_access(0, 4 * g, &rw(&d))?;
-            let during = d.memory_info()?;
-            drop(maps);
-            drop(r);
-            (during, d.memory_info()?)
-        };
-        let ok = if sim {
-            during.free + 4 * g == start.free && after == start
-        } else {
-            after.total == start.total && after.free + 16 * g >= start.free
-        };
-        if ok {
-            return Ok(());
+    // Every test of the suite that allocates holds `crate::DEVICE_MEMORY` (shared), so
+    // with it held exclusively nothing else allocates meanwhile: one measurement.
+    let start = d.memory_info()?;
+    let (during, after) = {
+        let r = Reservation::new(&d, 4 * g, ReserveOptions::default())?;
+        let mut maps = Vec::new();
+        for i in 0..4 {
+            let a = Allocation::new(&d, g, &AllocationProps::device(&d))?;
+            maps.push(r.map(i * g, &a, 0, g)?);
         }
-        last = format!("start {start:?}, during {during:?}, after {after:?}");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    panic!("memory did not return to its start value: {last}");
+        r.set_access(0, 4 * g, &rw(&d))?;
+        let during = d.memory_info()?;
+        drop(maps);
+        drop(r);
+        (during, d.memory_info()?)
+    };
+    let ok = if sim {
+        during.free + 4 * g == start.free && after == start
+    } else {
+        after.total == start.total && after.free + 16 * g >= start.free
+    };
+    assert!(
+        ok,
+        "memory did not return to its start value: start {start:?}, during {during:?}, after {after:?}"
+    );
+    Ok(())
 }
 
 #[test]
 fn mapping_from_another_driver_is_refused() -> TestResult {
-    let _g = shared();
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let r = Reservation::new(&d, g, ReserveOptions::default())?;
@@ -1091,7 +1076,7 @@ fn missing_entry_point_is_reported() -> TestResult {
 
 #[test]
 fn threads_map_and_copy_concurrently() -> TestResult {
-    let _g = shared();
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let r = Reservation::new(&d, 8 * g, ReserveOptions::default())?;
@@ -1126,7 +1111,7 @@ fn threads_map_and_copy_concurrently() -> TestResult {
 
 #[test]
 fn posix_fd_export_import_round_trip() -> TestResult {
-    let _g = shared();
+    let _memory = crate::memory_shared();
     let d = device()?;
     if !d.capabilities()?.posix_fd_handles {
         return Ok(());
@@ -1159,7 +1144,7 @@ fn posix_fd_export_import_round_trip() -> TestResult {
 
 #[test]
 fn posix_fd_validation() -> TestResult {
-    let _g = shared();
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let plain = Allocation::new(&d, g, &AllocationProps::device(&d))?;
@@ -1188,7 +1173,7 @@ fn posix_fd_validation() -> TestResult {
 
 #[test]
 fn fabric_handles_need_device_support() -> TestResult {
-    let _g = shared();
+    let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
     let plain = Allocation::new(&d, g, &AllocationProps::device(&d))?;
@@ -1227,7 +1212,7 @@ fn fabric_handles_need_device_support() -> TestResult {
 
 #[test]
 fn linear_allocation_round_trip() -> TestResult {
-    let _g = shared();
+    let _memory = crate::memory_shared();
     let d = device()?;
     let a = LinearAllocation::new(&d, 1 << 20)?;
     let b = LinearAllocation::new(&d, 1 << 20)?;
@@ -1251,7 +1236,7 @@ fn linear_allocation_round_trip() -> TestResult {
 
 #[test]
 fn linear_allocation_validation() -> TestResult {
-    let _g = shared();
+    let _memory = crate::memory_shared();
     let d = device()?;
     assert_eq!(
         fails(LinearAllocation::new(&d, 0)),
