@@ -60,7 +60,6 @@
 #![warn(missing_docs)]
 
 mod backing;
-mod churn;
 mod error;
 mod growable;
 #[cfg(feature = "cudarc")]
@@ -69,11 +68,9 @@ mod placement;
 mod pod;
 mod policy;
 mod pool;
-mod prefetch;
 mod shared;
 mod sparse;
 mod stats;
-mod tiles;
 mod trace;
 
 /// Re-exported so users derive `Pod` with the same version.

@@ -3,8 +3,8 @@
 
 use crate::error::Result;
 use crate::pod::DevicePod;
-use crate::prefetch::{Prefetcher, Staged, DEPTH};
 
+use super::prefetch::{Prefetcher, Staged, DEPTH};
 use super::GrowableBuffer;
 
 impl<T: DevicePod> GrowableBuffer<T> {

@@ -2,6 +2,7 @@
 
 mod config;
 mod spare;
+mod tiles;
 mod zero;
 
 use std::collections::BTreeMap;
@@ -16,7 +17,6 @@ use crate::error::{Error, Result};
 use crate::growable::element_size;
 use crate::pod::{as_bytes, as_bytes_mut, DevicePod};
 use crate::stats::DriverStats;
-use crate::tiles;
 use crate::trace::Hex;
 
 pub use config::{HoleBehavior, SparseConfig};

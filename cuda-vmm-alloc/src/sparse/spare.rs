@@ -8,11 +8,11 @@
 
 use std::ops::Range;
 
+use super::tiles;
 use super::{HoleBehavior, SparseArray};
 use crate::backing::Chunk;
 use crate::error::Result;
 use crate::pod::DevicePod;
-use crate::tiles;
 
 impl<T: DevicePod> SparseArray<T> {
     /// Tiles held as spares now (committed ahead, still holes to the caller).

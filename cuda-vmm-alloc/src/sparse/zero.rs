@@ -16,12 +16,12 @@ use cuda_vmm::{
 };
 use parking_lot::Mutex;
 
+use super::tiles;
 use super::SparseArray;
 use crate::error::{Error, Result};
 use crate::pod::DevicePod;
 use crate::pool::same_device;
 use crate::stats::{timed, DriverStats};
-use crate::tiles;
 
 /// Zero-filled device memory that [`SparseArray`]s with
 /// [`HoleBehavior::Zeros`](super::HoleBehavior::Zeros) map read-only over their holes.

@@ -8,15 +8,18 @@ use std::time::{Duration, Instant};
 use cuda_vmm::{AllocationProps, Device, Stream, UnmapWait};
 
 use crate::backing::{Backing, Chunk};
-use crate::churn::{ChurnWatch, SLOW_CREATE_MIN_BYTES};
 use crate::error::{Error, Result};
 use crate::placement::Placement;
 use crate::pod::{as_bytes, as_bytes_mut, uniform_byte, zeroed, DevicePod};
 use crate::policy::{round_up, split, GrowthPolicy};
 use crate::pool::ChunkPool;
-use crate::prefetch::Prefetcher;
 use crate::stats::{BlockedLog, BlockedStats, DriverStats};
 
+use churn::{ChurnWatch, SLOW_CREATE_MIN_BYTES};
+use prefetch::Prefetcher;
+
+mod churn;
+mod prefetch;
 mod prefetching;
 mod shrink;
 
