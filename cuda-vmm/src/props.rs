@@ -1,7 +1,6 @@
 //! Allocation properties: where memory lives, how it may be shared, extra flags.
 
 use std::fmt;
-use std::ops::{BitOr, BitOrAssign};
 
 use cuda_vmm_sys::{
     CUmemAllocationCompType, CUmemAllocationHandleType, CUmemAllocationProp,
@@ -87,98 +86,47 @@ impl Location {
 }
 
 /// A set of shareable handle types an allocation may be exported as.
+///
+/// A [`bitflags`] set over the driver's `CUmemAllocationHandleType` bits: `|`, `&`, `-`,
+/// `!`, [`contains`](Self::contains), [`insert`](Self::insert), [`iter_names`](Self::iter_names)...
+/// Bits this crate does not know are kept ([`from_bits_retain`](Self::from_bits_retain)) and
+/// refused by [`AllocationProps::validate`]. `Debug` prints the names joined by ` | `, unknown
+/// bits in hex, and `NONE` for the empty set.
 #[derive(Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub struct HandleTypes(u32);
 
+bitflags::bitflags! {
+    impl HandleTypes: u32 {
+        /// POSIX file descriptor (Linux).
+        const POSIX_FD = 1;
+        /// Win32 NT handle.
+        const WIN32 = 2;
+        /// Win32 KMT handle.
+        const WIN32_KMT = 4;
+        /// Fabric handle (NVLink multi-node).
+        const FABRIC = 8;
+    }
+}
+
 impl HandleTypes {
-    /// No export.
-    pub const NONE: HandleTypes = HandleTypes(0);
-    /// POSIX file descriptor (Linux).
-    pub const POSIX_FD: HandleTypes = HandleTypes(1);
-    /// Win32 NT handle.
-    pub const WIN32: HandleTypes = HandleTypes(2);
-    /// Win32 KMT handle.
-    pub const WIN32_KMT: HandleTypes = HandleTypes(4);
-    /// Fabric handle (NVLink multi-node).
-    pub const FABRIC: HandleTypes = HandleTypes(8);
-    /// Every bit this crate knows.
-    pub const ALL: HandleTypes = HandleTypes(1 | 2 | 4 | 8);
-
-    /// Whether every type in `other` is in `self`.
-    #[inline]
-    pub fn contains(self, other: HandleTypes) -> bool {
-        self.0 & other.0 == other.0
-    }
-
-    /// Whether no type is set.
-    #[inline]
-    pub fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-
-    /// The raw bits.
-    #[inline]
-    pub fn bits(self) -> u32 {
-        self.0
-    }
-
-    /// Any bits, including unknown ones (which [`AllocationProps::validate`] refuses).
-    #[inline]
-    pub fn from_bits_retain(bits: u32) -> HandleTypes {
-        HandleTypes(bits)
-    }
+    /// No export (the empty set, [`HandleTypes::empty`]).
+    pub const NONE: HandleTypes = HandleTypes::empty();
+    /// Every bit this crate knows ([`HandleTypes::all`]).
+    pub const ALL: HandleTypes = HandleTypes::all();
 
     /// The driver's bit set.
     #[inline]
     pub fn to_raw(self) -> CUmemAllocationHandleType {
-        CUmemAllocationHandleType(self.0)
-    }
-}
-
-impl BitOr for HandleTypes {
-    type Output = HandleTypes;
-    #[inline]
-    fn bitor(self, rhs: HandleTypes) -> HandleTypes {
-        HandleTypes(self.0 | rhs.0)
-    }
-}
-
-impl BitOrAssign for HandleTypes {
-    #[inline]
-    fn bitor_assign(&mut self, rhs: HandleTypes) {
-        self.0 |= rhs.0;
+        CUmemAllocationHandleType(self.bits())
     }
 }
 
 impl fmt::Debug for HandleTypes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const NAMES: [(HandleTypes, &str); 4] = [
-            (HandleTypes::POSIX_FD, "POSIX_FD"),
-            (HandleTypes::WIN32, "WIN32"),
-            (HandleTypes::WIN32_KMT, "WIN32_KMT"),
-            (HandleTypes::FABRIC, "FABRIC"),
-        ];
         if self.is_empty() {
             return f.write_str("NONE");
         }
-        let mut first = true;
-        for (t, name) in NAMES {
-            if self.contains(t) {
-                if !first {
-                    f.write_str(" | ")?;
-                }
-                f.write_str(name)?;
-                first = false;
-            }
-        }
-        let unknown = self.0 & !HandleTypes::ALL.0;
-        if unknown != 0 {
-            if !first {
-                f.write_str(" | ")?;
-            }
-            write!(f, "{unknown:#x}")?;
-        }
-        Ok(())
+        bitflags::parser::to_writer(self, f)
     }
 }
 
@@ -333,10 +281,44 @@ impl AllocationProps {
         }
         Ok(AllocationProps {
             location: Location::from_raw(raw.location)?,
-            handle_types: HandleTypes(raw.requestedHandleTypes.0),
+            handle_types: HandleTypes::from_bits_retain(raw.requestedHandleTypes.0),
             compression: raw.allocFlags.compressionType != 0,
             rdma_capable: raw.allocFlags.gpuDirectRDMACapable != 0,
             usage: raw.allocFlags.usage,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HandleTypes;
+
+    /// The `Debug` text of the hand-written set this replaced, and its unknown bits kept.
+    #[test]
+    fn handle_types_debug_and_unknown_bits() {
+        let cases = [
+            (HandleTypes::NONE, "NONE"),
+            (HandleTypes::POSIX_FD, "POSIX_FD"),
+            (
+                HandleTypes::POSIX_FD | HandleTypes::FABRIC,
+                "POSIX_FD | FABRIC",
+            ),
+            (HandleTypes::ALL, "POSIX_FD | WIN32 | WIN32_KMT | FABRIC"),
+            (HandleTypes::from_bits_retain(0x30), "0x30"),
+            (HandleTypes::from_bits_retain(0x31), "POSIX_FD | 0x30"),
+        ];
+        for (t, text) in cases {
+            assert_eq!(format!("{t:?}"), text);
+        }
+        let t = HandleTypes::from_bits_retain(0x31);
+        assert_eq!(t.bits(), 0x31);
+        assert_eq!(t.to_raw().0, 0x31);
+        assert!(t.contains(HandleTypes::POSIX_FD));
+        assert!(!t.contains(HandleTypes::POSIX_FD | HandleTypes::WIN32));
+        assert!(HandleTypes::default().is_empty());
+        assert_eq!(HandleTypes::ALL.bits(), 0xf);
+        let mut u = HandleTypes::NONE;
+        u |= HandleTypes::WIN32_KMT;
+        assert_eq!(u, HandleTypes::WIN32_KMT);
     }
 }
