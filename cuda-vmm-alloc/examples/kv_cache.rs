@@ -18,7 +18,7 @@
 
 use std::time::{Duration, Instant};
 
-use cuda_vmm::{AllocationProps, Cuda, Device, GranularityKind};
+use cuda_vmm::{AllocationProps, Cuda, Device};
 use cuda_vmm_alloc::{ChunkPool, DriverStats, PoolConfig, SparseArray, SparseConfig};
 
 const LAYERS: usize = 4;
@@ -192,7 +192,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         cuda_vmm::Backend::Simulator => (2048, 200),
         _ => (8192, 400),
     };
-    let page = device.granularity(&AllocationProps::device(&device), GranularityKind::Minimum)?;
+    let page = device.min_granularity(&AllocationProps::device(&device))?;
     let tokens_per_page = page / TOKEN_BYTES;
     let pool = ChunkPool::new(
         &device,

@@ -40,10 +40,8 @@
 //! assert_eq!(head, [1, 2, 3, 7]);
 //! buffer.truncate(3);
 //! buffer.shrink_to_fit()?; // gives memory back
-//! assert_eq!(buffer.committed_bytes(), device.granularity(
-//!     &cuda_vmm::AllocationProps::device(&device),
-//!     cuda_vmm::GranularityKind::Minimum,
-//! )?);
+//! let props = cuda_vmm::AllocationProps::device(&device);
+//! assert_eq!(buffer.committed_bytes(), device.min_granularity(&props)?);
 //!
 //! // A 1 GiB logical array backed only where touched.
 //! let config = SparseConfig { holes: HoleBehavior::Zeros, ..SparseConfig::default() };

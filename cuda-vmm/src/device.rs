@@ -266,9 +266,18 @@ impl Device {
         }
     }
 
-    /// Cached minimum granularity for already validated `props`.
+    /// The minimum allocation granularity for `props`: the size and alignment every
+    /// allocation, reservation and mapping with these properties is a multiple of
+    /// (`cuMemGetAllocationGranularity`, `CU_MEM_ALLOC_GRANULARITY_MINIMUM`).
+    ///
+    /// Cached per kind of properties like [`granularity`](Self::granularity), so repeated
+    /// calls cost no driver call. Unlike `granularity`, `props` are not
+    /// [validated](AllocationProps::validate) first: properties that validation would refuse
+    /// get the driver's answer (usually its error) instead of
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument).
+    /// `AllocationProps::device(&device)` is always valid.
     #[inline]
-    pub(crate) fn min_granularity(&self, props: &AllocationProps) -> Result<usize> {
+    pub fn min_granularity(&self, props: &AllocationProps) -> Result<usize> {
         let key = props.key();
         if let Some(&(_, g)) = self
             .inner

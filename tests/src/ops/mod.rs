@@ -137,11 +137,8 @@ pub fn sim_device() -> Result<Device, String> {
 /// Minimum granularity of plain device memory on the runners' backend.
 pub fn granularity() -> Result<usize, String> {
     let d = sim_device()?;
-    d.granularity(
-        &cuda_vmm::AllocationProps::device(&d),
-        cuda_vmm::GranularityKind::Minimum,
-    )
-    .map_err(|e| e.to_string())
+    d.min_granularity(&cuda_vmm::AllocationProps::device(&d))
+        .map_err(|e| e.to_string())
 }
 
 /// The `nth` call (from 1) of `symbol` during one operation fails with [`FAULT`].

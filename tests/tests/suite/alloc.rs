@@ -10,7 +10,7 @@
 use std::ops::Range;
 
 use cuda_vmm::sys::{entry, CUresult};
-use cuda_vmm::{AllocationProps, Backend, Cuda, Device, GranularityKind, HandleTypes};
+use cuda_vmm::{AllocationProps, Backend, Cuda, Device, HandleTypes};
 use cuda_vmm_alloc::{
     BufferConfig, ChunkPool, Error, GrowableBuffer, GrowthPolicy, HoleBehavior, PoolConfig,
     PoolStats, SparseArray, SparseConfig,
@@ -32,7 +32,7 @@ pub(crate) fn on_simulator() -> cuda_vmm::Result<bool> {
 
 /// Minimum granularity of plain device memory.
 pub(crate) fn gran(device: &Device) -> cuda_vmm::Result<usize> {
-    device.granularity(&AllocationProps::device(device), GranularityKind::Minimum)
+    device.min_granularity(&AllocationProps::device(device))
 }
 
 /// The error of a call expected to fail.

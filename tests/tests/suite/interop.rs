@@ -95,10 +95,7 @@ fn nvrtc_kernel_writes_growing_buffer_and_tiles() -> TestResult {
     }
 
     // Committed tiles of a sparse array; holes stay zero.
-    let g = d.granularity(
-        &cuda_vmm::AllocationProps::device(&d),
-        cuda_vmm::GranularityKind::Minimum,
-    )?;
+    let g = d.min_granularity(&cuda_vmm::AllocationProps::device(&d))?;
     let per = g / 4;
     let config = SparseConfig {
         holes: HoleBehavior::Zeros,

@@ -12,8 +12,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use cuda_vmm::{
-    AccessFlags, Allocation, AllocationProps, Backend, Cuda, Device, GranularityKind, Reservation,
-    ReserveOptions, Stream, UnmapWait,
+    AccessFlags, Allocation, AllocationProps, Backend, Cuda, Device, Reservation, ReserveOptions,
+    Stream, UnmapWait,
 };
 use cuda_vmm_alloc::{GrowableBuffer, HoleBehavior, SparseArray, SparseConfig};
 use cuda_vmm_sys::{entry, CUcontext, CUresult};
@@ -46,7 +46,7 @@ fn iterations(gpu: usize) -> cuda_vmm::Result<usize> {
 }
 
 fn gran(device: &Device) -> cuda_vmm::Result<usize> {
-    device.granularity(&AllocationProps::device(device), GranularityKind::Minimum)
+    device.min_granularity(&AllocationProps::device(device))
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {

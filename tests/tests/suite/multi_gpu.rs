@@ -10,8 +10,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use cuda_vmm::{
-    AccessFlags, Allocation, AllocationProps, Backend, Cuda, Device, Error, GranularityKind,
-    Location, Reservation, ReserveOptions, Stream,
+    AccessFlags, Allocation, AllocationProps, Backend, Cuda, Device, Error, Location, Reservation,
+    ReserveOptions, Stream,
 };
 use cuda_vmm_alloc::{
     BufferConfig, ChunkPool, GrowableBuffer, GrowthPolicy, HoleBehavior, Placement, PoolConfig,
@@ -104,7 +104,7 @@ macro_rules! two_device_test {
 fn granularity(devices: &[&Device]) -> cuda_vmm::Result<usize> {
     let mut g = 0;
     for d in devices {
-        g = g.max(d.granularity(&AllocationProps::device(d), GranularityKind::Minimum)?);
+        g = g.max(d.min_granularity(&AllocationProps::device(d))?);
     }
     Ok(g)
 }

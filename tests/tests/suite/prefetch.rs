@@ -4,7 +4,7 @@
 //! per thread: they hit the caller's in-line commits and copies, not the worker's).
 
 use cuda_vmm::sys::CUresult;
-use cuda_vmm::{AllocationProps, Backend, Device, GranularityKind};
+use cuda_vmm::{AllocationProps, Backend, Device};
 use cuda_vmm_alloc::{BufferConfig, ChunkPool, GrowableBuffer, GrowthPolicy, PoolConfig};
 use cuda_vmm_sim::inject_fault;
 
@@ -21,7 +21,7 @@ fn on_simulator() -> cuda_vmm::Result<bool> {
 }
 
 fn gran(device: &Device) -> cuda_vmm::Result<usize> {
-    device.granularity(&AllocationProps::device(device), GranularityKind::Minimum)
+    device.min_granularity(&AllocationProps::device(device))
 }
 
 fn pattern(start: usize, n: usize, seed: u32) -> Vec<u32> {

@@ -15,7 +15,7 @@
 use std::sync::OnceLock;
 
 use cuda_vmm::sys::{entry, CUresult};
-use cuda_vmm::{AllocationProps, Cuda, Device, GranularityKind};
+use cuda_vmm::{AllocationProps, Cuda, Device};
 
 mod bad_input;
 mod concurrency;
@@ -43,7 +43,7 @@ fn device() -> cuda_vmm::Result<Device> {
 
 /// Minimum granularity of plain device memory.
 fn gran(device: &Device) -> cuda_vmm::Result<usize> {
-    device.granularity(&AllocationProps::device(device), GranularityKind::Minimum)
+    device.min_granularity(&AllocationProps::device(device))
 }
 
 /// The error an injected fault makes the driver answer.

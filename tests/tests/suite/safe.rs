@@ -32,7 +32,7 @@ fn device() -> cuda_vmm::Result<Device> {
 
 /// Minimum granularity of plain device memory.
 fn gran(device: &Device) -> cuda_vmm::Result<usize> {
-    device.granularity(&AllocationProps::device(device), GranularityKind::Minimum)
+    device.min_granularity(&AllocationProps::device(device))
 }
 
 /// The error of a call expected to fail.

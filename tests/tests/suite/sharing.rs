@@ -563,7 +563,7 @@ fn exported_descriptors_report_no_size_and_import_with_theirs() -> TestResult {
 fn access_ranges_that_cut_a_mapping_or_hold_a_hole_are_refused() -> TestResult {
     let _memory = crate::memory_shared();
     let d = device()?;
-    let g = d.granularity(&AllocationProps::device(&d), GranularityKind::Minimum)?;
+    let g = d.min_granularity(&AllocationProps::device(&d))?;
     let props = AllocationProps::device(&d);
     let r = Reservation::new(&d, 5 * g, ReserveOptions::default())?;
     // [A:2][B:1][hole][C:1]

@@ -311,7 +311,7 @@ fn growable_shrink_under_faults_keeps_length_and_contents() -> TestResult {
     }
     let _memory = crate::memory_shared();
     let device = crate::cuda()?.device(0)?;
-    let g = device.granularity(&AllocationProps::device(&device), GranularityKind::Minimum)?;
+    let g = device.min_granularity(&AllocationProps::device(&device))?;
     let make = || -> Result<(GrowableBuffer<u8>, Vec<u8>), AllocError> {
         let mut b = GrowableBuffer::<u8>::new(
             &device,
