@@ -326,44 +326,43 @@ fn two_updates_in_one_write() -> TestResult {
     Ok(())
 }
 
-/// Guards updates of more than `MAX_CHUNKS_PER_UPDATE` chunks: a failed export of any
-/// chunk, in the second or the last update, writes nothing; then 2 * MAX + 1 new chunks
-/// go as three whole updates (MAX, MAX, 1 chunks), each consistent when received, and the
-/// consumer ends mapping every chunk with the producer's bytes.
+/// Guards updates of more than `MAX_CHUNKS_PER_UPDATE` chunks: 2 * MAX + 1 new chunks go
+/// as three whole updates (MAX, MAX, 1 chunks), each consistent when received, and the
+/// consumer ends mapping every chunk with the producer's bytes. A failed export of an
+/// update's chunk writes nothing of that update (the last chunk of the first: nothing at
+/// all; the first chunk of the second: the first update went, and is published), and the
+/// next publish sends the rest.
 #[test]
 fn more_than_two_updates_worth_of_chunks_go_whole() -> TestResult {
     let _memory = crate::memory_shared();
     let (d, g) = setup()?;
-    let chunks = 2 * MAX_CHUNKS_PER_UPDATE + 1;
+    let (max, chunks) = (MAX_CHUNKS_PER_UPDATE, 2 * MAX_CHUNKS_PER_UPDATE + 1);
     let mut b = buffer_of(&d, g, chunks)?;
     let (mut producer, mut consumer, probe) = share(&d, &b)?;
     b.extend_from_slice(&values(0..1000, 12))?;
     b.reserve(chunks * g / 4 - 1000)?; // committed, untouched
     assert_eq!(b.chunk_allocations().count(), chunks);
+    let mut expected = vec![(1, max), (2, 2 * max), (3, chunks)];
     if cuda()?.backend() == Backend::Simulator {
-        for nth in [MAX_CHUNKS_PER_UPDATE as u64 + 1, chunks as u64] {
-            let _f = cuda_vmm_sim::inject_fault(
-                "cuMemExportToShareableHandle",
-                nth,
-                CUresult::CUDA_ERROR_OUT_OF_MEMORY,
+        let export = "cuMemExportToShareableHandle";
+        for (nth, published) in [(max as u64, 0), (max as u64 + 1, 1)] {
+            let _f = cuda_vmm_sim::inject_fault(export, nth, CUresult::CUDA_ERROR_OUT_OF_MEMORY);
+            refused(producer.publish(&b), &oom(export))?;
+            assert_eq!(producer.generation(), published, "export {nth} failed");
+            assert_eq!(producer.published_bytes(), published as usize * max * g);
+            assert_eq!(
+                pending(&probe)? as usize,
+                published as usize * (48 + max * 40)
             );
-            assert!(
-                producer.publish(&b).is_err(),
-                "export {nth} failed, publish Ok"
-            );
-            assert_eq!(pending(&probe)?, 0, "a failed export wrote bytes");
-            assert_eq!((producer.published_bytes(), producer.generation()), (0, 0));
         }
+        assert_eq!(producer.publish(&b)?, max + 1);
+    } else {
+        assert_eq!(producer.publish(&b)?, chunks);
     }
-    assert_eq!(producer.publish(&b)?, chunks);
     assert_eq!(producer.generation(), 3);
-    for (n, mapped) in [
-        (1, MAX_CHUNKS_PER_UPDATE),
-        (2, 2 * MAX_CHUNKS_PER_UPDATE),
-        (3, chunks),
-    ] {
+    for (generation, mapped) in expected.drain(..) {
         assert!(consumer.receive()?);
-        assert_eq!(consumer.generation(), n);
+        assert_eq!(consumer.generation(), generation);
         assert_eq!(consumer.committed_bytes(), mapped * g);
         assert_eq!(consumer.reservation().mapping_count(), mapped);
         assert_eq!(consumer.len(), 1000);
@@ -520,6 +519,7 @@ fn fd_child() -> TestResult {
             }
         }
         "stray_fds" => stray_fds(&d, g)?,
+        "descriptor_limit" => descriptor_limit(&d, g)?,
         other => return Err(format!("unknown role {other}").into()),
     }
     let after = open_fds()?;
@@ -584,5 +584,85 @@ fn stray_fds(d: &cuda_vmm::Device, g: usize) -> TestResult {
         }
         assert_eq!(open_fds()?, open, "{says}: descriptors leaked");
     }
+    Ok(())
+}
+
+/// Guards a record larger than the allocation behind its descriptor (the descriptor
+/// carries no size, so the consumer cannot check it before mapping): the map fails and the
+/// consumer maps nothing.
+#[test]
+fn a_record_larger_than_its_allocation_maps_nothing() -> TestResult {
+    let _memory = crate::memory_shared();
+    let (d, g) = setup()?;
+    let gu = g as u64;
+    let (mut consumer, peer) = hostile_peer(&d, g)?;
+    let bytes = [header(PEER_ID, 1, 0, 4 * gu, 1), record(0, 4 * gu)].concat();
+    send_raw(&peer, &bytes, &chunk_fds(&d, g, 1)?)?;
+    let err = consumer
+        .receive()
+        .err()
+        .ok_or("an oversized record was mapped")?;
+    eprintln!("refused: {err}");
+    match &err {
+        cuda_vmm_alloc::Error::Vmm(cuda_vmm::Error::Driver { call, error }) => {
+            assert_eq!(*call, "cuMemMap");
+            if cuda()?.backend() == Backend::Simulator {
+                assert_eq!(error.code() as i64, 801, "CUDA_ERROR_NOT_SUPPORTED");
+            }
+        }
+        other => return Err(format!("not a cuMemMap error: {other:?}").into()),
+    }
+    assert_eq!(consumer.reservation().mapping_count(), 0);
+    assert_eq!((consumer.committed_bytes(), consumer.len()), (0, 0));
+    Ok(())
+}
+
+/// Defect: `publish` exported EVERY new chunk before sending the first update, so a
+/// producer holding more new chunks than free descriptors (the common soft limit is 1024)
+/// failed every publish with the same export error, for good. It must hold at most one
+/// update's descriptors at a time: under a limit leaving room for one update, 600 new
+/// chunks go as three updates.
+#[test]
+fn publishing_more_chunks_than_free_descriptors_goes_update_by_update() -> TestResult {
+    if skip_without_simulator()? {
+        return Ok(());
+    }
+    in_child("descriptor_limit")
+}
+
+/// The `descriptor_limit` role: see
+/// [`publishing_more_chunks_than_free_descriptors_goes_update_by_update`].
+fn descriptor_limit(d: &cuda_vmm::Device, g: usize) -> TestResult {
+    let chunks = 600;
+    let mut b = buffer_of(d, g, chunks)?;
+    let (mut producer, mut consumer, _probe) = share(d, &b)?;
+    b.extend_from_slice(&values(0..1000, 16))?;
+    b.reserve(chunks * g / 4 - 1000)?; // committed, untouched
+    assert_eq!(b.chunk_allocations().count(), chunks);
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit to the pointer it is given.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+        0
+    );
+    let lowered = libc::rlimit {
+        rlim_cur: (open_fds()? + MAX_CHUNKS_PER_UPDATE + 32) as libc::rlim_t,
+        ..limit
+    };
+    // SAFETY: setrlimit reads one rlimit; lowering the soft limit is always allowed.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lowered) }, 0);
+    let sent = producer.publish(&b);
+    // SAFETY: as above; the soft limit goes back to its old value, within the hard one.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+    assert_eq!(sent?, chunks);
+    assert_eq!(producer.generation(), 3);
+    for _ in 0..3 {
+        assert!(consumer.receive()?);
+    }
+    assert_eq!(consumer.committed_bytes(), chunks * g);
+    assert!(consumer.to_vec()? == b.to_vec()?);
     Ok(())
 }
