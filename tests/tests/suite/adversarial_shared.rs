@@ -7,6 +7,9 @@
 //! Descriptor counts are taken in a child process of this binary (`fd_child`), where no
 //! other test opens descriptors meanwhile.
 
+use std::io::IoSlice;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::process::Command;
 
@@ -16,6 +19,7 @@ use cuda_vmm_alloc::{
     MAX_CHUNKS_PER_UPDATE,
 };
 use cuda_vmm_sys::CUresult;
+use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 
 use crate::cuda;
 use crate::soundness_shared::{
@@ -100,6 +104,21 @@ fn every_shrink_truncate_and_regrowth_order_keeps_both_sides_equal() -> TestResu
     assert_eq!(b.committed_bytes(), 2 * g);
     publish_and_agree(&mut producer, &mut consumer, &b, 0)?;
     b.extend_from_slice(&values(g / 4 + 20..g / 2 + 1, 4))?; // the same offset 2g again
+    let other = buffer(&d, g)?;
+    let before = (producer.published_bytes(), producer.generation());
+    refused(
+        producer.publish(&other),
+        &format!(
+            "invalid configuration: shared buffer: publishing buffer #{} ({:#x}), but this \
+             producer shares buffer #{}: a different buffer, even at the same address, is no \
+             continuation",
+            other.id(),
+            other.ptr(),
+            b.id()
+        ),
+    )?;
+    assert_eq!((producer.published_bytes(), producer.generation()), before);
+    assert_eq!(pending(&probe)?, 0, "a refused publish wrote bytes");
     publish_and_agree(&mut producer, &mut consumer, &b, 1)?;
     b.extend_from_slice(&values(g / 2 + 1..3 * g / 4, 5))?; // chunk 2 full
     b.shrink_to_fit()?; // at a chunk boundary: nothing to release
@@ -584,6 +603,39 @@ fn stray_fds(d: &cuda_vmm::Device, g: usize) -> TestResult {
         }
         assert_eq!(open_fds()?, open, "{says}: descriptors leaked");
     }
+    // More descriptors than one control message may bring: the kernel closes those that
+    // do not fit (MSG_CTRUNC), the consumer those that do.
+    let (mut consumer, peer) = hostile_peer(d, g)?;
+    let one = chunk_fds(d, g, 1)?.remove(0);
+    let many: Vec<OwnedFd> = (0..MAX_CHUNKS_PER_UPDATE + 1)
+        .map(|_| one.try_clone())
+        .collect::<std::io::Result<_>>()?;
+    {
+        let borrowed: Vec<BorrowedFd<'_>> = many.iter().map(|f| f.as_fd()).collect();
+        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(253))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        assert!(control.push(SendAncillaryMessage::ScmRights(&borrowed)));
+        let bytes = header(PEER_ID, 1, 0, 0, 0);
+        sendmsg(
+            &peer,
+            &[IoSlice::new(&bytes)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        )?;
+    }
+    drop((many, one));
+    let open = open_fds()?;
+    refused(
+        consumer.receive(),
+        "invalid configuration: shared buffer: the update header came with more descriptors \
+         than an update may carry (250)",
+    )?;
+    assert_eq!(
+        open_fds()?,
+        open,
+        "descriptors past the control message leaked"
+    );
+    assert_eq!(consumer.reservation().mapping_count(), 0);
     Ok(())
 }
 
@@ -644,19 +696,19 @@ fn descriptor_limit(d: &cuda_vmm::Device, g: usize) -> TestResult {
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes one rlimit to the pointer it is given.
-    assert_eq!(
-        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
-        0
-    );
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    assert_eq!(got, 0);
     let lowered = libc::rlimit {
         rlim_cur: (open_fds()? + MAX_CHUNKS_PER_UPDATE + 32) as libc::rlim_t,
         ..limit
     };
     // SAFETY: setrlimit reads one rlimit; lowering the soft limit is always allowed.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lowered) }, 0);
+    let set = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lowered) };
+    assert_eq!(set, 0);
     let sent = producer.publish(&b);
     // SAFETY: as above; the soft limit goes back to its old value, within the hard one.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+    let set = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    assert_eq!(set, 0);
     assert_eq!(sent?, chunks);
     assert_eq!(producer.generation(), 3);
     for _ in 0..3 {
