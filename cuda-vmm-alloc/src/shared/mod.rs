@@ -318,8 +318,10 @@ pub struct SharedBufferConsumer<T: DevicePod> {
     generation: u64,
     committed: usize,
     len_bytes: usize,
-    /// Set once an update was refused or failed: the stream may be out of step.
-    broken: bool,
+    /// Set, to what went wrong, once an update was refused or failed: the stream may be out
+    /// of step, or the update was read whole but not mapped here; either way the next
+    /// update cannot follow what is mapped.
+    broken: Option<String>,
     _elements: PhantomData<T>,
 }
 
@@ -361,7 +363,7 @@ impl<T: DevicePod> SharedBufferConsumer<T> {
             generation: 0,
             committed: 0,
             len_bytes: 0,
-            broken: false,
+            broken: None,
             _elements: PhantomData,
         })
     }
@@ -373,18 +375,22 @@ impl<T: DevicePod> SharedBufferConsumer<T> {
     /// error saying why: truncated, another buffer id, a generation that is not the next
     /// one, more chunks than [`MAX_CHUNKS_PER_UPDATE`] or than descriptors sent, offsets
     /// that overlap, leave a gap or pass the reservation, lengths that do not add up) maps
-    /// nothing and leaves [`len`](Self::len) and the mappings as they were. The stream may
-    /// then be out of step: every later call returns an error.
+    /// nothing and leaves [`len`](Self::len) and the mappings as they were; so does an
+    /// update read whole whose import, map or access grant failed here. Either way the
+    /// consumer no longer follows the producer (the stream may be out of step, or the next
+    /// update would start past what is mapped): every later call returns an error naming
+    /// the first one.
     pub fn receive(&mut self) -> Result<bool> {
-        if self.broken {
-            return Err(protocol(
-                "an earlier update was refused: the stream is out of step".into(),
-            ));
+        if let Some(why) = &self.broken {
+            return Err(protocol(format!(
+                "an earlier update failed ({why}): this consumer no longer follows the producer"
+            )));
         }
-        self.broken = true;
-        let got = self.receive_update()?;
-        self.broken = false;
-        Ok(got)
+        // Still set if receiving panics part-way.
+        self.broken = Some("receiving it panicked".into());
+        let got = self.receive_update();
+        self.broken = got.as_ref().err().map(ToString::to_string);
+        got
     }
 
     fn receive_update(&mut self) -> Result<bool> {
