@@ -44,6 +44,13 @@ fn refused<T: std::fmt::Debug, E: std::fmt::Display>(
     }
 }
 
+/// A hand-made hello of protocol `version` for `u32` elements, 8 chunks of `g` bytes.
+fn hello(version: u32, g: usize) -> Vec<u8> {
+    let words = [version.to_le_bytes(), 4u32.to_le_bytes()].concat();
+    let sizes = [(8 * g as u64).to_le_bytes(), PEER_ID.to_le_bytes()].concat();
+    [&b"CUVMMBUF"[..], &words, &sizes].concat()
+}
+
 /// Publishes, receives, and checks the consumer holds exactly the producer's elements.
 fn publish_and_agree(
     producer: &mut SharedBufferProducer,
@@ -298,13 +305,7 @@ fn hostile_sizes_lengths_and_versions_are_refused() -> TestResult {
         assert_eq!((consumer.committed_bytes(), consumer.len()), (0, 0));
     }
     let (tx, rx) = UnixStream::pair()?;
-    let mut hello = b"CUVMMBUF".to_vec();
-    for word in [3u32, 4] {
-        hello.extend_from_slice(&word.to_le_bytes());
-    }
-    hello.extend_from_slice(&(8 * gu).to_le_bytes());
-    hello.extend_from_slice(&PEER_ID.to_le_bytes());
-    send_raw(&tx, &hello, &[])?;
+    send_raw(&tx, &hello(3, g), &[])?;
     refused(
         SharedBufferConsumer::<u32>::connect(&d, rx).map(|c| c.generation()),
         "invalid configuration: shared buffer: producer speaks version 3, this consumer \
@@ -557,13 +558,7 @@ fn stray_fds(d: &cuda_vmm::Device, g: usize) -> TestResult {
     // A hello with a descriptor.
     let open = open_fds()?;
     let (tx, rx) = UnixStream::pair()?;
-    let mut hello = b"CUVMMBUF".to_vec();
-    for word in [2u32, 4] {
-        hello.extend_from_slice(&word.to_le_bytes());
-    }
-    hello.extend_from_slice(&(8 * gu).to_le_bytes());
-    hello.extend_from_slice(&PEER_ID.to_le_bytes());
-    send_raw(&tx, &hello, &chunk_fds(d, g, 1)?)?;
+    send_raw(&tx, &hello(2, g), &chunk_fds(d, g, 1)?)?;
     refused(
         SharedBufferConsumer::<u32>::connect(d, rx).map(|c| c.generation()),
         "invalid configuration: shared buffer: the hello came with descriptors",
