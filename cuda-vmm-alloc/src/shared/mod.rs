@@ -193,7 +193,9 @@ impl SharedBufferProducer {
     /// A failed wait or export (`cuMemExportToShareableHandle`), or a `sendmsg` that wrote
     /// nothing, changes nothing either: the next call sends the same chunks. Each update is
     /// one message; more than [`MAX_CHUNKS_PER_UPDATE`] new chunks go as several updates,
-    /// each whole, and an error on a later one leaves the earlier ones published. A send
+    /// each whole, exported one update at a time (so at most [`MAX_CHUNKS_PER_UPDATE`]
+    /// exported descriptors are open at once, however many chunks are new), and an error
+    /// on a later one (its export or its send) leaves the earlier ones published. A send
     /// cut short after its first byte (a signal, then an I/O error) marks the producer broken.
     pub fn publish<T: DevicePod>(&mut self, buffer: &GrowableBuffer<T>) -> Result<usize> {
         if self.broken {
@@ -230,22 +232,22 @@ impl SharedBufferProducer {
         // Every published chunk is there (checked above): the rest are new.
         let new = current.get(self.chunks.len()..).unwrap_or_default();
         buffer.synchronize()?;
-        // Every chunk becomes a descriptor before any byte is written: a failed export
-        // leaves the stream and this producer as they were.
-        let exported = new
-            .iter()
-            .map(|(_, _, _, a)| ExportedAllocation::new(a))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
         let len = (buffer.len() * size_of::<T>(), size_of::<T>());
         if new.is_empty() {
             self.send_update(len, &[], &[])?;
             return Ok(0);
         }
-        for (part, exports) in new
-            .chunks(MAX_CHUNKS_PER_UPDATE)
-            .zip(exported.chunks(MAX_CHUNKS_PER_UPDATE))
-        {
-            self.send_update(len, part, exports)?;
+        for part in new.chunks(MAX_CHUNKS_PER_UPDATE) {
+            // Each chunk of an update becomes a descriptor before any byte of it is written
+            // (a failed export leaves the stream as it was), and only one update's
+            // descriptors are open at a time: exporting every new chunk first would need
+            // as many free descriptors as chunks, and a producer past its descriptor limit
+            // would fail every publish, for good.
+            let exports = part
+                .iter()
+                .map(|(_, _, _, a)| ExportedAllocation::new(a))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            self.send_update(len, part, &exports)?;
         }
         Ok(new.len())
     }
@@ -316,8 +318,10 @@ pub struct SharedBufferConsumer<T: DevicePod> {
     generation: u64,
     committed: usize,
     len_bytes: usize,
-    /// Set once an update was refused or failed: the stream may be out of step.
-    broken: bool,
+    /// Set, to what went wrong, once an update was refused or failed: the stream may be out
+    /// of step, or the update was read whole but not mapped here; either way the next
+    /// update cannot follow what is mapped.
+    broken: Option<String>,
     _elements: PhantomData<T>,
 }
 
@@ -359,7 +363,7 @@ impl<T: DevicePod> SharedBufferConsumer<T> {
             generation: 0,
             committed: 0,
             len_bytes: 0,
-            broken: false,
+            broken: None,
             _elements: PhantomData,
         })
     }
@@ -371,18 +375,22 @@ impl<T: DevicePod> SharedBufferConsumer<T> {
     /// error saying why: truncated, another buffer id, a generation that is not the next
     /// one, more chunks than [`MAX_CHUNKS_PER_UPDATE`] or than descriptors sent, offsets
     /// that overlap, leave a gap or pass the reservation, lengths that do not add up) maps
-    /// nothing and leaves [`len`](Self::len) and the mappings as they were. The stream may
-    /// then be out of step: every later call returns an error.
+    /// nothing and leaves [`len`](Self::len) and the mappings as they were; so does an
+    /// update read whole whose import, map or access grant failed here. Either way the
+    /// consumer no longer follows the producer (the stream may be out of step, or the next
+    /// update would start past what is mapped): every later call returns an error naming
+    /// the first one.
     pub fn receive(&mut self) -> Result<bool> {
-        if self.broken {
-            return Err(protocol(
-                "an earlier update was refused: the stream is out of step".into(),
-            ));
+        if let Some(why) = &self.broken {
+            return Err(protocol(format!(
+                "an earlier update failed ({why}): this consumer no longer follows the producer"
+            )));
         }
-        self.broken = true;
-        let got = self.receive_update()?;
-        self.broken = false;
-        Ok(got)
+        // Still set if receiving panics part-way.
+        self.broken = Some("receiving it panicked".into());
+        let got = self.receive_update();
+        self.broken = got.as_ref().err().map(ToString::to_string);
+        got
     }
 
     fn receive_update(&mut self) -> Result<bool> {

@@ -22,21 +22,21 @@ use rustix::net::{
 
 use crate::cuda;
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+pub(crate) type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-fn exportable(d: &Device) -> AllocationProps {
+pub(crate) fn exportable(d: &Device) -> AllocationProps {
     AllocationProps::device(d).handle_types(HandleTypes::POSIX_FD)
 }
 
 /// The device and its granularity for exportable memory.
-fn setup() -> Result<(Device, usize), Box<dyn std::error::Error>> {
+pub(crate) fn setup() -> Result<(Device, usize), Box<dyn std::error::Error>> {
     let d = cuda()?.device(0)?;
     let g = d.granularity(&exportable(&d), GranularityKind::Minimum)?;
     Ok((d, g))
 }
 
 /// A shareable buffer of `u32` with chunks of `g` bytes, up to 8 of them.
-fn buffer(d: &Device, g: usize) -> cuda_vmm_alloc::Result<GrowableBuffer<u32>> {
+pub(crate) fn buffer(d: &Device, g: usize) -> cuda_vmm_alloc::Result<GrowableBuffer<u32>> {
     GrowableBuffer::new(
         d,
         BufferConfig {
@@ -49,14 +49,14 @@ fn buffer(d: &Device, g: usize) -> cuda_vmm_alloc::Result<GrowableBuffer<u32>> {
 }
 
 /// Elements `range` of contents `seed`.
-fn values(range: std::ops::Range<usize>, seed: u32) -> Vec<u32> {
+pub(crate) fn values(range: std::ops::Range<usize>, seed: u32) -> Vec<u32> {
     range
         .map(|i| (i as u32).wrapping_mul(2_654_435_761) ^ seed)
         .collect()
 }
 
 /// A producer and a consumer of `b` over a fresh socket pair.
-fn share(
+pub(crate) fn share(
     d: &Device,
     b: &GrowableBuffer<u32>,
 ) -> Result<(SharedBufferProducer, SharedBufferConsumer<u32>, UnixStream), Box<dyn std::error::Error>>
@@ -69,11 +69,11 @@ fn share(
 }
 
 /// Bytes waiting unread on the consumer's socket.
-fn pending(s: &UnixStream) -> std::io::Result<u64> {
+pub(crate) fn pending(s: &UnixStream) -> std::io::Result<u64> {
     Ok(rustix::io::ioctl_fionread(s)?)
 }
 
-fn skip_without_simulator() -> Result<bool, Box<dyn std::error::Error>> {
+pub(crate) fn skip_without_simulator() -> Result<bool, Box<dyn std::error::Error>> {
     if cuda()?.backend() != Backend::Simulator {
         eprintln!("skipped: needs the simulator's fault injection");
         return Ok(true);
@@ -342,12 +342,12 @@ fn a_failed_send_leaves_the_published_state_as_before() -> TestResult {
 // ---- a hostile peer: hand-made messages -----------------------------------------------------
 
 /// The hand-made peer's buffer id.
-const PEER_ID: u64 = 7;
+pub(crate) const PEER_ID: u64 = 7;
 /// Chunks of the hand-made peer's reservation.
-const PEER_CHUNKS: u64 = 8;
+pub(crate) const PEER_CHUNKS: u64 = 8;
 
 /// A hand-made update header.
-fn header(id: u64, generation: u64, len: u64, committed: u64, count: u32) -> Vec<u8> {
+pub(crate) fn header(id: u64, generation: u64, len: u64, committed: u64, count: u32) -> Vec<u8> {
     let mut bytes = b"CUVMMUPD".to_vec();
     for word in [id, generation, len, committed] {
         bytes.extend_from_slice(&word.to_le_bytes());
@@ -358,7 +358,7 @@ fn header(id: u64, generation: u64, len: u64, committed: u64, count: u32) -> Vec
 }
 
 /// A hand-made chunk record: device 0, POSIX_FD, no compression, RDMA or usage flags.
-fn record(offset: u64, size: u64) -> Vec<u8> {
+pub(crate) fn record(offset: u64, size: u64) -> Vec<u8> {
     let mut bytes = Vec::new();
     bytes.extend_from_slice(&offset.to_le_bytes());
     bytes.extend_from_slice(&size.to_le_bytes());
@@ -370,7 +370,7 @@ fn record(offset: u64, size: u64) -> Vec<u8> {
 }
 
 /// Sends `bytes` with `fds` in one `sendmsg`.
-fn send_raw(s: &UnixStream, bytes: &[u8], fds: &[OwnedFd]) -> TestResult {
+pub(crate) fn send_raw(s: &UnixStream, bytes: &[u8], fds: &[OwnedFd]) -> TestResult {
     let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(8))];
     let mut control = SendAncillaryBuffer::new(&mut space);
@@ -382,7 +382,11 @@ fn send_raw(s: &UnixStream, bytes: &[u8], fds: &[OwnedFd]) -> TestResult {
 
 /// `n` descriptors of real exportable chunks of `g` bytes: importable, so only the
 /// consumer's checks stand between them and a mapping.
-fn chunk_fds(d: &Device, g: usize, n: usize) -> Result<Vec<OwnedFd>, Box<dyn std::error::Error>> {
+pub(crate) fn chunk_fds(
+    d: &Device,
+    g: usize,
+    n: usize,
+) -> Result<Vec<OwnedFd>, Box<dyn std::error::Error>> {
     (0..n)
         .map(|_| Ok(Allocation::new(d, g, &exportable(d))?.export_posix_fd()?))
         .collect()
@@ -390,7 +394,7 @@ fn chunk_fds(d: &Device, g: usize, n: usize) -> Result<Vec<OwnedFd>, Box<dyn std
 
 /// A consumer connected to a hand-made hello (buffer [`PEER_ID`], `PEER_CHUNKS * g` bytes),
 /// and the peer's end.
-fn hostile_peer(
+pub(crate) fn hostile_peer(
     d: &Device,
     g: usize,
 ) -> Result<(SharedBufferConsumer<u32>, UnixStream), Box<dyn std::error::Error>> {
@@ -405,7 +409,7 @@ fn hostile_peer(
 }
 
 /// A valid first update: one chunk of `g` bytes at offset 0, 16 elements published.
-fn valid_first(peer: &UnixStream, d: &Device, g: usize) -> TestResult {
+pub(crate) fn valid_first(peer: &UnixStream, d: &Device, g: usize) -> TestResult {
     let mut bytes = header(PEER_ID, 1, 64, g as u64, 1);
     bytes.extend(record(0, g as u64));
     send_raw(peer, &bytes, &chunk_fds(d, g, 1)?)
