@@ -112,6 +112,7 @@
 //! # Ok(()) }
 //! ```
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 
 mod access;
 mod allocation;
@@ -129,12 +130,15 @@ mod mapping;
 mod memcpy;
 mod ordering;
 mod props;
+pub mod raw;
 mod reservation;
 mod sharing;
 mod spans;
 pub mod staging;
 mod stream;
 mod trace;
+mod validate;
+mod version;
 
 pub use access::AccessFlags;
 pub use allocation::Allocation;
@@ -143,7 +147,7 @@ pub use copy::copy_dtod;
 #[cfg(feature = "cudarc")]
 pub use cudarc_interop::CudarcView;
 pub use device::{Device, GranularityKind, MemoryInfo};
-pub use driver::{Backend, Cuda, DriverVersion, BACKEND_ENV};
+pub use driver::{Backend, Cuda, BACKEND_ENV};
 pub use error::{CudaError, Error, Result};
 pub use ipc::{
     receive_allocations, receive_exported, send_allocations, send_exported, ExportedAllocation,
@@ -156,6 +160,7 @@ pub use props::{AllocationProps, HandleTypes, Location};
 pub use reservation::{Reservation, ReserveOptions};
 pub use sharing::FabricHandle;
 pub use stream::{Event, Stream};
+pub use version::DriverVersion;
 
 /// The raw FFI crate, for escape hatches.
 pub use cuda_vmm_sys as sys;
