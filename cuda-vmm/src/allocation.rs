@@ -244,6 +244,7 @@ pub(crate) fn query_props(
     device: &Device,
     handle: CUmemGenericAllocationHandle,
 ) -> Result<AllocationProps> {
+    crate::raw::require!(device.cuda().api(), cuMemGetAllocationPropertiesFromHandle);
     let _bound = device.bind()?;
     // SAFETY: the handle is alive and ours (the caller holds a wrapper of it).
     let raw =

@@ -272,6 +272,7 @@ impl Device {
 
     /// Free and total memory of this device (`cuMemGetInfo`).
     pub fn memory_info(&self) -> Result<MemoryInfo> {
+        crate::raw::require!(self.cuda().api(), cuMemGetInfo_v2);
         let bound = self.bind()?;
         let (free, total) = bound.finish(raw::mem_get_info(self.cuda.api()))?;
         Ok(MemoryInfo { free, total })
@@ -297,6 +298,7 @@ impl Device {
     ///
     /// This also reports sticky errors of work this crate did not issue.
     pub fn synchronize(&self) -> Result<()> {
+        crate::raw::require!(self.cuda().api(), cuCtxSynchronize);
         let bound = self.bind()?;
         bound.finish(raw::ctx_synchronize(self.cuda.api()))
     }

@@ -34,6 +34,7 @@ impl LinearAllocation {
                 "allocation size 0: the size must be nonzero",
             ));
         }
+        crate::raw::require!(device.cuda().api(), cuMemAlloc_v2);
         let _bound = device.bind()?;
         let ptr = raw::mem_alloc(device.cuda().api(), size)?;
         Ok(Self {
@@ -124,7 +125,7 @@ impl LinearAllocation {
             return Ok(());
         }
         let api = self.device.cuda().api();
-        api.require(api.table().cuMemFree_v2, "cuMemFree_v2")?;
+        crate::raw::require!(api, cuMemFree_v2);
         // Device work may still use the memory: wait for the context first,
         // as `cudaFree` does.
         self.device.synchronize()?;

@@ -93,6 +93,7 @@ impl Mapping {
     /// (`cuMemRetainAllocationHandle`); released separately on drop.
     pub fn retain_allocation(&self) -> Result<Allocation> {
         let device = self.allocation.device();
+        crate::raw::require!(device.cuda().api(), cuMemRetainAllocationHandle);
         let _bound = device.bind()?;
         // The address is mapped (this mapping is alive while `&self` is borrowed).
         let handle = raw::mem_retain_allocation_handle(device.cuda().api(), self.ptr())?;

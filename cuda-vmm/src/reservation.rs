@@ -206,7 +206,7 @@ impl Reservation {
             )));
         }
         let api = inner.device.cuda().api();
-        api.require(api.table().cuMemMap, "cuMemMap")?;
+        crate::raw::require!(api, cuMemMap);
         // No current context needed: the driver answers VMM calls without one
         // (recorded on H200, driver 580: conformance `no_context_*`).
         let mut spans = inner.spans.write();
@@ -256,7 +256,7 @@ impl Reservation {
         check_bounds("access range in reservation", offset, size, inner.size)?;
         let descs = AccessDescs::new(&inner.device, access)?;
         let api = inner.device.cuda().api();
-        api.require(api.table().cuMemSetAccess, "cuMemSetAccess")?;
+        crate::raw::require!(api, cuMemSetAccess);
         // No current context needed: the driver answers VMM calls without one
         // (recorded on H200, driver 580: conformance `no_context_*`).
         let mut spans = inner.spans.write();
@@ -285,7 +285,7 @@ impl Reservation {
         inner.device.check_same_driver(device, "the device")?;
         check_bounds("access query in reservation", offset, 1, inner.size)?;
         let api = inner.device.cuda().api();
-        api.require(api.table().cuMemGetAccess, "cuMemGetAccess")?;
+        crate::raw::require!(api, cuMemGetAccess);
         let spans = inner.spans.read();
         if !spans.covers(offset, 1) {
             return Err(Error::NotMapped { offset, size: 1 });

@@ -53,6 +53,7 @@ impl Allocation {
     pub fn export_posix_fd(&self) -> Result<OwnedFd> {
         self.require_handle_type(HandleTypes::POSIX_FD, "HandleTypes::POSIX_FD")?;
         let device = self.device();
+        crate::raw::require!(device.cuda().api(), cuMemExportToShareableHandle);
         let _bound = device.bind()?;
         // SAFETY: the handle is alive (we hold it) and exportable as a descriptor.
         unsafe { raw::mem_export_posix_fd(device.cuda().api(), self.raw_handle()) }
@@ -132,6 +133,7 @@ impl Allocation {
             });
         }
         self.require_handle_type(HandleTypes::FABRIC, "HandleTypes::FABRIC")?;
+        crate::raw::require!(device.cuda().api(), cuMemExportToShareableHandle);
         let _bound = device.bind()?;
         // SAFETY: the handle is alive (we hold it) and exportable as a fabric handle.
         let handle = unsafe { raw::mem_export_fabric(device.cuda().api(), self.raw_handle()) }?;
@@ -176,6 +178,7 @@ impl Allocation {
         if size == 0 {
             return Err(Error::invalid("imported size 0: the size must be nonzero"));
         }
+        crate::raw::require!(device.cuda().api(), cuMemImportFromShareableHandle);
         let _bound = device.bind()?;
         // SAFETY: `os_handle` is a descriptor value (POSIX) or points to a live
         // CUmemFabricHandle (fabric), matching `kind` (both callers make it so).

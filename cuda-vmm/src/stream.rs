@@ -19,6 +19,7 @@ use crate::raw;
 /// Waits for all work queued on `stream` so far (`cuStreamSynchronize`).
 #[allow(unsafe_code)]
 pub(crate) fn synchronize_raw(device: &Device, stream: CUstream) -> Result<()> {
+    crate::raw::require!(device.cuda().api(), cuStreamSynchronize);
     let bound = device.bind()?;
     // SAFETY: `stream` is a live stream of `device`'s primary context (or null,
     // the legacy stream).
@@ -136,6 +137,7 @@ impl Stream {
     /// Whether every piece of work queued so far has finished (`cuStreamQuery`).
     #[allow(unsafe_code)]
     pub fn is_idle(&self) -> Result<bool> {
+        crate::raw::require!(self.device.cuda().api(), cuStreamQuery);
         let bound = self.device.bind()?;
         // SAFETY: `self.raw` is a live stream of the bound context.
         bound.finish(unsafe { raw::stream_query(self.device.cuda().api(), self.raw) })
@@ -145,6 +147,7 @@ impl Stream {
     /// the host does not block.
     #[allow(unsafe_code)]
     pub fn wait(&self, event: &Event) -> Result<()> {
+        crate::raw::require!(self.device.cuda().api(), cuStreamWaitEvent);
         let bound = self.device.bind()?;
         let api = self.device.cuda().api();
         // SAFETY: both handles are live; flags must be 0.
@@ -204,6 +207,7 @@ impl fmt::Debug for Event {
 impl Event {
     /// A new, unrecorded event on `device` (an unrecorded event counts as complete).
     pub fn new(device: &Device) -> Result<Event> {
+        crate::raw::require!(device.cuda().api(), cuEventCreate);
         let _bound = device.bind()?;
         let raw = raw::event_create(
             device.cuda().api(),
@@ -227,6 +231,7 @@ impl Event {
                 stream.device.ordinal()
             )));
         }
+        crate::raw::require!(self.device.cuda().api(), cuEventRecord);
         let bound = stream.device.bind()?;
         // SAFETY: both handles are live.
         bound.finish(unsafe { raw::event_record(self.device.cuda().api(), self.raw, stream.raw) })
@@ -235,6 +240,7 @@ impl Event {
     /// Records the event on a raw stream of this event's device.
     #[allow(unsafe_code)]
     pub(crate) fn record_raw(&self, stream: CUstream) -> Result<()> {
+        crate::raw::require!(self.device.cuda().api(), cuEventRecord);
         let bound = self.device.bind()?;
         // SAFETY: the event is live and the caller passes a live stream of the device.
         bound.finish(unsafe { raw::event_record(self.device.cuda().api(), self.raw, stream) })
@@ -243,6 +249,7 @@ impl Event {
     /// Blocks until the work before the event's record has finished (`cuEventSynchronize`).
     #[allow(unsafe_code)]
     pub fn synchronize(&self) -> Result<()> {
+        crate::raw::require!(self.device.cuda().api(), cuEventSynchronize);
         let bound = self.device.bind()?;
         // SAFETY: the event is live.
         bound.finish(unsafe { raw::event_synchronize(self.device.cuda().api(), self.raw) })
@@ -251,6 +258,7 @@ impl Event {
     /// Whether the work before the event's record has finished (`cuEventQuery`).
     #[allow(unsafe_code)]
     pub fn is_complete(&self) -> Result<bool> {
+        crate::raw::require!(self.device.cuda().api(), cuEventQuery);
         let bound = self.device.bind()?;
         // SAFETY: the event is live.
         bound.finish(unsafe { raw::event_query(self.device.cuda().api(), self.raw) })

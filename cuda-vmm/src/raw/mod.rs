@@ -56,6 +56,18 @@ pub(crate) use host::HostMemory;
 pub use memory::*;
 pub use stream::*;
 
+/// Fails with [`Error::MissingEntryPoint`] (returning from the caller) unless the table
+/// of `$api` resolves `$symbol`: for callers that looked the entry point up before other
+/// fallible steps (binding a context, validation under a lock), so that a missing one is
+/// still reported first.
+macro_rules! require {
+    ($api:expr, $symbol:ident) => {{
+        let api: $crate::raw::Api = $api;
+        api.require(api.table().$symbol, ::core::stringify!($symbol))?
+    }};
+}
+pub(crate) use require;
+
 /// A driver's function table, vouched for as implementing the CUDA driver API, and
 /// the driver version that [`Error::MissingEntryPoint`] reports.
 ///
