@@ -2,17 +2,15 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::mem::MaybeUninit;
 use std::sync::Arc;
 
-use cuda_vmm_sys::{entry, CUmemAllocationProp, CUmemGenericAllocationHandle};
+use cuda_vmm_sys::CUmemGenericAllocationHandle;
 
 use crate::device::Device;
-use crate::error::{check, Error, Result};
+use crate::error::{Error, Result};
 use crate::props::{AllocationProps, HandleTypes, Location};
-use crate::reservation::check_multiple;
-use crate::trace::Hex;
-use tracing::field::{display, Empty};
+use crate::raw;
+use crate::validate::check_multiple;
 
 pub(crate) struct AllocationInner {
     device: Device,
@@ -109,22 +107,9 @@ impl Allocation {
         check_features(device, props)?;
         let granularity = device.min_granularity(props)?;
         check_multiple("allocation size", size as u64, granularity)?;
-        let cuda = device.cuda();
-        let f = cuda.entry(entry!(cuda.table(), cuMemCreate))?;
         // No current context needed: the driver answers VMM calls without one
         // (recorded on H200, driver 580: conformance `no_context_*`).
-        let raw = props.to_raw();
-        let mut handle = MaybeUninit::<CUmemGenericAllocationHandle>::uninit();
-        let span = tracing::debug_span!("cuMemCreate", size, handle = Empty).entered();
-        // SAFETY: `handle` is a valid out-pointer; `raw` is a fully initialised,
-        // validated prop struct; size is a nonzero granularity multiple.
-        check("cuMemCreate", unsafe {
-            f(handle.as_mut_ptr(), size, &raw, 0)
-        })?;
-        // SAFETY: written by the driver on success.
-        let handle = unsafe { handle.assume_init() };
-        span.record("handle", display(Hex(handle)));
-        drop(span);
+        let handle = raw::mem_create(device.cuda().api(), size, &props.to_raw(), 0)?;
         Ok(Self::from_parts(
             device.clone(),
             handle,
@@ -253,21 +238,18 @@ impl Allocation {
     }
 }
 
-/// Reads the properties of `handle` from the driver.
+/// Reads the properties of `handle` (alive and ours) from the driver.
+#[allow(unsafe_code)]
 pub(crate) fn query_props(
     device: &Device,
     handle: CUmemGenericAllocationHandle,
 ) -> Result<AllocationProps> {
-    let cuda = device.cuda();
-    let f = cuda.entry(entry!(cuda.table(), cuMemGetAllocationPropertiesFromHandle))?;
+    crate::raw::require!(device.cuda().api(), cuMemGetAllocationPropertiesFromHandle);
     let _bound = device.bind()?;
-    let mut raw = MaybeUninit::<CUmemAllocationProp>::uninit();
-    // SAFETY: `raw` is a valid out-pointer; the handle is alive and ours.
-    check("cuMemGetAllocationPropertiesFromHandle", unsafe {
-        f(raw.as_mut_ptr(), handle)
-    })?;
-    // SAFETY: written by the driver on success.
-    AllocationProps::from_raw(&unsafe { raw.assume_init() })
+    // SAFETY: the handle is alive and ours (the caller holds a wrapper of it).
+    let raw =
+        unsafe { raw::mem_get_allocation_properties_from_handle(device.cuda().api(), handle) }?;
+    AllocationProps::from_raw(&raw)
 }
 
 /// Refuses features the device lacks, before any allocation call.
@@ -302,25 +284,17 @@ fn check_features(device: &Device, props: &AllocationProps) -> Result<()> {
 }
 
 impl AllocationInner {
+    #[allow(unsafe_code)]
     fn release_handle(&mut self) -> Result<()> {
         if self.released {
             return Ok(());
         }
-        let cuda = self.device.cuda();
-        let f = cuda.entry(entry!(cuda.table(), cuMemRelease))?;
         // No current context needed: the driver answers VMM calls without one
         // (recorded on H200, driver 580: conformance `no_context_*`).
-        let span = tracing::debug_span!(
-            "cuMemRelease",
-            handle = %Hex(self.handle),
-            size = self.size
-        )
-        .entered();
         // SAFETY: we own one unreleased reference to this handle (`released` is set only
         // once the driver accepts the release), and no mapping of it is alive (every
         // Mapping holds a clone of the allocation).
-        check("cuMemRelease", unsafe { f(self.handle) })?;
-        drop(span);
+        unsafe { raw::mem_release(self.device.cuda().api(), self.handle, self.size) }?;
         self.released = true;
         Ok(())
     }

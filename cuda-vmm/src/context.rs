@@ -12,20 +12,11 @@
 //! creations of owned handles (streams, events, allocations...) and drops log
 //! it instead, since their result is the handle or nothing.
 
-use std::mem::MaybeUninit;
-
-use cuda_vmm_sys::{entry, CUcontext, CUdevice, CUstream, DriverTable, MissingSymbol};
+use cuda_vmm_sys::{CUcontext, CUdevice, CUstream, CUstream_flags};
 
 use crate::driver::Cuda;
-use crate::error::{check, Error, Result};
-
-/// A missing entry point, for code that runs where no [`Cuda`] is at hand.
-fn missing(m: MissingSymbol) -> Error {
-    Error::MissingEntryPoint {
-        symbol: m.0,
-        driver_version: None,
-    }
-}
+use crate::error::Result;
+use crate::raw::{self, Api};
 
 /// A device's primary context, retained once, plus the crate's private stream on it.
 pub(crate) struct PrimaryContext {
@@ -37,50 +28,45 @@ pub(crate) struct PrimaryContext {
 
 // SAFETY: `CUcontext` and `CUstream` are opaque driver handles; the driver API is
 // thread-safe, and any thread may push a context or use a stream of it.
+#[allow(unsafe_code)]
 unsafe impl Send for PrimaryContext {}
 // SAFETY: as above; `&PrimaryContext` only reads the handles.
+#[allow(unsafe_code)]
 unsafe impl Sync for PrimaryContext {}
 
 impl PrimaryContext {
     /// Retains `device`'s primary context and creates the private stream on it.
     pub(crate) fn retain(cuda: &Cuda, device: CUdevice) -> Result<Self> {
-        let table = cuda.table();
-        let retain = cuda.entry(entry!(table, cuDevicePrimaryCtxRetain))?;
-        let mut ctx = MaybeUninit::<CUcontext>::uninit();
-        // SAFETY: `ctx` is a valid out-pointer; `device` came from cuDeviceGet.
-        check("cuDevicePrimaryCtxRetain", unsafe {
-            retain(ctx.as_mut_ptr(), device)
-        })?;
-        // SAFETY: written by the driver on success.
-        let ctx = unsafe { ctx.assume_init() };
+        let api = cuda.api();
+        let ctx = raw::device_primary_ctx_retain(api, device)?;
         let mut this = PrimaryContext {
             device,
             ctx,
             stream: std::ptr::null_mut(),
         };
-        let stream =
-            bind(cuda.table(), ctx).and_then(|_bound| crate::stream::create_raw(cuda, true));
+        let stream = bind(api.versionless(), ctx)
+            .and_then(|_bound| raw::stream_create(api, CUstream_flags::CU_STREAM_NON_BLOCKING.0));
         match stream {
             Ok(stream) => {
                 this.stream = stream;
                 Ok(this)
             }
             Err(e) => {
-                this.release(cuda.table());
+                this.release(api.versionless());
                 Err(e)
             }
         }
     }
 
     /// Destroys the private stream and releases the context (called once, by `Cuda`'s drop).
-    pub(crate) fn release(&mut self, table: &'static DriverTable) {
+    #[allow(unsafe_code)]
+    pub(crate) fn release(&mut self, api: Api) {
         if !self.stream.is_null() {
             let stream = std::mem::replace(&mut self.stream, std::ptr::null_mut());
-            let result = bind(table, self.ctx).and_then(|_bound| {
-                let f = entry!(table, cuStreamDestroy_v2).map_err(missing)?;
+            let result = bind(api, self.ctx).and_then(|_bound| {
                 // SAFETY: we created this stream and destroy it once; the driver
                 // lets queued work finish before freeing it.
-                check("cuStreamDestroy_v2", unsafe { f(stream) })
+                unsafe { raw::stream_destroy(api, stream) }
             });
             if let Err(e) = result {
                 tracing::error!(
@@ -89,12 +75,8 @@ impl PrimaryContext {
                 );
             }
         }
-        let result = entry!(table, cuDevicePrimaryCtxRelease_v2)
-            .map_err(missing)
-            .and_then(|f| {
-                // SAFETY: we retained this device's primary context exactly once.
-                check("cuDevicePrimaryCtxRelease_v2", unsafe { f(self.device) })
-            });
+        // SAFETY: we retained this device's primary context exactly once.
+        let result = unsafe { raw::device_primary_ctx_release(api, self.device) };
         if let Err(e) = result {
             tracing::error!(
                 "releasing the primary context of device {}: {e}",
@@ -107,32 +89,21 @@ impl PrimaryContext {
 /// Proof that a context is current on this thread; pops it on drop if [`bind`] pushed it.
 #[must_use = "the context is only bound while the guard lives"]
 pub(crate) struct Bound {
-    table: &'static DriverTable,
+    api: Api,
     pushed: bool,
 }
 
 /// Makes `ctx` current on the calling thread until the guard drops, leaving the
 /// thread's context stack exactly as it was afterwards.
 #[inline]
-pub(crate) fn bind(table: &'static DriverTable, ctx: CUcontext) -> Result<Bound> {
-    let get = entry!(table, cuCtxGetCurrent).map_err(missing)?;
-    let mut current = MaybeUninit::<CUcontext>::uninit();
-    // SAFETY: `current` is a valid out-pointer.
-    check("cuCtxGetCurrent", unsafe { get(current.as_mut_ptr()) })?;
-    // SAFETY: written by the driver on success.
-    if unsafe { current.assume_init() } == ctx {
-        return Ok(Bound {
-            table,
-            pushed: false,
-        });
+#[allow(unsafe_code)]
+pub(crate) fn bind(api: Api, ctx: CUcontext) -> Result<Bound> {
+    if raw::ctx_get_current(api)? == ctx {
+        return Ok(Bound { api, pushed: false });
     }
-    let push = entry!(table, cuCtxPushCurrent_v2).map_err(missing)?;
-    // SAFETY: `ctx` is a primary context retained by `cuda` for its lifetime.
-    check("cuCtxPushCurrent_v2", unsafe { push(ctx) })?;
-    Ok(Bound {
-        table,
-        pushed: true,
-    })
+    // SAFETY: `ctx` is a primary context retained by the `Cuda` for its lifetime.
+    unsafe { raw::ctx_push_current(api, ctx) }?;
+    Ok(Bound { api, pushed: true })
 }
 
 impl Bound {
@@ -142,7 +113,7 @@ impl Bound {
     /// error, that error wins and a failed pop is logged, as dropping the guard does.
     pub(crate) fn finish<T>(mut self, result: Result<T>) -> Result<T> {
         let popped = if std::mem::take(&mut self.pushed) {
-            pop(self.table)
+            pop(self.api)
         } else {
             Ok(())
         };
@@ -158,12 +129,10 @@ impl Bound {
 }
 
 /// Pops the context [`bind`] pushed on this thread.
-fn pop(table: &'static DriverTable) -> Result<()> {
-    let pop = entry!(table, cuCtxPopCurrent_v2).map_err(missing)?;
-    let mut popped = MaybeUninit::<CUcontext>::uninit();
-    // SAFETY: the caller pushed a context on this thread in `bind`; the out-pointer is
-    // valid.
-    check("cuCtxPopCurrent_v2", unsafe { pop(popped.as_mut_ptr()) })
+#[allow(unsafe_code)]
+fn pop(api: Api) -> Result<()> {
+    // SAFETY: the caller pushed a context on this thread in `bind`.
+    unsafe { raw::ctx_pop_current(api) }.map(|_popped| ())
 }
 
 impl Drop for Bound {
@@ -171,7 +140,7 @@ impl Drop for Bound {
         if !self.pushed {
             return;
         }
-        if let Err(e) = pop(self.table) {
+        if let Err(e) = pop(self.api) {
             tracing::error!("restoring the caller's current context: {e}");
         }
     }

@@ -7,12 +7,13 @@
 //! neither waited for nor blamed for. The async ones queue on a caller's
 //! stream and record the use, so unmapping waits for them.
 
-use cuda_vmm_sys::{entry, CUevent, CUstream};
+use cuda_vmm_sys::CUstream;
 
 use crate::device::Device;
-use crate::error::{check, Result};
+use crate::error::Result;
 use crate::ordering::UseTracker;
-use crate::stream::{synchronize_raw, Event, Stream};
+use crate::raw;
+use crate::stream::{synchronize_raw, Stream};
 
 #[path = "copy_staged.rs"]
 mod staged;
@@ -65,7 +66,7 @@ fn record_unfinished(device: &Device, uses: &[&UseTracker], stream: CUstream) {
 /// returned: the caller may unmap at once, with no chance to synchronise first (a
 /// growable buffer rolls back the chunks it committed for the copy inside the same
 /// call, under [`crate::UnmapWait::Caller`] too).
-fn on_stream(stream: &Stream, uses: &UseTracker, op: Queue<'_>) -> Result<()> {
+pub(crate) fn on_stream(stream: &Stream, uses: &UseTracker, op: Queue<'_>) -> Result<()> {
     let device = stream.device();
     let bound = device.bind()?;
     let result = (|| {
@@ -85,19 +86,7 @@ fn on_stream(stream: &Stream, uses: &UseTracker, op: Queue<'_>) -> Result<()> {
     bound.finish(result)
 }
 
-/// Makes `stream` wait for `event` (`cuStreamWaitEvent`; the caller binds the context).
-pub(crate) fn stream_wait(device: &Device, stream: CUstream, event: &Event) -> Result<()> {
-    stream_wait_raw(device, stream, event.raw())
-}
-
-/// Makes `stream` wait for a raw `event` the caller keeps alive for the call.
-pub(crate) fn stream_wait_raw(device: &Device, stream: CUstream, event: CUevent) -> Result<()> {
-    let cuda = device.cuda();
-    let f = cuda.entry(entry!(cuda.table(), cuStreamWaitEvent))?;
-    // SAFETY: both handles are live (the caller's contract for `event`); flags must be 0.
-    check("cuStreamWaitEvent", unsafe { f(stream, event, 0) })
-}
-
+#[allow(unsafe_code)]
 fn dtod_op(
     device: &Device,
     dst: u64,
@@ -105,13 +94,13 @@ fn dtod_op(
     len: usize,
 ) -> impl Fn(CUstream) -> Result<()> + '_ {
     move |stream| {
-        let cuda = device.cuda();
-        let f = cuda.entry(entry!(cuda.table(), cuMemcpyDtoDAsync_v2))?;
-        // SAFETY: the caller checked both device ranges.
-        check("cuMemcpyDtoDAsync_v2", unsafe { f(dst, src, len, stream) })
+        // SAFETY: the caller checked both device ranges; `stream` is a live stream of
+        // the bound context.
+        unsafe { raw::memcpy_dtod_async(device.cuda().api(), dst, src, len, stream) }
     }
 }
 
+#[allow(unsafe_code)]
 fn fill_op(
     device: &Device,
     dst: u64,
@@ -119,10 +108,9 @@ fn fill_op(
     len: usize,
 ) -> impl Fn(CUstream) -> Result<()> + '_ {
     move |stream| {
-        let cuda = device.cuda();
-        let f = cuda.entry(entry!(cuda.table(), cuMemsetD8Async))?;
-        // SAFETY: the caller checked the device range.
-        check("cuMemsetD8Async", unsafe { f(dst, byte, len, stream) })
+        // SAFETY: the caller checked the device range; `stream` is a live stream of the
+        // bound context.
+        unsafe { raw::memset_d8_async(device.cuda().api(), dst, byte, len, stream) }
     }
 }
 
@@ -200,33 +188,6 @@ pub(crate) fn htod_async(stream: &Stream, uses: &UseTracker, dst: u64, data: &[u
     on_stream(stream, uses, &|s| staged::htod_async(device, s, dst, data))
 }
 
-/// Queues a device-to-host copy on `stream` and records the use.
-///
-/// # Safety
-/// `[out, out + len)` must stay valid for writes, and unread, until the stream
-/// has reached this copy.
-pub(crate) unsafe fn dtoh_async(
-    stream: &Stream,
-    uses: &UseTracker,
-    out: *mut u8,
-    src: u64,
-    len: usize,
-) -> Result<()> {
-    if len == 0 {
-        return Ok(());
-    }
-    let device = stream.device();
-    on_stream(stream, uses, &|s| {
-        let cuda = device.cuda();
-        let f = cuda.entry(entry!(cuda.table(), cuMemcpyDtoHAsync_v2))?;
-        // SAFETY: forwarded from this function's contract; the caller checked
-        // the device range.
-        check("cuMemcpyDtoHAsync_v2", unsafe {
-            f(out.cast(), src, len, s)
-        })
-    })
-}
-
 /// Queues a device-to-device copy on `stream` and records the use.
 pub(crate) fn dtod_async(
     stream: &Stream,
@@ -261,6 +222,7 @@ pub(crate) fn fill_async(
 /// Both `[src, src + len)` and `[dst, dst + len)` must be device memory of
 /// `device`'s driver, mapped and accessible (readable, respectively writable)
 /// by `device`, for the duration of the call.
+#[allow(unsafe_code)]
 pub unsafe fn copy_dtod(device: &Device, dst: u64, src: u64, len: usize) -> Result<()> {
     dtod_sync(device, &[], dst, src, len)
 }

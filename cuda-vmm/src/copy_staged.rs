@@ -1,11 +1,12 @@
 //! Host copies through the device's staging buffers (see `staging.rs`): the caller's
 //! memory is read before the copy is queued and written only after it completed.
 
-use cuda_vmm_sys::{entry, CUstream};
+use cuda_vmm_sys::CUstream;
 
 use crate::device::Device;
-use crate::error::{check, Result};
+use crate::error::Result;
 use crate::ordering::UseTracker;
+use crate::raw;
 use crate::staging::{HostBuffer, STAGE_BYTES};
 use crate::stream::synchronize_raw;
 
@@ -96,6 +97,7 @@ impl<'d> Pair<'d> {
     }
 }
 
+#[allow(unsafe_code)]
 fn queue_htod(
     device: &Device,
     stream: CUstream,
@@ -103,15 +105,13 @@ fn queue_htod(
     src: &HostBuffer,
     len: usize,
 ) -> Result<()> {
-    let cuda = device.cuda();
-    let f = cuda.entry(entry!(cuda.table(), cuMemcpyHtoDAsync_v2))?;
+    let api = device.cuda().api();
     // SAFETY: the staging buffer holds `len <= STAGE_BYTES` bytes and is kept (or
     // quarantined) until the copy completed; the caller checked the device range.
-    check("cuMemcpyHtoDAsync_v2", unsafe {
-        f(dst, src.ptr().cast(), len, stream)
-    })
+    unsafe { raw::memcpy_htod_async(api, dst, src.ptr().cast(), len, stream) }
 }
 
+#[allow(unsafe_code)]
 fn queue_dtoh(
     device: &Device,
     stream: CUstream,
@@ -119,12 +119,9 @@ fn queue_dtoh(
     src: u64,
     len: usize,
 ) -> Result<()> {
-    let cuda = device.cuda();
-    let f = cuda.entry(entry!(cuda.table(), cuMemcpyDtoHAsync_v2))?;
+    let api = device.cuda().api();
     // SAFETY: as in `queue_htod`, with the staging buffer written instead of read.
-    check("cuMemcpyDtoHAsync_v2", unsafe {
-        f(dst.ptr().cast(), src, len, stream)
-    })
+    unsafe { raw::memcpy_dtoh_async(api, dst.ptr().cast(), src, len, stream) }
 }
 
 /// Synchronous host-to-device copy on `stream` (the private one; context bound).

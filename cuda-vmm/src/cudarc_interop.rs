@@ -156,6 +156,7 @@ impl<T> DevicePtrMut<T> for CudarcView<'_, T> {
 // borrows its reservation. cudarc offers no way to add events to a launch from outside,
 // so the view's stream is ordered here and the use is recorded on it when the view drops:
 // launch kernels taking a view on the view's own stream.
+#[allow(unsafe_code)]
 unsafe impl<'a, 'b: 'a, 'c: 'b, T> PushKernelArg<&'b mut CudarcView<'c, T>> for LaunchArgs<'a> {
     #[inline(always)]
     fn arg(&mut self, arg: &'b mut CudarcView<'c, T>) -> &mut Self {
@@ -169,6 +170,7 @@ unsafe impl<'a, 'b: 'a, 'c: 'b, T> PushKernelArg<&'b mut CudarcView<'c, T>> for 
 
 // SAFETY: as above, for a read-only use: the view's stream waits for earlier writes
 // through the view.
+#[allow(unsafe_code)]
 unsafe impl<'a, 'b: 'a, 'c: 'b, T> PushKernelArg<&'b CudarcView<'c, T>> for LaunchArgs<'a> {
     #[inline(always)]
     fn arg(&mut self, arg: &'b CudarcView<'c, T>) -> &mut Self {

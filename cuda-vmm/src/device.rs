@@ -1,20 +1,19 @@
 //! Devices: identity, attributes, granularity, memory info, current context.
 
 use std::fmt;
-use std::mem::MaybeUninit;
 use std::sync::{Arc, OnceLock};
 
 use cuda_vmm_sys::{
-    entry, CUcontext, CUdevice, CUdevice_attribute, CUmemAllocationGranularity_flags, CUstream,
-    DriverTable,
+    CUcontext, CUdevice, CUdevice_attribute, CUmemAllocationGranularity_flags, CUstream,
 };
 use parking_lot::Mutex;
 
 use crate::capabilities::{Capabilities, Features};
 use crate::context::{bind, Bound, PrimaryContext};
 use crate::driver::Cuda;
-use crate::error::{check, Error, Result};
+use crate::error::{Error, Result};
 use crate::props::{AllocationProps, PropsKey};
+use crate::raw::{self, Api};
 use crate::staging::Staging;
 
 /// Which granularity `cuMemGetAllocationGranularity` reports.
@@ -37,7 +36,8 @@ pub struct MemoryInfo {
 
 /// What a [`Cuda`] keeps per opened device, for its whole lifetime.
 pub(crate) struct DeviceShared {
-    table: &'static DriverTable,
+    /// The driver's table, reporting no version (as contexts and staging do).
+    api: Api,
     ordinal: usize,
     raw: CUdevice,
     context: PrimaryContext,
@@ -51,8 +51,8 @@ pub(crate) struct DeviceShared {
 
 impl Drop for DeviceShared {
     fn drop(&mut self) {
-        self.staging.release(self.table, self.context.ctx);
-        self.context.release(self.table);
+        self.staging.release(self.api, self.context.ctx);
+        self.context.release(self.api);
     }
 }
 
@@ -88,17 +88,12 @@ impl Device {
     /// Looks the device up and retains its primary context (ordinal already
     /// checked); called once per device by [`Cuda`].
     pub(crate) fn open_shared(cuda: &Cuda, ordinal: usize) -> Result<Arc<DeviceShared>> {
-        let f = cuda.entry(entry!(cuda.table(), cuDeviceGet))?;
-        let mut raw = MaybeUninit::<CUdevice>::uninit();
         let ordinal_c = i32::try_from(ordinal)
             .map_err(|_| Error::invalid(format!("device ordinal {ordinal} does not fit an int")))?;
-        // SAFETY: `raw` is a valid out-pointer; any ordinal is accepted (bad ones fail).
-        check("cuDeviceGet", unsafe { f(raw.as_mut_ptr(), ordinal_c) })?;
-        // SAFETY: written by the driver on success.
-        let raw = unsafe { raw.assume_init() };
+        let raw = raw::device_get(cuda.api(), ordinal_c)?;
         let context = PrimaryContext::retain(cuda, raw)?;
         Ok(Arc::new(DeviceShared {
-            table: cuda.table(),
+            api: cuda.api().versionless(),
             ordinal,
             raw,
             context,
@@ -147,13 +142,13 @@ impl Device {
     pub fn quarantined_staging_bytes(&self) -> usize {
         // The events are queried in their context; unbound, a query counts as not done.
         let _bound = self.bind();
-        self.inner.staging.quarantined(self.cuda().table())
+        self.inner.staging.quarantined(self.inner.api)
     }
 
     /// Binds the primary context to the calling thread until the guard drops.
     #[inline]
     pub(crate) fn bind(&self) -> Result<Bound> {
-        bind(self.cuda.table(), self.inner.context.ctx)
+        bind(self.inner.api, self.inner.context.ctx)
     }
 
     /// The raw `CUdevice`.
@@ -185,48 +180,17 @@ impl Device {
 
     /// The device's name (`cuDeviceGetName`).
     pub fn name(&self) -> Result<String> {
-        let f = self
-            .cuda()
-            .entry(entry!(self.cuda().table(), cuDeviceGetName))?;
-        let mut buf = [0 as std::ffi::c_char; 256];
-        // SAFETY: `buf` is writable for `buf.len()` bytes, which we pass as the length.
-        check("cuDeviceGetName", unsafe {
-            f(buf.as_mut_ptr(), buf.len() as i32, self.raw())
-        })?;
-        let bytes: Vec<u8> = buf
-            .iter()
-            .take_while(|&&c| c != 0)
-            .map(|&c| c as u8)
-            .collect();
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+        raw::device_get_name(self.cuda.api(), self.raw())
     }
 
     /// Total memory in bytes (`cuDeviceTotalMem`).
     pub fn total_memory(&self) -> Result<usize> {
-        let f = self
-            .cuda()
-            .entry(entry!(self.cuda().table(), cuDeviceTotalMem_v2))?;
-        let mut bytes = MaybeUninit::<usize>::uninit();
-        // SAFETY: `bytes` is a valid out-pointer.
-        check("cuDeviceTotalMem_v2", unsafe {
-            f(bytes.as_mut_ptr(), self.raw())
-        })?;
-        // SAFETY: written by the driver on success.
-        Ok(unsafe { bytes.assume_init() })
+        raw::device_total_mem(self.cuda.api(), self.raw())
     }
 
     /// One device attribute (`cuDeviceGetAttribute`).
     pub fn attribute(&self, attr: CUdevice_attribute) -> Result<i32> {
-        let f = self
-            .cuda()
-            .entry(entry!(self.cuda().table(), cuDeviceGetAttribute))?;
-        let mut value = MaybeUninit::<i32>::uninit();
-        // SAFETY: `value` is a valid out-pointer; unknown attributes fail cleanly.
-        check("cuDeviceGetAttribute", unsafe {
-            f(value.as_mut_ptr(), attr, self.raw())
-        })?;
-        // SAFETY: written by the driver on success.
-        Ok(unsafe { value.assume_init() })
+        raw::device_get_attribute(self.cuda.api(), attr, self.raw())
     }
 
     /// The VMM-related feature attributes, read once and cached.
@@ -304,19 +268,9 @@ impl Device {
         props: &AllocationProps,
         flags: CUmemAllocationGranularity_flags,
     ) -> Result<usize> {
-        let f = self
-            .cuda()
-            .entry(entry!(self.cuda().table(), cuMemGetAllocationGranularity))?;
         // No current context needed: the driver answers VMM calls without one
         // (recorded on H200, driver 580: conformance `no_context_*`).
-        let raw = props.to_raw();
-        let mut g = MaybeUninit::<usize>::uninit();
-        // SAFETY: `g` is a valid out-pointer and `raw` a valid, fully initialised prop struct.
-        check("cuMemGetAllocationGranularity", unsafe {
-            f(g.as_mut_ptr(), &raw, flags)
-        })?;
-        // SAFETY: written by the driver on success.
-        let g = unsafe { g.assume_init() };
+        let g = raw::mem_get_allocation_granularity(self.cuda.api(), &props.to_raw(), flags)?;
         if g == 0 || !g.is_power_of_two() {
             return Err(Error::invalid(format!(
                 "the driver reported granularity {g}, which is not a power of two"
@@ -327,18 +281,9 @@ impl Device {
 
     /// Free and total memory of this device (`cuMemGetInfo`).
     pub fn memory_info(&self) -> Result<MemoryInfo> {
-        let f = self
-            .cuda()
-            .entry(entry!(self.cuda().table(), cuMemGetInfo_v2))?;
+        crate::raw::require!(self.cuda().api(), cuMemGetInfo_v2);
         let bound = self.bind()?;
-        let mut free = MaybeUninit::<usize>::uninit();
-        let mut total = MaybeUninit::<usize>::uninit();
-        // SAFETY: both are valid out-pointers; the device's context is current.
-        bound.finish(check("cuMemGetInfo_v2", unsafe {
-            f(free.as_mut_ptr(), total.as_mut_ptr())
-        }))?;
-        // SAFETY: both written by the driver on success.
-        let (free, total) = unsafe { (free.assume_init(), total.assume_init()) };
+        let (free, total) = bound.finish(raw::mem_get_info(self.cuda.api()))?;
         Ok(MemoryInfo { free, total })
     }
 
@@ -348,45 +293,28 @@ impl Device {
     /// The crate itself never needs this: every operation binds the context
     /// for its own duration and restores the caller's. Use it before launching
     /// work through raw driver calls.
+    #[allow(unsafe_code)]
     pub fn make_current(&self) -> Result<()> {
-        let table = self.cuda.table();
-        let get = self.cuda.entry(entry!(table, cuCtxGetCurrent))?;
-        let mut current = MaybeUninit::<CUcontext>::uninit();
-        // SAFETY: `current` is a valid out-pointer.
-        check("cuCtxGetCurrent", unsafe { get(current.as_mut_ptr()) })?;
-        // SAFETY: written by the driver on success.
-        if unsafe { current.assume_init() } == self.raw_context() {
+        let api = self.cuda.api();
+        if raw::ctx_get_current(api)? == self.raw_context() {
             return Ok(());
         }
-        let set = self.cuda.entry(entry!(table, cuCtxSetCurrent))?;
         // SAFETY: the context is retained by `self.cuda` for its lifetime.
-        check("cuCtxSetCurrent", unsafe { set(self.raw_context()) })
+        unsafe { raw::ctx_set_current(api, self.raw_context()) }
     }
 
     /// Waits for all work in this device's primary context (`cuCtxSynchronize`).
     ///
     /// This also reports sticky errors of work this crate did not issue.
     pub fn synchronize(&self) -> Result<()> {
-        let f = self
-            .cuda
-            .entry(entry!(self.cuda.table(), cuCtxSynchronize))?;
+        crate::raw::require!(self.cuda().api(), cuCtxSynchronize);
         let bound = self.bind()?;
-        // SAFETY: no arguments; the device's context is current.
-        bound.finish(check("cuCtxSynchronize", unsafe { f() }))
+        bound.finish(raw::ctx_synchronize(self.cuda.api()))
     }
 
     /// Whether this device can access `peer`'s memory (`cuDeviceCanAccessPeer`).
     pub fn can_access_peer(&self, peer: &Device) -> Result<bool> {
         self.check_same_driver(peer, "the peer device")?;
-        let f = self
-            .cuda()
-            .entry(entry!(self.cuda().table(), cuDeviceCanAccessPeer))?;
-        let mut can = MaybeUninit::<i32>::uninit();
-        // SAFETY: `can` is a valid out-pointer; both devices come from this driver.
-        check("cuDeviceCanAccessPeer", unsafe {
-            f(can.as_mut_ptr(), self.raw(), peer.raw())
-        })?;
-        // SAFETY: written by the driver on success.
-        Ok(unsafe { can.assume_init() } != 0)
+        raw::device_can_access_peer(self.cuda.api(), self.raw(), peer.raw())
     }
 }

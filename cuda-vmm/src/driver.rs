@@ -1,15 +1,16 @@
 //! The driver handle: which backend, its version, device enumeration.
 
 use std::fmt;
-use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use cuda_vmm_sys::{entry, Driver, DriverTable, MissingSymbol};
+use cuda_vmm_sys::Driver;
 use parking_lot::Mutex;
 
 use crate::device::{Device, DeviceShared};
-use crate::error::{check, Error, Result};
+use crate::error::{Error, Result};
+use crate::raw::{self, Api};
+use crate::version::DriverVersion;
 
 /// Environment variable selecting the backend of [`Cuda::new`]: `sim` or `cuda`.
 pub const BACKEND_ENV: &str = "CUDA_VMM_BACKEND";
@@ -32,37 +33,13 @@ impl fmt::Display for Backend {
     }
 }
 
-/// A driver version as `cuDriverGetVersion` reports it (`12090` is 12.9).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct DriverVersion {
-    /// Major version, e.g. 13.
-    pub major: u32,
-    /// Minor version, e.g. 0.
-    pub minor: u32,
-}
-
-impl DriverVersion {
-    /// Decodes the driver's integer encoding (`1000 * major + 10 * minor`).
-    pub fn from_raw(raw: i32) -> Self {
-        let raw = raw.max(0) as u32;
-        Self {
-            major: raw / 1000,
-            minor: (raw % 1000) / 10,
-        }
-    }
-}
-
-impl fmt::Display for DriverVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.major, self.minor)
-    }
-}
-
 /// Sentinel for "device count not queried yet".
 const UNKNOWN_COUNT: usize = usize::MAX;
 
 struct CudaInner {
     driver: &'static Driver,
+    /// The driver's table, reporting `version` for missing entry points.
+    api: Api,
     backend: Backend,
     version: Option<DriverVersion>,
     device_count: AtomicUsize,
@@ -137,6 +114,7 @@ impl Cuda {
     /// The system driver ([`Driver::global`]: `libcuda`, or the library named by
     /// `CUDA_VMM_DRIVER_PATH`, which the environment vouches for), initialised
     /// with `cuInit(0)`.
+    #[allow(unsafe_code)]
     pub fn real() -> Result<Cuda> {
         let driver = Driver::global().map_err(Error::DriverNotFound)?;
         // SAFETY: `Driver::global` loads the system driver, or the library the
@@ -147,6 +125,7 @@ impl Cuda {
 
     /// The in-process CPU simulator.
     #[cfg(feature = "sim")]
+    #[allow(unsafe_code)]
     pub fn simulator() -> Result<Cuda> {
         // SAFETY: the simulator implements the driver API's documented semantics.
         unsafe { Self::from_driver(cuda_vmm_sim::driver(), Backend::Simulator) }
@@ -158,15 +137,17 @@ impl Cuda {
     /// `driver` must implement the CUDA driver API's documented semantics: the
     /// safe wrappers rely on it to validate handles it returned itself and to
     /// write every out-parameter on success.
+    #[allow(unsafe_code)]
     pub unsafe fn from_driver(driver: &'static Driver, backend: Backend) -> Result<Cuda> {
-        let table = driver.table();
-        let init = entry!(table, cuInit).map_err(|m| missing(m, None))?;
-        // SAFETY: cuInit takes a flags word (must be 0) and has no other preconditions.
-        check("cuInit", unsafe { init(0) })?;
-        let version = query_version(table).ok();
+        // SAFETY: the caller vouches that `driver` implements the driver API (this
+        // function's contract).
+        let api = unsafe { Api::new(driver.table(), None) };
+        raw::init(api, 0)?;
+        let version = raw::driver_get_version(api).ok();
         Ok(Cuda {
             inner: Arc::new(CudaInner {
                 driver,
+                api: api.with_version(version),
                 backend,
                 version,
                 device_count: AtomicUsize::new(UNKNOWN_COUNT),
@@ -185,16 +166,11 @@ impl Cuda {
         self.inner.driver
     }
 
-    /// The function table (crate-internal shorthand).
+    /// The driver's function table for [`raw`](crate::raw) calls; missing entry points
+    /// report this driver's version.
     #[inline]
-    pub(crate) fn table(&self) -> &'static DriverTable {
-        self.inner.driver.table()
-    }
-
-    /// Turns a failed `entry!` lookup into [`Error::MissingEntryPoint`].
-    #[inline]
-    pub(crate) fn entry<F>(&self, f: std::result::Result<F, MissingSymbol>) -> Result<F> {
-        f.map_err(|m| missing(m, self.inner.version))
+    pub fn api(&self) -> Api {
+        self.inner.api
     }
 
     /// Whether `other` talks to the same driver (handles are only valid there).
@@ -207,7 +183,7 @@ impl Cuda {
     pub fn driver_version(&self) -> Result<DriverVersion> {
         match self.inner.version {
             Some(v) => Ok(v),
-            None => query_version(self.table()),
+            None => raw::driver_get_version(self.api().versionless()),
         }
     }
 
@@ -217,12 +193,7 @@ impl Cuda {
         if cached != UNKNOWN_COUNT {
             return Ok(cached);
         }
-        let f = self.entry(entry!(self.table(), cuDeviceGetCount))?;
-        let mut count = MaybeUninit::<i32>::uninit();
-        // SAFETY: `count` is a valid out-pointer for one int.
-        check("cuDeviceGetCount", unsafe { f(count.as_mut_ptr()) })?;
-        // SAFETY: the driver wrote the count on success.
-        let count = unsafe { count.assume_init() }.max(0) as usize;
+        let count = raw::device_get_count(self.api())?.max(0) as usize;
         self.inner.device_count.store(count, Ordering::Relaxed);
         Ok(count)
     }
@@ -283,22 +254,6 @@ impl Cuda {
         }
         out
     }
-}
-
-fn missing(m: MissingSymbol, driver_version: Option<DriverVersion>) -> Error {
-    Error::MissingEntryPoint {
-        symbol: m.0,
-        driver_version,
-    }
-}
-
-fn query_version(table: &DriverTable) -> Result<DriverVersion> {
-    let f = entry!(table, cuDriverGetVersion).map_err(|m| missing(m, None))?;
-    let mut raw = MaybeUninit::<i32>::uninit();
-    // SAFETY: `raw` is a valid out-pointer for one int.
-    check("cuDriverGetVersion", unsafe { f(raw.as_mut_ptr()) })?;
-    // SAFETY: the driver wrote the version on success.
-    Ok(DriverVersion::from_raw(unsafe { raw.assume_init() }))
 }
 
 #[cfg(test)]

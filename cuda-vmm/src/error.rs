@@ -5,7 +5,7 @@ use std::fmt;
 
 use cuda_vmm_sys::{result_description, result_name, CUresult, LoadError};
 
-use crate::driver::DriverVersion;
+use crate::version::DriverVersion;
 
 /// A `CUresult` other than `CUDA_SUCCESS`: its code, and the name and description `cuda.h`
 /// gives it (a table generated from the header, so every code the header defines is named;

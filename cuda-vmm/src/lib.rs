@@ -52,6 +52,32 @@
 //!   [`UnmapWait::RecordedUse`] waits for recorded uses only,
 //!   [`UnmapWait::Caller`] for nothing.
 //!
+//! # Unsafe code
+//!
+//! Every driver call goes through [`raw`], one function per entry point, whose `unsafe`
+//! contracts are stated there once. The crate root denies `unsafe_code`; it is allowed
+//! only on these items, each `unsafe` block with its `// SAFETY:` line:
+//!
+//! - the [`raw`] module (the driver calls, and the staging buffers' host memory);
+//! - `unsafe impl Send`/`Sync` for the types holding driver handles: [`Stream`], [`Event`],
+//!   the primary context and the staging buffers (each beside its type's definition);
+//! - the public `unsafe fn`s, whose contracts are part of the API:
+//!   [`Cuda::from_driver`], [`Reservation::set_unmap_wait`], [`Stream::from_raw`],
+//!   [`Reservation::read_async`], [`copy_dtod`]; and [`Cuda::real`] and
+//!   `Cuda::simulator`, which vouch for the system driver and the simulator;
+//! - with feature `cudarc`, the two `unsafe impl PushKernelArg` for `CudarcView`;
+//! - the safe layer's calls of `unsafe` [`raw`] functions whose contract is one of this
+//!   crate's invariants (a handle it owns is live, a range it tracks is mapped and waited
+//!   for, a context it pushed is popped), one function each: the context binding
+//!   (`bind`, its pop, the primary context's release); the stream and event methods
+//!   ([`Stream::is_idle`], [`Stream::wait`], [`Event::record`], [`Event::synchronize`],
+//!   [`Event::is_complete`], both drops, and the internal stream wait and record);
+//!   [`Device::make_current`]; [`Reservation::map`], [`Reservation::set_access`], the
+//!   reservation's free, the unmap of a [`Mapping`], the release of an [`Allocation`]
+//!   and its property query, the [`LinearAllocation`]'s free; the exports and the
+//!   import in sharing; the queued copies and fills (`copy.rs`, `copy_staged.rs`, the
+//!   ordering after recorded uses) and the staging buffers' events.
+//!
 //! # Errors
 //!
 //! Every failure is one [`Error`]: validation errors name the bad value, and a failed driver
@@ -112,6 +138,7 @@
 //! # Ok(()) }
 //! ```
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 
 mod access;
 mod allocation;
@@ -129,12 +156,15 @@ mod mapping;
 mod memcpy;
 mod ordering;
 mod props;
+pub mod raw;
 mod reservation;
 mod sharing;
 mod spans;
 pub mod staging;
 mod stream;
 mod trace;
+mod validate;
+mod version;
 
 pub use access::AccessFlags;
 pub use allocation::Allocation;
@@ -143,7 +173,7 @@ pub use copy::copy_dtod;
 #[cfg(feature = "cudarc")]
 pub use cudarc_interop::CudarcView;
 pub use device::{Device, GranularityKind, MemoryInfo};
-pub use driver::{Backend, Cuda, DriverVersion, BACKEND_ENV};
+pub use driver::{Backend, Cuda, BACKEND_ENV};
 pub use error::{CudaError, Error, Result};
 pub use ipc::{
     receive_allocations, receive_exported, send_allocations, send_exported, ExportedAllocation,
@@ -156,6 +186,7 @@ pub use props::{AllocationProps, HandleTypes, Location};
 pub use reservation::{Reservation, ReserveOptions};
 pub use sharing::FabricHandle;
 pub use stream::{Event, Stream};
+pub use version::DriverVersion;
 
 /// The raw FFI crate, for escape hatches.
 pub use cuda_vmm_sys as sys;

@@ -1,16 +1,12 @@
 //! Classic linear device memory (`cuMemAlloc` / `cuMemFree`), for comparison and benches.
 
 use std::fmt;
-use std::mem::MaybeUninit;
-
-use cuda_vmm_sys::entry;
 
 use crate::copy;
 use crate::device::Device;
-use crate::error::{check, Error, Result};
-use crate::reservation::check_bounds;
-use crate::trace::Hex;
-use tracing::field::{display, Empty};
+use crate::error::{Error, Result};
+use crate::raw;
+use crate::validate::check_bounds;
 
 /// Device memory from `cuMemAlloc`, freed on drop. `Send + Sync`.
 pub struct LinearAllocation {
@@ -38,17 +34,9 @@ impl LinearAllocation {
                 "allocation size 0: the size must be nonzero",
             ));
         }
-        let cuda = device.cuda();
-        let f = cuda.entry(entry!(cuda.table(), cuMemAlloc_v2))?;
+        crate::raw::require!(device.cuda().api(), cuMemAlloc_v2);
         let _bound = device.bind()?;
-        let mut ptr = MaybeUninit::<u64>::uninit();
-        let span = tracing::debug_span!("cuMemAlloc_v2", size, address = Empty).entered();
-        // SAFETY: `ptr` is a valid out-pointer; the device's context is current.
-        check("cuMemAlloc_v2", unsafe { f(ptr.as_mut_ptr(), size) })?;
-        // SAFETY: written by the driver on success.
-        let ptr = unsafe { ptr.assume_init() };
-        span.record("address", display(Hex(ptr)));
-        drop(span);
+        let ptr = raw::mem_alloc(device.cuda().api(), size)?;
         Ok(Self {
             device: device.clone(),
             ptr,
@@ -131,26 +119,22 @@ impl LinearAllocation {
         }
     }
 
+    #[allow(unsafe_code)]
     fn free_now(&mut self) -> Result<()> {
         if self.freed {
             return Ok(());
         }
-        let cuda = self.device.cuda();
-        let f = cuda.entry(entry!(cuda.table(), cuMemFree_v2))?;
+        let api = self.device.cuda().api();
+        crate::raw::require!(api, cuMemFree_v2);
         // Device work may still use the memory: wait for the context first,
         // as `cudaFree` does.
         self.device.synchronize()?;
         let _bound = self.device.bind()?;
-        let _span = tracing::debug_span!(
-            "cuMemFree_v2",
-            address = %Hex(self.ptr),
-            size = self.size
-        )
-        .entered();
         // From here on the pointer is never freed again, whatever the driver says.
         self.freed = true;
-        // SAFETY: we allocated this pointer and free it exactly once.
-        check("cuMemFree_v2", unsafe { f(self.ptr) })
+        // SAFETY: we allocated this pointer and free it exactly once, after the
+        // context's work.
+        unsafe { raw::mem_free(api, self.ptr, self.size) }
     }
 }
 

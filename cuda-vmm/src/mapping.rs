@@ -1,18 +1,15 @@
 //! A live mapping of (part of) an allocation into a reservation (`cuMemMap` / `cuMemUnmap`).
 
 use std::fmt;
-use std::mem::MaybeUninit;
 use std::sync::Arc;
-
-use cuda_vmm_sys::{entry, CUmemGenericAllocationHandle};
 
 use crate::access::AccessFlags;
 use crate::allocation::Allocation;
 use crate::device::Device;
-use crate::error::{check, Error, Result};
+use crate::error::{Error, Result};
+use crate::raw;
 use crate::reservation::Reservation;
 use crate::spans::Spans;
-use crate::trace::Hex;
 
 /// A live mapping; unmapped on drop (or by [`Mapping::unmap`]).
 ///
@@ -96,20 +93,10 @@ impl Mapping {
     /// (`cuMemRetainAllocationHandle`); released separately on drop.
     pub fn retain_allocation(&self) -> Result<Allocation> {
         let device = self.allocation.device();
-        let cuda = device.cuda();
-        let f = cuda.entry(entry!(cuda.table(), cuMemRetainAllocationHandle))?;
+        crate::raw::require!(device.cuda().api(), cuMemRetainAllocationHandle);
         let _bound = device.bind()?;
-        let mut handle = MaybeUninit::<CUmemGenericAllocationHandle>::uninit();
-        // SAFETY: `handle` is a valid out-pointer; the address is mapped (this
-        // mapping is alive while `&self` is borrowed).
-        check("cuMemRetainAllocationHandle", unsafe {
-            f(
-                handle.as_mut_ptr(),
-                self.ptr() as usize as *mut std::ffi::c_void,
-            )
-        })?;
-        // SAFETY: written by the driver on success.
-        let handle = unsafe { handle.assume_init() };
+        // The address is mapped (this mapping is alive while `&self` is borrowed).
+        let handle = raw::mem_retain_allocation_handle(device.cuda().api(), self.ptr())?;
         Ok(Allocation::from_parts(
             device.clone(),
             handle,
@@ -220,27 +207,18 @@ impl Mapping {
     }
 
     /// Unmaps under the spans lock after the wait; on failure the mapping stays live.
+    #[allow(unsafe_code)]
     fn try_unmap_locked(&mut self, spans: &mut Spans) -> Result<()> {
         if !self.live {
             return Ok(());
         }
         let inner = &*self.reservation.inner;
-        let result = (|| {
-            let cuda = inner.device.cuda();
-            let f = cuda.entry(entry!(cuda.table(), cuMemUnmap))?;
-            // No current context needed: the driver answers VMM calls without one
-            // (recorded on H200, driver 580: conformance `no_context_*`).
-            let _span = tracing::debug_span!(
-                "cuMemUnmap",
-                address = %Hex(self.ptr()),
-                size = self.size
-            )
-            .entered();
-            // SAFETY: exactly this range was mapped by us and is still mapped
-            // (only this Mapping unmaps it); the caller holds the spans lock
-            // and waited for device work on the reservation.
-            check("cuMemUnmap", unsafe { f(self.ptr(), self.size) })
-        })();
+        // No current context needed: the driver answers VMM calls without one
+        // (recorded on H200, driver 580: conformance `no_context_*`).
+        // SAFETY: exactly this range was mapped by us and is still mapped
+        // (only this Mapping unmaps it); the caller holds the spans lock
+        // and waited for device work on the reservation.
+        let result = unsafe { raw::mem_unmap(inner.device.cuda().api(), self.ptr(), self.size) };
         if result.is_ok() {
             self.live = false;
             spans.remove(self.offset);

@@ -8,9 +8,10 @@ use crate::access::AccessFlags;
 use crate::copy;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::reservation::{check_bounds, Reservation};
+use crate::reservation::Reservation;
 use crate::spans::Spans;
 use crate::stream::Stream;
+use crate::validate::check_bounds;
 
 impl Reservation {
     /// Copies `data` to `offset` (`cuMemcpyHtoD`); the range must be mapped and
@@ -91,6 +92,7 @@ impl Reservation {
     /// # Safety
     /// `out` must stay valid for writes, and must not be read or written, until
     /// `stream` has reached the copy (e.g. after [`Stream::synchronize`]).
+    #[allow(unsafe_code)]
     pub unsafe fn read_async(
         &self,
         stream: &Stream,
@@ -101,9 +103,17 @@ impl Reservation {
         self.check_stream(stream)?;
         let spans = self.inner.spans.read();
         self.check_access(&spans, offset, len, AccessFlags::Read)?;
+        if len == 0 {
+            return Ok(());
+        }
         let inner = &*self.inner;
-        // SAFETY: forwarded from this function's contract.
-        unsafe { copy::dtoh_async(stream, &inner.uses, out, inner.ptr + offset as u64, len) }
+        let (api, src) = (stream.device().cuda().api(), inner.ptr + offset as u64);
+        copy::on_stream(stream, &inner.uses, &|s| {
+            // SAFETY: `out` is forwarded from this function's contract; the device
+            // range was checked above (under the spans lock) and `s` is the caller's
+            // live stream, bound.
+            unsafe { crate::raw::memcpy_dtoh_async(api, out.cast(), src, len, s) }
+        })
     }
 
     /// Queues a copy of `len` bytes from offset `src` to offset `dst` on

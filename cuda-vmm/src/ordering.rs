@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 
 use crate::device::Device;
 use crate::error::Result;
+use crate::raw;
 use crate::stream::Event;
 
 /// What unmapping (and so freeing, recycling, shrinking, dropping) waits for.
@@ -124,20 +125,26 @@ impl UseTracker {
     /// by other code such as cudarc) as a use: the private stream waits for it and the
     /// use is recorded there.
     #[cfg(feature = "cudarc")]
+    #[allow(unsafe_code)]
     pub(crate) fn record_after_event(&self, device: &Device, event: CUevent) -> Result<()> {
         let stream = device.private_stream();
         let _bound = device.bind()?;
-        crate::copy::stream_wait_raw(device, stream, event)?;
+        // SAFETY: the private stream is live and bound; the caller keeps `event` alive for
+        // the call; flags must be 0.
+        unsafe { raw::stream_wait_event(device.cuda().api(), stream, event, 0) }?;
         self.record(device, stream)
     }
 
     /// Makes `stream` (a stream of `device`) wait for every recorded use.
+    #[allow(unsafe_code)]
     pub(crate) fn order_after_uses(&self, device: &Device, stream: CUstream) -> Result<()> {
         let key = StreamKey::new(device, stream);
         let state = self.state.lock();
         for r in &state.recorded {
             if r.key != key {
-                crate::copy::stream_wait(device, stream, &r.event)?;
+                // SAFETY: the recorded event is live (we hold it) and `stream` is a
+                // live stream of `device`, whose context the caller bound; flags must be 0.
+                unsafe { raw::stream_wait_event(device.cuda().api(), stream, r.event.raw(), 0) }?;
             }
         }
         Ok(())

@@ -1,23 +1,21 @@
 //! Reserved virtual address ranges (`cuMemAddressReserve` / `cuMemAddressFree`).
 
 use std::fmt;
-use std::mem::MaybeUninit;
 use std::sync::Arc;
 
-use cuda_vmm_sys::entry;
 use parking_lot::RwLock;
 
 use crate::access::{device_location, AccessDescs, AccessFlags};
 use crate::allocation::Allocation;
 use crate::device::Device;
-use crate::error::{check, Error, Result};
+use crate::error::{Error, Result};
 use crate::mapping::Mapping;
 use crate::ordering::{UnmapWait, UseTracker};
 use crate::props::AllocationProps;
+use crate::raw;
 use crate::spans::Spans;
 use crate::stream::Stream;
-use crate::trace::Hex;
-use tracing::field::{display, Empty};
+use crate::validate::{check_bounds, check_multiple};
 
 /// How to reserve an address range; `Default` is "granularity-aligned, anywhere".
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -103,20 +101,9 @@ impl Reservation {
                 h
             }
         };
-        let cuda = device.cuda();
-        let f = cuda.entry(entry!(cuda.table(), cuMemAddressReserve))?;
         // No current context needed: the driver answers VMM calls without one
         // (recorded on H200, driver 580: conformance `no_context_*`).
-        let mut ptr = MaybeUninit::<u64>::uninit();
-        let span = tracing::debug_span!("cuMemAddressReserve", size, address = Empty).entered();
-        // SAFETY: `ptr` is a valid out-pointer; size, alignment and hint were validated.
-        check("cuMemAddressReserve", unsafe {
-            f(ptr.as_mut_ptr(), size, alignment, hint, 0)
-        })?;
-        // SAFETY: written by the driver on success.
-        let ptr = unsafe { ptr.assume_init() };
-        span.record("address", display(Hex(ptr)));
-        drop(span);
+        let ptr = raw::mem_address_reserve(device.cuda().api(), size, alignment, hint, 0)?;
         let hint_honoured = opts.hint == Some(ptr);
         let reservation = Reservation {
             inner: Arc::new(ReservationInner {
@@ -182,6 +169,7 @@ impl Reservation {
     /// mapping. The driver maps whole allocations only, so `alloc_offset` must
     /// be 0 and `size` must equal `allocation.size()`. The new mapping has no access yet: call [`Mapping::set_access`]
     /// or [`Reservation::set_access`].
+    #[allow(unsafe_code)]
     pub fn map(
         &self,
         offset: usize,
@@ -217,8 +205,8 @@ impl Reservation {
                 allocation.size()
             )));
         }
-        let cuda = inner.device.cuda();
-        let f = cuda.entry(entry!(cuda.table(), cuMemMap))?;
+        let api = inner.device.cuda().api();
+        crate::raw::require!(api, cuMemMap);
         // No current context needed: the driver answers VMM calls without one
         // (recorded on H200, driver 580: conformance `no_context_*`).
         let mut spans = inner.spans.write();
@@ -230,26 +218,11 @@ impl Reservation {
                 existing_size,
             });
         }
-        let span = tracing::debug_span!(
-            "cuMemMap",
-            address = %Hex(inner.ptr + offset as u64),
-            size,
-            handle = %Hex(allocation.raw_handle()),
-        )
-        .entered();
+        let (ptr, handle) = (inner.ptr + offset as u64, allocation.raw_handle());
         // SAFETY: the range lies inside our live reservation and overlaps no
         // live mapping; the handle is alive (we hold the allocation) and belongs
         // to this driver; offset and size are granularity multiples in bounds.
-        check("cuMemMap", unsafe {
-            f(
-                inner.ptr + offset as u64,
-                size,
-                alloc_offset,
-                allocation.raw_handle(),
-                0,
-            )
-        })?;
-        drop(span);
+        unsafe { raw::mem_map(api, ptr, size, alloc_offset, handle, 0) }?;
         spans.insert(offset, size);
         drop(spans);
         Ok(Mapping::new(self.clone(), allocation.clone(), offset, size))
@@ -265,6 +238,7 @@ impl Reservation {
     /// granting only the mappings before it (`set_access_with_hole`). Both are
     /// refused here before the driver is called: [`Error::NotMapped`] for a
     /// hole, [`Error::InvalidArgument`] naming the allocation boundary for a cut.
+    #[allow(unsafe_code)]
     pub fn set_access(
         &self,
         offset: usize,
@@ -281,8 +255,8 @@ impl Reservation {
         check_multiple("size", size as u64, inner.granularity)?;
         check_bounds("access range in reservation", offset, size, inner.size)?;
         let descs = AccessDescs::new(&inner.device, access)?;
-        let cuda = inner.device.cuda();
-        let f = cuda.entry(entry!(cuda.table(), cuMemSetAccess))?;
+        let api = inner.device.cuda().api();
+        crate::raw::require!(api, cuMemSetAccess);
         // No current context needed: the driver answers VMM calls without one
         // (recorded on H200, driver 580: conformance `no_context_*`).
         let mut spans = inner.spans.write();
@@ -290,21 +264,10 @@ impl Reservation {
             return Err(Error::NotMapped { offset, size });
         }
         spans.check_whole(offset, size)?;
-        let descs = descs.as_slice();
-        let span = tracing::debug_span!(
-            "cuMemSetAccess",
-            address = %Hex(inner.ptr + offset as u64),
-            size,
-            devices = descs.len(),
-        )
-        .entered();
         // SAFETY: the range is inside our reservation and fully mapped (we hold
-        // the lock, so no mapping goes away meanwhile); `descs` is a valid array
-        // of `descs.len()` descriptors naming devices of this driver.
-        check("cuMemSetAccess", unsafe {
-            f(inner.ptr + offset as u64, size, descs.as_ptr(), descs.len())
-        })?;
-        drop(span);
+        // the lock, so no mapping goes away meanwhile); the descriptors name devices
+        // of this driver.
+        unsafe { raw::mem_set_access(api, inner.ptr + offset as u64, size, descs.as_slice()) }?;
         let grants: Vec<(usize, AccessFlags)> =
             access.iter().map(|(d, a)| (d.ordinal(), *a)).collect();
         spans.set_access(offset, size, &grants);
@@ -321,21 +284,19 @@ impl Reservation {
         let inner = &*self.inner;
         inner.device.check_same_driver(device, "the device")?;
         check_bounds("access query in reservation", offset, 1, inner.size)?;
-        let cuda = inner.device.cuda();
-        let f = cuda.entry(entry!(cuda.table(), cuMemGetAccess))?;
+        let api = inner.device.cuda().api();
+        crate::raw::require!(api, cuMemGetAccess);
         let spans = inner.spans.read();
         if !spans.covers(offset, 1) {
             return Err(Error::NotMapped { offset, size: 1 });
         }
         let location = device_location(device);
-        let mut flags = MaybeUninit::<u64>::uninit();
-        // SAFETY: `flags` is a valid out-pointer, `location` a valid struct, and
-        // the address is mapped (held under the lock).
-        check("cuMemGetAccess", unsafe {
-            f(flags.as_mut_ptr(), &location, inner.ptr + offset as u64)
-        })?;
-        // SAFETY: written by the driver on success.
-        AccessFlags::try_from(unsafe { flags.assume_init() })
+        // The address is mapped (held under the lock).
+        AccessFlags::try_from(raw::mem_get_access(
+            api,
+            &location,
+            inner.ptr + offset as u64,
+        )?)
     }
 
     /// Whether every byte of `[offset, offset + size)` is covered by live mappings.
@@ -378,6 +339,7 @@ impl Reservation {
     /// a structure built on this reservation). Unmapping memory the device still
     /// uses kills the context, and the address may already back other memory
     /// when the work lands. [`UnmapWait::Devices`] has no requirement.
+    #[allow(unsafe_code)]
     pub unsafe fn set_unmap_wait(&self, policy: UnmapWait) {
         self.inner.uses.set_policy(policy);
     }
@@ -452,24 +414,17 @@ impl Reservation {
 }
 
 impl ReservationInner {
+    #[allow(unsafe_code)]
     fn free_range(&mut self) -> Result<()> {
         if self.freed {
             return Ok(());
         }
         self.freed = true;
-        let cuda = self.device.cuda();
-        let f = cuda.entry(entry!(cuda.table(), cuMemAddressFree))?;
         // No current context needed: the driver answers VMM calls without one
         // (recorded on H200, driver 580: conformance `no_context_*`).
-        let _span = tracing::debug_span!(
-            "cuMemAddressFree",
-            address = %Hex(self.ptr),
-            size = self.size
-        )
-        .entered();
         // SAFETY: we reserved exactly this range, free it once, and no mapping
         // into it is alive (every Mapping holds a clone of the reservation).
-        check("cuMemAddressFree", unsafe { f(self.ptr, self.size) })
+        unsafe { raw::mem_address_free(self.device.cuda().api(), self.ptr, self.size) }
     }
 }
 
@@ -482,40 +437,5 @@ impl Drop for ReservationInner {
                 self.size
             );
         }
-    }
-}
-
-/// Fails with [`Error::NotAligned`] unless `value` is a multiple of `granularity`
-/// (a power of two: granularities from the driver are checked to be).
-#[inline]
-pub(crate) fn check_multiple(what: &'static str, value: u64, granularity: usize) -> Result<()> {
-    debug_assert!(granularity.is_power_of_two());
-    if value & (granularity as u64).wrapping_sub(1) == 0 {
-        Ok(())
-    } else {
-        Err(Error::NotAligned {
-            what,
-            value,
-            granularity,
-        })
-    }
-}
-
-/// Fails with [`Error::OutOfBounds`] unless `[offset, offset + size)` fits in `limit`.
-#[inline]
-pub(crate) fn check_bounds(
-    what: &'static str,
-    offset: usize,
-    size: usize,
-    limit: usize,
-) -> Result<()> {
-    match offset.checked_add(size) {
-        Some(end) if end <= limit => Ok(()),
-        _ => Err(Error::OutOfBounds {
-            what,
-            offset: offset as u64,
-            size: size as u64,
-            limit: limit as u64,
-        }),
     }
 }

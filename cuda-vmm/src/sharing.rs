@@ -8,20 +8,16 @@
 //!   The imported allocation holds its own reference to the memory.
 
 use std::fmt;
-use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
-use cuda_vmm_sys::{
-    entry, CUmemAllocationHandleType, CUmemFabricHandle, CUmemGenericAllocationHandle,
-};
+use cuda_vmm_sys::{CUmemAllocationHandleType, CUmemFabricHandle};
 
 use crate::allocation::{query_props, Allocation};
 use crate::device::Device;
-use crate::error::{check, Error, Result};
+use crate::error::{Error, Result};
 use crate::props::{AllocationProps, HandleTypes, Location};
-use crate::reservation::check_multiple;
-use crate::trace::Hex;
-use tracing::field::{display, Empty};
+use crate::raw;
+use crate::validate::check_multiple;
 
 /// An opaque 64-byte fabric handle (`CUmemFabricHandle`).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -53,32 +49,14 @@ impl Allocation {
     /// Exports the allocation as a new POSIX file descriptor, which the caller owns.
     ///
     /// The allocation must have been created with [`HandleTypes::POSIX_FD`].
+    #[allow(unsafe_code)]
     pub fn export_posix_fd(&self) -> Result<OwnedFd> {
         self.require_handle_type(HandleTypes::POSIX_FD, "HandleTypes::POSIX_FD")?;
         let device = self.device();
-        let cuda = device.cuda();
-        let f = cuda.entry(entry!(cuda.table(), cuMemExportToShareableHandle))?;
+        crate::raw::require!(device.cuda().api(), cuMemExportToShareableHandle);
         let _bound = device.bind()?;
-        let mut fd = MaybeUninit::<std::ffi::c_int>::uninit();
-        // SAFETY: for POSIX_FILE_DESCRIPTOR the driver writes one int to the
-        // out-pointer; the handle is alive and exportable as that type.
-        check("cuMemExportToShareableHandle", unsafe {
-            f(
-                fd.as_mut_ptr().cast(),
-                self.raw_handle(),
-                CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
-                0,
-            )
-        })?;
-        // SAFETY: written by the driver on success.
-        let fd = unsafe { fd.assume_init() };
-        if fd < 0 {
-            return Err(Error::invalid(format!(
-                "the driver exported an invalid file descriptor {fd}"
-            )));
-        }
-        // SAFETY: the driver created this descriptor for us; nobody else owns it.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        // SAFETY: the handle is alive (we hold it) and exportable as a descriptor.
+        unsafe { raw::mem_export_posix_fd(device.cuda().api(), self.raw_handle()) }
     }
 
     /// Imports an allocation of `size` bytes, created with `props`, from a
@@ -145,6 +123,7 @@ impl Allocation {
     ///
     /// The allocation must have been created with [`HandleTypes::FABRIC`]
     /// (which [`Allocation::new`] refuses on devices without fabric support).
+    #[allow(unsafe_code)]
     pub fn export_fabric(&self) -> Result<FabricHandle> {
         let device = self.device();
         if !device.features()?.fabric {
@@ -154,22 +133,11 @@ impl Allocation {
             });
         }
         self.require_handle_type(HandleTypes::FABRIC, "HandleTypes::FABRIC")?;
-        let cuda = device.cuda();
-        let f = cuda.entry(entry!(cuda.table(), cuMemExportToShareableHandle))?;
+        crate::raw::require!(device.cuda().api(), cuMemExportToShareableHandle);
         let _bound = device.bind()?;
-        let mut handle = MaybeUninit::<CUmemFabricHandle>::uninit();
-        // SAFETY: for FABRIC the driver writes one CUmemFabricHandle to the
-        // out-pointer; the handle is alive and exportable as that type.
-        check("cuMemExportToShareableHandle", unsafe {
-            f(
-                handle.as_mut_ptr().cast(),
-                self.raw_handle(),
-                CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_FABRIC,
-                0,
-            )
-        })?;
-        // SAFETY: written by the driver on success.
-        Ok(FabricHandle(unsafe { handle.assume_init() }.data))
+        // SAFETY: the handle is alive (we hold it) and exportable as a fabric handle.
+        let handle = unsafe { raw::mem_export_fabric(device.cuda().api(), self.raw_handle()) }?;
+        Ok(FabricHandle(handle.data))
     }
 
     /// Imports an allocation of `size` bytes from a fabric handle (multi-node
@@ -197,6 +165,10 @@ impl Allocation {
     }
 
     /// Imports, reads the properties back, and checks `size` against their granularity.
+    ///
+    /// `os_handle` is a descriptor value (POSIX) or points to a live
+    /// `CUmemFabricHandle` (fabric), matching `kind`.
+    #[allow(unsafe_code)]
     fn import(
         device: &Device,
         os_handle: *mut std::ffi::c_void,
@@ -206,21 +178,13 @@ impl Allocation {
         if size == 0 {
             return Err(Error::invalid("imported size 0: the size must be nonzero"));
         }
-        let cuda = device.cuda();
-        let f = cuda.entry(entry!(cuda.table(), cuMemImportFromShareableHandle))?;
+        crate::raw::require!(device.cuda().api(), cuMemImportFromShareableHandle);
         let _bound = device.bind()?;
-        let mut handle = MaybeUninit::<CUmemGenericAllocationHandle>::uninit();
-        let span =
-            tracing::debug_span!("cuMemImportFromShareableHandle", size, handle = Empty).entered();
-        // SAFETY: `handle` is a valid out-pointer; `os_handle` is a descriptor
-        // value (POSIX) or points to a live CUmemFabricHandle (fabric), matching `kind`.
-        check("cuMemImportFromShareableHandle", unsafe {
-            f(handle.as_mut_ptr(), os_handle, kind)
-        })?;
-        // SAFETY: written by the driver on success.
-        let handle = unsafe { handle.assume_init() };
-        span.record("handle", display(Hex(handle)));
-        drop(span);
+        // SAFETY: `os_handle` is a descriptor value (POSIX) or points to a live
+        // CUmemFabricHandle (fabric), matching `kind` (both callers make it so).
+        let handle = unsafe {
+            raw::mem_import_from_shareable_handle(device.cuda().api(), os_handle, kind, size)
+        }?;
         // From here the handle is owned: wrap it first so that errors release it.
         let allocation = Allocation::from_parts(
             device.clone(),

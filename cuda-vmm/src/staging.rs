@@ -27,17 +27,16 @@
 //!   before any driver call.
 
 use std::collections::VecDeque;
-use std::mem::MaybeUninit;
 
 use cuda_vmm_sys::{
-    entry, CUcontext, CUevent, CUevent_flags, CUresult, CUstream, DriverTable,
-    CU_MEMHOSTALLOC_PORTABLE,
+    CUcontext, CUevent, CUevent_flags, CUresult, CUstream, CU_MEMHOSTALLOC_PORTABLE,
 };
 use parking_lot::Mutex;
 
 use crate::context::bind;
 use crate::device::Device;
 use crate::error::{check, Error, Result};
+use crate::raw::{self, bare, Api, HostMemory};
 
 /// Bytes per staging buffer (the chunk size of large copies).
 pub const STAGE_BYTES: usize = 4 << 20;
@@ -50,102 +49,87 @@ pub const QUARANTINE_BYTES: usize = 64 << 20;
 
 /// One staging buffer and the event recorded after its last copy.
 pub(crate) struct HostBuffer {
-    ptr: *mut u8,
-    pinned: bool,
+    memory: HostMemory,
     /// Created on first use in the device's context; null until then.
     event: CUevent,
 }
 
 // SAFETY: the buffer is plain host memory owned by this value, and the event an opaque
 // driver handle any thread may use; only one owner touches them at a time.
+#[allow(unsafe_code)]
 unsafe impl Send for HostBuffer {}
 
 impl HostBuffer {
     /// The buffer's bytes, for host-side copies. Only called while no device work on
     /// the buffer is queued (after its event completed).
     pub(crate) fn bytes(&mut self) -> &mut [u8] {
-        // SAFETY: `ptr` points to STAGE_BYTES bytes this value owns; `&mut self` makes
-        // the slice unique, and the caller guarantees no device copy is in flight.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, STAGE_BYTES) }
+        self.memory.bytes()
     }
 
     /// The buffer's address, for the driver's copies.
     pub(crate) fn ptr(&self) -> *mut u8 {
-        self.ptr
+        self.memory.ptr()
     }
 
     /// Records the buffer's event at the end of `stream` (the device's context is bound).
+    #[allow(unsafe_code)]
     pub(crate) fn record(&mut self, device: &Device, stream: CUstream) -> Result<()> {
-        let cuda = device.cuda();
+        let api = device.cuda().api();
         if self.event.is_null() {
-            let f = cuda.entry(entry!(cuda.table(), cuEventCreate))?;
-            let mut raw = MaybeUninit::<CUevent>::uninit();
-            // SAFETY: valid out-pointer and flag; the caller bound the context.
-            check("cuEventCreate", unsafe {
-                f(raw.as_mut_ptr(), CUevent_flags::CU_EVENT_DISABLE_TIMING.0)
-            })?;
-            // SAFETY: written by the driver on success.
-            self.event = unsafe { raw.assume_init() };
+            // The caller bound the context.
+            self.event = raw::event_create(api, CUevent_flags::CU_EVENT_DISABLE_TIMING.0)?;
         }
-        let f = cuda.entry(entry!(cuda.table(), cuEventRecord))?;
         // SAFETY: the event is live and `stream` a live stream of the bound context.
-        check("cuEventRecord", unsafe { f(self.event, stream) })
+        unsafe { raw::event_record(api, self.event, stream) }
     }
 
     /// Waits until the buffer's last copy finished (`cuEventSynchronize`).
+    #[allow(unsafe_code)]
     pub(crate) fn wait(&self, device: &Device) -> Result<()> {
         if self.event.is_null() {
             return Ok(());
         }
-        let cuda = device.cuda();
-        let f = cuda.entry(entry!(cuda.table(), cuEventSynchronize))?;
         // SAFETY: the event is live.
-        check("cuEventSynchronize", unsafe { f(self.event) })
+        unsafe { raw::event_synchronize(device.cuda().api(), self.event) }
     }
 
     /// Whether the buffer's last copy finished (`cuEventQuery`); errors count as not.
-    fn is_idle(&self, table: &'static DriverTable) -> bool {
+    #[allow(unsafe_code)]
+    fn is_idle(&self, api: Api) -> bool {
         if self.event.is_null() {
             return true;
         }
-        let Ok(f) = entry!(table, cuEventQuery) else {
-            return false;
-        };
         // SAFETY: the event is live.
-        let rc = unsafe { f(self.event) };
-        rc == CUresult::CUDA_SUCCESS
+        let rc = unsafe { bare::event_query(api, self.event) };
+        rc == Ok(CUresult::CUDA_SUCCESS)
+    }
+
+    /// Whether the buffer's last copy finished, waiting for it (`cuEventSynchronize`);
+    /// errors count as not.
+    #[allow(unsafe_code)]
+    fn wait_idle(&self, api: Api) -> bool {
+        if self.event.is_null() {
+            return true;
+        }
+        // SAFETY: the event is live.
+        let rc = unsafe { bare::event_synchronize(api, self.event) };
+        rc == Ok(CUresult::CUDA_SUCCESS)
     }
 
     /// Frees the buffer and its event (the context is bound, the buffer idle).
-    fn free(self, table: &'static DriverTable) {
+    #[allow(unsafe_code)]
+    fn free(self, api: Api) {
         if !self.event.is_null() {
-            if let Ok(f) = entry!(table, cuEventDestroy_v2) {
-                // SAFETY: we created this event and destroy it once.
-                let rc = unsafe { f(self.event) };
+            // SAFETY: we created this event and destroy it once.
+            if let Ok(rc) = unsafe { bare::event_destroy(api, self.event) } {
                 if let Err(e) = check("cuEventDestroy_v2", rc) {
                     tracing::error!("destroying a staging event: {e}");
                 }
             }
         }
-        if self.pinned {
-            if let Ok(f) = entry!(table, cuMemFreeHost) {
-                // SAFETY: `ptr` came from cuMemHostAlloc and no copy uses it any more.
-                let rc = unsafe { f(self.ptr.cast()) };
-                if let Err(e) = check("cuMemFreeHost", rc) {
-                    tracing::error!("freeing a staging buffer: {e}");
-                }
-            }
-        } else {
-            // SAFETY: `ptr` came from `heap_buffer` (a leaked boxed slice of STAGE_BYTES).
-            drop(unsafe {
-                Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.ptr, STAGE_BYTES))
-            });
-        }
+        // Idle: no copy uses the memory any more.
+        self.memory.free(api);
     }
-}
-
-fn heap_buffer() -> *mut u8 {
-    Box::into_raw(vec![0u8; STAGE_BYTES].into_boxed_slice()).cast()
 }
 
 #[derive(Default)]
@@ -162,10 +146,10 @@ struct State {
 
 impl State {
     /// Moves the suspended buffers whose last copy completed back to the free list.
-    fn resume_idle(&mut self, table: &'static DriverTable) {
+    fn resume_idle(&mut self, api: Api) {
         let mut i = 0;
         while i < self.suspended.len() {
-            if self.suspended[i].is_idle(table) {
+            if self.suspended[i].is_idle(api) {
                 let b = self.suspended.swap_remove(i);
                 self.free.push(b);
             } else {
@@ -196,17 +180,17 @@ impl Staging {
             /// Allocate a new buffer (already counted).
             Allocate,
         }
-        let table = device.cuda().table();
+        let api = device.cuda().api().versionless();
         let next = {
             let mut state = self.state.lock();
-            state.resume_idle(table);
+            state.resume_idle(api);
             let set_aside = state.quarantined + state.suspended.len() * STAGE_BYTES;
             if set_aside + STAGE_BYTES > QUARANTINE_BYTES {
                 return Err(Error::StagingExhausted {
                     quarantined: set_aside,
                 });
             }
-            while state.in_flight.front().is_some_and(|b| b.is_idle(table)) {
+            while state.in_flight.front().is_some_and(|b| b.is_idle(api)) {
                 if let Some(b) = state.in_flight.pop_front() {
                     state.free.push(b);
                 }
@@ -242,34 +226,10 @@ impl Staging {
     }
 
     fn allocate(&self, device: &Device) -> HostBuffer {
-        let cuda = device.cuda();
-        let pinned = cuda
-            .entry(entry!(cuda.table(), cuMemHostAlloc))
-            .and_then(|f| {
-                let mut p = MaybeUninit::<*mut std::ffi::c_void>::uninit();
-                // SAFETY: valid out-pointer, size and flag; the caller bound the context.
-                check("cuMemHostAlloc", unsafe {
-                    f(p.as_mut_ptr(), STAGE_BYTES, CU_MEMHOSTALLOC_PORTABLE)
-                })?;
-                // SAFETY: written by the driver on success.
-                Ok(unsafe { p.assume_init() }.cast::<u8>())
-            });
-        match pinned {
-            Ok(ptr) if !ptr.is_null() => HostBuffer {
-                ptr,
-                pinned: true,
-                event: std::ptr::null_mut(),
-            },
-            other => {
-                if let Err(e) = other {
-                    tracing::debug!("staging in pageable memory: {e}");
-                }
-                HostBuffer {
-                    ptr: heap_buffer(),
-                    pinned: false,
-                    event: std::ptr::null_mut(),
-                }
-            }
+        // The caller bound the context.
+        HostBuffer {
+            memory: HostMemory::new(device.cuda().api(), STAGE_BYTES, CU_MEMHOSTALLOC_PORTABLE),
+            event: std::ptr::null_mut(),
         }
     }
 
@@ -281,7 +241,7 @@ impl Staging {
         } else {
             state.count = state.count.saturating_sub(1);
             drop(state);
-            buffer.free(device.cuda().table());
+            buffer.free(device.cuda().api().versionless());
         }
     }
 
@@ -314,34 +274,30 @@ impl Staging {
     /// Bytes set aside after failed waits: quarantined for good, plus suspended
     /// buffers whose copy is not complete yet (their events are queried here, so the
     /// figure drops as soon as the copies finished, not only at the next copy).
-    pub(crate) fn quarantined(&self, table: &'static DriverTable) -> usize {
+    pub(crate) fn quarantined(&self, api: Api) -> usize {
         let mut state = self.state.lock();
-        state.resume_idle(table);
+        state.resume_idle(api);
         state.quarantined + state.suspended.len() * STAGE_BYTES
     }
 
     /// Frees every buffer (the device's context is being released): idle ones at once,
     /// ones in flight after their copy (quarantined if that wait fails).
-    pub(crate) fn release(&mut self, table: &'static DriverTable, ctx: CUcontext) {
+    pub(crate) fn release(&mut self, api: Api, ctx: CUcontext) {
         let mut state = std::mem::take(self.state.get_mut());
         state.in_flight.extend(state.suspended.drain(..));
         if state.free.is_empty() && state.in_flight.is_empty() {
             return;
         }
-        let Ok(_bound) = bind(table, ctx) else {
+        let Ok(_bound) = bind(api, ctx) else {
             tracing::error!("staging buffers leaked: their context could not be bound");
             return;
         };
         for b in state.free {
-            b.free(table);
+            b.free(api);
         }
         for b in state.in_flight {
-            let done = b.event.is_null()
-                || entry!(table, cuEventSynchronize)
-                    // SAFETY: the event is live.
-                    .is_ok_and(|f| unsafe { f(b.event) } == CUresult::CUDA_SUCCESS);
-            if done {
-                b.free(table);
+            if b.wait_idle(api) {
+                b.free(api);
             } else {
                 // Leaked: `HostBuffer` has no `Drop`, and its copy may still run.
                 tracing::error!("a staging buffer leaked: its last copy did not finish");

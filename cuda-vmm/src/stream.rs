@@ -9,37 +9,21 @@
 //! [`Reservation::record_use`]: crate::Reservation::record_use
 
 use std::fmt;
-use std::mem::MaybeUninit;
 
-use cuda_vmm_sys::{entry, CUevent, CUevent_flags, CUresult, CUstream, CUstream_flags};
+use cuda_vmm_sys::{CUevent, CUevent_flags, CUstream, CUstream_flags};
 
 use crate::device::Device;
-use crate::driver::Cuda;
-use crate::error::{check, Result};
-
-/// Creates a stream in the current context (the caller binds it).
-pub(crate) fn create_raw(cuda: &Cuda, non_blocking: bool) -> Result<CUstream> {
-    let f = cuda.entry(entry!(cuda.table(), cuStreamCreate))?;
-    let flags = if non_blocking {
-        CUstream_flags::CU_STREAM_NON_BLOCKING
-    } else {
-        CUstream_flags::CU_STREAM_DEFAULT
-    };
-    let mut raw = MaybeUninit::<CUstream>::uninit();
-    // SAFETY: `raw` is a valid out-pointer; the flags are a valid stream flag.
-    check("cuStreamCreate", unsafe { f(raw.as_mut_ptr(), flags.0) })?;
-    // SAFETY: written by the driver on success.
-    Ok(unsafe { raw.assume_init() })
-}
+use crate::error::Result;
+use crate::raw;
 
 /// Waits for all work queued on `stream` so far (`cuStreamSynchronize`).
+#[allow(unsafe_code)]
 pub(crate) fn synchronize_raw(device: &Device, stream: CUstream) -> Result<()> {
-    let cuda = device.cuda();
-    let f = cuda.entry(entry!(cuda.table(), cuStreamSynchronize))?;
+    crate::raw::require!(device.cuda().api(), cuStreamSynchronize);
     let bound = device.bind()?;
     // SAFETY: `stream` is a live stream of `device`'s primary context (or null,
     // the legacy stream).
-    bound.finish(check("cuStreamSynchronize", unsafe { f(stream) }))
+    bound.finish(unsafe { raw::stream_synchronize(device.cuda().api(), stream) })
 }
 
 /// A stream of work on a device (`cuStreamCreate`), destroyed on drop.
@@ -55,8 +39,10 @@ pub struct Stream {
 
 // SAFETY: a CUstream is an opaque driver handle, and the driver API lets any
 // thread queue work on, query or synchronise any stream of a context.
+#[allow(unsafe_code)]
 unsafe impl Send for Stream {}
 // SAFETY: as above; every method takes `&self` and only passes the handle on.
+#[allow(unsafe_code)]
 unsafe impl Sync for Stream {}
 
 impl fmt::Debug for Stream {
@@ -84,7 +70,12 @@ impl Stream {
 
     fn create(device: &Device, non_blocking: bool) -> Result<Stream> {
         let _bound = device.bind()?;
-        let raw = create_raw(device.cuda(), non_blocking)?;
+        let flags = if non_blocking {
+            CUstream_flags::CU_STREAM_NON_BLOCKING
+        } else {
+            CUstream_flags::CU_STREAM_DEFAULT
+        };
+        let raw = raw::stream_create(device.cuda().api(), flags.0)?;
         Ok(Stream {
             device: device.clone(),
             raw,
@@ -117,6 +108,7 @@ impl Stream {
     /// # Safety
     /// `raw` must be a stream of `device`'s primary context (or null) and must
     /// stay alive for as long as the returned value is used.
+    #[allow(unsafe_code)]
     pub unsafe fn from_raw(device: &Device, raw: CUstream) -> Stream {
         Stream {
             device: device.clone(),
@@ -143,28 +135,23 @@ impl Stream {
     }
 
     /// Whether every piece of work queued so far has finished (`cuStreamQuery`).
+    #[allow(unsafe_code)]
     pub fn is_idle(&self) -> Result<bool> {
-        let cuda = self.device.cuda();
-        let f = cuda.entry(entry!(cuda.table(), cuStreamQuery))?;
+        crate::raw::require!(self.device.cuda().api(), cuStreamQuery);
         let bound = self.device.bind()?;
         // SAFETY: `self.raw` is a live stream of the bound context.
-        let idle = match unsafe { f(self.raw) } {
-            CUresult::CUDA_ERROR_NOT_READY => Ok(false),
-            rc => check("cuStreamQuery", rc).map(|()| true),
-        };
-        bound.finish(idle)
+        bound.finish(unsafe { raw::stream_query(self.device.cuda().api(), self.raw) })
     }
 
     /// Makes later work on this stream wait for `event` (`cuStreamWaitEvent`);
     /// the host does not block.
+    #[allow(unsafe_code)]
     pub fn wait(&self, event: &Event) -> Result<()> {
-        let cuda = self.device.cuda();
-        let f = cuda.entry(entry!(cuda.table(), cuStreamWaitEvent))?;
+        crate::raw::require!(self.device.cuda().api(), cuStreamWaitEvent);
         let bound = self.device.bind()?;
+        let api = self.device.cuda().api();
         // SAFETY: both handles are live; flags must be 0.
-        bound.finish(check("cuStreamWaitEvent", unsafe {
-            f(self.raw, event.raw, 0)
-        }))
+        bound.finish(unsafe { raw::stream_wait_event(api, self.raw, event.raw, 0) })
     }
 
     /// A new event recorded at the current end of this stream.
@@ -176,16 +163,15 @@ impl Stream {
 }
 
 impl Drop for Stream {
+    #[allow(unsafe_code)]
     fn drop(&mut self) {
         if !self.owned {
             return;
         }
         let result = self.device.bind().and_then(|_bound| {
-            let cuda = self.device.cuda();
-            let f = cuda.entry(entry!(cuda.table(), cuStreamDestroy_v2))?;
             // SAFETY: we created this stream and destroy it once; the driver
             // finishes queued work before freeing it.
-            check("cuStreamDestroy_v2", unsafe { f(self.raw) })
+            unsafe { raw::stream_destroy(self.device.cuda().api(), self.raw) }
         });
         if let Err(e) = result {
             tracing::error!("destroying stream {:?}: {e}", self.raw);
@@ -203,8 +189,10 @@ pub struct Event {
 
 // SAFETY: a CUevent is an opaque driver handle; the driver API lets any thread
 // record, query, wait on or synchronise any event.
+#[allow(unsafe_code)]
 unsafe impl Send for Event {}
 // SAFETY: as above; every method takes `&self` and only passes the handle on.
+#[allow(unsafe_code)]
 unsafe impl Sync for Event {}
 
 impl fmt::Debug for Event {
@@ -219,24 +207,22 @@ impl fmt::Debug for Event {
 impl Event {
     /// A new, unrecorded event on `device` (an unrecorded event counts as complete).
     pub fn new(device: &Device) -> Result<Event> {
-        let cuda = device.cuda();
-        let f = cuda.entry(entry!(cuda.table(), cuEventCreate))?;
+        crate::raw::require!(device.cuda().api(), cuEventCreate);
         let _bound = device.bind()?;
-        let mut raw = MaybeUninit::<CUevent>::uninit();
-        // SAFETY: `raw` is a valid out-pointer; DISABLE_TIMING is a valid flag.
-        check("cuEventCreate", unsafe {
-            f(raw.as_mut_ptr(), CUevent_flags::CU_EVENT_DISABLE_TIMING.0)
-        })?;
+        let raw = raw::event_create(
+            device.cuda().api(),
+            CUevent_flags::CU_EVENT_DISABLE_TIMING.0,
+        )?;
         Ok(Event {
             device: device.clone(),
-            // SAFETY: written by the driver on success.
-            raw: unsafe { raw.assume_init() },
+            raw,
         })
     }
 
     /// Records the event at the current end of `stream` (`cuEventRecord`),
     /// replacing any earlier record.
     /// The stream must belong to the event's device.
+    #[allow(unsafe_code)]
     pub fn record(&self, stream: &Stream) -> Result<()> {
         if !stream.device.same_as(&self.device) {
             return Err(crate::Error::invalid(format!(
@@ -245,42 +231,37 @@ impl Event {
                 stream.device.ordinal()
             )));
         }
-        let cuda = self.device.cuda();
-        let f = cuda.entry(entry!(cuda.table(), cuEventRecord))?;
+        crate::raw::require!(self.device.cuda().api(), cuEventRecord);
         let bound = stream.device.bind()?;
         // SAFETY: both handles are live.
-        bound.finish(check("cuEventRecord", unsafe { f(self.raw, stream.raw) }))
+        bound.finish(unsafe { raw::event_record(self.device.cuda().api(), self.raw, stream.raw) })
     }
 
     /// Records the event on a raw stream of this event's device.
+    #[allow(unsafe_code)]
     pub(crate) fn record_raw(&self, stream: CUstream) -> Result<()> {
-        let cuda = self.device.cuda();
-        let f = cuda.entry(entry!(cuda.table(), cuEventRecord))?;
+        crate::raw::require!(self.device.cuda().api(), cuEventRecord);
         let bound = self.device.bind()?;
         // SAFETY: the event is live and the caller passes a live stream of the device.
-        bound.finish(check("cuEventRecord", unsafe { f(self.raw, stream) }))
+        bound.finish(unsafe { raw::event_record(self.device.cuda().api(), self.raw, stream) })
     }
 
     /// Blocks until the work before the event's record has finished (`cuEventSynchronize`).
+    #[allow(unsafe_code)]
     pub fn synchronize(&self) -> Result<()> {
-        let cuda = self.device.cuda();
-        let f = cuda.entry(entry!(cuda.table(), cuEventSynchronize))?;
+        crate::raw::require!(self.device.cuda().api(), cuEventSynchronize);
         let bound = self.device.bind()?;
         // SAFETY: the event is live.
-        bound.finish(check("cuEventSynchronize", unsafe { f(self.raw) }))
+        bound.finish(unsafe { raw::event_synchronize(self.device.cuda().api(), self.raw) })
     }
 
     /// Whether the work before the event's record has finished (`cuEventQuery`).
+    #[allow(unsafe_code)]
     pub fn is_complete(&self) -> Result<bool> {
-        let cuda = self.device.cuda();
-        let f = cuda.entry(entry!(cuda.table(), cuEventQuery))?;
+        crate::raw::require!(self.device.cuda().api(), cuEventQuery);
         let bound = self.device.bind()?;
         // SAFETY: the event is live.
-        let complete = match unsafe { f(self.raw) } {
-            CUresult::CUDA_ERROR_NOT_READY => Ok(false),
-            rc => check("cuEventQuery", rc).map(|()| true),
-        };
-        bound.finish(complete)
+        bound.finish(unsafe { raw::event_query(self.device.cuda().api(), self.raw) })
     }
 
     /// The raw handle.
@@ -297,12 +278,11 @@ impl Event {
 }
 
 impl Drop for Event {
+    #[allow(unsafe_code)]
     fn drop(&mut self) {
         let result = self.device.bind().and_then(|_bound| {
-            let cuda = self.device.cuda();
-            let f = cuda.entry(entry!(cuda.table(), cuEventDestroy_v2))?;
             // SAFETY: we created this event and destroy it once.
-            check("cuEventDestroy_v2", unsafe { f(self.raw) })
+            unsafe { raw::event_destroy(self.device.cuda().api(), self.raw) }
         });
         if let Err(e) = result {
             tracing::error!("destroying event {:?}: {e}", self.raw);
