@@ -7,32 +7,20 @@
 //! only. Free-memory checks (`memory_info`) are simulator-only and retried, because tests in
 //! other modules allocate concurrently on the same device.
 
-use std::ops::Range;
-
 use cuda_vmm::sys::{entry, CUresult};
-use cuda_vmm::{AllocationProps, Backend, Cuda, Device, GranularityKind, HandleTypes};
+use cuda_vmm::{AllocationProps, Backend, Cuda, Device, HandleTypes};
 use cuda_vmm_alloc::{
     BufferConfig, ChunkPool, Error, GrowableBuffer, GrowthPolicy, HoleBehavior, PoolConfig,
     PoolStats, SparseArray, SparseConfig,
 };
 use cuda_vmm_sim::{call_count, inject_fault};
 
-pub(crate) type TestResult = Result<(), Box<dyn std::error::Error>>;
-
 /// The backend under test, printed once per run.
-use crate::cuda;
-
-pub(crate) fn device() -> cuda_vmm::Result<Device> {
-    cuda()?.device(0)
-}
+use crate::{cuda, device};
+use cuda_vmm_tests::helpers::{gran, raw_read, words_added, TestResult};
 
 pub(crate) fn on_simulator() -> cuda_vmm::Result<bool> {
     Ok(cuda()?.backend() == Backend::Simulator)
-}
-
-/// Minimum granularity of plain device memory.
-pub(crate) fn gran(device: &Device) -> cuda_vmm::Result<usize> {
-    device.granularity(&AllocationProps::device(device), GranularityKind::Minimum)
 }
 
 /// The error of a call expected to fail.
@@ -44,13 +32,6 @@ pub(crate) fn fails<T>(r: cuda_vmm_alloc::Result<T>) -> Error {
     }
 }
 
-/// Deterministic, position-dependent test data.
-pub(crate) fn pattern(range: Range<usize>, seed: u32) -> Vec<u32> {
-    range
-        .map(|i| (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed))
-        .collect()
-}
-
 /// Per-thread simulator call counts of the named entry points (zeros on the real driver).
 pub(crate) fn counts(symbols: &[&str]) -> Vec<u64> {
     symbols.iter().map(|s| call_count(s)).collect()
@@ -58,23 +39,6 @@ pub(crate) fn counts(symbols: &[&str]) -> Vec<u64> {
 
 pub(crate) fn delta(before: &[u64], after: &[u64]) -> Vec<u64> {
     before.iter().zip(after).map(|(b, a)| a - b).collect()
-}
-
-/// Reads device memory at a raw address with `cuMemcpyDtoH`, as a kernel would see it.
-pub(crate) fn raw_read(cuda: &Cuda, ptr: u64, len: usize) -> Result<Vec<u8>, String> {
-    let f = entry!(cuda.sys().table(), cuMemcpyDtoH_v2).map_err(|e| e.to_string())?;
-    // The library leaves the caller's current context alone: raw calls bind their own.
-    cuda.device(0)
-        .and_then(|d| d.make_current())
-        .map_err(|e| e.to_string())?;
-    let mut out = vec![0xA5u8; len];
-    // SAFETY: `out` is writable for `len` bytes; the driver validates the device address.
-    let r = unsafe { f(out.as_mut_ptr().cast(), ptr, len) };
-    if r == CUresult::CUDA_SUCCESS {
-        Ok(out)
-    } else {
-        Err(format!("cuMemcpyDtoH failed with {}", r.0))
-    }
 }
 
 /// Writes host bytes to a raw device address with `cuMemcpyHtoD`; the raw result code.
@@ -127,7 +91,7 @@ fn buffer_grows_in_place_and_keeps_contents() -> TestResult {
         .iter()
         .enumerate()
     {
-        let data = pattern(host.len()..host.len() + n, i as u32);
+        let data = words_added(host.len()..host.len() + n, i as u32);
         buf.extend_from_slice(&data)?;
         host.extend_from_slice(&data);
         assert_eq!(buf.ptr(), ptr, "the pointer moved");
@@ -143,7 +107,7 @@ fn buffer_grows_in_place_and_keeps_contents() -> TestResult {
     assert_eq!(buf.committed_bytes() % g, 0);
 
     // Overwrite a window spanning a chunk boundary, read a window back.
-    let window = pattern(0..100_000, 99);
+    let window = words_added(0..100_000, 99);
     buf.write(1_000_000, &window)?;
     host[1_000_000..1_100_000].copy_from_slice(&window);
     let mut out = vec![0u32; 200_000];
@@ -404,7 +368,7 @@ fn shrink_to_fit_returns_memory() -> TestResult {
     )?;
     let ptr = buf.ptr();
     buf.reserve(3 * g)?; // 12 granules: three 4-granule chunks
-    let host = pattern(0..(10 * g / 4), 5);
+    let host = words_added(0..(10 * g / 4), 5);
     buf.extend_from_slice(&host)?;
     assert_eq!(buf.committed_bytes(), 12 * g); // three 4-granule chunks
                                                // Keep 5 granules + 4 bytes: chunk 2 goes, chunk 1 is split to 2 granules.
@@ -484,7 +448,7 @@ fn growth_is_transactional_under_faults() -> TestResult {
             ..BufferConfig::default()
         },
     )?;
-    let host = pattern(0..(g / 4 + 3), 1);
+    let host = words_added(0..(g / 4 + 3), 1);
     buf.extend_from_slice(&host)?;
     let ptr = buf.ptr();
     let committed = buf.committed_bytes();
@@ -496,7 +460,7 @@ fn growth_is_transactional_under_faults() -> TestResult {
         ("cuMemMap", 2, CUresult::CUDA_ERROR_OUT_OF_MEMORY),
         ("cuMemSetAccess", 1, CUresult::CUDA_ERROR_INVALID_VALUE),
     ];
-    let extra = pattern(host.len()..host.len() + 3 * g / 4, 2);
+    let extra = words_added(host.len()..host.len() + 3 * g / 4, 2);
     for (symbol, nth, code) in faults {
         let names = ["cuMemCreate", "cuMemRelease", "cuMemMap", "cuMemUnmap"];
         let before = counts(&names);
@@ -855,7 +819,7 @@ fn sparse_contents_and_hole_errors() -> TestResult {
     let per = g / 4;
     let mut a = sparse(&d, 8, HoleBehavior::Error)?;
     a.commit(2 * per..5 * per)?;
-    let data = pattern(2 * per + 10..5 * per - 10, 3);
+    let data = words_added(2 * per + 10..5 * per - 10, 3);
     a.write(2 * per + 10, &data)?;
     let mut out = vec![0u32; data.len()];
     a.read(2 * per + 10..5 * per - 10, &mut out)?;
@@ -910,7 +874,7 @@ fn sparse_zero_holes_read_as_zero() -> TestResult {
         (2, 4, 3)
     );
     a.commit(per..3 * per)?;
-    let data = pattern(per..3 * per, 8);
+    let data = words_added(per..3 * per, 8);
     a.write(per, &data)?;
     let mut out = vec![9u32; 4 * per];
     a.read(0..4 * per, &mut out)?;
@@ -1049,7 +1013,7 @@ fn sparse_tiles_from_a_pool() -> TestResult {
     let mut a = SparseArray::<u32>::new(&d, 8 * per, config.clone())?;
     assert_eq!(a.tile_bytes(), 2 * g);
     a.commit(0..4 * per)?;
-    a.write(0, &pattern(0..4 * per, 4))?;
+    a.write(0, &words_added(0..4 * per, 4))?;
     assert_eq!(a.decommit(0..4 * per)?, 4);
     assert_eq!(a.stats().releases, 0);
     assert_eq!(pool.stats().chunks_held, 4);

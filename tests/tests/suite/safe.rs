@@ -8,32 +8,17 @@
 //! shared ([`crate::memory_shared`]), like every other module of the suite.
 
 use std::os::fd::AsFd;
-use std::sync::OnceLock;
 
 use cuda_vmm::{
     AccessFlags, Allocation, AllocationProps, Backend, Cuda, Device, Error, GranularityKind,
     HandleTypes, LinearAllocation, Location, Reservation, ReserveOptions,
 };
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
-
 /// The backend under test, printed once per run.
 use crate::cuda;
-
 /// Device 0, kept for the whole run so its primary context stays alive.
-fn device() -> cuda_vmm::Result<Device> {
-    static DEVICE: OnceLock<Device> = OnceLock::new();
-    if let Some(d) = DEVICE.get() {
-        return Ok(d.clone());
-    }
-    let d = cuda()?.device(0)?;
-    Ok(DEVICE.get_or_init(|| d).clone())
-}
-
-/// Minimum granularity of plain device memory.
-fn gran(device: &Device) -> cuda_vmm::Result<usize> {
-    device.granularity(&AllocationProps::device(device), GranularityKind::Minimum)
-}
+use crate::pinned_device as device;
+use cuda_vmm_tests::helpers::{gran, pattern, TestResult};
 
 /// The error of a call expected to fail.
 #[track_caller]
@@ -42,12 +27,6 @@ fn fails<T>(r: cuda_vmm::Result<T>) -> Error {
         Ok(_) => panic!("expected an error, the call succeeded"),
         Err(e) => e,
     }
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
 }
 
 fn rw(d: &Device) -> [(&Device, AccessFlags); 1] {

@@ -15,7 +15,6 @@
 
 use std::ffi::{c_int, c_void, CStr};
 use std::io::Write;
-use std::process::Command;
 use std::sync::Once;
 
 use cuda_vmm_sim::answers;
@@ -26,6 +25,8 @@ use cuda_vmm_sys::{
     CUmemGenericAllocationHandle, CUmemLocation, CUmemLocationType, CUresult, CUstream,
     DriverTable,
 };
+use cuda_vmm_tests::helpers::{pattern_cycle, run_child};
+use cuda_vmm_tests::test_name;
 
 const OK: CUresult = CUresult::CUDA_SUCCESS;
 const MIB: usize = 1 << 20;
@@ -269,48 +270,24 @@ fn import_fd(fd: c_int) -> Result<u64, CUresult> {
     )
 }
 
-fn pattern(seed: u8, len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| seed.wrapping_add((i % 251) as u8))
-        .collect()
-}
-
-/// Re-runs `test` (an ignored `*_child` test of this binary) in its own process.
-fn run_child(test: &str, env: &[(&str, String)]) -> String {
-    let exe = std::env::current_exe().expect("test executable");
-    let mut cmd = Command::new(exe);
-    cmd.args([
-        test,
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(CHILD_ENV, test);
-    for var in [
-        cuda_vmm_sim::ENV_DEVICES,
-        cuda_vmm_sim::ENV_MEMORY,
-        cuda_vmm_sim::ENV_GRANULARITY,
-        cuda_vmm_sim::ENV_DRIVER_VERSION,
-        cuda_vmm_sim::ENV_ASYNC,
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.envs(env.iter().map(|(k, v)| (k, v)));
-    let out = cmd.output().expect("spawn child test process");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "child {test} failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    assert!(
-        stdout.contains(&format!("test {test} ..."))
-            && stdout.contains("test result: ok. 1 passed"),
-        "child {test} did not run:\n{stdout}\n{stderr}"
-    );
-    stdout
+/// Re-runs `test` (an ignored `*_child` test of this binary) in its own process, with
+/// none of the simulator's settings inherited but those in `env`; its standard output.
+fn run_own_process(test: &str, env: &[(&str, String)]) -> String {
+    run_child(test, |cmd| {
+        cmd.env(CHILD_ENV, test);
+        for var in [
+            cuda_vmm_sim::ENV_DEVICES,
+            cuda_vmm_sim::ENV_MEMORY,
+            cuda_vmm_sim::ENV_GRANULARITY,
+            cuda_vmm_sim::ENV_DRIVER_VERSION,
+            cuda_vmm_sim::ENV_ASYNC,
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+    .stdout
 }
 
 /// Whether this process is the child spawned for `test`.
@@ -340,7 +317,7 @@ fn two_mappings_of_one_allocation_alias() {
     }
 
     // A copy into one mapping reads back through the other and through the host pointer.
-    let data = pattern(7, 3 * MIB);
+    let data = pattern_cycle(3 * MIB, 7);
     ok(htod(a + 1000, &data));
     assert_eq!(read(b + 1000, data.len()), data);
     // SAFETY: `[a, a + 2g)` is mapped read-write until the unmap below.
@@ -369,7 +346,7 @@ fn release_while_mapped_keeps_the_memory_until_unmap() {
     let va = reserve(g);
     ok(map(va, g, 0, h));
     set_rw(va, g, ctx.dev);
-    let data = pattern(42, g);
+    let data = pattern_cycle(g, 42);
     ok(htod(va, &data));
 
     ok(release(h));
@@ -433,7 +410,7 @@ fn exported_fd_is_shared_with_another_process() {
     let va = reserve(2 * g);
     ok(map(va, 2 * g, 0, h));
     set_rw(va, 2 * g, ctx.dev);
-    ok(htod(va, &pattern(1, 4096)));
+    ok(htod(va, &pattern_cycle(4096, 1)));
     // The copy is queued: only a synchronisation makes it land in the memory
     // another process reads.
     ok(sync());
@@ -442,13 +419,13 @@ fn exported_fd_is_shared_with_another_process() {
     // Let the child inherit the fd (exports are close-on-exec).
     // SAFETY: fcntl on an fd this test owns.
     assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }, 0);
-    let out = run_child(
-        "sim::fd_importer_child",
+    let out = run_own_process(
+        &test_name!(fd_importer_child),
         &[("CUDA_VMM_SIM_TEST_FD", fd.to_string())],
     );
     assert!(out.contains("importer: read parent's bytes"), "{out}");
     // The child's write is visible here.
-    assert_eq!(read(va + g as u64, 4096), pattern(2, 4096));
+    assert_eq!(read(va + g as u64, 4096), pattern_cycle(4096, 2));
 
     // SAFETY: closing the exported fd this test owns.
     assert_eq!(unsafe { libc::close(fd) }, 0);
@@ -460,7 +437,7 @@ fn exported_fd_is_shared_with_another_process() {
 #[test]
 #[ignore = "child process of exported_fd_is_shared_with_another_process"]
 fn fd_importer_child() {
-    if !is_child("sim::fd_importer_child") {
+    if !is_child(&test_name!(fd_importer_child)) {
         return;
     }
     let fd: c_int = std::env::var("CUDA_VMM_SIM_TEST_FD")
@@ -488,9 +465,9 @@ fn fd_importer_child() {
     assert_eq!(map(va, g, 0, h), answers::MAP_PARTIAL_ALLOCATION);
     ok(map(va, 2 * g, 0, h));
     set_rw(va, 2 * g, ctx.dev);
-    assert_eq!(read(va, 4096), pattern(1, 4096));
+    assert_eq!(read(va, 4096), pattern_cycle(4096, 1));
     println!("importer: read parent's bytes");
-    ok(htod(va + g as u64, &pattern(2, 4096)));
+    ok(htod(va + g as u64, &pattern_cycle(4096, 2)));
     ok(sync());
     ok(unmap(va, 2 * g));
     ok(release(h));
@@ -596,8 +573,8 @@ fn same_process_import_aliases_the_exported_allocation() {
 fn exact_accounting() {
     let _memory = crate::memory_shared();
     announce();
-    run_child(
-        "sim::accounting_child",
+    run_own_process(
+        &test_name!(accounting_child),
         &[
             (cuda_vmm_sim::ENV_DEVICES, "2".into()),
             (cuda_vmm_sim::ENV_MEMORY, "64M".into()),
@@ -608,7 +585,7 @@ fn exact_accounting() {
 #[test]
 #[ignore = "child process of exact_accounting"]
 fn accounting_child() {
-    if !is_child("sim::accounting_child") {
+    if !is_child(&test_name!(accounting_child)) {
         return;
     }
     let dev1 = Ctx::open(1);
@@ -672,8 +649,8 @@ fn accounting_child() {
 fn out_of_memory() {
     let _memory = crate::memory_shared();
     announce();
-    run_child(
-        "sim::oom_child",
+    run_own_process(
+        &test_name!(oom_child),
         &[(cuda_vmm_sim::ENV_MEMORY, "16M".into())],
     );
 }
@@ -681,7 +658,7 @@ fn out_of_memory() {
 #[test]
 #[ignore = "child process of out_of_memory"]
 fn oom_child() {
-    if !is_child("sim::oom_child") {
+    if !is_child(&test_name!(oom_child)) {
         return;
     }
     let _ctx = Ctx::open(0);
@@ -779,7 +756,7 @@ fn threads_reserve_create_map_and_copy_concurrently() {
                     let h = create(size, &fd_prop(0)).expect("create");
                     ok(map(va, size, 0, h));
                     set_rw(va, size, ctx.dev);
-                    let data = pattern(id.wrapping_mul(31).wrapping_add(round), 64 * 1024);
+                    let data = pattern_cycle(64 * 1024, id.wrapping_mul(31).wrapping_add(round));
                     let at = va + (size - data.len()) as u64;
                     ok(htod(at, &data));
                     assert_eq!(read(at, data.len()), data);
@@ -860,14 +837,14 @@ fn error_names_and_strings_are_static_c_strings() {
 fn configuration_by_builder() {
     let _memory = crate::memory_shared();
     announce();
-    let out = run_child("sim::builder_child", &[]);
+    let out = run_own_process(&test_name!(builder_child), &[]);
     assert!(out.contains("builder: configured"), "{out}");
 }
 
 #[test]
 #[ignore = "child process of configuration_by_builder"]
 fn builder_child() {
-    if !is_child("sim::builder_child") {
+    if !is_child(&test_name!(builder_child)) {
         return;
     }
     // Before cuInit: only the version and error strings work.
@@ -929,8 +906,8 @@ fn builder_child() {
 fn configuration_by_environment() {
     let _memory = crate::memory_shared();
     announce();
-    let out = run_child(
-        "sim::env_child",
+    let out = run_own_process(
+        &test_name!(env_child),
         &[
             (cuda_vmm_sim::ENV_DEVICES, "2".into()),
             (cuda_vmm_sim::ENV_MEMORY, "3G".into()),
@@ -939,12 +916,12 @@ fn configuration_by_environment() {
         ],
     );
     assert!(out.contains("env: configured"), "{out}");
-    run_child(
-        "sim::bad_env_child",
+    run_own_process(
+        &test_name!(bad_env_child),
         &[(cuda_vmm_sim::ENV_MEMORY, "lots".into())],
     );
-    run_child(
-        "sim::no_device_child",
+    run_own_process(
+        &test_name!(no_device_child),
         &[(cuda_vmm_sim::ENV_DEVICES, "0".into())],
     );
 }
@@ -952,7 +929,7 @@ fn configuration_by_environment() {
 #[test]
 #[ignore = "child process of configuration_by_environment"]
 fn env_child() {
-    if !is_child("sim::env_child") {
+    if !is_child(&test_name!(env_child)) {
         return;
     }
     init();
@@ -970,7 +947,7 @@ fn env_child() {
 #[test]
 #[ignore = "child process of configuration_by_environment"]
 fn bad_env_child() {
-    if !is_child("sim::bad_env_child") {
+    if !is_child(&test_name!(bad_env_child)) {
         return;
     }
     let f = entry!(t(), cuInit).expect("cuInit");
@@ -982,7 +959,7 @@ fn bad_env_child() {
 #[test]
 #[ignore = "child process of configuration_by_environment"]
 fn no_device_child() {
-    if !is_child("sim::no_device_child") {
+    if !is_child(&test_name!(no_device_child)) {
         return;
     }
     let f = entry!(t(), cuInit).expect("cuInit");
@@ -1006,13 +983,13 @@ macro_rules! in_own_process {
         fn $parent() {
             let _memory = crate::memory_shared();
             announce();
-            run_child(concat!("sim::", stringify!($child)), &$env);
+            run_own_process(&cuda_vmm_tests::test_name!($child), &$env);
         }
 
         #[test]
         #[ignore = "child process; its parent test spawns it"]
         fn $child() {
-            if !is_child(concat!("sim::", stringify!($child))) {
+            if !is_child(&cuda_vmm_tests::test_name!($child)) {
                 return;
             }
             $body
@@ -1103,7 +1080,7 @@ in_own_process!(
         let g = granularity(0);
         for round in 0..3 {
             let (va, h) = buffer(g);
-            ok(htod(va, &pattern(round, 4096)));
+            ok(htod(va, &pattern_cycle(4096, round)));
             assert_eq!(cuda_vmm_sim::pending_work(), 1, "the copy is queued");
             // The driver neither waits nor fails the unmap ...
             ok(unmap(va, g));
@@ -1134,7 +1111,7 @@ in_own_process!(synchronised_htod_then_unmap_is_clean, sync_child, [], {
     let _ctx = Ctx::open(0);
     let g = granularity(0);
     let (va, h) = buffer(g);
-    let data = pattern(7, 4096);
+    let data = pattern_cycle(4096, 7);
     ok(htod(va, &data));
     ok(sync());
     assert_eq!(cuda_vmm_sim::pending_work(), 0);
@@ -1179,7 +1156,7 @@ in_own_process!(
         let (x, hx) = buffer(g);
         let (y, hy) = buffer(g);
         let (a, b) = (stream(NON_BLOCKING), stream(NON_BLOCKING));
-        let data = pattern(3, 4096);
+        let data = pattern_cycle(4096, 3);
         let e = event();
         ok(htod_async(x, &data, a));
         ok(record(e, a));
@@ -1252,7 +1229,7 @@ in_own_process!(
         let g = granularity(0);
         let (va, h) = buffer(g);
         let s = stream(NON_BLOCKING);
-        ok(htod(va, &pattern(1, 4096)));
+        ok(htod(va, &pattern_cycle(4096, 1)));
         ok(memset_async(va, 9, 4096, s));
         assert_eq!(cuda_vmm_sim::pending_work(), 0);
         ok(unmap(va, g));

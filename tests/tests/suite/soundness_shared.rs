@@ -21,8 +21,7 @@ use rustix::net::{
 };
 
 use crate::cuda;
-
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+use cuda_vmm_tests::helpers::TestResult;
 
 fn exportable(d: &Device) -> AllocationProps {
     AllocationProps::device(d).handle_types(HandleTypes::POSIX_FD)

@@ -9,6 +9,7 @@
 use cuda_vmm_sys::*;
 
 use super::raw::*;
+pub(super) use cuda_vmm_tests::helpers::pattern;
 
 /// What a case needs: device 0 with its primary context current.
 pub struct Env {
@@ -68,12 +69,6 @@ pub(super) fn cleanup(p: CUdeviceptr, size: usize, h: CUmemGenericAllocationHand
     unmap(p, size);
     release(h);
     address_free(p, size);
-}
-
-pub(super) fn pattern(n: usize, seed: u8) -> Vec<u8> {
-    (0..n)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
 }
 
 // ---- reservations -------------------------------------------------------
