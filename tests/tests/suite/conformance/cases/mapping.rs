@@ -8,8 +8,8 @@
 
 use cuda_vmm_sys::*;
 
-use super::raw::*;
-pub(super) use cuda_vmm_tests::helpers::pattern;
+use super::super::raw::*;
+pub(crate) use cuda_vmm_tests::helpers::pattern;
 
 /// What a case needs: device 0 with its primary context current.
 pub struct Env {
@@ -34,24 +34,24 @@ pub fn env() -> Result<Env, String> {
     Ok(Env { dev, ctx, g })
 }
 
-pub(super) fn pinned(e: &Env) -> CUmemAllocationProp {
+pub(crate) fn pinned(e: &Env) -> CUmemAllocationProp {
     props(e.dev, CUmemAllocationHandleType(0))
 }
 
-pub(super) fn reserved(size: usize) -> Result<CUdeviceptr, String> {
+pub(crate) fn reserved(size: usize) -> Result<CUdeviceptr, String> {
     let (rc, p) = reserve(size, 0, 0);
     ok("cuMemAddressReserve", rc)?;
     Ok(p)
 }
 
-pub(super) fn created(e: &Env, size: usize) -> Result<CUmemGenericAllocationHandle, String> {
+pub(crate) fn created(e: &Env, size: usize) -> Result<CUmemGenericAllocationHandle, String> {
     let (rc, h) = create(size, &pinned(e));
     ok("cuMemCreate", rc)?;
     Ok(h)
 }
 
 /// Reserve `size`, create `size`, map it and make it read-write on `dev`.
-pub(super) fn mapped_rw(
+pub(crate) fn mapped_rw(
     e: &Env,
     size: usize,
 ) -> Result<(CUdeviceptr, CUmemGenericAllocationHandle), String> {
@@ -65,7 +65,7 @@ pub(super) fn mapped_rw(
     Ok((p, h))
 }
 
-pub(super) fn cleanup(p: CUdeviceptr, size: usize, h: CUmemGenericAllocationHandle) {
+pub(crate) fn cleanup(p: CUdeviceptr, size: usize, h: CUmemGenericAllocationHandle) {
     unmap(p, size);
     release(h);
     address_free(p, size);

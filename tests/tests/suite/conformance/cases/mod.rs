@@ -1,0 +1,5 @@
+//! The conformance cases; see [`mapping`].
+
+mod mapping;
+
+pub use mapping::*;

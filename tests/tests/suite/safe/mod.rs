@@ -1,0 +1,3 @@
+//! The safe layer (`cuda-vmm`); see [`mapping`].
+
+mod mapping;
