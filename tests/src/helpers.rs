@@ -105,8 +105,8 @@ pub fn test_name(module_path: &str, name: &str) -> String {
 }
 
 /// The harness's name of the test function `$name` of the calling module, for filtering a
-/// child process to it: `test_name!(oom_child)` in `sim::faults` is
-/// `"sim::faults::oom_child"`. `$name` must name a function in scope, so a renamed or moved
+/// child process to it: `test_name!(oom_child)` in `sim::accounting` is
+/// `"sim::accounting::oom_child"`. `$name` must name a function in scope, so a renamed or moved
 /// test is a compile error rather than a filter that matches nothing.
 #[macro_export]
 macro_rules! test_name {
