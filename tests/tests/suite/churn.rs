@@ -11,8 +11,7 @@ use std::time::Duration;
 use cuda_vmm_alloc::{BufferConfig, GrowableBuffer, GrowthPolicy};
 use cuda_vmm_sim::model_create_cost;
 
-use crate::alloc::on_simulator;
-use crate::device;
+use crate::{device, on_simulator};
 use cuda_vmm_tests::helpers::TestResult;
 
 const MIB: usize = 1 << 20;

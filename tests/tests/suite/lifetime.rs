@@ -11,8 +11,8 @@
 use std::time::Instant;
 
 use cuda_vmm::{
-    AccessFlags, Allocation, AllocationProps, Backend, Cuda, Device, Reservation, ReserveOptions,
-    Stream, UnmapWait,
+    AccessFlags, Allocation, AllocationProps, Cuda, Device, Reservation, ReserveOptions, Stream,
+    UnmapWait,
 };
 use cuda_vmm_alloc::{GrowableBuffer, HoleBehavior, SparseArray, SparseConfig};
 use cuda_vmm_sys::{entry, CUcontext, CUresult};
@@ -22,17 +22,13 @@ use crate::ptx::SlowFill;
 const MIB: usize = 1 << 20;
 pub(crate) const CHILD_ENV: &str = "CUDA_VMM_LIFETIME_CHILD";
 
-use crate::{cuda, device};
+use crate::{cuda, device, on_simulator};
 use cuda_vmm_tests::helpers::{gran, pattern_cycle, run_child, TestResult};
 use cuda_vmm_tests::test_name;
 
 /// Every test here allocates a lot: hold device memory shared (see `DEVICE_MEMORY`).
 fn hold() -> std::sync::RwLockReadGuard<'static, ()> {
     crate::memory_shared()
-}
-
-fn on_simulator() -> cuda_vmm::Result<bool> {
-    Ok(cuda()?.backend() == Backend::Simulator)
 }
 
 /// The counts on a GPU; a quarter on the simulator, to keep CI short.

@@ -30,6 +30,11 @@ mod soundness_shared;
 mod spares;
 mod tracing_spans;
 
+/// Whether the suite runs on the simulator.
+pub fn on_simulator() -> cuda_vmm::Result<bool> {
+    Ok(cuda()?.backend() == cuda_vmm::Backend::Simulator)
+}
+
 /// Device 0 of the suite's [`cuda`].
 pub fn device() -> cuda_vmm::Result<cuda_vmm::Device> {
     cuda()?.device(0)

@@ -4,16 +4,12 @@
 //! per thread: they hit the caller's in-line commits and copies, not the worker's).
 
 use cuda_vmm::sys::CUresult;
-use cuda_vmm::{Backend, Device};
+use cuda_vmm::Device;
 use cuda_vmm_alloc::{BufferConfig, ChunkPool, GrowableBuffer, GrowthPolicy, PoolConfig};
 use cuda_vmm_sim::inject_fault;
 
-use crate::{cuda, device};
+use crate::{device, on_simulator};
 use cuda_vmm_tests::helpers::{gran, words_xored, TestResult};
-
-fn on_simulator() -> cuda_vmm::Result<bool> {
-    Ok(cuda()?.backend() == Backend::Simulator)
-}
 
 /// Proportional steps of whole granules: several growth steps in a few MiB.
 fn steps(g: usize) -> GrowthPolicy {

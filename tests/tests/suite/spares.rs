@@ -7,8 +7,8 @@ use cuda_vmm::Device;
 use cuda_vmm_alloc::{ChunkPool, Error, HoleBehavior, PoolConfig, SparseArray, SparseConfig};
 use cuda_vmm_sim::inject_fault;
 
-use crate::alloc::{counts, delta, fails, on_simulator, runs};
-use crate::device;
+use crate::alloc::{counts, delta, fails, runs};
+use crate::{device, on_simulator};
 use cuda_vmm_tests::helpers::{gran, raw_read, words_added, TestResult};
 
 /// The VMM entry points a commit can make.

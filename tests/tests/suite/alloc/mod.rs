@@ -8,7 +8,7 @@
 //! other modules allocate concurrently on the same device.
 
 use cuda_vmm::sys::{entry, CUresult};
-use cuda_vmm::{AllocationProps, Backend, Cuda, Device, HandleTypes};
+use cuda_vmm::{AllocationProps, Cuda, Device, HandleTypes};
 use cuda_vmm_alloc::{
     BufferConfig, ChunkPool, Error, GrowableBuffer, GrowthPolicy, HoleBehavior, PoolConfig,
     PoolStats, SparseArray, SparseConfig,
@@ -16,7 +16,7 @@ use cuda_vmm_alloc::{
 use cuda_vmm_sim::{call_count, inject_fault};
 
 /// The backend under test, printed once per run.
-use crate::{cuda, device};
+use crate::{cuda, device, on_simulator};
 use cuda_vmm_tests::helpers::{gran, raw_read, words_added, TestResult};
 
 mod buffer;
@@ -24,10 +24,6 @@ mod pool;
 mod sparse;
 
 pub(crate) use sparse::runs;
-
-pub(crate) fn on_simulator() -> cuda_vmm::Result<bool> {
-    Ok(cuda()?.backend() == Backend::Simulator)
-}
 
 /// The error of a call expected to fail.
 #[track_caller]
