@@ -88,4 +88,5 @@ pub fn describe(driver: &Driver, backend: Backend) -> String {
     )
 }
 
+pub mod helpers;
 pub mod ops;

@@ -332,32 +332,6 @@ pub fn check_error<E: std::fmt::Debug + PartialEq>(
     }
 }
 
-/// Reads device memory at a raw address with `cuMemcpyDtoH`, as a kernel would see it.
-pub fn raw_read(ptr: u64, len: usize) -> Result<Vec<u8>, String> {
-    let cuda = backend()?;
-    let f = entry!(cuda.sys().table(), cuMemcpyDtoH_v2).map_err(|e| e.to_string())?;
-    sim_device()?.make_current().map_err(|e| e.to_string())?;
-    let mut out = vec![0xA5u8; len];
-    // SAFETY: `out` is writable for `len` bytes; the simulator validates the device address.
-    let r = unsafe { f(out.as_mut_ptr().cast(), ptr, len) };
-    reset_context();
-    if r == CUresult::CUDA_SUCCESS {
-        Ok(out)
-    } else {
-        Err(format!(
-            "cuMemcpyDtoH of {ptr:#x} (+{len}) failed with {}",
-            r.0
-        ))
-    }
-}
-
-/// Deterministic, position-dependent bytes.
-pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[1] ^ seed)
-        .collect()
-}
-
 /// Checks that this thread's live counts are `want` once the structures are gone. The
 /// counts are the simulator's: on another backend (see [`on_backend`]) there is nothing to
 /// check here, and the caller compares the device's free memory instead.

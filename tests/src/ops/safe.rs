@@ -4,9 +4,10 @@
 
 use std::mem::discriminant;
 
+use crate::helpers::pattern_hashed;
 use cuda_vmm::{AccessFlags, Allocation, AllocationProps, Error, Mapping, Reservation};
 
-use super::{pattern, under_fault, Ledger, Step, Tally, COPY_PATH, FAULT, SHRINK_PATH};
+use super::{under_fault, Ledger, Step, Tally, COPY_PATH, FAULT, SHRINK_PATH};
 
 /// Granules in the reservation.
 pub const GRANULES: usize = 6;
@@ -293,7 +294,7 @@ impl SafeModel {
                 seed,
             } => {
                 let offset = usize::from(at) % GRANULES * g + usize::from(jitter);
-                let data = pattern(usize::from(len) * g / 16 + 5, seed);
+                let data = pattern_hashed(usize::from(len) * g / 16 + 5, seed);
                 let expected = self.copy_error(offset, data.len(), AccessFlags::ReadWrite);
                 let range = &self.range;
                 let (r, fired) = under_fault(step.fault, COPY_PATH, ledger, tally, || {

@@ -5,9 +5,10 @@ use std::ops::Range;
 use cuda_vmm_alloc::{ChunkPool, Error, HoleBehavior, SparseArray, SparseConfig};
 
 use super::{
-    check_error, pattern, raw_read, under_fault, Ledger, Step, Tally, COPY_PATH, GROW_PATH,
+    backend, check_error, reset_context, under_fault, Ledger, Step, Tally, COPY_PATH, GROW_PATH,
     SHRINK_PATH,
 };
+use crate::helpers::{pattern_hashed, raw_read};
 
 /// Tiles of a sparse array in these sequences; the last one is partly used.
 pub const TILES: usize = 6;
@@ -20,7 +21,7 @@ pub enum SparseOp {
     Commit(u16, u16),
     /// `decommit(start..end)`.
     Decommit(u16, u16),
-    /// `write(at, pattern(len, seed))`, `len` in 1/64 tiles.
+    /// `write(at, pattern_hashed(len, seed))`, `len` in 1/64 tiles.
     Write {
         /// Position.
         at: u16,
@@ -168,7 +169,7 @@ impl SparseModel {
             }
             SparseOp::Write { at, len: n, seed } => {
                 let at = self.pos(at);
-                let data = pattern(usize::from(n) * tile / 64, seed);
+                let data = pattern_hashed(usize::from(n) * tile / 64, seed);
                 let r = at..at + data.len();
                 if let Some(e) = self.out_of_range("write", &r).or_else(|| self.hole_in(&r)) {
                     expected = Err(e);
@@ -311,8 +312,10 @@ impl SparseModel {
                     return Err(format!("{what}: tile {t} differs from the model"));
                 }
             } else if kernel_view && a.hole_behavior() == HoleBehavior::Zeros {
-                let got = raw_read(a.ptr() + start as u64, 64)
-                    .map_err(|e| format!("{what}: hole {t} as a kernel reads it: {e}"))?;
+                // Read as a kernel would; the raw call leaves device 0 current: undone.
+                let got = backend().and_then(|cuda| raw_read(&cuda, a.ptr() + start as u64, 64));
+                reset_context();
+                let got = got.map_err(|e| format!("{what}: hole {t} as a kernel reads it: {e}"))?;
                 if got.iter().any(|&b| b != 0) {
                     return Err(format!("{what}: hole {t} does not read as zeros"));
                 }

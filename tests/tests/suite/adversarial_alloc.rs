@@ -11,8 +11,8 @@ use cuda_vmm_alloc::{
 use cuda_vmm_sim::inject_fault;
 use cuda_vmm_sys::CUresult;
 
-use crate::alloc::{gran, TestResult};
 use crate::cuda;
+use cuda_vmm_tests::helpers::{gran, TestResult};
 
 /// Devices 0 and 1 on the simulator, or `None` (with a line saying why) to skip.
 fn two_simulated_devices() -> cuda_vmm::Result<Option<(Device, Device)>> {

@@ -16,8 +16,8 @@ use cuda_vmm_alloc::{
 use cuda_vmm_sim::inject_fault;
 use cuda_vmm_sys::CUresult;
 
-use crate::alloc::{gran, TestResult};
 use crate::cuda;
+use cuda_vmm_tests::helpers::{gran, TestResult};
 
 /// A pool of `d`'s one-granule chunks with these limits.
 fn pool(d: &Device, max_chunks: usize, max_bytes: usize) -> cuda_vmm_alloc::Result<ChunkPool> {

@@ -11,7 +11,8 @@ use std::time::Duration;
 use cuda_vmm_alloc::{BufferConfig, GrowableBuffer, GrowthPolicy};
 use cuda_vmm_sim::model_create_cost;
 
-use crate::alloc::{device, on_simulator, TestResult};
+use crate::{device, on_simulator};
+use cuda_vmm_tests::helpers::TestResult;
 
 const MIB: usize = 1 << 20;
 

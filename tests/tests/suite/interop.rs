@@ -7,11 +7,10 @@ use std::sync::Arc;
 
 use cuda_vmm::{Backend, Cuda, CudarcView};
 use cuda_vmm_alloc::{GrowableBuffer, HoleBehavior, SparseArray, SparseConfig};
+use cuda_vmm_tests::helpers::TestResult;
 use cudarc::driver::{
     CudaContext, CudaStream, DevicePtr, DevicePtrMut, DeviceSlice, LaunchConfig, PushKernelArg,
 };
-
-type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 const MIB: usize = 1 << 20;
 

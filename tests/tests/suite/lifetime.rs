@@ -8,36 +8,27 @@
 //! Tests that poison a context on purpose run in a child process (this binary, filtered
 //! to an `#[ignore]`d `*_child` test).
 
-use std::process::Command;
 use std::time::Instant;
 
 use cuda_vmm::{
-    AccessFlags, Allocation, AllocationProps, Backend, Cuda, Device, Reservation, ReserveOptions,
-    Stream, UnmapWait,
+    AccessFlags, Allocation, AllocationProps, Cuda, Device, Reservation, ReserveOptions, Stream,
+    UnmapWait,
 };
 use cuda_vmm_alloc::{GrowableBuffer, HoleBehavior, SparseArray, SparseConfig};
 use cuda_vmm_sys::{entry, CUcontext, CUresult};
 
 use crate::ptx::SlowFill;
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
-
 const MIB: usize = 1 << 20;
 pub(crate) const CHILD_ENV: &str = "CUDA_VMM_LIFETIME_CHILD";
 
-use crate::cuda;
-
-fn device() -> cuda_vmm::Result<Device> {
-    cuda()?.device(0)
-}
+use crate::{cuda, device, on_simulator};
+use cuda_vmm_tests::helpers::{gran, pattern_cycle, run_child, TestResult};
+use cuda_vmm_tests::test_name;
 
 /// Every test here allocates a lot: hold device memory shared (see `DEVICE_MEMORY`).
 fn hold() -> std::sync::RwLockReadGuard<'static, ()> {
     crate::memory_shared()
-}
-
-fn on_simulator() -> cuda_vmm::Result<bool> {
-    Ok(cuda()?.backend() == Backend::Simulator)
 }
 
 /// The counts on a GPU; a quarter on the simulator, to keep CI short.
@@ -45,21 +36,11 @@ fn iterations(gpu: usize) -> cuda_vmm::Result<usize> {
     Ok(if on_simulator()? { gpu / 4 } else { gpu })
 }
 
-fn gran(device: &Device) -> cuda_vmm::Result<usize> {
-    device.min_granularity(&AllocationProps::device(device))
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| seed.wrapping_add((i % 251) as u8))
-        .collect()
-}
-
 /// The context is usable: a context-wide wait succeeds and a fresh buffer round-trips.
 fn assert_healthy(device: &Device) -> TestResult {
     device.synchronize()?;
     let mut b = GrowableBuffer::<u8>::with_max_capacity(device, 4 * MIB)?;
-    let data = pattern(MIB, 99);
+    let data = pattern_cycle(MIB, 99);
     b.extend_from_slice(&data)?;
     assert_eq!(b.to_vec()?, data);
     Ok(())
@@ -101,7 +82,7 @@ fn delay(
 fn growable_write_then_drop_in_a_loop() -> TestResult {
     let _memory = hold();
     let d = device()?;
-    let data = pattern(8 * MIB, 1);
+    let data = pattern_cycle(8 * MIB, 1);
     for _ in 0..iterations(200)? {
         let mut b = GrowableBuffer::<u8>::with_max_capacity(&d, 64 * MIB)?;
         b.extend_from_slice(&data)?;
@@ -113,7 +94,7 @@ fn growable_write_then_drop_in_a_loop() -> TestResult {
 fn growable_write_then_shrink_in_a_loop() -> TestResult {
     let _memory = hold();
     let d = device()?;
-    let data = pattern(8 * MIB, 2);
+    let data = pattern_cycle(8 * MIB, 2);
     let mut b = GrowableBuffer::<u8>::with_max_capacity(&d, 64 * MIB)?;
     for _ in 0..iterations(200)? {
         b.extend_from_slice(&data)?;
@@ -130,7 +111,7 @@ fn threads_write_then_drop() -> TestResult {
     let d = device()?;
     let n = iterations(100)?;
     on_eight_threads(&d, |d, t| {
-        let data = pattern(2 * MIB, t);
+        let data = pattern_cycle(2 * MIB, t);
         for i in 0..n {
             let mut b =
                 GrowableBuffer::<u8>::with_max_capacity(d, 64 * MIB).map_err(|e| e.to_string())?;
@@ -171,7 +152,7 @@ fn sparse_loop(d: &Device, seed: u8, n: usize, holes: HoleBehavior) -> Result<()
         ..SparseConfig::default()
     };
     let mut a = SparseArray::<u8>::new(d, 16 * g, config).map_err(|e| e.to_string())?;
-    let data = pattern(g, seed);
+    let data = pattern_cycle(g, seed);
     for i in 0..n {
         let t = (i * 7) % 16;
         let tile = t * g..(t + 1) * g;
@@ -205,7 +186,7 @@ fn threads_sparse_commit_write_decommit() -> TestResult {
 /// device work.
 fn spares_loop(d: &Device, seed: u8, n: usize) -> Result<(), String> {
     let g = gran(d).map_err(|e| e.to_string())?;
-    let data = pattern(g, seed);
+    let data = pattern_cycle(g, seed);
     let stream = Stream::new(d).map_err(|e| e.to_string())?;
     for i in 0..n {
         let holes = if i % 2 == 0 {
@@ -248,7 +229,7 @@ fn reservation_and_mapping_write_then_drop_in_a_loop() -> TestResult {
     let g = gran(&d)?;
     let size = 8 * MIB;
     let props = AllocationProps::device(&d);
-    let data = pattern(size, 5);
+    let data = pattern_cycle(size, 5);
     for _ in 0..iterations(200)? {
         let r = Reservation::new(&d, size.max(g), ReserveOptions::default())?;
         let a = Allocation::new(&d, size.max(g), &props)?;
@@ -265,7 +246,7 @@ fn async_writes_then_drop_in_a_loop() -> TestResult {
     let _memory = hold();
     let d = device()?;
     let stream = Stream::new(&d)?;
-    let data = pattern(8 * MIB, 6);
+    let data = pattern_cycle(8 * MIB, 6);
     for _ in 0..iterations(100)? {
         let mut b = GrowableBuffer::<u8>::with_max_capacity(&d, 64 * MIB)?;
         b.extend_from_slice_async(&stream, &data)?;
@@ -354,7 +335,11 @@ fn caller_synchronised_opt_out() -> TestResult {
 #[test]
 fn caller_opt_out_does_not_wait() -> TestResult {
     let _memory = hold();
-    let out = run_child("lifetime::caller_opt_out_does_not_wait_child")?;
+    let test = test_name!(caller_opt_out_does_not_wait_child);
+    let out = run_child(&test, |c| {
+        c.env(CHILD_ENV, &test);
+    })?
+    .stdout;
     assert!(out.contains("poisoned: "), "{out}");
     Ok(())
 }
@@ -395,11 +380,15 @@ fn raw_race_faults_and_safe_layer_does_not() -> TestResult {
         eprintln!("skipped: the raw race is only deterministic on the simulator");
         return Ok(());
     }
-    let out = run_child("lifetime::raw_race_child")?;
+    let test = test_name!(raw_race_child);
+    let out = run_child(&test, |c| {
+        c.env(CHILD_ENV, &test);
+    })?
+    .stdout;
     assert!(out.contains("raw race: CUDA_ERROR_LAUNCH_FAILED"), "{out}");
     // The same steps through the safe layer: clean, every time.
     let d = device()?;
-    let data = pattern(8 * MIB, 1);
+    let data = pattern_cycle(8 * MIB, 1);
     for _ in 0..10 {
         let mut b = GrowableBuffer::<u8>::with_max_capacity(&d, 64 * MIB)?;
         b.extend_from_slice(&data)?;
@@ -422,7 +411,7 @@ fn raw_race_child() -> TestResult {
     let a = Allocation::new(&d, 4 * g, &AllocationProps::device(&d))?;
     let m = r.map(0, &a, 0, 4 * g)?;
     m.set_access(&[(&d, AccessFlags::ReadWrite)])?;
-    let data = pattern(4 * g, 7);
+    let data = pattern_cycle(4 * g, 7);
     let (htod, unmap, sync) = (
         entry!(t, cuMemcpyHtoD_v2)?,
         entry!(t, cuMemUnmap)?,
@@ -528,10 +517,11 @@ fn current_context(cuda: &Cuda) -> Result<CUcontext, Box<dyn std::error::Error>>
 fn current_context_is_left_alone() -> TestResult {
     let _memory = hold();
     if on_simulator()? {
-        let out = run_child_with(
-            "lifetime::current_context_is_left_alone_child",
-            &[(cuda_vmm_sim::ENV_DEVICES, "2")],
-        )?;
+        let test = test_name!(current_context_is_left_alone_child);
+        let out = run_child(&test, |c| {
+            c.env(CHILD_ENV, &test).env(cuda_vmm_sim::ENV_DEVICES, "2");
+        })?
+        .stdout;
         assert!(out.contains("context left alone"), "{out}");
         return Ok(());
     }
@@ -560,9 +550,9 @@ fn context_left_alone_body() -> TestResult {
     assert_eq!(before, d1.raw_context());
     let stream = Stream::new(&d0)?;
     let mut b = GrowableBuffer::<u8>::with_max_capacity(&d0, 64 * MIB)?;
-    b.extend_from_slice(&pattern(3 * MIB, 1))?;
+    b.extend_from_slice(&pattern_cycle(3 * MIB, 1))?;
     assert_eq!(current_context(&cuda)?, before);
-    b.extend_from_slice_async(&stream, &pattern(MIB, 2))?;
+    b.extend_from_slice_async(&stream, &pattern_cycle(MIB, 2))?;
     b.resize(10 * MIB, 9)?;
     let _ = b.to_vec()?;
     b.truncate(MIB);
@@ -573,31 +563,4 @@ fn context_left_alone_body() -> TestResult {
     assert_eq!(current_context(&cuda)?, before);
     println!("context left alone");
     Ok(())
-}
-
-// ---- child processes -----------------------------------------------------------------------
-
-pub(crate) fn run_child(test: &str) -> Result<String, Box<dyn std::error::Error>> {
-    run_child_with(test, &[])
-}
-
-fn run_child_with(test: &str, env: &[(&str, &str)]) -> Result<String, Box<dyn std::error::Error>> {
-    let exe = std::env::current_exe()?;
-    let out = Command::new(exe)
-        .args([
-            test,
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, test)
-        .envs(env.iter().copied())
-        .output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() || !stdout.contains("test result: ok. 1 passed") {
-        return Err(format!("child {test} failed ({}):\n{stdout}\n{stderr}", out.status).into());
-    }
-    Ok(stdout)
 }

@@ -31,6 +31,27 @@ mod soundness_shared;
 mod spares;
 mod tracing_spans;
 
+/// Whether the suite runs on the simulator.
+pub fn on_simulator() -> cuda_vmm::Result<bool> {
+    Ok(cuda()?.backend() == cuda_vmm::Backend::Simulator)
+}
+
+/// Device 0 of the suite's [`cuda`].
+pub fn device() -> cuda_vmm::Result<cuda_vmm::Device> {
+    cuda()?.device(0)
+}
+
+/// Device 0 of the suite's [`cuda`], kept for the whole run so its primary context stays
+/// alive.
+pub fn pinned_device() -> cuda_vmm::Result<cuda_vmm::Device> {
+    static DEVICE: std::sync::OnceLock<cuda_vmm::Device> = std::sync::OnceLock::new();
+    if let Some(d) = DEVICE.get() {
+        return Ok(d.clone());
+    }
+    let d = cuda()?.device(0)?;
+    Ok(DEVICE.get_or_init(|| d).clone())
+}
+
 /// Device memory is shared by the whole process: the conformance suite, whose cases
 /// compare free memory exactly, holds this exclusively; tests that allocate gigabytes
 /// hold it shared.

@@ -6,7 +6,6 @@
 //! Each test runs on a real machine with two or more devices (it says "skipped" on one with
 //! fewer), and on the simulator in a child process configured with two devices.
 
-use std::process::Command;
 use std::time::Instant;
 
 use cuda_vmm::{
@@ -22,11 +21,10 @@ use cuda_vmm_sys::{entry, CUmemAllocationProp, CUresult};
 
 use crate::ptx::SlowFill;
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
-
 const CHILD_ENV: &str = "CUDA_VMM_MULTI_GPU_CHILD";
 
 use crate::cuda;
+use cuda_vmm_tests::helpers::{pattern_cycle, run_child, TestResult};
 
 /// Runs `body` on devices 0 and 1: in this process on a real driver (skipped with fewer
 /// than two devices or no peer access), in a two-device simulator child otherwise.
@@ -35,7 +33,10 @@ fn on_two_devices(child: &str, body: fn(&Device, &Device) -> TestResult) -> Test
     let is_child = std::env::var(CHILD_ENV).is_ok_and(|v| v == child);
     let cuda = cuda()?;
     if cuda.backend() == Backend::Simulator && !is_child {
-        let out = run_child(child)?;
+        let out = run_child(child, |c| {
+            c.env(CHILD_ENV, child).env(cuda_vmm_sim::ENV_DEVICES, "2");
+        })?
+        .stdout;
         assert!(out.contains("two devices: done"), "{out}");
         return Ok(());
     }
@@ -63,39 +64,18 @@ fn child_only(child: &str, body: fn(&Device, &Device) -> TestResult) -> TestResu
     on_two_devices(child, body)
 }
 
-fn run_child(test: &str) -> Result<String, Box<dyn std::error::Error>> {
-    let exe = std::env::current_exe()?;
-    let out = Command::new(exe)
-        .args([
-            test,
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, test)
-        .env(cuda_vmm_sim::ENV_DEVICES, "2")
-        .output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() || !stdout.contains("test result: ok. 1 passed") {
-        return Err(format!("child {test} failed ({}):\n{stdout}\n{stderr}", out.status).into());
-    }
-    Ok(stdout)
-}
-
 /// A test run on two devices, and its simulator child.
 macro_rules! two_device_test {
     ($name:ident, $child:ident, $body:ident) => {
         #[test]
         fn $name() -> TestResult {
-            on_two_devices(concat!("multi_gpu::", stringify!($child)), $body)
+            on_two_devices(&cuda_vmm_tests::test_name!($child), $body)
         }
 
         #[test]
         #[ignore = "child process of the two-device test of the same name"]
         fn $child() -> TestResult {
-            child_only(concat!("multi_gpu::", stringify!($child)), $body)
+            child_only(&cuda_vmm_tests::test_name!($child), $body)
         }
     };
 }
@@ -109,18 +89,12 @@ fn granularity(devices: &[&Device]) -> cuda_vmm::Result<usize> {
     Ok(g)
 }
 
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| seed.wrapping_add((i % 251) as u8))
-        .collect()
-}
-
 /// Both devices still grow, write and read a buffer: neither context was poisoned.
 fn both_healthy(d0: &Device, d1: &Device, g: usize) -> TestResult {
     for d in [d0, d1] {
         let mut check = GrowableBuffer::<u8>::with_max_capacity(d, 2 * g)?;
-        check.extend_from_slice(&pattern(g, 5))?;
-        assert_eq!(check.to_vec()?, pattern(g, 5));
+        check.extend_from_slice(&pattern_cycle(g, 5))?;
+        assert_eq!(check.to_vec()?, pattern_cycle(g, 5));
     }
     Ok(())
 }
@@ -187,7 +161,7 @@ fn striped_reservation_body(d0: &Device, d1: &Device) -> TestResult {
         assert_eq!(striped.access(at, d0)?, AccessFlags::ReadWrite);
         assert_eq!(striped.access(at, d1)?, AccessFlags::ReadWrite);
     }
-    let data = pattern(size, 17);
+    let data = pattern_cycle(size, 17);
     striped.write(0, &data)?;
     let mut back = vec![0; size];
     striped.read(0, &mut back)?;
@@ -209,7 +183,7 @@ fn striped_reservation_body(d0: &Device, d1: &Device) -> TestResult {
         "device 1 read every byte of the striped range"
     );
 
-    let other = pattern(size, 101);
+    let other = pattern_cycle(size, 101);
     local.write(0, &other)?;
     local.copy_to(0, &striped, 0, size, d1)?;
     striped.read(0, &mut back)?;
@@ -285,7 +259,7 @@ fn growable_round_robin_body(d0: &Device, d1: &Device) -> TestResult {
         ..Default::default()
     };
     let mut b = GrowableBuffer::<u8>::new(d0, config)?;
-    let data = pattern(6 * g, 3);
+    let data = pattern_cycle(6 * g, 3);
     b.extend_from_slice(&data)?;
     let homes: Vec<usize> = b
         .chunk_allocations()
@@ -305,7 +279,7 @@ fn growable_round_robin_body(d0: &Device, d1: &Device) -> TestResult {
     );
     assert_eq!(b.to_vec()?, data);
     // The next step continues the rotation.
-    b.extend_from_slice(&pattern(g, 9))?;
+    b.extend_from_slice(&pattern_cycle(g, 9))?;
     assert_eq!(
         b.chunk_allocations()
             .last()
@@ -316,7 +290,7 @@ fn growable_round_robin_body(d0: &Device, d1: &Device) -> TestResult {
     for round in 0..4u8 {
         b.truncate(g);
         b.shrink_to_fit()?;
-        b.extend_from_slice(&pattern(4 * g, round))?;
+        b.extend_from_slice(&pattern_cycle(4 * g, round))?;
     }
     drop(b);
     both_healthy(d0, d1, g)
@@ -393,7 +367,7 @@ fn chosen_device_body(d0: &Device, d1: &Device) -> TestResult {
 
     let pool = ChunkPool::new(d1, PoolConfig::default())?;
     let mut pooled = GrowableBuffer::<u8>::new(d0, on_d1(Some(pool.clone())))?;
-    pooled.extend_from_slice(&pattern(3 * g, 1))?;
+    pooled.extend_from_slice(&pattern_cycle(3 * g, 1))?;
     assert!(pooled
         .chunk_allocations()
         .all(|(_, a)| a.device().ordinal() == 1));
@@ -459,7 +433,7 @@ fn sparse_round_robin_body(d0: &Device, d1: &Device) -> TestResult {
                 "tile {tile} ({holes:?})"
             );
         }
-        let data = pattern(4 * g, 11);
+        let data = pattern_cycle(4 * g, 11);
         s.write(2 * g, &data)?;
         let mut back = vec![0; 4 * g];
         s.read(2 * g..6 * g, &mut back)?;
@@ -518,7 +492,7 @@ fn spares_body(d0: &Device, d1: &Device) -> TestResult {
             let at = s.ptr() + (tile * g) as u64;
             assert_eq!(access_at(cuda, at, d1)?, rw, "tile {tile} ({holes:?})");
         }
-        let data = pattern(5 * g, 7);
+        let data = pattern_cycle(5 * g, 7);
         s.write(0, &data)?;
         let mut back = vec![0; 5 * g];
         s.read(0..5 * g, &mut back)?;
@@ -582,7 +556,7 @@ fn prefetch_body(d0: &Device, d1: &Device) -> TestResult {
     };
     let mut b = GrowableBuffer::<u8>::new(d0, striped)?;
     for k in 0..6 {
-        b.extend_from_slice(&pattern(g, k))?;
+        b.extend_from_slice(&pattern_cycle(g, k))?;
     }
     assert_eq!(b.blocked_stats().prefetched, 6);
     let homes: Vec<usize> = b
@@ -599,13 +573,13 @@ fn prefetch_body(d0: &Device, d1: &Device) -> TestResult {
         ..Default::default()
     };
     let mut b = GrowableBuffer::<u8>::new(d0, owner)?;
-    b.extend_from_slice(&pattern(g, 1))?;
+    b.extend_from_slice(&pattern_cycle(g, 1))?;
     // Two steps are queued without d1's access: the grant gives them back.
     b.grant_access(std::slice::from_ref(d1))?;
     assert!(b.prefetch());
     // Steps asked for after the grant (taken by both appends) carry d1's access too.
-    b.extend_from_slice(&pattern(3 * g, 2))?;
-    b.extend_from_slice(&pattern(2 * g, 3))?;
+    b.extend_from_slice(&pattern_cycle(3 * g, 2))?;
+    b.extend_from_slice(&pattern_cycle(2 * g, 3))?;
     let rw = cuda_vmm_sys::CUmemAccess_flags::CU_MEM_ACCESS_FLAGS_PROT_READWRITE.0 as u64;
     for k in 0..6 {
         let addr = b.ptr() + (k * g) as u64;

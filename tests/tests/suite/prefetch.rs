@@ -4,31 +4,12 @@
 //! per thread: they hit the caller's in-line commits and copies, not the worker's).
 
 use cuda_vmm::sys::CUresult;
-use cuda_vmm::{AllocationProps, Backend, Device};
+use cuda_vmm::Device;
 use cuda_vmm_alloc::{BufferConfig, ChunkPool, GrowableBuffer, GrowthPolicy, PoolConfig};
 use cuda_vmm_sim::inject_fault;
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-use crate::cuda;
-
-fn device() -> cuda_vmm::Result<Device> {
-    cuda()?.device(0)
-}
-
-fn on_simulator() -> cuda_vmm::Result<bool> {
-    Ok(cuda()?.backend() == Backend::Simulator)
-}
-
-fn gran(device: &Device) -> cuda_vmm::Result<usize> {
-    device.min_granularity(&AllocationProps::device(device))
-}
-
-fn pattern(start: usize, n: usize, seed: u32) -> Vec<u32> {
-    (start..start + n)
-        .map(|i| (i as u32).wrapping_mul(2_654_435_761) ^ seed)
-        .collect()
-}
+use crate::{device, on_simulator};
+use cuda_vmm_tests::helpers::{gran, words_xored, TestResult};
 
 /// Proportional steps of whole granules: several growth steps in a few MiB.
 fn steps(g: usize) -> GrowthPolicy {
@@ -63,7 +44,7 @@ fn prefetched_growth_commits_what_inline_growth_does() -> TestResult {
     let mut host = Vec::new();
     // Appends of a third of a granule: many calls per step.
     for i in 0..60 {
-        let data = pattern(host.len(), g / 12, i);
+        let data = words_xored(host.len()..host.len() + g / 12, i);
         inline.extend_from_slice(&data)?;
         ahead.extend_from_slice(&data)?;
         host.extend_from_slice(&data);
@@ -131,7 +112,7 @@ fn dropping_with_a_step_in_flight_leaks_nothing() -> TestResult {
     let g = gran(&d)?;
     let free_before = d.memory_info()?.free;
     let mut buf = buffer(&d, g, GrowthPolicy::fixed(4 * g), true);
-    buf.extend_from_slice(&pattern(0, g, 1))?;
+    buf.extend_from_slice(&words_xored(0..g, 1))?;
     // The next step is requested now and may still be in flight.
     drop(buf);
     assert_eq!(
@@ -152,12 +133,12 @@ fn prefetched_growth_is_transactional_under_faults() -> TestResult {
     let d = device()?;
     let g = gran(&d)?;
     let mut buf = buffer(&d, g, GrowthPolicy::fixed(g), true);
-    let host = pattern(0, g / 4 + 3, 1);
+    let host = words_xored(0..g / 4 + 3, 1);
     buf.extend_from_slice(&host)?;
     let (committed, chunks) = (buf.committed_bytes(), buf.stats().chunks);
     // Two one-granule steps are prefetched; this append needs three granules: two adopted,
     // one in line. The copy or an in-line call fails: the adopted steps go back too.
-    let extra = pattern(host.len(), 3 * g / 4, 2);
+    let extra = words_xored(host.len()..host.len() + 3 * g / 4, 2);
     let faults = [
         ("cuMemcpyHtoDAsync", 1, CUresult::CUDA_ERROR_INVALID_VALUE),
         ("cuMemCreate", 1, CUresult::CUDA_ERROR_OUT_OF_MEMORY),
@@ -186,7 +167,7 @@ fn prefetched_growth_is_transactional_under_faults() -> TestResult {
     }
     // An append that takes one of the two queued steps fails in its copy: the other step
     // now lies past the growth edge, and the next growth gives it back and commits in line.
-    let one_step = pattern(host.len(), g / 4 - 2, 3);
+    let one_step = words_xored(host.len()..host.len() + g / 4 - 2, 3);
     let guard = inject_fault("cuMemcpyHtoDAsync", 1, CUresult::CUDA_ERROR_INVALID_VALUE);
     let err = buf
         .extend_from_slice(&one_step)
@@ -230,7 +211,7 @@ fn pooled_prefetch_hands_every_chunk_back() -> TestResult {
     let mut buf = GrowableBuffer::<u8>::new(&d, config)?;
     let mut host = Vec::new();
     for k in 0..10u32 {
-        let data: Vec<u8> = pattern(host.len(), g / 8, k)
+        let data: Vec<u8> = words_xored(host.len()..host.len() + g / 8, k)
             .iter()
             .flat_map(|w| w.to_le_bytes())
             .collect();

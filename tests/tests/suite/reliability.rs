@@ -14,8 +14,10 @@
 
 use std::sync::OnceLock;
 
-use cuda_vmm::sys::{entry, CUresult};
-use cuda_vmm::{AllocationProps, Cuda, Device};
+pub(crate) use cuda_vmm_tests::helpers::{gran, pattern_hashed, raw_read, TestResult};
+
+use cuda_vmm::sys::CUresult;
+use cuda_vmm::{Cuda, Device};
 
 mod bad_input;
 mod concurrency;
@@ -24,8 +26,6 @@ mod harness;
 pub(crate) mod props;
 mod sweeps;
 mod zero_holes;
-
-type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 /// The simulator, for every test of this module.
 fn cuda() -> cuda_vmm::Result<Cuda> {
@@ -41,37 +41,5 @@ fn device() -> cuda_vmm::Result<Device> {
     cuda()?.device(0)
 }
 
-/// Minimum granularity of plain device memory.
-fn gran(device: &Device) -> cuda_vmm::Result<usize> {
-    device.min_granularity(&AllocationProps::device(device))
-}
-
 /// The error an injected fault makes the driver answer.
 const FAULT: CUresult = CUresult::CUDA_ERROR_UNKNOWN;
-
-/// Reads device memory at a raw address with `cuMemcpyDtoH`, as a kernel would see it.
-fn raw_read(ptr: u64, len: usize) -> Result<Vec<u8>, String> {
-    let cuda = cuda().map_err(|e| e.to_string())?;
-    let f = entry!(cuda.sys().table(), cuMemcpyDtoH_v2).map_err(|e| e.to_string())?;
-    cuda.device(0)
-        .and_then(|d| d.make_current())
-        .map_err(|e| e.to_string())?;
-    let mut out = vec![0xA5u8; len];
-    // SAFETY: `out` is writable for `len` bytes; the simulator validates the device address.
-    let r = unsafe { f(out.as_mut_ptr().cast(), ptr, len) };
-    if r == CUresult::CUDA_SUCCESS {
-        Ok(out)
-    } else {
-        Err(format!(
-            "cuMemcpyDtoH of {ptr:#x} (+{len}) failed with {}",
-            r.0
-        ))
-    }
-}
-
-/// Deterministic, position-dependent bytes.
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[1] ^ seed)
-        .collect()
-}

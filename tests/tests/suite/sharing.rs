@@ -11,20 +11,22 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use cuda_vmm::{
     receive_allocations, receive_exported, send_allocations, send_exported, AccessFlags,
-    Allocation, AllocationProps, Cuda, Device, Error, ExportedAllocation, GranularityKind,
-    HandleTypes, Mapping, Reservation, ReserveOptions, Stream,
+    Allocation, AllocationProps, Cuda, Device, Error, ExportedAllocation, HandleTypes, Mapping,
+    Reservation, ReserveOptions, Stream,
 };
 use cuda_vmm_alloc::{
     BufferConfig, GrowableBuffer, GrowthPolicy, SharedBufferConsumer, SharedBufferProducer,
 };
-
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+use cuda_vmm_tests::helpers::{
+    child_command, min_granularity, pattern_blocks, run_child, TestResult,
+};
+use cuda_vmm_tests::test_name;
 
 const ROLE_ENV: &str = "CUDA_VMM_SHARING_ROLE";
 const SOCKET_ENV: &str = "CUDA_VMM_SHARING_SOCKET";
@@ -42,16 +44,6 @@ fn device() -> cuda_vmm::Result<Device> {
 
 fn exportable(d: &Device) -> AllocationProps {
     AllocationProps::device(d).handle_types(HandleTypes::POSIX_FD)
-}
-
-fn gran(d: &Device) -> cuda_vmm::Result<usize> {
-    d.granularity(&exportable(d), GranularityKind::Minimum)
-}
-
-fn pattern(n: usize, seed: u8) -> Vec<u8> {
-    (0..n)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 12) as u8)
-        .collect()
 }
 
 /// Element `i` of the shared buffer's contents.
@@ -74,6 +66,10 @@ fn map_all(
     }
     r.set_access(0, total, &[(d, AccessFlags::ReadWrite)])?;
     Ok((r, mappings))
+}
+
+fn gran(d: &Device) -> cuda_vmm::Result<usize> {
+    min_granularity(d, &exportable(d))
 }
 
 fn open_fds() -> std::io::Result<usize> {
@@ -108,14 +104,7 @@ impl Rendezvous {
         test: &str,
         role: &str,
     ) -> Result<(Child, UnixStream), Box<dyn std::error::Error>> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .args([
-                test,
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+        let mut child = child_command(test)?
             .env(ROLE_ENV, role)
             .env(SOCKET_ENV, self.dir.join("socket"))
             .stdout(Stdio::piped())
@@ -189,7 +178,7 @@ fn bytes_written_in_each_process_are_seen_in_the_other() -> TestResult {
     let d = device()?;
     let g = gran(&d)?;
     let rendezvous = Rendezvous::new()?;
-    let (child, stream) = rendezvous.spawn("sharing::peer_child", "importer")?;
+    let (child, stream) = rendezvous.spawn(&test_name!(peer_child), "importer")?;
     // Export two allocations (g and 2g) holding pattern 1.
     let props = exportable(&d);
     let ours = vec![
@@ -197,7 +186,7 @@ fn bytes_written_in_each_process_are_seen_in_the_other() -> TestResult {
         Allocation::new(&d, 2 * g, &props)?,
     ];
     let (r, _mappings) = map_all(&d, &ours)?;
-    r.write(0, &pattern(3 * g, 1))?;
+    r.write(0, &pattern_blocks(3 * g, 1, 31, 12))?;
     send_allocations(&stream, &ours.iter().collect::<Vec<_>>())?;
     // The peer checks pattern 1, writes pattern 2 at g - 4096, and sends back its own
     // allocation holding pattern 3.
@@ -205,7 +194,7 @@ fn bytes_written_in_each_process_are_seen_in_the_other() -> TestResult {
     let mut back = vec![0u8; 2 * g];
     r.read(g - 4096, &mut back)?;
     assert!(
-        back == pattern(2 * g, 2),
+        back == pattern_blocks(2 * g, 2, 31, 12),
         "the peer's writes are not seen here"
     );
     let theirs = receive_allocations(&stream, &d)?;
@@ -215,7 +204,7 @@ fn bytes_written_in_each_process_are_seen_in_the_other() -> TestResult {
     let mut out = vec![0u8; g];
     r2.read(0, &mut out)?;
     assert!(
-        out == pattern(g, 3),
+        out == pattern_blocks(g, 3, 31, 12),
         "the peer's allocation does not hold its bytes"
     );
     ack(&stream)?;
@@ -240,15 +229,15 @@ fn peer_child() -> TestResult {
             let mut seen = vec![0u8; 3 * g];
             r.read(0, &mut seen)?;
             assert!(
-                seen == pattern(3 * g, 1),
+                seen == pattern_blocks(3 * g, 1, 31, 12),
                 "the exporter's bytes are not seen here"
             );
             // Across both allocations; synchronous: complete before the ack.
-            r.write(g - 4096, &pattern(2 * g, 2))?;
+            r.write(g - 4096, &pattern_blocks(2 * g, 2, 31, 12))?;
             ack(&stream)?;
             let mine = Allocation::new(&d, g, &exportable(&d))?;
             let (r2, _m2) = map_all(&d, std::slice::from_ref(&mine))?;
-            r2.write(0, &pattern(g, 3))?;
+            r2.write(0, &pattern_blocks(g, 3, 31, 12))?;
             send_allocations(&stream, &[&mine])?;
             wait_ack(&stream)?;
         }
@@ -257,7 +246,7 @@ fn peer_child() -> TestResult {
                 .map(|_| Allocation::new(&d, g, &exportable(&d)))
                 .collect::<cuda_vmm::Result<_>>()?;
             let (r, _m) = map_all(&d, &ours)?;
-            r.write(0, &pattern(3 * g, 4))?;
+            r.write(0, &pattern_blocks(3 * g, 4, 31, 12))?;
             send_allocations(&stream, &ours.iter().collect::<Vec<_>>())?;
             // Exit at once: the descriptors are in flight, the memory must survive.
         }
@@ -302,7 +291,7 @@ fn shared_growable_buffer_grows_three_times_and_the_consumer_sees_every_byte() -
     let d = device()?;
     let g = gran(&d)?;
     let rendezvous = Rendezvous::new()?;
-    let (child, stream) = rendezvous.spawn("sharing::peer_child", "buffer_consumer")?;
+    let (child, stream) = rendezvous.spawn(&test_name!(peer_child), "buffer_consumer")?;
     let mut buffer: GrowableBuffer<u32> = GrowableBuffer::new(
         &d,
         BufferConfig {
@@ -367,25 +356,11 @@ fn early_exit_of_either_side_leaks_nothing() -> TestResult {
         "survive_importer_exit",
         "malformed",
     ] {
-        let out = Command::new(std::env::current_exe()?)
-            .args([
-                "sharing::survivor_child",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(ROLE_ENV, role)
-            .output()?;
-        let text = format!(
-            "{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.status.success() && text.contains("test result: ok. 1 passed"),
-            "{role}:\n{text}"
-        );
+        let out = run_child(&test_name!(survivor_child), |c| {
+            c.env(ROLE_ENV, role);
+        })
+        .unwrap_or_else(|e| panic!("{role}:\n{e}"));
+        let text = format!("{}\n{}", out.stdout, out.stderr);
         eprintln!(
             "{role}: {}",
             text.lines()
@@ -412,18 +387,19 @@ fn survivor_child() -> TestResult {
         "survive_exporter_exit" => {
             let rendezvous = Rendezvous::new()?;
             let (child, stream) =
-                rendezvous.spawn("sharing::peer_child", "exporter_exits_early")?;
+                rendezvous.spawn(&test_name!(peer_child), "exporter_exits_early")?;
             finish(child)?; // gone before anything is received
             let allocations = receive_allocations(&stream, &d)?;
             let (r, mappings) = map_all(&d, &allocations)?;
             let mut seen = vec![0u8; 3 * g];
             r.read(0, &mut seen)?;
             assert!(
-                seen == pattern(3 * g, 4),
+                seen == pattern_blocks(3 * g, 4, 31, 12),
                 "memory of an exited exporter lost its bytes"
             );
             drop((mappings, r, allocations));
-            let (child, stream2) = rendezvous.spawn("sharing::peer_child", "exporter_truncates")?;
+            let (child, stream2) =
+                rendezvous.spawn(&test_name!(peer_child), "exporter_truncates")?;
             finish(child)?;
             let err = receive_allocations(&stream2, &d)
                 .err()
@@ -434,7 +410,7 @@ fn survivor_child() -> TestResult {
         "survive_importer_exit" => {
             let rendezvous = Rendezvous::new()?;
             let (child, stream) =
-                rendezvous.spawn("sharing::peer_child", "importer_exits_early")?;
+                rendezvous.spawn(&test_name!(peer_child), "importer_exits_early")?;
             finish(child)?;
             let ours: Vec<Allocation> = (0..3)
                 .map(|_| Allocation::new(&d, g, &exportable(&d)))

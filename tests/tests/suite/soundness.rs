@@ -8,8 +8,7 @@ use cuda_vmm::{
 use cuda_vmm_sys::CUresult;
 
 use crate::cuda;
-
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+use cuda_vmm_tests::helpers::TestResult;
 
 /// Class 4: `unmap_batch` given a mapping of another reservation returned
 /// `InvalidArgument` and unmapped every mapping anyway (dropped on the early return).

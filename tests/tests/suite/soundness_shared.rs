@@ -21,8 +21,7 @@ use rustix::net::{
 };
 
 use crate::cuda;
-
-pub(crate) type TestResult = Result<(), Box<dyn std::error::Error>>;
+pub(crate) use cuda_vmm_tests::helpers::TestResult;
 
 pub(crate) fn exportable(d: &Device) -> AllocationProps {
     AllocationProps::device(d).handle_types(HandleTypes::POSIX_FD)

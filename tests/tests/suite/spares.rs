@@ -7,9 +7,9 @@ use cuda_vmm::Device;
 use cuda_vmm_alloc::{ChunkPool, Error, HoleBehavior, PoolConfig, SparseArray, SparseConfig};
 use cuda_vmm_sim::inject_fault;
 
-use crate::alloc::{
-    counts, delta, device, fails, gran, on_simulator, pattern, raw_read, runs, TestResult,
-};
+use crate::alloc::{counts, delta, fails, runs};
+use crate::{device, on_simulator};
+use cuda_vmm_tests::helpers::{gran, raw_read, words_added, TestResult};
 
 /// The VMM entry points a commit can make.
 const CALLS: [&str; 5] = [
@@ -43,7 +43,7 @@ fn array(
     )
 }
 
-/// A pool of one-granule chunks holding 4 chunks full of `pattern(.., seed)`.
+/// A pool of one-granule chunks holding 4 chunks full of `words_added(.., seed)`.
 fn dirty_pool(d: &Device, seed: u32) -> cuda_vmm_alloc::Result<ChunkPool> {
     let per = gran(d)? / 4;
     let pool = ChunkPool::new(
@@ -55,7 +55,7 @@ fn dirty_pool(d: &Device, seed: u32) -> cuda_vmm_alloc::Result<ChunkPool> {
     )?;
     let mut dirty = array(d, 4, HoleBehavior::Error, 0, Some(pool.clone()), false)?;
     dirty.commit(0..4 * per)?;
-    dirty.write(0, &pattern(0..4 * per, seed))?;
+    dirty.write(0, &words_added(0..4 * per, seed))?;
     dirty.decommit(0..4 * per)?;
     assert_eq!(pool.stats().chunks_held, 4);
     Ok(pool)
@@ -99,7 +99,7 @@ fn spares_are_committed_ahead_of_a_growing_run_and_taken_without_driver_calls() 
     let mut zeros = vec![1u32; 3 * per];
     a.read(per..4 * per, &mut zeros)?;
     assert_eq!(zeros, vec![0u32; 3 * per]);
-    let data = pattern(per..4 * per, 3);
+    let data = words_added(per..4 * per, 3);
     a.write(per, &data)?;
     // Tile 4 extends the run again: 4..8, spares 5..8.
     a.commit(4 * per..4 * per + 1)?;

@@ -11,14 +11,14 @@ use std::sync::{Arc, Mutex};
 
 use cuda_vmm::{AccessFlags, Allocation, AllocationProps, Cuda, GranularityKind, Reservation};
 use cuda_vmm_alloc::{ChunkPool, PoolConfig, SparseArray, SparseConfig};
+use cuda_vmm_tests::helpers::{run_child, TestResult};
+use cuda_vmm_tests::test_name;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::Subscriber;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
-
-type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 /// A span as recorded: its name and every field's value, as text.
 type Recorded = (String, BTreeMap<String, String>);
@@ -93,9 +93,10 @@ fn hex(v: u64) -> String {
 #[test]
 fn safe_layer_calls_are_spans_with_address_size_and_handle() -> TestResult {
     let _memory = crate::memory_shared();
-    crate::lifetime::run_child(
-        "tracing_spans::safe_layer_calls_are_spans_with_address_size_and_handle_child",
-    )?;
+    let test = test_name!(safe_layer_calls_are_spans_with_address_size_and_handle_child);
+    run_child(&test, |c| {
+        c.env(crate::lifetime::CHILD_ENV, &test);
+    })?;
     Ok(())
 }
 
@@ -168,9 +169,10 @@ fn safe_layer_calls_are_spans_with_address_size_and_handle_child() -> TestResult
 #[test]
 fn pool_commits_and_decommits_are_spans_with_hits_and_misses() -> TestResult {
     let _memory = crate::memory_shared();
-    crate::lifetime::run_child(
-        "tracing_spans::pool_commits_and_decommits_are_spans_with_hits_and_misses_child",
-    )?;
+    let test = test_name!(pool_commits_and_decommits_are_spans_with_hits_and_misses_child);
+    run_child(&test, |c| {
+        c.env(crate::lifetime::CHILD_ENV, &test);
+    })?;
     Ok(())
 }
 

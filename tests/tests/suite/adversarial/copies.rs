@@ -9,7 +9,7 @@ use cuda_vmm_sim::inject_fault;
 use cuda_vmm_sys::CUresult;
 
 use super::{
-    calls_made, is_injected, is_injected_alloc, mapped, pattern, queries_not_ready,
+    calls_made, is_injected, is_injected_alloc, mapped, pattern_blocks, queries_not_ready,
     simulator_or_skip, TestResult, MIB,
 };
 
@@ -40,7 +40,7 @@ fn a_failed_read_never_writes_the_callers_buffer_later() -> TestResult {
     let _memory = crate::memory_shared();
     let device = crate::cuda()?.device(0)?;
     let (r, _m) = mapped(&device, 9 * MIB)?;
-    let data = pattern(9 * MIB, 7);
+    let data = pattern_blocks(9 * MIB, 7, 37, 13);
     r.write(0, &data)?;
     for &len in SIZES {
         let mut out = vec![0u8; len];
@@ -89,9 +89,9 @@ fn a_failed_write_lands_old_or_new_bytes_only() -> TestResult {
     let _memory = crate::memory_shared();
     let device = crate::cuda()?.device(0)?;
     let (r, _m) = mapped(&device, 9 * MIB)?;
-    let old = pattern(9 * MIB, 11);
+    let old = pattern_blocks(9 * MIB, 11, 37, 13);
     for &len in SIZES {
-        let new = pattern(len, 12);
+        let new = pattern_blocks(len, 12, 37, 13);
         r.write(0, &old)?;
         let calls = calls_made(|| r.write(0, &new).unwrap());
         let mut seen = vec![0u8; len];
@@ -132,9 +132,9 @@ fn rewriting_the_source_after_write_async_changes_nothing_that_lands() -> TestRe
     let device = crate::cuda()?.device(0)?;
     let stream = Stream::new(&device)?;
     let (r, _m) = mapped(&device, 9 * MIB)?;
-    let old = pattern(9 * MIB, 21);
+    let old = pattern_blocks(9 * MIB, 21, 37, 13);
     for &len in SIZES {
-        let new = pattern(len, 22);
+        let new = pattern_blocks(len, 22, 37, 13);
         r.write(0, &old)?;
         let calls = calls_made(|| r.write_async(&stream, 0, &new).unwrap());
         stream.synchronize()?;
@@ -176,7 +176,7 @@ fn growable_buffer_copies_fail_cleanly_at_the_wait() -> TestResult {
     let device = crate::cuda()?.device(0)?;
     let stream = Stream::new(&device)?;
     let mut b = GrowableBuffer::<u8>::with_max_capacity(&device, 32 * MIB)?;
-    let data = pattern(9 * MIB, 31);
+    let data = pattern_blocks(9 * MIB, 31, 37, 13);
     b.extend_from_slice(&data)?;
     let fail_wait = |n| inject_fault("cuEventSynchronize", n, CUresult::CUDA_ERROR_UNKNOWN);
     {
@@ -201,7 +201,7 @@ fn growable_buffer_copies_fail_cleanly_at_the_wait() -> TestResult {
         out.iter().all(|&x| x == SENTINEL),
         "read wrote after its error"
     );
-    let more = pattern(STAGE_BYTES + 1, 32);
+    let more = pattern_blocks(STAGE_BYTES + 1, 32, 37, 13);
     {
         let _running = queries_not_ready(64);
         let _f = inject_fault("cuStreamSynchronize", 1, CUresult::CUDA_ERROR_UNKNOWN);
@@ -318,7 +318,8 @@ fn eight_threads_copying_through_the_staging_get_their_bytes() -> TestResult {
                     let stream = Stream::new(&device)?;
                     for round in 0..3u8 {
                         let len = sizes[(t as usize + round as usize) % sizes.len()];
-                        let data = pattern(len, t.wrapping_mul(16).wrapping_add(round));
+                        let data =
+                            pattern_blocks(len, t.wrapping_mul(16).wrapping_add(round), 37, 13);
                         if (t + round) % 2 == 0 {
                             r.write(0, &data)?;
                         } else {
@@ -358,7 +359,7 @@ fn sparse_array_copies_under_faults() -> TestResult {
     // SAFETY: only this crate's copies touch the memory.
     unsafe { a.set_unmap_wait(UnmapWait::RecordedUse) };
     a.commit(0..10 * MIB)?;
-    let data = pattern(9 * MIB, 61);
+    let data = pattern_blocks(9 * MIB, 61, 37, 13);
     a.write(0, &data)?;
     let mut out = vec![0u8; 9 * MIB];
     for nth in 1..=3 {
@@ -380,7 +381,7 @@ fn sparse_array_copies_under_faults() -> TestResult {
         let _running = queries_not_ready(64);
         let _f = inject_fault("cuMemcpyHtoDAsync_v2", 2, CUresult::CUDA_ERROR_UNKNOWN);
         let e = a
-            .write_async(&stream, 0, &pattern(9 * MIB, 62))
+            .write_async(&stream, 0, &pattern_blocks(9 * MIB, 62, 37, 13))
             .expect_err("the injected second-chunk failure");
         assert!(is_injected_alloc(&e, "cuMemcpyHtoDAsync_v2"), "{e:?}");
     }
@@ -412,7 +413,7 @@ fn async_writes_past_the_buffer_cap_land_their_own_bytes() -> TestResult {
             Vec::new()
         };
         for i in 0..chunks {
-            let mut src = pattern(STAGE_BYTES, i as u8);
+            let mut src = pattern_blocks(STAGE_BYTES, i as u8, 37, 13);
             expected.extend_from_slice(&src);
             r.write_async(&stream, i * STAGE_BYTES, &src)?;
             src.fill(SENTINEL);

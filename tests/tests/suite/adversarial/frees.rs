@@ -5,7 +5,7 @@ use cuda_vmm::{Error, LinearAllocation};
 use cuda_vmm_sim::inject_fault;
 use cuda_vmm_sys::CUresult;
 
-use super::{pattern, simulator_or_skip, TestResult, MIB};
+use super::{pattern_blocks, simulator_or_skip, TestResult, MIB};
 
 /// Class 8: a wait that fails twice in a row hands the allocation back twice, intact
 /// (its bytes still readable), and the allocation dropped afterwards is freed: free
@@ -19,7 +19,7 @@ fn linear_free_failing_twice_hands_back_an_intact_allocation() -> TestResult {
     let device = crate::cuda()?.device(0)?;
     let before = device.memory_info()?.free;
     let linear = LinearAllocation::new(&device, MIB)?;
-    let data = pattern(MIB, 71);
+    let data = pattern_blocks(MIB, 71, 37, 13);
     linear.write(0, &data)?;
     let frees_before = cuda_vmm_sim::call_count("cuMemFree_v2");
     let mut linear = Some(linear);

@@ -8,12 +8,12 @@ use cuda_vmm::{
     Reservation, ReserveOptions,
 };
 
+pub(crate) use cuda_vmm_tests::helpers::{pattern_blocks, TestResult};
+
 mod copies;
 mod frees;
 mod refusals;
 mod streams;
-
-pub(crate) type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 pub(crate) const MIB: usize = 1 << 20;
 
@@ -37,13 +37,6 @@ pub(crate) fn mapped(device: &Device, bytes: usize) -> cuda_vmm::Result<(Reserva
     let m = r.map(0, &Allocation::new(device, size, &props)?, 0, size)?;
     r.set_access(0, size, &[(device, AccessFlags::ReadWrite)])?;
     Ok((r, m))
-}
-
-/// Deterministic bytes, different for each `seed`.
-pub(crate) fn pattern(n: usize, seed: u8) -> Vec<u8> {
-    (0..n)
-        .map(|i| (i as u8).wrapping_mul(37).wrapping_add(seed) ^ (i >> 13) as u8)
-        .collect()
 }
 
 /// The driver entry points a host copy may call (counted with

@@ -8,7 +8,7 @@ use cuda_vmm::{
 };
 use cuda_vmm_alloc::{ChunkPool, GrowableBuffer, PoolConfig, SparseArray, SparseConfig};
 
-use super::{pattern, TestResult, MIB};
+use super::{pattern_blocks, TestResult, MIB};
 
 type AllocError = cuda_vmm_alloc::Error;
 
@@ -26,7 +26,7 @@ fn bad_maps_are_refused_and_change_nothing() -> TestResult {
     let a = Allocation::new(&device, g, &props)?;
     let _m = r.map(0, &a, 0, g)?;
     r.set_access(0, g, &[(&device, AccessFlags::ReadWrite)])?;
-    let data = pattern(g, 41);
+    let data = pattern_blocks(g, 41, 37, 13);
     r.write(0, &data)?;
     let b = Allocation::new(&device, g, &props)?;
     let top = usize::MAX - (g - 1); // a granularity multiple whose end overflows
@@ -177,7 +177,7 @@ fn sparse_array_refusals_change_nothing() -> TestResult {
     let mut a = SparseArray::<u8>::new(&device, len, SparseConfig::default())?;
     let tile = a.tile_bytes();
     a.commit(0..tile)?;
-    let data = pattern(tile, 51);
+    let data = pattern_blocks(tile, 51, 37, 13);
     a.write(0, &data)?;
     let runs = |a: &SparseArray<u8>| a.committed_runs().collect::<Vec<_>>();
     let before = (runs(&a), a.committed_bytes());
@@ -321,8 +321,8 @@ fn growable_shrink_under_faults_keeps_length_and_contents() -> TestResult {
                 ..cuda_vmm_alloc::BufferConfig::default()
             },
         )?;
-        let data = pattern(5 * g + 100, 81);
-        b.extend_from_slice(&pattern(9 * g, 80))?;
+        let data = pattern_blocks(5 * g + 100, 81, 37, 13);
+        b.extend_from_slice(&pattern_blocks(9 * g, 80, 37, 13))?;
         b.write(0, &data)?;
         b.truncate(data.len());
         Ok((b, data))
@@ -374,7 +374,7 @@ fn sparse_commit_under_faults_is_all_or_nothing() -> TestResult {
     let mut a = SparseArray::<u8>::new(&device, 16 * MIB, SparseConfig::default())?;
     let tile = a.tile_bytes();
     a.commit(0..tile)?;
-    let data = pattern(tile, 91);
+    let data = pattern_blocks(tile, 91, 37, 13);
     a.write(0, &data)?;
     let runs = |a: &SparseArray<u8>| a.committed_runs().collect::<Vec<_>>();
     let before = (runs(&a), a.committed_bytes());
@@ -410,7 +410,7 @@ fn sparse_commit_under_faults_is_all_or_nothing() -> TestResult {
         assert!(out == data, "{symbol} #{nth}: the committed tile changed");
     }
     a.commit(tile..2 * tile)?;
-    let more = pattern(tile, 92);
+    let more = pattern_blocks(tile, 92, 37, 13);
     a.write(tile, &more)?;
     {
         let _f =

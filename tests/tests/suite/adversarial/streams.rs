@@ -11,7 +11,7 @@ use cuda_vmm_sim::inject_fault;
 use cuda_vmm_sys::CUresult;
 
 use super::{
-    calls_made, is_injected, is_injected_alloc, mapped, pattern, queries_not_ready,
+    calls_made, is_injected, is_injected_alloc, mapped, pattern_blocks, queries_not_ready,
     simulator_or_skip, TestResult, MIB,
 };
 
@@ -37,7 +37,7 @@ fn a_write_async_failing_on_a_later_chunk_still_orders_the_unmap() -> TestResult
             let _running = queries_not_ready(64);
             let _f = inject_fault("cuMemcpyHtoDAsync_v2", 2, CUresult::CUDA_ERROR_UNKNOWN);
             let e = r
-                .write_async(&stream, 0, &pattern(9 * MIB, 1))
+                .write_async(&stream, 0, &pattern_blocks(9 * MIB, 1, 37, 13))
                 .expect_err("the injected second-chunk failure");
             assert!(is_injected(&e, "cuMemcpyHtoDAsync_v2"), "{policy:?}: {e:?}");
         }
@@ -59,7 +59,7 @@ fn every_failed_write_async_leaves_the_unmap_ordered() -> TestResult {
     let _memory = crate::memory_shared();
     let device = crate::cuda()?.device(0)?;
     let stream = Stream::new(&device)?;
-    let data = pattern(9 * MIB, 2);
+    let data = pattern_blocks(9 * MIB, 2, 37, 13);
     let calls = {
         let (r, _m) = mapped(&device, 9 * MIB)?;
         calls_made(|| r.write_async(&stream, 0, &data).unwrap())
@@ -105,7 +105,7 @@ fn a_failed_growable_extend_async_is_waited_for_at_drop() -> TestResult {
         let _running = queries_not_ready(64);
         let _f = inject_fault("cuMemcpyHtoDAsync_v2", 2, CUresult::CUDA_ERROR_UNKNOWN);
         let e = b
-            .extend_from_slice_async(&stream, &pattern(9 * MIB, 3))
+            .extend_from_slice_async(&stream, &pattern_blocks(9 * MIB, 3, 37, 13))
             .expect_err("the injected second-chunk failure");
         assert!(is_injected_alloc(&e, "cuMemcpyHtoDAsync_v2"), "{e:?}");
     }
@@ -178,7 +178,7 @@ fn drop_after_async_work_on_mixed_streams_never_poisons() -> TestResult {
         r.record_use(&Stream::legacy(&d1))?;
         r.record_use(&Stream::per_thread(&d1))?;
         let user = Stream::new(&d0)?;
-        let data = pattern(5 * MIB, 4);
+        let data = pattern_blocks(5 * MIB, 4, 37, 13);
         r.write_async(&Stream::per_thread(&d0), 0, &data)?;
         r.fill_async(&user, 0, 0, 0)?;
         r.write_async(&Stream::legacy(&d0), 4 * MIB, &data[4 * MIB..])?;
@@ -210,7 +210,7 @@ fn synchronize_under_caller_waits_for_the_write_in_flight() -> TestResult {
     // SAFETY: the test synchronises before the drop.
     unsafe { r.set_unmap_wait(UnmapWait::Caller) };
     let stream = Stream::new(&device)?;
-    let data = pattern(9 * MIB, 5);
+    let data = pattern_blocks(9 * MIB, 5, 37, 13);
     r.write_async(&stream, 0, &data)?;
     r.synchronize()?;
     assert!(
@@ -298,7 +298,7 @@ fn a_failed_growable_extend_async_rolls_back_safely_under_caller() -> TestResult
         let _running = queries_not_ready(64);
         let _f = inject_fault("cuMemcpyHtoDAsync_v2", 2, CUresult::CUDA_ERROR_UNKNOWN);
         let e = b
-            .extend_from_slice_async(&stream, &pattern(9 * MIB, 3))
+            .extend_from_slice_async(&stream, &pattern_blocks(9 * MIB, 3, 37, 13))
             .expect_err("the injected second-chunk failure");
         assert!(is_injected_alloc(&e, "cuMemcpyHtoDAsync_v2"), "{e:?}");
     }
@@ -330,7 +330,7 @@ fn a_failed_growable_extend_rolls_back_safely_under_caller() -> TestResult {
             let _running = queries_not_ready(64);
             let _f = inject_fault(symbol, 2, CUresult::CUDA_ERROR_UNKNOWN);
             let e = b
-                .extend_from_slice(&pattern(9 * MIB, 3))
+                .extend_from_slice(&pattern_blocks(9 * MIB, 3, 37, 13))
                 .expect_err("the injected second-chunk failure");
             assert!(is_injected_alloc(&e, symbol), "{e:?}");
         }

@@ -12,7 +12,7 @@ use cuda_vmm_alloc::{
     SparseArray, SparseConfig,
 };
 
-use super::{device, gran, pattern, TestResult};
+use super::{device, gran, pattern_hashed, TestResult};
 
 /// `usize::MAX` rounded down to a multiple of `g`: aligned, but overflowing anything.
 fn huge(g: usize) -> usize {
@@ -144,7 +144,7 @@ fn fixture(g: usize) -> Result<Fixture, Box<dyn std::error::Error>> {
     let chunk = Allocation::new(&d, g, &AllocationProps::device(&d))?;
     let mapping = range.map(0, &chunk, 0, g)?;
     range.set_access(0, g, &[(&d, AccessFlags::ReadWrite)])?;
-    let data = pattern(g, 5);
+    let data = pattern_hashed(g, 5);
     range.write(0, &data)?;
     Ok(Fixture {
         range,
@@ -511,7 +511,7 @@ fn sparse_array_refuses_bad_sizes_and_ranges() -> TestResult {
     // An array with data keeps it through every refused call.
     let mut a = SparseArray::<u8>::new(&d, 4 * g, tiles(0))?;
     a.commit(0..1)?;
-    let data = pattern(100, 3);
+    let data = pattern_hashed(100, 3);
     a.write(10, &data)?;
     assert_eq!(a.tile_elements(usize::MAX), a.len()..a.len());
     assert_eq!(a.tile_elements(4), a.len()..a.len());

@@ -8,7 +8,7 @@ use cuda_vmm_alloc::{
 };
 use cuda_vmm_sim::inject_fault;
 
-use super::{cuda, device, gran, pattern, raw_read, TestResult, FAULT};
+use super::{cuda, device, gran, pattern_hashed, raw_read, TestResult, FAULT};
 
 fn buffer(
     g: usize,
@@ -91,7 +91,7 @@ fn growth_with_failed_copy(
     let d = device()?;
     let g = gran(&d)?;
     let mut buf = buffer(g, g, None)?;
-    let old = pattern(g / 2, 3);
+    let old = pattern_hashed(g / 2, 3);
     buf.extend_from_slice(&old)?;
     let (ptr, committed) = (buf.ptr(), buf.committed_bytes());
     let guard = inject_fault(symbol, nth, FAULT);
@@ -111,7 +111,7 @@ fn growth_with_failed_copy(
     );
     assert_eq!(buf.to_vec()?, old);
     // The buffer still grows.
-    buf.extend_from_slice(&pattern(3 * g, 4))?;
+    buf.extend_from_slice(&pattern_hashed(3 * g, 4))?;
     assert_eq!(buf.len(), old.len() + 3 * g);
     Ok(())
 }
@@ -119,7 +119,7 @@ fn growth_with_failed_copy(
 #[test]
 fn growth_rolls_back_when_the_copy_fails() -> TestResult {
     let _memory = crate::memory_shared();
-    let data = pattern(3 << 21, 9);
+    let data = pattern_hashed(3 << 21, 9);
     growth_with_failed_copy("cuMemcpyHtoDAsync_v2", 1, |b| b.extend_from_slice(&data))?;
     growth_with_failed_copy("cuStreamSynchronize", 1, |b| b.extend_from_slice(&data))
 }
@@ -159,7 +159,7 @@ fn straddling_buffer() -> cuda_vmm_alloc::Result<(GrowableBuffer<u8>, Vec<u8>, u
     let d = device()?;
     let g = gran(&d)?;
     let mut buf = buffer(g, 4 * g, None)?;
-    let data = pattern(g + 1, 5);
+    let data = pattern_hashed(g + 1, 5);
     buf.extend_from_slice(&data)?;
     assert_eq!(buf.committed_bytes(), 4 * g);
     Ok((buf, data, g))
@@ -197,7 +197,7 @@ fn a_failed_split_does_not_wedge_the_buffer() -> TestResult {
         assert_eq!(buf.len(), data.len(), "{faults:?}: the length was cut");
         assert_eq!(buf.to_vec()?, data, "{faults:?}");
         // Growth past the old chunk's end (and past where the scratch copy was) still works.
-        let more = pattern(8 * g, 6);
+        let more = pattern_hashed(8 * g, 6);
         buf.extend_from_slice(&more)
             .map_err(|e| format!("{faults:?}: growth after the failed split: {e}"))?;
         assert_eq!(&buf.to_vec()?[..data.len()], data.as_slice());
@@ -225,7 +225,10 @@ fn zero_array(tiles: usize) -> cuda_vmm_alloc::Result<SparseArray<u8>> {
 /// Whether a kernel reading tile `t` of `array` sees zeros.
 fn reads_zero(array: &SparseArray<u8>, t: usize) -> bool {
     let tile = array.tile_bytes();
-    raw_read(array.ptr() + (t * tile) as u64, 64).is_ok_and(|b| b.iter().all(|&x| x == 0))
+    cuda()
+        .map_err(|e| e.to_string())
+        .and_then(|c| raw_read(&c, array.ptr() + (t * tile) as u64, 64))
+        .is_ok_and(|b| b.iter().all(|&x| x == 0))
 }
 
 #[test]

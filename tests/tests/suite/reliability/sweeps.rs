@@ -8,7 +8,7 @@ use cuda_vmm_alloc::{
 };
 
 use super::harness::{digest, sweep, Coverage, OnErr, Res, Scenario, State};
-use super::{device, gran, pattern, raw_read};
+use super::{cuda, device, gran, pattern_hashed, raw_read};
 
 fn g() -> usize {
     device().and_then(|d| gran(&d)).unwrap_or(2 << 20)
@@ -63,7 +63,7 @@ fn buf_setup(pooled: bool, slack: bool) -> Res<Buf> {
             ..BufferConfig::default()
         },
     )?;
-    buf.extend_from_slice(&pattern(g + 5, 1))?;
+    buf.extend_from_slice(&pattern_hashed(g + 5, 1))?;
     if slack {
         buf.reserve(9 * g)?;
         buf.truncate(g / 2 + 3);
@@ -91,7 +91,7 @@ fn buf_observe(b: &Buf) -> Res<State> {
 
 fn buf_after(b: &mut Buf) -> Res<()> {
     let len = b.buf.len();
-    let more = pattern(3 * g(), 2);
+    let more = pattern_hashed(3 * g(), 2);
     b.buf.extend_from_slice(&more)?;
     let all = b.buf.to_vec()?;
     if all[len..] != more[..] {
@@ -142,7 +142,7 @@ fn buffer_operations_roll_back_under_every_fault() {
             buf_scenario(
                 "extend_from_slice",
                 pooled,
-                |b| Ok(b.buf.extend_from_slice(&pattern(5 * g(), 3))?),
+                |b| Ok(b.buf.extend_from_slice(&pattern_hashed(5 * g(), 3))?),
                 OnErr::Unchanged,
             ),
             buf_scenario(
@@ -201,7 +201,7 @@ fn arr_setup(holes: HoleBehavior, pooled: bool) -> Res<Arr> {
     )?;
     for t in [1, 2, 4] {
         array.commit(t * g..t * g + 1)?;
-        array.write(t * g + 7, &pattern(100, t as u8))?;
+        array.write(t * g + 7, &pattern_hashed(100, t as u8))?;
     }
     Ok(Arr { array, pool })
 }
@@ -223,7 +223,10 @@ fn arr_observe(a: &Arr) -> Res<State> {
     if a.array.hole_behavior() == HoleBehavior::Zeros {
         // Residency as a kernel sees it: every tile readable, holes as zeros.
         for t in 0..TILES {
-            let ok = raw_read(a.array.ptr() + (t * tile) as u64, 64).is_ok();
+            let ok = cuda()
+                .map_err(|e| e.to_string())
+                .and_then(|c| raw_read(&c, a.array.ptr() + (t * tile) as u64, 64))
+                .is_ok();
             words.push(u64::from(ok));
         }
     }
@@ -252,7 +255,11 @@ fn arr_after(a: &mut Arr) -> Res<()> {
     }
     if a.array.hole_behavior() == HoleBehavior::Zeros {
         for t in 0..TILES {
-            if raw_read(a.array.ptr() + (t * tile) as u64, 64).is_err() {
+            if cuda()
+                .map_err(|e| e.to_string())
+                .and_then(|c| raw_read(&c, a.array.ptr() + (t * tile) as u64, 64))
+                .is_err()
+            {
                 return Err(failure(
                     "a hole has no zero mapping after the next operation",
                 ));

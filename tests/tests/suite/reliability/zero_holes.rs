@@ -6,7 +6,7 @@ use cuda_vmm_alloc::{HoleBehavior, SparseArray, SparseConfig, ZeroMemory};
 
 use super::harness::{digest, sweep, OnErr, Res, Scenario, State, Step};
 use super::sweeps::{decommit_partial, report};
-use super::{device, gran, pattern, raw_read};
+use super::{cuda, device, gran, pattern_hashed, raw_read};
 
 /// Tiles of the array: one zero block of 16 tiles when nothing is committed.
 const TILES: usize = 16;
@@ -32,7 +32,7 @@ fn setup(committed: &[usize]) -> Res<Zero> {
     )?;
     for &t in committed {
         array.commit(t * g..t * g + 1)?;
-        array.write(t * g + 3, &pattern(64, t as u8))?;
+        array.write(t * g + 3, &pattern_hashed(64, t as u8))?;
     }
     Ok(Zero { array, zeros })
 }
@@ -49,7 +49,9 @@ fn observe(z: &Zero) -> Res<State> {
             parts.push(Some(digest(&out)));
         } else {
             parts.push(None);
-            let seen = raw_read(z.array.ptr() + (t * tile) as u64, 64);
+            let seen = cuda()
+                .map_err(|e| e.to_string())
+                .and_then(|c| raw_read(&c, z.array.ptr() + (t * tile) as u64, 64));
             words.push(u64::from(seen.is_ok_and(|b| b.iter().all(|&x| x == 0))));
         }
     }
@@ -62,7 +64,9 @@ fn after(z: &mut Zero) -> Res<()> {
     z.array.commit(14 * tile..14 * tile + 1)?;
     for t in 0..TILES {
         if !z.array.is_committed(t * tile) {
-            let seen = raw_read(z.array.ptr() + (t * tile) as u64, 64);
+            let seen = cuda()
+                .map_err(|e| e.to_string())
+                .and_then(|c| raw_read(&c, z.array.ptr() + (t * tile) as u64, 64));
             if !seen.is_ok_and(|b| b.iter().all(|&x| x == 0)) {
                 return Err(super::harness::Failure {
                     code: None,

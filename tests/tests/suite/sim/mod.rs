@@ -1,0 +1,310 @@
+//! Simulator-specific behaviour that the conformance suite does not cover:
+//! real aliasing, release-while-mapped, fd sharing with another process,
+//! exact accounting, out-of-memory, fault injection, threads, configuration,
+//! and device asynchrony (streams, events, poisoning by unmapping busy memory).
+//!
+//! These tests always run on the in-process simulator (`cuda_vmm_sim::driver()`),
+//! whatever backend the rest of the suite uses.
+//!
+//! Isolation: the tests of this binary run in parallel threads sharing one
+//! simulator, so nothing here asserts exact memory numbers in-process. Every
+//! test that needs a fresh simulator — exact accounting, out-of-memory,
+//! configuration, calls before `cuInit`, the fd importer — is an `#[ignore]`d
+//! `*_child` test that a parent test re-runs in its own process (this test
+//! binary, filtered to that one test, with `CUDA_VMM_SIM_TEST_CHILD` set).
+
+use std::ffi::{c_int, c_void, CStr};
+use std::io::Write;
+use std::sync::Once;
+
+use cuda_vmm_sim::answers;
+use cuda_vmm_sys::{
+    entry, result_name, CUdevice, CUdevice_attribute, CUdeviceptr, CUdriverProcAddressQueryResult,
+    CUevent, CUmemAccessDesc, CUmemAccess_flags, CUmemAllocationGranularity_flags,
+    CUmemAllocationHandleType, CUmemAllocationProp, CUmemAllocationType,
+    CUmemGenericAllocationHandle, CUmemLocation, CUmemLocationType, CUresult, CUstream,
+    DriverTable,
+};
+use cuda_vmm_tests::helpers::{pattern_cycle, run_child};
+use cuda_vmm_tests::test_name;
+
+mod accounting;
+mod aliasing;
+mod asynchrony;
+mod configuration;
+mod entry_points;
+mod faults;
+mod sharing;
+mod threads;
+
+const OK: CUresult = CUresult::CUDA_SUCCESS;
+const MIB: usize = 1 << 20;
+
+/// Set (to the test's name) in the environment of a child process.
+const CHILD_ENV: &str = "CUDA_VMM_SIM_TEST_CHILD";
+
+// ---- Raw-call helpers (the simulator's table; every call takes plain values) ----
+
+fn t() -> &'static DriverTable {
+    cuda_vmm_sim::driver().table()
+}
+
+fn announce() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let line =
+            cuda_vmm_tests::describe(cuda_vmm_sim::driver(), cuda_vmm_tests::Backend::Simulator);
+        // Written past the test harness's capture, so it shows once per run.
+        let _ = writeln!(std::io::stderr(), "backend: {line}");
+    });
+}
+
+#[track_caller]
+fn ok(rc: CUresult) {
+    assert_eq!(
+        rc,
+        OK,
+        "expected CUDA_SUCCESS, got {}",
+        result_name(rc).unwrap_or("?")
+    );
+}
+
+fn init() {
+    let f = entry!(t(), cuInit).expect("cuInit");
+    // SAFETY: cuInit takes a flags word.
+    ok(unsafe { f(0) });
+}
+
+/// The primary context of a device, current on this thread while alive.
+struct Ctx {
+    dev: CUdevice,
+}
+
+impl Ctx {
+    fn open(dev: CUdevice) -> Self {
+        init();
+        let retain = entry!(t(), cuDevicePrimaryCtxRetain).expect("retain");
+        let set = entry!(t(), cuCtxSetCurrent).expect("set current");
+        let mut ctx = std::ptr::null_mut();
+        // SAFETY: `ctx` is a valid out-pointer; the context is then made current.
+        unsafe {
+            ok(retain(&mut ctx, dev));
+            ok(set(ctx));
+        }
+        Self { dev }
+    }
+
+    fn make_current(&self) {
+        let retain = entry!(t(), cuDevicePrimaryCtxRetain).expect("retain");
+        let release = entry!(t(), cuDevicePrimaryCtxRelease_v2).expect("release");
+        let set = entry!(t(), cuCtxSetCurrent).expect("set current");
+        let mut ctx = std::ptr::null_mut();
+        // SAFETY: valid out-pointer; the extra reference is dropped at once.
+        unsafe {
+            ok(retain(&mut ctx, self.dev));
+            ok(set(ctx));
+            ok(release(self.dev));
+        }
+    }
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        let set = entry!(t(), cuCtxSetCurrent).expect("set current");
+        let release = entry!(t(), cuDevicePrimaryCtxRelease_v2).expect("release");
+        // SAFETY: plain values.
+        unsafe {
+            set(std::ptr::null_mut());
+            release(self.dev);
+        }
+    }
+}
+
+fn prop(dev: CUdevice, types: CUmemAllocationHandleType) -> CUmemAllocationProp {
+    CUmemAllocationProp {
+        type_: CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED,
+        requestedHandleTypes: types,
+        location: CUmemLocation {
+            type_: CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE,
+            id: dev,
+        },
+        ..Default::default()
+    }
+}
+
+fn fd_prop(dev: CUdevice) -> CUmemAllocationProp {
+    prop(
+        dev,
+        CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
+    )
+}
+
+fn granularity(dev: CUdevice) -> usize {
+    let f = entry!(t(), cuMemGetAllocationGranularity).expect("granularity");
+    let mut g = 0;
+    let p = fd_prop(dev);
+    // SAFETY: valid out-pointer and property struct.
+    ok(unsafe {
+        f(
+            &mut g,
+            &p,
+            CUmemAllocationGranularity_flags::CU_MEM_ALLOC_GRANULARITY_MINIMUM,
+        )
+    });
+    g
+}
+
+fn reserve(size: usize) -> CUdeviceptr {
+    let f = entry!(t(), cuMemAddressReserve).expect("reserve");
+    let mut va = 0;
+    // SAFETY: valid out-pointer.
+    ok(unsafe { f(&mut va, size, 0, 0, 0) });
+    va
+}
+
+fn address_free(va: CUdeviceptr, size: usize) -> CUresult {
+    let f = entry!(t(), cuMemAddressFree).expect("free");
+    // SAFETY: plain values.
+    unsafe { f(va, size) }
+}
+
+fn create(size: usize, p: &CUmemAllocationProp) -> Result<CUmemGenericAllocationHandle, CUresult> {
+    let f = entry!(t(), cuMemCreate).expect("create");
+    let mut h = 0;
+    // SAFETY: valid out-pointer and property struct.
+    match unsafe { f(&mut h, size, p, 0) } {
+        OK => Ok(h),
+        rc => Err(rc),
+    }
+}
+
+fn release(h: CUmemGenericAllocationHandle) -> CUresult {
+    let f = entry!(t(), cuMemRelease).expect("release");
+    // SAFETY: plain values.
+    unsafe { f(h) }
+}
+
+fn map(va: CUdeviceptr, size: usize, offset: usize, h: CUmemGenericAllocationHandle) -> CUresult {
+    let f = entry!(t(), cuMemMap).expect("map");
+    // SAFETY: plain values.
+    unsafe { f(va, size, offset, h, 0) }
+}
+
+fn unmap(va: CUdeviceptr, size: usize) -> CUresult {
+    let f = entry!(t(), cuMemUnmap).expect("unmap");
+    // SAFETY: plain values.
+    unsafe { f(va, size) }
+}
+
+fn set_access(va: CUdeviceptr, size: usize, dev: CUdevice, flags: CUmemAccess_flags) -> CUresult {
+    let f = entry!(t(), cuMemSetAccess).expect("set access");
+    let desc = CUmemAccessDesc {
+        location: CUmemLocation {
+            type_: CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE,
+            id: dev,
+        },
+        flags,
+    };
+    // SAFETY: one valid descriptor.
+    unsafe { f(va, size, &desc, 1) }
+}
+
+fn set_rw(va: CUdeviceptr, size: usize, dev: CUdevice) {
+    ok(set_access(
+        va,
+        size,
+        dev,
+        CUmemAccess_flags::CU_MEM_ACCESS_FLAGS_PROT_READWRITE,
+    ));
+}
+
+fn htod(va: CUdeviceptr, data: &[u8]) -> CUresult {
+    let f = entry!(t(), cuMemcpyHtoD_v2).expect("htod");
+    // SAFETY: `data` is readable for its length.
+    unsafe { f(va, data.as_ptr().cast(), data.len()) }
+}
+
+fn dtoh(buf: &mut [u8], va: CUdeviceptr) -> CUresult {
+    let f = entry!(t(), cuMemcpyDtoH_v2).expect("dtoh");
+    // SAFETY: `buf` is writable for its length.
+    unsafe { f(buf.as_mut_ptr().cast(), va, buf.len()) }
+}
+
+/// `cuCtxSynchronize`: completes the current context's queued work.
+fn sync() -> CUresult {
+    let f = entry!(t(), cuCtxSynchronize).expect("synchronize");
+    // SAFETY: no arguments.
+    unsafe { f() }
+}
+
+fn read(va: CUdeviceptr, len: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    ok(dtoh(&mut buf, va));
+    buf
+}
+
+fn mem_info() -> (usize, usize) {
+    let f = entry!(t(), cuMemGetInfo_v2).expect("mem info");
+    let (mut free, mut total) = (0, 0);
+    // SAFETY: valid out-pointers.
+    ok(unsafe { f(&mut free, &mut total) });
+    (free, total)
+}
+
+fn export_fd(h: CUmemGenericAllocationHandle) -> Result<c_int, CUresult> {
+    let f = entry!(t(), cuMemExportToShareableHandle).expect("export");
+    let mut fd: c_int = -1;
+    let kind = CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR;
+    // SAFETY: for POSIX fds the out-argument is an int.
+    match unsafe { f((&mut fd as *mut c_int).cast(), h, kind, 0) } {
+        OK => Ok(fd),
+        rc => Err(rc),
+    }
+}
+
+fn import(os_handle: usize, kind: CUmemAllocationHandleType) -> Result<u64, CUresult> {
+    let f = entry!(t(), cuMemImportFromShareableHandle).expect("import");
+    let mut h = 0;
+    // SAFETY: valid out-pointer; for POSIX fds the handle is the fd as a pointer.
+    match unsafe { f(&mut h, os_handle as *mut c_void, kind) } {
+        OK => Ok(h),
+        rc => Err(rc),
+    }
+}
+
+fn import_fd(fd: c_int) -> Result<u64, CUresult> {
+    import(
+        fd as usize,
+        CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
+    )
+}
+
+/// Re-runs `test` (an ignored `*_child` test of this binary) in its own process, with
+/// none of the simulator's settings inherited but those in `env`; its standard output.
+fn run_own_process(test: &str, env: &[(&str, String)]) -> String {
+    run_child(test, |cmd| {
+        cmd.env(CHILD_ENV, test);
+        for var in [
+            cuda_vmm_sim::ENV_DEVICES,
+            cuda_vmm_sim::ENV_MEMORY,
+            cuda_vmm_sim::ENV_GRANULARITY,
+            cuda_vmm_sim::ENV_DRIVER_VERSION,
+            cuda_vmm_sim::ENV_ASYNC,
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+    .stdout
+}
+
+/// Whether this process is the child spawned for `test`.
+fn is_child(test: &str) -> bool {
+    let me = std::env::var(CHILD_ENV).unwrap_or_default();
+    if me == test {
+        return true;
+    }
+    println!("skipped: {test} runs only in its own process (spawned by its parent test)");
+    false
+}
