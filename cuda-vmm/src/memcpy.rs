@@ -16,6 +16,10 @@ use crate::validate::check_bounds;
 impl Reservation {
     /// Copies `data` to `offset` (`cuMemcpyHtoD`); the range must be mapped and
     /// read-write for the reservation's device.
+    ///
+    /// The bytes go through the device's staging buffers in chunks of
+    /// [`crate::staging::STAGE_BYTES`]; if the call fails after a driver call, each byte of
+    /// the range holds either its old value or its new one (chunks may have landed).
     pub fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
         let spans = self.inner.spans.read();
         self.check_access(&spans, offset, data.len(), AccessFlags::ReadWrite)?;

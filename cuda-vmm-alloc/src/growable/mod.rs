@@ -324,7 +324,8 @@ impl<T: DevicePod> GrowableBuffer<T> {
     }
 
     /// Overwrites elements from `offset` on with host data; the range must lie within the
-    /// length.
+    /// length. If it fails after a driver call, each element holds its old value or its new
+    /// one (the copy is staged in chunks, which may have landed).
     pub fn write(&mut self, offset: usize, values: &[T]) -> Result<()> {
         let end = offset.saturating_add(values.len());
         self.check_range("write", &(offset..end))?;

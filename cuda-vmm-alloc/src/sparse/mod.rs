@@ -337,7 +337,8 @@ impl<T: DevicePod> SparseArray<T> {
         Ok(())
     }
 
-    /// Copies host elements to `offset..`; every tile touched must be committed.
+    /// Copies host elements to `offset..`; every tile touched must be committed. If it fails
+    /// after a driver call, each element holds its old value or its new one.
     pub fn write(&mut self, offset: usize, values: &[T]) -> Result<()> {
         let range = offset..offset.saturating_add(values.len());
         self.check_range("write", &range)?;
