@@ -416,37 +416,29 @@ fn grown(model: &[u32], more: &[u32], max: usize) -> Result<Vec<u32>, Error> {
 
 /// Runs `steps` on a fresh buffer (and pool), then checks nothing stays allocated.
 pub fn run(setup: BufferSetup, steps: &[Step<BufOp>]) -> Result<Tally, String> {
-    let mut tally = Tally {
-        sequences: 1,
-        ..Tally::default()
-    };
-    let mut ledger = Ledger::new();
-    {
-        let pool = if setup.pooled {
-            let d = super::sim_device()?;
-            Some(
-                ChunkPool::new(
-                    &d,
-                    cuda_vmm_alloc::PoolConfig {
-                        max_chunks: 3,
-                        ..cuda_vmm_alloc::PoolConfig::default()
-                    },
-                )
-                .map_err(|e| e.to_string())?,
-            )
-        } else {
-            None
-        };
-        let mut m = BufferModel::new(setup, pool.clone())?;
-        for step in steps {
-            m.apply(step, &mut ledger, &mut tally)?;
-        }
-        drop(m);
-        if let Some(pool) = &pool {
-            let held = pool.stats().chunks_held as i64;
-            super::check_live(&ledger, [held, 0, 0], "buffer dropped, pool alive")?;
-        }
+    super::run_model::<BufferModel>(setup, steps)
+}
+
+impl super::Model for BufferModel {
+    type Setup = BufferSetup;
+    type Op = BufOp;
+    const POOL_CHUNKS: usize = 3;
+    const NAME: &'static str = "buffer";
+
+    fn pooled(setup: &BufferSetup) -> bool {
+        setup.pooled
     }
-    super::check_live(&ledger, [0, 0, 0], "after the sequence")?;
-    Ok(tally)
+
+    fn new(setup: BufferSetup, pool: Option<ChunkPool>) -> Result<Self, String> {
+        BufferModel::new(setup, pool)
+    }
+
+    fn apply(
+        &mut self,
+        step: &Step<BufOp>,
+        ledger: &mut Ledger,
+        tally: &mut Tally,
+    ) -> Result<(), String> {
+        BufferModel::apply(self, step, ledger, tally)
+    }
 }

@@ -17,6 +17,7 @@ use std::cell::RefCell;
 use std::sync::OnceLock;
 
 use cuda_vmm::{Cuda, Device};
+use cuda_vmm_alloc::ChunkPool;
 use cuda_vmm_sim::{call_count, inject_fault};
 use cuda_vmm_sys::{entry, CUresult};
 
@@ -347,4 +348,61 @@ pub fn check_live(ledger: &Ledger, want: [i64; 3], when: &str) -> Result<(), Str
             "{when}: live [allocations, mappings, reservations] {live:?}, expected {want:?}"
         ))
     }
+}
+
+/// A model-checked structure the property tests drive: built on an optional pool, then
+/// given one step at a time.
+pub trait Model: Sized {
+    /// What a sequence is set up with.
+    type Setup: Copy;
+    /// One operation of a sequence.
+    type Op;
+    /// The pool's `max_chunks` when the setup asks for one.
+    const POOL_CHUNKS: usize;
+    /// What is dropped before the pool (for the ledger check's message).
+    const NAME: &'static str;
+    /// Whether `setup` asks for a pool.
+    fn pooled(setup: &Self::Setup) -> bool;
+    /// A fresh structure for `setup`, on `pool` if given.
+    fn new(setup: Self::Setup, pool: Option<ChunkPool>) -> Result<Self, String>;
+    /// Runs one step and checks the structure against the model.
+    fn apply(
+        &mut self,
+        step: &Step<Self::Op>,
+        ledger: &mut Ledger,
+        tally: &mut Tally,
+    ) -> Result<(), String>;
+}
+
+/// Runs `steps` on a fresh `M` (and pool), then checks nothing stays allocated: with the
+/// structure dropped only the pool's chunks are live, and with both dropped nothing is.
+pub fn run_model<M: Model>(setup: M::Setup, steps: &[Step<M::Op>]) -> Result<Tally, String> {
+    let mut tally = Tally {
+        sequences: 1,
+        ..Tally::default()
+    };
+    let mut ledger = Ledger::new();
+    {
+        let pool = if M::pooled(&setup) {
+            let config = cuda_vmm_alloc::PoolConfig {
+                max_chunks: M::POOL_CHUNKS,
+                ..cuda_vmm_alloc::PoolConfig::default()
+            };
+            Some(ChunkPool::new(&sim_device()?, config).map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        let mut m = M::new(setup, pool.clone())?;
+        for step in steps {
+            m.apply(step, &mut ledger, &mut tally)?;
+        }
+        drop(m);
+        if let Some(pool) = &pool {
+            let held = pool.stats().chunks_held as i64;
+            let when = format!("{} dropped, pool alive", M::NAME);
+            check_live(&ledger, [held, 0, 0], &when)?;
+        }
+    }
+    check_live(&ledger, [0, 0, 0], "after the sequence")?;
+    Ok(tally)
 }

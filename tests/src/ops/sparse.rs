@@ -327,37 +327,29 @@ impl SparseModel {
 
 /// Runs `steps` on a fresh array (and pool), then checks nothing stays allocated.
 pub fn run(setup: SparseSetup, steps: &[Step<SparseOp>]) -> Result<Tally, String> {
-    let mut tally = Tally {
-        sequences: 1,
-        ..Tally::default()
-    };
-    let mut ledger = Ledger::new();
-    {
-        let pool = if setup.pooled {
-            let d = super::sim_device()?;
-            Some(
-                ChunkPool::new(
-                    &d,
-                    cuda_vmm_alloc::PoolConfig {
-                        max_chunks: 2,
-                        ..cuda_vmm_alloc::PoolConfig::default()
-                    },
-                )
-                .map_err(|e| e.to_string())?,
-            )
-        } else {
-            None
-        };
-        let mut m = SparseModel::new(setup, pool.clone())?;
-        for step in steps {
-            m.apply(step, &mut ledger, &mut tally)?;
-        }
-        drop(m);
-        if let Some(pool) = &pool {
-            let held = pool.stats().chunks_held as i64;
-            super::check_live(&ledger, [held, 0, 0], "array dropped, pool alive")?;
-        }
+    super::run_model::<SparseModel>(setup, steps)
+}
+
+impl super::Model for SparseModel {
+    type Setup = SparseSetup;
+    type Op = SparseOp;
+    const POOL_CHUNKS: usize = 2;
+    const NAME: &'static str = "array";
+
+    fn pooled(setup: &SparseSetup) -> bool {
+        setup.pooled
     }
-    super::check_live(&ledger, [0, 0, 0], "after the sequence")?;
-    Ok(tally)
+
+    fn new(setup: SparseSetup, pool: Option<ChunkPool>) -> Result<Self, String> {
+        SparseModel::new(setup, pool)
+    }
+
+    fn apply(
+        &mut self,
+        step: &Step<SparseOp>,
+        ledger: &mut Ledger,
+        tally: &mut Tally,
+    ) -> Result<(), String> {
+        SparseModel::apply(self, step, ledger, tally)
+    }
 }
