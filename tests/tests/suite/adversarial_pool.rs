@@ -133,8 +133,7 @@ fn pool_counts_and_limits_at_their_edges() -> TestResult {
 #[test]
 fn failed_prefill_and_acquire_leave_the_pool_as_it_was() -> TestResult {
     let cuda = cuda()?;
-    if cuda.backend() != Backend::Simulator {
-        eprintln!("skipped: needs the simulator's fault injection");
+    if !crate::simulator_or_skip(crate::FAULT_INJECTION)? {
         return Ok(());
     }
     let _memory = crate::memory_shared();
@@ -402,8 +401,7 @@ fn eight_threads_race_two_pools_shared_by_buffers_and_sparse_arrays() -> TestRes
 #[test]
 fn failed_pooled_sparse_commit_leaves_the_pool_as_it_was() -> TestResult {
     let cuda = cuda()?;
-    if cuda.backend() != Backend::Simulator {
-        eprintln!("skipped: needs the simulator's fault injection");
+    if !crate::simulator_or_skip(crate::FAULT_INJECTION)? {
         return Ok(());
     }
     let _memory = crate::memory_shared();

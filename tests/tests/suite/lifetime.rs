@@ -376,8 +376,7 @@ fn caller_opt_out_does_not_wait_child() -> TestResult {
 #[test]
 fn raw_race_faults_and_safe_layer_does_not() -> TestResult {
     let _memory = hold();
-    if !on_simulator()? {
-        eprintln!("skipped: the raw race is only deterministic on the simulator");
+    if !crate::simulator_or_skip("the raw race is only deterministic on the simulator")? {
         return Ok(());
     }
     let test = test_name!(raw_race_child);
