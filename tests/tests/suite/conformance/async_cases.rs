@@ -159,9 +159,7 @@ pub fn async_copy_to_unmapped(e: &Env) -> CaseResult {
 }
 
 pub fn async_copy_to_no_access(e: &Env) -> CaseResult {
-    let p = reserved(e.g)?;
-    let h = created(e, e.g)?;
-    ok("cuMemMap", map(p, e.g, 0, h, 0))?;
+    let (p, h) = mapped(e, e.g)?;
     let s = stream(0)?;
     let data = pattern(4096, 1);
     // SAFETY: `data` outlives the stream synchronisation below.
