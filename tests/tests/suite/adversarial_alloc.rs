@@ -11,7 +11,7 @@ use cuda_vmm_alloc::{
 use cuda_vmm_sim::inject_fault;
 use cuda_vmm_sys::CUresult;
 
-use crate::{cuda, two_simulated_devices};
+use crate::two_simulated_devices;
 use cuda_vmm_tests::helpers::{gran, TestResult};
 
 /// The device ordinal of each chunk of `b`, in address order, with its size in granules.
@@ -344,13 +344,10 @@ fn failed_round_robin_sparse_commit_of_two_runs_is_undone_at_every_fault_point()
 /// counts exactly what an unpooled one does.
 #[test]
 fn failed_pooled_growth_counts_the_creates_it_attempted() -> TestResult {
-    let cuda = cuda()?;
-    if !crate::simulator_or_skip(crate::FAULT_INJECTION)? {
+    let Some((d, g)) = crate::simulated_device(crate::FAULT_INJECTION)? else {
         return Ok(());
-    }
+    };
     let _memory = crate::memory_shared();
-    let d = cuda.device(0)?;
-    let g = gran(&d)?;
     let buffer = |pool: Option<ChunkPool>| {
         GrowableBuffer::<u8>::new(
             &d,

@@ -297,13 +297,10 @@ fn racing_pool_operations_never_exceed_the_limits() -> TestResult {
 /// released instead (and every byte of the device comes back).
 #[test]
 fn failed_commit_returns_to_a_full_pool_within_the_limits() -> TestResult {
-    let cuda = cuda()?;
-    if !crate::simulator_or_skip(crate::FAULT_INJECTION)? {
+    let Some((d, g)) = crate::simulated_device(crate::FAULT_INJECTION)? else {
         return Ok(());
-    }
+    };
     let _memory = crate::memory_exclusive();
-    let d = cuda.device(0)?;
-    let g = gran(&d)?;
     let free_before = d.memory_info()?.free;
     let p = pool(&d, 2, usize::MAX)?;
     assert_eq!(p.prefill(2)?, 2);
