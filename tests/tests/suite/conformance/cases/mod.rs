@@ -65,6 +65,17 @@ pub(super) fn created(e: &Env, size: usize) -> Result<CUmemGenericAllocationHand
     Ok(h)
 }
 
+/// One granule created with the POSIX file descriptor handle type requested.
+pub(super) fn created_fd(e: &Env) -> Result<CUmemGenericAllocationHandle, String> {
+    let p = props(
+        e.dev,
+        CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
+    );
+    let (rc, h) = create(e.g, &p);
+    ok("cuMemCreate", rc)?;
+    Ok(h)
+}
+
 /// Reserve `size`, create `size` and map it (no access set).
 pub(super) fn mapped(
     e: &Env,
