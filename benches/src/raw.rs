@@ -1,4 +1,5 @@
-//! The baseline: driver calls made straight through the raw table, one `entry!` each.
+//! The baseline: driver calls made through `cuda_vmm::raw::bare`, one each: the driver's
+//! answer untouched (no span, no check), which [`check`] then reads.
 //!
 //! What a raw call creates comes back as an owned token ([`RawReservation`],
 //! [`RawAllocation`]) that only the matching call consumes, so every call here is safe to make
@@ -7,10 +8,10 @@
 
 use std::cell::Cell;
 
+use cuda_vmm::raw::{bare, Api};
 use cuda_vmm_sys::{
     entry, result_name, CUdeviceptr, CUmemAccessDesc, CUmemAccess_flags, CUmemAllocationProp,
-    CUmemGenericAllocationHandle, CUmemLocation, CUmemLocationType, CUresult, DriverTable,
-    MissingSymbol,
+    CUmemGenericAllocationHandle, CUmemLocation, CUmemLocationType, CUresult, MissingSymbol,
 };
 
 use crate::Env;
@@ -18,7 +19,7 @@ use crate::Env;
 /// Raw VMM calls on the benchmark device. Every method panics (naming the call) if the driver
 /// fails, since a benchmark cannot go on.
 pub struct Raw {
-    pub(crate) table: &'static DriverTable,
+    pub(crate) api: Api,
     prop: CUmemAllocationProp,
     pub(crate) access: CUmemAccessDesc,
 }
@@ -57,6 +58,18 @@ pub(crate) fn missing(e: MissingSymbol) -> ! {
     panic!("benchmark needs {e}")
 }
 
+/// [`check`] of a bare call without out-parameters.
+pub(crate) fn done(answer: bare::Rc, call: &str) {
+    check(answer.unwrap_or_else(|e| missing(e)), call);
+}
+
+/// [`check`] of a bare call; its out-parameters.
+pub(crate) fn got<T>(answer: bare::Out<T>, call: &str) -> T {
+    let (rc, value) = answer.unwrap_or_else(|e| missing(e));
+    check(rc, call);
+    value
+}
+
 impl Raw {
     /// Raw calls for `env`'s device, with the same allocation properties the safe layer uses
     /// (pinned device memory, no handle types) and read-write access for the device.
@@ -64,7 +77,7 @@ impl Raw {
         let props = cuda_vmm::AllocationProps::device(&env.device);
         let ordinal = i32::try_from(env.device.ordinal()).unwrap_or(0);
         Raw {
-            table: env.cuda.sys().table(),
+            api: env.cuda.api(),
             prop: props.to_raw(),
             access: CUmemAccessDesc {
                 location: CUmemLocation {
@@ -78,75 +91,63 @@ impl Raw {
 
     /// `cuMemAddressReserve(size)`, alignment, address hint and flags 0.
     pub fn reserve(&self, size: usize) -> RawReservation {
-        let f = entry!(self.table, cuMemAddressReserve).unwrap_or_else(|e| missing(e));
-        let mut ptr: CUdeviceptr = 0;
-        // SAFETY: the out-pointer is a live local; size, alignment, hint and flags are plain
-        // values the driver validates.
-        let rc = unsafe { f(&mut ptr, size, 0, 0, 0) };
-        check(rc, "cuMemAddressReserve");
+        let ptr = got(
+            bare::mem_address_reserve(self.api, size, 0, 0, 0),
+            "cuMemAddressReserve",
+        );
         RawReservation { ptr, size }
     }
 
     /// `cuMemAddressFree` of a reservation.
     pub fn free(&self, reservation: RawReservation) {
-        let f = entry!(self.table, cuMemAddressFree).unwrap_or_else(|e| missing(e));
         let RawReservation { ptr, size } = reservation;
         // SAFETY: the token is the exact range `reserve` returned, consumed here so it is freed
         // once, and nothing is mapped in it (only `RawRange` maps, into its own reservation).
-        let rc = unsafe { f(ptr, size) };
-        check(rc, "cuMemAddressFree");
+        let rc = unsafe { bare::mem_address_free(self.api, ptr, size) };
+        done(rc, "cuMemAddressFree");
     }
 
     /// `cuMemCreate(size)` with the device's pinned properties.
     pub fn create(&self, size: usize) -> RawAllocation {
-        let f = entry!(self.table, cuMemCreate).unwrap_or_else(|e| missing(e));
-        let mut handle: CUmemGenericAllocationHandle = 0;
-        // SAFETY: the out-pointer is a live local and `prop` a fully initialised property
-        // struct owned by `self`; the driver validates size and flags.
-        let rc = unsafe { f(&mut handle, size, &self.prop, 0) };
-        check(rc, "cuMemCreate");
+        let handle = got(
+            bare::mem_create(self.api, size, &self.prop, 0),
+            "cuMemCreate",
+        );
         RawAllocation { handle }
     }
 
     /// `cuMemRelease` of an allocation.
     pub fn release(&self, allocation: RawAllocation) {
-        let f = entry!(self.table, cuMemRelease).unwrap_or_else(|e| missing(e));
         // SAFETY: the token holds a live handle from `create`, consumed here so it is released
         // once; the driver would crash on a stale handle, which the token rules out.
-        let rc = unsafe { f(allocation.handle) };
-        check(rc, "cuMemRelease");
+        let rc = unsafe { bare::mem_release(self.api, allocation.handle) };
+        done(rc, "cuMemRelease");
     }
 
     /// `cuMemAlloc(size)` (classic allocation).
     pub fn mem_alloc(&self, size: usize) -> RawLinear {
-        let f = entry!(self.table, cuMemAlloc_v2).unwrap_or_else(|e| missing(e));
-        let mut ptr: CUdeviceptr = 0;
-        // SAFETY: the out-pointer is a live local; the driver validates the size.
-        let rc = unsafe { f(&mut ptr, size) };
-        check(rc, "cuMemAlloc");
+        let ptr = got(bare::mem_alloc(self.api, size), "cuMemAlloc");
         RawLinear { ptr }
     }
 
     /// `cuMemFree` of classic memory.
     pub fn mem_free(&self, memory: RawLinear) {
-        let f = entry!(self.table, cuMemFree_v2).unwrap_or_else(|e| missing(e));
         // SAFETY: the token holds a pointer from `mem_alloc`, consumed here so it is freed once.
-        let rc = unsafe { f(memory.ptr) };
-        check(rc, "cuMemFree");
+        let rc = unsafe { bare::mem_free(self.api, memory.ptr) };
+        done(rc, "cuMemFree");
     }
 
     /// `cuCtxSynchronize()`: waits for queued device work (e.g. copies) to finish.
     pub fn synchronize(&self) {
-        let f = entry!(self.table, cuCtxSynchronize).unwrap_or_else(|e| missing(e));
-        // SAFETY: no arguments; `env()` made the device's context current on this thread.
-        let rc = unsafe { f() };
-        check(rc, "cuCtxSynchronize");
+        // `env()` made the device's context current on this thread.
+        done(bare::ctx_synchronize(self.api), "cuCtxSynchronize");
     }
 
     /// `cuMemcpyHtoD` then `cuCtxSynchronize`: a host write that has landed when it returns,
     /// the way a raw program does it right (the context must be current).
     pub fn write_synced(&self, ptr: CUdeviceptr, data: &[u8]) {
-        let f = entry!(self.table, cuMemcpyHtoD_v2).unwrap_or_else(|e| missing(e));
+        // The bare tier has no synchronous copy: `entry!` stays for this one.
+        let f = entry!(self.api.table(), cuMemcpyHtoD_v2).unwrap_or_else(|e| missing(e));
         // SAFETY: `data` is readable for its length; the caller passes a mapped,
         // read-write range of at least that size.
         let rc = unsafe { f(ptr, data.as_ptr().cast(), data.len()) };
@@ -194,31 +195,35 @@ impl RawRange<'_> {
     /// One `cuMemMap` of the whole allocation. Panics if already mapped.
     pub fn map(&self) {
         assert!(!self.mapped.get(), "RawRange::map: already mapped");
-        let f = entry!(self.raw.table, cuMemMap).unwrap_or_else(|e| missing(e));
         // SAFETY: the reservation and the allocation are live and the same size; the range is
         // unmapped (checked above); whole allocation, offset 0, flags 0.
-        let rc = unsafe { f(self.ptr, self.size, 0, self.handle, 0) };
-        check(rc, "cuMemMap");
+        let rc = unsafe { bare::mem_map(self.raw.api, self.ptr, self.size, 0, self.handle, 0) };
+        done(rc, "cuMemMap");
         self.mapped.set(true);
     }
 
     /// One `cuMemUnmap` of the whole range. Panics if not mapped.
     pub fn unmap(&self) {
         assert!(self.mapped.get(), "RawRange::unmap: not mapped");
-        let f = entry!(self.raw.table, cuMemUnmap).unwrap_or_else(|e| missing(e));
         // SAFETY: the whole range is exactly one live mapping (checked above).
-        let rc = unsafe { f(self.ptr, self.size) };
-        check(rc, "cuMemUnmap");
+        let rc = unsafe { bare::mem_unmap(self.raw.api, self.ptr, self.size) };
+        done(rc, "cuMemUnmap");
         self.mapped.set(false);
     }
 
     /// One `cuMemSetAccess` (read-write) of the whole range. Panics if not mapped.
     pub fn set_access(&self) {
         assert!(self.mapped.get(), "RawRange::set_access: not mapped");
-        let f = entry!(self.raw.table, cuMemSetAccess).unwrap_or_else(|e| missing(e));
         // SAFETY: the whole range is mapped (checked above); one descriptor, owned by `raw`.
-        let rc = unsafe { f(self.ptr, self.size, &self.raw.access, 1) };
-        check(rc, "cuMemSetAccess");
+        let rc = unsafe {
+            bare::mem_set_access(
+                self.raw.api,
+                self.ptr,
+                self.size,
+                core::slice::from_ref(&self.raw.access),
+            )
+        };
+        done(rc, "cuMemSetAccess");
     }
 }
 
@@ -267,29 +272,30 @@ impl Raw {
 
 impl RawChunks<'_> {
     fn map_all(&mut self) {
-        let map = entry!(self.raw.table, cuMemMap).unwrap_or_else(|e| missing(e));
+        let api = self.raw.api;
         for (i, &handle) in self.handles.iter().enumerate() {
+            let at = self.ptr + (i * self.chunk) as u64;
             // SAFETY: the reservation holds `handles.len() * chunk` bytes, nothing is mapped
             // yet, and each live allocation goes to its own chunk-sized slot.
-            let rc = unsafe { map(self.ptr + (i * self.chunk) as u64, self.chunk, 0, handle, 0) };
-            check(rc, "cuMemMap");
+            let rc = unsafe { bare::mem_map(api, at, self.chunk, 0, handle, 0) };
+            done(rc, "cuMemMap");
         }
         self.mapped = true;
-        let f = entry!(self.raw.table, cuMemSetAccess).unwrap_or_else(|e| missing(e));
         let size = self.handles.len() * self.chunk;
+        let access = core::slice::from_ref(&self.raw.access);
         // SAFETY: the whole range is mapped (just above); one descriptor, owned by `raw`.
-        let rc = unsafe { f(self.ptr, size, &self.raw.access, 1) };
-        check(rc, "cuMemSetAccess");
+        let rc = unsafe { bare::mem_set_access(api, self.ptr, size, access) };
+        done(rc, "cuMemSetAccess");
     }
 
     /// One `cuMemUnmap` per chunk. Panics if not mapped.
     pub fn unmap_all(&mut self) {
         assert!(self.mapped, "RawChunks::unmap_all: not mapped");
-        let f = entry!(self.raw.table, cuMemUnmap).unwrap_or_else(|e| missing(e));
         for i in 0..self.handles.len() {
+            let at = self.ptr + (i * self.chunk) as u64;
             // SAFETY: each chunk-sized slot is exactly one live mapping (checked above).
-            let rc = unsafe { f(self.ptr + (i * self.chunk) as u64, self.chunk) };
-            check(rc, "cuMemUnmap");
+            let rc = unsafe { bare::mem_unmap(self.raw.api, at, self.chunk) };
+            done(rc, "cuMemUnmap");
         }
         self.mapped = false;
     }

@@ -2,9 +2,10 @@
 //! then `cuStreamSynchronize`, into pageable memory (what the safe layer did before it staged
 //! copies) or into page-locked memory (what staging costs at best).
 
-use cuda_vmm_sys::{entry, CUdeviceptr, CUstream};
+use cuda_vmm::raw::bare;
+use cuda_vmm_sys::{CUdeviceptr, CUstream};
 
-use crate::raw::{check, missing};
+use crate::raw::{done, got};
 use crate::Raw;
 
 /// A stream and a page-locked host buffer for raw copies. Dropping it leaks both: benches
@@ -19,15 +20,10 @@ pub struct RawCopier<'r> {
 impl Raw {
     /// A stream of its own and `len` bytes of page-locked memory (`cuMemHostAlloc`, flags 0).
     pub fn copier(&self, len: usize) -> RawCopier<'_> {
-        let create = entry!(self.table, cuStreamCreate).unwrap_or_else(|e| missing(e));
-        let mut stream: CUstream = std::ptr::null_mut();
-        // SAFETY: valid out-pointer, flags 0; `env()` made the context current.
-        check(unsafe { create(&mut stream, 0) }, "cuStreamCreate");
-        let alloc = entry!(self.table, cuMemHostAlloc).unwrap_or_else(|e| missing(e));
-        let mut pinned: *mut std::ffi::c_void = std::ptr::null_mut();
-        // SAFETY: valid out-pointer and size, flags 0.
-        check(
-            unsafe { alloc(&mut pinned, len.max(1), 0) },
+        // Flags 0; `env()` made the context current.
+        let stream = got(bare::stream_create(self.api, 0), "cuStreamCreate");
+        let pinned = got(
+            bare::mem_host_alloc(self.api, len.max(1), 0),
             "cuMemHostAlloc",
         );
         RawCopier {
@@ -41,55 +37,47 @@ impl Raw {
 
 impl RawCopier<'_> {
     fn sync(&self) {
-        let f = entry!(self.raw.table, cuStreamSynchronize).unwrap_or_else(|e| missing(e));
         // SAFETY: our live stream.
-        check(unsafe { f(self.stream) }, "cuStreamSynchronize");
+        let rc = unsafe { bare::stream_synchronize(self.raw.api, self.stream) };
+        done(rc, "cuStreamSynchronize");
     }
 
     /// `cuMemcpyDtoHAsync` of `out.len()` bytes from `src` into `out`, then the stream's
     /// synchronisation.
     pub fn read_pageable(&self, src: CUdeviceptr, out: &mut [u8]) {
-        let f = entry!(self.raw.table, cuMemcpyDtoHAsync_v2).unwrap_or_else(|e| missing(e));
+        let (api, dst, len) = (self.raw.api, out.as_mut_ptr().cast(), out.len());
         // SAFETY: `out` is writable for its length and borrowed until the stream is
         // synchronised below; the caller passes a mapped range of that size.
-        check(
-            unsafe { f(out.as_mut_ptr().cast(), src, out.len(), self.stream) },
-            "cuMemcpyDtoHAsync",
-        );
+        let rc = unsafe { bare::memcpy_dtoh_async(api, dst, src, len, self.stream) };
+        done(rc, "cuMemcpyDtoHAsync");
         self.sync();
     }
 
     /// `cuMemcpyHtoDAsync` of `data` to `dst`, then the stream's synchronisation.
     pub fn write_pageable(&self, dst: CUdeviceptr, data: &[u8]) {
-        let f = entry!(self.raw.table, cuMemcpyHtoDAsync_v2).unwrap_or_else(|e| missing(e));
+        let (api, src, len) = (self.raw.api, data.as_ptr().cast(), data.len());
         // SAFETY: `data` is readable for its length and borrowed until the stream is
         // synchronised below; the caller passes a mapped range of that size.
-        check(
-            unsafe { f(dst, data.as_ptr().cast(), data.len(), self.stream) },
-            "cuMemcpyHtoDAsync",
-        );
+        let rc = unsafe { bare::memcpy_htod_async(api, dst, src, len, self.stream) };
+        done(rc, "cuMemcpyHtoDAsync");
         self.sync();
     }
 
     /// The same copy from the device into the page-locked buffer (no host-side copy).
     pub fn read_pinned(&self, src: CUdeviceptr) {
-        let f = entry!(self.raw.table, cuMemcpyDtoHAsync_v2).unwrap_or_else(|e| missing(e));
+        let (api, dst) = (self.raw.api, self.pinned.cast());
         // SAFETY: the pinned buffer holds `len` bytes and lives as long as `self`.
-        check(
-            unsafe { f(self.pinned.cast(), src, self.len, self.stream) },
-            "cuMemcpyDtoHAsync",
-        );
+        let rc = unsafe { bare::memcpy_dtoh_async(api, dst, src, self.len, self.stream) };
+        done(rc, "cuMemcpyDtoHAsync");
         self.sync();
     }
 
     /// The same copy from the page-locked buffer to the device.
     pub fn write_pinned(&self, dst: CUdeviceptr) {
-        let f = entry!(self.raw.table, cuMemcpyHtoDAsync_v2).unwrap_or_else(|e| missing(e));
+        let (api, src) = (self.raw.api, self.pinned.cast());
         // SAFETY: as in `read_pinned`, read instead of written.
-        check(
-            unsafe { f(dst, self.pinned.cast(), self.len, self.stream) },
-            "cuMemcpyHtoDAsync",
-        );
+        let rc = unsafe { bare::memcpy_htod_async(api, dst, src, self.len, self.stream) };
+        done(rc, "cuMemcpyHtoDAsync");
         self.sync();
     }
 }

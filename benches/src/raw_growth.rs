@@ -6,9 +6,10 @@
 
 use std::time::{Duration, Instant};
 
+use cuda_vmm::raw::bare;
 use cuda_vmm_sys::{entry, CUdeviceptr};
 
-use crate::raw::{check, missing};
+use crate::raw::{check, done, missing};
 use crate::{Raw, RawAllocation, RawReservation, CHUNK, GIB};
 
 /// A whole allocation mapped by [`Raw::map_at`]. Give it back with [`Raw::unmap`].
@@ -60,38 +61,32 @@ impl Raw {
         allocation: &RawAllocation,
         size: usize,
     ) -> RawMapping {
-        let f = entry!(self.table, cuMemMap).unwrap_or_else(|e| missing(e));
         let ptr = reservation.ptr + offset as CUdeviceptr;
         // SAFETY: both tokens are live (borrowed); the driver checks that the range lies in a
         // reservation, is unmapped and matches the allocation's size, and fails otherwise.
-        let rc = unsafe { f(ptr, size, 0, allocation.handle, 0) };
-        check(rc, "cuMemMap");
+        let rc = unsafe { bare::mem_map(self.api, ptr, size, 0, allocation.handle, 0) };
+        done(rc, "cuMemMap");
         RawMapping { ptr, size }
     }
 
     /// One read-write `cuMemSetAccess` over `offset..offset + size` of `reservation`, which
     /// must be covered by whole mappings.
     pub fn set_access_at(&self, reservation: &RawReservation, offset: usize, size: usize) {
-        let f = entry!(self.table, cuMemSetAccess).unwrap_or_else(|e| missing(e));
+        let (ptr, access) = (
+            reservation.ptr + offset as CUdeviceptr,
+            core::slice::from_ref(&self.access),
+        );
         // SAFETY: the reservation token is live; one descriptor owned by `self`; the driver
         // checks the range's mappings.
-        let rc = unsafe {
-            f(
-                reservation.ptr + offset as CUdeviceptr,
-                size,
-                &self.access,
-                1,
-            )
-        };
-        check(rc, "cuMemSetAccess");
+        let rc = unsafe { bare::mem_set_access(self.api, ptr, size, access) };
+        done(rc, "cuMemSetAccess");
     }
 
     /// `cuMemUnmap` of a mapping (the caller has waited for device work on it).
     pub fn unmap(&self, mapping: RawMapping) {
-        let f = entry!(self.table, cuMemUnmap).unwrap_or_else(|e| missing(e));
         // SAFETY: the token is exactly one live mapping, consumed here so it is unmapped once.
-        let rc = unsafe { f(mapping.ptr, mapping.size) };
-        check(rc, "cuMemUnmap");
+        let rc = unsafe { bare::mem_unmap(self.api, mapping.ptr, mapping.size) };
+        done(rc, "cuMemUnmap");
     }
 
     /// `cuMemcpyDtoD` of `bytes` from `src` to `dst`, both mapped with read-write access.
@@ -101,7 +96,8 @@ impl Raw {
             bytes <= dst.size && bytes <= src.size,
             "copy_mapped: {bytes} bytes"
         );
-        let f = entry!(self.table, cuMemcpyDtoD_v2).unwrap_or_else(|e| missing(e));
+        // The bare tier has no synchronous copy: `entry!` stays for this one.
+        let f = entry!(self.api.table(), cuMemcpyDtoD_v2).unwrap_or_else(|e| missing(e));
         // SAFETY: both ranges lie within live mappings (checked above); the driver reports a
         // range without access as an error.
         let rc = unsafe { f(dst.ptr, src.ptr, bytes) };

@@ -3,7 +3,7 @@
 //! blocked-time stats and the prefetch queue as they were. Class 9 (ChunkPool) is in
 //! `adversarial_pool.rs`. Each test names the class and the defect it guards.
 
-use cuda_vmm::{Backend, Device};
+use cuda_vmm::Device;
 use cuda_vmm_alloc::{
     BufferConfig, ChunkPool, GrowableBuffer, GrowthPolicy, HoleBehavior, Placement, PoolConfig,
     SparseArray, SparseConfig,
@@ -11,22 +11,8 @@ use cuda_vmm_alloc::{
 use cuda_vmm_sim::inject_fault;
 use cuda_vmm_sys::CUresult;
 
-use crate::cuda;
+use crate::two_simulated_devices;
 use cuda_vmm_tests::helpers::{gran, TestResult};
-
-/// Devices 0 and 1 on the simulator, or `None` (with a line saying why) to skip.
-fn two_simulated_devices() -> cuda_vmm::Result<Option<(Device, Device)>> {
-    let cuda = cuda()?;
-    if cuda.backend() != Backend::Simulator {
-        eprintln!("skipped: needs the simulator's fault injection");
-        return Ok(None);
-    }
-    if cuda.device_count()? < 2 {
-        eprintln!("skipped: needs two devices (CUDA_VMM_SIM_DEVICES=2)");
-        return Ok(None);
-    }
-    Ok(Some((cuda.device(0)?, cuda.device(1)?)))
-}
 
 /// The device ordinal of each chunk of `b`, in address order, with its size in granules.
 fn layout(b: &GrowableBuffer<u8>, g: usize) -> Vec<(usize, usize)> {
@@ -358,14 +344,10 @@ fn failed_round_robin_sparse_commit_of_two_runs_is_undone_at_every_fault_point()
 /// counts exactly what an unpooled one does.
 #[test]
 fn failed_pooled_growth_counts_the_creates_it_attempted() -> TestResult {
-    let cuda = cuda()?;
-    if cuda.backend() != Backend::Simulator {
-        eprintln!("skipped: needs the simulator's fault injection");
+    let Some((d, g)) = crate::simulated_device(crate::FAULT_INJECTION)? else {
         return Ok(());
-    }
+    };
     let _memory = crate::memory_shared();
-    let d = cuda.device(0)?;
-    let g = gran(&d)?;
     let buffer = |pool: Option<ChunkPool>| {
         GrowableBuffer::<u8>::new(
             &d,

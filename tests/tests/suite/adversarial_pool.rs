@@ -133,8 +133,7 @@ fn pool_counts_and_limits_at_their_edges() -> TestResult {
 #[test]
 fn failed_prefill_and_acquire_leave_the_pool_as_it_was() -> TestResult {
     let cuda = cuda()?;
-    if cuda.backend() != Backend::Simulator {
-        eprintln!("skipped: needs the simulator's fault injection");
+    if !crate::simulator_or_skip(crate::FAULT_INJECTION)? {
         return Ok(());
     }
     let _memory = crate::memory_shared();
@@ -401,14 +400,10 @@ fn eight_threads_race_two_pools_shared_by_buffers_and_sparse_arrays() -> TestRes
 /// commit then succeeds taking the cached chunks as a twin that never failed does.
 #[test]
 fn failed_pooled_sparse_commit_leaves_the_pool_as_it_was() -> TestResult {
-    let cuda = cuda()?;
-    if cuda.backend() != Backend::Simulator {
-        eprintln!("skipped: needs the simulator's fault injection");
+    let Some((d, g)) = crate::simulated_device(crate::FAULT_INJECTION)? else {
         return Ok(());
-    }
+    };
     let _memory = crate::memory_shared();
-    let d = cuda.device(0)?;
-    let g = gran(&d)?;
     let code = CUresult::CUDA_ERROR_OUT_OF_MEMORY;
     let setup = || -> cuda_vmm_alloc::Result<(ChunkPool, SparseArray<u8>)> {
         let p = pool(&d, 4, usize::MAX)?;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use cuda_vmm_alloc::{BufferConfig, GrowableBuffer, GrowthPolicy};
 use cuda_vmm_sim::model_create_cost;
 
-use crate::{device, on_simulator};
+use crate::device;
 use cuda_vmm_tests::helpers::TestResult;
 
 const MIB: usize = 1 << 20;
@@ -46,8 +46,7 @@ fn grow(b: &mut GrowableBuffer<u8>) -> cuda_vmm_alloc::Result<[(u64, u64); 2]> {
 #[test]
 fn slow_creates_switch_growth_to_churn_pieces() -> TestResult {
     let _memory = crate::memory_shared();
-    if !on_simulator()? {
-        eprintln!("skipped: the slow-create regime is modelled on the simulator only");
+    if !crate::simulator_or_skip("the slow-create regime is modelled on the simulator only")? {
         return Ok(());
     }
     // Creates at 3 µs per MiB, as the H200 under churn: the 128 MiB step is slow, so the
@@ -75,8 +74,7 @@ fn slow_creates_switch_growth_to_churn_pieces() -> TestResult {
 #[test]
 fn small_and_pooled_steps_are_not_judged() -> TestResult {
     let _memory = crate::memory_shared();
-    if !on_simulator()? {
-        eprintln!("skipped: the slow-create regime is modelled on the simulator only");
+    if !crate::simulator_or_skip("the slow-create regime is modelled on the simulator only")? {
         return Ok(());
     }
     let _cost = model_create_cost(Duration::from_micros(20));

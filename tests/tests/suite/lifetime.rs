@@ -10,6 +10,7 @@
 
 use std::time::Instant;
 
+use cuda_vmm::raw::bare;
 use cuda_vmm::{
     AccessFlags, Allocation, AllocationProps, Cuda, Device, Reservation, ReserveOptions, Stream,
     UnmapWait,
@@ -36,6 +37,18 @@ fn iterations(gpu: usize) -> cuda_vmm::Result<usize> {
     Ok(if on_simulator()? { gpu / 4 } else { gpu })
 }
 
+/// A byte buffer of at most 64 MiB on `device`.
+fn buffer(device: &Device) -> cuda_vmm_alloc::Result<GrowableBuffer<u8>> {
+    GrowableBuffer::<u8>::with_max_capacity(device, 64 * MIB)
+}
+
+/// Device 0 and a stream of its own.
+fn device_and_stream() -> cuda_vmm::Result<(Device, Stream)> {
+    let d = device()?;
+    let stream = Stream::new(&d)?;
+    Ok((d, stream))
+}
+
 /// The context is usable: a context-wide wait succeeds and a fresh buffer round-trips.
 fn assert_healthy(device: &Device) -> TestResult {
     device.synchronize()?;
@@ -46,7 +59,7 @@ fn assert_healthy(device: &Device) -> TestResult {
     Ok(())
 }
 
-/// Queues `cuMemsetD8Async` through the raw table: work the library does not know about.
+/// Queues `cuMemsetD8Async` through the bare raw tier: work the library does not know about.
 fn raw_memset_async(
     device: &Device,
     stream: &Stream,
@@ -54,10 +67,10 @@ fn raw_memset_async(
     byte: u8,
     len: usize,
 ) -> TestResult {
-    let f = entry!(device.cuda().sys().table(), cuMemsetD8Async)?;
+    let api = device.cuda().api();
     device.make_current()?;
     // SAFETY: the caller passes a range mapped read-write for `device`, and a live stream.
-    let rc = unsafe { f(ptr, byte, len, stream.raw()) };
+    let rc = unsafe { bare::memset_d8_async(api, ptr, byte, len, stream.raw()) }?;
     assert_eq!(rc, CUresult::CUDA_SUCCESS);
     Ok(())
 }
@@ -84,7 +97,7 @@ fn growable_write_then_drop_in_a_loop() -> TestResult {
     let d = device()?;
     let data = pattern_cycle(8 * MIB, 1);
     for _ in 0..iterations(200)? {
-        let mut b = GrowableBuffer::<u8>::with_max_capacity(&d, 64 * MIB)?;
+        let mut b = buffer(&d)?;
         b.extend_from_slice(&data)?;
     }
     assert_healthy(&d)
@@ -95,7 +108,7 @@ fn growable_write_then_shrink_in_a_loop() -> TestResult {
     let _memory = hold();
     let d = device()?;
     let data = pattern_cycle(8 * MIB, 2);
-    let mut b = GrowableBuffer::<u8>::with_max_capacity(&d, 64 * MIB)?;
+    let mut b = buffer(&d)?;
     for _ in 0..iterations(200)? {
         b.extend_from_slice(&data)?;
         b.truncate(0);
@@ -113,8 +126,7 @@ fn threads_write_then_drop() -> TestResult {
     on_eight_threads(&d, |d, t| {
         let data = pattern_cycle(2 * MIB, t);
         for i in 0..n {
-            let mut b =
-                GrowableBuffer::<u8>::with_max_capacity(d, 64 * MIB).map_err(|e| e.to_string())?;
+            let mut b = buffer(d).map_err(|e| e.to_string())?;
             b.extend_from_slice(&data).map_err(|e| e.to_string())?;
             if i % 2 == 1 {
                 b.truncate(0);
@@ -244,11 +256,10 @@ fn reservation_and_mapping_write_then_drop_in_a_loop() -> TestResult {
 #[test]
 fn async_writes_then_drop_in_a_loop() -> TestResult {
     let _memory = hold();
-    let d = device()?;
-    let stream = Stream::new(&d)?;
+    let (d, stream) = device_and_stream()?;
     let data = pattern_cycle(8 * MIB, 6);
     for _ in 0..iterations(100)? {
-        let mut b = GrowableBuffer::<u8>::with_max_capacity(&d, 64 * MIB)?;
+        let mut b = buffer(&d)?;
         b.extend_from_slice_async(&stream, &data)?;
         b.write_async(&stream, 0, &data[..MIB])?;
     }
@@ -263,10 +274,9 @@ fn async_writes_then_drop_in_a_loop() -> TestResult {
 #[test]
 fn unrecorded_work_is_waited_for_by_default() -> TestResult {
     let _memory = hold();
-    let d = device()?;
-    let stream = Stream::new(&d)?;
+    let (d, stream) = device_and_stream()?;
     let len = 32 * MIB;
-    let mut b = GrowableBuffer::<u8>::with_max_capacity(&d, 64 * MIB)?;
+    let mut b = buffer(&d)?;
     b.resize(len, 0)?;
     assert_eq!(b.unmap_wait(), UnmapWait::Devices);
     for round in 0..iterations(20)? {
@@ -289,10 +299,9 @@ fn unrecorded_work_is_waited_for_by_default() -> TestResult {
 #[test]
 fn recorded_use_is_waited_for() -> TestResult {
     let _memory = hold();
-    let d = device()?;
-    let stream = Stream::new(&d)?;
+    let (d, stream) = device_and_stream()?;
     let len = 32 * MIB;
-    let mut b = GrowableBuffer::<u8>::with_max_capacity(&d, 64 * MIB)?;
+    let mut b = buffer(&d)?;
     b.resize(len, 0)?;
     // SAFETY: every piece of work this test queues on the buffer is recorded below.
     unsafe { b.set_unmap_wait(UnmapWait::RecordedUse) };
@@ -315,10 +324,9 @@ fn recorded_use_is_waited_for() -> TestResult {
 #[test]
 fn caller_synchronised_opt_out() -> TestResult {
     let _memory = hold();
-    let d = device()?;
-    let stream = Stream::new(&d)?;
+    let (d, stream) = device_and_stream()?;
     for _ in 0..iterations(20)? {
-        let mut b = GrowableBuffer::<u8>::with_max_capacity(&d, 64 * MIB)?;
+        let mut b = buffer(&d)?;
         b.resize(8 * MIB, 0)?;
         // SAFETY: the stream is synchronised before the buffer is dropped.
         unsafe { b.set_unmap_wait(UnmapWait::Caller) };
@@ -351,9 +359,8 @@ fn caller_opt_out_does_not_wait_child() -> TestResult {
     if std::env::var(CHILD_ENV).is_err() {
         return Ok(());
     }
-    let d = device()?;
-    let stream = Stream::new(&d)?;
-    let mut b = GrowableBuffer::<u8>::with_max_capacity(&d, 64 * MIB)?;
+    let (d, stream) = device_and_stream()?;
+    let mut b = buffer(&d)?;
     b.resize(32 * MIB, 0)?;
     // SAFETY: deliberately broken: this child process shows what the opt-out does.
     unsafe { b.set_unmap_wait(UnmapWait::Caller) };
@@ -376,8 +383,7 @@ fn caller_opt_out_does_not_wait_child() -> TestResult {
 #[test]
 fn raw_race_faults_and_safe_layer_does_not() -> TestResult {
     let _memory = hold();
-    if !on_simulator()? {
-        eprintln!("skipped: the raw race is only deterministic on the simulator");
+    if !crate::simulator_or_skip("the raw race is only deterministic on the simulator")? {
         return Ok(());
     }
     let test = test_name!(raw_race_child);
@@ -390,7 +396,7 @@ fn raw_race_faults_and_safe_layer_does_not() -> TestResult {
     let d = device()?;
     let data = pattern_cycle(8 * MIB, 1);
     for _ in 0..10 {
-        let mut b = GrowableBuffer::<u8>::with_max_capacity(&d, 64 * MIB)?;
+        let mut b = buffer(&d)?;
         b.extend_from_slice(&data)?;
     }
     assert_healthy(&d)

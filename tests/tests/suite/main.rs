@@ -84,3 +84,41 @@ pub fn cuda() -> cuda_vmm::Result<cuda_vmm::Cuda> {
     });
     Ok(c.clone())
 }
+
+/// What a test skipped off the simulator says it needs.
+pub const FAULT_INJECTION: &str = "needs the simulator's fault injection";
+
+/// Whether the suite runs on the simulator; if not, says "skipped: {why}" on stderr, and
+/// the caller returns.
+pub fn simulator_or_skip(why: &str) -> cuda_vmm::Result<bool> {
+    let on = on_simulator()?;
+    if !on {
+        eprintln!("skipped: {why}");
+    }
+    Ok(on)
+}
+
+/// Device 0 and its granularity on the simulator, or `None` (after saying "skipped: {why}")
+/// to skip.
+pub fn simulated_device(why: &str) -> cuda_vmm::Result<Option<(cuda_vmm::Device, usize)>> {
+    if !simulator_or_skip(why)? {
+        return Ok(None);
+    }
+    let d = device()?;
+    let g = cuda_vmm_tests::helpers::gran(&d)?;
+    Ok(Some((d, g)))
+}
+
+/// Devices 0 and 1 on the simulator, or `None` (with a line saying why) to skip.
+pub fn two_simulated_devices() -> cuda_vmm::Result<Option<(cuda_vmm::Device, cuda_vmm::Device)>> {
+    let cuda = cuda()?;
+    if cuda.backend() != cuda_vmm::Backend::Simulator {
+        eprintln!("skipped: {FAULT_INJECTION}");
+        return Ok(None);
+    }
+    if cuda.device_count()? < 2 {
+        eprintln!("skipped: needs two devices (CUDA_VMM_SIM_DEVICES=2)");
+        return Ok(None);
+    }
+    Ok(Some((cuda.device(0)?, cuda.device(1)?)))
+}

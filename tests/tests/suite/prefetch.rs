@@ -8,7 +8,7 @@ use cuda_vmm::Device;
 use cuda_vmm_alloc::{BufferConfig, ChunkPool, GrowableBuffer, GrowthPolicy, PoolConfig};
 use cuda_vmm_sim::inject_fault;
 
-use crate::{device, on_simulator};
+use crate::device;
 use cuda_vmm_tests::helpers::{gran, words_xored, TestResult};
 
 /// Proportional steps of whole granules: several growth steps in a few MiB.
@@ -104,12 +104,11 @@ fn dropping_with_a_step_in_flight_leaks_nothing() -> TestResult {
     // Exclusive: every allocating test holds the lock shared, so one measurement is
     // undisturbed.
     let _memory = crate::memory_exclusive();
-    if !on_simulator()? {
-        eprintln!("skipped: free-memory accounting is checked on the simulator only");
+    let Some((d, g)) =
+        crate::simulated_device("free-memory accounting is checked on the simulator only")?
+    else {
         return Ok(());
-    }
-    let d = device()?;
-    let g = gran(&d)?;
+    };
     let free_before = d.memory_info()?.free;
     let mut buf = buffer(&d, g, GrowthPolicy::fixed(4 * g), true);
     buf.extend_from_slice(&words_xored(0..g, 1))?;
@@ -126,12 +125,9 @@ fn dropping_with_a_step_in_flight_leaks_nothing() -> TestResult {
 #[test]
 fn prefetched_growth_is_transactional_under_faults() -> TestResult {
     let _memory = crate::memory_shared();
-    if !on_simulator()? {
-        eprintln!("skipped: fault injection needs the simulator");
+    let Some((d, g)) = crate::simulated_device("fault injection needs the simulator")? else {
         return Ok(());
-    }
-    let d = device()?;
-    let g = gran(&d)?;
+    };
     let mut buf = buffer(&d, g, GrowthPolicy::fixed(g), true);
     let host = words_xored(0..g / 4 + 3, 1);
     buf.extend_from_slice(&host)?;

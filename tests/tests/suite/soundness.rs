@@ -2,8 +2,8 @@
 //! identity per (context, stream). Each test names the defect it guards.
 
 use cuda_vmm::{
-    AccessFlags, Allocation, AllocationProps, Backend, Error, LinearAllocation, Reservation,
-    ReserveOptions, Stream,
+    AccessFlags, Allocation, AllocationProps, Error, LinearAllocation, Reservation, ReserveOptions,
+    Stream,
 };
 use cuda_vmm_sys::CUresult;
 
@@ -51,8 +51,7 @@ fn unmap_batch_refusal_hands_every_mapping_back() -> TestResult {
 #[test]
 fn linear_free_after_a_failed_wait_can_be_retried() -> TestResult {
     let cuda = cuda()?;
-    if cuda.backend() != Backend::Simulator {
-        eprintln!("skipped: needs the simulator's fault injection");
+    if !crate::simulator_or_skip(crate::FAULT_INJECTION)? {
         return Ok(());
     }
     let _memory = crate::memory_exclusive();
@@ -82,8 +81,7 @@ fn linear_free_after_a_failed_wait_can_be_retried() -> TestResult {
 #[test]
 fn linear_free_does_not_retry_a_failed_cumemfree() -> TestResult {
     let cuda = cuda()?;
-    if cuda.backend() != Backend::Simulator {
-        eprintln!("skipped: needs the simulator's fault injection");
+    if !crate::simulator_or_skip(crate::FAULT_INJECTION)? {
         return Ok(());
     }
     let _memory = crate::memory_shared();

@@ -6,7 +6,7 @@
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use cuda_vmm::{Backend, Device};
+use cuda_vmm::Device;
 use cuda_vmm_alloc::{
     BufferConfig, ChunkPool, Error, GrowableBuffer, GrowthPolicy, Placement, PoolConfig, PoolStats,
     SparseArray, SparseConfig,
@@ -14,22 +14,8 @@ use cuda_vmm_alloc::{
 use cuda_vmm_sim::inject_fault;
 use cuda_vmm_sys::CUresult;
 
-use crate::cuda;
+use crate::{cuda, two_simulated_devices};
 use cuda_vmm_tests::helpers::{gran, TestResult};
-
-/// Devices 0 and 1 on the simulator, or `None` (with a line saying why) to skip.
-fn two_simulated_devices() -> cuda_vmm::Result<Option<(Device, Device)>> {
-    let cuda = cuda()?;
-    if cuda.backend() != Backend::Simulator {
-        eprintln!("skipped: needs the simulator's fault injection");
-        return Ok(None);
-    }
-    if cuda.device_count()? < 2 {
-        eprintln!("skipped: needs two devices (CUDA_VMM_SIM_DEVICES=2)");
-        return Ok(None);
-    }
-    Ok(Some((cuda.device(0)?, cuda.device(1)?)))
-}
 
 /// A byte buffer of `d0` striping one-granule chunks over `d0` and `d1`.
 fn striped(
@@ -311,14 +297,10 @@ fn racing_pool_operations_never_exceed_the_limits() -> TestResult {
 /// released instead (and every byte of the device comes back).
 #[test]
 fn failed_commit_returns_to_a_full_pool_within_the_limits() -> TestResult {
-    let cuda = cuda()?;
-    if cuda.backend() != Backend::Simulator {
-        eprintln!("skipped: needs the simulator's fault injection");
+    let Some((d, g)) = crate::simulated_device(crate::FAULT_INJECTION)? else {
         return Ok(());
-    }
+    };
     let _memory = crate::memory_exclusive();
-    let d = cuda.device(0)?;
-    let g = gran(&d)?;
     let free_before = d.memory_info()?.free;
     let p = pool(&d, 2, usize::MAX)?;
     assert_eq!(p.prefill(2)?, 2);

@@ -223,8 +223,7 @@ fn error_mode_spares_are_zero_filled_whatever_the_pool_chunks_held() -> TestResu
 #[test]
 fn a_failed_spare_batch_falls_back_to_the_tiles_asked_for() -> TestResult {
     let _memory = crate::memory_shared();
-    if !on_simulator()? {
-        eprintln!("skipped: fault injection needs the simulator");
+    if !crate::simulator_or_skip("fault injection needs the simulator")? {
         return Ok(());
     }
     let d = device()?;

@@ -3,7 +3,7 @@
 
 use std::os::unix::net::UnixStream;
 
-use cuda_vmm::{AllocationProps, GranularityKind, HandleTypes, Stream, UnmapWait};
+use cuda_vmm::{AllocationProps, Device, GranularityKind, HandleTypes, Stream, UnmapWait};
 use cuda_vmm_alloc::{
     BufferConfig, GrowableBuffer, GrowthPolicy, SharedBufferConsumer, SharedBufferProducer,
 };
@@ -87,6 +87,26 @@ fn every_failed_write_async_leaves_the_unmap_ordered() -> TestResult {
     Ok(())
 }
 
+/// Device 0, a stream of its own and a byte buffer of at most 16 MiB on the device.
+fn device_stream_and_buffer() -> cuda_vmm_alloc::Result<(Device, Stream, GrowableBuffer<u8>)> {
+    let device = crate::cuda()?.device(0)?;
+    let stream = Stream::new(&device)?;
+    let b = GrowableBuffer::<u8>::with_max_capacity(&device, 16 * MIB)?;
+    Ok((device, stream, b))
+}
+
+/// A 9 MiB `extend_from_slice_async` of `b` on `stream` whose second chunk's copy fails
+/// (the first still running): the error is the injected one.
+#[track_caller]
+fn extend_async_failing_at_the_second_chunk(b: &mut GrowableBuffer<u8>, stream: &Stream) {
+    let _running = queries_not_ready(64);
+    let _f = inject_fault("cuMemcpyHtoDAsync_v2", 2, CUresult::CUDA_ERROR_UNKNOWN);
+    let e = b
+        .extend_from_slice_async(stream, &pattern_blocks(9 * MIB, 3, 37, 13))
+        .expect_err("the injected second-chunk failure");
+    assert!(is_injected_alloc(&e, "cuMemcpyHtoDAsync_v2"), "{e:?}");
+}
+
 /// Class 2: `GrowableBuffer::extend_from_slice_async` failing on a later chunk under
 /// `UnmapWait::RecordedUse`: dropping the buffer must wait for the chunks that were
 /// queued (same mechanism as the reservation's `write_async`).
@@ -96,19 +116,10 @@ fn a_failed_growable_extend_async_is_waited_for_at_drop() -> TestResult {
         return Ok(());
     }
     let _memory = crate::memory_shared();
-    let device = crate::cuda()?.device(0)?;
-    let stream = Stream::new(&device)?;
-    let mut b = GrowableBuffer::<u8>::with_max_capacity(&device, 16 * MIB)?;
+    let (device, stream, mut b) = device_stream_and_buffer()?;
     // SAFETY: only this crate's copies touch the memory.
     unsafe { b.set_unmap_wait(UnmapWait::RecordedUse) };
-    {
-        let _running = queries_not_ready(64);
-        let _f = inject_fault("cuMemcpyHtoDAsync_v2", 2, CUresult::CUDA_ERROR_UNKNOWN);
-        let e = b
-            .extend_from_slice_async(&stream, &pattern_blocks(9 * MIB, 3, 37, 13))
-            .expect_err("the injected second-chunk failure");
-        assert!(is_injected_alloc(&e, "cuMemcpyHtoDAsync_v2"), "{e:?}");
-    }
+    extend_async_failing_at_the_second_chunk(&mut b, &stream);
     drop(b);
     device.synchronize()?;
     Ok(())
@@ -288,20 +299,11 @@ fn a_failed_growable_extend_async_rolls_back_safely_under_caller() -> TestResult
         return Ok(());
     }
     let _memory = crate::memory_shared();
-    let device = crate::cuda()?.device(0)?;
-    let stream = Stream::new(&device)?;
-    let mut b = GrowableBuffer::<u8>::with_max_capacity(&device, 16 * MIB)?;
+    let (device, stream, mut b) = device_stream_and_buffer()?;
     // SAFETY: the test synchronises before dropping the buffer; the rollback inside
     // the failed call is the library's to order.
     unsafe { b.set_unmap_wait(UnmapWait::Caller) };
-    {
-        let _running = queries_not_ready(64);
-        let _f = inject_fault("cuMemcpyHtoDAsync_v2", 2, CUresult::CUDA_ERROR_UNKNOWN);
-        let e = b
-            .extend_from_slice_async(&stream, &pattern_blocks(9 * MIB, 3, 37, 13))
-            .expect_err("the injected second-chunk failure");
-        assert!(is_injected_alloc(&e, "cuMemcpyHtoDAsync_v2"), "{e:?}");
-    }
+    extend_async_failing_at_the_second_chunk(&mut b, &stream);
     assert_eq!((b.len(), b.committed_bytes()), (0, 0));
     device.synchronize()?;
     b.extend_from_slice(&[1, 2, 3])?;

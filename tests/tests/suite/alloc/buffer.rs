@@ -341,12 +341,11 @@ fn shrink_gives_memory_back_to_the_device() -> TestResult {
     // Exclusive: every allocating test holds the lock shared, so one measurement is
     // undisturbed.
     let _memory = crate::memory_exclusive();
-    if !on_simulator()? {
-        eprintln!("skipped: free-memory accounting is checked on the simulator only");
+    let Some((d, g)) =
+        crate::simulated_device("free-memory accounting is checked on the simulator only")?
+    else {
         return Ok(());
-    }
-    let d = device()?;
-    let g = gran(&d)?;
+    };
     let mut buf = GrowableBuffer::<u8>::new(
         &d,
         BufferConfig {
@@ -372,12 +371,9 @@ fn shrink_gives_memory_back_to_the_device() -> TestResult {
 #[test]
 fn growth_is_transactional_under_faults() -> TestResult {
     let _memory = crate::memory_shared();
-    if !on_simulator()? {
-        eprintln!("skipped: fault injection needs the simulator");
+    let Some((d, g)) = crate::simulated_device("fault injection needs the simulator")? else {
         return Ok(());
-    }
-    let d = device()?;
-    let g = gran(&d)?;
+    };
     let mut buf = GrowableBuffer::<u32>::new(
         &d,
         BufferConfig {

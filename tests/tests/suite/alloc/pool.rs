@@ -57,12 +57,9 @@ fn pooled_buffers_reuse_chunks() -> TestResult {
 #[test]
 fn pooled_growth_is_transactional_under_faults() -> TestResult {
     let _memory = crate::memory_shared();
-    if !on_simulator()? {
-        eprintln!("skipped: fault injection needs the simulator");
+    let Some((d, g)) = crate::simulated_device("fault injection needs the simulator")? else {
         return Ok(());
-    }
-    let d = device()?;
-    let g = gran(&d)?;
+    };
     let pool = ChunkPool::new(&d, PoolConfig::default())?;
     assert_eq!(pool.prefill(2)?, 2);
     let mut buf = GrowableBuffer::<u8>::new(

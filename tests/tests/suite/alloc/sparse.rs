@@ -222,8 +222,7 @@ fn sparse_commit_makes_one_set_access_per_run() -> TestResult {
 fn sparse_commit_is_all_or_nothing_under_faults() -> TestResult {
     // Zero memory is allocated here: keep out of the free-memory sweeps' way.
     let _memory = crate::memory_shared();
-    if !on_simulator()? {
-        eprintln!("skipped: fault injection needs the simulator");
+    if !crate::simulator_or_skip("fault injection needs the simulator")? {
         return Ok(());
     }
     let cuda = cuda()?;

@@ -411,6 +411,10 @@ pub fn map_into_hole_too_large(e: &Env) -> CaseResult {
 
 // ---- out-parameters after a failure -------------------------------------------------
 
+// These cases call the driver through `entry!`, not `raw::bare`: the bare tier starts every
+// out-parameter zeroed, and these cases must start it at a sentinel to see whether a failed
+// call writes it.
+
 pub fn reserve_failure_out_param(_: &Env) -> CaseResult {
     let f = entry!(table(), cuMemAddressReserve).map_err(|e| e.to_string())?;
     let mut p: CUdeviceptr = SENTINEL;

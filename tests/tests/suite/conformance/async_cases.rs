@@ -27,7 +27,12 @@ fn stream(flags: u32) -> Result<CUstream, String> {
 // ---- streams and events ---------------------------------------------------
 
 pub fn stream_idle_lifecycle(_: &Env) -> CaseResult {
-    let (create, s) = stream_create(0);
+    idle_stream_lifecycle(0)
+}
+
+/// Create a stream with `flags`, query, synchronize and destroy it, idle throughout.
+fn idle_stream_lifecycle(flags: u32) -> CaseResult {
+    let (create, s) = stream_create(flags);
     let query = stream_query(s);
     let sync = stream_synchronize(s);
     let destroy = stream_destroy(s);
@@ -41,17 +46,7 @@ pub fn stream_idle_lifecycle(_: &Env) -> CaseResult {
 }
 
 pub fn stream_non_blocking_idle_lifecycle(_: &Env) -> CaseResult {
-    let (create, s) = stream_create(NON_BLOCKING);
-    let query = stream_query(s);
-    let sync = stream_synchronize(s);
-    let destroy = stream_destroy(s);
-    Ok(format!(
-        "create={} query={} sync={} destroy={}",
-        name(create),
-        name(query),
-        name(sync),
-        name(destroy)
-    ))
+    idle_stream_lifecycle(NON_BLOCKING)
 }
 
 pub fn stream_create_bad_flags(_: &Env) -> CaseResult {
@@ -159,9 +154,7 @@ pub fn async_copy_to_unmapped(e: &Env) -> CaseResult {
 }
 
 pub fn async_copy_to_no_access(e: &Env) -> CaseResult {
-    let p = reserved(e.g)?;
-    let h = created(e, e.g)?;
-    ok("cuMemMap", map(p, e.g, 0, h, 0))?;
+    let (p, h) = mapped(e, e.g)?;
     let s = stream(0)?;
     let data = pattern(4096, 1);
     // SAFETY: `data` outlives the stream synchronisation below.

@@ -1,22 +1,52 @@
-//! Thin raw calls through the selected driver table, one `unsafe` block each.
+//! The conformance cases' raw calls: a thin adapter over [`cuda_vmm::raw::bare`].
 //!
-//! Every function returns the `CUresult` of exactly one driver call so that a
-//! conformance case can name the answer it observed.
+//! Every function returns the `CUresult` of exactly one driver call, untouched (no
+//! span, no check), so that a conformance case can name the answer it observed. A
+//! missing entry point panics naming it. The few entry points the bare tier lacks
+//! (the synchronous copies and fill) are called through `entry!` here.
 
 use core::ffi::c_void;
-use core::mem::MaybeUninit;
+use std::sync::OnceLock;
 
+use cuda_vmm::raw::{bare, Api};
 use cuda_vmm_sys::*;
+
+/// The bare-tier [`Api`] of the selected backend's driver table.
+pub fn api() -> Api {
+    static CUDA: OnceLock<cuda_vmm::Cuda> = OnceLock::new();
+    CUDA.get_or_init(|| {
+        let (driver, backend) = cuda_vmm_tests::raw_driver();
+        let backend = match backend {
+            cuda_vmm_tests::Backend::RealDriver => cuda_vmm::Backend::RealDriver,
+            cuda_vmm_tests::Backend::Simulator => cuda_vmm::Backend::Simulator,
+        };
+        // SAFETY: the selected driver is libcuda or the simulator, both of which
+        // implement the driver API.
+        unsafe { cuda_vmm::Cuda::from_driver(driver, backend) }.expect("open the selected driver")
+    })
+    .api()
+}
 
 /// The driver table of the selected backend.
 pub fn table() -> &'static DriverTable {
-    cuda_vmm_tests::raw_driver().0.table()
+    api().table()
 }
 
+/// For the entry points the bare tier lacks.
 macro_rules! f {
     ($name:ident) => {
         entry!(table(), $name).expect(concat!("driver lacks ", stringify!($name)))
     };
+}
+
+/// A bare answer without out-parameters; a missing entry point panics.
+fn rc(answer: bare::Rc) -> CUresult {
+    answer.unwrap_or_else(|m| panic!("driver lacks {}", m.0))
+}
+
+/// A bare answer with out-parameters; a missing entry point panics.
+fn out<T>(answer: bare::Out<T>) -> (CUresult, T) {
+    answer.unwrap_or_else(|m| panic!("driver lacks {}", m.0))
 }
 
 /// `CUresult` → "CUDA_ERROR_INVALID_VALUE".
@@ -34,46 +64,32 @@ pub fn ok(call: &str, rc: CUresult) -> Result<(), String> {
 }
 
 pub fn init() -> CUresult {
-    // SAFETY: cuInit takes only a flags word.
-    unsafe { f!(cuInit)(0) }
+    rc(bare::init(api(), 0))
 }
 
 pub fn device_get(ordinal: i32) -> (CUresult, CUdevice) {
-    let mut d = MaybeUninit::new(-1);
-    // SAFETY: `d` is a valid out-pointer for one CUdevice.
-    let rc = unsafe { f!(cuDeviceGet)(d.as_mut_ptr(), ordinal) };
-    // SAFETY: initialised above with a sentinel, possibly overwritten.
-    (rc, unsafe { d.assume_init() })
+    out(bare::device_get(api(), ordinal))
 }
 
 pub fn device_attribute(attr: CUdevice_attribute, dev: CUdevice) -> (CUresult, i32) {
-    let mut v = 0;
-    // SAFETY: `v` is a valid out-pointer for one int.
-    let rc = unsafe { f!(cuDeviceGetAttribute)(&mut v, attr, dev) };
-    (rc, v)
+    out(bare::device_get_attribute(api(), attr, dev))
 }
 
 pub fn primary_ctx_retain(dev: CUdevice) -> (CUresult, CUcontext) {
-    let mut ctx: CUcontext = core::ptr::null_mut();
-    // SAFETY: `ctx` is a valid out-pointer for one CUcontext.
-    let rc = unsafe { f!(cuDevicePrimaryCtxRetain)(&mut ctx, dev) };
-    (rc, ctx)
+    out(bare::device_primary_ctx_retain(api(), dev))
 }
 
 pub fn ctx_set_current(ctx: CUcontext) -> CUresult {
     // SAFETY: `ctx` is null or a context returned by the driver.
-    unsafe { f!(cuCtxSetCurrent)(ctx) }
+    rc(unsafe { bare::ctx_set_current(api(), ctx) })
 }
 
 pub fn ctx_synchronize() -> CUresult {
-    // SAFETY: no arguments.
-    unsafe { f!(cuCtxSynchronize)() }
+    rc(bare::ctx_synchronize(api()))
 }
 
 pub fn mem_get_info() -> (CUresult, usize, usize) {
-    let (mut free, mut total) = (0usize, 0usize);
-    // SAFETY: both out-pointers are valid for one size_t.
-    let rc = unsafe { f!(cuMemGetInfo_v2)(&mut free, &mut total) };
+    let (rc, (free, total)) = out(bare::mem_get_info(api()));
     (rc, free, total)
 }
 
@@ -88,45 +104,35 @@ pub fn props(dev: CUdevice, handle_types: CUmemAllocationHandleType) -> CUmemAll
 }
 
 pub fn granularity(prop: &CUmemAllocationProp, option: u32) -> (CUresult, usize) {
-    let mut g = 0usize;
-    // SAFETY: `g` is a valid out-pointer; `prop` points to a live struct.
-    let rc = unsafe {
-        f!(cuMemGetAllocationGranularity)(&mut g, prop, CUmemAllocationGranularity_flags(option))
-    };
-    (rc, g)
+    out(bare::mem_get_allocation_granularity(
+        api(),
+        prop,
+        CUmemAllocationGranularity_flags(option),
+    ))
 }
 
 pub fn reserve(size: usize, align: usize, hint: CUdeviceptr) -> (CUresult, CUdeviceptr) {
-    let mut p: CUdeviceptr = 0;
-    // SAFETY: `p` is a valid out-pointer.
-    let rc = unsafe { f!(cuMemAddressReserve)(&mut p, size, align, hint, 0) };
-    (rc, p)
+    out(bare::mem_address_reserve(api(), size, align, hint, 0))
 }
 
 pub fn reserve_flags(size: usize, flags: u64) -> (CUresult, CUdeviceptr) {
-    let mut p: CUdeviceptr = 0;
-    // SAFETY: `p` is a valid out-pointer.
-    let rc = unsafe { f!(cuMemAddressReserve)(&mut p, size, 0, 0, flags) };
-    (rc, p)
+    out(bare::mem_address_reserve(api(), size, 0, 0, flags))
 }
 
 pub fn address_free(ptr: CUdeviceptr, size: usize) -> CUresult {
     // SAFETY: the driver validates the range; cases only pass ranges whose
     // answer does not corrupt process memory.
-    unsafe { f!(cuMemAddressFree)(ptr, size) }
+    rc(unsafe { bare::mem_address_free(api(), ptr, size) })
 }
 
 pub fn create(size: usize, prop: &CUmemAllocationProp) -> (CUresult, CUmemGenericAllocationHandle) {
-    let mut h: CUmemGenericAllocationHandle = 0;
-    // SAFETY: `h` is a valid out-pointer; `prop` points to a live struct.
-    let rc = unsafe { f!(cuMemCreate)(&mut h, size, prop, 0) };
-    (rc, h)
+    out(bare::mem_create(api(), size, prop, 0))
 }
 
 pub fn release(h: CUmemGenericAllocationHandle) -> CUresult {
     // SAFETY: cases pass live handles, except the ones marked as crashing the
     // real driver, which never run against it.
-    unsafe { f!(cuMemRelease)(h) }
+    rc(unsafe { bare::mem_release(api(), h) })
 }
 
 pub fn map(
@@ -137,12 +143,12 @@ pub fn map(
     flags: u64,
 ) -> CUresult {
     // SAFETY: the driver validates ranges and handles (see `release`).
-    unsafe { f!(cuMemMap)(ptr, size, offset, h, flags) }
+    rc(unsafe { bare::mem_map(api(), ptr, size, offset, h, flags) })
 }
 
 pub fn unmap(ptr: CUdeviceptr, size: usize) -> CUresult {
     // SAFETY: the driver validates the range.
-    unsafe { f!(cuMemUnmap)(ptr, size) }
+    rc(unsafe { bare::mem_unmap(api(), ptr, size) })
 }
 
 pub fn access_desc(dev: CUdevice, flags: u32) -> CUmemAccessDesc {
@@ -154,20 +160,19 @@ pub fn access_desc(dev: CUdevice, flags: u32) -> CUmemAccessDesc {
 }
 
 pub fn set_access(ptr: CUdeviceptr, size: usize, descs: &[CUmemAccessDesc]) -> CUresult {
-    // SAFETY: `descs` is a live slice of `descs.len()` descriptors.
-    unsafe { f!(cuMemSetAccess)(ptr, size, descs.as_ptr(), descs.len()) }
+    // SAFETY: `descs` is a live slice; the driver validates the range.
+    rc(unsafe { bare::mem_set_access(api(), ptr, size, descs) })
 }
 
 pub fn get_access(ptr: CUdeviceptr, dev: CUdevice) -> (CUresult, u64) {
-    let mut flags = 0u64;
     let loc = CUmemLocation {
         type_: CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE,
         id: dev,
     };
-    // SAFETY: `flags` and `loc` are valid for the call.
-    let rc = unsafe { f!(cuMemGetAccess)(&mut flags, &loc, ptr) };
-    (rc, flags)
+    out(bare::mem_get_access(api(), &loc, ptr))
 }
+
+// The bare tier has no synchronous copies or fill: `entry!` stays for these three.
 
 pub fn htod(dst: CUdeviceptr, src: &[u8]) -> CUresult {
     // SAFETY: `src` is a live host slice of the given length; the driver
@@ -186,45 +191,39 @@ pub fn memset_d8(dst: CUdeviceptr, value: u8, n: usize) -> CUresult {
 }
 
 pub fn retain_handle(ptr: CUdeviceptr) -> (CUresult, CUmemGenericAllocationHandle) {
-    let mut h: CUmemGenericAllocationHandle = 0;
-    // SAFETY: `h` is a valid out-pointer; the address is passed by value.
-    let rc = unsafe { f!(cuMemRetainAllocationHandle)(&mut h, ptr as usize as *mut c_void) };
-    (rc, h)
+    out(bare::mem_retain_allocation_handle(api(), ptr))
 }
 
 pub fn props_from_handle(h: CUmemGenericAllocationHandle) -> (CUresult, CUmemAllocationProp) {
-    let mut p = CUmemAllocationProp::default();
-    // SAFETY: `p` is a valid out-pointer; `h` is a live handle.
-    let rc = unsafe { f!(cuMemGetAllocationPropertiesFromHandle)(&mut p, h) };
-    (rc, p)
+    // SAFETY: `h` is a live handle (the driver validates it).
+    out(unsafe { bare::mem_get_allocation_properties_from_handle(api(), h) })
 }
 
 pub fn export_fd(h: CUmemGenericAllocationHandle) -> (CUresult, i32) {
     let mut fd: i32 = -1;
     // SAFETY: for POSIX fds the driver writes one int to the out-pointer.
-    let rc = unsafe {
-        f!(cuMemExportToShareableHandle)(
+    let rc = rc(unsafe {
+        bare::mem_export_to_shareable_handle(
+            api(),
             (&mut fd as *mut i32).cast::<c_void>(),
             h,
             CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
             0,
         )
-    };
+    });
     (rc, fd)
 }
 
 pub fn import_fd(fd: i32) -> (CUresult, CUmemGenericAllocationHandle) {
-    let mut h: CUmemGenericAllocationHandle = 0;
     // SAFETY: the fd travels by value in the pointer argument, as the driver
     // documents for POSIX file descriptors.
-    let rc = unsafe {
-        f!(cuMemImportFromShareableHandle)(
-            &mut h,
+    out(unsafe {
+        bare::mem_import_from_shareable_handle(
+            api(),
             fd as isize as *mut c_void,
             CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
         )
-    };
-    (rc, h)
+    })
 }
 
 pub fn close_fd(fd: i32) {
@@ -238,93 +237,79 @@ pub fn close_fd(fd: i32) {
 
 pub fn ctx_push(ctx: CUcontext) -> CUresult {
     // SAFETY: `ctx` is a context returned by the driver.
-    unsafe { f!(cuCtxPushCurrent_v2)(ctx) }
+    rc(unsafe { bare::ctx_push_current(api(), ctx) })
 }
 
 pub fn ctx_pop() -> (CUresult, CUcontext) {
-    let mut ctx: CUcontext = core::ptr::null_mut();
-    // SAFETY: `ctx` is a valid out-pointer.
-    let rc = unsafe { f!(cuCtxPopCurrent_v2)(&mut ctx) };
-    (rc, ctx)
+    // SAFETY: popping the calling thread's stack (the driver fails on an empty one).
+    out(unsafe { bare::ctx_pop_current(api()) })
 }
 
 pub fn ctx_get_current() -> (CUresult, CUcontext) {
-    let mut ctx: CUcontext = core::ptr::null_mut();
-    // SAFETY: `ctx` is a valid out-pointer.
-    let rc = unsafe { f!(cuCtxGetCurrent)(&mut ctx) };
-    (rc, ctx)
+    out(bare::ctx_get_current(api()))
 }
 
 pub fn stream_create(flags: u32) -> (CUresult, CUstream) {
-    let mut s: CUstream = core::ptr::null_mut();
-    // SAFETY: `s` is a valid out-pointer.
-    let rc = unsafe { f!(cuStreamCreate)(&mut s, flags) };
-    (rc, s)
+    out(bare::stream_create(api(), flags))
 }
 
 pub fn stream_destroy(s: CUstream) -> CUresult {
     // SAFETY: cases pass streams the driver created.
-    unsafe { f!(cuStreamDestroy_v2)(s) }
+    rc(unsafe { bare::stream_destroy(api(), s) })
 }
 
 pub fn stream_synchronize(s: CUstream) -> CUresult {
     // SAFETY: a stream the driver created, or the null (legacy) stream.
-    unsafe { f!(cuStreamSynchronize)(s) }
+    rc(unsafe { bare::stream_synchronize(api(), s) })
 }
 
 pub fn stream_query(s: CUstream) -> CUresult {
     // SAFETY: as for `stream_synchronize`.
-    unsafe { f!(cuStreamQuery)(s) }
+    rc(unsafe { bare::stream_query(api(), s) })
 }
 
 pub fn event_create(flags: u32) -> (CUresult, CUevent) {
-    let mut e: CUevent = core::ptr::null_mut();
-    // SAFETY: `e` is a valid out-pointer.
-    let rc = unsafe { f!(cuEventCreate)(&mut e, flags) };
-    (rc, e)
+    out(bare::event_create(api(), flags))
 }
 
 pub fn event_query(e: CUevent) -> CUresult {
     // SAFETY: an event the driver created.
-    unsafe { f!(cuEventQuery)(e) }
+    rc(unsafe { bare::event_query(api(), e) })
 }
 
 pub fn event_synchronize(e: CUevent) -> CUresult {
     // SAFETY: an event the driver created.
-    unsafe { f!(cuEventSynchronize)(e) }
+    rc(unsafe { bare::event_synchronize(api(), e) })
 }
 
 pub fn event_destroy(e: CUevent) -> CUresult {
     // SAFETY: an event the driver created.
-    unsafe { f!(cuEventDestroy_v2)(e) }
+    rc(unsafe { bare::event_destroy(api(), e) })
 }
 
 pub fn host_alloc(size: usize) -> (CUresult, *mut c_void) {
-    let mut p: *mut c_void = core::ptr::null_mut();
-    // SAFETY: `p` is a valid out-pointer.
-    let rc = unsafe { f!(cuMemHostAlloc)(&mut p, size, 0) };
-    (rc, p)
+    out(bare::mem_host_alloc(api(), size, 0))
 }
 
 pub fn free_host(p: *mut c_void) -> CUresult {
     // SAFETY: the driver validates the pointer (cases pass pinned blocks or
     // a live host address that is not one).
-    unsafe { f!(cuMemFreeHost)(p) }
+    rc(unsafe { bare::mem_free_host(api(), p) })
 }
 
 /// # Safety
 /// `src` must stay readable for `n` bytes until the copy completes.
 pub unsafe fn htod_async(dst: CUdeviceptr, src: *const c_void, n: usize, s: CUstream) -> CUresult {
     // SAFETY: forwarded contract.
-    unsafe { f!(cuMemcpyHtoDAsync_v2)(dst, src, n, s) }
+    rc(unsafe { bare::memcpy_htod_async(api(), dst, src, n, s) })
 }
 
 pub fn dtod_async(dst: CUdeviceptr, src: CUdeviceptr, n: usize, s: CUstream) -> CUresult {
     // SAFETY: device-side only; the driver validates both ranges.
-    unsafe { f!(cuMemcpyDtoDAsync_v2)(dst, src, n, s) }
+    rc(unsafe { bare::memcpy_dtod_async(api(), dst, src, n, s) })
 }
 
 pub fn memset_d8_async(dst: CUdeviceptr, value: u8, n: usize, s: CUstream) -> CUresult {
     // SAFETY: device-side only; the driver validates `dst`.
-    unsafe { f!(cuMemsetD8Async)(dst, value, n, s) }
+    rc(unsafe { bare::memset_d8_async(api(), dst, value, n, s) })
 }

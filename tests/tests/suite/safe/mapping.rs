@@ -5,10 +5,7 @@ use super::*;
 #[test]
 fn alias_mappings_share_data_and_one_set_access_covers_both() -> TestResult {
     let _memory = crate::memory_shared();
-    let d = device()?;
-    let g = gran(&d)?;
-    let a = Allocation::new(&d, g, &AllocationProps::device(&d))?;
-    let r = Reservation::new(&d, 2 * g, ReserveOptions::default())?;
+    let (d, g, a, r) = allocation_and_reservation(1, 2)?;
     let m0 = r.map(0, &a, 0, g)?;
     let m1 = r.map(g, &a, 0, g)?;
     assert_eq!(m0.ptr(), r.ptr());
@@ -53,10 +50,7 @@ fn data_across_two_allocations() -> TestResult {
 #[test]
 fn fill_and_copy_within() -> TestResult {
     let _memory = crate::memory_shared();
-    let d = device()?;
-    let g = gran(&d)?;
-    let a = Allocation::new(&d, 2 * g, &AllocationProps::device(&d))?;
-    let r = Reservation::new(&d, 2 * g, ReserveOptions::default())?;
+    let (d, g, a, r) = allocation_and_reservation(2, 2)?;
     let m = r.map(0, &a, 0, 2 * g)?;
     m.set_access(&rw(&d))?;
     r.fill(0, 4096, 0xab)?;
@@ -76,10 +70,7 @@ fn fill_and_copy_within() -> TestResult {
 #[test]
 fn map_alignment_validation() -> TestResult {
     let _memory = crate::memory_shared();
-    let d = device()?;
-    let g = gran(&d)?;
-    let a = Allocation::new(&d, 2 * g, &AllocationProps::device(&d))?;
-    let r = Reservation::new(&d, 4 * g, ReserveOptions::default())?;
+    let (_, g, a, r) = allocation_and_reservation(2, 4)?;
     assert_eq!(
         fails(r.map(4096, &a, 0, g)),
         Error::NotAligned {
@@ -117,10 +108,7 @@ fn map_alignment_validation() -> TestResult {
 #[test]
 fn map_bounds_validation() -> TestResult {
     let _memory = crate::memory_shared();
-    let d = device()?;
-    let g = gran(&d)?;
-    let a = Allocation::new(&d, 2 * g, &AllocationProps::device(&d))?;
-    let r = Reservation::new(&d, 4 * g, ReserveOptions::default())?;
+    let (_, g, a, r) = allocation_and_reservation(2, 4)?;
     // Past the reservation's end: the real driver may accept this; the wrapper refuses.
     assert_eq!(
         fails(r.map(3 * g, &a, 0, 2 * g)),
@@ -160,10 +148,7 @@ fn partial_maps_are_refused_before_the_driver() -> TestResult {
     // The real driver answers CUDA_ERROR_NOT_SUPPORTED (conformance
     // `map_size_smaller_than_allocation`, `map_nonzero_offset`); the wrapper
     // refuses first and says why.
-    let d = device()?;
-    let g = gran(&d)?;
-    let a = Allocation::new(&d, 2 * g, &AllocationProps::device(&d))?;
-    let r = Reservation::new(&d, 4 * g, ReserveOptions::default())?;
+    let (_, g, a, r) = allocation_and_reservation(2, 4)?;
     let msg = |off: usize, size: usize| Error::InvalidArgument {
         message: format!(
             "mapping {size} bytes at allocation offset {off} of a {}-byte allocation: \
@@ -183,10 +168,7 @@ fn partial_maps_are_refused_before_the_driver() -> TestResult {
 #[test]
 fn overlapping_maps_are_refused() -> TestResult {
     let _memory = crate::memory_shared();
-    let d = device()?;
-    let g = gran(&d)?;
-    let a = Allocation::new(&d, 2 * g, &AllocationProps::device(&d))?;
-    let r = Reservation::new(&d, 4 * g, ReserveOptions::default())?;
+    let (d, g, a, r) = allocation_and_reservation(2, 4)?;
     let m = r.map(g, &a, 0, 2 * g)?;
     assert_eq!(
         fails(r.map(0, &a, 0, 2 * g)),
@@ -222,10 +204,7 @@ fn overlapping_maps_are_refused() -> TestResult {
 #[test]
 fn set_access_validation() -> TestResult {
     let _memory = crate::memory_shared();
-    let d = device()?;
-    let g = gran(&d)?;
-    let a = Allocation::new(&d, g, &AllocationProps::device(&d))?;
-    let r = Reservation::new(&d, 4 * g, ReserveOptions::default())?;
+    let (d, g, a, r) = allocation_and_reservation(1, 4)?;
     let _m = r.map(0, &a, 0, g)?;
     assert_eq!(
         fails(r.set_access(0, 2 * g, &rw(&d))),

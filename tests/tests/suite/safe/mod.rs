@@ -40,3 +40,16 @@ fn fails<T>(r: cuda_vmm::Result<T>) -> Error {
 fn rw(d: &Device) -> [(&Device, AccessFlags); 1] {
     [(d, AccessFlags::ReadWrite)]
 }
+
+/// Device 0, its granularity `g`, a pinned allocation of `granules * g` bytes on it and a
+/// reservation of `reserved * g` bytes (nothing mapped).
+fn allocation_and_reservation(
+    granules: usize,
+    reserved: usize,
+) -> cuda_vmm::Result<(Device, usize, Allocation, Reservation)> {
+    let d = device()?;
+    let g = gran(&d)?;
+    let a = Allocation::new(&d, granules * g, &AllocationProps::device(&d))?;
+    let r = Reservation::new(&d, reserved * g, ReserveOptions::default())?;
+    Ok((d, g, a, r))
+}

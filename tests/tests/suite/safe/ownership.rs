@@ -5,10 +5,7 @@ use super::*;
 #[test]
 fn release_and_free_with_live_users_are_in_use() -> TestResult {
     let _memory = crate::memory_shared();
-    let d = device()?;
-    let g = gran(&d)?;
-    let a = Allocation::new(&d, g, &AllocationProps::device(&d))?;
-    let r = Reservation::new(&d, g, ReserveOptions::default())?;
+    let (_, g, a, r) = allocation_and_reservation(1, 1)?;
     let m = r.map(0, &a, 0, g)?;
     // `a` + the mapping's clone remain besides the clone being released.
     assert_eq!(

@@ -36,15 +36,22 @@ fn two_mappings_of_one_allocation_alias() {
     ok(release(h));
 }
 
+/// One granule `g` of device 0 with the fd handle type, mapped (no access yet) in a
+/// reservation of its own: `(handle, address)`.
+fn mapped_granule(g: usize) -> (CUmemGenericAllocationHandle, CUdeviceptr) {
+    let h = create(g, &fd_prop(0)).expect("create");
+    let va = reserve(g);
+    ok(map(va, g, 0, h));
+    (h, va)
+}
+
 #[test]
 fn release_while_mapped_keeps_the_memory_until_unmap() {
     let _memory = crate::memory_shared();
     announce();
     let ctx = Ctx::open(0);
     let g = granularity(0);
-    let h = create(g, &fd_prop(0)).expect("create");
-    let va = reserve(g);
-    ok(map(va, g, 0, h));
+    let (h, va) = mapped_granule(g);
     set_rw(va, g, ctx.dev);
     let data = pattern_cycle(g, 42);
     ok(htod(va, &data));
@@ -56,10 +63,8 @@ fn release_while_mapped_keeps_the_memory_until_unmap() {
     assert_eq!(read(va, g), data);
 
     // The mapping still yields a (new reference to the) handle.
-    let retain = entry!(t(), cuMemRetainAllocationHandle).expect("retain");
-    let mut again = 0;
-    // SAFETY: valid out-pointer; the address is mapped.
-    ok(unsafe { retain(&mut again, (va + 7) as *mut c_void) });
+    // The address is mapped.
+    let again = ok_out(bare::mem_retain_allocation_handle(api(), va + 7));
     assert_eq!(again, h);
     ok(release(again));
 
@@ -75,9 +80,7 @@ fn read_only_access_allows_reads_and_refuses_writes() {
     announce();
     let ctx = Ctx::open(0);
     let g = granularity(0);
-    let h = create(g, &fd_prop(0)).expect("create");
-    let va = reserve(g);
-    ok(map(va, g, 0, h));
+    let (h, va) = mapped_granule(g);
     // Mapped but no access yet: copies fail without faulting.
     assert_eq!(htod(va, &[1, 2, 3]), answers::COPY_NO_ACCESS);
     set_rw(va, g, ctx.dev);

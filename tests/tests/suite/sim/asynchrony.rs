@@ -41,68 +41,50 @@ fn buffer(size: usize) -> (CUdeviceptr, CUmemGenericAllocationHandle) {
 }
 
 fn stream(flags: u32) -> CUstream {
-    let f = entry!(t(), cuStreamCreate).expect("stream create");
-    let mut s = std::ptr::null_mut();
-    // SAFETY: valid out-pointer.
-    ok(unsafe { f(&mut s, flags) });
-    s
+    ok_out(bare::stream_create(api(), flags))
 }
 
 fn stream_sync(s: CUstream) -> CUresult {
-    let f = entry!(t(), cuStreamSynchronize).expect("stream sync");
     // SAFETY: a stream of this simulator, or null.
-    unsafe { f(s) }
+    rc(unsafe { bare::stream_synchronize(api(), s) })
 }
 
 fn stream_query(s: CUstream) -> CUresult {
-    let f = entry!(t(), cuStreamQuery).expect("stream query");
     // SAFETY: as above.
-    unsafe { f(s) }
+    rc(unsafe { bare::stream_query(api(), s) })
 }
 
 fn memset_async(va: CUdeviceptr, value: u8, n: usize, s: CUstream) -> CUresult {
-    let f = entry!(t(), cuMemsetD8Async).expect("memset async");
     // SAFETY: device-side only.
-    unsafe { f(va, value, n, s) }
+    rc(unsafe { bare::memset_d8_async(api(), va, value, n, s) })
 }
 
 fn htod_async(va: CUdeviceptr, data: &[u8], s: CUstream) -> CUresult {
-    let f = entry!(t(), cuMemcpyHtoDAsync_v2).expect("htod async");
     // SAFETY: `data` is readable for its length (pageable: snapshotted now).
-    unsafe { f(va, data.as_ptr().cast(), data.len(), s) }
+    rc(unsafe { bare::memcpy_htod_async(api(), va, data.as_ptr().cast(), data.len(), s) })
 }
 
 fn dtod_async(dst: CUdeviceptr, src: CUdeviceptr, n: usize, s: CUstream) -> CUresult {
-    let f = entry!(t(), cuMemcpyDtoDAsync_v2).expect("dtod async");
     // SAFETY: device-side only.
-    unsafe { f(dst, src, n, s) }
+    rc(unsafe { bare::memcpy_dtod_async(api(), dst, src, n, s) })
 }
 
 fn event() -> CUevent {
-    let f = entry!(t(), cuEventCreate).expect("event create");
-    let mut e = std::ptr::null_mut();
-    // SAFETY: valid out-pointer.
-    ok(unsafe { f(&mut e, 0) });
-    e
+    ok_out(bare::event_create(api(), 0))
 }
 
 fn record(e: CUevent, s: CUstream) -> CUresult {
-    let f = entry!(t(), cuEventRecord).expect("event record");
     // SAFETY: an event and a stream of this simulator.
-    unsafe { f(e, s) }
+    rc(unsafe { bare::event_record(api(), e, s) })
 }
 
 fn wait(s: CUstream, e: CUevent) -> CUresult {
-    let f = entry!(t(), cuStreamWaitEvent).expect("stream wait event");
     // SAFETY: as above.
-    unsafe { f(s, e, 0) }
+    rc(unsafe { bare::stream_wait_event(api(), s, e, 0) })
 }
 
 fn mem_info_rc() -> CUresult {
-    let f = entry!(t(), cuMemGetInfo_v2).expect("mem info");
-    let (mut free, mut total) = (0, 0);
-    // SAFETY: valid out-pointers.
-    unsafe { f(&mut free, &mut total) }
+    out(bare::mem_get_info(api())).err().unwrap_or(OK)
 }
 
 in_own_process!(

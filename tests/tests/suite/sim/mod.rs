@@ -17,6 +17,7 @@ use std::ffi::{c_int, c_void, CStr};
 use std::io::Write;
 use std::sync::Once;
 
+use cuda_vmm::raw::{bare, Api};
 use cuda_vmm_sim::answers;
 use cuda_vmm_sys::{
     entry, result_name, CUdevice, CUdevice_attribute, CUdeviceptr, CUdriverProcAddressQueryResult,
@@ -43,10 +44,38 @@ const MIB: usize = 1 << 20;
 /// Set (to the test's name) in the environment of a child process.
 const CHILD_ENV: &str = "CUDA_VMM_SIM_TEST_CHILD";
 
-// ---- Raw-call helpers (the simulator's table; every call takes plain values) ----
+// ---- Raw-call helpers (the simulator's table through `cuda_vmm::raw::bare`) ----
 
 fn t() -> &'static DriverTable {
     cuda_vmm_sim::driver().table()
+}
+
+/// The bare tier over the simulator's table. Not `Cuda::api()`: opening a `Cuda` calls
+/// `cuInit`, and the tests of calls before `cuInit` must make that call themselves.
+fn api() -> Api {
+    // SAFETY: the simulator implements the driver API.
+    unsafe { Api::new(t(), None) }
+}
+
+/// A bare answer without out-parameters; a missing entry point panics.
+fn rc(answer: bare::Rc) -> CUresult {
+    answer.unwrap_or_else(|m| panic!("simulator lacks {}", m.0))
+}
+
+/// A bare answer with out-parameters: the value on success, else the `CUresult`.
+fn out<T>(answer: bare::Out<T>) -> Result<T, CUresult> {
+    match answer.unwrap_or_else(|m| panic!("simulator lacks {}", m.0)) {
+        (OK, value) => Ok(value),
+        (rc, _) => Err(rc),
+    }
+}
+
+/// A bare answer with out-parameters, for setup calls that must succeed.
+#[track_caller]
+fn ok_out<T>(answer: bare::Out<T>) -> T {
+    let (rc, value) = answer.unwrap_or_else(|m| panic!("simulator lacks {}", m.0));
+    ok(rc);
+    value
 }
 
 fn announce() {
@@ -70,9 +99,7 @@ fn ok(rc: CUresult) {
 }
 
 fn init() {
-    let f = entry!(t(), cuInit).expect("cuInit");
-    // SAFETY: cuInit takes a flags word.
-    ok(unsafe { f(0) });
+    ok(rc(bare::init(api(), 0)));
 }
 
 /// The primary context of a device, current on this thread while alive.
@@ -83,39 +110,29 @@ struct Ctx {
 impl Ctx {
     fn open(dev: CUdevice) -> Self {
         init();
-        let retain = entry!(t(), cuDevicePrimaryCtxRetain).expect("retain");
-        let set = entry!(t(), cuCtxSetCurrent).expect("set current");
-        let mut ctx = std::ptr::null_mut();
-        // SAFETY: `ctx` is a valid out-pointer; the context is then made current.
-        unsafe {
-            ok(retain(&mut ctx, dev));
-            ok(set(ctx));
-        }
+        let ctx = ok_out(bare::device_primary_ctx_retain(api(), dev));
+        // SAFETY: a context the simulator just returned.
+        ok(rc(unsafe { bare::ctx_set_current(api(), ctx) }));
         Self { dev }
     }
 
     fn make_current(&self) {
-        let retain = entry!(t(), cuDevicePrimaryCtxRetain).expect("retain");
-        let release = entry!(t(), cuDevicePrimaryCtxRelease_v2).expect("release");
-        let set = entry!(t(), cuCtxSetCurrent).expect("set current");
-        let mut ctx = std::ptr::null_mut();
-        // SAFETY: valid out-pointer; the extra reference is dropped at once.
+        let ctx = ok_out(bare::device_primary_ctx_retain(api(), self.dev));
+        // SAFETY: a context the simulator just returned; the extra reference is
+        // dropped at once (`self` holds one).
         unsafe {
-            ok(retain(&mut ctx, self.dev));
-            ok(set(ctx));
-            ok(release(self.dev));
+            ok(rc(bare::ctx_set_current(api(), ctx)));
+            ok(rc(bare::device_primary_ctx_release(api(), self.dev)));
         }
     }
 }
 
 impl Drop for Ctx {
     fn drop(&mut self) {
-        let set = entry!(t(), cuCtxSetCurrent).expect("set current");
-        let release = entry!(t(), cuDevicePrimaryCtxRelease_v2).expect("release");
-        // SAFETY: plain values.
+        // SAFETY: the null context, and the reference `open` retained.
         unsafe {
-            set(std::ptr::null_mut());
-            release(self.dev);
+            rc(bare::ctx_set_current(api(), std::ptr::null_mut()));
+            rc(bare::device_primary_ctx_release(api(), self.dev));
         }
     }
 }
@@ -140,64 +157,42 @@ fn fd_prop(dev: CUdevice) -> CUmemAllocationProp {
 }
 
 fn granularity(dev: CUdevice) -> usize {
-    let f = entry!(t(), cuMemGetAllocationGranularity).expect("granularity");
-    let mut g = 0;
-    let p = fd_prop(dev);
-    // SAFETY: valid out-pointer and property struct.
-    ok(unsafe {
-        f(
-            &mut g,
-            &p,
-            CUmemAllocationGranularity_flags::CU_MEM_ALLOC_GRANULARITY_MINIMUM,
-        )
-    });
-    g
+    ok_out(bare::mem_get_allocation_granularity(
+        api(),
+        &fd_prop(dev),
+        CUmemAllocationGranularity_flags::CU_MEM_ALLOC_GRANULARITY_MINIMUM,
+    ))
 }
 
 fn reserve(size: usize) -> CUdeviceptr {
-    let f = entry!(t(), cuMemAddressReserve).expect("reserve");
-    let mut va = 0;
-    // SAFETY: valid out-pointer.
-    ok(unsafe { f(&mut va, size, 0, 0, 0) });
-    va
+    ok_out(bare::mem_address_reserve(api(), size, 0, 0, 0))
 }
 
 fn address_free(va: CUdeviceptr, size: usize) -> CUresult {
-    let f = entry!(t(), cuMemAddressFree).expect("free");
-    // SAFETY: plain values.
-    unsafe { f(va, size) }
+    // SAFETY: the simulator validates the range (plain values).
+    rc(unsafe { bare::mem_address_free(api(), va, size) })
 }
 
 fn create(size: usize, p: &CUmemAllocationProp) -> Result<CUmemGenericAllocationHandle, CUresult> {
-    let f = entry!(t(), cuMemCreate).expect("create");
-    let mut h = 0;
-    // SAFETY: valid out-pointer and property struct.
-    match unsafe { f(&mut h, size, p, 0) } {
-        OK => Ok(h),
-        rc => Err(rc),
-    }
+    out(bare::mem_create(api(), size, p, 0))
 }
 
 fn release(h: CUmemGenericAllocationHandle) -> CUresult {
-    let f = entry!(t(), cuMemRelease).expect("release");
-    // SAFETY: plain values.
-    unsafe { f(h) }
+    // SAFETY: the simulator validates the handle (plain values).
+    rc(unsafe { bare::mem_release(api(), h) })
 }
 
 fn map(va: CUdeviceptr, size: usize, offset: usize, h: CUmemGenericAllocationHandle) -> CUresult {
-    let f = entry!(t(), cuMemMap).expect("map");
-    // SAFETY: plain values.
-    unsafe { f(va, size, offset, h, 0) }
+    // SAFETY: the simulator validates range and handle (plain values).
+    rc(unsafe { bare::mem_map(api(), va, size, offset, h, 0) })
 }
 
 fn unmap(va: CUdeviceptr, size: usize) -> CUresult {
-    let f = entry!(t(), cuMemUnmap).expect("unmap");
-    // SAFETY: plain values.
-    unsafe { f(va, size) }
+    // SAFETY: the simulator validates the range (plain values).
+    rc(unsafe { bare::mem_unmap(api(), va, size) })
 }
 
 fn set_access(va: CUdeviceptr, size: usize, dev: CUdevice, flags: CUmemAccess_flags) -> CUresult {
-    let f = entry!(t(), cuMemSetAccess).expect("set access");
     let desc = CUmemAccessDesc {
         location: CUmemLocation {
             type_: CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE,
@@ -205,8 +200,8 @@ fn set_access(va: CUdeviceptr, size: usize, dev: CUdevice, flags: CUmemAccess_fl
         },
         flags,
     };
-    // SAFETY: one valid descriptor.
-    unsafe { f(va, size, &desc, 1) }
+    // SAFETY: one valid descriptor; the simulator validates the range.
+    rc(unsafe { bare::mem_set_access(api(), va, size, &[desc]) })
 }
 
 fn set_rw(va: CUdeviceptr, size: usize, dev: CUdevice) {
@@ -217,6 +212,8 @@ fn set_rw(va: CUdeviceptr, size: usize, dev: CUdevice) {
         CUmemAccess_flags::CU_MEM_ACCESS_FLAGS_PROT_READWRITE,
     ));
 }
+
+// The bare tier has no synchronous copies: `entry!` stays for these two.
 
 fn htod(va: CUdeviceptr, data: &[u8]) -> CUresult {
     let f = entry!(t(), cuMemcpyHtoD_v2).expect("htod");
@@ -232,9 +229,7 @@ fn dtoh(buf: &mut [u8], va: CUdeviceptr) -> CUresult {
 
 /// `cuCtxSynchronize`: completes the current context's queued work.
 fn sync() -> CUresult {
-    let f = entry!(t(), cuCtxSynchronize).expect("synchronize");
-    // SAFETY: no arguments.
-    unsafe { f() }
+    rc(bare::ctx_synchronize(api()))
 }
 
 fn read(va: CUdeviceptr, len: usize) -> Vec<u8> {
@@ -244,32 +239,24 @@ fn read(va: CUdeviceptr, len: usize) -> Vec<u8> {
 }
 
 fn mem_info() -> (usize, usize) {
-    let f = entry!(t(), cuMemGetInfo_v2).expect("mem info");
-    let (mut free, mut total) = (0, 0);
-    // SAFETY: valid out-pointers.
-    ok(unsafe { f(&mut free, &mut total) });
-    (free, total)
+    ok_out(bare::mem_get_info(api()))
 }
 
 fn export_fd(h: CUmemGenericAllocationHandle) -> Result<c_int, CUresult> {
-    let f = entry!(t(), cuMemExportToShareableHandle).expect("export");
     let mut fd: c_int = -1;
     let kind = CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR;
     // SAFETY: for POSIX fds the out-argument is an int.
-    match unsafe { f((&mut fd as *mut c_int).cast(), h, kind, 0) } {
+    match rc(unsafe {
+        bare::mem_export_to_shareable_handle(api(), (&mut fd as *mut c_int).cast(), h, kind, 0)
+    }) {
         OK => Ok(fd),
         rc => Err(rc),
     }
 }
 
 fn import(os_handle: usize, kind: CUmemAllocationHandleType) -> Result<u64, CUresult> {
-    let f = entry!(t(), cuMemImportFromShareableHandle).expect("import");
-    let mut h = 0;
-    // SAFETY: valid out-pointer; for POSIX fds the handle is the fd as a pointer.
-    match unsafe { f(&mut h, os_handle as *mut c_void, kind) } {
-        OK => Ok(h),
-        rc => Err(rc),
-    }
+    // SAFETY: for POSIX fds the handle is the fd as a pointer (the simulator validates it).
+    out(unsafe { bare::mem_import_from_shareable_handle(api(), os_handle as *mut c_void, kind) })
 }
 
 fn import_fd(fd: c_int) -> Result<u64, CUresult> {

@@ -10,9 +10,7 @@ pub fn set_access_read_write(e: &Env) -> CaseResult {
 }
 
 pub fn set_access_read_only(e: &Env) -> CaseResult {
-    let p = reserved(e.g)?;
-    let h = created(e, e.g)?;
-    ok("cuMemMap", map(p, e.g, 0, h, 0))?;
+    let (p, h) = mapped(e, e.g)?;
     let rc = set_access(p, e.g, &[access_desc(e.dev, 1)]);
     let (grc, flags) = get_access(p, e.dev);
     cleanup(p, e.g, h);
@@ -20,9 +18,7 @@ pub fn set_access_read_only(e: &Env) -> CaseResult {
 }
 
 pub fn get_access_before_set(e: &Env) -> CaseResult {
-    let p = reserved(e.g)?;
-    let h = created(e, e.g)?;
-    ok("cuMemMap", map(p, e.g, 0, h, 0))?;
+    let (p, h) = mapped(e, e.g)?;
     let (rc, flags) = get_access(p, e.dev);
     cleanup(p, e.g, h);
     Ok(format!("{} flags={flags}", name(rc)))
@@ -79,36 +75,28 @@ pub fn set_access_spanning_two_allocations(e: &Env) -> CaseResult {
 }
 
 pub fn set_access_bad_flags(e: &Env) -> CaseResult {
-    let p = reserved(e.g)?;
-    let h = created(e, e.g)?;
-    ok("cuMemMap", map(p, e.g, 0, h, 0))?;
+    let (p, h) = mapped(e, e.g)?;
     let rc = set_access(p, e.g, &[access_desc(e.dev, 2)]);
     cleanup(p, e.g, h);
     Ok(name(rc))
 }
 
 pub fn set_access_bad_device(e: &Env) -> CaseResult {
-    let p = reserved(e.g)?;
-    let h = created(e, e.g)?;
-    ok("cuMemMap", map(p, e.g, 0, h, 0))?;
+    let (p, h) = mapped(e, e.g)?;
     let rc = set_access(p, e.g, &[access_desc(999, 3)]);
     cleanup(p, e.g, h);
     Ok(name(rc))
 }
 
 pub fn set_access_no_descriptors(e: &Env) -> CaseResult {
-    let p = reserved(e.g)?;
-    let h = created(e, e.g)?;
-    ok("cuMemMap", map(p, e.g, 0, h, 0))?;
+    let (p, h) = mapped(e, e.g)?;
     let rc = set_access(p, e.g, &[]);
     cleanup(p, e.g, h);
     Ok(name(rc))
 }
 
 pub fn set_access_not_granular(e: &Env) -> CaseResult {
-    let p = reserved(e.g)?;
-    let h = created(e, e.g)?;
-    ok("cuMemMap", map(p, e.g, 0, h, 0))?;
+    let (p, h) = mapped(e, e.g)?;
     let rc = set_access(p, 4096, &[access_desc(e.dev, 3)]);
     cleanup(p, e.g, h);
     Ok(name(rc))

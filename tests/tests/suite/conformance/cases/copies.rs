@@ -53,9 +53,7 @@ pub fn copy_from_unmapped(e: &Env) -> CaseResult {
 }
 
 pub fn copy_to_no_access(e: &Env) -> CaseResult {
-    let p = reserved(e.g)?;
-    let h = created(e, e.g)?;
-    ok("cuMemMap", map(p, e.g, 0, h, 0))?;
+    let (p, h) = mapped(e, e.g)?;
     let rc = htod(p, &pattern(4096, 1));
     let src = ctx_synchronize();
     cleanup(p, e.g, h);
@@ -63,9 +61,7 @@ pub fn copy_to_no_access(e: &Env) -> CaseResult {
 }
 
 pub fn copy_from_no_access(e: &Env) -> CaseResult {
-    let p = reserved(e.g)?;
-    let h = created(e, e.g)?;
-    ok("cuMemMap", map(p, e.g, 0, h, 0))?;
+    let (p, h) = mapped(e, e.g)?;
     let mut back = vec![0u8; 4096];
     let rc = dtoh(&mut back, p);
     let src = ctx_synchronize();
@@ -74,13 +70,7 @@ pub fn copy_from_no_access(e: &Env) -> CaseResult {
 }
 
 pub fn copy_to_read_only(e: &Env) -> CaseResult {
-    let p = reserved(e.g)?;
-    let h = created(e, e.g)?;
-    ok("cuMemMap", map(p, e.g, 0, h, 0))?;
-    ok(
-        "cuMemSetAccess",
-        set_access(p, e.g, &[access_desc(e.dev, 1)]),
-    )?;
+    let (p, h) = mapped_with(e, e.g, 1)?;
     let rc = htod(p, &pattern(4096, 1));
     let src = ctx_synchronize();
     cleanup(p, e.g, h);
@@ -88,13 +78,7 @@ pub fn copy_to_read_only(e: &Env) -> CaseResult {
 }
 
 pub fn copy_from_read_only(e: &Env) -> CaseResult {
-    let p = reserved(e.g)?;
-    let h = created(e, e.g)?;
-    ok("cuMemMap", map(p, e.g, 0, h, 0))?;
-    ok(
-        "cuMemSetAccess",
-        set_access(p, e.g, &[access_desc(e.dev, 1)]),
-    )?;
+    let (p, h) = mapped_with(e, e.g, 1)?;
     let mut back = vec![1u8; 4096];
     let rc = dtoh(&mut back, p);
     let src = ctx_synchronize();
@@ -103,13 +87,7 @@ pub fn copy_from_read_only(e: &Env) -> CaseResult {
 }
 
 pub fn memset_read_only(e: &Env) -> CaseResult {
-    let p = reserved(e.g)?;
-    let h = created(e, e.g)?;
-    ok("cuMemMap", map(p, e.g, 0, h, 0))?;
-    ok(
-        "cuMemSetAccess",
-        set_access(p, e.g, &[access_desc(e.dev, 1)]),
-    )?;
+    let (p, h) = mapped_with(e, e.g, 1)?;
     let rc = memset_d8(p, 0xab, 4096);
     let src = ctx_synchronize();
     cleanup(p, e.g, h);

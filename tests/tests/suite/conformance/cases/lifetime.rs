@@ -69,12 +69,7 @@ pub fn export_without_requested_type(e: &Env) -> CaseResult {
 }
 
 pub fn export_import_posix_fd(e: &Env) -> CaseResult {
-    let p = props(
-        e.dev,
-        CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
-    );
-    let (rc, h) = create(e.g, &p);
-    ok("cuMemCreate", rc)?;
+    let h = created_fd(e)?;
     let (rc, fd) = export_fd(h);
     ok("cuMemExportToShareableHandle", rc)?;
     let (irc, h2) = import_fd(fd);
@@ -104,12 +99,7 @@ pub fn export_import_posix_fd(e: &Env) -> CaseResult {
 }
 
 pub fn properties_of_posix_fd_allocation(e: &Env) -> CaseResult {
-    let p = props(
-        e.dev,
-        CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
-    );
-    let (rc, h) = create(e.g, &p);
-    ok("cuMemCreate", rc)?;
+    let h = created_fd(e)?;
     let (rc, q) = props_from_handle(h);
     release(h);
     Ok(format!(
@@ -120,12 +110,7 @@ pub fn properties_of_posix_fd_allocation(e: &Env) -> CaseResult {
 }
 
 pub fn properties_of_imported_handle(e: &Env) -> CaseResult {
-    let p = props(
-        e.dev,
-        CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
-    );
-    let (rc, h) = create(e.g, &p);
-    ok("cuMemCreate", rc)?;
+    let h = created_fd(e)?;
     let (rc, fd) = export_fd(h);
     ok("cuMemExportToShareableHandle", rc)?;
     let (rc, h2) = import_fd(fd);

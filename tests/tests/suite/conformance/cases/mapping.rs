@@ -145,9 +145,7 @@ pub fn unmap_never_mapped(e: &Env) -> CaseResult {
 }
 
 pub fn unmap_twice(e: &Env) -> CaseResult {
-    let p = reserved(e.g)?;
-    let h = created(e, e.g)?;
-    ok("cuMemMap", map(p, e.g, 0, h, 0))?;
+    let (p, h) = mapped(e, e.g)?;
     ok("cuMemUnmap", unmap(p, e.g))?;
     let rc = unmap(p, e.g);
     release(h);
@@ -156,9 +154,7 @@ pub fn unmap_twice(e: &Env) -> CaseResult {
 }
 
 pub fn unmap_partial(e: &Env) -> CaseResult {
-    let p = reserved(2 * e.g)?;
-    let h = created(e, 2 * e.g)?;
-    ok("cuMemMap", map(p, 2 * e.g, 0, h, 0))?;
+    let (p, h) = mapped(e, 2 * e.g)?;
     let rc = unmap(p, e.g);
     if rc == CUresult::CUDA_SUCCESS {
         unmap(p + e.g as u64, e.g);
@@ -188,9 +184,7 @@ pub fn unmap_spanning_two_mappings(e: &Env) -> CaseResult {
 }
 
 pub fn unmap_not_granular(e: &Env) -> CaseResult {
-    let p = reserved(e.g)?;
-    let h = created(e, e.g)?;
-    ok("cuMemMap", map(p, e.g, 0, h, 0))?;
+    let (p, h) = mapped(e, e.g)?;
     let rc = unmap(p, 4096);
     cleanup(p, e.g, h);
     Ok(name(rc))

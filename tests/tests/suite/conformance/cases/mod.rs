@@ -65,19 +65,48 @@ pub(super) fn created(e: &Env, size: usize) -> Result<CUmemGenericAllocationHand
     Ok(h)
 }
 
-/// Reserve `size`, create `size`, map it and make it read-write on `dev`.
-pub(super) fn mapped_rw(
+/// One granule created with the POSIX file descriptor handle type requested.
+pub(super) fn created_fd(e: &Env) -> Result<CUmemGenericAllocationHandle, String> {
+    let p = props(
+        e.dev,
+        CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
+    );
+    let (rc, h) = create(e.g, &p);
+    ok("cuMemCreate", rc)?;
+    Ok(h)
+}
+
+/// Reserve `size`, create `size` and map it (no access set).
+pub(super) fn mapped(
     e: &Env,
     size: usize,
 ) -> Result<(CUdeviceptr, CUmemGenericAllocationHandle), String> {
     let p = reserved(size)?;
     let h = created(e, size)?;
     ok("cuMemMap", map(p, size, 0, h, 0))?;
+    Ok((p, h))
+}
+
+/// [`mapped`], then access `flags` (1 read, 3 read-write) on `dev`.
+pub(super) fn mapped_with(
+    e: &Env,
+    size: usize,
+    flags: u32,
+) -> Result<(CUdeviceptr, CUmemGenericAllocationHandle), String> {
+    let (p, h) = mapped(e, size)?;
     ok(
         "cuMemSetAccess",
-        set_access(p, size, &[access_desc(e.dev, 3)]),
+        set_access(p, size, &[access_desc(e.dev, flags)]),
     )?;
     Ok((p, h))
+}
+
+/// Reserve `size`, create `size`, map it and make it read-write on `dev`.
+pub(super) fn mapped_rw(
+    e: &Env,
+    size: usize,
+) -> Result<(CUdeviceptr, CUmemGenericAllocationHandle), String> {
+    mapped_with(e, size, 3)
 }
 
 pub(super) fn cleanup(p: CUdeviceptr, size: usize, h: CUmemGenericAllocationHandle) {

@@ -127,9 +127,7 @@ pub fn free_never_reserved(e: &Env) -> CaseResult {
 }
 
 pub fn free_with_live_mapping(e: &Env) -> CaseResult {
-    let p = reserved(e.g)?;
-    let h = created(e, e.g)?;
-    ok("cuMemMap", map(p, e.g, 0, h, 0))?;
+    let (p, h) = mapped(e, e.g)?;
     let rc = address_free(p, e.g);
     if rc != CUresult::CUDA_SUCCESS {
         unmap(p, e.g);
