@@ -9,6 +9,7 @@ use cudarc::driver::CudaStream;
 
 use crate::error::{Error, Result};
 use crate::growable::GrowableBuffer;
+use crate::memory::sealed::Sealed;
 use crate::pod::DevicePod;
 use crate::sparse::SparseArray;
 

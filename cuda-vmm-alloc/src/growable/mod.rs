@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use cuda_vmm::{AllocationProps, Device, Stream, UnmapWait};
+use cuda_vmm::{AllocationProps, Device, Stream};
 
 use crate::backing::{Backing, Chunk};
 use crate::error::{Error, Result};
@@ -86,6 +86,8 @@ pub struct GrowableBuffer<T: DevicePod> {
     _elements: PhantomData<T>,
 }
 
+crate::memory::device_memory!(GrowableBuffer);
+
 /// Source of [`GrowableBuffer::id`].
 static NEXT_BUFFER_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
@@ -142,11 +144,6 @@ impl<T: DevicePod> GrowableBuffer<T> {
         )
     }
 
-    /// The buffer's device address (a `CUdeviceptr`); the same for the buffer's whole life.
-    pub fn ptr(&self) -> u64 {
-        self.backing.reservation.ptr()
-    }
-
     /// The buffer's identity, unique in the process (unlike its address, which a later
     /// buffer may be given).
     pub fn id(&self) -> u64 {
@@ -159,16 +156,6 @@ impl<T: DevicePod> GrowableBuffer<T> {
     /// instead, so that releasing chunks it never published does not stop it.
     pub fn generation(&self) -> u64 {
         self.generation
-    }
-
-    /// The device the memory lives on.
-    pub fn device(&self) -> &Device {
-        &self.backing.device
-    }
-    /// The reservation behind the structure (crate-internal).
-    #[cfg_attr(not(feature = "cudarc"), allow(dead_code))]
-    pub(crate) fn reservation(&self) -> &cuda_vmm::Reservation {
-        &self.backing.reservation
     }
 
     /// Elements stored.
@@ -228,11 +215,6 @@ impl<T: DevicePod> GrowableBuffer<T> {
     /// Bytes of physical memory mapped now.
     pub fn committed_bytes(&self) -> usize {
         self.committed
-    }
-
-    /// Bytes of address space reserved.
-    pub fn reserved_bytes(&self) -> usize {
-        self.backing.reservation.size()
     }
 
     /// The growth policy in use.
@@ -364,34 +346,6 @@ impl<T: DevicePod> GrowableBuffer<T> {
             .reservation
             .write_async(stream, self.byte_offset(offset), as_bytes(values))?;
         Ok(())
-    }
-
-    /// Records that work queued so far on `stream` (a kernel, a cudarc or runtime copy) may
-    /// use the buffer: shrinking, dropping and this crate's copies wait for it.
-    pub fn record_use(&self, stream: &Stream) -> Result<()> {
-        Ok(self.backing.reservation.record_use(stream)?)
-    }
-
-    /// Waits for the device work that unmapping would wait for (see [`UnmapWait`]).
-    pub fn synchronize(&self) -> Result<()> {
-        Ok(self.backing.reservation.synchronize()?)
-    }
-
-    /// What shrinking and dropping wait for; [`UnmapWait::Devices`] by default.
-    pub fn unmap_wait(&self) -> UnmapWait {
-        self.backing.reservation.unmap_wait()
-    }
-
-    /// Changes what shrinking and dropping wait for.
-    ///
-    /// # Safety
-    /// As for [`cuda_vmm::Reservation::set_unmap_wait`]: with [`UnmapWait::RecordedUse`]
-    /// every use by work this crate did not queue must be recorded with
-    /// [`record_use`](GrowableBuffer::record_use); with [`UnmapWait::Caller`] no device work
-    /// may touch memory the buffer unmaps (shrink, drop, failed growth).
-    pub unsafe fn set_unmap_wait(&self, policy: UnmapWait) {
-        // SAFETY: forwarded from this function's contract.
-        unsafe { self.backing.reservation.set_unmap_wait(policy) }
     }
 
     /// Gives `devices` read-write access to the buffer, now (one `cuMemSetAccess` carrying

@@ -10,7 +10,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Range;
 
-use cuda_vmm::{Device, Stream, UnmapWait};
+use cuda_vmm::{Device, Stream};
 
 use crate::backing::{Backing, Chunk};
 use crate::error::{Error, Result};
@@ -50,6 +50,8 @@ pub struct SparseArray<T: DevicePod> {
     zero: Option<ZeroHoles>,
     _elements: PhantomData<T>,
 }
+
+crate::memory::device_memory!(SparseArray);
 
 impl<T: DevicePod> SparseArray<T> {
     /// Reserves room for `len` elements on `device`; nothing is committed.
@@ -125,21 +127,6 @@ impl<T: DevicePod> SparseArray<T> {
         Ok(array)
     }
 
-    /// The array's device address; stable for its whole life.
-    pub fn ptr(&self) -> u64 {
-        self.backing.reservation.ptr()
-    }
-
-    /// The device the memory lives on.
-    pub fn device(&self) -> &Device {
-        &self.backing.device
-    }
-    /// The reservation behind the structure (crate-internal).
-    #[cfg_attr(not(feature = "cudarc"), allow(dead_code))]
-    pub(crate) fn reservation(&self) -> &cuda_vmm::Reservation {
-        &self.backing.reservation
-    }
-
     /// Logical length in elements.
     pub fn len(&self) -> usize {
         self.len
@@ -168,11 +155,6 @@ impl<T: DevicePod> SparseArray<T> {
     /// Bytes of physical memory committed to tiles (zero memory not included).
     pub fn committed_bytes(&self) -> usize {
         self.committed.len() * self.tile_bytes
-    }
-
-    /// Bytes of address space reserved.
-    pub fn reserved_bytes(&self) -> usize {
-        self.backing.reservation.size()
     }
 
     /// Driver calls made so far and the physical footprint.
@@ -365,34 +347,6 @@ impl<T: DevicePod> SparseArray<T> {
             .reservation
             .write_async(stream, offset * size_of::<T>(), as_bytes(values))?;
         Ok(())
-    }
-
-    /// Records that work queued so far on `stream` may use the array: decommitting and
-    /// dropping wait for it.
-    pub fn record_use(&self, stream: &Stream) -> Result<()> {
-        Ok(self.backing.reservation.record_use(stream)?)
-    }
-
-    /// Waits for the device work that unmapping would wait for (see [`UnmapWait`]).
-    pub fn synchronize(&self) -> Result<()> {
-        Ok(self.backing.reservation.synchronize()?)
-    }
-
-    /// What decommitting and dropping wait for; [`UnmapWait::Devices`] by default.
-    pub fn unmap_wait(&self) -> UnmapWait {
-        self.backing.reservation.unmap_wait()
-    }
-
-    /// Changes what decommitting and dropping wait for.
-    ///
-    /// # Safety
-    /// As for [`cuda_vmm::Reservation::set_unmap_wait`]: with [`UnmapWait::RecordedUse`]
-    /// every use by work this crate did not queue must be recorded with
-    /// [`record_use`](SparseArray::record_use); with [`UnmapWait::Caller`] no device work may
-    /// touch tiles the array unmaps (decommit, drop, a failed commit's rollback).
-    pub unsafe fn set_unmap_wait(&self, policy: UnmapWait) {
-        // SAFETY: forwarded from this function's contract.
-        unsafe { self.backing.reservation.set_unmap_wait(policy) }
     }
 
     /// Gives `devices` access, now and for tiles committed later: read-write on committed
