@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use cuda_vmm::{AllocationProps, Device, Stream};
+use cuda_vmm::{AllocationProps, Device, Reservation, Stream};
 
 use crate::backing::{Backing, Chunk};
 use crate::error::{Error, Result};
@@ -240,14 +240,7 @@ impl<T: DevicePod> GrowableBuffer<T> {
 
     /// Appends host elements, growing as needed. On error the buffer is exactly as before.
     pub fn extend_from_slice(&mut self, values: &[T]) -> Result<()> {
-        let new_len = self.grown_len(values.len())?;
-        self.grow_and(new_len, |b| {
-            Ok(b.backing
-                .reservation
-                .write(b.byte_offset(b.len), as_bytes(values))?)
-        })?;
-        self.len = new_len;
-        Ok(())
+        self.append(values, |r, at, bytes| r.write(at, bytes))
     }
 
     /// Sets the length to `new_len`; new elements are set to `value` on the device (a memset
@@ -309,42 +302,61 @@ impl<T: DevicePod> GrowableBuffer<T> {
     /// length. If it fails after a driver call, each element holds its old value or its new
     /// one (the copy is staged in chunks, which may have landed).
     pub fn write(&mut self, offset: usize, values: &[T]) -> Result<()> {
-        let end = offset.saturating_add(values.len());
-        self.check_range("write", &(offset..end))?;
-        if values.is_empty() {
-            return Ok(());
-        }
-        self.backing
-            .reservation
-            .write(self.byte_offset(offset), as_bytes(values))?;
-        Ok(())
+        self.overwrite(offset, values, |r, at, bytes| r.write(at, bytes))
     }
 
     /// Appends host elements, growing as needed; the copy is queued on `stream`
     /// (`cuMemcpyHtoDAsync`) and recorded as a use. `values` are staged before this returns
     /// (never read afterwards, also when it fails: see `cuda_vmm::staging`).
     pub fn extend_from_slice_async(&mut self, stream: &Stream, values: &[T]) -> Result<()> {
-        let new_len = self.grown_len(values.len())?;
-        self.grow_and(new_len, |b| {
-            Ok(b.backing
-                .reservation
-                .write_async(stream, b.byte_offset(b.len), as_bytes(values))?)
-        })?;
-        self.len = new_len;
-        Ok(())
+        self.append(values, |r, at, bytes| r.write_async(stream, at, bytes))
     }
 
     /// Overwrites elements from `offset` on, queued on `stream` and recorded as a use;
     /// `values` are staged before this returns.
     pub fn write_async(&mut self, stream: &Stream, offset: usize, values: &[T]) -> Result<()> {
+        self.overwrite(offset, values, |r, at, bytes| {
+            r.write_async(stream, at, bytes)
+        })
+    }
+
+    /// Appends `values`, growing as needed, with `copy(reservation, byte offset, bytes)`
+    /// (a synchronous or a queued write). On error the buffer is exactly as before.
+    fn append(
+        &mut self,
+        values: &[T],
+        copy: impl FnOnce(&Reservation, usize, &[u8]) -> cuda_vmm::Result<()>,
+    ) -> Result<()> {
+        let new_len = self.grown_len(values.len())?;
+        self.grow_and(new_len, |b| {
+            Ok(copy(
+                &b.backing.reservation,
+                b.byte_offset(b.len),
+                as_bytes(values),
+            )?)
+        })?;
+        self.len = new_len;
+        Ok(())
+    }
+
+    /// Overwrites elements from `offset` on (within the length) with `copy(reservation,
+    /// byte offset, bytes)`.
+    fn overwrite(
+        &mut self,
+        offset: usize,
+        values: &[T],
+        copy: impl FnOnce(&Reservation, usize, &[u8]) -> cuda_vmm::Result<()>,
+    ) -> Result<()> {
         let end = offset.saturating_add(values.len());
         self.check_range("write", &(offset..end))?;
         if values.is_empty() {
             return Ok(());
         }
-        self.backing
-            .reservation
-            .write_async(stream, self.byte_offset(offset), as_bytes(values))?;
+        copy(
+            &self.backing.reservation,
+            self.byte_offset(offset),
+            as_bytes(values),
+        )?;
         Ok(())
     }
 
