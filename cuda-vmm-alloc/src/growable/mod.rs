@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use cuda_vmm::{AllocationProps, Device, Reservation, Stream};
 
 use crate::backing::{Backing, Chunk};
-use crate::error::{Error, Result};
+use crate::error::{check_len, check_range, Error, Result};
 use crate::placement::Placement;
 use crate::pod::{as_bytes, as_bytes_mut, uniform_byte, zeroed, DevicePod};
 use crate::policy::{round_up, split, GrowthPolicy};
@@ -275,13 +275,8 @@ impl<T: DevicePod> GrowableBuffer<T> {
 
     /// Copies `out.len()` elements starting at element `range.start` to the host.
     pub fn read(&self, range: Range<usize>, out: &mut [T]) -> Result<()> {
-        self.check_range("read", &range)?;
-        if out.len() != range.len() {
-            return Err(Error::LengthMismatch {
-                expected: range.len(),
-                actual: out.len(),
-            });
-        }
+        check_range("read", &range, self.len)?;
+        check_len(&range, out.len())?;
         if out.is_empty() {
             return Ok(());
         }
@@ -348,7 +343,7 @@ impl<T: DevicePod> GrowableBuffer<T> {
         copy: impl FnOnce(&Reservation, usize, &[u8]) -> cuda_vmm::Result<()>,
     ) -> Result<()> {
         let end = offset.saturating_add(values.len());
-        self.check_range("write", &(offset..end))?;
+        check_range("write", &(offset..end), self.len)?;
         if values.is_empty() {
             return Ok(());
         }
@@ -387,18 +382,6 @@ impl<T: DevicePod> GrowableBuffer<T> {
                 requested: usize::MAX,
                 max: self.max_capacity(),
             })
-    }
-
-    fn check_range(&self, what: &'static str, range: &Range<usize>) -> Result<()> {
-        if range.start > range.end || range.end > self.len {
-            return Err(Error::OutOfRange {
-                what,
-                start: range.start,
-                end: range.end,
-                len: self.len,
-            });
-        }
-        Ok(())
     }
 
     /// Commits memory for `len` elements, then runs `op`; if either fails, the memory

@@ -13,7 +13,7 @@ use std::ops::Range;
 use cuda_vmm::{Device, Reservation, Stream};
 
 use crate::backing::{Backing, Chunk};
-use crate::error::{Error, Result};
+use crate::error::{check_len, check_range, Error, Result};
 use crate::growable::element_size;
 use crate::pod::{as_bytes, as_bytes_mut, DevicePod};
 use crate::stats::DriverStats;
@@ -198,7 +198,7 @@ impl<T: DevicePod> SparseArray<T> {
     /// error the array, its pool and the device's memory are as before. Returns the number
     /// of tiles newly committed.
     pub fn commit(&mut self, range: Range<usize>) -> Result<usize> {
-        self.check_range("commit", &range)?;
+        check_range("commit", &range, self.len)?;
         self.prepare();
         self.backing.retry_stranded()?;
         let wanted = self.tiles_of(range);
@@ -257,7 +257,7 @@ impl<T: DevicePod> SparseArray<T> {
     /// On error, the tiles that could not be unmapped stay committed with their contents,
     /// and the others are holes.
     pub fn decommit(&mut self, range: Range<usize>) -> Result<usize> {
-        self.check_range("decommit", &range)?;
+        check_range("decommit", &range, self.len)?;
         self.prepare();
         let size = size_of::<T>();
         let inner = tiles::inside(
@@ -287,7 +287,7 @@ impl<T: DevicePod> SparseArray<T> {
     /// Copies elements `range` to the host. Holes read as zeros with
     /// [`HoleBehavior::Zeros`], else fail with [`Error::NotCommitted`] (nothing copied).
     pub fn read(&self, range: Range<usize>, out: &mut [T]) -> Result<()> {
-        self.check_range("read", &range)?;
+        check_range("read", &range, self.len)?;
         check_len(&range, out.len())?;
         if range.is_empty() {
             return Ok(());
@@ -342,7 +342,7 @@ impl<T: DevicePod> SparseArray<T> {
         copy: impl FnOnce(&Reservation, usize, &[u8]) -> cuda_vmm::Result<()>,
     ) -> Result<()> {
         let range = offset..offset.saturating_add(values.len());
-        self.check_range("write", &range)?;
+        check_range("write", &range, self.len)?;
         if range.is_empty() {
             return Ok(());
         }
@@ -375,18 +375,6 @@ impl<T: DevicePod> SparseArray<T> {
             );
         }
         self.backing.grant_access(devices, &ranges)
-    }
-
-    fn check_range(&self, what: &'static str, range: &Range<usize>) -> Result<()> {
-        if range.start > range.end || range.end > self.len {
-            return Err(Error::OutOfRange {
-                what,
-                start: range.start,
-                end: range.end,
-                len: self.len,
-            });
-        }
-        Ok(())
     }
 
     /// Tiles touched by an element range.
@@ -503,16 +491,6 @@ impl<T: DevicePod> SparseArray<T> {
         let zeroed = self.rezero(run);
         result.and(zeroed).map(|()| holes)
     }
-}
-
-fn check_len(range: &Range<usize>, actual: usize) -> Result<()> {
-    if range.len() != actual {
-        return Err(Error::LengthMismatch {
-            expected: range.len(),
-            actual,
-        });
-    }
-    Ok(())
 }
 
 impl<T: DevicePod> Drop for SparseArray<T> {
