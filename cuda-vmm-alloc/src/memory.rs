@@ -4,7 +4,12 @@
 
 use cuda_vmm::{Device, Stream, UnmapWait};
 
-use crate::error::Result;
+use std::ops::Range;
+
+use cuda_vmm::Reservation;
+
+use crate::error::{check_range, Result};
+use crate::pod::{as_bytes, DevicePod};
 
 /// The one required accessor, kept out of the public API: handing out the reservation would
 /// let callers map, unmap or set access behind the owner's back.
@@ -133,3 +138,25 @@ macro_rules! device_memory {
     };
 }
 pub(crate) use device_memory;
+
+/// Overwrites elements from `offset` on of a structure of `len` elements over `reservation`:
+/// refuses a range past `len`, does nothing for no values, else runs `check(range)` (e.g.
+/// every tile committed) and then `copy(reservation, byte offset, bytes)` (a synchronous or
+/// a queued write).
+pub(crate) fn overwrite<T: DevicePod>(
+    reservation: &Reservation,
+    len: usize,
+    offset: usize,
+    values: &[T],
+    check: impl FnOnce(Range<usize>) -> Result<()>,
+    copy: impl FnOnce(&Reservation, usize, &[u8]) -> cuda_vmm::Result<()>,
+) -> Result<()> {
+    let range = offset..offset.saturating_add(values.len());
+    check_range("write", &range, len)?;
+    if range.is_empty() {
+        return Ok(());
+    }
+    check(range)?;
+    copy(reservation, offset * size_of::<T>(), as_bytes(values))?;
+    Ok(())
+}

@@ -9,6 +9,7 @@ use cuda_vmm::{AllocationProps, Device, Reservation, Stream};
 
 use crate::backing::{Backing, Chunk};
 use crate::error::{check_len, check_range, Error, Result};
+use crate::memory::overwrite;
 use crate::placement::Placement;
 use crate::pod::{as_bytes, as_bytes_mut, uniform_byte, zeroed, DevicePod};
 use crate::policy::{round_up, split, GrowthPolicy};
@@ -297,7 +298,14 @@ impl<T: DevicePod> GrowableBuffer<T> {
     /// length. If it fails after a driver call, each element holds its old value or its new
     /// one (the copy is staged in chunks, which may have landed).
     pub fn write(&mut self, offset: usize, values: &[T]) -> Result<()> {
-        self.overwrite(offset, values, |r, at, bytes| r.write(at, bytes))
+        overwrite(
+            &self.backing.reservation,
+            self.len,
+            offset,
+            values,
+            |_| Ok(()),
+            |r, at, bytes| r.write(at, bytes),
+        )
     }
 
     /// Appends host elements, growing as needed; the copy is queued on `stream`
@@ -310,9 +318,14 @@ impl<T: DevicePod> GrowableBuffer<T> {
     /// Overwrites elements from `offset` on, queued on `stream` and recorded as a use;
     /// `values` are staged before this returns.
     pub fn write_async(&mut self, stream: &Stream, offset: usize, values: &[T]) -> Result<()> {
-        self.overwrite(offset, values, |r, at, bytes| {
-            r.write_async(stream, at, bytes)
-        })
+        overwrite(
+            &self.backing.reservation,
+            self.len,
+            offset,
+            values,
+            |_| Ok(()),
+            |r, at, bytes| r.write_async(stream, at, bytes),
+        )
     }
 
     /// Appends `values`, growing as needed, with `copy(reservation, byte offset, bytes)`
@@ -331,27 +344,6 @@ impl<T: DevicePod> GrowableBuffer<T> {
             )?)
         })?;
         self.len = new_len;
-        Ok(())
-    }
-
-    /// Overwrites elements from `offset` on (within the length) with `copy(reservation,
-    /// byte offset, bytes)`.
-    fn overwrite(
-        &mut self,
-        offset: usize,
-        values: &[T],
-        copy: impl FnOnce(&Reservation, usize, &[u8]) -> cuda_vmm::Result<()>,
-    ) -> Result<()> {
-        let end = offset.saturating_add(values.len());
-        check_range("write", &(offset..end), self.len)?;
-        if values.is_empty() {
-            return Ok(());
-        }
-        copy(
-            &self.backing.reservation,
-            self.byte_offset(offset),
-            as_bytes(values),
-        )?;
         Ok(())
     }
 

@@ -10,12 +10,13 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Range;
 
-use cuda_vmm::{Device, Reservation, Stream};
+use cuda_vmm::{Device, Stream};
 
 use crate::backing::{Backing, Chunk};
 use crate::error::{check_len, check_range, Error, Result};
 use crate::growable::element_size;
-use crate::pod::{as_bytes, as_bytes_mut, DevicePod};
+use crate::memory::overwrite;
+use crate::pod::{as_bytes_mut, DevicePod};
 use crate::stats::DriverStats;
 use crate::trace::Hex;
 
@@ -322,37 +323,27 @@ impl<T: DevicePod> SparseArray<T> {
     /// Copies host elements to `offset..`; every tile touched must be committed. If it fails
     /// after a driver call, each element holds its old value or its new one.
     pub fn write(&mut self, offset: usize, values: &[T]) -> Result<()> {
-        self.overwrite(offset, values, |r, at, bytes| r.write(at, bytes))
+        overwrite(
+            &self.backing.reservation,
+            self.len,
+            offset,
+            values,
+            |r| self.check_committed(r),
+            |r, at, bytes| r.write(at, bytes),
+        )
     }
 
     /// Copies host elements to `offset..`, queued on `stream` and recorded as a use; every
     /// tile touched must be committed. `values` are staged before this returns.
     pub fn write_async(&mut self, stream: &Stream, offset: usize, values: &[T]) -> Result<()> {
-        self.overwrite(offset, values, |r, at, bytes| {
-            r.write_async(stream, at, bytes)
-        })
-    }
-
-    /// Overwrites elements from `offset` on (every tile touched committed) with
-    /// `copy(reservation, byte offset, bytes)`.
-    fn overwrite(
-        &mut self,
-        offset: usize,
-        values: &[T],
-        copy: impl FnOnce(&Reservation, usize, &[u8]) -> cuda_vmm::Result<()>,
-    ) -> Result<()> {
-        let range = offset..offset.saturating_add(values.len());
-        check_range("write", &range, self.len)?;
-        if range.is_empty() {
-            return Ok(());
-        }
-        self.check_committed(range)?;
-        copy(
+        overwrite(
             &self.backing.reservation,
-            offset * size_of::<T>(),
-            as_bytes(values),
-        )?;
-        Ok(())
+            self.len,
+            offset,
+            values,
+            |r| self.check_committed(r),
+            |r, at, bytes| r.write_async(stream, at, bytes),
+        )
     }
 
     /// Gives `devices` access, now and for tiles committed later: read-write on committed
