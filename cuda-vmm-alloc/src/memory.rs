@@ -141,15 +141,15 @@ pub(crate) use device_memory;
 
 /// Overwrites elements from `offset` on of a structure of `len` elements over `reservation`:
 /// refuses a range past `len`, does nothing for no values, else runs `check(range)` (e.g.
-/// every tile committed) and then `copy(reservation, byte offset, bytes)` (a synchronous or
-/// a queued write).
+/// every tile committed) and then copies them in ([`copy_in`]: synchronously, or queued on
+/// `stream`).
 pub(crate) fn overwrite<T: DevicePod>(
     reservation: &Reservation,
     len: usize,
     offset: usize,
     values: &[T],
     check: impl FnOnce(Range<usize>) -> Result<()>,
-    copy: impl FnOnce(&Reservation, usize, &[u8]) -> cuda_vmm::Result<()>,
+    stream: Option<&Stream>,
 ) -> Result<()> {
     let range = offset..offset.saturating_add(values.len());
     check_range("write", &range, len)?;
@@ -157,6 +157,25 @@ pub(crate) fn overwrite<T: DevicePod>(
         return Ok(());
     }
     check(range)?;
-    copy(reservation, offset * size_of::<T>(), as_bytes(values))?;
+    copy_in(
+        reservation,
+        stream,
+        offset * size_of::<T>(),
+        as_bytes(values),
+    )
+}
+
+/// Copies host `bytes` to `reservation` at byte `offset`: synchronously, or queued on
+/// `stream` and recorded as a use (`bytes` staged before this returns).
+pub(crate) fn copy_in(
+    reservation: &Reservation,
+    stream: Option<&Stream>,
+    offset: usize,
+    bytes: &[u8],
+) -> Result<()> {
+    match stream {
+        None => reservation.write(offset, bytes)?,
+        Some(stream) => reservation.write_async(stream, offset, bytes)?,
+    }
     Ok(())
 }

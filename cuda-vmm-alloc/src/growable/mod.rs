@@ -5,11 +5,11 @@ use std::marker::PhantomData;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use cuda_vmm::{AllocationProps, Device, Reservation, Stream};
+use cuda_vmm::{AllocationProps, Device, Stream};
 
 use crate::backing::{Backing, Chunk};
 use crate::error::{check_len, check_range, Error, Result};
-use crate::memory::overwrite;
+use crate::memory::{copy_in, overwrite};
 use crate::placement::Placement;
 use crate::pod::{as_bytes, as_bytes_mut, uniform_byte, zeroed, DevicePod};
 use crate::policy::{round_up, split, GrowthPolicy};
@@ -241,7 +241,7 @@ impl<T: DevicePod> GrowableBuffer<T> {
 
     /// Appends host elements, growing as needed. On error the buffer is exactly as before.
     pub fn extend_from_slice(&mut self, values: &[T]) -> Result<()> {
-        self.append(values, |r, at, bytes| r.write(at, bytes))
+        self.append(values, None)
     }
 
     /// Sets the length to `new_len`; new elements are set to `value` on the device (a memset
@@ -298,50 +298,35 @@ impl<T: DevicePod> GrowableBuffer<T> {
     /// length. If it fails after a driver call, each element holds its old value or its new
     /// one (the copy is staged in chunks, which may have landed).
     pub fn write(&mut self, offset: usize, values: &[T]) -> Result<()> {
-        overwrite(
-            &self.backing.reservation,
-            self.len,
-            offset,
-            values,
-            |_| Ok(()),
-            |r, at, bytes| r.write(at, bytes),
-        )
+        self.overwrite(offset, values, None)
     }
 
     /// Appends host elements, growing as needed; the copy is queued on `stream`
     /// (`cuMemcpyHtoDAsync`) and recorded as a use. `values` are staged before this returns
     /// (never read afterwards, also when it fails: see `cuda_vmm::staging`).
     pub fn extend_from_slice_async(&mut self, stream: &Stream, values: &[T]) -> Result<()> {
-        self.append(values, |r, at, bytes| r.write_async(stream, at, bytes))
+        self.append(values, Some(stream))
     }
 
     /// Overwrites elements from `offset` on, queued on `stream` and recorded as a use;
     /// `values` are staged before this returns.
     pub fn write_async(&mut self, stream: &Stream, offset: usize, values: &[T]) -> Result<()> {
-        overwrite(
-            &self.backing.reservation,
-            self.len,
-            offset,
-            values,
-            |_| Ok(()),
-            |r, at, bytes| r.write_async(stream, at, bytes),
-        )
+        self.overwrite(offset, values, Some(stream))
     }
 
-    /// Appends `values`, growing as needed, with `copy(reservation, byte offset, bytes)`
-    /// (a synchronous or a queued write). On error the buffer is exactly as before.
-    fn append(
-        &mut self,
-        values: &[T],
-        copy: impl FnOnce(&Reservation, usize, &[u8]) -> cuda_vmm::Result<()>,
-    ) -> Result<()> {
+    /// [`overwrite`] on this structure's reservation and length.
+    fn overwrite(&self, offset: usize, values: &[T], stream: Option<&Stream>) -> Result<()> {
+        let reservation = &self.backing.reservation;
+        overwrite(reservation, self.len, offset, values, |_| Ok(()), stream)
+    }
+
+    /// Appends `values`, growing as needed, copied in by [`copy_in`] (synchronously, or
+    /// queued on `stream`). On error the buffer is exactly as before.
+    fn append(&mut self, values: &[T], stream: Option<&Stream>) -> Result<()> {
         let new_len = self.grown_len(values.len())?;
         self.grow_and(new_len, |b| {
-            Ok(copy(
-                &b.backing.reservation,
-                b.byte_offset(b.len),
-                as_bytes(values),
-            )?)
+            let at = b.byte_offset(b.len);
+            copy_in(&b.backing.reservation, stream, at, as_bytes(values))
         })?;
         self.len = new_len;
         Ok(())

@@ -323,26 +323,25 @@ impl<T: DevicePod> SparseArray<T> {
     /// Copies host elements to `offset..`; every tile touched must be committed. If it fails
     /// after a driver call, each element holds its old value or its new one.
     pub fn write(&mut self, offset: usize, values: &[T]) -> Result<()> {
-        overwrite(
-            &self.backing.reservation,
-            self.len,
-            offset,
-            values,
-            |r| self.check_committed(r),
-            |r, at, bytes| r.write(at, bytes),
-        )
+        self.overwrite(offset, values, None)
     }
 
     /// Copies host elements to `offset..`, queued on `stream` and recorded as a use; every
     /// tile touched must be committed. `values` are staged before this returns.
     pub fn write_async(&mut self, stream: &Stream, offset: usize, values: &[T]) -> Result<()> {
+        self.overwrite(offset, values, Some(stream))
+    }
+
+    /// [`overwrite`] on this structure's reservation and length.
+    fn overwrite(&self, offset: usize, values: &[T], stream: Option<&Stream>) -> Result<()> {
+        let reservation = &self.backing.reservation;
         overwrite(
-            &self.backing.reservation,
+            reservation,
             self.len,
             offset,
             values,
             |r| self.check_committed(r),
-            |r, at, bytes| r.write_async(stream, at, bytes),
+            stream,
         )
     }
 
