@@ -1,5 +1,7 @@
 //! The allocator's error type.
 
+use std::ops::Range;
+
 /// Result of every fallible allocator operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -113,6 +115,31 @@ impl Error {
             _ => None,
         }
     }
+}
+
+/// [`Error::OutOfRange`] (naming the operation `what`) unless `range` is ascending and ends
+/// within `len` elements.
+pub(crate) fn check_range(what: &'static str, range: &Range<usize>, len: usize) -> Result<()> {
+    if range.start > range.end || range.end > len {
+        return Err(Error::OutOfRange {
+            what,
+            start: range.start,
+            end: range.end,
+            len,
+        });
+    }
+    Ok(())
+}
+
+/// [`Error::LengthMismatch`] unless `actual` elements are `range.len()`.
+pub(crate) fn check_len(range: &Range<usize>, actual: usize) -> Result<()> {
+    if range.len() != actual {
+        return Err(Error::LengthMismatch {
+            expected: range.len(),
+            actual,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use cuda_vmm::CudarcView;
 use cudarc::driver::CudaStream;
 
-use crate::error::{Error, Result};
+use crate::error::{check_range, Result};
 use crate::growable::GrowableBuffer;
+use crate::memory::sealed::Sealed;
 use crate::pod::DevicePod;
 use crate::sparse::SparseArray;
 
@@ -32,14 +33,7 @@ impl<T: DevicePod> SparseArray<T> {
         stream: &Arc<CudaStream>,
         range: Range<usize>,
     ) -> Result<CudarcView<'_, T>> {
-        if range.start > range.end || range.end > self.len() {
-            return Err(Error::OutOfRange {
-                what: "cudarc view",
-                start: range.start,
-                end: range.end,
-                len: self.len(),
-            });
-        }
+        check_range("cudarc view", &range, self.len())?;
         self.check_committed(range.clone())?;
         let offset = range.start * size_of::<T>();
         Ok(self

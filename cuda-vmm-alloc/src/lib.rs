@@ -62,6 +62,7 @@ mod error;
 mod growable;
 #[cfg(feature = "cudarc")]
 mod interop;
+mod memory;
 mod placement;
 mod pod;
 mod policy;
@@ -75,6 +76,7 @@ mod trace;
 pub use bytemuck;
 pub use error::{Error, Result};
 pub use growable::{BufferConfig, GrowableBuffer};
+pub use memory::DeviceMemory;
 pub use placement::Placement;
 pub use pod::DevicePod;
 pub use policy::GrowthPolicy;

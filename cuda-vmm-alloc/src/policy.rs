@@ -172,6 +172,23 @@ impl GrowthPolicy {
     }
 }
 
+/// A size in bytes: `requested`, or `default` when it is 0. Refused with
+/// [`Error::InvalidConfig`] (`message(size)`) unless a multiple of `granularity`.
+pub(crate) fn granular(
+    requested: usize,
+    default: usize,
+    granularity: usize,
+    message: impl FnOnce(usize) -> String,
+) -> Result<usize> {
+    let size = if requested == 0 { default } else { requested };
+    if size % granularity != 0 {
+        return Err(Error::InvalidConfig {
+            message: message(size),
+        });
+    }
+    Ok(size)
+}
+
 /// `value` rounded up to a multiple of `unit` (saturating at the largest multiple).
 pub(crate) fn round_up(value: usize, unit: usize) -> usize {
     let unit = unit.max(1);

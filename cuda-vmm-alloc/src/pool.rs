@@ -7,6 +7,7 @@ use cuda_vmm::{Allocation, AllocationProps, Device, GranularityKind, Location};
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
+use crate::policy::granular;
 use crate::trace::Hex;
 use tracing::field::Empty;
 
@@ -102,18 +103,11 @@ impl ChunkPool {
             .props
             .unwrap_or_else(|| AllocationProps::device(device));
         let granularity = device.granularity(&props, GranularityKind::Minimum)?;
-        let chunk_size = if config.chunk_size == 0 {
-            granularity
-        } else {
-            config.chunk_size
-        };
-        if chunk_size % granularity != 0 {
-            return Err(Error::InvalidConfig {
-                message: format!(
-                    "pool chunk size {chunk_size} is not a multiple of the allocation granularity {granularity}"
-                ),
-            });
-        }
+        let chunk_size = granular(config.chunk_size, granularity, granularity, |size| {
+            format!(
+                "pool chunk size {size} is not a multiple of the allocation granularity {granularity}"
+            )
+        })?;
         Ok(ChunkPool {
             inner: Arc::new(Inner {
                 device: device.clone(),

@@ -89,12 +89,7 @@ impl Options {
             match arg {
                 lexopt::Arg::Long("check") => options.check = true,
                 lexopt::Arg::Long("cuda-include") => {
-                    let dir = crate::flag_value(
-                        args,
-                        "cuda-include",
-                        "bindgen",
-                        "--cuda-include needs a directory",
-                    )?;
+                    let dir = crate::flag_value(args, "cuda-include", "bindgen", "a directory")?;
                     options.include = Some(PathBuf::from(dir));
                 }
                 other => return Err(crate::unknown_argument(&other, "bindgen")),

@@ -67,13 +67,13 @@ pub(crate) fn argument_error(error: lexopt::Error, task: &str) -> String {
     }
 }
 
-/// The value after `--flag` (the next argument, whatever it looks like), or `missing`
-/// (`--out needs a file name`). `--flag=VALUE` is an unknown argument, as it always was.
+/// The value after `--flag` (the next argument, whatever it looks like), or the error
+/// `--FLAG needs NEEDS` (`--out needs a file name`). `--flag=VALUE` is an unknown argument, as it always was.
 pub(crate) fn flag_value(
     args: &mut Parser,
     flag: &str,
     task: &str,
-    missing: &str,
+    needs: &str,
 ) -> Result<OsString, String> {
     if let Some(glued) = args.optional_value() {
         return Err(unknown(
@@ -81,7 +81,7 @@ pub(crate) fn flag_value(
             task,
         ));
     }
-    args.value().map_err(|_| missing.to_string())
+    args.value().map_err(|_| format!("--{flag} needs {needs}"))
 }
 
 fn unknown(arg: &str, task: &str) -> String {

@@ -5,10 +5,11 @@ use std::marker::PhantomData;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use cuda_vmm::{AllocationProps, Device, Stream, UnmapWait};
+use cuda_vmm::{AllocationProps, Device, Stream};
 
 use crate::backing::{Backing, Chunk};
-use crate::error::{Error, Result};
+use crate::error::{check_len, check_range, Error, Result};
+use crate::memory::{copy_in, overwrite};
 use crate::placement::Placement;
 use crate::pod::{as_bytes, as_bytes_mut, uniform_byte, zeroed, DevicePod};
 use crate::policy::{round_up, split, GrowthPolicy};
@@ -86,6 +87,20 @@ pub struct GrowableBuffer<T: DevicePod> {
     _elements: PhantomData<T>,
 }
 
+crate::memory::device_memory!(GrowableBuffer);
+
+impl<T: crate::pod::DevicePod> GrowableBuffer<T> {
+    /// See [`DeviceMemory::set_unmap_wait`](crate::DeviceMemory::set_unmap_wait); written
+    /// here rather than by `device_memory!`, so that no macro holds an `unsafe` block.
+    ///
+    /// # Safety
+    /// As for [`DeviceMemory::set_unmap_wait`](crate::DeviceMemory::set_unmap_wait).
+    pub unsafe fn set_unmap_wait(&self, policy: cuda_vmm::UnmapWait) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { crate::memory::DeviceMemory::set_unmap_wait(self, policy) }
+    }
+}
+
 /// Source of [`GrowableBuffer::id`].
 static NEXT_BUFFER_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
@@ -142,11 +157,6 @@ impl<T: DevicePod> GrowableBuffer<T> {
         )
     }
 
-    /// The buffer's device address (a `CUdeviceptr`); the same for the buffer's whole life.
-    pub fn ptr(&self) -> u64 {
-        self.backing.reservation.ptr()
-    }
-
     /// The buffer's identity, unique in the process (unlike its address, which a later
     /// buffer may be given).
     pub fn id(&self) -> u64 {
@@ -159,16 +169,6 @@ impl<T: DevicePod> GrowableBuffer<T> {
     /// instead, so that releasing chunks it never published does not stop it.
     pub fn generation(&self) -> u64 {
         self.generation
-    }
-
-    /// The device the memory lives on.
-    pub fn device(&self) -> &Device {
-        &self.backing.device
-    }
-    /// The reservation behind the structure (crate-internal).
-    #[cfg_attr(not(feature = "cudarc"), allow(dead_code))]
-    pub(crate) fn reservation(&self) -> &cuda_vmm::Reservation {
-        &self.backing.reservation
     }
 
     /// Elements stored.
@@ -230,11 +230,6 @@ impl<T: DevicePod> GrowableBuffer<T> {
         self.committed
     }
 
-    /// Bytes of address space reserved.
-    pub fn reserved_bytes(&self) -> usize {
-        self.backing.reservation.size()
-    }
-
     /// The growth policy in use.
     pub fn policy(&self) -> &GrowthPolicy {
         &self.policy
@@ -258,14 +253,7 @@ impl<T: DevicePod> GrowableBuffer<T> {
 
     /// Appends host elements, growing as needed. On error the buffer is exactly as before.
     pub fn extend_from_slice(&mut self, values: &[T]) -> Result<()> {
-        let new_len = self.grown_len(values.len())?;
-        self.grow_and(new_len, |b| {
-            Ok(b.backing
-                .reservation
-                .write(b.byte_offset(b.len), as_bytes(values))?)
-        })?;
-        self.len = new_len;
-        Ok(())
+        self.append(values, None)
     }
 
     /// Sets the length to `new_len`; new elements are set to `value` on the device (a memset
@@ -300,13 +288,8 @@ impl<T: DevicePod> GrowableBuffer<T> {
 
     /// Copies `out.len()` elements starting at element `range.start` to the host.
     pub fn read(&self, range: Range<usize>, out: &mut [T]) -> Result<()> {
-        self.check_range("read", &range)?;
-        if out.len() != range.len() {
-            return Err(Error::LengthMismatch {
-                expected: range.len(),
-                actual: out.len(),
-            });
-        }
+        check_range("read", &range, self.len)?;
+        check_len(&range, out.len())?;
         if out.is_empty() {
             return Ok(());
         }
@@ -327,71 +310,38 @@ impl<T: DevicePod> GrowableBuffer<T> {
     /// length. If it fails after a driver call, each element holds its old value or its new
     /// one (the copy is staged in chunks, which may have landed).
     pub fn write(&mut self, offset: usize, values: &[T]) -> Result<()> {
-        let end = offset.saturating_add(values.len());
-        self.check_range("write", &(offset..end))?;
-        if values.is_empty() {
-            return Ok(());
-        }
-        self.backing
-            .reservation
-            .write(self.byte_offset(offset), as_bytes(values))?;
-        Ok(())
+        self.overwrite(offset, values, None)
     }
 
     /// Appends host elements, growing as needed; the copy is queued on `stream`
     /// (`cuMemcpyHtoDAsync`) and recorded as a use. `values` are staged before this returns
     /// (never read afterwards, also when it fails: see `cuda_vmm::staging`).
     pub fn extend_from_slice_async(&mut self, stream: &Stream, values: &[T]) -> Result<()> {
-        let new_len = self.grown_len(values.len())?;
-        self.grow_and(new_len, |b| {
-            Ok(b.backing
-                .reservation
-                .write_async(stream, b.byte_offset(b.len), as_bytes(values))?)
-        })?;
-        self.len = new_len;
-        Ok(())
+        self.append(values, Some(stream))
     }
 
     /// Overwrites elements from `offset` on, queued on `stream` and recorded as a use;
     /// `values` are staged before this returns.
     pub fn write_async(&mut self, stream: &Stream, offset: usize, values: &[T]) -> Result<()> {
-        let end = offset.saturating_add(values.len());
-        self.check_range("write", &(offset..end))?;
-        if values.is_empty() {
-            return Ok(());
-        }
-        self.backing
-            .reservation
-            .write_async(stream, self.byte_offset(offset), as_bytes(values))?;
+        self.overwrite(offset, values, Some(stream))
+    }
+
+    /// [`overwrite`] on this structure's reservation and length.
+    fn overwrite(&self, offset: usize, values: &[T], stream: Option<&Stream>) -> Result<()> {
+        let reservation = &self.backing.reservation;
+        overwrite(reservation, self.len, offset, values, |_| Ok(()), stream)
+    }
+
+    /// Appends `values`, growing as needed, copied in by [`copy_in`] (synchronously, or
+    /// queued on `stream`). On error the buffer is exactly as before.
+    fn append(&mut self, values: &[T], stream: Option<&Stream>) -> Result<()> {
+        let new_len = self.grown_len(values.len())?;
+        self.grow_and(new_len, |b| {
+            let at = b.byte_offset(b.len);
+            copy_in(&b.backing.reservation, stream, at, as_bytes(values))
+        })?;
+        self.len = new_len;
         Ok(())
-    }
-
-    /// Records that work queued so far on `stream` (a kernel, a cudarc or runtime copy) may
-    /// use the buffer: shrinking, dropping and this crate's copies wait for it.
-    pub fn record_use(&self, stream: &Stream) -> Result<()> {
-        Ok(self.backing.reservation.record_use(stream)?)
-    }
-
-    /// Waits for the device work that unmapping would wait for (see [`UnmapWait`]).
-    pub fn synchronize(&self) -> Result<()> {
-        Ok(self.backing.reservation.synchronize()?)
-    }
-
-    /// What shrinking and dropping wait for; [`UnmapWait::Devices`] by default.
-    pub fn unmap_wait(&self) -> UnmapWait {
-        self.backing.reservation.unmap_wait()
-    }
-
-    /// Changes what shrinking and dropping wait for.
-    ///
-    /// # Safety
-    /// As for [`cuda_vmm::Reservation::set_unmap_wait`]: with [`UnmapWait::RecordedUse`]
-    /// every use by work this crate did not queue must be recorded with
-    /// [`record_use`](GrowableBuffer::record_use); with [`UnmapWait::Caller`] no device work
-    /// may touch memory the buffer unmaps (shrink, drop, failed growth).
-    pub unsafe fn set_unmap_wait(&self, policy: UnmapWait) {
-        // SAFETY: forwarded from this function's contract.
-        unsafe { self.backing.reservation.set_unmap_wait(policy) }
     }
 
     /// Gives `devices` read-write access to the buffer, now (one `cuMemSetAccess` carrying
@@ -421,18 +371,6 @@ impl<T: DevicePod> GrowableBuffer<T> {
                 requested: usize::MAX,
                 max: self.max_capacity(),
             })
-    }
-
-    fn check_range(&self, what: &'static str, range: &Range<usize>) -> Result<()> {
-        if range.start > range.end || range.end > self.len {
-            return Err(Error::OutOfRange {
-                what,
-                start: range.start,
-                end: range.end,
-                len: self.len,
-            });
-        }
-        Ok(())
     }
 
     /// Commits memory for `len` elements, then runs `op`; if either fails, the memory

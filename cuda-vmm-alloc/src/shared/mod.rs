@@ -84,7 +84,7 @@ use cuda_vmm::{
     ReserveOptions,
 };
 
-use crate::error::{Error, Result};
+use crate::error::{check_len, check_range, Result};
 use crate::growable::{element_size, GrowableBuffer};
 use crate::pod::{as_bytes_mut, zeroed, DevicePod};
 
@@ -124,7 +124,7 @@ pub struct SharedBufferProducer {
 impl SharedBufferProducer {
     /// Starts sharing `buffer` over `stream`: checks it can be shared and sends the hello.
     ///
-    /// Refuses (an [`Error::InvalidConfig`] saying why) a buffer that takes its chunks from
+    /// Refuses (an [`Error::InvalidConfig`](crate::Error::InvalidConfig) saying why) a buffer that takes its chunks from
     /// a pool or whose properties do not request [`HandleTypes::POSIX_FD`].
     pub fn new<T: DevicePod>(
         buffer: &GrowableBuffer<T>,
@@ -177,7 +177,7 @@ impl SharedBufferProducer {
     ///
     /// # Refusals
     ///
-    /// These return [`Error::InvalidConfig`] saying why, and change nothing (nothing is
+    /// These return [`Error::InvalidConfig`](crate::Error::InvalidConfig) saying why, and change nothing (nothing is
     /// written, the published state is as before):
     ///
     /// - `buffer` is not the buffer this producer was made for (by [`GrowableBuffer::id`],
@@ -557,20 +557,8 @@ impl<T: DevicePod> SharedBufferConsumer<T> {
 
     /// Copies published elements `range` to `out`.
     pub fn read(&self, range: Range<usize>, out: &mut [T]) -> Result<()> {
-        if range.start > range.end || range.end > self.len() {
-            return Err(Error::OutOfRange {
-                what: "read",
-                start: range.start,
-                end: range.end,
-                len: self.len(),
-            });
-        }
-        if out.len() != range.len() {
-            return Err(Error::LengthMismatch {
-                expected: range.len(),
-                actual: out.len(),
-            });
-        }
+        check_range("read", &range, self.len())?;
+        check_len(&range, out.len())?;
         self.reservation
             .read(range.start * size_of::<T>(), as_bytes_mut(out))?;
         Ok(())

@@ -124,17 +124,30 @@ pub(super) fn encode_hello(hello: &Hello) -> Vec<u8> {
     .to_vec()
 }
 
+/// `bytes` read as a `W`, or the error `short(bytes.len())` when they are too few.
+fn wire_prefix<W: FromBytes + KnownLayout + Immutable>(
+    bytes: &[u8],
+    short: impl FnOnce(usize) -> Error,
+) -> Result<&W> {
+    W::ref_from_prefix(bytes)
+        .map(|(w, _)| w)
+        .map_err(|_| short(bytes.len()))
+}
+
+/// A protocol error (`bad WHAT magic ...`) unless `found` is `expected`.
+fn check_magic(found: &[u8; 8], expected: &[u8; 8], what: &str) -> Result<()> {
+    if found != expected {
+        return Err(protocol(format!("bad {what} magic {:02x?}", &found[..])));
+    }
+    Ok(())
+}
+
 /// Decodes and checks the hello's magic and version (the rest is the consumer's to check).
 pub(super) fn decode_hello(h: &[u8; HELLO]) -> Result<Hello> {
-    let (h, _) = WireHello::ref_from_prefix(h).map_err(|_| {
-        protocol(format!(
-            "a hello of {} bytes is shorter than {HELLO}",
-            h.len()
-        ))
+    let h: &WireHello = wire_prefix(h, |n| {
+        protocol(format!("a hello of {n} bytes is shorter than {HELLO}"))
     })?;
-    if h.magic != HELLO_MAGIC {
-        return Err(protocol(format!("bad hello magic {:02x?}", &h.magic[..])));
-    }
+    check_magic(&h.magic, &HELLO_MAGIC, "hello")?;
     let version = h.version.get();
     if version != VERSION {
         return Err(protocol(format!(
@@ -181,15 +194,12 @@ pub(super) fn encode_update(header: &Header, records: &[Record]) -> Vec<u8> {
 
 /// Decodes and checks an update header (not yet against the consumer's state).
 pub(super) fn decode_header(h: &[u8; UPDATE]) -> Result<Header> {
-    let (h, _) = WireUpdate::ref_from_prefix(h).map_err(|_| {
+    let h: &WireUpdate = wire_prefix(h, |n| {
         protocol(format!(
-            "an update header of {} bytes is shorter than {UPDATE}",
-            h.len()
+            "an update header of {n} bytes is shorter than {UPDATE}"
         ))
     })?;
-    if h.magic != UPDATE_MAGIC {
-        return Err(protocol(format!("bad update magic {:02x?}", &h.magic[..])));
-    }
+    check_magic(&h.magic, &UPDATE_MAGIC, "update")?;
     let header = Header {
         buffer_id: h.buffer_id.get(),
         generation: h.generation.get(),
@@ -215,11 +225,8 @@ pub(super) fn decode_header(h: &[u8; UPDATE]) -> Result<Header> {
 /// Decodes and checks record `index`'s own fields.
 pub(super) fn decode_record(r: &[u8], index: usize) -> Result<Record> {
     let bad = |what: String| protocol(format!("chunk {index} of the update: {what}"));
-    let (r, _) = WireRecord::ref_from_prefix(r).map_err(|_| {
-        bad(format!(
-            "{} bytes are shorter than a record ({RECORD})",
-            r.len()
-        ))
+    let r: &WireRecord = wire_prefix(r, |n| {
+        bad(format!("{n} bytes are shorter than a record ({RECORD})"))
     })?;
     let (offset, size) = (r.offset.get(), r.size.get());
     if size == 0 {

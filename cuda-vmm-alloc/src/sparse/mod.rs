@@ -10,12 +10,13 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Range;
 
-use cuda_vmm::{Device, Stream, UnmapWait};
+use cuda_vmm::{Device, Stream};
 
 use crate::backing::{Backing, Chunk};
-use crate::error::{Error, Result};
+use crate::error::{check_len, check_range, Error, Result};
 use crate::growable::element_size;
-use crate::pod::{as_bytes, as_bytes_mut, DevicePod};
+use crate::memory::overwrite;
+use crate::pod::{as_bytes_mut, DevicePod};
 use crate::stats::DriverStats;
 use crate::trace::Hex;
 
@@ -49,6 +50,20 @@ pub struct SparseArray<T: DevicePod> {
     spare_tiles: usize,
     zero: Option<ZeroHoles>,
     _elements: PhantomData<T>,
+}
+
+crate::memory::device_memory!(SparseArray);
+
+impl<T: crate::pod::DevicePod> SparseArray<T> {
+    /// See [`DeviceMemory::set_unmap_wait`](crate::DeviceMemory::set_unmap_wait); written
+    /// here rather than by `device_memory!`, so that no macro holds an `unsafe` block.
+    ///
+    /// # Safety
+    /// As for [`DeviceMemory::set_unmap_wait`](crate::DeviceMemory::set_unmap_wait).
+    pub unsafe fn set_unmap_wait(&self, policy: cuda_vmm::UnmapWait) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { crate::memory::DeviceMemory::set_unmap_wait(self, policy) }
+    }
 }
 
 impl<T: DevicePod> SparseArray<T> {
@@ -125,21 +140,6 @@ impl<T: DevicePod> SparseArray<T> {
         Ok(array)
     }
 
-    /// The array's device address; stable for its whole life.
-    pub fn ptr(&self) -> u64 {
-        self.backing.reservation.ptr()
-    }
-
-    /// The device the memory lives on.
-    pub fn device(&self) -> &Device {
-        &self.backing.device
-    }
-    /// The reservation behind the structure (crate-internal).
-    #[cfg_attr(not(feature = "cudarc"), allow(dead_code))]
-    pub(crate) fn reservation(&self) -> &cuda_vmm::Reservation {
-        &self.backing.reservation
-    }
-
     /// Logical length in elements.
     pub fn len(&self) -> usize {
         self.len
@@ -168,11 +168,6 @@ impl<T: DevicePod> SparseArray<T> {
     /// Bytes of physical memory committed to tiles (zero memory not included).
     pub fn committed_bytes(&self) -> usize {
         self.committed.len() * self.tile_bytes
-    }
-
-    /// Bytes of address space reserved.
-    pub fn reserved_bytes(&self) -> usize {
-        self.backing.reservation.size()
     }
 
     /// Driver calls made so far and the physical footprint.
@@ -216,7 +211,7 @@ impl<T: DevicePod> SparseArray<T> {
     /// error the array, its pool and the device's memory are as before. Returns the number
     /// of tiles newly committed.
     pub fn commit(&mut self, range: Range<usize>) -> Result<usize> {
-        self.check_range("commit", &range)?;
+        check_range("commit", &range, self.len)?;
         self.prepare();
         self.backing.retry_stranded()?;
         let wanted = self.tiles_of(range);
@@ -275,7 +270,7 @@ impl<T: DevicePod> SparseArray<T> {
     /// On error, the tiles that could not be unmapped stay committed with their contents,
     /// and the others are holes.
     pub fn decommit(&mut self, range: Range<usize>) -> Result<usize> {
-        self.check_range("decommit", &range)?;
+        check_range("decommit", &range, self.len)?;
         self.prepare();
         let size = size_of::<T>();
         let inner = tiles::inside(
@@ -305,7 +300,7 @@ impl<T: DevicePod> SparseArray<T> {
     /// Copies elements `range` to the host. Holes read as zeros with
     /// [`HoleBehavior::Zeros`], else fail with [`Error::NotCommitted`] (nothing copied).
     pub fn read(&self, range: Range<usize>, out: &mut [T]) -> Result<()> {
-        self.check_range("read", &range)?;
+        check_range("read", &range, self.len)?;
         check_len(&range, out.len())?;
         if range.is_empty() {
             return Ok(());
@@ -340,59 +335,26 @@ impl<T: DevicePod> SparseArray<T> {
     /// Copies host elements to `offset..`; every tile touched must be committed. If it fails
     /// after a driver call, each element holds its old value or its new one.
     pub fn write(&mut self, offset: usize, values: &[T]) -> Result<()> {
-        let range = offset..offset.saturating_add(values.len());
-        self.check_range("write", &range)?;
-        if range.is_empty() {
-            return Ok(());
-        }
-        self.check_committed(range)?;
-        self.backing
-            .reservation
-            .write(offset * size_of::<T>(), as_bytes(values))?;
-        Ok(())
+        self.overwrite(offset, values, None)
     }
 
     /// Copies host elements to `offset..`, queued on `stream` and recorded as a use; every
     /// tile touched must be committed. `values` are staged before this returns.
     pub fn write_async(&mut self, stream: &Stream, offset: usize, values: &[T]) -> Result<()> {
-        let range = offset..offset.saturating_add(values.len());
-        self.check_range("write", &range)?;
-        if range.is_empty() {
-            return Ok(());
-        }
-        self.check_committed(range)?;
-        self.backing
-            .reservation
-            .write_async(stream, offset * size_of::<T>(), as_bytes(values))?;
-        Ok(())
+        self.overwrite(offset, values, Some(stream))
     }
 
-    /// Records that work queued so far on `stream` may use the array: decommitting and
-    /// dropping wait for it.
-    pub fn record_use(&self, stream: &Stream) -> Result<()> {
-        Ok(self.backing.reservation.record_use(stream)?)
-    }
-
-    /// Waits for the device work that unmapping would wait for (see [`UnmapWait`]).
-    pub fn synchronize(&self) -> Result<()> {
-        Ok(self.backing.reservation.synchronize()?)
-    }
-
-    /// What decommitting and dropping wait for; [`UnmapWait::Devices`] by default.
-    pub fn unmap_wait(&self) -> UnmapWait {
-        self.backing.reservation.unmap_wait()
-    }
-
-    /// Changes what decommitting and dropping wait for.
-    ///
-    /// # Safety
-    /// As for [`cuda_vmm::Reservation::set_unmap_wait`]: with [`UnmapWait::RecordedUse`]
-    /// every use by work this crate did not queue must be recorded with
-    /// [`record_use`](SparseArray::record_use); with [`UnmapWait::Caller`] no device work may
-    /// touch tiles the array unmaps (decommit, drop, a failed commit's rollback).
-    pub unsafe fn set_unmap_wait(&self, policy: UnmapWait) {
-        // SAFETY: forwarded from this function's contract.
-        unsafe { self.backing.reservation.set_unmap_wait(policy) }
+    /// [`overwrite`] on this structure's reservation and length.
+    fn overwrite(&self, offset: usize, values: &[T], stream: Option<&Stream>) -> Result<()> {
+        let reservation = &self.backing.reservation;
+        overwrite(
+            reservation,
+            self.len,
+            offset,
+            values,
+            |r| self.check_committed(r),
+            stream,
+        )
     }
 
     /// Gives `devices` access, now and for tiles committed later: read-write on committed
@@ -415,18 +377,6 @@ impl<T: DevicePod> SparseArray<T> {
             );
         }
         self.backing.grant_access(devices, &ranges)
-    }
-
-    fn check_range(&self, what: &'static str, range: &Range<usize>) -> Result<()> {
-        if range.start > range.end || range.end > self.len {
-            return Err(Error::OutOfRange {
-                what,
-                start: range.start,
-                end: range.end,
-                len: self.len,
-            });
-        }
-        Ok(())
     }
 
     /// Tiles touched by an element range.
@@ -543,16 +493,6 @@ impl<T: DevicePod> SparseArray<T> {
         let zeroed = self.rezero(run);
         result.and(zeroed).map(|()| holes)
     }
-}
-
-fn check_len(range: &Range<usize>, actual: usize) -> Result<()> {
-    if range.len() != actual {
-        return Err(Error::LengthMismatch {
-            expected: range.len(),
-            actual,
-        });
-    }
-    Ok(())
 }
 
 impl<T: DevicePod> Drop for SparseArray<T> {

@@ -20,6 +20,7 @@ use super::tiles;
 use super::SparseArray;
 use crate::error::{Error, Result};
 use crate::pod::DevicePod;
+use crate::policy::granular;
 use crate::pool::same_device;
 use crate::stats::{timed, DriverStats};
 
@@ -75,18 +76,12 @@ impl ZeroMemory {
     pub fn new(device: &Device, max_block_bytes: usize) -> Result<ZeroMemory> {
         let props = AllocationProps::device(device);
         let granularity = device.granularity(&props, GranularityKind::Minimum)?;
-        let max_block = if max_block_bytes == 0 {
-            Self::DEFAULT_MAX_BLOCK_BYTES.max(granularity)
-        } else {
-            max_block_bytes
-        };
-        if max_block % granularity != 0 {
-            return Err(Error::InvalidConfig {
-                message: format!(
-                    "zero block size {max_block} bytes is not a multiple of the granularity {granularity}"
-                ),
-            });
-        }
+        let default = Self::DEFAULT_MAX_BLOCK_BYTES.max(granularity);
+        let max_block = granular(max_block_bytes, default, granularity, |size| {
+            format!(
+                "zero block size {size} bytes is not a multiple of the granularity {granularity}"
+            )
+        })?;
         Ok(ZeroMemory {
             inner: Arc::new(ZeroInner {
                 device: device.clone(),

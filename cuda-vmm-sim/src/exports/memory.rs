@@ -10,7 +10,7 @@ use cuda_vmm_sys::{
     CUresult, CUstream,
 };
 
-use super::{call, read_in, Out};
+use super::{answer, call, on_current_device, read_in, Out};
 use crate::model::state;
 use crate::model::symbols::sym;
 use crate::model::{answers, contexts};
@@ -39,14 +39,9 @@ pub unsafe extern "C" fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) ->
 #[no_mangle]
 pub unsafe extern "C" fn cuMemAlloc_v2(dptr: *mut CUdeviceptr, bytesize: usize) -> CUresult {
     call(const { sym("cuMemAlloc_v2") }, || {
-        let out = Out::new(dptr)?;
-        let ptr = state::with(|sim| {
-            let d = contexts::current_device(sim)?;
-            sim.alloc(d, bytesize as u64)
-        })?;
+        let value = || on_current_device(|sim, d| sim.alloc(d, bytesize as u64));
         // SAFETY: entry-point contract.
-        unsafe { out.write(ptr) };
-        Ok(())
+        unsafe { answer(dptr, value) }
     })
 }
 
@@ -93,11 +88,9 @@ pub unsafe extern "C" fn cuMemAddressReserve(
     flags: c_ulonglong,
 ) -> CUresult {
     call(const { sym("cuMemAddressReserve") }, || {
-        let out = Out::new(ptr)?;
-        let start = state::with(|sim| sim.reserve(size as u64, alignment as u64, addr, flags))?;
+        let value = || state::with(|sim| sim.reserve(size as u64, alignment as u64, addr, flags));
         // SAFETY: entry-point contract.
-        unsafe { out.write(start) };
-        Ok(())
+        unsafe { answer(ptr, value) }
     })
 }
 
@@ -118,14 +111,15 @@ pub unsafe extern "C" fn cuMemCreate(
     flags: c_ulonglong,
 ) -> CUresult {
     call(const { sym("cuMemCreate") }, || {
-        let out = Out::new(handle)?;
+        let value = || {
+            // SAFETY: entry-point contract.
+            let prop = unsafe { read_in(prop) }?;
+            let h = state::with(|sim| sim.create(size as u64, &prop, flags))?;
+            crate::hooks::latency::pay_create(size as u64);
+            Ok(h)
+        };
         // SAFETY: entry-point contract.
-        let prop = unsafe { read_in(prop) }?;
-        let h = state::with(|sim| sim.create(size as u64, &prop, flags))?;
-        crate::hooks::latency::pay_create(size as u64);
-        // SAFETY: entry-point contract.
-        unsafe { out.write(h) };
-        Ok(())
+        unsafe { answer(handle, value) }
     })
 }
 
@@ -218,26 +212,26 @@ pub unsafe extern "C" fn cuMemGetAllocationGranularity(
     option: G,
 ) -> CUresult {
     call(const { sym("cuMemGetAllocationGranularity") }, || {
-        let out = Out::new(granularity)?;
-        // SAFETY: entry-point contract.
-        let prop = unsafe { read_in(prop) }?;
-        let g = state::with(|sim| {
-            sim.check_kind(&prop)?;
-            if sim.device(prop.location.id.into()).is_none() {
-                if let Some(code) = answers::GRANULARITY_BAD_LOCATION_ID {
-                    return Err(code);
+        let value = || {
+            // SAFETY: entry-point contract.
+            let prop = unsafe { read_in(prop) }?;
+            let g = state::with(|sim| {
+                sim.check_kind(&prop)?;
+                if sim.device(prop.location.id.into()).is_none() {
+                    if let Some(code) = answers::GRANULARITY_BAD_LOCATION_ID {
+                        return Err(code);
+                    }
                 }
-            }
-            match option {
-                G::CU_MEM_ALLOC_GRANULARITY_MINIMUM | G::CU_MEM_ALLOC_GRANULARITY_RECOMMENDED => {
-                    Ok(sim.granularity())
+                match option {
+                    G::CU_MEM_ALLOC_GRANULARITY_MINIMUM
+                    | G::CU_MEM_ALLOC_GRANULARITY_RECOMMENDED => Ok(sim.granularity()),
+                    _ => Err(answers::GRANULARITY_BAD_OPTION),
                 }
-                _ => Err(answers::GRANULARITY_BAD_OPTION),
-            }
-        })?;
+            })?;
+            Ok(g as usize)
+        };
         // SAFETY: entry-point contract.
-        unsafe { out.write(g as usize) };
-        Ok(())
+        unsafe { answer(granularity, value) }
     })
 }
 
@@ -248,11 +242,9 @@ pub unsafe extern "C" fn cuMemRetainAllocationHandle(
     addr: *mut c_void,
 ) -> CUresult {
     call(const { sym("cuMemRetainAllocationHandle") }, || {
-        let out = Out::new(handle)?;
-        let h = state::with(|sim| sim.retain_at(addr as u64))?;
+        let value = || state::with(|sim| sim.retain_at(addr as u64));
         // SAFETY: entry-point contract.
-        unsafe { out.write(h) };
-        Ok(())
+        unsafe { answer(handle, value) }
     })
 }
 
@@ -265,11 +257,9 @@ pub unsafe extern "C" fn cuMemGetAllocationPropertiesFromHandle(
     call(
         const { sym("cuMemGetAllocationPropertiesFromHandle") },
         || {
-            let out = Out::new(prop)?;
-            let p = state::with(|sim| sim.properties(handle))?;
+            let value = || state::with(|sim| sim.properties(handle));
             // SAFETY: entry-point contract.
-            unsafe { out.write(p) };
-            Ok(())
+            unsafe { answer(prop, value) }
         },
     )
 }
@@ -303,13 +293,13 @@ pub unsafe extern "C" fn cuMemImportFromShareableHandle(
     shHandleType: CUmemAllocationHandleType,
 ) -> CUresult {
     call(const { sym("cuMemImportFromShareableHandle") }, || {
-        let out = Out::new(handle)?;
-        let h = state::with(|sim| {
-            let device = contexts::current_device(sim).unwrap_or(0);
-            sim.import(osHandle as usize, shHandleType, device)
-        })?;
+        let value = || {
+            state::with(|sim| {
+                let device = contexts::current_device(sim).unwrap_or(0);
+                sim.import(osHandle as usize, shHandleType, device)
+            })
+        };
         // SAFETY: entry-point contract.
-        unsafe { out.write(h) };
-        Ok(())
+        unsafe { answer(handle, value) }
     })
 }

@@ -33,7 +33,7 @@ use cuda_vmm_sys::{
 };
 
 use crate::hooks::faults;
-use crate::model::state::{self, DriverResult};
+use crate::model::state::{self, DriverResult, Sim};
 use crate::model::symbols::{sym, Sym};
 use crate::model::{answers, contexts, devices, error_strings, procs};
 
@@ -80,6 +80,27 @@ impl<T> Out<T> {
     }
 }
 
+/// Answers through the out-pointer `p` the value that `value` computes: null is refused
+/// before `value` runs, and nothing is written when it fails.
+///
+/// # Safety
+/// `p` must be null or valid for a write of `T` (the entry point's contract).
+unsafe fn answer<T>(p: *mut T, value: impl FnOnce() -> DriverResult<T>) -> DriverResult<()> {
+    let out = Out::new(p)?;
+    let value = value()?;
+    // SAFETY: forwarded from this function's contract.
+    unsafe { out.write(value) };
+    Ok(())
+}
+
+/// Runs `f` on the simulator with the device of the calling thread's current context.
+fn on_current_device<T>(f: impl FnOnce(&mut Sim, usize) -> DriverResult<T>) -> DriverResult<T> {
+    state::with(|sim| {
+        let d = contexts::current_device(sim)?;
+        f(sim, d)
+    })
+}
+
 /// Reads a required input struct.
 ///
 /// # Safety
@@ -120,10 +141,9 @@ pub unsafe extern "C" fn cuInit(Flags: c_uint) -> CUresult {
 #[no_mangle]
 pub unsafe extern "C" fn cuDriverGetVersion(driverVersion: *mut c_int) -> CUresult {
     call(const { sym("cuDriverGetVersion") }, || {
-        let out = Out::new(driverVersion)?;
+        let value = || Ok(state::driver_version());
         // SAFETY: entry-point contract.
-        unsafe { out.write(state::driver_version()) };
-        Ok(())
+        unsafe { answer(driverVersion, value) }
     })
 }
 
@@ -230,11 +250,12 @@ pub unsafe extern "C" fn cuGetProcAddress(
 #[no_mangle]
 pub unsafe extern "C" fn cuDeviceGet(device: *mut CUdevice, ordinal: c_int) -> CUresult {
     call(const { sym("cuDeviceGet") }, || {
-        let out = Out::new(device)?;
-        device_arg(ordinal)?;
+        let value = || {
+            device_arg(ordinal)?;
+            Ok(ordinal)
+        };
         // SAFETY: entry-point contract.
-        unsafe { out.write(ordinal) };
-        Ok(())
+        unsafe { answer(device, value) }
     })
 }
 
@@ -242,11 +263,12 @@ pub unsafe extern "C" fn cuDeviceGet(device: *mut CUdevice, ordinal: c_int) -> C
 #[no_mangle]
 pub unsafe extern "C" fn cuDeviceGetCount(count: *mut c_int) -> CUresult {
     call(const { sym("cuDeviceGetCount") }, || {
-        let out = Out::new(count)?;
-        let n = state::with(|sim| Ok(sim.devices.len()))?;
+        let value = || {
+            let n = state::with(|sim| Ok(sim.devices.len()))?;
+            Ok(c_int::try_from(n).unwrap_or(c_int::MAX))
+        };
         // SAFETY: entry-point contract.
-        unsafe { out.write(c_int::try_from(n).unwrap_or(c_int::MAX)) };
-        Ok(())
+        unsafe { answer(count, value) }
     })
 }
 
@@ -280,12 +302,12 @@ pub unsafe extern "C" fn cuDeviceGetAttribute(
     dev: CUdevice,
 ) -> CUresult {
     call(const { sym("cuDeviceGetAttribute") }, || {
-        let out = Out::new(pi)?;
-        let d = device_arg(dev)?;
-        let value = devices::attribute(attrib, d).ok_or(answers::UNKNOWN_ATTRIBUTE)?;
+        let value = || {
+            let d = device_arg(dev)?;
+            devices::attribute(attrib, d).ok_or(answers::UNKNOWN_ATTRIBUTE)
+        };
         // SAFETY: entry-point contract.
-        unsafe { out.write(value) };
-        Ok(())
+        unsafe { answer(pi, value) }
     })
 }
 
@@ -293,12 +315,13 @@ pub unsafe extern "C" fn cuDeviceGetAttribute(
 #[no_mangle]
 pub unsafe extern "C" fn cuDeviceTotalMem_v2(bytes: *mut usize, dev: CUdevice) -> CUresult {
     call(const { sym("cuDeviceTotalMem_v2") }, || {
-        let out = Out::new(bytes)?;
-        device_arg(dev)?;
-        let total = state::with(|sim| Ok(sim.config.memory()))?;
+        let value = || {
+            device_arg(dev)?;
+            let total = state::with(|sim| Ok(sim.config.memory()))?;
+            Ok(total as usize)
+        };
         // SAFETY: entry-point contract.
-        unsafe { out.write(total as usize) };
-        Ok(())
+        unsafe { answer(bytes, value) }
     })
 }
 
@@ -310,11 +333,12 @@ pub unsafe extern "C" fn cuDeviceCanAccessPeer(
     peerDev: CUdevice,
 ) -> CUresult {
     call(const { sym("cuDeviceCanAccessPeer") }, || {
-        let out = Out::new(canAccessPeer)?;
-        let (a, b) = (device_arg(dev)?, device_arg(peerDev)?);
+        let value = || {
+            let (a, b) = (device_arg(dev)?, device_arg(peerDev)?);
+            Ok(c_int::from(a != b))
+        };
         // SAFETY: entry-point contract.
-        unsafe { out.write(c_int::from(a != b)) };
-        Ok(())
+        unsafe { answer(canAccessPeer, value) }
     })
 }
 
@@ -324,14 +348,14 @@ pub unsafe extern "C" fn cuDeviceCanAccessPeer(
 #[no_mangle]
 pub unsafe extern "C" fn cuDevicePrimaryCtxRetain(pctx: *mut CUcontext, dev: CUdevice) -> CUresult {
     call(const { sym("cuDevicePrimaryCtxRetain") }, || {
-        let out = Out::new(pctx)?;
-        let ctx = state::with(|sim| {
-            let d = sim.device(dev.into()).ok_or(answers::BAD_DEVICE)?;
-            Ok(sim.retain_primary(d))
-        })?;
+        let value = || {
+            state::with(|sim| {
+                let d = sim.device(dev.into()).ok_or(answers::BAD_DEVICE)?;
+                Ok(sim.retain_primary(d))
+            })
+        };
         // SAFETY: entry-point contract.
-        unsafe { out.write(ctx) };
-        Ok(())
+        unsafe { answer(pctx, value) }
     })
 }
 
@@ -359,10 +383,9 @@ pub unsafe extern "C" fn cuCtxSetCurrent(ctx: CUcontext) -> CUresult {
 #[no_mangle]
 pub unsafe extern "C" fn cuCtxGetCurrent(pctx: *mut CUcontext) -> CUresult {
     call(const { sym("cuCtxGetCurrent") }, || {
-        let out = Out::new(pctx)?;
+        let value = || Ok(contexts::current());
         // SAFETY: entry-point contract.
-        unsafe { out.write(contexts::current()) };
-        Ok(())
+        unsafe { answer(pctx, value) }
     })
 }
 
@@ -370,11 +393,12 @@ pub unsafe extern "C" fn cuCtxGetCurrent(pctx: *mut CUcontext) -> CUresult {
 #[no_mangle]
 pub unsafe extern "C" fn cuCtxGetDevice(device: *mut CUdevice) -> CUresult {
     call(const { sym("cuCtxGetDevice") }, || {
-        let out = Out::new(device)?;
-        let d = state::with(|sim| contexts::current_device(sim))?;
+        let value = || {
+            let d = state::with(|sim| contexts::current_device(sim))?;
+            Ok(d as CUdevice)
+        };
         // SAFETY: entry-point contract.
-        unsafe { out.write(d as CUdevice) };
-        Ok(())
+        unsafe { answer(device, value) }
     })
 }
 

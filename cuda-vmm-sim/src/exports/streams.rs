@@ -6,7 +6,7 @@ use core::ffi::{c_char, c_uint, c_void};
 
 use cuda_vmm_sys::{CUcontext, CUevent, CUfunction, CUmodule, CUresult, CUstream};
 
-use super::{call, Out};
+use super::{answer, call, on_current_device, Out};
 use crate::model::state;
 use crate::model::symbols::sym;
 use crate::model::{answers, contexts};
@@ -41,14 +41,9 @@ pub unsafe extern "C" fn cuCtxPopCurrent_v2(pctx: *mut CUcontext) -> CUresult {
 #[no_mangle]
 pub unsafe extern "C" fn cuStreamCreate(phStream: *mut CUstream, Flags: c_uint) -> CUresult {
     call(const { sym("cuStreamCreate") }, || {
-        let out = Out::new(phStream)?;
-        let s = state::with(|sim| {
-            let d = contexts::current_device(sim)?;
-            sim.stream_create(d, Flags)
-        })?;
+        let value = || on_current_device(|sim, d| sim.stream_create(d, Flags));
         // SAFETY: entry-point contract.
-        unsafe { out.write(s) };
-        Ok(())
+        unsafe { answer(phStream, value) }
     })
 }
 
@@ -94,14 +89,9 @@ pub unsafe extern "C" fn cuStreamWaitEvent(
 #[no_mangle]
 pub unsafe extern "C" fn cuEventCreate(phEvent: *mut CUevent, Flags: c_uint) -> CUresult {
     call(const { sym("cuEventCreate") }, || {
-        let out = Out::new(phEvent)?;
-        let e = state::with(|sim| {
-            let d = contexts::current_device(sim)?;
-            sim.event_create(d, Flags)
-        })?;
+        let value = || on_current_device(|sim, d| sim.event_create(d, Flags));
         // SAFETY: entry-point contract.
-        unsafe { out.write(e) };
-        Ok(())
+        unsafe { answer(phEvent, value) }
     })
 }
 
@@ -148,11 +138,12 @@ pub unsafe extern "C" fn cuMemHostAlloc(
     Flags: c_uint,
 ) -> CUresult {
     call(const { sym("cuMemHostAlloc") }, || {
-        let out = Out::new(pp)?;
-        let p = state::with(|sim| sim.host_alloc(bytesize, Flags))?;
+        let value = || {
+            let p = state::with(|sim| sim.host_alloc(bytesize, Flags))?;
+            Ok(p as *mut c_void)
+        };
         // SAFETY: entry-point contract.
-        unsafe { out.write(p as *mut c_void) };
-        Ok(())
+        unsafe { answer(pp, value) }
     })
 }
 

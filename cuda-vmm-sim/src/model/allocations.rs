@@ -68,15 +68,13 @@ impl Sim {
         prop: &CUmemAllocationProp,
         flags: u64,
     ) -> DriverResult<u64> {
-        if flags != 0 {
-            return Err(answers::BAD_FLAGS);
-        }
-        if size == 0 {
-            return Err(answers::CREATE_ZERO_SIZE);
-        }
-        if !self.aligned(size) {
-            return Err(answers::CREATE_MISALIGNED_SIZE);
-        }
+        self.check_flags_size(
+            flags,
+            size,
+            answers::CREATE_ZERO_SIZE,
+            size,
+            answers::CREATE_MISALIGNED_SIZE,
+        )?;
         let prop = self.check_prop(prop)?;
         if size > self.free_bytes(prop.device) {
             return Err(answers::OUT_OF_MEMORY);

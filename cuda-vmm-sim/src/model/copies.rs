@@ -9,7 +9,7 @@
 //! crashing the process.
 
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 
 use crate::model::answers;
@@ -129,23 +129,34 @@ impl Span {
         self.segments.iter().map(|s| s.len).sum()
     }
 
+    /// Calls `f(fd, position from pos, bytes, file offset)` for the parts of
+    /// `[pos, pos + len)`, as [`parts`](Self::parts) does, with each part's file.
+    fn file_parts(
+        &self,
+        pos: u64,
+        len: u64,
+        mut f: impl FnMut(BorrowedFd<'_>, usize, u64, u64) -> io::Result<()>,
+    ) -> DriverResult<()> {
+        self.parts(pos, len, |seg, at, p, n| {
+            f(
+                seg.memory.fd.as_fd(),
+                (p - pos) as usize,
+                n,
+                seg.offset + at,
+            )
+            .map_err(io_error)
+        })
+    }
+
     /// Copies the whole span into host memory at `dst`.
     ///
     /// # Safety
     /// `dst` must be valid for writes of the span's length, or unmapped
     /// (reported as an error); no Rust reference may point into it.
     pub unsafe fn read_into(&self, dst: *mut u8) -> DriverResult<()> {
-        self.parts(0, self.len(), |seg, at, pos, n| {
-            // SAFETY: `dst + pos .. + n` lies in the caller's buffer.
-            unsafe {
-                os::read_at(
-                    seg.memory.fd.as_fd(),
-                    dst.wrapping_add(pos as usize),
-                    n,
-                    seg.offset + at,
-                )
-            }
-            .map_err(io_error)
+        self.file_parts(0, self.len(), |fd, i, n, at| {
+            // SAFETY: `dst + i .. + n` lies in the caller's buffer.
+            unsafe { os::read_at(fd, dst.wrapping_add(i), n, at) }
         })
     }
 
@@ -154,49 +165,25 @@ impl Span {
     /// # Safety
     /// `src` must be valid for reads of the span's length, or unmapped.
     pub unsafe fn write_from(&self, src: *const u8) -> DriverResult<()> {
-        self.parts(0, self.len(), |seg, at, pos, n| {
-            // SAFETY: `src + pos .. + n` lies in the caller's buffer.
-            unsafe {
-                os::write_at(
-                    seg.memory.fd.as_fd(),
-                    src.wrapping_add(pos as usize),
-                    n,
-                    seg.offset + at,
-                )
-            }
-            .map_err(io_error)
+        self.file_parts(0, self.len(), |fd, i, n, at| {
+            // SAFETY: `src + i .. + n` lies in the caller's buffer.
+            unsafe { os::write_at(fd, src.wrapping_add(i), n, at) }
         })
     }
 
     fn read_part(&self, pos: u64, buf: &mut [u8]) -> DriverResult<()> {
         let base = buf.as_mut_ptr();
-        self.parts(pos, buf.len() as u64, |seg, at, p, n| {
-            // SAFETY: `p - pos .. + n` is inside `buf`, which is borrowed mutably.
-            unsafe {
-                os::read_at(
-                    seg.memory.fd.as_fd(),
-                    base.wrapping_add((p - pos) as usize),
-                    n,
-                    seg.offset + at,
-                )
-            }
-            .map_err(io_error)
+        self.file_parts(pos, buf.len() as u64, |fd, i, n, at| {
+            // SAFETY: `i .. + n` is inside `buf`, which is borrowed mutably.
+            unsafe { os::read_at(fd, base.wrapping_add(i), n, at) }
         })
     }
 
     fn write_part(&self, pos: u64, buf: &[u8]) -> DriverResult<()> {
         let base = buf.as_ptr();
-        self.parts(pos, buf.len() as u64, |seg, at, p, n| {
-            // SAFETY: `p - pos .. + n` is inside `buf`.
-            unsafe {
-                os::write_at(
-                    seg.memory.fd.as_fd(),
-                    base.wrapping_add((p - pos) as usize),
-                    n,
-                    seg.offset + at,
-                )
-            }
-            .map_err(io_error)
+        self.file_parts(pos, buf.len() as u64, |fd, i, n, at| {
+            // SAFETY: `i .. + n` is inside `buf`.
+            unsafe { os::write_at(fd, base.wrapping_add(i), n, at) }
         })
     }
 

@@ -46,15 +46,13 @@ impl Sim {
         handle: u64,
         flags: u64,
     ) -> DriverResult<()> {
-        if flags != 0 {
-            return Err(answers::BAD_FLAGS);
-        }
-        if size == 0 {
-            return Err(answers::MAP_ZERO_SIZE);
-        }
-        if !self.aligned(ptr) {
-            return Err(answers::MAP_MISALIGNED);
-        }
+        self.check_flags_size(
+            flags,
+            size,
+            answers::MAP_ZERO_SIZE,
+            ptr,
+            answers::MAP_MISALIGNED,
+        )?;
         let memory = self.live(handle)?.memory.clone();
         if offset != 0 || size != memory.size {
             return Err(answers::MAP_PARTIAL_ALLOCATION);

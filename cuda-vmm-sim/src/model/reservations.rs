@@ -13,15 +13,13 @@ impl Sim {
         hint: u64,
         flags: u64,
     ) -> DriverResult<u64> {
-        if flags != 0 {
-            return Err(answers::BAD_FLAGS);
-        }
-        if size == 0 {
-            return Err(answers::RESERVE_ZERO_SIZE);
-        }
-        if !self.aligned(size) {
-            return Err(answers::RESERVE_MISALIGNED_SIZE);
-        }
+        self.check_flags_size(
+            flags,
+            size,
+            answers::RESERVE_ZERO_SIZE,
+            size,
+            answers::RESERVE_MISALIGNED_SIZE,
+        )?;
         if alignment != 0 && !alignment.is_power_of_two() {
             return Err(answers::RESERVE_BAD_ALIGNMENT);
         }

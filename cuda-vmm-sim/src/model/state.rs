@@ -130,6 +130,29 @@ impl Sim {
         x % self.granularity() == 0
     }
 
+    /// The checks that open `cuMemCreate`, `cuMemAddressReserve` and `cuMemMap`, in order:
+    /// [`BAD_FLAGS`](answers::BAD_FLAGS) unless `flags` is 0, `zero` for a size of 0, and
+    /// `misaligned` unless `granular` is a multiple of the granularity.
+    pub(crate) fn check_flags_size(
+        &self,
+        flags: u64,
+        size: u64,
+        zero: CUresult,
+        granular: u64,
+        misaligned: CUresult,
+    ) -> DriverResult<()> {
+        if flags != 0 {
+            return Err(answers::BAD_FLAGS);
+        }
+        if size == 0 {
+            return Err(zero);
+        }
+        if !self.aligned(granular) {
+            return Err(misaligned);
+        }
+        Ok(())
+    }
+
     /// The device ordinal `dev` names, if it exists.
     pub fn device(&self, dev: i64) -> Option<usize> {
         usize::try_from(dev)

@@ -227,11 +227,10 @@ impl Sim {
         ranges: Vec<(u64, u64)>,
         host: Option<(usize, usize)>,
     ) -> DriverResult<()> {
-        let seq = self.enqueue(stream, action, ranges, host)?;
         if self.config.is_asynchronous() {
-            Ok(())
+            self.enqueue(stream, action, ranges, host).map(drop)
         } else {
-            self.finish(stream, seq)
+            self.submit_and_wait(stream, action, ranges, host)
         }
     }
 

@@ -283,32 +283,15 @@ pub(crate) unsafe fn read_at(
     offset: u64,
 ) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    let mut done = 0u64;
-    while done < len {
-        let chunk = self::len(len - done)?.min(1 << 30);
-        let at = libc::off_t::try_from(off(offset + done)?)
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: the caller vouches for `dst..dst+len`; the kernel checks the pages.
-        let n = unsafe {
-            libc::pread(
-                fd.as_raw_fd(),
-                dst.wrapping_add(done as usize).cast(),
-                chunk,
-                at,
-            )
-        };
-        match n {
-            -1 => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-            0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
-            n => done += n as u64,
-        }
-    }
-    Ok(())
+    transfer_at(
+        len,
+        offset,
+        io::ErrorKind::UnexpectedEof,
+        |done, chunk, at| {
+            // SAFETY: the caller vouches for `dst..dst+len`; the kernel checks the pages.
+            unsafe { libc::pread(fd.as_raw_fd(), dst.wrapping_add(done).cast(), chunk, at) }
+        },
+    )
 }
 
 /// Writes `len` bytes from `src` to `fd` at `offset`.
@@ -324,28 +307,35 @@ pub(crate) unsafe fn write_at(
     offset: u64,
 ) -> io::Result<()> {
     use std::os::fd::AsRawFd;
+    transfer_at(len, offset, io::ErrorKind::WriteZero, |done, chunk, at| {
+        // SAFETY: the caller vouches for `src..src+len`; the kernel checks the pages.
+        unsafe { libc::pwrite(fd.as_raw_fd(), src.wrapping_add(done).cast(), chunk, at) }
+    })
+}
+
+/// The loop of [`read_at`] and [`write_at`]: calls `call(done, chunk, at)` (a `pread` or
+/// `pwrite` of `chunk` bytes at file offset `at`, `done` bytes into the caller's memory)
+/// until `len` bytes are moved, retrying on EINTR; a call that moves nothing fails with
+/// `zero`.
+fn transfer_at(
+    len: u64,
+    offset: u64,
+    zero: io::ErrorKind,
+    mut call: impl FnMut(usize, usize, libc::off_t) -> isize,
+) -> io::Result<()> {
     let mut done = 0u64;
     while done < len {
         let chunk = self::len(len - done)?.min(1 << 30);
         let at = libc::off_t::try_from(off(offset + done)?)
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: the caller vouches for `src..src+len`; the kernel checks the pages.
-        let n = unsafe {
-            libc::pwrite(
-                fd.as_raw_fd(),
-                src.wrapping_add(done as usize).cast(),
-                chunk,
-                at,
-            )
-        };
-        match n {
+        match call(done as usize, chunk, at) {
             -1 => {
                 let e = io::Error::last_os_error();
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);
                 }
             }
-            0 => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+            0 => return Err(io::Error::from(zero)),
             n => done += n as u64,
         }
     }

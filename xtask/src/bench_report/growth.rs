@@ -241,14 +241,8 @@ pub fn regimes_table(run: &Run, s: &mut String) {
          | Layout | Size | First use | Settled | Steady state |\n|---|---|---|---|---|\n",
     );
     for (layout, size) in rows {
-        let secs = |suffix: &str| {
-            run.extra
-                .get(&format!("growth/{layout}/{size}/{suffix}"))
-                .map_or("-".into(), |t| fmt_time(t * 1e9))
-        };
-        let steady = run
-            .median(&format!("growth/{layout}/{size}"))
-            .map_or("-".into(), fmt_time);
+        let secs = |suffix: &str| side_time(run, &format!("growth/{layout}/{size}/{suffix}"));
+        let steady = median_time(run, &format!("growth/{layout}/{size}"));
         let _ = writeln!(
             s,
             "| `{layout}` | {} | {} | {} | {steady} |",
@@ -280,14 +274,8 @@ pub fn create_probe_table(run: &Run, s: &mut String) {
          `latency/create/raw` (back-to-back churn) |\n|---|---|---|---|\n",
     );
     for size in sizes {
-        let probe = |what: &str| {
-            run.extra
-                .get(&format!("create_probe/{size}/{what}_s"))
-                .map_or("-".into(), |t| fmt_time(t * 1e9))
-        };
-        let churn = run
-            .median(&format!("latency/create/raw/{size}"))
-            .map_or("-".into(), fmt_time);
+        let probe = |what: &str| side_time(run, &format!("create_probe/{size}/{what}_s"));
+        let churn = median_time(run, &format!("latency/create/raw/{size}"));
         let _ = writeln!(
             s,
             "| {} | {} | {} | {churn} |",
@@ -297,4 +285,14 @@ pub fn create_probe_table(run: &Run, s: &mut String) {
         );
     }
     s.push('\n');
+}
+
+/// The side key `key` (seconds) as a time, or `-`.
+fn side_time(run: &Run, key: &str) -> String {
+    run.extra.get(key).map_or("-".into(), |t| fmt_time(t * 1e9))
+}
+
+/// The median of benchmark `id` as a time, or `-`.
+fn median_time(run: &Run, id: &str) -> String {
+    run.median(id).map_or("-".into(), fmt_time)
 }

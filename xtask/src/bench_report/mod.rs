@@ -90,35 +90,24 @@ impl Options {
             include_stale: false,
             readme: ReadmeChoice::Default,
         };
+        let value = |args: &mut lexopt::Parser, flag, needs| {
+            crate::flag_value(args, flag, "bench-report", needs)
+        };
         while let Some(arg) = args
             .next()
             .map_err(|e| crate::argument_error(e, "bench-report"))?
         {
             match arg {
                 lexopt::Arg::Long("criterion") => {
-                    let dir = crate::flag_value(
-                        args,
-                        "criterion",
-                        "bench-report",
-                        "--criterion needs a directory",
-                    )?;
-                    options.criterion = Some(dir.into());
+                    options.criterion = Some(value(args, "criterion", "a directory")?.into());
                 }
                 lexopt::Arg::Long("include-stale") => options.include_stale = true,
                 lexopt::Arg::Long("out") => {
-                    options.out = Some(
-                        crate::flag_value(args, "out", "bench-report", "--out needs a file name")?
-                            .into(),
-                    );
+                    options.out = Some(value(args, "out", "a file name")?.into());
                 }
                 lexopt::Arg::Long("readme") => {
-                    let file = crate::flag_value(
-                        args,
-                        "readme",
-                        "bench-report",
-                        "--readme needs a file name",
-                    )?;
-                    options.readme = ReadmeChoice::File(file.into());
+                    options.readme =
+                        ReadmeChoice::File(value(args, "readme", "a file name")?.into());
                 }
                 lexopt::Arg::Long("no-readme") => options.readme = ReadmeChoice::Skip,
                 other => return Err(crate::unknown_argument(&other, "bench-report")),

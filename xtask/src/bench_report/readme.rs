@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use super::load::Run;
-use super::targets::targets;
+use super::targets::target_rows;
 
 /// Marker before the generated table.
 pub const START: &str = "<!-- perf-table:start -->";
@@ -28,16 +28,7 @@ pub fn perf_table(run: &Run) -> String {
         meta.gpu, meta.backend, meta.kernel_driver, meta.cuda_driver, meta.date
     );
     s.push_str("| What | Measured | Target | Result |\n| --- | --- | --- | --- |\n");
-    for t in targets(run) {
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} |",
-            t.what,
-            t.measured,
-            t.goal,
-            t.verdict.cell()
-        );
-    }
+    target_rows(run, &mut s, |t| [&t.what, &t.measured, &t.goal]);
     s
 }
 

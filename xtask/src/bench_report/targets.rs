@@ -133,6 +133,24 @@ fn growth_at(run: &Run, layout: &str, size: &str) -> Option<f64> {
     run.median(&format!("growth/{layout}/{size}"))
 }
 
+/// `what`: the `growable` layout's time (`at(layout)`) against the faster of the raw
+/// layouts with the default's 1.25x memory bound, within [`GROWTH_MAX`].
+fn against_raw_floor(what: String, goal: &str, at: impl Fn(&str) -> Option<f64>) -> Target {
+    let floor = ["raw_steps", "raw_steps_32MiB"]
+        .into_iter()
+        .filter_map(|f| Some((f, at(f)?)))
+        .min_by(|a, b| a.1.total_cmp(&b.1));
+    match (at("growable"), floor) {
+        (Some(t), Some((name, f))) => target(
+            what,
+            goal,
+            format!("{} (`{name}`)", ratio_text(t, f)),
+            Verdict::of(t / f <= GROWTH_MAX),
+        ),
+        _ => not_measured(what, goal),
+    }
+}
+
 fn growth_targets(run: &Run) -> Vec<Target> {
     let size = largest_size(run, "growable")
         .or_else(|| largest_size(run, "growable_speed"))
@@ -146,38 +164,15 @@ fn growth_targets(run: &Run) -> Vec<Target> {
     let default_what = format!(
         "Growth to {at} by 2 MiB appends, default policy / fastest raw layout with the same 1.25x bound"
     );
-    let floor = ["raw_steps", "raw_steps_32MiB"]
-        .into_iter()
-        .filter_map(|f| Some((f, growth_at(run, f, &size)?)))
-        .min_by(|a, b| a.1.total_cmp(&b.1));
-    let default = match (growth_at(run, "growable", &size), floor) {
-        (Some(t), Some((name, f))) => target(
-            default_what,
-            goal,
-            format!("{} (`{name}`)", ratio_text(t, f)),
-            Verdict::of(t / f <= GROWTH_MAX),
-        ),
-        _ => not_measured(default_what, goal),
-    };
+    let default = against_raw_floor(default_what, goal, |layout| growth_at(run, layout, &size));
 
     // The same, built and dropped: teardown costs per allocation, which weighs on pieces.
     let cycle_what = format!(
         "Build and drop to {at} (growth + teardown, back to back), default policy / fastest raw layout with the same bound"
     );
-    let cycle_at = |layout: &str| run.median(&format!("growth_cycle/{layout}/{size}"));
-    let cycle_floor = ["raw_steps", "raw_steps_32MiB"]
-        .into_iter()
-        .filter_map(|f| Some((f, cycle_at(f)?)))
-        .min_by(|a, b| a.1.total_cmp(&b.1));
-    let cycle = match (cycle_at("growable"), cycle_floor) {
-        (Some(t), Some((name, f))) => target(
-            cycle_what,
-            goal,
-            format!("{} (`{name}`)", ratio_text(t, f)),
-            Verdict::of(t / f <= GROWTH_MAX),
-        ),
-        _ => not_measured(cycle_what, goal),
-    };
+    let cycle = against_raw_floor(cycle_what, goal, |layout| {
+        run.median(&format!("growth_cycle/{layout}/{size}"))
+    });
 
     let speed_what = format!("Growth to {at}, `GrowthPolicy::speed()` / raw doubling");
     let speed = match (
@@ -469,15 +464,14 @@ fn pool_alloc(run: &Run) -> Target {
 /// The targets as a Markdown table.
 pub fn targets_table(run: &Run, s: &mut String) {
     s.push_str("### Targets\n\n| Target | Goal | Measured | Result |\n|---|---|---|---|\n");
-    for t in targets(run) {
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} |",
-            t.what,
-            t.goal,
-            t.measured,
-            t.verdict.cell()
-        );
-    }
+    target_rows(run, s, |t| [&t.what, &t.goal, &t.measured]);
     s.push('\n');
+}
+
+/// One Markdown row a target: the three `cells`, then the verdict.
+pub fn target_rows(run: &Run, s: &mut String, cells: impl Fn(&Target) -> [&String; 3]) {
+    for t in targets(run) {
+        let [a, b, c] = cells(&t);
+        let _ = writeln!(s, "| {a} | {b} | {c} | {} |", t.verdict.cell());
+    }
 }
