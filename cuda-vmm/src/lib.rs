@@ -58,25 +58,25 @@
 //! contracts are stated there once. The crate root denies `unsafe_code`; it is allowed
 //! only on these items, each `unsafe` block with its `// SAFETY:` line:
 //!
-//! - the [`raw`] module (the driver calls, and the staging buffers' host memory);
-//! - `unsafe impl Send`/`Sync` for the types holding driver handles: [`Stream`], [`Event`],
-//!   the primary context and the staging buffers (each beside its type's definition);
+//! - the [`raw`] module: the driver calls, the staging buffers' host memory, and the
+//!   crate-internal typed wrappers that turn this crate's own rules into types, so that
+//!   the safe layer calls them without `unsafe`: a retained primary context released
+//!   once and the guard proving it is bound (popped exactly when pushed), and stream and
+//!   event handles that are live while they exist and destroyed at most once;
+//! - `unsafe impl Send`/`Sync` for the types holding driver handles or host memory (each
+//!   beside its type's definition);
 //! - the public `unsafe fn`s, whose contracts are part of the API:
 //!   [`Cuda::from_driver`], [`Reservation::set_unmap_wait`], [`Stream::from_raw`],
 //!   [`Reservation::read_async`], [`copy_dtod`]; and [`Cuda::real`] and
 //!   `Cuda::simulator`, which vouch for the system driver and the simulator;
 //! - with feature `cudarc`, the two `unsafe impl PushKernelArg` for `CudarcView`;
-//! - the safe layer's calls of `unsafe` [`raw`] functions whose contract is one of this
-//!   crate's invariants (a handle it owns is live, a range it tracks is mapped and waited
-//!   for, a context it pushed is popped), one function each: the context binding
-//!   (`bind`, its pop, the primary context's release); the stream and event methods
-//!   ([`Stream::is_idle`], [`Stream::wait`], [`Event::record`], [`Event::synchronize`],
-//!   [`Event::is_complete`], both drops, and the internal stream wait and record);
-//!   [`Device::make_current`]; [`Reservation::map`], [`Reservation::set_access`], the
-//!   reservation's free, the unmap of a [`Mapping`], the release of an [`Allocation`]
-//!   and its property query, the [`LinearAllocation`]'s free; the exports and the
-//!   import in sharing; the queued copies and fills (`copy.rs`, `copy_staged.rs`, the
-//!   ordering after recorded uses) and the staging buffers' events.
+//! - still, the safe layer's calls of `unsafe` [`raw`] functions whose contract is one of
+//!   this crate's invariants (a range it tracks is mapped and waited for, a handle it
+//!   owns is live), one function each, not yet moved into typed wrappers:
+//!   [`Reservation::map`], [`Reservation::set_access`], the reservation's free, the
+//!   unmap of a [`Mapping`], the release of an [`Allocation`] and its property query,
+//!   the [`LinearAllocation`]'s free; the exports and the import in sharing; the queued
+//!   copies and fills (`copy.rs`, `copy_staged.rs`), the wait on a cudarc event.
 //!
 //! # Errors
 //!

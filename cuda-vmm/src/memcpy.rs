@@ -116,7 +116,7 @@ impl Reservation {
             // SAFETY: `out` is forwarded from this function's contract; the device
             // range was checked above (under the spans lock) and `s` is the caller's
             // live stream, bound.
-            unsafe { crate::raw::memcpy_dtoh_async(api, out.cast(), src, len, s) }
+            unsafe { crate::raw::memcpy_dtoh_async(api, out.cast(), src, len, s.raw()) }
         })
     }
 

@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 
 use crate::device::Device;
 use crate::error::Result;
-use crate::raw;
+use crate::raw::StreamHandle;
 use crate::stream::Event;
 
 /// What unmapping (and so freeing, recycling, shrinking, dropping) waits for.
@@ -104,8 +104,8 @@ impl UseTracker {
 
     /// Records the current end of `stream` (a stream of `device`, whose context the
     /// caller bound) as a use.
-    pub(crate) fn record(&self, device: &Device, stream: CUstream) -> Result<()> {
-        let key = StreamKey::new(device, stream);
+    pub(crate) fn record(&self, device: &Device, stream: &StreamHandle) -> Result<()> {
+        let key = StreamKey::new(device, stream.raw());
         let mut state = self.state.lock();
         if let Some(r) = state.recorded.iter().find(|r| r.key == key) {
             // Later work on the same stream supersedes the earlier record.
@@ -131,20 +131,17 @@ impl UseTracker {
         let _bound = device.bind()?;
         // SAFETY: the private stream is live and bound; the caller keeps `event` alive for
         // the call; flags must be 0.
-        unsafe { raw::stream_wait_event(device.cuda().api(), stream, event, 0) }?;
+        unsafe { crate::raw::stream_wait_event(device.cuda().api(), stream.raw(), event, 0) }?;
         self.record(device, stream)
     }
 
     /// Makes `stream` (a stream of `device`) wait for every recorded use.
-    #[allow(unsafe_code)]
-    pub(crate) fn order_after_uses(&self, device: &Device, stream: CUstream) -> Result<()> {
-        let key = StreamKey::new(device, stream);
+    pub(crate) fn order_after_uses(&self, device: &Device, stream: &StreamHandle) -> Result<()> {
+        let key = StreamKey::new(device, stream.raw());
         let state = self.state.lock();
         for r in &state.recorded {
             if r.key != key {
-                // SAFETY: the recorded event is live (we hold it) and `stream` is a
-                // live stream of `device`, whose context the caller bound; flags must be 0.
-                unsafe { raw::stream_wait_event(device.cuda().api(), stream, r.event.raw(), 0) }?;
+                stream.wait(device.cuda().api(), r.event.handle())?;
             }
         }
         Ok(())

@@ -320,7 +320,7 @@ impl Reservation {
         let _spans = self.inner.spans.read();
         let device = stream.device();
         let _bound = device.bind()?;
-        self.inner.uses.record(device, stream.raw())
+        self.inner.uses.record(device, stream.handle())
     }
 
     /// What unmapping waits for (see [`UnmapWait`]); [`UnmapWait::Devices`] by default.

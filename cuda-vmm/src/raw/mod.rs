@@ -46,12 +46,18 @@ use crate::error::{check, Error, Result};
 use crate::version::DriverVersion;
 
 pub mod bare;
+mod bound;
 mod context;
+mod handles;
 mod host;
 mod memory;
 mod stream;
 
+pub(crate) use bound::{bind, Bound, RetainedContext};
 pub use context::*;
+#[cfg(feature = "cudarc")]
+pub(crate) use handles::with_cudarc_stream;
+pub(crate) use handles::{EventHandle, StreamHandle};
 pub(crate) use host::HostMemory;
 pub use memory::*;
 pub use stream::*;
