@@ -75,8 +75,8 @@
 //!   owns is live), one function each, not yet moved into typed wrappers:
 //!   [`Reservation::map`], [`Reservation::set_access`], the reservation's free, the
 //!   unmap of a [`Mapping`], the release of an [`Allocation`] and its property query,
-//!   the [`LinearAllocation`]'s free; the exports and the import in sharing; the queued
-//!   copies and fills (`copy.rs`, `copy_staged.rs`), the wait on a cudarc event.
+//!   the [`LinearAllocation`]'s free; the exports and the import (`shareable_handles.rs`); the queued
+//!   copies and fills (`copy_engine.rs`, `copy_engine/staged.rs`), the wait on a cudarc event.
 //!
 //! # Errors
 //!
@@ -144,22 +144,22 @@ mod access;
 mod allocation;
 mod capabilities;
 mod context;
-mod copy;
+mod copy_engine;
 #[cfg(feature = "cudarc")]
 mod cudarc_interop;
 mod device;
 mod driver;
 mod error;
-mod ipc;
+mod fd_passing;
 mod linear;
+mod mapped;
 mod mapping;
-mod memcpy;
 mod ordering;
 mod props;
 pub mod raw;
 mod reservation;
-mod sharing;
-mod spans;
+mod reservation_copies;
+mod shareable_handles;
 pub mod staging;
 mod stream;
 mod trace;
@@ -169,13 +169,13 @@ mod version;
 pub use access::AccessFlags;
 pub use allocation::Allocation;
 pub use capabilities::Capabilities;
-pub use copy::copy_dtod;
+pub use copy_engine::copy_dtod;
 #[cfg(feature = "cudarc")]
 pub use cudarc_interop::CudarcView;
 pub use device::{Device, GranularityKind, MemoryInfo};
 pub use driver::{Backend, Cuda, BACKEND_ENV};
 pub use error::{CudaError, Error, Result};
-pub use ipc::{
+pub use fd_passing::{
     receive_allocations, receive_exported, send_allocations, send_exported, ExportedAllocation,
     MAX_PER_MESSAGE, MAX_PER_PART,
 };
@@ -184,7 +184,7 @@ pub use mapping::Mapping;
 pub use ordering::UnmapWait;
 pub use props::{AllocationProps, HandleTypes, Location};
 pub use reservation::{Reservation, ReserveOptions};
-pub use sharing::FabricHandle;
+pub use shareable_handles::FabricHandle;
 pub use stream::{Event, Stream};
 pub use version::DriverVersion;
 

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::copy;
+use crate::copy_engine;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::raw;
@@ -71,7 +71,7 @@ impl LinearAllocation {
             data.len(),
             self.size,
         )?;
-        copy::htod(&self.device, &[], self.ptr + offset as u64, data)
+        copy_engine::htod(&self.device, &[], self.ptr + offset as u64, data)
     }
 
     /// Copies from `offset` into `out`.
@@ -82,7 +82,7 @@ impl LinearAllocation {
             out.len(),
             self.size,
         )?;
-        copy::dtoh(&self.device, &[], out, self.ptr + offset as u64)
+        copy_engine::dtoh(&self.device, &[], out, self.ptr + offset as u64)
     }
 
     /// Copies the first `len` bytes of `src` to the start of `self` (waits for completion).
@@ -91,7 +91,7 @@ impl LinearAllocation {
             .check_same_driver(&src.device, "the source allocation")?;
         check_bounds("copy source", 0, len, src.size)?;
         check_bounds("copy destination", 0, len, self.size)?;
-        copy::dtod_sync(&self.device, &[], self.ptr, src.ptr, len)
+        copy_engine::dtod_sync(&self.device, &[], self.ptr, src.ptr, len)
     }
 
     /// Frees the memory now, after waiting for the context's work (as `cudaFree`).

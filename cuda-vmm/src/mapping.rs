@@ -7,9 +7,9 @@ use crate::access::AccessFlags;
 use crate::allocation::Allocation;
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::mapped::MappedRanges;
 use crate::raw;
 use crate::reservation::Reservation;
-use crate::spans::Spans;
 
 /// A live mapping; unmapped on drop (or by [`Mapping::unmap`]).
 ///
@@ -161,14 +161,14 @@ impl Mapping {
         }
         let inner = &*reservation.inner;
         // The write lock keeps new copies out from the wait until the unmaps.
-        let mut spans = inner.spans.write();
+        let mut mapped = inner.mapped.write();
         if let Err(e) = inner.uses.wait(&inner.device) {
             return Err((e, mappings));
         }
         let mut rest = mappings.into_iter();
         while let Some(mut m) = rest.next() {
-            if let Err(e) = m.try_unmap_locked(&mut spans) {
-                drop(spans);
+            if let Err(e) = m.try_unmap_locked(&mut mapped) {
+                drop(mapped);
                 let mut back = vec![m];
                 back.extend(rest);
                 return Err((e, back));
@@ -184,31 +184,31 @@ impl Mapping {
         let reservation = self.reservation.clone();
         let inner = &*reservation.inner;
         // The write lock keeps new copies out from the wait until the unmap.
-        let mut spans = inner.spans.write();
+        let mut mapped = inner.mapped.write();
         if let Err(e) = inner.uses.wait(&inner.device) {
-            drop(spans);
+            drop(mapped);
             self.leak_in_place();
             return Err(e);
         }
-        self.unmap_locked(&mut spans)
+        self.unmap_locked(&mut mapped)
     }
 
-    /// Unmaps after the caller waited for device work, under the spans lock.
-    pub(crate) fn unmap_waited(mut self, spans: &mut Spans) -> Result<()> {
-        self.unmap_locked(spans)
+    /// Unmaps after the caller waited for device work, under the mapped-ranges lock.
+    pub(crate) fn unmap_waited(mut self, mapped: &mut MappedRanges) -> Result<()> {
+        self.unmap_locked(mapped)
     }
 
-    fn unmap_locked(&mut self, spans: &mut Spans) -> Result<()> {
-        let result = self.try_unmap_locked(spans);
+    fn unmap_locked(&mut self, mapped: &mut MappedRanges) -> Result<()> {
+        let result = self.try_unmap_locked(mapped);
         if result.is_err() {
             self.leak_in_place();
         }
         result
     }
 
-    /// Unmaps under the spans lock after the wait; on failure the mapping stays live.
+    /// Unmaps under the mapped-ranges lock after the wait; on failure the mapping stays live.
     #[allow(unsafe_code)]
-    fn try_unmap_locked(&mut self, spans: &mut Spans) -> Result<()> {
+    fn try_unmap_locked(&mut self, mapped: &mut MappedRanges) -> Result<()> {
         if !self.live {
             return Ok(());
         }
@@ -216,12 +216,12 @@ impl Mapping {
         // No current context needed: the driver answers VMM calls without one
         // (recorded on H200, driver 580: conformance `no_context_*`).
         // SAFETY: exactly this range was mapped by us and is still mapped
-        // (only this Mapping unmaps it); the caller holds the spans lock
+        // (only this Mapping unmaps it); the caller holds the mapped-ranges lock
         // and waited for device work on the reservation.
         let result = unsafe { raw::mem_unmap(inner.device.cuda().api(), self.ptr(), self.size) };
         if result.is_ok() {
             self.live = false;
-            spans.remove(self.offset);
+            mapped.remove(self.offset);
         }
         result
     }

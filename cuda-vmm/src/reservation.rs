@@ -9,11 +9,11 @@ use crate::access::{device_location, AccessDescs, AccessFlags};
 use crate::allocation::Allocation;
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::mapped::MappedRanges;
 use crate::mapping::Mapping;
 use crate::ordering::{UnmapWait, UseTracker};
 use crate::props::AllocationProps;
 use crate::raw;
-use crate::spans::Spans;
 use crate::stream::Stream;
 use crate::validate::{check_bounds, check_multiple};
 
@@ -38,7 +38,7 @@ pub(crate) struct ReservationInner {
     hint_honoured: bool,
     /// Live mappings. Writers (map, unmap, set access) and readers (copies)
     /// hold it across their driver call, so no copy races an unmap.
-    pub(crate) spans: RwLock<Spans>,
+    pub(crate) mapped: RwLock<MappedRanges>,
     /// Device work recorded on the memory, peers, and what unmapping waits for.
     pub(crate) uses: UseTracker,
     freed: bool,
@@ -61,7 +61,7 @@ impl fmt::Debug for Reservation {
             .field("ptr", &format_args!("{:#x}", self.inner.ptr))
             .field("size", &self.inner.size)
             .field("device", &self.inner.device.ordinal())
-            .field("mappings", &self.inner.spans.read().len())
+            .field("mappings", &self.inner.mapped.read().len())
             .finish()
     }
 }
@@ -112,7 +112,7 @@ impl Reservation {
                 size,
                 granularity,
                 hint_honoured,
-                spans: RwLock::new(Spans::default()),
+                mapped: RwLock::new(MappedRanges::default()),
                 uses: UseTracker::default(),
                 freed: false,
             }),
@@ -159,7 +159,7 @@ impl Reservation {
 
     /// Number of live mappings into this range.
     pub fn mapping_count(&self) -> usize {
-        self.inner.spans.read().len()
+        self.inner.mapped.read().len()
     }
 
     /// Maps `size` bytes of `allocation`, from `alloc_offset`, at `offset` in this range.
@@ -209,8 +209,8 @@ impl Reservation {
         crate::raw::require!(api, cuMemMap);
         // No current context needed: the driver answers VMM calls without one
         // (recorded on H200, driver 580: conformance `no_context_*`).
-        let mut spans = inner.spans.write();
-        if let Some((existing_offset, existing_size)) = spans.overlapping(offset, size) {
+        let mut mapped = inner.mapped.write();
+        if let Some((existing_offset, existing_size)) = mapped.overlapping(offset, size) {
             return Err(Error::Overlap {
                 offset,
                 size,
@@ -223,8 +223,8 @@ impl Reservation {
         // live mapping; the handle is alive (we hold the allocation) and belongs
         // to this driver; offset and size are granularity multiples in bounds.
         unsafe { raw::mem_map(api, ptr, size, alloc_offset, handle, 0) }?;
-        spans.insert(offset, size);
-        drop(spans);
+        mapped.insert(offset, size);
+        drop(mapped);
         Ok(Mapping::new(self.clone(), allocation.clone(), offset, size))
     }
 
@@ -259,18 +259,18 @@ impl Reservation {
         crate::raw::require!(api, cuMemSetAccess);
         // No current context needed: the driver answers VMM calls without one
         // (recorded on H200, driver 580: conformance `no_context_*`).
-        let mut spans = inner.spans.write();
-        if !spans.covers(offset, size) {
+        let mut mapped = inner.mapped.write();
+        if !mapped.covers(offset, size) {
             return Err(Error::NotMapped { offset, size });
         }
-        spans.check_whole(offset, size)?;
+        mapped.check_whole(offset, size)?;
         // SAFETY: the range is inside our reservation and fully mapped (we hold
         // the lock, so no mapping goes away meanwhile); the descriptors name devices
         // of this driver.
         unsafe { raw::mem_set_access(api, inner.ptr + offset as u64, size, descs.as_slice()) }?;
         let grants: Vec<(usize, AccessFlags)> =
             access.iter().map(|(d, a)| (d.ordinal(), *a)).collect();
-        spans.set_access(offset, size, &grants);
+        mapped.set_access(offset, size, &grants);
         for (device, flags) in access {
             if *flags != AccessFlags::None {
                 inner.uses.add_peer(&inner.device, device);
@@ -286,8 +286,8 @@ impl Reservation {
         check_bounds("access query in reservation", offset, 1, inner.size)?;
         let api = inner.device.cuda().api();
         crate::raw::require!(api, cuMemGetAccess);
-        let spans = inner.spans.read();
-        if !spans.covers(offset, 1) {
+        let mapped = inner.mapped.read();
+        if !mapped.covers(offset, 1) {
             return Err(Error::NotMapped { offset, size: 1 });
         }
         let location = device_location(device);
@@ -305,7 +305,7 @@ impl Reservation {
             && offset
                 .checked_add(size)
                 .is_some_and(|end| end <= self.inner.size)
-            && self.inner.spans.read().covers(offset, size)
+            && self.inner.mapped.read().covers(offset, size)
     }
 
     /// Records that work queued so far on `stream` may use this memory
@@ -316,8 +316,8 @@ impl Reservation {
         self.inner
             .device
             .check_same_driver(stream.device(), "the stream")?;
-        // The spans lock orders this against unmaps in flight.
-        let _spans = self.inner.spans.read();
+        // The mapped-ranges lock orders this against unmaps in flight.
+        let _mapped = self.inner.mapped.read();
         let device = stream.device();
         let _bound = device.bind()?;
         self.inner.uses.record(device, stream.handle())
@@ -350,7 +350,7 @@ impl Reservation {
     /// Unlike unmapping, this waits for the recorded uses under every policy
     /// ([`UnmapWait::Caller`] waives only the wait at unmap).
     pub fn synchronize(&self) -> Result<()> {
-        let _spans = self.inner.spans.write();
+        let _mapped = self.inner.mapped.write();
         self.inner.uses.wait_documented(&self.inner.device)
     }
 
@@ -384,9 +384,9 @@ impl Reservation {
         if mappings.is_empty() {
             return Ok(Vec::new());
         }
-        let mut spans = self.inner.spans.write();
+        let mut mapped = self.inner.mapped.write();
         if let Err(e) = self.inner.uses.wait(&self.inner.device) {
-            drop(spans);
+            drop(mapped);
             for m in mappings {
                 m.leak();
             }
@@ -394,7 +394,7 @@ impl Reservation {
         }
         Ok(mappings
             .into_iter()
-            .map(|m| m.unmap_waited(&mut spans))
+            .map(|m| m.unmap_waited(&mut mapped))
             .collect())
     }
 

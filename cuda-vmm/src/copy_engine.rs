@@ -13,7 +13,6 @@ use crate::ordering::UseTracker;
 use crate::raw::{self, StreamHandle};
 use crate::stream::{synchronize_raw, Stream};
 
-#[path = "copy_staged.rs"]
 mod staged;
 
 /// One queued operation: `(stream, bound context)` are given, the closure calls the driver.
