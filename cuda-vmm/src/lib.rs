@@ -62,7 +62,9 @@
 //!   crate-internal typed wrappers that turn this crate's own rules into types, so that
 //!   the safe layer calls them without `unsafe`: a retained primary context released
 //!   once and the guard proving it is bound (popped exactly when pushed), and stream and
-//!   event handles that are live while they exist and destroyed at most once;
+//!   event handles that are live while they exist and destroyed at most once, and a
+//!   reserved range, freed once, that maps and sets access only where the
+//!   reservation's book-keeping of its mappings (held locked) allows it;
 //! - `unsafe impl Send`/`Sync` for the types holding driver handles or host memory (each
 //!   beside its type's definition);
 //! - the public `unsafe fn`s, whose contracts are part of the API:
@@ -73,8 +75,7 @@
 //! - still, the safe layer's calls of `unsafe` [`raw`] functions whose contract is one of
 //!   this crate's invariants (a range it tracks is mapped and waited for, a handle it
 //!   owns is live), one function each, not yet moved into typed wrappers:
-//!   [`Reservation::map`], [`Reservation::set_access`], the reservation's free, the
-//!   unmap of a [`Mapping`], the release of an [`Allocation`] and its property query,
+//!   the unmap of a [`Mapping`], the release of an [`Allocation`] and its property query,
 //!   the [`LinearAllocation`]'s free; the exports and the import (`shareable_handles.rs`); the queued
 //!   copies and fills (`copy_engine.rs`, `copy_engine/staged.rs`), the wait on a cudarc event.
 //!

@@ -13,7 +13,7 @@ use crate::mapped::MappedRanges;
 use crate::mapping::Mapping;
 use crate::ordering::{UnmapWait, UseTracker};
 use crate::props::AllocationProps;
-use crate::raw;
+use crate::raw::{self, ReservedRange};
 use crate::stream::Stream;
 use crate::validate::{check_bounds, check_multiple};
 
@@ -41,7 +41,8 @@ pub(crate) struct ReservationInner {
     pub(crate) mapped: RwLock<MappedRanges>,
     /// Device work recorded on the memory, peers, and what unmapping waits for.
     pub(crate) uses: UseTracker,
-    freed: bool,
+    /// The range itself, freed once.
+    range: ReservedRange,
 }
 
 /// A reserved virtual address range on a device.
@@ -103,7 +104,8 @@ impl Reservation {
         };
         // No current context needed: the driver answers VMM calls without one
         // (recorded on H200, driver 580: conformance `no_context_*`).
-        let ptr = raw::mem_address_reserve(device.cuda().api(), size, alignment, hint, 0)?;
+        let range = ReservedRange::reserve(device.cuda().api(), size, alignment, hint, 0)?;
+        let ptr = range.base();
         let hint_honoured = opts.hint == Some(ptr);
         let reservation = Reservation {
             inner: Arc::new(ReservationInner {
@@ -114,7 +116,7 @@ impl Reservation {
                 hint_honoured,
                 mapped: RwLock::new(MappedRanges::default()),
                 uses: UseTracker::default(),
-                freed: false,
+                range,
             }),
         };
         if opts.strict_hint && !hint_honoured {
@@ -169,7 +171,6 @@ impl Reservation {
     /// mapping. The driver maps whole allocations only, so `alloc_offset` must
     /// be 0 and `size` must equal `allocation.size()`. The new mapping has no access yet: call [`Mapping::set_access`]
     /// or [`Reservation::set_access`].
-    #[allow(unsafe_code)]
     pub fn map(
         &self,
         offset: usize,
@@ -210,20 +211,10 @@ impl Reservation {
         // No current context needed: the driver answers VMM calls without one
         // (recorded on H200, driver 580: conformance `no_context_*`).
         let mut mapped = inner.mapped.write();
-        if let Some((existing_offset, existing_size)) = mapped.overlapping(offset, size) {
-            return Err(Error::Overlap {
-                offset,
-                size,
-                existing_offset,
-                existing_size,
-            });
-        }
-        let (ptr, handle) = (inner.ptr + offset as u64, allocation.raw_handle());
-        // SAFETY: the range lies inside our live reservation and overlaps no
-        // live mapping; the handle is alive (we hold the allocation) and belongs
-        // to this driver; offset and size are granularity multiples in bounds.
-        unsafe { raw::mem_map(api, ptr, size, alloc_offset, handle, 0) }?;
-        mapped.insert(offset, size);
+        // Refuses an overlap with a live mapping (`Error::Overlap`), then records it.
+        inner
+            .range
+            .map(api, &mut mapped, offset, size, alloc_offset, allocation)?;
         drop(mapped);
         Ok(Mapping::new(self.clone(), allocation.clone(), offset, size))
     }
@@ -238,7 +229,6 @@ impl Reservation {
     /// granting only the mappings before it (`set_access_with_hole`). Both are
     /// refused here before the driver is called: [`Error::NotMapped`] for a
     /// hole, [`Error::InvalidArgument`] naming the allocation boundary for a cut.
-    #[allow(unsafe_code)]
     pub fn set_access(
         &self,
         offset: usize,
@@ -264,10 +254,10 @@ impl Reservation {
             return Err(Error::NotMapped { offset, size });
         }
         mapped.check_whole(offset, size)?;
-        // SAFETY: the range is inside our reservation and fully mapped (we hold
-        // the lock, so no mapping goes away meanwhile); the descriptors name devices
-        // of this driver.
-        unsafe { raw::mem_set_access(api, inner.ptr + offset as u64, size, descs.as_slice()) }?;
+        // The lock is held, so no mapping goes away meanwhile.
+        inner
+            .range
+            .set_access(api, &mapped, offset, size, descs.as_slice())?;
         let grants: Vec<(usize, AccessFlags)> =
             access.iter().map(|(d, a)| (d.ordinal(), *a)).collect();
         mapped.set_access(offset, size, &grants);
@@ -414,17 +404,12 @@ impl Reservation {
 }
 
 impl ReservationInner {
-    #[allow(unsafe_code)]
     fn free_range(&mut self) -> Result<()> {
-        if self.freed {
-            return Ok(());
-        }
-        self.freed = true;
         // No current context needed: the driver answers VMM calls without one
-        // (recorded on H200, driver 580: conformance `no_context_*`).
-        // SAFETY: we reserved exactly this range, free it once, and no mapping
-        // into it is alive (every Mapping holds a clone of the reservation).
-        unsafe { raw::mem_address_free(self.device.cuda().api(), self.ptr, self.size) }
+        // (recorded on H200, driver 580: conformance `no_context_*`). No mapping into
+        // the range is alive (every Mapping holds a clone of the reservation).
+        let api = self.device.cuda().api();
+        self.range.free(api, self.mapped.get_mut())
     }
 }
 

@@ -52,6 +52,7 @@ mod handles;
 mod host;
 mod memory;
 mod stream;
+mod vmm;
 
 pub(crate) use bound::{bind, Bound, RetainedContext};
 pub use context::*;
@@ -61,6 +62,7 @@ pub(crate) use handles::{EventHandle, StreamHandle};
 pub(crate) use host::HostMemory;
 pub use memory::*;
 pub use stream::*;
+pub(crate) use vmm::ReservedRange;
 
 /// Fails with [`Error::MissingEntryPoint`] (returning from the caller) unless the table
 /// of `$api` resolves `$symbol`: for callers that looked the entry point up before other

@@ -1,0 +1,130 @@
+//! Typed address-space rules: a reserved range freed once, and mapping or setting
+//! access only where the reservation's [`MappedRanges`] book-keeping says it may.
+//!
+//! The book-keeping is checked here, right before the driver call, so the `unsafe`
+//! contracts of `cuMemAddressFree`, `cuMemMap` and `cuMemSetAccess` rest on it rather
+//! than on each caller: a [`ReservedRange`] is only made by reserving, and a
+//! `&mut MappedRanges` (or `&MappedRanges`) is only reachable through the reservation's
+//! lock, which its callers hold across the call.
+
+use cuda_vmm_sys::{CUdeviceptr, CUmemAccessDesc, CUmemGenericAllocationHandle};
+
+use super::Api;
+use crate::error::{Error, Result};
+use crate::mapped::MappedRanges;
+
+/// A virtual address range `cuMemAddressReserve` returned, freed at most once.
+#[derive(Debug)]
+pub(crate) struct ReservedRange {
+    base: CUdeviceptr,
+    size: usize,
+    freed: bool,
+}
+
+impl ReservedRange {
+    /// Reserves `size` bytes (`cuMemAddressReserve`).
+    pub(crate) fn reserve(
+        api: Api,
+        size: usize,
+        alignment: usize,
+        hint: CUdeviceptr,
+        flags: u64,
+    ) -> Result<Self> {
+        let base = super::mem_address_reserve(api, size, alignment, hint, flags)?;
+        Ok(ReservedRange {
+            base,
+            size,
+            freed: false,
+        })
+    }
+
+    /// The start address.
+    #[inline]
+    pub(crate) fn base(&self) -> CUdeviceptr {
+        self.base
+    }
+
+    /// `[offset, offset + size)` as an address, if it lies in the live range.
+    fn address(&self, offset: usize, size: usize) -> Result<CUdeviceptr> {
+        if self.freed {
+            return Err(Error::invalid("the reservation was already freed"));
+        }
+        match offset.checked_add(size) {
+            Some(end) if end <= self.size => Ok(self.base + offset as u64),
+            _ => Err(Error::invalid(format!(
+                "[{offset}, +{size}) lies outside the {}-byte reservation",
+                self.size
+            ))),
+        }
+    }
+
+    /// Frees the range (`cuMemAddressFree`) unless already freed; refused while
+    /// `mapped` records a live mapping.
+    pub(crate) fn free(&mut self, api: Api, mapped: &MappedRanges) -> Result<()> {
+        if self.freed {
+            return Ok(());
+        }
+        if mapped.len() != 0 {
+            return Err(Error::invalid(format!(
+                "freeing a reservation with {} live mappings",
+                mapped.len()
+            )));
+        }
+        self.freed = true;
+        // SAFETY: `reserve` reserved exactly this range, the flag makes this its only
+        // free, and its book-keeping records no mapping into it.
+        unsafe { super::mem_address_free(api, self.base, self.size) }
+    }
+
+    /// Maps `handle` (from offset `alloc_offset`) over `[offset, offset + size)` and
+    /// records the mapping in `mapped`, the range's book-keeping (`cuMemMap`).
+    ///
+    /// Fails with [`Error::Overlap`] when `mapped` records a mapping there.
+    pub(crate) fn map(
+        &self,
+        api: Api,
+        mapped: &mut MappedRanges,
+        offset: usize,
+        size: usize,
+        alloc_offset: usize,
+        handle: &crate::Allocation,
+    ) -> Result<()> {
+        let ptr = self.address(offset, size)?;
+        if let Some((existing_offset, existing_size)) = mapped.overlapping(offset, size) {
+            return Err(Error::Overlap {
+                offset,
+                size,
+                existing_offset,
+                existing_size,
+            });
+        }
+        let raw: CUmemGenericAllocationHandle = handle.raw_handle();
+        // SAFETY: the range lies in this live reservation (checked above) and its
+        // book-keeping records nothing mapped there; the handle is alive while
+        // `handle` is borrowed, and the caller keeps the allocation alive with the
+        // mapping (a `Mapping` holds a clone). The driver checks sizes and alignment.
+        unsafe { super::mem_map(api, ptr, size, alloc_offset, raw, 0) }?;
+        mapped.insert(offset, size);
+        Ok(())
+    }
+
+    /// Sets access over `[offset, offset + size)` (`cuMemSetAccess`); fails with
+    /// [`Error::NotMapped`] unless `mapped` records the whole range as mapped.
+    pub(crate) fn set_access(
+        &self,
+        api: Api,
+        mapped: &MappedRanges,
+        offset: usize,
+        size: usize,
+        descs: &[CUmemAccessDesc],
+    ) -> Result<()> {
+        let ptr = self.address(offset, size)?;
+        if !mapped.covers(offset, size) {
+            return Err(Error::NotMapped { offset, size });
+        }
+        // SAFETY: the range lies in this live reservation and its book-keeping, which
+        // the caller holds locked, records it fully mapped. Ordering a revoke after the
+        // device work that used the access stays the safe layer's rule, as it was.
+        unsafe { super::mem_set_access(api, ptr, size, descs) }
+    }
+}
