@@ -97,6 +97,11 @@ impl MappedRanges {
         self.map.remove(&offset)
     }
 
+    /// Whether exactly `[offset, offset + size)` is one live interval.
+    pub(crate) fn is_mapping(&self, offset: usize, size: usize) -> bool {
+        self.map.get(&offset).is_some_and(|r| r.size == size)
+    }
+
     /// Number of live intervals.
     pub(crate) fn len(&self) -> usize {
         self.map.len()

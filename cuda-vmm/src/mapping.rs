@@ -8,7 +8,7 @@ use crate::allocation::Allocation;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::mapped::MappedRanges;
-use crate::raw;
+use crate::raw::{self, Waited};
 use crate::reservation::Reservation;
 
 /// A live mapping; unmapped on drop (or by [`Mapping::unmap`]).
@@ -162,12 +162,13 @@ impl Mapping {
         let inner = &*reservation.inner;
         // The write lock keeps new copies out from the wait until the unmaps.
         let mut mapped = inner.mapped.write();
-        if let Err(e) = inner.uses.wait(&inner.device) {
-            return Err((e, mappings));
-        }
+        let waited = match inner.uses.wait(&inner.device) {
+            Ok(waited) => waited,
+            Err(e) => return Err((e, mappings)),
+        };
         let mut rest = mappings.into_iter();
         while let Some(mut m) = rest.next() {
-            if let Err(e) = m.try_unmap_locked(&mut mapped) {
+            if let Err(e) = m.try_unmap_locked(&mut mapped, &waited) {
                 drop(mapped);
                 let mut back = vec![m];
                 back.extend(rest);
@@ -185,21 +186,24 @@ impl Mapping {
         let inner = &*reservation.inner;
         // The write lock keeps new copies out from the wait until the unmap.
         let mut mapped = inner.mapped.write();
-        if let Err(e) = inner.uses.wait(&inner.device) {
-            drop(mapped);
-            self.leak_in_place();
-            return Err(e);
-        }
-        self.unmap_locked(&mut mapped)
+        let waited = match inner.uses.wait(&inner.device) {
+            Ok(waited) => waited,
+            Err(e) => {
+                drop(mapped);
+                self.leak_in_place();
+                return Err(e);
+            }
+        };
+        self.unmap_locked(&mut mapped, &waited)
     }
 
     /// Unmaps after the caller waited for device work, under the mapped-ranges lock.
-    pub(crate) fn unmap_waited(mut self, mapped: &mut MappedRanges) -> Result<()> {
-        self.unmap_locked(mapped)
+    pub(crate) fn unmap_waited(mut self, mapped: &mut MappedRanges, waited: &Waited) -> Result<()> {
+        self.unmap_locked(mapped, waited)
     }
 
-    fn unmap_locked(&mut self, mapped: &mut MappedRanges) -> Result<()> {
-        let result = self.try_unmap_locked(mapped);
+    fn unmap_locked(&mut self, mapped: &mut MappedRanges, waited: &Waited) -> Result<()> {
+        let result = self.try_unmap_locked(mapped, waited);
         if result.is_err() {
             self.leak_in_place();
         }
@@ -207,21 +211,21 @@ impl Mapping {
     }
 
     /// Unmaps under the mapped-ranges lock after the wait; on failure the mapping stays live.
-    #[allow(unsafe_code)]
-    fn try_unmap_locked(&mut self, mapped: &mut MappedRanges) -> Result<()> {
+    fn try_unmap_locked(&mut self, mapped: &mut MappedRanges, waited: &Waited) -> Result<()> {
         if !self.live {
             return Ok(());
         }
         let inner = &*self.reservation.inner;
         // No current context needed: the driver answers VMM calls without one
         // (recorded on H200, driver 580: conformance `no_context_*`).
-        // SAFETY: exactly this range was mapped by us and is still mapped
-        // (only this Mapping unmaps it); the caller holds the mapped-ranges lock
-        // and waited for device work on the reservation.
-        let result = unsafe { raw::mem_unmap(inner.device.cuda().api(), self.ptr(), self.size) };
+        // Exactly this range was mapped by us and is still mapped (only this Mapping
+        // unmaps it); the caller holds the mapped-ranges lock and waited.
+        let api = inner.device.cuda().api();
+        let result = inner
+            .range
+            .unmap(api, mapped, self.offset, self.size, waited);
         if result.is_ok() {
             self.live = false;
-            mapped.remove(self.offset);
         }
         result
     }

@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 
 use crate::device::Device;
 use crate::error::Result;
-use crate::raw::StreamHandle;
+use crate::raw::{StreamHandle, Waited};
 use crate::stream::Event;
 
 /// What unmapping (and so freeing, recycling, shrinking, dropping) waits for.
@@ -161,9 +161,10 @@ impl UseTracker {
     /// Waits, on the host, until no device work may still touch the memory.
     ///
     /// On failure nothing is forgotten: a later call waits again.
-    pub(crate) fn wait(&self, owner: &Device) -> Result<()> {
+    pub(crate) fn wait(&self, owner: &Device) -> Result<Waited> {
         let policy = self.state.lock().policy;
-        self.wait_for(owner, policy)
+        self.wait_for(owner, policy)?;
+        Ok(Waited::after_wait())
     }
 
     /// Waits for the recorded uses and, under `Devices`, the contexts: what a documented

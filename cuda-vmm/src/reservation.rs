@@ -42,7 +42,7 @@ pub(crate) struct ReservationInner {
     /// Device work recorded on the memory, peers, and what unmapping waits for.
     pub(crate) uses: UseTracker,
     /// The range itself, freed once.
-    range: ReservedRange,
+    pub(crate) range: ReservedRange,
 }
 
 /// A reserved virtual address range on a device.
@@ -375,16 +375,19 @@ impl Reservation {
             return Ok(Vec::new());
         }
         let mut mapped = self.inner.mapped.write();
-        if let Err(e) = self.inner.uses.wait(&self.inner.device) {
-            drop(mapped);
-            for m in mappings {
-                m.leak();
+        let waited = match self.inner.uses.wait(&self.inner.device) {
+            Ok(waited) => waited,
+            Err(e) => {
+                drop(mapped);
+                for m in mappings {
+                    m.leak();
+                }
+                return Err((e, Vec::new()));
             }
-            return Err((e, Vec::new()));
-        }
+        };
         Ok(mappings
             .into_iter()
-            .map(|m| m.unmap_waited(&mut mapped))
+            .map(|m| m.unmap_waited(&mut mapped, &waited))
             .collect())
     }
 

@@ -2,7 +2,8 @@
 //! access only where the reservation's [`MappedRanges`] book-keeping says it may.
 //!
 //! The book-keeping is checked here, right before the driver call, so the `unsafe`
-//! contracts of `cuMemAddressFree`, `cuMemMap` and `cuMemSetAccess` rest on it rather
+//! contracts of `cuMemAddressFree`, `cuMemMap`, `cuMemSetAccess` and `cuMemUnmap` (with
+//! a [`Waited`] proof for the device work) rest on it rather
 //! than on each caller: a [`ReservedRange`] is only made by reserving, and a
 //! `&mut MappedRanges` (or `&MappedRanges`) is only reachable through the reservation's
 //! lock, which its callers hold across the call.
@@ -12,6 +13,23 @@ use cuda_vmm_sys::{CUdeviceptr, CUmemAccessDesc, CUmemGenericAllocationHandle};
 use super::Api;
 use crate::error::{Error, Result};
 use crate::mapped::MappedRanges;
+
+/// Proof that no device work may still touch a reservation's memory: made only by
+/// [`UseTracker::wait`](crate::ordering::UseTracker::wait) once its wait succeeded
+/// (under [`UnmapWait::Caller`](crate::UnmapWait::Caller), by the promise the caller
+/// of the `unsafe` [`Reservation::set_unmap_wait`](crate::Reservation::set_unmap_wait)
+/// made).
+#[must_use]
+pub(crate) struct Waited {
+    _private: (),
+}
+
+impl Waited {
+    /// The proof, for `UseTracker::wait` alone to make after its wait.
+    pub(crate) fn after_wait() -> Waited {
+        Waited { _private: () }
+    }
+}
 
 /// A virtual address range `cuMemAddressReserve` returned, freed at most once.
 #[derive(Debug)]
@@ -126,5 +144,27 @@ impl ReservedRange {
         // the caller holds locked, records it fully mapped. Ordering a revoke after the
         // device work that used the access stays the safe layer's rule, as it was.
         unsafe { super::mem_set_access(api, ptr, size, descs) }
+    }
+
+    /// Unmaps the mapping recorded in `mapped` at exactly `[offset, offset + size)`
+    /// (`cuMemUnmap`) and forgets it; on failure it stays recorded.
+    pub(crate) fn unmap(
+        &self,
+        api: Api,
+        mapped: &mut MappedRanges,
+        offset: usize,
+        size: usize,
+        _waited: &Waited,
+    ) -> Result<()> {
+        let ptr = self.address(offset, size)?;
+        if !mapped.is_mapping(offset, size) {
+            return Err(Error::NotMapped { offset, size });
+        }
+        // SAFETY: the book-keeping, held locked by the caller, records exactly this
+        // range as one mapping of this live reservation; `Waited` proves no device work
+        // may still use it.
+        unsafe { super::mem_unmap(api, ptr, size) }?;
+        mapped.remove(offset);
+        Ok(())
     }
 }
