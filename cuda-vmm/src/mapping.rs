@@ -96,7 +96,7 @@ impl Mapping {
         crate::raw::require!(device.cuda().api(), cuMemRetainAllocationHandle);
         let _bound = device.bind()?;
         // The address is mapped (this mapping is alive while `&self` is borrowed).
-        let handle = raw::mem_retain_allocation_handle(device.cuda().api(), self.ptr())?;
+        let handle = raw::AllocationHandle::retain_at(device.cuda().api(), self.ptr())?;
         Ok(Allocation::from_parts(
             device.clone(),
             handle,

@@ -168,3 +168,74 @@ impl ReservedRange {
         Ok(())
     }
 }
+
+/// One reference to a physical allocation, owned: made by creating, retaining or
+/// (vouched for) importing, and released at most once.
+#[derive(Debug)]
+pub(crate) struct AllocationHandle {
+    raw: CUmemGenericAllocationHandle,
+    released: bool,
+}
+
+impl AllocationHandle {
+    /// A new allocation (`cuMemCreate`).
+    pub(crate) fn create(
+        api: Api,
+        size: usize,
+        props: &cuda_vmm_sys::CUmemAllocationProp,
+        flags: u64,
+    ) -> Result<Self> {
+        Ok(Self::owned(super::mem_create(api, size, props, flags)?))
+    }
+
+    /// A new reference to the allocation mapped at `ptr` (`cuMemRetainAllocationHandle`).
+    pub(crate) fn retain_at(api: Api, ptr: CUdeviceptr) -> Result<Self> {
+        Ok(Self::owned(super::mem_retain_allocation_handle(api, ptr)?))
+    }
+
+    /// Takes over a reference the caller owns.
+    ///
+    /// # Safety
+    /// `raw` must be a live allocation handle of this driver whose one reference the
+    /// caller owns and gives up here.
+    pub(crate) unsafe fn adopt(raw: CUmemGenericAllocationHandle) -> Self {
+        Self::owned(raw)
+    }
+
+    fn owned(raw: CUmemGenericAllocationHandle) -> Self {
+        AllocationHandle {
+            raw,
+            released: false,
+        }
+    }
+
+    /// The handle's value.
+    #[inline]
+    pub(crate) fn raw(&self) -> CUmemGenericAllocationHandle {
+        self.raw
+    }
+
+    /// `cuMemGetAllocationPropertiesFromHandle`.
+    pub(crate) fn properties(&self, api: Api) -> Result<cuda_vmm_sys::CUmemAllocationProp> {
+        if self.released {
+            return Err(Error::invalid("the allocation was already released"));
+        }
+        // SAFETY: the reference is owned and not released (checked above), so the
+        // handle is live.
+        unsafe { super::mem_get_allocation_properties_from_handle(api, self.raw) }
+    }
+
+    /// Releases the reference (`cuMemRelease`; `size` is for its span) unless already
+    /// released; a refused release leaves it owned, to be tried again.
+    pub(crate) fn release(&mut self, api: Api, size: usize) -> Result<()> {
+        if self.released {
+            return Ok(());
+        }
+        // SAFETY: this value owns one unreleased reference (the flag is set only once
+        // the driver accepted the release) and gives it up here; a mapping of the
+        // memory keeps it alive in the driver, so nothing else needs the handle.
+        unsafe { super::mem_release(api, self.raw, size) }?;
+        self.released = true;
+        Ok(())
+    }
+}
