@@ -16,7 +16,6 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use cuda_vmm_sys::CUevent;
 use cudarc::driver::{
     CudaEvent, CudaStream, DevicePtr, DevicePtrMut, DeviceSlice, LaunchArgs, PushKernelArg,
     SyncOnDrop,
@@ -194,12 +193,11 @@ impl<T> Drop for CudarcView<'_, T> {
         }
         // Uses through `device_ptr`/`device_ptr_mut` on other streams recorded these.
         for event in [self.read.take(), self.write.take()].into_iter().flatten() {
-            let raw: CUevent = event.cu_event().cast();
             let result = self
                 .reservation
                 .inner
                 .uses
-                .record_after_event(self.reservation.device(), raw);
+                .record_after_event(self.reservation.device(), &event);
             if let Err(e) = result {
                 tracing::error!("recording a cudarc view's use on its reservation: {e}");
             }

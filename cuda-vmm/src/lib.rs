@@ -62,7 +62,8 @@
 //!   crate-internal typed wrappers that turn this crate's own rules into types, so that
 //!   the safe layer calls them without `unsafe`: a retained primary context released
 //!   once and the guard proving it is bound (popped exactly when pushed), and stream and
-//!   event handles that are live while they exist and destroyed at most once, and a
+//!   event handles that are live while they exist and destroyed at most once (and,
+//!   with feature `cudarc`, cudarc's streams and events lent for a call), and a
 //!   reserved range, freed once, that maps, sets access and unmaps only where the
 //!   reservation's book-keeping of its mappings (held locked) allows it, unmapping only
 //!   with the proof that the device work was waited for, and an owned allocation
@@ -78,8 +79,7 @@
 //!   this crate's invariants (a range it tracks is mapped and waited for, a handle it
 //!   owns is live), one function each, not yet moved into typed wrappers: the
 //!   [`LinearAllocation`]'s free; the exports and the import (`shareable_handles.rs`);
-//!   the queued copies and fills (`copy_engine.rs`, `copy_engine/staged.rs`), the wait
-//!   on a cudarc event.
+//!   the queued copies and fills (`copy_engine.rs`, `copy_engine/staged.rs`).
 //!
 //! # Errors
 //!

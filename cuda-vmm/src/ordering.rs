@@ -7,8 +7,6 @@
 //!
 //! [`Reservation::record_use`]: crate::Reservation::record_use
 
-#[cfg(feature = "cudarc")]
-use cuda_vmm_sys::CUevent;
 use cuda_vmm_sys::CUstream;
 use parking_lot::Mutex;
 
@@ -125,13 +123,14 @@ impl UseTracker {
     /// by other code such as cudarc) as a use: the private stream waits for it and the
     /// use is recorded there.
     #[cfg(feature = "cudarc")]
-    #[allow(unsafe_code)]
-    pub(crate) fn record_after_event(&self, device: &Device, event: CUevent) -> Result<()> {
+    pub(crate) fn record_after_event(
+        &self,
+        device: &Device,
+        event: &cudarc::driver::CudaEvent,
+    ) -> Result<()> {
         let stream = device.private_stream();
         let _bound = device.bind()?;
-        // SAFETY: the private stream is live and bound; the caller keeps `event` alive for
-        // the call; flags must be 0.
-        unsafe { crate::raw::stream_wait_event(device.cuda().api(), stream.raw(), event, 0) }?;
+        stream.wait_cudarc_event(device.cuda().api(), event)?;
         self.record(device, stream)
     }
 

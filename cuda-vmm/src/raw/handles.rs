@@ -193,3 +193,18 @@ pub(crate) fn with_cudarc_stream<R>(
     let handle = unsafe { StreamHandle::borrowed(stream.cu_stream().cast()) };
     f(&handle)
 }
+
+#[cfg(feature = "cudarc")]
+impl StreamHandle {
+    /// `cuStreamWaitEvent` (flags 0) on `event`, a live cudarc event.
+    pub(crate) fn wait_cudarc_event(
+        &self,
+        api: Api,
+        event: &cudarc::driver::CudaEvent,
+    ) -> Result<()> {
+        // SAFETY: this stream is live while it exists (see the module docs), and cudarc
+        // keeps its event alive while `event` is borrowed, for the whole call; the flags
+        // must be 0.
+        unsafe { super::stream_wait_event(api, self.raw, event.cu_event().cast(), 0) }
+    }
+}
