@@ -299,9 +299,15 @@ impl Device {
     ///
     /// This also reports sticky errors of work this crate did not issue.
     pub fn synchronize(&self) -> Result<()> {
+        self.synchronize_idle().map(|_idle| ())
+    }
+
+    /// [`synchronize`](Self::synchronize), returning the proof that the work finished.
+    pub(crate) fn synchronize_idle(&self) -> Result<raw::ContextIdle> {
         crate::raw::require!(self.cuda().api(), cuCtxSynchronize);
         let bound = self.bind()?;
-        bound.finish(raw::ctx_synchronize(self.cuda.api()))
+        bound.finish(raw::ctx_synchronize(self.cuda.api()))?;
+        Ok(raw::ContextIdle::after_synchronize())
     }
 
     /// Whether this device can access `peer`'s memory (`cuDeviceCanAccessPeer`).

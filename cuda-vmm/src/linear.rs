@@ -5,7 +5,7 @@ use std::fmt;
 use crate::copy_engine;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::raw;
+use crate::raw::DeviceMemory;
 use crate::validate::check_bounds;
 
 /// Device memory from `cuMemAlloc`, freed on drop. `Send + Sync`.
@@ -13,7 +13,7 @@ pub struct LinearAllocation {
     device: Device,
     ptr: u64,
     size: usize,
-    freed: bool,
+    memory: DeviceMemory,
 }
 
 impl fmt::Debug for LinearAllocation {
@@ -35,13 +35,13 @@ impl LinearAllocation {
             ));
         }
         crate::raw::require!(device.cuda().api(), cuMemAlloc_v2);
-        let _bound = device.bind()?;
-        let ptr = raw::mem_alloc(device.cuda().api(), size)?;
+        let bound = device.bind()?;
+        let memory = DeviceMemory::alloc(device.cuda().api(), &bound, size)?;
         Ok(Self {
             device: device.clone(),
-            ptr,
+            ptr: memory.ptr(),
             size,
-            freed: false,
+            memory,
         })
     }
 
@@ -108,7 +108,7 @@ impl LinearAllocation {
     pub fn free(mut self) -> std::result::Result<(), LinearFreeError> {
         match self.free_now() {
             Ok(()) => Ok(()),
-            Err(error) if self.freed => Err(LinearFreeError {
+            Err(error) if self.memory.is_freed() => Err(LinearFreeError {
                 error,
                 allocation: None,
             }),
@@ -119,22 +119,18 @@ impl LinearAllocation {
         }
     }
 
-    #[allow(unsafe_code)]
     fn free_now(&mut self) -> Result<()> {
-        if self.freed {
+        if self.memory.is_freed() {
             return Ok(());
         }
         let api = self.device.cuda().api();
         crate::raw::require!(api, cuMemFree_v2);
         // Device work may still use the memory: wait for the context first,
         // as `cudaFree` does.
-        self.device.synchronize()?;
-        let _bound = self.device.bind()?;
+        let idle = self.device.synchronize_idle()?;
+        let bound = self.device.bind()?;
         // From here on the pointer is never freed again, whatever the driver says.
-        self.freed = true;
-        // SAFETY: we allocated this pointer and free it exactly once, after the
-        // context's work.
-        unsafe { raw::mem_free(api, self.ptr, self.size) }
+        self.memory.free(api, &bound, &idle)
     }
 }
 

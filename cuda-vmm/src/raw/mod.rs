@@ -62,7 +62,7 @@ pub(crate) use handles::{EventHandle, StreamHandle};
 pub(crate) use host::HostMemory;
 pub use memory::*;
 pub use stream::*;
-pub(crate) use vmm::{AllocationHandle, ReservedRange, Waited};
+pub(crate) use vmm::{AllocationHandle, ContextIdle, DeviceMemory, ReservedRange, Waited};
 
 /// Fails with [`Error::MissingEntryPoint`] (returning from the caller) unless the table
 /// of `$api` resolves `$symbol`: for callers that looked the entry point up before other

@@ -239,3 +239,65 @@ impl AllocationHandle {
         Ok(())
     }
 }
+
+/// Proof that a context's work finished: made only by
+/// [`Device::synchronize_idle`](crate::Device) once `cuCtxSynchronize` succeeded.
+#[must_use]
+pub(crate) struct ContextIdle {
+    _private: (),
+}
+
+impl ContextIdle {
+    /// The proof, for `Device::synchronize_idle` alone to make after its wait.
+    pub(crate) fn after_synchronize() -> ContextIdle {
+        ContextIdle { _private: () }
+    }
+}
+
+/// Linear device memory `cuMemAlloc` returned, freed at most once.
+#[derive(Debug)]
+pub(crate) struct DeviceMemory {
+    ptr: CUdeviceptr,
+    size: usize,
+    freed: bool,
+}
+
+impl DeviceMemory {
+    /// Allocates `size` bytes in the bound context (`cuMemAlloc_v2`).
+    pub(crate) fn alloc(api: Api, _bound: &super::Bound, size: usize) -> Result<Self> {
+        Ok(DeviceMemory {
+            ptr: super::mem_alloc(api, size)?,
+            size,
+            freed: false,
+        })
+    }
+
+    /// The device address.
+    #[inline]
+    pub(crate) fn ptr(&self) -> CUdeviceptr {
+        self.ptr
+    }
+
+    /// Whether [`free`](Self::free) was called (whatever the driver answered).
+    #[inline]
+    pub(crate) fn is_freed(&self) -> bool {
+        self.freed
+    }
+
+    /// Frees the memory (`cuMemFree_v2`) in the bound context once its work finished;
+    /// never again afterwards, whatever the driver answers.
+    pub(crate) fn free(
+        &mut self,
+        api: Api,
+        _bound: &super::Bound,
+        _idle: &ContextIdle,
+    ) -> Result<()> {
+        if self.freed {
+            return Ok(());
+        }
+        self.freed = true;
+        // SAFETY: `alloc` allocated this pointer, the flag makes this its only free, and
+        // `ContextIdle` proves the context's work (which could use it) finished.
+        unsafe { super::mem_free(api, self.ptr, self.size) }
+    }
+}
