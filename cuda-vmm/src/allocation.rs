@@ -9,16 +9,15 @@ use cuda_vmm_sys::CUmemGenericAllocationHandle;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::props::{AllocationProps, HandleTypes, Location};
-use crate::raw;
+use crate::raw::AllocationHandle;
 use crate::validate::check_multiple;
 
 pub(crate) struct AllocationInner {
     device: Device,
-    handle: CUmemGenericAllocationHandle,
+    handle: AllocationHandle,
     size: usize,
     granularity: usize,
     props: AllocationProps,
-    released: bool,
     /// Imported from a shareable handle: other processes (or other imports) may map the
     /// same memory, which no count of this process can see.
     imported: bool,
@@ -75,7 +74,7 @@ pub struct Allocation {
 impl fmt::Debug for Allocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Allocation")
-            .field("handle", &format_args!("{:#x}", self.inner.handle))
+            .field("handle", &format_args!("{:#x}", self.inner.handle.raw()))
             .field("size", &self.inner.size)
             .field("device", &self.inner.device.ordinal())
             .field("props", &self.inner.props)
@@ -109,7 +108,7 @@ impl Allocation {
         check_multiple("allocation size", size as u64, granularity)?;
         // No current context needed: the driver answers VMM calls without one
         // (recorded on H200, driver 580: conformance `no_context_*`).
-        let handle = raw::mem_create(device.cuda().api(), size, &props.to_raw(), 0)?;
+        let handle = AllocationHandle::create(device.cuda().api(), size, &props.to_raw(), 0)?;
         Ok(Self::from_parts(
             device.clone(),
             handle,
@@ -122,12 +121,12 @@ impl Allocation {
     /// Wraps a handle this process owns one reference of (released on last drop).
     pub(crate) fn from_parts(
         device: Device,
-        handle: CUmemGenericAllocationHandle,
+        handle: AllocationHandle,
         size: usize,
         granularity: usize,
         props: AllocationProps,
     ) -> Allocation {
-        count_wrapper(wrapper_key(&device, handle));
+        count_wrapper(wrapper_key(&device, handle.raw()));
         Allocation {
             inner: Arc::new(AllocationInner {
                 device,
@@ -135,7 +134,6 @@ impl Allocation {
                 size,
                 granularity,
                 props,
-                released: false,
                 imported: false,
             }),
         }
@@ -179,7 +177,7 @@ impl Allocation {
     /// The raw `CUmemGenericAllocationHandle`, for diagnostics.
     #[inline]
     pub fn raw_handle(&self) -> u64 {
-        self.inner.handle
+        self.inner.handle.raw()
     }
 
     /// How many handles hold this allocation: this one, its other clones, and every
@@ -198,7 +196,7 @@ impl Allocation {
     /// (from [`Mapping::retain_allocation`](crate::Mapping::retain_allocation), or an import
     /// the driver answered with the same handle) counts 1 more, live or leaked.
     pub fn handle_wrappers(&self) -> usize {
-        wrappers_of(wrapper_key(&self.inner.device, self.inner.handle)).max(1)
+        wrappers_of(wrapper_key(&self.inner.device, self.inner.handle.raw())).max(1)
     }
 
     /// Whether this handle provably owns the memory alone: exactly one wrapper of the driver
@@ -218,7 +216,7 @@ impl Allocation {
 
     /// The properties as the driver reports them (`cuMemGetAllocationPropertiesFromHandle`).
     pub fn properties(&self) -> Result<AllocationProps> {
-        query_props(&self.inner.device, self.inner.handle)
+        query_props(&self.inner.device, &self.inner.handle)
     }
 
     /// Releases the handle now.
@@ -238,17 +236,11 @@ impl Allocation {
     }
 }
 
-/// Reads the properties of `handle` (alive and ours) from the driver.
-#[allow(unsafe_code)]
-pub(crate) fn query_props(
-    device: &Device,
-    handle: CUmemGenericAllocationHandle,
-) -> Result<AllocationProps> {
+/// Reads the properties of `handle` from the driver.
+fn query_props(device: &Device, handle: &AllocationHandle) -> Result<AllocationProps> {
     crate::raw::require!(device.cuda().api(), cuMemGetAllocationPropertiesFromHandle);
     let _bound = device.bind()?;
-    // SAFETY: the handle is alive and ours (the caller holds a wrapper of it).
-    let raw =
-        unsafe { raw::mem_get_allocation_properties_from_handle(device.cuda().api(), handle) }?;
+    let raw = handle.properties(device.cuda().api())?;
     AllocationProps::from_raw(&raw)
 }
 
@@ -284,29 +276,21 @@ fn check_features(device: &Device, props: &AllocationProps) -> Result<()> {
 }
 
 impl AllocationInner {
-    #[allow(unsafe_code)]
     fn release_handle(&mut self) -> Result<()> {
-        if self.released {
-            return Ok(());
-        }
         // No current context needed: the driver answers VMM calls without one
-        // (recorded on H200, driver 580: conformance `no_context_*`).
-        // SAFETY: we own one unreleased reference to this handle (`released` is set only
-        // once the driver accepts the release), and no mapping of it is alive (every
-        // Mapping holds a clone of the allocation).
-        unsafe { raw::mem_release(self.device.cuda().api(), self.handle, self.size) }?;
-        self.released = true;
-        Ok(())
+        // (recorded on H200, driver 580: conformance `no_context_*`). No mapping of it
+        // is alive (every Mapping holds a clone of the allocation).
+        self.handle.release(self.device.cuda().api(), self.size)
     }
 }
 
 impl Drop for AllocationInner {
     fn drop(&mut self) {
         if let Err(e) = self.release_handle() {
-            tracing::error!("releasing allocation {:#x}: {e}", self.handle);
+            tracing::error!("releasing allocation {:#x}: {e}", self.handle.raw());
         }
         // Uncounted after the release: a handle value the driver reuses meanwhile is
         // over-counted for a moment (refused by pools), never under-counted.
-        uncount_wrapper(wrapper_key(&self.device, self.handle));
+        uncount_wrapper(wrapper_key(&self.device, self.handle.raw()));
     }
 }

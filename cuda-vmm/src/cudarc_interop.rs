@@ -16,7 +16,6 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use cuda_vmm_sys::CUevent;
 use cudarc::driver::{
     CudaEvent, CudaStream, DevicePtr, DevicePtrMut, DeviceSlice, LaunchArgs, PushKernelArg,
     SyncOnDrop,
@@ -104,10 +103,9 @@ impl<T> CudarcView<'_, T> {
     fn order(&self, stream: &CudaStream) {
         let device = self.reservation.device();
         let result = device.bind().and_then(|_bound| {
-            self.reservation
-                .inner
-                .uses
-                .order_after_uses(device, stream.cu_stream().cast())
+            crate::raw::with_cudarc_stream(stream, |s| {
+                self.reservation.inner.uses.order_after_uses(device, s)
+            })
         });
         if let Err(e) = result {
             tracing::error!("ordering a cudarc stream after recorded uses: {e}");
@@ -186,22 +184,20 @@ impl<T> Drop for CudarcView<'_, T> {
         // Kernels that took the view as an argument ran on its stream.
         let device = self.reservation.device();
         let on_stream = device.bind().and_then(|_bound| {
-            self.reservation
-                .inner
-                .uses
-                .record(device, self.stream.cu_stream().cast())
+            crate::raw::with_cudarc_stream(&self.stream, |s| {
+                self.reservation.inner.uses.record(device, s)
+            })
         });
         if let Err(e) = on_stream {
             tracing::error!("recording a cudarc view's use on its reservation: {e}");
         }
         // Uses through `device_ptr`/`device_ptr_mut` on other streams recorded these.
         for event in [self.read.take(), self.write.take()].into_iter().flatten() {
-            let raw: CUevent = event.cu_event().cast();
             let result = self
                 .reservation
                 .inner
                 .uses
-                .record_after_event(self.reservation.device(), raw);
+                .record_after_event(self.reservation.device(), &event);
             if let Err(e) = result {
                 tracing::error!("recording a cudarc view's use on its reservation: {e}");
             }

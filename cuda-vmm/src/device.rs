@@ -3,9 +3,7 @@
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-use cuda_vmm_sys::{
-    CUcontext, CUdevice, CUdevice_attribute, CUmemAllocationGranularity_flags, CUstream,
-};
+use cuda_vmm_sys::{CUcontext, CUdevice, CUdevice_attribute, CUmemAllocationGranularity_flags};
 use parking_lot::Mutex;
 
 use crate::capabilities::{Capabilities, Features};
@@ -13,7 +11,7 @@ use crate::context::{bind, Bound, PrimaryContext};
 use crate::driver::Cuda;
 use crate::error::{Error, Result};
 use crate::props::{AllocationProps, PropsKey};
-use crate::raw::{self, Api};
+use crate::raw::{self, Api, StreamHandle};
 use crate::staging::Staging;
 
 /// Which granularity `cuMemGetAllocationGranularity` reports.
@@ -51,7 +49,7 @@ pub(crate) struct DeviceShared {
 
 impl Drop for DeviceShared {
     fn drop(&mut self) {
-        self.staging.release(self.api, self.context.ctx);
+        self.staging.release(self.api, &self.context.context);
         self.context.release(self.api);
     }
 }
@@ -120,13 +118,13 @@ impl Device {
     /// Interop: this is the context cudarc and the runtime API use.
     #[inline]
     pub fn raw_context(&self) -> CUcontext {
-        self.inner.context.ctx
+        self.inner.context.context.raw()
     }
 
     /// The crate's private non-blocking stream on this device.
     #[inline]
-    pub(crate) fn private_stream(&self) -> CUstream {
-        self.inner.context.stream
+    pub(crate) fn private_stream(&self) -> &StreamHandle {
+        &self.inner.context.stream
     }
 
     /// The device's host staging buffers.
@@ -148,7 +146,7 @@ impl Device {
     /// Binds the primary context to the calling thread until the guard drops.
     #[inline]
     pub(crate) fn bind(&self) -> Result<Bound> {
-        bind(self.inner.api, self.inner.context.ctx)
+        bind(self.inner.api, &self.inner.context.context)
     }
 
     /// The raw `CUdevice`.
@@ -293,23 +291,23 @@ impl Device {
     /// The crate itself never needs this: every operation binds the context
     /// for its own duration and restores the caller's. Use it before launching
     /// work through raw driver calls.
-    #[allow(unsafe_code)]
     pub fn make_current(&self) -> Result<()> {
-        let api = self.cuda.api();
-        if raw::ctx_get_current(api)? == self.raw_context() {
-            return Ok(());
-        }
-        // SAFETY: the context is retained by `self.cuda` for its lifetime.
-        unsafe { raw::ctx_set_current(api, self.raw_context()) }
+        self.inner.context.context.make_current(self.cuda.api())
     }
 
     /// Waits for all work in this device's primary context (`cuCtxSynchronize`).
     ///
     /// This also reports sticky errors of work this crate did not issue.
     pub fn synchronize(&self) -> Result<()> {
+        self.synchronize_idle().map(|_idle| ())
+    }
+
+    /// [`synchronize`](Self::synchronize), returning the proof that the work finished.
+    pub(crate) fn synchronize_idle(&self) -> Result<raw::ContextIdle> {
         crate::raw::require!(self.cuda().api(), cuCtxSynchronize);
         let bound = self.bind()?;
-        bound.finish(raw::ctx_synchronize(self.cuda.api()))
+        bound.finish(raw::ctx_synchronize(self.cuda.api()))?;
+        Ok(raw::ContextIdle::after_synchronize())
     }
 
     /// Whether this device can access `peer`'s memory (`cuDeviceCanAccessPeer`).

@@ -58,25 +58,28 @@
 //! contracts are stated there once. The crate root denies `unsafe_code`; it is allowed
 //! only on these items, each `unsafe` block with its `// SAFETY:` line:
 //!
-//! - the [`raw`] module (the driver calls, and the staging buffers' host memory);
-//! - `unsafe impl Send`/`Sync` for the types holding driver handles: [`Stream`], [`Event`],
-//!   the primary context and the staging buffers (each beside its type's definition);
+//! - the [`raw`] module: the driver calls, the staging buffers' host memory, and the
+//!   crate-internal typed wrappers that turn this crate's own rules into types, so that
+//!   the safe layer calls them without `unsafe`: a retained primary context released
+//!   once and the guard proving it is bound (popped exactly when pushed), and stream and
+//!   event handles that are live while they exist and destroyed at most once (and,
+//!   with feature `cudarc`, cudarc's streams and events lent for a call), and a
+//!   reserved range, freed once, that maps, sets access and unmaps only where the
+//!   reservation's book-keeping of its mappings (held locked) allows it, unmapping only
+//!   with the proof that the device work was waited for, an owned allocation handle,
+//!   released once, and linear device memory, freed once after its context's work;
+//! - `unsafe impl Send`/`Sync` for the types holding driver handles or host memory (each
+//!   beside its type's definition);
 //! - the public `unsafe fn`s, whose contracts are part of the API:
 //!   [`Cuda::from_driver`], [`Reservation::set_unmap_wait`], [`Stream::from_raw`],
 //!   [`Reservation::read_async`], [`copy_dtod`]; and [`Cuda::real`] and
 //!   `Cuda::simulator`, which vouch for the system driver and the simulator;
 //! - with feature `cudarc`, the two `unsafe impl PushKernelArg` for `CudarcView`;
-//! - the safe layer's calls of `unsafe` [`raw`] functions whose contract is one of this
-//!   crate's invariants (a handle it owns is live, a range it tracks is mapped and waited
-//!   for, a context it pushed is popped), one function each: the context binding
-//!   (`bind`, its pop, the primary context's release); the stream and event methods
-//!   ([`Stream::is_idle`], [`Stream::wait`], [`Event::record`], [`Event::synchronize`],
-//!   [`Event::is_complete`], both drops, and the internal stream wait and record);
-//!   [`Device::make_current`]; [`Reservation::map`], [`Reservation::set_access`], the
-//!   reservation's free, the unmap of a [`Mapping`], the release of an [`Allocation`]
-//!   and its property query, the [`LinearAllocation`]'s free; the exports and the
-//!   import in sharing; the queued copies and fills (`copy.rs`, `copy_staged.rs`, the
-//!   ordering after recorded uses) and the staging buffers' events.
+//! - still, the safe layer's calls of `unsafe` [`raw`] functions whose contract is one of
+//!   this crate's invariants (a range it tracks is mapped and waited for, a handle it
+//!   owns is live), one function each, not yet moved into typed wrappers: the exports
+//!   and the import (`shareable_handles.rs`); the queued copies and fills
+//!   (`copy_engine.rs`, `copy_engine/staged.rs`).
 //!
 //! # Errors
 //!
@@ -144,22 +147,22 @@ mod access;
 mod allocation;
 mod capabilities;
 mod context;
-mod copy;
+mod copy_engine;
 #[cfg(feature = "cudarc")]
 mod cudarc_interop;
 mod device;
 mod driver;
 mod error;
-mod ipc;
+mod fd_passing;
 mod linear;
+mod mapped;
 mod mapping;
-mod memcpy;
 mod ordering;
 mod props;
 pub mod raw;
 mod reservation;
-mod sharing;
-mod spans;
+mod reservation_copies;
+mod shareable_handles;
 pub mod staging;
 mod stream;
 mod trace;
@@ -169,13 +172,13 @@ mod version;
 pub use access::AccessFlags;
 pub use allocation::Allocation;
 pub use capabilities::Capabilities;
-pub use copy::copy_dtod;
+pub use copy_engine::copy_dtod;
 #[cfg(feature = "cudarc")]
 pub use cudarc_interop::CudarcView;
 pub use device::{Device, GranularityKind, MemoryInfo};
 pub use driver::{Backend, Cuda, BACKEND_ENV};
 pub use error::{CudaError, Error, Result};
-pub use ipc::{
+pub use fd_passing::{
     receive_allocations, receive_exported, send_allocations, send_exported, ExportedAllocation,
     MAX_PER_MESSAGE, MAX_PER_PART,
 };
@@ -184,7 +187,7 @@ pub use mapping::Mapping;
 pub use ordering::UnmapWait;
 pub use props::{AllocationProps, HandleTypes, Location};
 pub use reservation::{Reservation, ReserveOptions};
-pub use sharing::FabricHandle;
+pub use shareable_handles::FabricHandle;
 pub use stream::{Event, Stream};
 pub use version::DriverVersion;
 

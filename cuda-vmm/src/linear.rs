@@ -2,10 +2,10 @@
 
 use std::fmt;
 
-use crate::copy;
+use crate::copy_engine;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::raw;
+use crate::raw::DeviceMemory;
 use crate::validate::check_bounds;
 
 /// Device memory from `cuMemAlloc`, freed on drop. `Send + Sync`.
@@ -13,7 +13,7 @@ pub struct LinearAllocation {
     device: Device,
     ptr: u64,
     size: usize,
-    freed: bool,
+    memory: DeviceMemory,
 }
 
 impl fmt::Debug for LinearAllocation {
@@ -35,13 +35,13 @@ impl LinearAllocation {
             ));
         }
         crate::raw::require!(device.cuda().api(), cuMemAlloc_v2);
-        let _bound = device.bind()?;
-        let ptr = raw::mem_alloc(device.cuda().api(), size)?;
+        let bound = device.bind()?;
+        let memory = DeviceMemory::alloc(device.cuda().api(), &bound, size)?;
         Ok(Self {
             device: device.clone(),
-            ptr,
+            ptr: memory.ptr(),
             size,
-            freed: false,
+            memory,
         })
     }
 
@@ -71,7 +71,7 @@ impl LinearAllocation {
             data.len(),
             self.size,
         )?;
-        copy::htod(&self.device, &[], self.ptr + offset as u64, data)
+        copy_engine::htod(&self.device, &[], self.ptr + offset as u64, data)
     }
 
     /// Copies from `offset` into `out`.
@@ -82,7 +82,7 @@ impl LinearAllocation {
             out.len(),
             self.size,
         )?;
-        copy::dtoh(&self.device, &[], out, self.ptr + offset as u64)
+        copy_engine::dtoh(&self.device, &[], out, self.ptr + offset as u64)
     }
 
     /// Copies the first `len` bytes of `src` to the start of `self` (waits for completion).
@@ -91,7 +91,7 @@ impl LinearAllocation {
             .check_same_driver(&src.device, "the source allocation")?;
         check_bounds("copy source", 0, len, src.size)?;
         check_bounds("copy destination", 0, len, self.size)?;
-        copy::dtod_sync(&self.device, &[], self.ptr, src.ptr, len)
+        copy_engine::dtod_sync(&self.device, &[], self.ptr, src.ptr, len)
     }
 
     /// Frees the memory now, after waiting for the context's work (as `cudaFree`).
@@ -108,7 +108,7 @@ impl LinearAllocation {
     pub fn free(mut self) -> std::result::Result<(), LinearFreeError> {
         match self.free_now() {
             Ok(()) => Ok(()),
-            Err(error) if self.freed => Err(LinearFreeError {
+            Err(error) if self.memory.is_freed() => Err(LinearFreeError {
                 error,
                 allocation: None,
             }),
@@ -119,22 +119,18 @@ impl LinearAllocation {
         }
     }
 
-    #[allow(unsafe_code)]
     fn free_now(&mut self) -> Result<()> {
-        if self.freed {
+        if self.memory.is_freed() {
             return Ok(());
         }
         let api = self.device.cuda().api();
         crate::raw::require!(api, cuMemFree_v2);
         // Device work may still use the memory: wait for the context first,
         // as `cudaFree` does.
-        self.device.synchronize()?;
-        let _bound = self.device.bind()?;
+        let idle = self.device.synchronize_idle()?;
+        let bound = self.device.bind()?;
         // From here on the pointer is never freed again, whatever the driver says.
-        self.freed = true;
-        // SAFETY: we allocated this pointer and free it exactly once, after the
-        // context's work.
-        unsafe { raw::mem_free(api, self.ptr, self.size) }
+        self.memory.free(api, &bound, &idle)
     }
 }
 

@@ -7,9 +7,9 @@ use crate::access::AccessFlags;
 use crate::allocation::Allocation;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::raw;
+use crate::mapped::MappedRanges;
+use crate::raw::{self, Waited};
 use crate::reservation::Reservation;
-use crate::spans::Spans;
 
 /// A live mapping; unmapped on drop (or by [`Mapping::unmap`]).
 ///
@@ -96,7 +96,7 @@ impl Mapping {
         crate::raw::require!(device.cuda().api(), cuMemRetainAllocationHandle);
         let _bound = device.bind()?;
         // The address is mapped (this mapping is alive while `&self` is borrowed).
-        let handle = raw::mem_retain_allocation_handle(device.cuda().api(), self.ptr())?;
+        let handle = raw::AllocationHandle::retain_at(device.cuda().api(), self.ptr())?;
         Ok(Allocation::from_parts(
             device.clone(),
             handle,
@@ -161,14 +161,15 @@ impl Mapping {
         }
         let inner = &*reservation.inner;
         // The write lock keeps new copies out from the wait until the unmaps.
-        let mut spans = inner.spans.write();
-        if let Err(e) = inner.uses.wait(&inner.device) {
-            return Err((e, mappings));
-        }
+        let mut mapped = inner.mapped.write();
+        let waited = match inner.uses.wait(&inner.device) {
+            Ok(waited) => waited,
+            Err(e) => return Err((e, mappings)),
+        };
         let mut rest = mappings.into_iter();
         while let Some(mut m) = rest.next() {
-            if let Err(e) = m.try_unmap_locked(&mut spans) {
-                drop(spans);
+            if let Err(e) = m.try_unmap_locked(&mut mapped, &waited) {
+                drop(mapped);
                 let mut back = vec![m];
                 back.extend(rest);
                 return Err((e, back));
@@ -184,44 +185,47 @@ impl Mapping {
         let reservation = self.reservation.clone();
         let inner = &*reservation.inner;
         // The write lock keeps new copies out from the wait until the unmap.
-        let mut spans = inner.spans.write();
-        if let Err(e) = inner.uses.wait(&inner.device) {
-            drop(spans);
-            self.leak_in_place();
-            return Err(e);
-        }
-        self.unmap_locked(&mut spans)
+        let mut mapped = inner.mapped.write();
+        let waited = match inner.uses.wait(&inner.device) {
+            Ok(waited) => waited,
+            Err(e) => {
+                drop(mapped);
+                self.leak_in_place();
+                return Err(e);
+            }
+        };
+        self.unmap_locked(&mut mapped, &waited)
     }
 
-    /// Unmaps after the caller waited for device work, under the spans lock.
-    pub(crate) fn unmap_waited(mut self, spans: &mut Spans) -> Result<()> {
-        self.unmap_locked(spans)
+    /// Unmaps after the caller waited for device work, under the mapped-ranges lock.
+    pub(crate) fn unmap_waited(mut self, mapped: &mut MappedRanges, waited: &Waited) -> Result<()> {
+        self.unmap_locked(mapped, waited)
     }
 
-    fn unmap_locked(&mut self, spans: &mut Spans) -> Result<()> {
-        let result = self.try_unmap_locked(spans);
+    fn unmap_locked(&mut self, mapped: &mut MappedRanges, waited: &Waited) -> Result<()> {
+        let result = self.try_unmap_locked(mapped, waited);
         if result.is_err() {
             self.leak_in_place();
         }
         result
     }
 
-    /// Unmaps under the spans lock after the wait; on failure the mapping stays live.
-    #[allow(unsafe_code)]
-    fn try_unmap_locked(&mut self, spans: &mut Spans) -> Result<()> {
+    /// Unmaps under the mapped-ranges lock after the wait; on failure the mapping stays live.
+    fn try_unmap_locked(&mut self, mapped: &mut MappedRanges, waited: &Waited) -> Result<()> {
         if !self.live {
             return Ok(());
         }
         let inner = &*self.reservation.inner;
         // No current context needed: the driver answers VMM calls without one
         // (recorded on H200, driver 580: conformance `no_context_*`).
-        // SAFETY: exactly this range was mapped by us and is still mapped
-        // (only this Mapping unmaps it); the caller holds the spans lock
-        // and waited for device work on the reservation.
-        let result = unsafe { raw::mem_unmap(inner.device.cuda().api(), self.ptr(), self.size) };
+        // Exactly this range was mapped by us and is still mapped (only this Mapping
+        // unmaps it); the caller holds the mapped-ranges lock and waited.
+        let api = inner.device.cuda().api();
+        let result = inner
+            .range
+            .unmap(api, mapped, self.offset, self.size, waited);
         if result.is_ok() {
             self.live = false;
-            spans.remove(self.offset);
         }
         result
     }

@@ -7,14 +7,12 @@
 //!
 //! [`Reservation::record_use`]: crate::Reservation::record_use
 
-#[cfg(feature = "cudarc")]
-use cuda_vmm_sys::CUevent;
 use cuda_vmm_sys::CUstream;
 use parking_lot::Mutex;
 
 use crate::device::Device;
 use crate::error::Result;
-use crate::raw;
+use crate::raw::{StreamHandle, Waited};
 use crate::stream::Event;
 
 /// What unmapping (and so freeing, recycling, shrinking, dropping) waits for.
@@ -104,8 +102,8 @@ impl UseTracker {
 
     /// Records the current end of `stream` (a stream of `device`, whose context the
     /// caller bound) as a use.
-    pub(crate) fn record(&self, device: &Device, stream: CUstream) -> Result<()> {
-        let key = StreamKey::new(device, stream);
+    pub(crate) fn record(&self, device: &Device, stream: &StreamHandle) -> Result<()> {
+        let key = StreamKey::new(device, stream.raw());
         let mut state = self.state.lock();
         if let Some(r) = state.recorded.iter().find(|r| r.key == key) {
             // Later work on the same stream supersedes the earlier record.
@@ -125,26 +123,24 @@ impl UseTracker {
     /// by other code such as cudarc) as a use: the private stream waits for it and the
     /// use is recorded there.
     #[cfg(feature = "cudarc")]
-    #[allow(unsafe_code)]
-    pub(crate) fn record_after_event(&self, device: &Device, event: CUevent) -> Result<()> {
+    pub(crate) fn record_after_event(
+        &self,
+        device: &Device,
+        event: &cudarc::driver::CudaEvent,
+    ) -> Result<()> {
         let stream = device.private_stream();
         let _bound = device.bind()?;
-        // SAFETY: the private stream is live and bound; the caller keeps `event` alive for
-        // the call; flags must be 0.
-        unsafe { raw::stream_wait_event(device.cuda().api(), stream, event, 0) }?;
+        stream.wait_cudarc_event(device.cuda().api(), event)?;
         self.record(device, stream)
     }
 
     /// Makes `stream` (a stream of `device`) wait for every recorded use.
-    #[allow(unsafe_code)]
-    pub(crate) fn order_after_uses(&self, device: &Device, stream: CUstream) -> Result<()> {
-        let key = StreamKey::new(device, stream);
+    pub(crate) fn order_after_uses(&self, device: &Device, stream: &StreamHandle) -> Result<()> {
+        let key = StreamKey::new(device, stream.raw());
         let state = self.state.lock();
         for r in &state.recorded {
             if r.key != key {
-                // SAFETY: the recorded event is live (we hold it) and `stream` is a
-                // live stream of `device`, whose context the caller bound; flags must be 0.
-                unsafe { raw::stream_wait_event(device.cuda().api(), stream, r.event.raw(), 0) }?;
+                stream.wait(device.cuda().api(), r.event.handle())?;
             }
         }
         Ok(())
@@ -164,9 +160,10 @@ impl UseTracker {
     /// Waits, on the host, until no device work may still touch the memory.
     ///
     /// On failure nothing is forgotten: a later call waits again.
-    pub(crate) fn wait(&self, owner: &Device) -> Result<()> {
+    pub(crate) fn wait(&self, owner: &Device) -> Result<Waited> {
         let policy = self.state.lock().policy;
-        self.wait_for(owner, policy)
+        self.wait_for(owner, policy)?;
+        Ok(Waited::after_wait())
     }
 
     /// Waits for the recorded uses and, under `Devices`, the contexts: what a documented

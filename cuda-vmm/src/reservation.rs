@@ -9,11 +9,11 @@ use crate::access::{device_location, AccessDescs, AccessFlags};
 use crate::allocation::Allocation;
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::mapped::MappedRanges;
 use crate::mapping::Mapping;
 use crate::ordering::{UnmapWait, UseTracker};
 use crate::props::AllocationProps;
-use crate::raw;
-use crate::spans::Spans;
+use crate::raw::{self, ReservedRange};
 use crate::stream::Stream;
 use crate::validate::{check_bounds, check_multiple};
 
@@ -38,10 +38,11 @@ pub(crate) struct ReservationInner {
     hint_honoured: bool,
     /// Live mappings. Writers (map, unmap, set access) and readers (copies)
     /// hold it across their driver call, so no copy races an unmap.
-    pub(crate) spans: RwLock<Spans>,
+    pub(crate) mapped: RwLock<MappedRanges>,
     /// Device work recorded on the memory, peers, and what unmapping waits for.
     pub(crate) uses: UseTracker,
-    freed: bool,
+    /// The range itself, freed once.
+    pub(crate) range: ReservedRange,
 }
 
 /// A reserved virtual address range on a device.
@@ -61,7 +62,7 @@ impl fmt::Debug for Reservation {
             .field("ptr", &format_args!("{:#x}", self.inner.ptr))
             .field("size", &self.inner.size)
             .field("device", &self.inner.device.ordinal())
-            .field("mappings", &self.inner.spans.read().len())
+            .field("mappings", &self.inner.mapped.read().len())
             .finish()
     }
 }
@@ -103,7 +104,8 @@ impl Reservation {
         };
         // No current context needed: the driver answers VMM calls without one
         // (recorded on H200, driver 580: conformance `no_context_*`).
-        let ptr = raw::mem_address_reserve(device.cuda().api(), size, alignment, hint, 0)?;
+        let range = ReservedRange::reserve(device.cuda().api(), size, alignment, hint, 0)?;
+        let ptr = range.base();
         let hint_honoured = opts.hint == Some(ptr);
         let reservation = Reservation {
             inner: Arc::new(ReservationInner {
@@ -112,9 +114,9 @@ impl Reservation {
                 size,
                 granularity,
                 hint_honoured,
-                spans: RwLock::new(Spans::default()),
+                mapped: RwLock::new(MappedRanges::default()),
                 uses: UseTracker::default(),
-                freed: false,
+                range,
             }),
         };
         if opts.strict_hint && !hint_honoured {
@@ -159,7 +161,7 @@ impl Reservation {
 
     /// Number of live mappings into this range.
     pub fn mapping_count(&self) -> usize {
-        self.inner.spans.read().len()
+        self.inner.mapped.read().len()
     }
 
     /// Maps `size` bytes of `allocation`, from `alloc_offset`, at `offset` in this range.
@@ -169,7 +171,6 @@ impl Reservation {
     /// mapping. The driver maps whole allocations only, so `alloc_offset` must
     /// be 0 and `size` must equal `allocation.size()`. The new mapping has no access yet: call [`Mapping::set_access`]
     /// or [`Reservation::set_access`].
-    #[allow(unsafe_code)]
     pub fn map(
         &self,
         offset: usize,
@@ -209,22 +210,12 @@ impl Reservation {
         crate::raw::require!(api, cuMemMap);
         // No current context needed: the driver answers VMM calls without one
         // (recorded on H200, driver 580: conformance `no_context_*`).
-        let mut spans = inner.spans.write();
-        if let Some((existing_offset, existing_size)) = spans.overlapping(offset, size) {
-            return Err(Error::Overlap {
-                offset,
-                size,
-                existing_offset,
-                existing_size,
-            });
-        }
-        let (ptr, handle) = (inner.ptr + offset as u64, allocation.raw_handle());
-        // SAFETY: the range lies inside our live reservation and overlaps no
-        // live mapping; the handle is alive (we hold the allocation) and belongs
-        // to this driver; offset and size are granularity multiples in bounds.
-        unsafe { raw::mem_map(api, ptr, size, alloc_offset, handle, 0) }?;
-        spans.insert(offset, size);
-        drop(spans);
+        let mut mapped = inner.mapped.write();
+        // Refuses an overlap with a live mapping (`Error::Overlap`), then records it.
+        inner
+            .range
+            .map(api, &mut mapped, offset, size, alloc_offset, allocation)?;
+        drop(mapped);
         Ok(Mapping::new(self.clone(), allocation.clone(), offset, size))
     }
 
@@ -238,7 +229,6 @@ impl Reservation {
     /// granting only the mappings before it (`set_access_with_hole`). Both are
     /// refused here before the driver is called: [`Error::NotMapped`] for a
     /// hole, [`Error::InvalidArgument`] naming the allocation boundary for a cut.
-    #[allow(unsafe_code)]
     pub fn set_access(
         &self,
         offset: usize,
@@ -259,18 +249,18 @@ impl Reservation {
         crate::raw::require!(api, cuMemSetAccess);
         // No current context needed: the driver answers VMM calls without one
         // (recorded on H200, driver 580: conformance `no_context_*`).
-        let mut spans = inner.spans.write();
-        if !spans.covers(offset, size) {
+        let mut mapped = inner.mapped.write();
+        if !mapped.covers(offset, size) {
             return Err(Error::NotMapped { offset, size });
         }
-        spans.check_whole(offset, size)?;
-        // SAFETY: the range is inside our reservation and fully mapped (we hold
-        // the lock, so no mapping goes away meanwhile); the descriptors name devices
-        // of this driver.
-        unsafe { raw::mem_set_access(api, inner.ptr + offset as u64, size, descs.as_slice()) }?;
+        mapped.check_whole(offset, size)?;
+        // The lock is held, so no mapping goes away meanwhile.
+        inner
+            .range
+            .set_access(api, &mapped, offset, size, descs.as_slice())?;
         let grants: Vec<(usize, AccessFlags)> =
             access.iter().map(|(d, a)| (d.ordinal(), *a)).collect();
-        spans.set_access(offset, size, &grants);
+        mapped.set_access(offset, size, &grants);
         for (device, flags) in access {
             if *flags != AccessFlags::None {
                 inner.uses.add_peer(&inner.device, device);
@@ -286,8 +276,8 @@ impl Reservation {
         check_bounds("access query in reservation", offset, 1, inner.size)?;
         let api = inner.device.cuda().api();
         crate::raw::require!(api, cuMemGetAccess);
-        let spans = inner.spans.read();
-        if !spans.covers(offset, 1) {
+        let mapped = inner.mapped.read();
+        if !mapped.covers(offset, 1) {
             return Err(Error::NotMapped { offset, size: 1 });
         }
         let location = device_location(device);
@@ -305,7 +295,7 @@ impl Reservation {
             && offset
                 .checked_add(size)
                 .is_some_and(|end| end <= self.inner.size)
-            && self.inner.spans.read().covers(offset, size)
+            && self.inner.mapped.read().covers(offset, size)
     }
 
     /// Records that work queued so far on `stream` may use this memory
@@ -316,11 +306,11 @@ impl Reservation {
         self.inner
             .device
             .check_same_driver(stream.device(), "the stream")?;
-        // The spans lock orders this against unmaps in flight.
-        let _spans = self.inner.spans.read();
+        // The mapped-ranges lock orders this against unmaps in flight.
+        let _mapped = self.inner.mapped.read();
         let device = stream.device();
         let _bound = device.bind()?;
-        self.inner.uses.record(device, stream.raw())
+        self.inner.uses.record(device, stream.handle())
     }
 
     /// What unmapping waits for (see [`UnmapWait`]); [`UnmapWait::Devices`] by default.
@@ -350,7 +340,7 @@ impl Reservation {
     /// Unlike unmapping, this waits for the recorded uses under every policy
     /// ([`UnmapWait::Caller`] waives only the wait at unmap).
     pub fn synchronize(&self) -> Result<()> {
-        let _spans = self.inner.spans.write();
+        let _mapped = self.inner.mapped.write();
         self.inner.uses.wait_documented(&self.inner.device)
     }
 
@@ -384,17 +374,20 @@ impl Reservation {
         if mappings.is_empty() {
             return Ok(Vec::new());
         }
-        let mut spans = self.inner.spans.write();
-        if let Err(e) = self.inner.uses.wait(&self.inner.device) {
-            drop(spans);
-            for m in mappings {
-                m.leak();
+        let mut mapped = self.inner.mapped.write();
+        let waited = match self.inner.uses.wait(&self.inner.device) {
+            Ok(waited) => waited,
+            Err(e) => {
+                drop(mapped);
+                for m in mappings {
+                    m.leak();
+                }
+                return Err((e, Vec::new()));
             }
-            return Err((e, Vec::new()));
-        }
+        };
         Ok(mappings
             .into_iter()
-            .map(|m| m.unmap_waited(&mut spans))
+            .map(|m| m.unmap_waited(&mut mapped, &waited))
             .collect())
     }
 
@@ -414,17 +407,12 @@ impl Reservation {
 }
 
 impl ReservationInner {
-    #[allow(unsafe_code)]
     fn free_range(&mut self) -> Result<()> {
-        if self.freed {
-            return Ok(());
-        }
-        self.freed = true;
         // No current context needed: the driver answers VMM calls without one
-        // (recorded on H200, driver 580: conformance `no_context_*`).
-        // SAFETY: we reserved exactly this range, free it once, and no mapping
-        // into it is alive (every Mapping holds a clone of the reservation).
-        unsafe { raw::mem_address_free(self.device.cuda().api(), self.ptr, self.size) }
+        // (recorded on H200, driver 580: conformance `no_context_*`). No mapping into
+        // the range is alive (every Mapping holds a clone of the reservation).
+        let api = self.device.cuda().api();
+        self.range.free(api, self.mapped.get_mut())
     }
 }
 

@@ -28,15 +28,13 @@
 
 use std::collections::VecDeque;
 
-use cuda_vmm_sys::{
-    CUcontext, CUevent, CUevent_flags, CUresult, CUstream, CU_MEMHOSTALLOC_PORTABLE,
-};
+use cuda_vmm_sys::{CUevent_flags, CUresult, CU_MEMHOSTALLOC_PORTABLE};
 use parking_lot::Mutex;
 
 use crate::context::bind;
 use crate::device::Device;
 use crate::error::{check, Error, Result};
-use crate::raw::{self, bare, Api, HostMemory};
+use crate::raw::{Api, EventHandle, HostMemory, RetainedContext, StreamHandle};
 
 /// Bytes per staging buffer (the chunk size of large copies).
 pub const STAGE_BYTES: usize = 4 << 20;
@@ -50,8 +48,8 @@ pub const QUARANTINE_BYTES: usize = 64 << 20;
 /// One staging buffer and the event recorded after its last copy.
 pub(crate) struct HostBuffer {
     memory: HostMemory,
-    /// Created on first use in the device's context; null until then.
-    event: CUevent,
+    /// Created on first use in the device's context; `None` until then.
+    event: Option<EventHandle>,
 }
 
 // SAFETY: the buffer is plain host memory owned by this value, and the event an opaque
@@ -72,56 +70,48 @@ impl HostBuffer {
     }
 
     /// Records the buffer's event at the end of `stream` (the device's context is bound).
-    #[allow(unsafe_code)]
-    pub(crate) fn record(&mut self, device: &Device, stream: CUstream) -> Result<()> {
+    pub(crate) fn record(&mut self, device: &Device, stream: &StreamHandle) -> Result<()> {
         let api = device.cuda().api();
-        if self.event.is_null() {
+        let event = match &mut self.event {
+            Some(event) => event,
             // The caller bound the context.
-            self.event = raw::event_create(api, CUevent_flags::CU_EVENT_DISABLE_TIMING.0)?;
-        }
-        // SAFETY: the event is live and `stream` a live stream of the bound context.
-        unsafe { raw::event_record(api, self.event, stream) }
+            None => self.event.insert(EventHandle::create_in_current(
+                api,
+                CUevent_flags::CU_EVENT_DISABLE_TIMING.0,
+            )?),
+        };
+        event.record(api, stream)
     }
 
     /// Waits until the buffer's last copy finished (`cuEventSynchronize`).
-    #[allow(unsafe_code)]
     pub(crate) fn wait(&self, device: &Device) -> Result<()> {
-        if self.event.is_null() {
-            return Ok(());
+        match &self.event {
+            None => Ok(()),
+            Some(event) => event.synchronize(device.cuda().api()),
         }
-        // SAFETY: the event is live.
-        unsafe { raw::event_synchronize(device.cuda().api(), self.event) }
     }
 
     /// Whether the buffer's last copy finished (`cuEventQuery`); errors count as not.
-    #[allow(unsafe_code)]
     fn is_idle(&self, api: Api) -> bool {
-        if self.event.is_null() {
-            return true;
+        match &self.event {
+            None => true,
+            Some(event) => event.query_bare(api) == Ok(CUresult::CUDA_SUCCESS),
         }
-        // SAFETY: the event is live.
-        let rc = unsafe { bare::event_query(api, self.event) };
-        rc == Ok(CUresult::CUDA_SUCCESS)
     }
 
     /// Whether the buffer's last copy finished, waiting for it (`cuEventSynchronize`);
     /// errors count as not.
-    #[allow(unsafe_code)]
     fn wait_idle(&self, api: Api) -> bool {
-        if self.event.is_null() {
-            return true;
+        match &self.event {
+            None => true,
+            Some(event) => event.synchronize_bare(api) == Ok(CUresult::CUDA_SUCCESS),
         }
-        // SAFETY: the event is live.
-        let rc = unsafe { bare::event_synchronize(api, self.event) };
-        rc == Ok(CUresult::CUDA_SUCCESS)
     }
 
     /// Frees the buffer and its event (the context is bound, the buffer idle).
-    #[allow(unsafe_code)]
     fn free(self, api: Api) {
-        if !self.event.is_null() {
-            // SAFETY: we created this event and destroy it once.
-            if let Ok(rc) = unsafe { bare::event_destroy(api, self.event) } {
+        if let Some(event) = self.event {
+            if let Ok(rc) = event.destroy_bare(api) {
                 if let Err(e) = check("cuEventDestroy_v2", rc) {
                     tracing::error!("destroying a staging event: {e}");
                 }
@@ -229,7 +219,7 @@ impl Staging {
         // The caller bound the context.
         HostBuffer {
             memory: HostMemory::new(device.cuda().api(), STAGE_BYTES, CU_MEMHOSTALLOC_PORTABLE),
-            event: std::ptr::null_mut(),
+            event: None,
         }
     }
 
@@ -282,7 +272,7 @@ impl Staging {
 
     /// Frees every buffer (the device's context is being released): idle ones at once,
     /// ones in flight after their copy (quarantined if that wait fails).
-    pub(crate) fn release(&mut self, api: Api, ctx: CUcontext) {
+    pub(crate) fn release(&mut self, api: Api, ctx: &RetainedContext) {
         let mut state = std::mem::take(self.state.get_mut());
         state.in_flight.extend(state.suspended.drain(..));
         if state.free.is_empty() && state.in_flight.is_empty() {

@@ -14,16 +14,13 @@ use cuda_vmm_sys::{CUevent, CUevent_flags, CUstream, CUstream_flags};
 
 use crate::device::Device;
 use crate::error::Result;
-use crate::raw;
+use crate::raw::{EventHandle, StreamHandle};
 
 /// Waits for all work queued on `stream` so far (`cuStreamSynchronize`).
-#[allow(unsafe_code)]
-pub(crate) fn synchronize_raw(device: &Device, stream: CUstream) -> Result<()> {
+pub(crate) fn synchronize_raw(device: &Device, stream: &StreamHandle) -> Result<()> {
     crate::raw::require!(device.cuda().api(), cuStreamSynchronize);
     let bound = device.bind()?;
-    // SAFETY: `stream` is a live stream of `device`'s primary context (or null,
-    // the legacy stream).
-    bound.finish(unsafe { raw::stream_synchronize(device.cuda().api(), stream) })
+    bound.finish(stream.synchronize(device.cuda().api()))
 }
 
 /// A stream of work on a device (`cuStreamCreate`), destroyed on drop.
@@ -33,24 +30,15 @@ pub(crate) fn synchronize_raw(device: &Device, stream: CUstream) -> Result<()> {
 /// it to completion first. `Send + Sync`.
 pub struct Stream {
     device: Device,
-    raw: CUstream,
-    owned: bool,
+    handle: StreamHandle,
 }
-
-// SAFETY: a CUstream is an opaque driver handle, and the driver API lets any
-// thread queue work on, query or synchronise any stream of a context.
-#[allow(unsafe_code)]
-unsafe impl Send for Stream {}
-// SAFETY: as above; every method takes `&self` and only passes the handle on.
-#[allow(unsafe_code)]
-unsafe impl Sync for Stream {}
 
 impl fmt::Debug for Stream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Stream")
-            .field("raw", &self.raw)
+            .field("raw", &self.handle.raw())
             .field("device", &self.device.ordinal())
-            .field("owned", &self.owned)
+            .field("owned", &self.handle.is_owned())
             .finish()
     }
 }
@@ -69,17 +57,16 @@ impl Stream {
     }
 
     fn create(device: &Device, non_blocking: bool) -> Result<Stream> {
-        let _bound = device.bind()?;
+        let bound = device.bind()?;
         let flags = if non_blocking {
             CUstream_flags::CU_STREAM_NON_BLOCKING
         } else {
             CUstream_flags::CU_STREAM_DEFAULT
         };
-        let raw = raw::stream_create(device.cuda().api(), flags.0)?;
+        let handle = StreamHandle::create(device.cuda().api(), &bound, flags.0)?;
         Ok(Stream {
             device: device.clone(),
-            raw,
-            owned: true,
+            handle,
         })
     }
 
@@ -87,8 +74,7 @@ impl Stream {
     pub fn legacy(device: &Device) -> Stream {
         Stream {
             device: device.clone(),
-            raw: std::ptr::null_mut(),
-            owned: false,
+            handle: StreamHandle::legacy(),
         }
     }
 
@@ -98,8 +84,7 @@ impl Stream {
     pub fn per_thread(device: &Device) -> Stream {
         Stream {
             device: device.clone(),
-            raw: 0x2 as CUstream,
-            owned: false,
+            handle: StreamHandle::per_thread(),
         }
     }
 
@@ -112,15 +97,21 @@ impl Stream {
     pub unsafe fn from_raw(device: &Device, raw: CUstream) -> Stream {
         Stream {
             device: device.clone(),
-            raw,
-            owned: false,
+            // SAFETY: forwarded from this function's contract.
+            handle: unsafe { StreamHandle::borrowed(raw) },
         }
     }
 
     /// The raw handle, for launching work through the driver API or cudarc.
     #[inline]
     pub fn raw(&self) -> CUstream {
-        self.raw
+        self.handle.raw()
+    }
+
+    /// The typed handle, for the crate's stream-ordered calls.
+    #[inline]
+    pub(crate) fn handle(&self) -> &StreamHandle {
+        &self.handle
     }
 
     /// The device whose primary context the stream belongs to.
@@ -131,27 +122,23 @@ impl Stream {
 
     /// Blocks until every piece of work queued so far has finished (`cuStreamSynchronize`).
     pub fn synchronize(&self) -> Result<()> {
-        synchronize_raw(&self.device, self.raw)
+        synchronize_raw(&self.device, &self.handle)
     }
 
     /// Whether every piece of work queued so far has finished (`cuStreamQuery`).
-    #[allow(unsafe_code)]
     pub fn is_idle(&self) -> Result<bool> {
         crate::raw::require!(self.device.cuda().api(), cuStreamQuery);
         let bound = self.device.bind()?;
-        // SAFETY: `self.raw` is a live stream of the bound context.
-        bound.finish(unsafe { raw::stream_query(self.device.cuda().api(), self.raw) })
+        bound.finish(self.handle.query(self.device.cuda().api()))
     }
 
     /// Makes later work on this stream wait for `event` (`cuStreamWaitEvent`);
     /// the host does not block.
-    #[allow(unsafe_code)]
     pub fn wait(&self, event: &Event) -> Result<()> {
         crate::raw::require!(self.device.cuda().api(), cuStreamWaitEvent);
         let bound = self.device.bind()?;
         let api = self.device.cuda().api();
-        // SAFETY: both handles are live; flags must be 0.
-        bound.finish(unsafe { raw::stream_wait_event(api, self.raw, event.raw, 0) })
+        bound.finish(self.handle.wait(api, event.handle()))
     }
 
     /// A new event recorded at the current end of this stream.
@@ -163,18 +150,19 @@ impl Stream {
 }
 
 impl Drop for Stream {
-    #[allow(unsafe_code)]
     fn drop(&mut self) {
-        if !self.owned {
+        if !self.handle.is_owned() {
             return;
         }
-        let result = self.device.bind().and_then(|_bound| {
-            // SAFETY: we created this stream and destroy it once; the driver
-            // finishes queued work before freeing it.
-            unsafe { raw::stream_destroy(self.device.cuda().api(), self.raw) }
-        });
+        let raw = self.handle.raw();
+        let api = self.device.cuda().api();
+        let handle = &mut self.handle;
+        let result = self
+            .device
+            .bind()
+            .and_then(|bound| handle.destroy(api, &bound));
         if let Err(e) = result {
-            tracing::error!("destroying stream {:?}: {e}", self.raw);
+            tracing::error!("destroying stream {raw:?}: {e}");
         }
     }
 }
@@ -184,21 +172,14 @@ impl Drop for Stream {
 /// `Send + Sync`.
 pub struct Event {
     device: Device,
-    raw: CUevent,
+    /// `Some` until the event is dropped.
+    handle: Option<EventHandle>,
 }
-
-// SAFETY: a CUevent is an opaque driver handle; the driver API lets any thread
-// record, query, wait on or synchronise any event.
-#[allow(unsafe_code)]
-unsafe impl Send for Event {}
-// SAFETY: as above; every method takes `&self` and only passes the handle on.
-#[allow(unsafe_code)]
-unsafe impl Sync for Event {}
 
 impl fmt::Debug for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Event")
-            .field("raw", &self.raw)
+            .field("raw", &self.raw())
             .field("device", &self.device.ordinal())
             .finish()
     }
@@ -208,21 +189,29 @@ impl Event {
     /// A new, unrecorded event on `device` (an unrecorded event counts as complete).
     pub fn new(device: &Device) -> Result<Event> {
         crate::raw::require!(device.cuda().api(), cuEventCreate);
-        let _bound = device.bind()?;
-        let raw = raw::event_create(
+        let bound = device.bind()?;
+        let handle = EventHandle::create(
             device.cuda().api(),
+            &bound,
             CUevent_flags::CU_EVENT_DISABLE_TIMING.0,
         )?;
         Ok(Event {
             device: device.clone(),
-            raw,
+            handle: Some(handle),
         })
+    }
+
+    /// The typed handle (present until drop).
+    #[inline]
+    pub(crate) fn handle(&self) -> &EventHandle {
+        self.handle
+            .as_ref()
+            .expect("an event's handle lives until its drop")
     }
 
     /// Records the event at the current end of `stream` (`cuEventRecord`),
     /// replacing any earlier record.
     /// The stream must belong to the event's device.
-    #[allow(unsafe_code)]
     pub fn record(&self, stream: &Stream) -> Result<()> {
         if !stream.device.same_as(&self.device) {
             return Err(crate::Error::invalid(format!(
@@ -233,41 +222,37 @@ impl Event {
         }
         crate::raw::require!(self.device.cuda().api(), cuEventRecord);
         let bound = stream.device.bind()?;
-        // SAFETY: both handles are live.
-        bound.finish(unsafe { raw::event_record(self.device.cuda().api(), self.raw, stream.raw) })
+        bound.finish(
+            self.handle()
+                .record(self.device.cuda().api(), &stream.handle),
+        )
     }
 
-    /// Records the event on a raw stream of this event's device.
-    #[allow(unsafe_code)]
-    pub(crate) fn record_raw(&self, stream: CUstream) -> Result<()> {
+    /// Records the event on a stream of this event's device.
+    pub(crate) fn record_raw(&self, stream: &StreamHandle) -> Result<()> {
         crate::raw::require!(self.device.cuda().api(), cuEventRecord);
         let bound = self.device.bind()?;
-        // SAFETY: the event is live and the caller passes a live stream of the device.
-        bound.finish(unsafe { raw::event_record(self.device.cuda().api(), self.raw, stream) })
+        bound.finish(self.handle().record(self.device.cuda().api(), stream))
     }
 
     /// Blocks until the work before the event's record has finished (`cuEventSynchronize`).
-    #[allow(unsafe_code)]
     pub fn synchronize(&self) -> Result<()> {
         crate::raw::require!(self.device.cuda().api(), cuEventSynchronize);
         let bound = self.device.bind()?;
-        // SAFETY: the event is live.
-        bound.finish(unsafe { raw::event_synchronize(self.device.cuda().api(), self.raw) })
+        bound.finish(self.handle().synchronize(self.device.cuda().api()))
     }
 
     /// Whether the work before the event's record has finished (`cuEventQuery`).
-    #[allow(unsafe_code)]
     pub fn is_complete(&self) -> Result<bool> {
         crate::raw::require!(self.device.cuda().api(), cuEventQuery);
         let bound = self.device.bind()?;
-        // SAFETY: the event is live.
-        bound.finish(unsafe { raw::event_query(self.device.cuda().api(), self.raw) })
+        bound.finish(self.handle().query(self.device.cuda().api()))
     }
 
     /// The raw handle.
     #[inline]
     pub fn raw(&self) -> CUevent {
-        self.raw
+        self.handle().raw()
     }
 
     /// The device the event belongs to.
@@ -278,14 +263,15 @@ impl Event {
 }
 
 impl Drop for Event {
-    #[allow(unsafe_code)]
     fn drop(&mut self) {
-        let result = self.device.bind().and_then(|_bound| {
-            // SAFETY: we created this event and destroy it once.
-            unsafe { raw::event_destroy(self.device.cuda().api(), self.raw) }
-        });
+        let Some(handle) = self.handle.take() else {
+            return;
+        };
+        let raw = handle.raw();
+        let api = self.device.cuda().api();
+        let result = self.device.bind().and_then(|_bound| handle.destroy(api));
         if let Err(e) = result {
-            tracing::error!("destroying event {:?}: {e}", self.raw);
+            tracing::error!("destroying event {raw:?}: {e}");
         }
     }
 }

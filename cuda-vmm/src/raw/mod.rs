@@ -46,15 +46,23 @@ use crate::error::{check, Error, Result};
 use crate::version::DriverVersion;
 
 pub mod bare;
+mod bound;
 mod context;
+mod handles;
 mod host;
 mod memory;
 mod stream;
+mod vmm;
 
+pub(crate) use bound::{bind, Bound, RetainedContext};
 pub use context::*;
+#[cfg(feature = "cudarc")]
+pub(crate) use handles::with_cudarc_stream;
+pub(crate) use handles::{EventHandle, StreamHandle};
 pub(crate) use host::HostMemory;
 pub use memory::*;
 pub use stream::*;
+pub(crate) use vmm::{AllocationHandle, ContextIdle, DeviceMemory, ReservedRange, Waited};
 
 /// Fails with [`Error::MissingEntryPoint`] (returning from the caller) unless the table
 /// of `$api` resolves `$symbol`: for callers that looked the entry point up before other

@@ -52,18 +52,18 @@ impl DeviceAccess {
 
 /// One live mapping: its size and the access every device has to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Span {
+pub(crate) struct MappedRange {
     pub(crate) size: usize,
     pub(crate) access: DeviceAccess,
 }
 
 /// Disjoint intervals `[offset, offset + size)`, keyed by offset.
 #[derive(Debug, Default)]
-pub(crate) struct Spans {
-    map: BTreeMap<usize, Span>,
+pub(crate) struct MappedRanges {
+    map: BTreeMap<usize, MappedRange>,
 }
 
-impl Spans {
+impl MappedRanges {
     /// The lowest live interval overlapping `[offset, offset + size)`, as `(offset, size)`.
     #[inline]
     pub(crate) fn overlapping(&self, offset: usize, size: usize) -> Option<(usize, usize)> {
@@ -84,7 +84,7 @@ impl Spans {
     pub(crate) fn insert(&mut self, offset: usize, size: usize) {
         self.map.insert(
             offset,
-            Span {
+            MappedRange {
                 size,
                 access: DeviceAccess::default(),
             },
@@ -93,8 +93,13 @@ impl Spans {
 
     /// Forgets the interval starting at `offset`.
     #[inline]
-    pub(crate) fn remove(&mut self, offset: usize) -> Option<Span> {
+    pub(crate) fn remove(&mut self, offset: usize) -> Option<MappedRange> {
         self.map.remove(&offset)
+    }
+
+    /// Whether exactly `[offset, offset + size)` is one live interval.
+    pub(crate) fn is_mapping(&self, offset: usize, size: usize) -> bool {
+        self.map.get(&offset).is_some_and(|r| r.size == size)
     }
 
     /// Number of live intervals.
@@ -103,8 +108,13 @@ impl Spans {
     }
 
     /// Walks the intervals covering `[offset, offset + size)`; `None` if a gap exists.
-    /// Calls `f(span_offset, span)` for each.
-    fn walk(&self, offset: usize, size: usize, mut f: impl FnMut(usize, &Span)) -> Option<()> {
+    /// Calls `f(range_offset, range)` for each.
+    fn walk(
+        &self,
+        offset: usize,
+        size: usize,
+        mut f: impl FnMut(usize, &MappedRange),
+    ) -> Option<()> {
         let end = offset + size;
         let (&first, _) = self.map.range(..=offset).next_back()?;
         let mut pos = first;
@@ -208,7 +218,7 @@ mod tests {
 
     #[test]
     fn overlap_and_cover() {
-        let mut s = Spans::default();
+        let mut s = MappedRanges::default();
         s.insert(0, 10);
         s.insert(10, 10);
         s.insert(30, 10);

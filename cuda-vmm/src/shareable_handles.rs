@@ -12,7 +12,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 use cuda_vmm_sys::{CUmemAllocationHandleType, CUmemFabricHandle};
 
-use crate::allocation::{query_props, Allocation};
+use crate::allocation::Allocation;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::props::{AllocationProps, HandleTypes, Location};
@@ -185,6 +185,8 @@ impl Allocation {
         let handle = unsafe {
             raw::mem_import_from_shareable_handle(device.cuda().api(), os_handle, kind, size)
         }?;
+        // SAFETY: the import returned a new reference, which this process owns.
+        let handle = unsafe { raw::AllocationHandle::adopt(handle) };
         // From here the handle is owned: wrap it first so that errors release it.
         let allocation = Allocation::from_parts(
             device.clone(),
@@ -193,7 +195,7 @@ impl Allocation {
             1,
             crate::props::AllocationProps::device(device),
         );
-        let props = query_props(device, handle)?;
+        let props = allocation.properties()?;
         let granularity = device.min_granularity(&props)?;
         check_multiple("imported size", size as u64, granularity)?;
         Ok(allocation.with_props(props, granularity))

@@ -1,15 +1,15 @@
 //! Copies and fills on a reservation's mapped memory: the checked front of
-//! `copy.rs` (bounds, mappings and access are checked under the spans lock,
+//! `copy_engine.rs` (bounds, mappings and access are checked under the mapped-ranges lock,
 //! which is held across the driver call so no unmap races the copy).
 
 use std::sync::Arc;
 
 use crate::access::AccessFlags;
-use crate::copy;
+use crate::copy_engine;
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::mapped::MappedRanges;
 use crate::reservation::Reservation;
-use crate::spans::Spans;
 use crate::stream::Stream;
 use crate::validate::check_bounds;
 
@@ -21,10 +21,10 @@ impl Reservation {
     /// [`crate::staging::STAGE_BYTES`]; if the call fails after a driver call, each byte of
     /// the range holds either its old value or its new one (chunks may have landed).
     pub fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
-        let spans = self.inner.spans.read();
-        self.check_access(&spans, offset, data.len(), AccessFlags::ReadWrite)?;
+        let mapped = self.inner.mapped.read();
+        self.check_access(&mapped, offset, data.len(), AccessFlags::ReadWrite)?;
         let inner = &*self.inner;
-        copy::htod(
+        copy_engine::htod(
             &inner.device,
             &[&inner.uses],
             inner.ptr + offset as u64,
@@ -35,10 +35,10 @@ impl Reservation {
     /// Copies from `offset` into `out` (`cuMemcpyDtoH`); the range must be
     /// mapped and readable for the reservation's device.
     pub fn read(&self, offset: usize, out: &mut [u8]) -> Result<()> {
-        let spans = self.inner.spans.read();
-        self.check_access(&spans, offset, out.len(), AccessFlags::Read)?;
+        let mapped = self.inner.mapped.read();
+        self.check_access(&mapped, offset, out.len(), AccessFlags::Read)?;
         let inner = &*self.inner;
-        copy::dtoh(
+        copy_engine::dtoh(
             &inner.device,
             &[&inner.uses],
             out,
@@ -49,11 +49,11 @@ impl Reservation {
     /// Copies `len` bytes from offset `src` to offset `dst` (`cuMemcpyDtoD`,
     /// waits for completion). Ranges may not overlap.
     pub fn copy_within(&self, src: usize, dst: usize, len: usize) -> Result<()> {
-        let spans = self.inner.spans.read();
-        self.check_copy_within(&spans, src, dst, len)?;
+        let mapped = self.inner.mapped.read();
+        self.check_copy_within(&mapped, src, dst, len)?;
         let inner = &*self.inner;
         let base = inner.ptr;
-        copy::dtod_sync(
+        copy_engine::dtod_sync(
             &inner.device,
             &[&inner.uses],
             base + dst as u64,
@@ -64,10 +64,10 @@ impl Reservation {
 
     /// Sets `len` bytes at `offset` to `byte` (`cuMemsetD8`, waits for completion).
     pub fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<()> {
-        let spans = self.inner.spans.read();
-        self.check_access(&spans, offset, len, AccessFlags::ReadWrite)?;
+        let mapped = self.inner.mapped.read();
+        self.check_access(&mapped, offset, len, AccessFlags::ReadWrite)?;
         let inner = &*self.inner;
-        copy::fill_sync(
+        copy_engine::fill_sync(
             &inner.device,
             &[&inner.uses],
             inner.ptr + offset as u64,
@@ -84,10 +84,10 @@ impl Reservation {
     /// is: the caller may rewrite or free it at once.
     pub fn write_async(&self, stream: &Stream, offset: usize, data: &[u8]) -> Result<()> {
         self.check_stream(stream)?;
-        let spans = self.inner.spans.read();
-        self.check_access(&spans, offset, data.len(), AccessFlags::ReadWrite)?;
+        let mapped = self.inner.mapped.read();
+        self.check_access(&mapped, offset, data.len(), AccessFlags::ReadWrite)?;
         let inner = &*self.inner;
-        copy::htod_async(stream, &inner.uses, inner.ptr + offset as u64, data)
+        copy_engine::htod_async(stream, &inner.uses, inner.ptr + offset as u64, data)
     }
 
     /// Queues a copy from `offset` into host memory on `stream` (`cuMemcpyDtoHAsync`)
@@ -105,18 +105,18 @@ impl Reservation {
         len: usize,
     ) -> Result<()> {
         self.check_stream(stream)?;
-        let spans = self.inner.spans.read();
-        self.check_access(&spans, offset, len, AccessFlags::Read)?;
+        let mapped = self.inner.mapped.read();
+        self.check_access(&mapped, offset, len, AccessFlags::Read)?;
         if len == 0 {
             return Ok(());
         }
         let inner = &*self.inner;
         let (api, src) = (stream.device().cuda().api(), inner.ptr + offset as u64);
-        copy::on_stream(stream, &inner.uses, &|s| {
+        copy_engine::on_stream(stream, &inner.uses, &|s| {
             // SAFETY: `out` is forwarded from this function's contract; the device
-            // range was checked above (under the spans lock) and `s` is the caller's
+            // range was checked above (under the mapped-ranges lock) and `s` is the caller's
             // live stream, bound.
-            unsafe { crate::raw::memcpy_dtoh_async(api, out.cast(), src, len, s) }
+            unsafe { crate::raw::memcpy_dtoh_async(api, out.cast(), src, len, s.raw()) }
         })
     }
 
@@ -130,11 +130,11 @@ impl Reservation {
         len: usize,
     ) -> Result<()> {
         self.check_stream(stream)?;
-        let spans = self.inner.spans.read();
-        self.check_copy_within(&spans, src, dst, len)?;
+        let mapped = self.inner.mapped.read();
+        self.check_copy_within(&mapped, src, dst, len)?;
         let inner = &*self.inner;
         let base = inner.ptr;
-        copy::dtod_async(
+        copy_engine::dtod_async(
             stream,
             &inner.uses,
             base + dst as u64,
@@ -147,10 +147,10 @@ impl Reservation {
     /// (`cuMemsetD8Async`) and records the use.
     pub fn fill_async(&self, stream: &Stream, offset: usize, len: usize, byte: u8) -> Result<()> {
         self.check_stream(stream)?;
-        let spans = self.inner.spans.read();
-        self.check_access(&spans, offset, len, AccessFlags::ReadWrite)?;
+        let mapped = self.inner.mapped.read();
+        self.check_access(&mapped, offset, len, AccessFlags::ReadWrite)?;
         let inner = &*self.inner;
-        copy::fill_async(stream, &inner.uses, inner.ptr + offset as u64, byte, len)
+        copy_engine::fill_async(stream, &inner.uses, inner.ptr + offset as u64, byte, len)
     }
 
     /// Copies `len` bytes from `offset` here to `dst_offset` in `dst`
@@ -179,11 +179,11 @@ impl Reservation {
         self.inner.device.check_same_driver(device, "the device")?;
         let (src_base, dst_base) = (self.inner.ptr, dst.inner.ptr);
         if Arc::ptr_eq(&self.inner, &dst.inner) {
-            let spans = self.inner.spans.read();
-            self.check_access_by(&spans, offset, len, AccessFlags::Read, device)?;
-            self.check_access_by(&spans, dst_offset, len, AccessFlags::ReadWrite, device)?;
+            let mapped = self.inner.mapped.read();
+            self.check_access_by(&mapped, offset, len, AccessFlags::Read, device)?;
+            self.check_access_by(&mapped, dst_offset, len, AccessFlags::ReadWrite, device)?;
             check_disjoint(offset, dst_offset, len)?;
-            return copy::dtod_sync(
+            return copy_engine::dtod_sync(
                 device,
                 &[&self.inner.uses],
                 dst_base + dst_offset as u64,
@@ -198,8 +198,8 @@ impl Reservation {
         } else {
             (dst, self)
         };
-        let first_spans = first.inner.spans.read();
-        let second_spans = second.inner.spans.read();
+        let first_spans = first.inner.mapped.read();
+        let second_spans = second.inner.mapped.read();
         let (src_spans, dst_spans) = if src_base < dst_base {
             (&first_spans, &second_spans)
         } else {
@@ -207,7 +207,7 @@ impl Reservation {
         };
         self.check_access_by(src_spans, offset, len, AccessFlags::Read, device)?;
         dst.check_access_by(dst_spans, dst_offset, len, AccessFlags::ReadWrite, device)?;
-        copy::dtod_sync(
+        copy_engine::dtod_sync(
             device,
             &[&self.inner.uses, &dst.inner.uses],
             dst_base + dst_offset as u64,
@@ -224,8 +224,8 @@ impl Reservation {
         len: usize,
         required: AccessFlags,
     ) -> Result<()> {
-        let spans = self.inner.spans.read();
-        self.check_access(&spans, offset, len, required)
+        let mapped = self.inner.mapped.read();
+        self.check_access(&mapped, offset, len, required)
     }
 
     fn check_stream(&self, stream: &Stream) -> Result<()> {
@@ -240,9 +240,15 @@ impl Reservation {
         }
     }
 
-    fn check_copy_within(&self, spans: &Spans, src: usize, dst: usize, len: usize) -> Result<()> {
-        self.check_access(spans, src, len, AccessFlags::Read)?;
-        self.check_access(spans, dst, len, AccessFlags::ReadWrite)?;
+    fn check_copy_within(
+        &self,
+        mapped: &MappedRanges,
+        src: usize,
+        dst: usize,
+        len: usize,
+    ) -> Result<()> {
+        self.check_access(mapped, src, len, AccessFlags::Read)?;
+        self.check_access(mapped, dst, len, AccessFlags::ReadWrite)?;
         check_disjoint(src, dst, len)
     }
 
@@ -250,19 +256,19 @@ impl Reservation {
     /// `required` access for the reservation's device.
     fn check_access(
         &self,
-        spans: &Spans,
+        mapped: &MappedRanges,
         offset: usize,
         len: usize,
         required: AccessFlags,
     ) -> Result<()> {
-        self.check_access_by(spans, offset, len, required, &self.inner.device)
+        self.check_access_by(mapped, offset, len, required, &self.inner.device)
     }
 
     /// Checks that `[offset, offset + len)` is in bounds, mapped and has
     /// `required` access for `device`.
     fn check_access_by(
         &self,
-        spans: &Spans,
+        mapped: &MappedRanges,
         offset: usize,
         len: usize,
         required: AccessFlags,
@@ -272,7 +278,7 @@ impl Reservation {
         if len == 0 {
             return Ok(());
         }
-        match spans.min_access(offset, len, device.ordinal()) {
+        match mapped.min_access(offset, len, device.ordinal()) {
             None => Err(Error::NotMapped { offset, size: len }),
             Some(a) if a < required => Err(Error::AccessDenied {
                 offset,

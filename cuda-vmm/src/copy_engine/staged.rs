@@ -1,12 +1,10 @@
 //! Host copies through the device's staging buffers (see `staging.rs`): the caller's
 //! memory is read before the copy is queued and written only after it completed.
 
-use cuda_vmm_sys::CUstream;
-
 use crate::device::Device;
 use crate::error::Result;
 use crate::ordering::UseTracker;
-use crate::raw;
+use crate::raw::{self, StreamHandle};
 use crate::staging::{HostBuffer, STAGE_BYTES};
 use crate::stream::synchronize_raw;
 
@@ -57,7 +55,7 @@ impl<'d> Pair<'d> {
     fn queue(
         &mut self,
         slot: usize,
-        stream: CUstream,
+        stream: &StreamHandle,
         queue: impl FnOnce(&HostBuffer) -> Result<()>,
     ) -> Result<()> {
         let device = self.device;
@@ -100,7 +98,7 @@ impl<'d> Pair<'d> {
 #[allow(unsafe_code)]
 fn queue_htod(
     device: &Device,
-    stream: CUstream,
+    stream: &StreamHandle,
     dst: u64,
     src: &HostBuffer,
     len: usize,
@@ -108,27 +106,27 @@ fn queue_htod(
     let api = device.cuda().api();
     // SAFETY: the staging buffer holds `len <= STAGE_BYTES` bytes and is kept (or
     // quarantined) until the copy completed; the caller checked the device range.
-    unsafe { raw::memcpy_htod_async(api, dst, src.ptr().cast(), len, stream) }
+    unsafe { raw::memcpy_htod_async(api, dst, src.ptr().cast(), len, stream.raw()) }
 }
 
 #[allow(unsafe_code)]
 fn queue_dtoh(
     device: &Device,
-    stream: CUstream,
+    stream: &StreamHandle,
     dst: &HostBuffer,
     src: u64,
     len: usize,
 ) -> Result<()> {
     let api = device.cuda().api();
     // SAFETY: as in `queue_htod`, with the staging buffer written instead of read.
-    unsafe { raw::memcpy_dtoh_async(api, dst.ptr().cast(), src, len, stream) }
+    unsafe { raw::memcpy_dtoh_async(api, dst.ptr().cast(), src, len, stream.raw()) }
 }
 
 /// Synchronous host-to-device copy on `stream` (the private one; context bound).
 pub(super) fn htod_sync(
     device: &Device,
     uses: &[&UseTracker],
-    stream: CUstream,
+    stream: &StreamHandle,
     dst: u64,
     data: &[u8],
 ) -> Result<()> {
@@ -161,7 +159,7 @@ pub(super) fn htod_sync(
 /// leaves nothing in flight (its caller may unmap at once: a growable buffer rolls back
 /// the chunks it committed for the copy, under `UnmapWait::Caller` too). Only when that
 /// wait fails too is the copy recorded as a use and its buffers set aside.
-fn settle(device: &Device, uses: &[&UseTracker], stream: CUstream, pair: &mut Pair<'_>) {
+fn settle(device: &Device, uses: &[&UseTracker], stream: &StreamHandle, pair: &mut Pair<'_>) {
     match synchronize_raw(device, stream) {
         Ok(()) => pair.all_idle(),
         Err(e) => {
@@ -175,7 +173,7 @@ fn settle(device: &Device, uses: &[&UseTracker], stream: CUstream, pair: &mut Pa
 pub(super) fn dtoh_sync(
     device: &Device,
     uses: &[&UseTracker],
-    stream: CUstream,
+    stream: &StreamHandle,
     out: &mut [u8],
     src: u64,
 ) -> Result<()> {
@@ -215,7 +213,12 @@ pub(super) fn dtoh_sync(
 
 /// Queues a host-to-device copy of `data` on `stream` through staging buffers that are
 /// reused once the stream is past them (context bound by the caller).
-pub(super) fn htod_async(device: &Device, stream: CUstream, dst: u64, data: &[u8]) -> Result<()> {
+pub(super) fn htod_async(
+    device: &Device,
+    stream: &StreamHandle,
+    dst: u64,
+    data: &[u8],
+) -> Result<()> {
     let staging = device.staging();
     for (i, chunk) in data.chunks(STAGE_BYTES).enumerate() {
         let mut buffer = staging.take(device)?;

@@ -7,19 +7,16 @@
 //! neither waited for nor blamed for. The async ones queue on a caller's
 //! stream and record the use, so unmapping waits for them.
 
-use cuda_vmm_sys::CUstream;
-
 use crate::device::Device;
 use crate::error::Result;
 use crate::ordering::UseTracker;
-use crate::raw;
+use crate::raw::{self, StreamHandle};
 use crate::stream::{synchronize_raw, Stream};
 
-#[path = "copy_staged.rs"]
 mod staged;
 
 /// One queued operation: `(stream, bound context)` are given, the closure calls the driver.
-type Queue<'a> = &'a dyn Fn(CUstream) -> Result<()>;
+type Queue<'a> = &'a dyn Fn(&StreamHandle) -> Result<()>;
 
 /// Runs `op` on the private stream after the recorded uses and waits for it.
 ///
@@ -49,7 +46,7 @@ fn on_private_stream(device: &Device, uses: &[&UseTracker], op: Queue<'_>) -> Re
 
 /// After a failed wait, the copy may still be queued on `stream`: record it as a use of
 /// the memory, so unmapping waits for it whatever the policy.
-fn record_unfinished(device: &Device, uses: &[&UseTracker], stream: CUstream) {
+fn record_unfinished(device: &Device, uses: &[&UseTracker], stream: &StreamHandle) {
     for tracker in uses {
         if let Err(e) = tracker.record(device, stream) {
             tracing::error!("recording an unfinished copy as a use: {e}");
@@ -70,14 +67,14 @@ pub(crate) fn on_stream(stream: &Stream, uses: &UseTracker, op: Queue<'_>) -> Re
     let device = stream.device();
     let bound = device.bind()?;
     let result = (|| {
-        uses.order_after_uses(device, stream.raw())?;
-        let queued = op(stream.raw());
-        let recorded = uses.record(device, stream.raw());
+        uses.order_after_uses(device, stream.handle())?;
+        let queued = op(stream.handle());
+        let recorded = uses.record(device, stream.handle());
         if queued.is_err() || recorded.is_err() {
             // Part of a failed operation may be queued, or the operation is queued but not
             // recorded, so nothing would order a later copy, fill or unmap after it: wait
             // for it here, before reporting the error.
-            if let Err(e) = synchronize_raw(device, stream.raw()) {
+            if let Err(e) = synchronize_raw(device, stream.handle()) {
                 tracing::error!("waiting for a failed or unrecorded operation: {e}");
             }
         }
@@ -92,11 +89,11 @@ fn dtod_op(
     dst: u64,
     src: u64,
     len: usize,
-) -> impl Fn(CUstream) -> Result<()> + '_ {
-    move |stream| {
+) -> impl Fn(&StreamHandle) -> Result<()> + '_ {
+    move |stream: &StreamHandle| {
         // SAFETY: the caller checked both device ranges; `stream` is a live stream of
         // the bound context.
-        unsafe { raw::memcpy_dtod_async(device.cuda().api(), dst, src, len, stream) }
+        unsafe { raw::memcpy_dtod_async(device.cuda().api(), dst, src, len, stream.raw()) }
     }
 }
 
@@ -106,11 +103,11 @@ fn fill_op(
     dst: u64,
     byte: u8,
     len: usize,
-) -> impl Fn(CUstream) -> Result<()> + '_ {
-    move |stream| {
+) -> impl Fn(&StreamHandle) -> Result<()> + '_ {
+    move |stream: &StreamHandle| {
         // SAFETY: the caller checked the device range; `stream` is a live stream of the
         // bound context.
-        unsafe { raw::memset_d8_async(device.cuda().api(), dst, byte, len, stream) }
+        unsafe { raw::memset_d8_async(device.cuda().api(), dst, byte, len, stream.raw()) }
     }
 }
 

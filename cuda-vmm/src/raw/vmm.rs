@@ -1,0 +1,303 @@
+//! Typed address-space rules: a reserved range freed once, and mapping or setting
+//! access only where the reservation's [`MappedRanges`] book-keeping says it may.
+//!
+//! The book-keeping is checked here, right before the driver call, so the `unsafe`
+//! contracts of `cuMemAddressFree`, `cuMemMap`, `cuMemSetAccess` and `cuMemUnmap` (with
+//! a [`Waited`] proof for the device work) rest on it rather
+//! than on each caller: a [`ReservedRange`] is only made by reserving, and a
+//! `&mut MappedRanges` (or `&MappedRanges`) is only reachable through the reservation's
+//! lock, which its callers hold across the call.
+
+use cuda_vmm_sys::{CUdeviceptr, CUmemAccessDesc, CUmemGenericAllocationHandle};
+
+use super::Api;
+use crate::error::{Error, Result};
+use crate::mapped::MappedRanges;
+
+/// Proof that no device work may still touch a reservation's memory: made only by
+/// [`UseTracker::wait`](crate::ordering::UseTracker::wait) once its wait succeeded
+/// (under [`UnmapWait::Caller`](crate::UnmapWait::Caller), by the promise the caller
+/// of the `unsafe` [`Reservation::set_unmap_wait`](crate::Reservation::set_unmap_wait)
+/// made).
+#[must_use]
+pub(crate) struct Waited {
+    _private: (),
+}
+
+impl Waited {
+    /// The proof, for `UseTracker::wait` alone to make after its wait.
+    pub(crate) fn after_wait() -> Waited {
+        Waited { _private: () }
+    }
+}
+
+/// A virtual address range `cuMemAddressReserve` returned, freed at most once.
+#[derive(Debug)]
+pub(crate) struct ReservedRange {
+    base: CUdeviceptr,
+    size: usize,
+    freed: bool,
+}
+
+impl ReservedRange {
+    /// Reserves `size` bytes (`cuMemAddressReserve`).
+    pub(crate) fn reserve(
+        api: Api,
+        size: usize,
+        alignment: usize,
+        hint: CUdeviceptr,
+        flags: u64,
+    ) -> Result<Self> {
+        let base = super::mem_address_reserve(api, size, alignment, hint, flags)?;
+        Ok(ReservedRange {
+            base,
+            size,
+            freed: false,
+        })
+    }
+
+    /// The start address.
+    #[inline]
+    pub(crate) fn base(&self) -> CUdeviceptr {
+        self.base
+    }
+
+    /// `[offset, offset + size)` as an address, if it lies in the live range.
+    fn address(&self, offset: usize, size: usize) -> Result<CUdeviceptr> {
+        if self.freed {
+            return Err(Error::invalid("the reservation was already freed"));
+        }
+        match offset.checked_add(size) {
+            Some(end) if end <= self.size => Ok(self.base + offset as u64),
+            _ => Err(Error::invalid(format!(
+                "[{offset}, +{size}) lies outside the {}-byte reservation",
+                self.size
+            ))),
+        }
+    }
+
+    /// Frees the range (`cuMemAddressFree`) unless already freed; refused while
+    /// `mapped` records a live mapping.
+    pub(crate) fn free(&mut self, api: Api, mapped: &MappedRanges) -> Result<()> {
+        if self.freed {
+            return Ok(());
+        }
+        if mapped.len() != 0 {
+            return Err(Error::invalid(format!(
+                "freeing a reservation with {} live mappings",
+                mapped.len()
+            )));
+        }
+        self.freed = true;
+        // SAFETY: `reserve` reserved exactly this range, the flag makes this its only
+        // free, and its book-keeping records no mapping into it.
+        unsafe { super::mem_address_free(api, self.base, self.size) }
+    }
+
+    /// Maps `handle` (from offset `alloc_offset`) over `[offset, offset + size)` and
+    /// records the mapping in `mapped`, the range's book-keeping (`cuMemMap`).
+    ///
+    /// Fails with [`Error::Overlap`] when `mapped` records a mapping there.
+    pub(crate) fn map(
+        &self,
+        api: Api,
+        mapped: &mut MappedRanges,
+        offset: usize,
+        size: usize,
+        alloc_offset: usize,
+        handle: &crate::Allocation,
+    ) -> Result<()> {
+        let ptr = self.address(offset, size)?;
+        if let Some((existing_offset, existing_size)) = mapped.overlapping(offset, size) {
+            return Err(Error::Overlap {
+                offset,
+                size,
+                existing_offset,
+                existing_size,
+            });
+        }
+        let raw: CUmemGenericAllocationHandle = handle.raw_handle();
+        // SAFETY: the range lies in this live reservation (checked above) and its
+        // book-keeping records nothing mapped there; the handle is alive while
+        // `handle` is borrowed, and the caller keeps the allocation alive with the
+        // mapping (a `Mapping` holds a clone). The driver checks sizes and alignment.
+        unsafe { super::mem_map(api, ptr, size, alloc_offset, raw, 0) }?;
+        mapped.insert(offset, size);
+        Ok(())
+    }
+
+    /// Sets access over `[offset, offset + size)` (`cuMemSetAccess`); fails with
+    /// [`Error::NotMapped`] unless `mapped` records the whole range as mapped.
+    pub(crate) fn set_access(
+        &self,
+        api: Api,
+        mapped: &MappedRanges,
+        offset: usize,
+        size: usize,
+        descs: &[CUmemAccessDesc],
+    ) -> Result<()> {
+        let ptr = self.address(offset, size)?;
+        if !mapped.covers(offset, size) {
+            return Err(Error::NotMapped { offset, size });
+        }
+        // SAFETY: the range lies in this live reservation and its book-keeping, which
+        // the caller holds locked, records it fully mapped. Ordering a revoke after the
+        // device work that used the access stays the safe layer's rule, as it was.
+        unsafe { super::mem_set_access(api, ptr, size, descs) }
+    }
+
+    /// Unmaps the mapping recorded in `mapped` at exactly `[offset, offset + size)`
+    /// (`cuMemUnmap`) and forgets it; on failure it stays recorded.
+    pub(crate) fn unmap(
+        &self,
+        api: Api,
+        mapped: &mut MappedRanges,
+        offset: usize,
+        size: usize,
+        _waited: &Waited,
+    ) -> Result<()> {
+        let ptr = self.address(offset, size)?;
+        if !mapped.is_mapping(offset, size) {
+            return Err(Error::NotMapped { offset, size });
+        }
+        // SAFETY: the book-keeping, held locked by the caller, records exactly this
+        // range as one mapping of this live reservation; `Waited` proves no device work
+        // may still use it.
+        unsafe { super::mem_unmap(api, ptr, size) }?;
+        mapped.remove(offset);
+        Ok(())
+    }
+}
+
+/// One reference to a physical allocation, owned: made by creating, retaining or
+/// (vouched for) importing, and released at most once.
+#[derive(Debug)]
+pub(crate) struct AllocationHandle {
+    raw: CUmemGenericAllocationHandle,
+    released: bool,
+}
+
+impl AllocationHandle {
+    /// A new allocation (`cuMemCreate`).
+    pub(crate) fn create(
+        api: Api,
+        size: usize,
+        props: &cuda_vmm_sys::CUmemAllocationProp,
+        flags: u64,
+    ) -> Result<Self> {
+        Ok(Self::owned(super::mem_create(api, size, props, flags)?))
+    }
+
+    /// A new reference to the allocation mapped at `ptr` (`cuMemRetainAllocationHandle`).
+    pub(crate) fn retain_at(api: Api, ptr: CUdeviceptr) -> Result<Self> {
+        Ok(Self::owned(super::mem_retain_allocation_handle(api, ptr)?))
+    }
+
+    /// Takes over a reference the caller owns.
+    ///
+    /// # Safety
+    /// `raw` must be a live allocation handle of this driver whose one reference the
+    /// caller owns and gives up here.
+    pub(crate) unsafe fn adopt(raw: CUmemGenericAllocationHandle) -> Self {
+        Self::owned(raw)
+    }
+
+    fn owned(raw: CUmemGenericAllocationHandle) -> Self {
+        AllocationHandle {
+            raw,
+            released: false,
+        }
+    }
+
+    /// The handle's value.
+    #[inline]
+    pub(crate) fn raw(&self) -> CUmemGenericAllocationHandle {
+        self.raw
+    }
+
+    /// `cuMemGetAllocationPropertiesFromHandle`.
+    pub(crate) fn properties(&self, api: Api) -> Result<cuda_vmm_sys::CUmemAllocationProp> {
+        if self.released {
+            return Err(Error::invalid("the allocation was already released"));
+        }
+        // SAFETY: the reference is owned and not released (checked above), so the
+        // handle is live.
+        unsafe { super::mem_get_allocation_properties_from_handle(api, self.raw) }
+    }
+
+    /// Releases the reference (`cuMemRelease`; `size` is for its span) unless already
+    /// released; a refused release leaves it owned, to be tried again.
+    pub(crate) fn release(&mut self, api: Api, size: usize) -> Result<()> {
+        if self.released {
+            return Ok(());
+        }
+        // SAFETY: this value owns one unreleased reference (the flag is set only once
+        // the driver accepted the release) and gives it up here; a mapping of the
+        // memory keeps it alive in the driver, so nothing else needs the handle.
+        unsafe { super::mem_release(api, self.raw, size) }?;
+        self.released = true;
+        Ok(())
+    }
+}
+
+/// Proof that a context's work finished: made only by
+/// [`Device::synchronize_idle`](crate::Device) once `cuCtxSynchronize` succeeded.
+#[must_use]
+pub(crate) struct ContextIdle {
+    _private: (),
+}
+
+impl ContextIdle {
+    /// The proof, for `Device::synchronize_idle` alone to make after its wait.
+    pub(crate) fn after_synchronize() -> ContextIdle {
+        ContextIdle { _private: () }
+    }
+}
+
+/// Linear device memory `cuMemAlloc` returned, freed at most once.
+#[derive(Debug)]
+pub(crate) struct DeviceMemory {
+    ptr: CUdeviceptr,
+    size: usize,
+    freed: bool,
+}
+
+impl DeviceMemory {
+    /// Allocates `size` bytes in the bound context (`cuMemAlloc_v2`).
+    pub(crate) fn alloc(api: Api, _bound: &super::Bound, size: usize) -> Result<Self> {
+        Ok(DeviceMemory {
+            ptr: super::mem_alloc(api, size)?,
+            size,
+            freed: false,
+        })
+    }
+
+    /// The device address.
+    #[inline]
+    pub(crate) fn ptr(&self) -> CUdeviceptr {
+        self.ptr
+    }
+
+    /// Whether [`free`](Self::free) was called (whatever the driver answered).
+    #[inline]
+    pub(crate) fn is_freed(&self) -> bool {
+        self.freed
+    }
+
+    /// Frees the memory (`cuMemFree_v2`) in the bound context once its work finished;
+    /// never again afterwards, whatever the driver answers.
+    pub(crate) fn free(
+        &mut self,
+        api: Api,
+        _bound: &super::Bound,
+        _idle: &ContextIdle,
+    ) -> Result<()> {
+        if self.freed {
+            return Ok(());
+        }
+        self.freed = true;
+        // SAFETY: `alloc` allocated this pointer, the flag makes this its only free, and
+        // `ContextIdle` proves the context's work (which could use it) finished.
+        unsafe { super::mem_free(api, self.ptr, self.size) }
+    }
+}
