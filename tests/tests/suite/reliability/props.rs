@@ -183,7 +183,7 @@ fn safe_layer_matches_its_model() {
 
 /// Issue 17 class 10, the minimal input of a seed that failed on the H200: two
 /// one-granule maps, then a two-granule map at 0 over both. The `Overlap` error must
-/// name the lowest overlapping mapping (granule 0); `Spans::overlapping` named the last
+/// name the lowest overlapping mapping (granule 0); `MappedRanges::overlapping` named the last
 /// one starting before the end (granule 1).
 #[test]
 fn overlap_names_the_lowest_mapping() {
