@@ -117,10 +117,9 @@ impl ReservedRange {
             });
         }
         let raw: CUmemGenericAllocationHandle = handle.raw_handle();
-        // SAFETY: the range lies in this live reservation (checked above) and its
-        // book-keeping records nothing mapped there; the handle is alive while
-        // `handle` is borrowed, and the caller keeps the allocation alive with the
-        // mapping (a `Mapping` holds a clone). The driver checks sizes and alignment.
+        // SAFETY: the range lies in this live reservation, nothing is mapped there (both
+        // checked above), `handle` is borrowed and the `Mapping` keeps a clone of the
+        // allocation alive; the driver checks sizes and alignment.
         unsafe { super::mem_map(api, ptr, size, alloc_offset, raw, 0) }?;
         mapped.insert(offset, size);
         Ok(())
