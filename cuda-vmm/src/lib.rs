@@ -67,7 +67,8 @@
 //!   reserved range, freed once, that maps, sets access and unmaps only where the
 //!   reservation's book-keeping of its mappings (held locked) allows it, unmapping only
 //!   with the proof that the device work was waited for, an owned allocation handle,
-//!   released once, and linear device memory, freed once after its context's work;
+//!   released once, exported while live and imported from a borrowed descriptor or a
+//!   fabric handle, and linear device memory, freed once after its context's work;
 //! - `unsafe impl Send`/`Sync` for the types holding driver handles or host memory (each
 //!   beside its type's definition);
 //! - the public `unsafe fn`s, whose contracts are part of the API:
@@ -77,9 +78,8 @@
 //! - with feature `cudarc`, the two `unsafe impl PushKernelArg` for `CudarcView`;
 //! - still, the safe layer's calls of `unsafe` [`raw`] functions whose contract is one of
 //!   this crate's invariants (a range it tracks is mapped and waited for, a handle it
-//!   owns is live), one function each, not yet moved into typed wrappers: the exports
-//!   and the import (`shareable_handles.rs`); the queued copies and fills
-//!   (`copy_engine.rs`, `copy_engine/staged.rs`).
+//!   owns is live), one function each, not yet moved into typed wrappers: the queued
+//!   copies and fills (`copy_engine.rs`, `copy_engine/staged.rs`).
 //!
 //! # Errors
 //!

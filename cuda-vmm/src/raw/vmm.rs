@@ -8,7 +8,12 @@
 //! `&mut MappedRanges` (or `&MappedRanges`) is only reachable through the reservation's
 //! lock, which its callers hold across the call.
 
-use cuda_vmm_sys::{CUdeviceptr, CUmemAccessDesc, CUmemGenericAllocationHandle};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+
+use cuda_vmm_sys::{
+    CUdeviceptr, CUmemAccessDesc, CUmemAllocationHandleType, CUmemFabricHandle,
+    CUmemGenericAllocationHandle,
+};
 
 use super::Api;
 use crate::error::{Error, Result};
@@ -193,13 +198,52 @@ impl AllocationHandle {
         Ok(Self::owned(super::mem_retain_allocation_handle(api, ptr)?))
     }
 
-    /// Takes over a reference the caller owns.
-    ///
-    /// # Safety
-    /// `raw` must be a live allocation handle of this driver whose one reference the
-    /// caller owns and gives up here.
-    pub(crate) unsafe fn adopt(raw: CUmemGenericAllocationHandle) -> Self {
-        Self::owned(raw)
+    /// Imports the allocation a POSIX descriptor names (`cuMemImportFromShareableHandle`;
+    /// `size`, the size the exporter sent, for the span only), in the bound context. The
+    /// descriptor stays the caller's.
+    pub(crate) fn import_posix_fd(
+        api: Api,
+        _bound: &super::Bound,
+        fd: BorrowedFd<'_>,
+        size: usize,
+    ) -> Result<Self> {
+        // The driver takes the descriptor itself, passed in the pointer argument.
+        let os_handle = fd.as_raw_fd() as isize as *mut std::ffi::c_void;
+        // SAFETY: `os_handle` is the value of a descriptor that stays open while `fd` is
+        // borrowed, and `kind` says it is a descriptor; the import returns a new
+        // reference, which this value owns from here.
+        let raw = unsafe {
+            super::mem_import_from_shareable_handle(
+                api,
+                os_handle,
+                CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
+                size,
+            )
+        }?;
+        Ok(Self::owned(raw))
+    }
+
+    /// Imports the allocation a fabric handle names (`cuMemImportFromShareableHandle`;
+    /// `size` for the span only), in the bound context.
+    pub(crate) fn import_fabric(
+        api: Api,
+        _bound: &super::Bound,
+        handle: &crate::FabricHandle,
+        size: usize,
+    ) -> Result<Self> {
+        let mut fabric = CUmemFabricHandle { data: handle.0 };
+        // SAFETY: the pointer is to a live `CUmemFabricHandle` (a local, alive across
+        // the call), and `kind` says it is a fabric handle; the import returns a new
+        // reference, which this value owns from here.
+        let raw = unsafe {
+            super::mem_import_from_shareable_handle(
+                api,
+                (&mut fabric as *mut CUmemFabricHandle).cast(),
+                CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_FABRIC,
+                size,
+            )
+        }?;
+        Ok(Self::owned(raw))
     }
 
     fn owned(raw: CUmemGenericAllocationHandle) -> Self {
@@ -223,6 +267,32 @@ impl AllocationHandle {
         // SAFETY: the reference is owned and not released (checked above), so the
         // handle is live.
         unsafe { super::mem_get_allocation_properties_from_handle(api, self.raw) }
+    }
+
+    /// Exports the allocation as a new POSIX descriptor, which the caller owns
+    /// (`cuMemExportToShareableHandle`), in the bound context.
+    pub(crate) fn export_posix_fd(&self, api: Api, _bound: &super::Bound) -> Result<OwnedFd> {
+        if self.released {
+            return Err(Error::invalid("the allocation was already released"));
+        }
+        // SAFETY: the reference is owned and not released (checked above), so the
+        // handle is live.
+        unsafe { super::mem_export_posix_fd(api, self.raw) }
+    }
+
+    /// Exports the allocation as a fabric handle (`cuMemExportToShareableHandle`), in
+    /// the bound context.
+    pub(crate) fn export_fabric(
+        &self,
+        api: Api,
+        _bound: &super::Bound,
+    ) -> Result<CUmemFabricHandle> {
+        if self.released {
+            return Err(Error::invalid("the allocation was already released"));
+        }
+        // SAFETY: the reference is owned and not released (checked above), so the
+        // handle is live.
+        unsafe { super::mem_export_fabric(api, self.raw) }
     }
 
     /// Releases the reference (`cuMemRelease`; `size` is for its span) unless already
