@@ -371,3 +371,141 @@ impl DeviceMemory {
         unsafe { super::mem_free(api, self.ptr, self.size) }
     }
 }
+
+/// A device address range a copy or fill may use: inside a live reservation and
+/// recorded mapped by its book-keeping, which stays locked while the token (borrowing
+/// it) lives; or inside live linear memory; or vouched for by an `unsafe` caller.
+/// Whether the device may access it as the copy needs stays the callers' check (made
+/// before the token, under the same lock).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CheckedRange<'a> {
+    ptr: CUdeviceptr,
+    len: usize,
+    _held: std::marker::PhantomData<&'a ()>,
+}
+
+impl<'a> CheckedRange<'a> {
+    fn new(ptr: CUdeviceptr, len: usize) -> Self {
+        CheckedRange {
+            ptr,
+            len,
+            _held: std::marker::PhantomData,
+        }
+    }
+
+    /// A range the caller vouches for.
+    ///
+    /// # Safety
+    /// `[ptr, ptr + len)` must be device memory of the driver it is used with, mapped and
+    /// accessible as the copies made on it need, while the token is used.
+    pub(crate) unsafe fn vouched(ptr: CUdeviceptr, len: usize) -> CheckedRange<'static> {
+        CheckedRange::new(ptr, len)
+    }
+
+    /// The length in bytes.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// `[offset, offset + len)` of this range; panics if it does not lie inside (a bug of
+    /// the caller, which splits a range it checked).
+    pub(crate) fn sub(&self, offset: usize, len: usize) -> CheckedRange<'a> {
+        assert!(
+            offset.checked_add(len).is_some_and(|end| end <= self.len),
+            "[{offset}, +{len}) lies outside the checked {}-byte range",
+            self.len
+        );
+        CheckedRange::new(self.ptr + offset as u64, len)
+    }
+}
+
+impl ReservedRange {
+    /// `[offset, offset + len)` as a [`CheckedRange`], if it lies in this live range and
+    /// `mapped` (the locked book-keeping, borrowed by the token) records it mapped.
+    pub(crate) fn checked<'a>(
+        &self,
+        mapped: &'a MappedRanges,
+        offset: usize,
+        len: usize,
+    ) -> Result<CheckedRange<'a>> {
+        let ptr = self.address(offset, len)?;
+        if len != 0 && !mapped.covers(offset, len) {
+            return Err(Error::NotMapped { offset, size: len });
+        }
+        Ok(CheckedRange::new(ptr, len))
+    }
+}
+
+impl DeviceMemory {
+    /// `[offset, offset + len)` as a [`CheckedRange`] (borrowing the memory), if it lies
+    /// in this live memory.
+    pub(crate) fn checked(&self, offset: usize, len: usize) -> Result<CheckedRange<'_>> {
+        if self.freed {
+            return Err(Error::invalid("the device memory was already freed"));
+        }
+        match offset.checked_add(len) {
+            Some(end) if end <= self.size => Ok(CheckedRange::new(self.ptr + offset as u64, len)),
+            _ => Err(Error::invalid(format!(
+                "[{offset}, +{len}) lies outside the {}-byte device memory",
+                self.size
+            ))),
+        }
+    }
+}
+
+/// Queues a copy of `src.len()` bytes from `src` to `dst` on `stream`
+/// (`cuMemcpyDtoDAsync`); panics unless both have the same length.
+pub(crate) fn copy_dtod(
+    api: Api,
+    stream: &super::StreamHandle,
+    dst: CheckedRange<'_>,
+    src: CheckedRange<'_>,
+) -> Result<()> {
+    assert_eq!(dst.len, src.len, "copy ranges of different lengths");
+    // SAFETY: both ranges are device memory checked mapped (under their book-keeping's
+    // lock, held while the tokens live) or vouched for; `stream` is live while its handle
+    // is borrowed.
+    unsafe { super::memcpy_dtod_async(api, dst.ptr, src.ptr, src.len, stream.raw()) }
+}
+
+/// Queues a fill of `dst` with `byte` on `stream` (`cuMemsetD8Async`).
+pub(crate) fn fill(
+    api: Api,
+    stream: &super::StreamHandle,
+    dst: CheckedRange<'_>,
+    byte: u8,
+) -> Result<()> {
+    // SAFETY: the range is device memory checked mapped (under its book-keeping's lock,
+    // held while the token lives) or vouched for; `stream` is live while borrowed.
+    unsafe { super::memset_d8_async(api, dst.ptr, byte, dst.len, stream.raw()) }
+}
+
+/// Queues a copy of the first `dst.len()` bytes of `src` to `dst` on `stream`
+/// (`cuMemcpyHtoDAsync`); panics if `src` is shorter.
+pub(crate) fn copy_htod_staged(
+    api: Api,
+    stream: &super::StreamHandle,
+    dst: CheckedRange<'_>,
+    src: &super::HostMemory,
+) -> Result<()> {
+    assert!(dst.len <= src.len(), "staging memory shorter than the copy");
+    // SAFETY: the device range is checked (see `CheckedRange`); the host side is
+    // `dst.len <= src.len()` bytes of memory the staging module owns and keeps (or
+    // quarantines) until the copy completed, touching it on the host only after
+    // (`HostMemory`'s invariant); `stream` is live while borrowed.
+    unsafe { super::memcpy_htod_async(api, dst.ptr, src.ptr().cast(), dst.len, stream.raw()) }
+}
+
+/// Queues a copy of `src` into the first `src.len()` bytes of `dst` on `stream`
+/// (`cuMemcpyDtoHAsync`); panics if `dst` is shorter.
+pub(crate) fn copy_dtoh_staged(
+    api: Api,
+    stream: &super::StreamHandle,
+    dst: &super::HostMemory,
+    src: CheckedRange<'_>,
+) -> Result<()> {
+    assert!(src.len <= dst.len(), "staging memory shorter than the copy");
+    // SAFETY: as in `copy_htod_staged`, with the staging memory written instead of read.
+    unsafe { super::memcpy_dtoh_async(api, dst.ptr().cast(), src.ptr, src.len, stream.raw()) }
+}
