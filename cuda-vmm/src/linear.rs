@@ -71,8 +71,7 @@ impl LinearAllocation {
             data.len(),
             self.size,
         )?;
-        let dst = self.memory.checked(offset, data.len())?;
-        copy_engine::htod(&self.device, &[], dst, data)
+        copy_engine::htod(&self.device, &[], self.ptr + offset as u64, data)
     }
 
     /// Copies from `offset` into `out`.
@@ -83,8 +82,7 @@ impl LinearAllocation {
             out.len(),
             self.size,
         )?;
-        let src = self.memory.checked(offset, out.len())?;
-        copy_engine::dtoh(&self.device, &[], out, src)
+        copy_engine::dtoh(&self.device, &[], out, self.ptr + offset as u64)
     }
 
     /// Copies the first `len` bytes of `src` to the start of `self` (waits for completion).
@@ -93,8 +91,7 @@ impl LinearAllocation {
             .check_same_driver(&src.device, "the source allocation")?;
         check_bounds("copy source", 0, len, src.size)?;
         check_bounds("copy destination", 0, len, self.size)?;
-        let (dst, src) = (self.memory.checked(0, len)?, src.memory.checked(0, len)?);
-        copy_engine::dtod_sync(&self.device, &[], dst, src)
+        copy_engine::dtod_sync(&self.device, &[], self.ptr, src.ptr, len)
     }
 
     /// Frees the memory now, after waiting for the context's work (as `cudaFree`).
