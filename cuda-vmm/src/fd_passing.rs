@@ -49,7 +49,6 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
-use cuda_vmm_sys::{CUmemLocation, CUmemLocationType};
 use rustix::io::Errno;
 use rustix::net::{
     recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
@@ -61,7 +60,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 use crate::allocation::Allocation;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::props::{AllocationProps, HandleTypes, Location};
+use crate::props::AllocationProps;
 
 /// Most allocations (so descriptors) in one part of a message.
 pub const MAX_PER_PART: usize = 64;
@@ -400,40 +399,28 @@ fn decode_record(r: &[u8], index: usize) -> Result<(usize, AllocationProps)> {
         .ok()
         .filter(|&s| s != 0)
         .ok_or_else(|| bad(format!("size {size} is not a nonzero usize")))?;
-    let location = Location::from_raw(CUmemLocation {
-        type_: CUmemLocationType(r.location_type.get()),
-        id: r.location_id.get(),
-    })
-    .map_err(|e| bad(e.to_string()))?;
-    if !matches!(location, Location::Device(_)) {
-        return Err(bad(format!("location {location:?} is not device memory")));
-    }
-    let handle_types = r.handle_types.get();
-    if handle_types & !HandleTypes::ALL.bits() != 0
-        || !HandleTypes::from_bits_retain(handle_types).contains(HandleTypes::POSIX_FD)
-    {
-        return Err(bad(format!(
-            "handle types {handle_types:#x} are not known ones including POSIX_FD"
-        )));
-    }
     let (compression, rdma) = (r.compression, r.rdma);
+    let props = AllocationProps::from_exported_fields(
+        r.location_type.get(),
+        r.location_id.get(),
+        r.handle_types.get(),
+        compression == 1,
+        rdma == 1,
+        r.usage.get(),
+    )
+    .map_err(bad)?;
     if compression > 1 || rdma > 1 || r.reserved.get() != 0 {
         return Err(bad(format!(
             "compression {compression}, RDMA {rdma} or the reserved word are not 0/1/0"
         )));
     }
-    let usage = r.usage.get();
-    let props = AllocationProps::new(location)
-        .handle_types(HandleTypes::from_bits_retain(handle_types))
-        .compression(compression == 1)
-        .rdma_capable(rdma == 1)
-        .usage(usage);
     Ok((size, props))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::props::{HandleTypes, Location};
 
     /// Computed with the hand-written encoder this module had before zerocopy.
     const GOLDEN_HEADER: [u8; HEADER] = [

@@ -149,6 +149,39 @@ pub struct AllocationProps {
 pub(crate) struct PropsKey(Location, HandleTypes, bool, bool, u16);
 
 impl AllocationProps {
+    /// The properties a peer sent for an exported allocation, checked: device memory, and
+    /// known handle types that include `POSIX_FD`. The error says which field is wrong.
+    /// Used by both wire formats that carry exported allocations (`cuda_vmm`'s fd passing
+    /// and `cuda_vmm_alloc`'s shared buffers).
+    pub fn from_exported_fields(
+        location_type: u32,
+        location_id: i32,
+        handle_types: u32,
+        compression: bool,
+        rdma: bool,
+        usage: u16,
+    ) -> std::result::Result<AllocationProps, String> {
+        let location = Location::from_raw(CUmemLocation {
+            type_: CUmemLocationType(location_type),
+            id: location_id,
+        })
+        .map_err(|e| e.to_string())?;
+        if !matches!(location, Location::Device(_)) {
+            return Err(format!("location {location:?} is not device memory"));
+        }
+        if handle_types & !HandleTypes::ALL.bits() != 0
+            || !HandleTypes::from_bits_retain(handle_types).contains(HandleTypes::POSIX_FD)
+        {
+            return Err(format!(
+                "handle types {handle_types:#x} are not known ones including POSIX_FD"
+            ));
+        }
+        Ok(AllocationProps::new(location)
+            .handle_types(HandleTypes::from_bits_retain(handle_types))
+            .compression(compression)
+            .rdma_capable(rdma)
+            .usage(usage))
+    }
     /// Pinned memory on `device`, not exportable.
     pub fn device(device: &Device) -> Self {
         Self::new(Location::Device(device.ordinal()))

@@ -7,8 +7,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
-use cuda_vmm::sys::{CUmemLocation, CUmemLocationType};
-use cuda_vmm::{AllocationProps, HandleTypes, Location};
+use cuda_vmm::AllocationProps;
 use rustix::io::Errno;
 use rustix::net::{
     recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
@@ -232,35 +231,23 @@ pub(super) fn decode_record(r: &[u8], index: usize) -> Result<Record> {
     if size == 0 {
         return Err(bad("size 0".into()));
     }
-    let location = Location::from_raw(CUmemLocation {
-        type_: CUmemLocationType(r.location_type.get()),
-        id: r.location_id.get(),
-    })
-    .map_err(|e| bad(e.to_string()))?;
-    if !matches!(location, Location::Device(_)) {
-        return Err(bad(format!("location {location:?} is not device memory")));
-    }
-    let handle_types = r.handle_types.get();
-    if handle_types & !HandleTypes::ALL.bits() != 0
-        || !HandleTypes::from_bits_retain(handle_types).contains(HandleTypes::POSIX_FD)
-    {
-        return Err(bad(format!(
-            "handle types {handle_types:#x} are not known ones including POSIX_FD"
-        )));
-    }
-    let (compression, rdma, usage) = (r.compression, r.rdma, r.usage.get());
-    let (compression @ 0..=1, rdma @ 0..=1, 0) = (compression, rdma, r.reserved.get()) else {
+    let (compression, rdma) = (r.compression, r.rdma);
+    let props = AllocationProps::from_exported_fields(
+        r.location_type.get(),
+        r.location_id.get(),
+        r.handle_types.get(),
+        compression == 1,
+        rdma == 1,
+        r.usage.get(),
+    )
+    .map_err(bad)?;
+    let (0..=1, 0..=1, 0) = (compression, rdma, r.reserved.get()) else {
         return Err(bad(format!(
             "compression {:?}, RDMA {:?} or the reserved word are not 0/1/0",
             Some(compression),
             Some(rdma)
         )));
     };
-    let props = AllocationProps::new(location)
-        .handle_types(HandleTypes::from_bits_retain(handle_types))
-        .compression(compression == 1)
-        .rdma_capable(rdma == 1)
-        .usage(usage);
     Ok(Record {
         offset,
         size,
@@ -388,6 +375,7 @@ pub(super) fn recv_exact(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cuda_vmm::{HandleTypes, Location};
 
     /// The encodings below were computed with the hand-written encoder this module had
     /// before zerocopy.
