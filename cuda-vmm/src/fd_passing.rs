@@ -113,7 +113,7 @@ pub struct ExportedAllocation {
 
 impl ExportedAllocation {
     /// Exports `allocation` (`cuMemExportToShareableHandle`), which must have
-    /// been created with [`HandleTypes::POSIX_FD`].
+    /// been created with [`HandleTypes::POSIX_FD`](crate::HandleTypes::POSIX_FD).
     pub fn new(allocation: &Allocation) -> Result<ExportedAllocation> {
         Ok(ExportedAllocation {
             fd: allocation.export_posix_fd()?,
@@ -159,7 +159,7 @@ impl ExportedAllocation {
 /// Exports every allocation and sends them, with sizes and properties, over
 /// `stream` as one message (see the module docs).
 ///
-/// Each must have been created with [`HandleTypes::POSIX_FD`]. The exported
+/// Each must have been created with [`HandleTypes::POSIX_FD`](crate::HandleTypes::POSIX_FD). The exported
 /// descriptors are closed on return, sent or not. Writes the caller made to
 /// the memory must be complete before the importer reads it: this crate's
 /// synchronous copies are complete when they return; after async copies or
