@@ -180,6 +180,11 @@ impl Allocation {
         self.inner.handle.raw()
     }
 
+    /// The owned handle, live while this allocation is.
+    pub(crate) fn handle(&self) -> &AllocationHandle {
+        &self.inner.handle
+    }
+
     /// How many handles hold this allocation: this one, its other clones, and every
     /// [`Mapping`](crate::Mapping) of it (live, or leaked after a failed unmap). 1 means this
     /// handle is the only one, so the allocation is mapped nowhere and nobody else can map it

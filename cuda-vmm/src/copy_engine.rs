@@ -10,7 +10,7 @@
 use crate::device::Device;
 use crate::error::Result;
 use crate::ordering::UseTracker;
-use crate::raw::{self, StreamHandle};
+use crate::raw::{self, CheckedRange, StreamHandle};
 use crate::stream::{synchronize_raw, Stream};
 
 mod staged;
@@ -83,40 +83,32 @@ pub(crate) fn on_stream(stream: &Stream, uses: &UseTracker, op: Queue<'_>) -> Re
     bound.finish(result)
 }
 
-#[allow(unsafe_code)]
-fn dtod_op(
-    device: &Device,
-    dst: u64,
-    src: u64,
-    len: usize,
-) -> impl Fn(&StreamHandle) -> Result<()> + '_ {
-    move |stream: &StreamHandle| {
-        // SAFETY: the caller checked both device ranges; `stream` is a live stream of
-        // the bound context.
-        unsafe { raw::memcpy_dtod_async(device.cuda().api(), dst, src, len, stream.raw()) }
-    }
+fn dtod_op<'a>(
+    device: &'a Device,
+    dst: CheckedRange<'a>,
+    src: CheckedRange<'a>,
+) -> impl Fn(&StreamHandle) -> Result<()> + 'a {
+    move |stream: &StreamHandle| raw::copy_dtod(device.cuda().api(), stream, dst, src)
 }
 
-#[allow(unsafe_code)]
-fn fill_op(
-    device: &Device,
-    dst: u64,
+fn fill_op<'a>(
+    device: &'a Device,
+    dst: CheckedRange<'a>,
     byte: u8,
-    len: usize,
-) -> impl Fn(&StreamHandle) -> Result<()> + '_ {
-    move |stream: &StreamHandle| {
-        // SAFETY: the caller checked the device range; `stream` is a live stream of the
-        // bound context.
-        unsafe { raw::memset_d8_async(device.cuda().api(), dst, byte, len, stream.raw()) }
-    }
+) -> impl Fn(&StreamHandle) -> Result<()> + 'a {
+    move |stream: &StreamHandle| raw::fill(device.cuda().api(), stream, dst, byte)
 }
 
-/// Copies `data` to device address `dst` and waits until it has landed.
+/// Copies `data` to `dst` (of `data.len()` bytes) and waits until it has landed.
 ///
 /// The bytes go through the device's staging buffers, so `data` is never read after
-/// this returns, also when it fails. Callers guarantee `[dst, dst + data.len())` is
-/// mapped and writable by `device`.
-pub(crate) fn htod(device: &Device, uses: &[&UseTracker], dst: u64, data: &[u8]) -> Result<()> {
+/// this returns, also when it fails. Callers checked that `device` may write `dst`.
+pub(crate) fn htod(
+    device: &Device,
+    uses: &[&UseTracker],
+    dst: CheckedRange<'_>,
+    data: &[u8],
+) -> Result<()> {
     if data.is_empty() {
         return Ok(());
     }
@@ -126,12 +118,17 @@ pub(crate) fn htod(device: &Device, uses: &[&UseTracker], dst: u64, data: &[u8])
     bound.finish(result)
 }
 
-/// Copies from device address `src` into `out` and waits for it.
+/// Copies from `src` (of `out.len()` bytes) into `out` and waits for it.
 ///
 /// The bytes go through the device's staging buffers and reach `out` only after their
 /// copy completed, so nothing writes `out` after this returns, also when it fails.
-/// Callers guarantee `[src, src + out.len())` is mapped and readable by `device`.
-pub(crate) fn dtoh(device: &Device, uses: &[&UseTracker], out: &mut [u8], src: u64) -> Result<()> {
+/// Callers checked that `device` may read `src`.
+pub(crate) fn dtoh(
+    device: &Device,
+    uses: &[&UseTracker],
+    out: &mut [u8],
+    src: CheckedRange<'_>,
+) -> Result<()> {
     if out.is_empty() {
         return Ok(());
     }
@@ -143,41 +140,44 @@ pub(crate) fn dtoh(device: &Device, uses: &[&UseTracker], out: &mut [u8], src: u
 
 /// Copies `len` bytes between device addresses and waits for the copy to finish.
 ///
-/// Callers guarantee both ranges are mapped with the needed access.
+/// Callers checked that `device` has the needed access to both ranges.
 pub(crate) fn dtod_sync(
     device: &Device,
     uses: &[&UseTracker],
-    dst: u64,
-    src: u64,
-    len: usize,
+    dst: CheckedRange<'_>,
+    src: CheckedRange<'_>,
 ) -> Result<()> {
-    if len == 0 {
+    if src.len() == 0 {
         return Ok(());
     }
-    on_private_stream(device, uses, &dtod_op(device, dst, src, len))
+    on_private_stream(device, uses, &dtod_op(device, dst, src))
 }
 
 /// Sets `len` bytes at `dst` to `byte` and waits for it to finish.
 ///
-/// Callers guarantee the range is mapped and writable by `device`.
+/// Callers checked that `device` may write the range.
 pub(crate) fn fill_sync(
     device: &Device,
     uses: &[&UseTracker],
-    dst: u64,
+    dst: CheckedRange<'_>,
     byte: u8,
-    len: usize,
 ) -> Result<()> {
-    if len == 0 {
+    if dst.len() == 0 {
         return Ok(());
     }
-    on_private_stream(device, uses, &fill_op(device, dst, byte, len))
+    on_private_stream(device, uses, &fill_op(device, dst, byte))
 }
 
 /// Queues a host-to-device copy on `stream` and records the use.
 ///
 /// `data` is copied into staging buffers before this returns (never read later,
 /// whatever kind of memory it is); the buffers are reused once the stream is past them.
-pub(crate) fn htod_async(stream: &Stream, uses: &UseTracker, dst: u64, data: &[u8]) -> Result<()> {
+pub(crate) fn htod_async(
+    stream: &Stream,
+    uses: &UseTracker,
+    dst: CheckedRange<'_>,
+    data: &[u8],
+) -> Result<()> {
     if data.is_empty() {
         return Ok(());
     }
@@ -189,28 +189,26 @@ pub(crate) fn htod_async(stream: &Stream, uses: &UseTracker, dst: u64, data: &[u
 pub(crate) fn dtod_async(
     stream: &Stream,
     uses: &UseTracker,
-    dst: u64,
-    src: u64,
-    len: usize,
+    dst: CheckedRange<'_>,
+    src: CheckedRange<'_>,
 ) -> Result<()> {
-    if len == 0 {
+    if src.len() == 0 {
         return Ok(());
     }
-    on_stream(stream, uses, &dtod_op(stream.device(), dst, src, len))
+    on_stream(stream, uses, &dtod_op(stream.device(), dst, src))
 }
 
 /// Queues a byte fill on `stream` and records the use.
 pub(crate) fn fill_async(
     stream: &Stream,
     uses: &UseTracker,
-    dst: u64,
+    dst: CheckedRange<'_>,
     byte: u8,
-    len: usize,
 ) -> Result<()> {
-    if len == 0 {
+    if dst.len() == 0 {
         return Ok(());
     }
-    on_stream(stream, uses, &fill_op(stream.device(), dst, byte, len))
+    on_stream(stream, uses, &fill_op(stream.device(), dst, byte))
 }
 
 /// Copies `len` bytes from device address `src` to `dst` and waits for it to finish.
@@ -221,5 +219,12 @@ pub(crate) fn fill_async(
 /// by `device`, for the duration of the call.
 #[allow(unsafe_code)]
 pub unsafe fn copy_dtod(device: &Device, dst: u64, src: u64, len: usize) -> Result<()> {
-    dtod_sync(device, &[], dst, src, len)
+    // SAFETY: forwarded from this function's contract.
+    let (dst, src) = unsafe {
+        (
+            CheckedRange::vouched(dst, len),
+            CheckedRange::vouched(src, len),
+        )
+    };
+    dtod_sync(device, &[], dst, src)
 }

@@ -67,19 +67,18 @@
 //!   reserved range, freed once, that maps, sets access and unmaps only where the
 //!   reservation's book-keeping of its mappings (held locked) allows it, unmapping only
 //!   with the proof that the device work was waited for, an owned allocation handle,
-//!   released once, and linear device memory, freed once after its context's work;
+//!   released once, exported while live and imported from a borrowed descriptor or a
+//!   fabric handle, linear device memory, freed once after its context's work, and the
+//!   queued copies and fills, on device ranges a reservation checked under its mappings'
+//!   lock (held while the range token lives) or within live linear memory, and on the
+//!   staging buffers' host memory;
 //! - `unsafe impl Send`/`Sync` for the types holding driver handles or host memory (each
 //!   beside its type's definition);
 //! - the public `unsafe fn`s, whose contracts are part of the API:
 //!   [`Cuda::from_driver`], [`Reservation::set_unmap_wait`], [`Stream::from_raw`],
 //!   [`Reservation::read_async`], [`copy_dtod`]; and [`Cuda::real`] and
 //!   `Cuda::simulator`, which vouch for the system driver and the simulator;
-//! - with feature `cudarc`, the two `unsafe impl PushKernelArg` for `CudarcView`;
-//! - still, the safe layer's calls of `unsafe` [`raw`] functions whose contract is one of
-//!   this crate's invariants (a range it tracks is mapped and waited for, a handle it
-//!   owns is live), one function each, not yet moved into typed wrappers: the exports
-//!   and the import (`shareable_handles.rs`); the queued copies and fills
-//!   (`copy_engine.rs`, `copy_engine/staged.rs`).
+//! - with feature `cudarc`, the two `unsafe impl PushKernelArg` for `CudarcView`.
 //!
 //! # Errors
 //!

@@ -71,7 +71,8 @@ impl LinearAllocation {
             data.len(),
             self.size,
         )?;
-        copy_engine::htod(&self.device, &[], self.ptr + offset as u64, data)
+        let dst = self.memory.checked(offset, data.len())?;
+        copy_engine::htod(&self.device, &[], dst, data)
     }
 
     /// Copies from `offset` into `out`.
@@ -82,7 +83,8 @@ impl LinearAllocation {
             out.len(),
             self.size,
         )?;
-        copy_engine::dtoh(&self.device, &[], out, self.ptr + offset as u64)
+        let src = self.memory.checked(offset, out.len())?;
+        copy_engine::dtoh(&self.device, &[], out, src)
     }
 
     /// Copies the first `len` bytes of `src` to the start of `self` (waits for completion).
@@ -91,7 +93,8 @@ impl LinearAllocation {
             .check_same_driver(&src.device, "the source allocation")?;
         check_bounds("copy source", 0, len, src.size)?;
         check_bounds("copy destination", 0, len, self.size)?;
-        copy_engine::dtod_sync(&self.device, &[], self.ptr, src.ptr, len)
+        let (dst, src) = (self.memory.checked(0, len)?, src.memory.checked(0, len)?);
+        copy_engine::dtod_sync(&self.device, &[], dst, src)
     }
 
     /// Frees the memory now, after waiting for the context's work (as `cudaFree`).

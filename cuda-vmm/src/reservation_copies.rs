@@ -24,12 +24,8 @@ impl Reservation {
         let mapped = self.inner.mapped.read();
         self.check_access(&mapped, offset, data.len(), AccessFlags::ReadWrite)?;
         let inner = &*self.inner;
-        copy_engine::htod(
-            &inner.device,
-            &[&inner.uses],
-            inner.ptr + offset as u64,
-            data,
-        )
+        let dst = inner.range.checked(&mapped, offset, data.len())?;
+        copy_engine::htod(&inner.device, &[&inner.uses], dst, data)
     }
 
     /// Copies from `offset` into `out` (`cuMemcpyDtoH`); the range must be
@@ -38,12 +34,8 @@ impl Reservation {
         let mapped = self.inner.mapped.read();
         self.check_access(&mapped, offset, out.len(), AccessFlags::Read)?;
         let inner = &*self.inner;
-        copy_engine::dtoh(
-            &inner.device,
-            &[&inner.uses],
-            out,
-            inner.ptr + offset as u64,
-        )
+        let src = inner.range.checked(&mapped, offset, out.len())?;
+        copy_engine::dtoh(&inner.device, &[&inner.uses], out, src)
     }
 
     /// Copies `len` bytes from offset `src` to offset `dst` (`cuMemcpyDtoD`,
@@ -52,14 +44,9 @@ impl Reservation {
         let mapped = self.inner.mapped.read();
         self.check_copy_within(&mapped, src, dst, len)?;
         let inner = &*self.inner;
-        let base = inner.ptr;
-        copy_engine::dtod_sync(
-            &inner.device,
-            &[&inner.uses],
-            base + dst as u64,
-            base + src as u64,
-            len,
-        )
+        let dst = inner.range.checked(&mapped, dst, len)?;
+        let src = inner.range.checked(&mapped, src, len)?;
+        copy_engine::dtod_sync(&inner.device, &[&inner.uses], dst, src)
     }
 
     /// Sets `len` bytes at `offset` to `byte` (`cuMemsetD8`, waits for completion).
@@ -67,13 +54,8 @@ impl Reservation {
         let mapped = self.inner.mapped.read();
         self.check_access(&mapped, offset, len, AccessFlags::ReadWrite)?;
         let inner = &*self.inner;
-        copy_engine::fill_sync(
-            &inner.device,
-            &[&inner.uses],
-            inner.ptr + offset as u64,
-            byte,
-            len,
-        )
+        let dst = inner.range.checked(&mapped, offset, len)?;
+        copy_engine::fill_sync(&inner.device, &[&inner.uses], dst, byte)
     }
 
     /// Queues a copy of `data` to `offset` on `stream` (`cuMemcpyHtoDAsync`)
@@ -87,7 +69,8 @@ impl Reservation {
         let mapped = self.inner.mapped.read();
         self.check_access(&mapped, offset, data.len(), AccessFlags::ReadWrite)?;
         let inner = &*self.inner;
-        copy_engine::htod_async(stream, &inner.uses, inner.ptr + offset as u64, data)
+        let dst = inner.range.checked(&mapped, offset, data.len())?;
+        copy_engine::htod_async(stream, &inner.uses, dst, data)
     }
 
     /// Queues a copy from `offset` into host memory on `stream` (`cuMemcpyDtoHAsync`)
@@ -133,14 +116,9 @@ impl Reservation {
         let mapped = self.inner.mapped.read();
         self.check_copy_within(&mapped, src, dst, len)?;
         let inner = &*self.inner;
-        let base = inner.ptr;
-        copy_engine::dtod_async(
-            stream,
-            &inner.uses,
-            base + dst as u64,
-            base + src as u64,
-            len,
-        )
+        let dst = inner.range.checked(&mapped, dst, len)?;
+        let src = inner.range.checked(&mapped, src, len)?;
+        copy_engine::dtod_async(stream, &inner.uses, dst, src)
     }
 
     /// Queues a fill of `len` bytes at `offset` with `byte` on `stream`
@@ -150,7 +128,8 @@ impl Reservation {
         let mapped = self.inner.mapped.read();
         self.check_access(&mapped, offset, len, AccessFlags::ReadWrite)?;
         let inner = &*self.inner;
-        copy_engine::fill_async(stream, &inner.uses, inner.ptr + offset as u64, byte, len)
+        let dst = inner.range.checked(&mapped, offset, len)?;
+        copy_engine::fill_async(stream, &inner.uses, dst, byte)
     }
 
     /// Copies `len` bytes from `offset` here to `dst_offset` in `dst`
@@ -183,13 +162,9 @@ impl Reservation {
             self.check_access_by(&mapped, offset, len, AccessFlags::Read, device)?;
             self.check_access_by(&mapped, dst_offset, len, AccessFlags::ReadWrite, device)?;
             check_disjoint(offset, dst_offset, len)?;
-            return copy_engine::dtod_sync(
-                device,
-                &[&self.inner.uses],
-                dst_base + dst_offset as u64,
-                src_base + offset as u64,
-                len,
-            );
+            let dst_range = self.inner.range.checked(&mapped, dst_offset, len)?;
+            let src_range = self.inner.range.checked(&mapped, offset, len)?;
+            return copy_engine::dtod_sync(device, &[&self.inner.uses], dst_range, src_range);
         }
         // Two locks, always taken in address order, so two copies in opposite
         // directions cannot deadlock behind waiting writers.
@@ -207,12 +182,13 @@ impl Reservation {
         };
         self.check_access_by(src_spans, offset, len, AccessFlags::Read, device)?;
         dst.check_access_by(dst_spans, dst_offset, len, AccessFlags::ReadWrite, device)?;
+        let dst_range = dst.inner.range.checked(dst_spans, dst_offset, len)?;
+        let src_range = self.inner.range.checked(src_spans, offset, len)?;
         copy_engine::dtod_sync(
             device,
             &[&self.inner.uses, &dst.inner.uses],
-            dst_base + dst_offset as u64,
-            src_base + offset as u64,
-            len,
+            dst_range,
+            src_range,
         )
     }
 

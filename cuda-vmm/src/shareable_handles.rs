@@ -8,9 +8,7 @@
 //!   The imported allocation holds its own reference to the memory.
 
 use std::fmt;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
-
-use cuda_vmm_sys::{CUmemAllocationHandleType, CUmemFabricHandle};
+use std::os::fd::{BorrowedFd, OwnedFd};
 
 use crate::allocation::Allocation;
 use crate::device::Device;
@@ -49,14 +47,12 @@ impl Allocation {
     /// Exports the allocation as a new POSIX file descriptor, which the caller owns.
     ///
     /// The allocation must have been created with [`HandleTypes::POSIX_FD`].
-    #[allow(unsafe_code)]
     pub fn export_posix_fd(&self) -> Result<OwnedFd> {
         self.require_handle_type(HandleTypes::POSIX_FD, "HandleTypes::POSIX_FD")?;
         let device = self.device();
         crate::raw::require!(device.cuda().api(), cuMemExportToShareableHandle);
-        let _bound = device.bind()?;
-        // SAFETY: the handle is alive (we hold it) and exportable as a descriptor.
-        unsafe { raw::mem_export_posix_fd(device.cuda().api(), self.raw_handle()) }
+        let bound = device.bind()?;
+        self.handle().export_posix_fd(device.cuda().api(), &bound)
     }
 
     /// Imports an allocation of `size` bytes, created with `props`, from a
@@ -108,22 +104,15 @@ impl Allocation {
             return Err(Error::invalid("imported size 0: the size must be nonzero"));
         }
         check_multiple("imported size", size as u64, granularity)?;
-        let raw_fd = fd.as_raw_fd();
-        // The driver takes the descriptor itself, passed in the pointer argument.
-        let os_handle = raw_fd as isize as *mut std::ffi::c_void;
-        Self::import(
-            device,
-            os_handle,
-            CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
-            size,
-        )
+        Self::import(device, size, |api, bound| {
+            raw::AllocationHandle::import_posix_fd(api, bound, fd, size)
+        })
     }
 
     /// Exports the allocation as a fabric handle.
     ///
     /// The allocation must have been created with [`HandleTypes::FABRIC`]
     /// (which [`Allocation::new`] refuses on devices without fabric support).
-    #[allow(unsafe_code)]
     pub fn export_fabric(&self) -> Result<FabricHandle> {
         let device = self.device();
         if !device.features()?.fabric {
@@ -134,9 +123,8 @@ impl Allocation {
         }
         self.require_handle_type(HandleTypes::FABRIC, "HandleTypes::FABRIC")?;
         crate::raw::require!(device.cuda().api(), cuMemExportToShareableHandle);
-        let _bound = device.bind()?;
-        // SAFETY: the handle is alive (we hold it) and exportable as a fabric handle.
-        let handle = unsafe { raw::mem_export_fabric(device.cuda().api(), self.raw_handle()) }?;
+        let bound = device.bind()?;
+        let handle = self.handle().export_fabric(device.cuda().api(), &bound)?;
         Ok(FabricHandle(handle.data))
     }
 
@@ -155,38 +143,24 @@ impl Allocation {
                 device: device.ordinal(),
             });
         }
-        let mut raw = CUmemFabricHandle { data: handle.0 };
-        Self::import(
-            device,
-            (&mut raw as *mut CUmemFabricHandle).cast(),
-            CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_FABRIC,
-            size,
-        )
+        Self::import(device, size, |api, bound| {
+            raw::AllocationHandle::import_fabric(api, bound, handle, size)
+        })
     }
 
-    /// Imports, reads the properties back, and checks `size` against their granularity.
-    ///
-    /// `os_handle` is a descriptor value (POSIX) or points to a live
-    /// `CUmemFabricHandle` (fabric), matching `kind`.
-    #[allow(unsafe_code)]
+    /// Imports (`import`, in the bound context), reads the properties back, and checks
+    /// `size` against their granularity.
     fn import(
         device: &Device,
-        os_handle: *mut std::ffi::c_void,
-        kind: CUmemAllocationHandleType,
         size: usize,
+        import: impl FnOnce(raw::Api, &raw::Bound) -> Result<raw::AllocationHandle>,
     ) -> Result<Allocation> {
         if size == 0 {
             return Err(Error::invalid("imported size 0: the size must be nonzero"));
         }
         crate::raw::require!(device.cuda().api(), cuMemImportFromShareableHandle);
-        let _bound = device.bind()?;
-        // SAFETY: `os_handle` is a descriptor value (POSIX) or points to a live
-        // CUmemFabricHandle (fabric), matching `kind` (both callers make it so).
-        let handle = unsafe {
-            raw::mem_import_from_shareable_handle(device.cuda().api(), os_handle, kind, size)
-        }?;
-        // SAFETY: the import returned a new reference, which this process owns.
-        let handle = unsafe { raw::AllocationHandle::adopt(handle) };
+        let bound = device.bind()?;
+        let handle = import(device.cuda().api(), &bound)?;
         // From here the handle is owned: wrap it first so that errors release it.
         let allocation = Allocation::from_parts(
             device.clone(),

@@ -64,9 +64,9 @@ impl HostBuffer {
         self.memory.bytes()
     }
 
-    /// The buffer's address, for the driver's copies.
-    pub(crate) fn ptr(&self) -> *mut u8 {
-        self.memory.ptr()
+    /// The buffer's memory, for the driver's copies.
+    pub(crate) fn memory(&self) -> &HostMemory {
+        &self.memory
     }
 
     /// Records the buffer's event at the end of `stream` (the device's context is bound).

@@ -4,7 +4,7 @@
 use crate::device::Device;
 use crate::error::Result;
 use crate::ordering::UseTracker;
-use crate::raw::{self, StreamHandle};
+use crate::raw::{self, CheckedRange, StreamHandle};
 use crate::staging::{HostBuffer, STAGE_BYTES};
 use crate::stream::synchronize_raw;
 
@@ -95,31 +95,22 @@ impl<'d> Pair<'d> {
     }
 }
 
-#[allow(unsafe_code)]
 fn queue_htod(
     device: &Device,
     stream: &StreamHandle,
-    dst: u64,
+    dst: CheckedRange<'_>,
     src: &HostBuffer,
-    len: usize,
 ) -> Result<()> {
-    let api = device.cuda().api();
-    // SAFETY: the staging buffer holds `len <= STAGE_BYTES` bytes and is kept (or
-    // quarantined) until the copy completed; the caller checked the device range.
-    unsafe { raw::memcpy_htod_async(api, dst, src.ptr().cast(), len, stream.raw()) }
+    raw::copy_htod_staged(device.cuda().api(), stream, dst, src.memory())
 }
 
-#[allow(unsafe_code)]
 fn queue_dtoh(
     device: &Device,
     stream: &StreamHandle,
     dst: &HostBuffer,
-    src: u64,
-    len: usize,
+    src: CheckedRange<'_>,
 ) -> Result<()> {
-    let api = device.cuda().api();
-    // SAFETY: as in `queue_htod`, with the staging buffer written instead of read.
-    unsafe { raw::memcpy_dtoh_async(api, dst.ptr().cast(), src, len, stream.raw()) }
+    raw::copy_dtoh_staged(device.cuda().api(), stream, dst.memory(), src)
 }
 
 /// Synchronous host-to-device copy on `stream` (the private one; context bound).
@@ -127,7 +118,7 @@ pub(super) fn htod_sync(
     device: &Device,
     uses: &[&UseTracker],
     stream: &StreamHandle,
-    dst: u64,
+    dst: CheckedRange<'_>,
     data: &[u8],
 ) -> Result<()> {
     for tracker in uses {
@@ -138,10 +129,8 @@ pub(super) fn htod_sync(
         for (i, chunk) in data.chunks(STAGE_BYTES).enumerate() {
             let slot = i % 2;
             pair.idle(slot)?.bytes()[..chunk.len()].copy_from_slice(chunk);
-            let at = dst + (i * STAGE_BYTES) as u64;
-            pair.queue(slot, stream, |b| {
-                queue_htod(device, stream, at, b, chunk.len())
-            })?;
+            let at = dst.sub(i * STAGE_BYTES, chunk.len())?;
+            pair.queue(slot, stream, |b| queue_htod(device, stream, at, b))?;
         }
         synchronize_raw(device, stream)?;
         pair.all_idle();
@@ -175,7 +164,7 @@ pub(super) fn dtoh_sync(
     uses: &[&UseTracker],
     stream: &StreamHandle,
     out: &mut [u8],
-    src: u64,
+    src: CheckedRange<'_>,
 ) -> Result<()> {
     for tracker in uses {
         tracker.order_after_uses(device, stream)?;
@@ -192,8 +181,8 @@ pub(super) fn dtoh_sync(
                 // Idle: chunk `i - 2`, queued on this buffer, was copied out already.
                 let r = range(i);
                 pair.idle(slot)?;
-                let at = src + r.start as u64;
-                pair.queue(slot, stream, |b| queue_dtoh(device, stream, b, at, r.len()))?;
+                let at = src.sub(r.start, r.len())?;
+                pair.queue(slot, stream, |b| queue_dtoh(device, stream, b, at))?;
             }
             if i > 0 {
                 let done = i - 1;
@@ -216,15 +205,15 @@ pub(super) fn dtoh_sync(
 pub(super) fn htod_async(
     device: &Device,
     stream: &StreamHandle,
-    dst: u64,
+    dst: CheckedRange<'_>,
     data: &[u8],
 ) -> Result<()> {
     let staging = device.staging();
     for (i, chunk) in data.chunks(STAGE_BYTES).enumerate() {
+        let at = dst.sub(i * STAGE_BYTES, chunk.len())?;
         let mut buffer = staging.take(device)?;
         buffer.bytes()[..chunk.len()].copy_from_slice(chunk);
-        let at = dst + (i * STAGE_BYTES) as u64;
-        if let Err(e) = queue_htod(device, stream, at, &buffer, chunk.len()) {
+        if let Err(e) = queue_htod(device, stream, at, &buffer) {
             staging.give_back(device, buffer);
             return Err(e);
         }

@@ -52,6 +52,12 @@ impl HostMemory {
         self.ptr
     }
 
+    /// The length in bytes.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
     /// The bytes, for host-side copies. Only called while no device copy on the
     /// memory is queued (the staging module's invariant).
     #[inline]

@@ -62,7 +62,10 @@ pub(crate) use handles::{EventHandle, StreamHandle};
 pub(crate) use host::HostMemory;
 pub use memory::*;
 pub use stream::*;
-pub(crate) use vmm::{AllocationHandle, ContextIdle, DeviceMemory, ReservedRange, Waited};
+pub(crate) use vmm::{
+    copy_dtod, copy_dtoh_staged, copy_htod_staged, fill, AllocationHandle, CheckedRange,
+    ContextIdle, DeviceMemory, ReservedRange, Waited,
+};
 
 /// Fails with [`Error::MissingEntryPoint`] (returning from the caller) unless the table
 /// of `$api` resolves `$symbol`: for callers that looked the entry point up before other

@@ -8,7 +8,12 @@
 //! `&mut MappedRanges` (or `&MappedRanges`) is only reachable through the reservation's
 //! lock, which its callers hold across the call.
 
-use cuda_vmm_sys::{CUdeviceptr, CUmemAccessDesc, CUmemGenericAllocationHandle};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+
+use cuda_vmm_sys::{
+    CUdeviceptr, CUmemAccessDesc, CUmemAllocationHandleType, CUmemFabricHandle,
+    CUmemGenericAllocationHandle,
+};
 
 use super::Api;
 use crate::error::{Error, Result};
@@ -192,13 +197,52 @@ impl AllocationHandle {
         Ok(Self::owned(super::mem_retain_allocation_handle(api, ptr)?))
     }
 
-    /// Takes over a reference the caller owns.
-    ///
-    /// # Safety
-    /// `raw` must be a live allocation handle of this driver whose one reference the
-    /// caller owns and gives up here.
-    pub(crate) unsafe fn adopt(raw: CUmemGenericAllocationHandle) -> Self {
-        Self::owned(raw)
+    /// Imports the allocation a POSIX descriptor names (`cuMemImportFromShareableHandle`;
+    /// `size`, the size the exporter sent, for the span only), in the bound context. The
+    /// descriptor stays the caller's.
+    pub(crate) fn import_posix_fd(
+        api: Api,
+        _bound: &super::Bound,
+        fd: BorrowedFd<'_>,
+        size: usize,
+    ) -> Result<Self> {
+        // The driver takes the descriptor itself, passed in the pointer argument.
+        let os_handle = fd.as_raw_fd() as isize as *mut std::ffi::c_void;
+        // SAFETY: `os_handle` is the value of a descriptor that stays open while `fd` is
+        // borrowed, and `kind` says it is a descriptor; the import returns a new
+        // reference, which this value owns from here.
+        let raw = unsafe {
+            super::mem_import_from_shareable_handle(
+                api,
+                os_handle,
+                CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
+                size,
+            )
+        }?;
+        Ok(Self::owned(raw))
+    }
+
+    /// Imports the allocation a fabric handle names (`cuMemImportFromShareableHandle`;
+    /// `size` for the span only), in the bound context.
+    pub(crate) fn import_fabric(
+        api: Api,
+        _bound: &super::Bound,
+        handle: &crate::FabricHandle,
+        size: usize,
+    ) -> Result<Self> {
+        let mut fabric = CUmemFabricHandle { data: handle.0 };
+        // SAFETY: the pointer is to a live `CUmemFabricHandle` (a local, alive across
+        // the call), and `kind` says it is a fabric handle; the import returns a new
+        // reference, which this value owns from here.
+        let raw = unsafe {
+            super::mem_import_from_shareable_handle(
+                api,
+                (&mut fabric as *mut CUmemFabricHandle).cast(),
+                CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_FABRIC,
+                size,
+            )
+        }?;
+        Ok(Self::owned(raw))
     }
 
     fn owned(raw: CUmemGenericAllocationHandle) -> Self {
@@ -222,6 +266,32 @@ impl AllocationHandle {
         // SAFETY: the reference is owned and not released (checked above), so the
         // handle is live.
         unsafe { super::mem_get_allocation_properties_from_handle(api, self.raw) }
+    }
+
+    /// Exports the allocation as a new POSIX descriptor, which the caller owns
+    /// (`cuMemExportToShareableHandle`), in the bound context.
+    pub(crate) fn export_posix_fd(&self, api: Api, _bound: &super::Bound) -> Result<OwnedFd> {
+        if self.released {
+            return Err(Error::invalid("the allocation was already released"));
+        }
+        // SAFETY: the reference is owned and not released (checked above), so the
+        // handle is live.
+        unsafe { super::mem_export_posix_fd(api, self.raw) }
+    }
+
+    /// Exports the allocation as a fabric handle (`cuMemExportToShareableHandle`), in
+    /// the bound context.
+    pub(crate) fn export_fabric(
+        &self,
+        api: Api,
+        _bound: &super::Bound,
+    ) -> Result<CUmemFabricHandle> {
+        if self.released {
+            return Err(Error::invalid("the allocation was already released"));
+        }
+        // SAFETY: the reference is owned and not released (checked above), so the
+        // handle is live.
+        unsafe { super::mem_export_fabric(api, self.raw) }
     }
 
     /// Releases the reference (`cuMemRelease`; `size` is for its span) unless already
@@ -299,4 +369,158 @@ impl DeviceMemory {
         // `ContextIdle` proves the context's work (which could use it) finished.
         unsafe { super::mem_free(api, self.ptr, self.size) }
     }
+}
+
+/// A device address range a copy or fill may use: inside a live reservation and
+/// recorded mapped by its book-keeping, which stays locked while the token (borrowing
+/// it) lives; or inside live linear memory; or vouched for by an `unsafe` caller.
+/// Whether the device may access it as the copy needs stays the callers' check (made
+/// before the token, under the same lock).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CheckedRange<'a> {
+    ptr: CUdeviceptr,
+    len: usize,
+    _held: std::marker::PhantomData<&'a ()>,
+}
+
+impl<'a> CheckedRange<'a> {
+    fn new(ptr: CUdeviceptr, len: usize) -> Self {
+        CheckedRange {
+            ptr,
+            len,
+            _held: std::marker::PhantomData,
+        }
+    }
+
+    /// A range the caller vouches for.
+    ///
+    /// # Safety
+    /// `[ptr, ptr + len)` must be device memory of the driver it is used with, mapped and
+    /// accessible as the copies made on it need, while the token is used.
+    pub(crate) unsafe fn vouched(ptr: CUdeviceptr, len: usize) -> CheckedRange<'static> {
+        CheckedRange::new(ptr, len)
+    }
+
+    /// The length in bytes.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// `[offset, offset + len)` of this range, or an error if it does not lie inside (a
+    /// bug of the caller, which splits a range it checked).
+    pub(crate) fn sub(&self, offset: usize, len: usize) -> Result<CheckedRange<'a>> {
+        if !offset.checked_add(len).is_some_and(|end| end <= self.len) {
+            return Err(Error::invalid(format!(
+                "[{offset}, +{len}) lies outside the checked {}-byte range",
+                self.len
+            )));
+        }
+        Ok(CheckedRange::new(self.ptr + offset as u64, len))
+    }
+}
+
+impl ReservedRange {
+    /// `[offset, offset + len)` as a [`CheckedRange`], if it lies in this live range and
+    /// `mapped` (the locked book-keeping, borrowed by the token) records it mapped.
+    pub(crate) fn checked<'a>(
+        &self,
+        mapped: &'a MappedRanges,
+        offset: usize,
+        len: usize,
+    ) -> Result<CheckedRange<'a>> {
+        let ptr = self.address(offset, len)?;
+        if len != 0 && !mapped.covers(offset, len) {
+            return Err(Error::NotMapped { offset, size: len });
+        }
+        Ok(CheckedRange::new(ptr, len))
+    }
+}
+
+impl DeviceMemory {
+    /// `[offset, offset + len)` as a [`CheckedRange`] (borrowing the memory), if it lies
+    /// in this live memory.
+    pub(crate) fn checked(&self, offset: usize, len: usize) -> Result<CheckedRange<'_>> {
+        if self.freed {
+            return Err(Error::invalid("the device memory was already freed"));
+        }
+        match offset.checked_add(len) {
+            Some(end) if end <= self.size => Ok(CheckedRange::new(self.ptr + offset as u64, len)),
+            _ => Err(Error::invalid(format!(
+                "[{offset}, +{len}) lies outside the {}-byte device memory",
+                self.size
+            ))),
+        }
+    }
+}
+
+/// Queues a copy of `src.len()` bytes from `src` to `dst` on `stream`
+/// (`cuMemcpyDtoDAsync`); refused unless both have the same length.
+pub(crate) fn copy_dtod(
+    api: Api,
+    stream: &super::StreamHandle,
+    dst: CheckedRange<'_>,
+    src: CheckedRange<'_>,
+) -> Result<()> {
+    if dst.len != src.len {
+        return Err(Error::invalid(format!(
+            "copy ranges of different lengths ({} and {} bytes)",
+            dst.len, src.len
+        )));
+    }
+    // SAFETY: both ranges are device memory checked mapped (under their book-keeping's
+    // lock, held while the tokens live) or vouched for; `stream` is live while its handle
+    // is borrowed.
+    unsafe { super::memcpy_dtod_async(api, dst.ptr, src.ptr, src.len, stream.raw()) }
+}
+
+/// Queues a fill of `dst` with `byte` on `stream` (`cuMemsetD8Async`).
+pub(crate) fn fill(
+    api: Api,
+    stream: &super::StreamHandle,
+    dst: CheckedRange<'_>,
+    byte: u8,
+) -> Result<()> {
+    // SAFETY: the range is device memory checked mapped (under its book-keeping's lock,
+    // held while the token lives) or vouched for; `stream` is live while borrowed.
+    unsafe { super::memset_d8_async(api, dst.ptr, byte, dst.len, stream.raw()) }
+}
+
+/// Queues a copy of the first `dst.len()` bytes of `src` to `dst` on `stream`
+/// (`cuMemcpyHtoDAsync`); refused if `src` is shorter.
+pub(crate) fn copy_htod_staged(
+    api: Api,
+    stream: &super::StreamHandle,
+    dst: CheckedRange<'_>,
+    src: &super::HostMemory,
+) -> Result<()> {
+    staging_fits(dst.len, src.len())?;
+    // SAFETY: the device range is checked (see `CheckedRange`); the host side is
+    // `dst.len <= src.len()` bytes of memory the staging module owns and keeps (or
+    // quarantines) until the copy completed, touching it on the host only after
+    // (`HostMemory`'s invariant); `stream` is live while borrowed.
+    unsafe { super::memcpy_htod_async(api, dst.ptr, src.ptr().cast(), dst.len, stream.raw()) }
+}
+
+/// Queues a copy of `src` into the first `src.len()` bytes of `dst` on `stream`
+/// (`cuMemcpyDtoHAsync`); refused if `dst` is shorter.
+pub(crate) fn copy_dtoh_staged(
+    api: Api,
+    stream: &super::StreamHandle,
+    dst: &super::HostMemory,
+    src: CheckedRange<'_>,
+) -> Result<()> {
+    staging_fits(src.len, dst.len())?;
+    // SAFETY: as in `copy_htod_staged`, with the staging memory written instead of read.
+    unsafe { super::memcpy_dtoh_async(api, dst.ptr().cast(), src.ptr, src.len, stream.raw()) }
+}
+
+/// Refuses a staged copy of `copy` bytes through `staging` bytes of host memory.
+fn staging_fits(copy: usize, staging: usize) -> Result<()> {
+    if copy > staging {
+        return Err(Error::invalid(format!(
+            "staging memory ({staging} bytes) shorter than the {copy}-byte copy"
+        )));
+    }
+    Ok(())
 }

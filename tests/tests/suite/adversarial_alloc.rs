@@ -11,8 +11,8 @@ use cuda_vmm_alloc::{
 use cuda_vmm_sim::inject_fault;
 use cuda_vmm_sys::CUresult;
 
-use crate::two_simulated_devices;
-use cuda_vmm_tests::helpers::{gran, TestResult};
+use crate::two_simulated_devices_and_granule;
+use cuda_vmm_tests::helpers::TestResult;
 
 /// The device ordinal of each chunk of `b`, in address order, with its size in granules.
 fn layout(b: &GrowableBuffer<u8>, g: usize) -> Vec<(usize, usize)> {
@@ -50,11 +50,10 @@ fn striped_straddling(
 /// shrank, a shrink that absorbed the fault exactly as one that saw none.
 #[test]
 fn failed_round_robin_shrink_gives_its_turn_back() -> TestResult {
-    let Some((d0, d1)) = two_simulated_devices()? else {
+    let Some((d0, d1, g)) = two_simulated_devices_and_granule()? else {
         return Ok(());
     };
     let _memory = crate::memory_shared();
-    let g = gran(&d0)?.max(gran(&d1)?);
     // The twins: one never shrank, one shrank without a fault; both then grow twice.
     let grow = |b: &mut GrowableBuffer<u8>| -> cuda_vmm_alloc::Result<()> {
         b.reserve(b.capacity() - b.len() + 1)?;
@@ -156,11 +155,10 @@ fn blocked(b: &GrowableBuffer<u8>) -> (u64, u64, u64) {
 /// at every fault point, like a twin that never made the call.
 #[test]
 fn failed_growth_leaves_blocked_stats_as_before() -> TestResult {
-    let Some((d0, d1)) = two_simulated_devices()? else {
+    let Some((d0, d1, g)) = two_simulated_devices_and_granule()? else {
         return Ok(());
     };
     let _memory = crate::memory_shared();
-    let g = gran(&d0)?.max(gran(&d1)?);
     let mut twin = striped_steps(&d0, &d1, g, false)?;
     twin.extend_from_slice(&vec![1; g])?;
     let code = CUresult::CUDA_ERROR_OUT_OF_MEMORY;
@@ -198,11 +196,10 @@ fn failed_growth_leaves_blocked_stats_as_before() -> TestResult {
 /// devices.
 #[test]
 fn failed_prefetched_growth_leaves_the_prefetch_queue_usable() -> TestResult {
-    let Some((d0, d1)) = two_simulated_devices()? else {
+    let Some((d0, d1, g)) = two_simulated_devices_and_granule()? else {
         return Ok(());
     };
     let _memory = crate::memory_shared();
-    let g = gran(&d0)?.max(gran(&d1)?);
     let mut twin = striped_steps(&d0, &d1, g, true)?;
     let mut b = striped_steps(&d0, &d1, g, true)?;
     for buffer in [&mut twin, &mut b] {
@@ -254,11 +251,10 @@ fn tiles(a: &SparseArray<u32>) -> (Vec<Option<usize>>, usize, usize) {
 /// same commit retried lands every tile where a twin that never failed put it.
 #[test]
 fn failed_round_robin_sparse_commit_of_two_runs_is_undone_at_every_fault_point() -> TestResult {
-    let Some((d0, d1)) = two_simulated_devices()? else {
+    let Some((d0, d1, g)) = two_simulated_devices_and_granule()? else {
         return Ok(());
     };
     let _memory = crate::memory_shared();
-    let g = gran(&d0)?.max(gran(&d1)?);
     let per_tile = g / 4;
     let configs = [
         (HoleBehavior::Error, 0),
@@ -387,11 +383,10 @@ fn failed_pooled_growth_counts_the_creates_it_attempted() -> TestResult {
 /// the devices a twin without prefetch puts them on, with the same length and contents.
 #[test]
 fn prefetched_placement_never_drifts_from_an_inline_twin() -> TestResult {
-    let Some((d0, d1)) = two_simulated_devices()? else {
+    let Some((d0, d1, g)) = two_simulated_devices_and_granule()? else {
         return Ok(());
     };
     let _memory = crate::memory_shared();
-    let g = gran(&d0)?.max(gran(&d1)?);
     let mut inline = striped_steps(&d0, &d1, g, false)?;
     let mut ahead = striped_steps(&d0, &d1, g, true)?;
     let fault = CUresult::CUDA_ERROR_INVALID_VALUE;

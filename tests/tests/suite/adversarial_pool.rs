@@ -6,9 +6,7 @@ use std::os::fd::AsFd;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use cuda_vmm::{
-    Allocation, AllocationProps, Backend, Device, HandleTypes, Reservation, ReserveOptions,
-};
+use cuda_vmm::{Allocation, AllocationProps, Backend, HandleTypes, Reservation, ReserveOptions};
 use cuda_vmm_alloc::{
     BufferConfig, ChunkPool, Error, GrowableBuffer, PoolConfig, PoolStats, SparseArray,
     SparseConfig,
@@ -17,19 +15,8 @@ use cuda_vmm_sim::inject_fault;
 use cuda_vmm_sys::CUresult;
 
 use crate::cuda;
+use crate::limited_pool as pool;
 use cuda_vmm_tests::helpers::{gran, TestResult};
-
-/// A pool of `d`'s one-granule chunks with these limits.
-fn pool(d: &Device, max_chunks: usize, max_bytes: usize) -> cuda_vmm_alloc::Result<ChunkPool> {
-    ChunkPool::new(
-        d,
-        PoolConfig {
-            max_chunks,
-            max_bytes,
-            ..PoolConfig::default()
-        },
-    )
-}
 
 /// Panics unless the pool's counters are consistent and its cache within both limits.
 #[track_caller]

@@ -109,6 +109,22 @@ pub fn simulated_device(why: &str) -> cuda_vmm::Result<Option<(cuda_vmm::Device,
     Ok(Some((d, g)))
 }
 
+/// A chunk pool of `d`'s one-granule chunks with these limits.
+pub fn limited_pool(
+    d: &cuda_vmm::Device,
+    max_chunks: usize,
+    max_bytes: usize,
+) -> cuda_vmm_alloc::Result<cuda_vmm_alloc::ChunkPool> {
+    cuda_vmm_alloc::ChunkPool::new(
+        d,
+        cuda_vmm_alloc::PoolConfig {
+            max_chunks,
+            max_bytes,
+            ..cuda_vmm_alloc::PoolConfig::default()
+        },
+    )
+}
+
 /// Devices 0 and 1 on the simulator, or `None` (with a line saying why) to skip.
 pub fn two_simulated_devices() -> cuda_vmm::Result<Option<(cuda_vmm::Device, cuda_vmm::Device)>> {
     let cuda = cuda()?;
@@ -121,4 +137,15 @@ pub fn two_simulated_devices() -> cuda_vmm::Result<Option<(cuda_vmm::Device, cud
         return Ok(None);
     }
     Ok(Some((cuda.device(0)?, cuda.device(1)?)))
+}
+
+/// Devices 0 and 1 on the simulator with the larger of their granularities, or `None` (with
+/// a line saying why) to skip.
+pub fn two_simulated_devices_and_granule(
+) -> cuda_vmm::Result<Option<(cuda_vmm::Device, cuda_vmm::Device, usize)>> {
+    let Some((d0, d1)) = two_simulated_devices()? else {
+        return Ok(None);
+    };
+    let g = cuda_vmm_tests::helpers::gran(&d0)?.max(cuda_vmm_tests::helpers::gran(&d1)?);
+    Ok(Some((d0, d1, g)))
 }

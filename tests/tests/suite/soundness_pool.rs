@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 
 use cuda_vmm::Device;
 use cuda_vmm_alloc::{
-    BufferConfig, ChunkPool, Error, GrowableBuffer, GrowthPolicy, Placement, PoolConfig, PoolStats,
-    SparseArray, SparseConfig,
+    BufferConfig, Error, GrowableBuffer, GrowthPolicy, Placement, PoolStats, SparseArray,
+    SparseConfig,
 };
 use cuda_vmm_sim::inject_fault;
 use cuda_vmm_sys::CUresult;
 
-use crate::{cuda, two_simulated_devices};
+use crate::limited_pool as pool;
+use crate::{cuda, two_simulated_devices_and_granule};
 use cuda_vmm_tests::helpers::{gran, TestResult};
 
 /// A byte buffer of `d0` striping one-granule chunks over `d0` and `d1`.
@@ -43,22 +44,16 @@ fn homes(b: &GrowableBuffer<u8>) -> Vec<usize> {
         .collect()
 }
 
-/// The one-granule size both devices share.
-fn granule(d0: &Device, d1: &Device) -> cuda_vmm::Result<usize> {
-    Ok(gran(d0)?.max(gran(d1)?))
-}
-
 /// Class 7: a growth under `Placement::RoundRobin` that failed after obtaining its chunks
 /// (a failed map or set-access, or a failed copy after the commit) kept its turns in the
 /// rotation, so the next chunk landed on the wrong device. After a failed growth the
 /// rotation is exactly as before: the chunks land as in a buffer that never failed.
 #[test]
 fn failed_round_robin_growth_gives_its_turns_back() -> TestResult {
-    let Some((d0, d1)) = two_simulated_devices()? else {
+    let Some((d0, d1, g)) = two_simulated_devices_and_granule()? else {
         return Ok(());
     };
     let _memory = crate::memory_shared();
-    let g = granule(&d0, &d1)?;
     // A three-chunk growth (an odd count, so a kept turn shows with two devices) failing in
     // its creates, its maps, its one set-access, or its copy after the commit.
     let faults = [
@@ -94,11 +89,10 @@ fn failed_round_robin_growth_gives_its_turns_back() -> TestResult {
 /// landed on the device the failed one would have used twice in a row.
 #[test]
 fn failed_round_robin_sparse_commit_gives_its_turn_back() -> TestResult {
-    let Some((d0, d1)) = two_simulated_devices()? else {
+    let Some((d0, d1, g)) = two_simulated_devices_and_granule()? else {
         return Ok(());
     };
     let _memory = crate::memory_shared();
-    let g = granule(&d0, &d1)?;
     let mut a = SparseArray::<u32>::new(
         &d0,
         8 * g / 4,
@@ -136,11 +130,10 @@ fn failed_round_robin_sparse_commit_gives_its_turn_back() -> TestResult {
 /// The buffer's rotation is the only one: prefetched chunks land where it says.
 #[test]
 fn prefetched_chunks_follow_the_buffers_rotation_after_a_large_append() -> TestResult {
-    let Some((d0, d1)) = two_simulated_devices()? else {
+    let Some((d0, d1, g)) = two_simulated_devices_and_granule()? else {
         return Ok(());
     };
     let _memory = crate::memory_shared();
-    let g = granule(&d0, &d1)?;
     let mut b = striped(&d0, &d1, g, true)?;
     // Two one-chunk steps are queued; this append takes both and commits three in line.
     b.extend_from_slice(&vec![1; 5 * g])?;
@@ -163,18 +156,6 @@ fn prefetched_chunks_follow_the_buffers_rotation_after_a_large_append() -> TestR
     assert_eq!(homes(&b), expected);
     assert!(b.prefetch());
     Ok(())
-}
-
-/// A pool of `d`'s one-granule chunks with these limits.
-fn pool(d: &Device, max_chunks: usize, max_bytes: usize) -> cuda_vmm_alloc::Result<ChunkPool> {
-    ChunkPool::new(
-        d,
-        PoolConfig {
-            max_chunks,
-            max_bytes,
-            ..PoolConfig::default()
-        },
-    )
 }
 
 /// Panics unless the pool's cache is within `max_chunks` chunks of `chunk` bytes.

@@ -7,14 +7,7 @@ fn buffer_grows_in_place_and_keeps_contents() -> TestResult {
     let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
-    let mut buf = GrowableBuffer::<u32>::new(
-        &d,
-        BufferConfig {
-            max_capacity: Some(16 << 20),
-            policy: small_chunks(g),
-            ..BufferConfig::default()
-        },
-    )?;
+    let mut buf = buffer_with::<u32>(&d, 16 << 20, small_chunks(g))?;
     assert!(buf.is_empty());
     assert_eq!(buf.capacity(), 0);
     assert_eq!(buf.committed_bytes(), 0);
@@ -91,14 +84,7 @@ fn resize_fills_on_the_device() -> TestResult {
     let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
-    let mut buf = GrowableBuffer::<u32>::new(
-        &d,
-        BufferConfig {
-            max_capacity: Some(8 << 20),
-            policy: small_chunks(g),
-            ..BufferConfig::default()
-        },
-    )?;
+    let mut buf = buffer_with::<u32>(&d, 8 << 20, small_chunks(g))?;
     // memset paths (all bytes equal), then the staged pattern path (> 64 KiB of data).
     buf.resize(100_000, 0)?;
     buf.resize(250_001, u32::MAX)?;
@@ -112,14 +98,7 @@ fn resize_fills_on_the_device() -> TestResult {
     assert_eq!(buf.to_vec()?, host[..10]);
 
     // Odd-sized elements: the pattern straddles chunk boundaries.
-    let mut odd = GrowableBuffer::<[u8; 3]>::new(
-        &d,
-        BufferConfig {
-            max_capacity: Some(4 << 20),
-            policy: small_chunks(g),
-            ..BufferConfig::default()
-        },
-    )?;
+    let mut odd = buffer_with::<[u8; 3]>(&d, 4 << 20, small_chunks(g))?;
     odd.resize(1_000_003, [1, 2, 3])?;
     odd.resize(1_000_010, [4, 4, 4])?;
     let mut expect = vec![[1u8, 2, 3]; 1_000_003];
@@ -238,14 +217,7 @@ fn growth_makes_one_set_access_per_run() -> TestResult {
     let d = device()?;
     let g = gran(&d)?;
     let names = ["cuMemCreate", "cuMemMap", "cuMemSetAccess"];
-    let mut buf = GrowableBuffer::<u8>::new(
-        &d,
-        BufferConfig {
-            max_capacity: Some(64 << 20),
-            policy: GrowthPolicy::fixed(g),
-            ..BufferConfig::default()
-        },
-    )?;
+    let mut buf = buffer_with::<u8>(&d, 64 << 20, GrowthPolicy::fixed(g))?;
     let before = counts(&names);
     buf.reserve(5 * g)?; // five one-granule chunks, one run
     let stats = buf.stats();
@@ -290,20 +262,14 @@ fn shrink_to_fit_returns_memory() -> TestResult {
     let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
-    let mut buf = GrowableBuffer::<u32>::new(
-        &d,
-        BufferConfig {
-            max_capacity: Some(32 << 20),
-            policy: GrowthPolicy {
-                min_chunk: 4 * g,
-                max_chunk: 4 * g,
-                factor: 0.0,
-                max_allocation: 0,
-                churn_allocation: 0,
-            },
-            ..BufferConfig::default()
-        },
-    )?;
+    let policy = GrowthPolicy {
+        min_chunk: 4 * g,
+        max_chunk: 4 * g,
+        factor: 0.0,
+        max_allocation: 0,
+        churn_allocation: 0,
+    };
+    let mut buf = buffer_with::<u32>(&d, 32 << 20, policy)?;
     let ptr = buf.ptr();
     buf.reserve(3 * g)?; // 12 granules: three 4-granule chunks
     let host = words_added(0..(10 * g / 4), 5);
@@ -346,14 +312,7 @@ fn shrink_gives_memory_back_to_the_device() -> TestResult {
     else {
         return Ok(());
     };
-    let mut buf = GrowableBuffer::<u8>::new(
-        &d,
-        BufferConfig {
-            max_capacity: Some(64 << 20),
-            policy: GrowthPolicy::fixed(8 * g),
-            ..BufferConfig::default()
-        },
-    )?;
+    let mut buf = buffer_with::<u8>(&d, 64 << 20, GrowthPolicy::fixed(8 * g))?;
     buf.resize(24 * g, 1)?;
     buf.truncate(8 * g);
     let free_before = d.memory_info()?.free;
@@ -374,14 +333,7 @@ fn growth_is_transactional_under_faults() -> TestResult {
     let Some((d, g)) = crate::simulated_device("fault injection needs the simulator")? else {
         return Ok(());
     };
-    let mut buf = GrowableBuffer::<u32>::new(
-        &d,
-        BufferConfig {
-            max_capacity: Some(32 << 20),
-            policy: GrowthPolicy::fixed(g),
-            ..BufferConfig::default()
-        },
-    )?;
+    let mut buf = buffer_with::<u32>(&d, 32 << 20, GrowthPolicy::fixed(g))?;
     let host = words_added(0..(g / 4 + 3), 1);
     buf.extend_from_slice(&host)?;
     let ptr = buf.ptr();
@@ -430,14 +382,7 @@ fn grant_access_covers_old_and_new_memory() -> TestResult {
     let d = device()?;
     let g = gran(&d)?;
     let devices = cuda()?.devices()?;
-    let mut buf = GrowableBuffer::<u8>::new(
-        &d,
-        BufferConfig {
-            max_capacity: Some(16 << 20),
-            policy: GrowthPolicy::fixed(g),
-            ..BufferConfig::default()
-        },
-    )?;
+    let mut buf = buffer_with::<u8>(&d, 16 << 20, GrowthPolicy::fixed(g))?;
     buf.resize(g, 1)?;
     let before = counts(&["cuMemSetAccess"]);
     buf.grant_access(&devices)?;

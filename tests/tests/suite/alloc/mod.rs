@@ -63,3 +63,20 @@ fn small_chunks(g: usize) -> GrowthPolicy {
         churn_allocation: 0,
     }
 }
+
+/// A growable buffer of at most `max_capacity` elements that grows by `policy`; every other
+/// setting is the default.
+fn buffer_with<T: cuda_vmm_alloc::DevicePod>(
+    d: &Device,
+    max_capacity: usize,
+    policy: GrowthPolicy,
+) -> cuda_vmm_alloc::Result<GrowableBuffer<T>> {
+    GrowableBuffer::new(
+        d,
+        BufferConfig {
+            max_capacity: Some(max_capacity),
+            policy,
+            ..BufferConfig::default()
+        },
+    )
+}

@@ -28,6 +28,16 @@ pub(super) fn report(what: &str, covs: &[Coverage]) {
     );
 }
 
+/// With `pooled`, a default chunk pool of `d` holding one prefilled chunk.
+fn prefilled_pool(d: &cuda_vmm::Device, pooled: bool) -> Res<Option<ChunkPool>> {
+    if !pooled {
+        return Ok(None);
+    }
+    let p = ChunkPool::new(d, PoolConfig::default())?;
+    p.prefill(1)?;
+    Ok(Some(p))
+}
+
 // ------------------------------------------------------------------ growable buffer
 
 struct Buf {
@@ -41,13 +51,7 @@ struct Buf {
 fn buf_setup(pooled: bool, slack: bool) -> Res<Buf> {
     let d = device()?;
     let g = gran(&d)?;
-    let pool = if pooled {
-        let p = ChunkPool::new(&d, PoolConfig::default())?;
-        p.prefill(1)?;
-        Some(p)
-    } else {
-        None
-    };
+    let pool = prefilled_pool(&d, pooled)?;
     let mut buf = GrowableBuffer::new(
         &d,
         BufferConfig {
@@ -183,13 +187,7 @@ struct Arr {
 fn arr_setup(holes: HoleBehavior, pooled: bool) -> Res<Arr> {
     let d = device()?;
     let g = gran(&d)?;
-    let pool = if pooled {
-        let p = ChunkPool::new(&d, PoolConfig::default())?;
-        p.prefill(1)?;
-        Some(p)
-    } else {
-        None
-    };
+    let pool = prefilled_pool(&d, pooled)?;
     let mut array = SparseArray::new(
         &d,
         TILES * g,

@@ -4,10 +4,7 @@ use super::*;
 
 #[test]
 fn two_mappings_of_one_allocation_alias() {
-    let _memory = crate::memory_shared();
-    announce();
-    let ctx = Ctx::open(0);
-    let g = granularity(0);
+    let (_memory, ctx, g) = open_device0();
     let h = create(2 * g, &fd_prop(0)).expect("create");
     let (a, b) = (reserve(2 * g), reserve(2 * g));
     ok(map(a, 2 * g, 0, h));
@@ -47,10 +44,7 @@ fn mapped_granule(g: usize) -> (CUmemGenericAllocationHandle, CUdeviceptr) {
 
 #[test]
 fn release_while_mapped_keeps_the_memory_until_unmap() {
-    let _memory = crate::memory_shared();
-    announce();
-    let ctx = Ctx::open(0);
-    let g = granularity(0);
+    let (_memory, ctx, g) = open_device0();
     let (h, va) = mapped_granule(g);
     set_rw(va, g, ctx.dev);
     let data = pattern_cycle(g, 42);
@@ -76,10 +70,7 @@ fn release_while_mapped_keeps_the_memory_until_unmap() {
 
 #[test]
 fn read_only_access_allows_reads_and_refuses_writes() {
-    let _memory = crate::memory_shared();
-    announce();
-    let ctx = Ctx::open(0);
-    let g = granularity(0);
+    let (_memory, ctx, g) = open_device0();
     let (h, va) = mapped_granule(g);
     // Mapped but no access yet: copies fail without faulting.
     assert_eq!(htod(va, &[1, 2, 3]), answers::COPY_NO_ACCESS);

@@ -4,10 +4,7 @@ use super::*;
 
 #[test]
 fn injected_fault_fails_exactly_the_chosen_call_without_side_effects() {
-    let _memory = crate::memory_shared();
-    announce();
-    let ctx = Ctx::open(0);
-    let g = granularity(0);
+    let (_memory, ctx, g) = open_device0();
     let (h1, h2) = (
         create(g, &fd_prop(0)).expect("create"),
         create(g, &fd_prop(0)).expect("create"),

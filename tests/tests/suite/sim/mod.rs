@@ -102,6 +102,15 @@ fn init() {
     ok(rc(bare::init(api(), 0)));
 }
 
+/// The usual start of a test on device 0: the memory lock held shared, the backend
+/// announced and device 0's context current; with device 0's granularity.
+fn open_device0() -> (std::sync::RwLockReadGuard<'static, ()>, Ctx, usize) {
+    let memory = crate::memory_shared();
+    announce();
+    let ctx = Ctx::open(0);
+    (memory, ctx, granularity(0))
+}
+
 /// The primary context of a device, current on this thread while alive.
 struct Ctx {
     dev: CUdevice,

@@ -4,10 +4,7 @@ use super::*;
 
 #[test]
 fn exported_fd_is_shared_with_another_process() {
-    let _memory = crate::memory_shared();
-    announce();
-    let ctx = Ctx::open(0);
-    let g = granularity(0);
+    let (_memory, ctx, g) = open_device0();
     let h = create(2 * g, &fd_prop(0)).expect("create");
     let va = reserve(2 * g);
     ok(map(va, 2 * g, 0, h));
@@ -78,10 +75,7 @@ fn fd_importer_child() {
 
 #[test]
 fn import_refuses_what_is_not_an_exported_allocation() {
-    let _memory = crate::memory_shared();
-    announce();
-    let _ctx = Ctx::open(0);
-    let g = granularity(0);
+    let (_memory, _ctx, g) = open_device0();
     let bad = Err(answers::IMPORT_BAD_FD);
     assert_eq!(import_fd(-1), bad);
     // An fd number that is not open (far above any this process uses).
@@ -111,10 +105,7 @@ fn import_refuses_what_is_not_an_exported_allocation() {
 
 #[test]
 fn fabric_is_unsupported_and_exports_need_the_requested_type() {
-    let _memory = crate::memory_shared();
-    announce();
-    let _ctx = Ctx::open(0);
-    let g = granularity(0);
+    let (_memory, _ctx, g) = open_device0();
     let attr = entry!(t(), cuDeviceGetAttribute).expect("attribute");
     let mut v = -1;
     // SAFETY: valid out-pointer.
@@ -144,10 +135,7 @@ fn fabric_is_unsupported_and_exports_need_the_requested_type() {
 
 #[test]
 fn same_process_import_aliases_the_exported_allocation() {
-    let _memory = crate::memory_shared();
-    announce();
-    let ctx = Ctx::open(0);
-    let g = granularity(0);
+    let (_memory, ctx, g) = open_device0();
     let h = create(g, &fd_prop(0)).expect("create");
     let fd = export_fd(h).expect("export");
     let h2 = import_fd(fd).expect("import");
