@@ -1,6 +1,10 @@
 //! The reservation, properties, peers and counters shared by buffers and sparse arrays, and
 //! the transactional "obtain chunks, map them, set access once" step both use.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use cuda_vmm::release::ReleaseThen;
 use cuda_vmm::{
     AccessFlags, Allocation, AllocationProps, Device, GranularityKind, Mapping, Reservation,
     ReserveOptions,
@@ -73,6 +77,8 @@ pub(crate) struct Backing {
     /// under them; unmapped again by [`retry_stranded`](Backing::retry_stranded) before the
     /// next change, and on drop.
     pub(crate) stranded: Vec<Mapping>,
+    /// Bytes of chunks whose release is queued (shared with the queue's entries).
+    pub(crate) pending: Arc<AtomicUsize>,
 }
 
 impl Backing {
@@ -122,6 +128,7 @@ impl Backing {
             peers,
             stats: DriverStats::default(),
             stranded: Vec::new(),
+            pending: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -138,6 +145,7 @@ impl Backing {
             peers: self.peers.clone(),
             stats: DriverStats::default(),
             stranded: Vec::new(),
+            pending: self.pending.clone(),
         }
     }
 
@@ -323,13 +331,91 @@ impl Backing {
         self.unobtain(obtained);
     }
 
-    /// Unmaps `chunks` in order after ONE wait for device work on the reservation, handing
+    /// Ends `chunks` in order on the release queue: they are unmapped, and each allocation
+    /// handed back to the pool or the device, once no device work may touch them (see
+    /// [`Mapping::unmap_deferred`]); this returns at once. Their bytes count as pending
+    /// ([`pending_bytes`](Backing::pending_bytes)) until then.
+    ///
+    /// Only a refusal comes back (never for chunks of this backing's reservation), with the
+    /// chunks intact. A failure on the queue is logged and kept by the queue (see
+    /// `Cuda::take_release_errors`): the chunk is not given back then, so nothing is
+    /// released twice.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn release_chunks(
+        &mut self,
+        chunks: Vec<Chunk>,
+    ) -> std::result::Result<(), (Error, Vec<Chunk>)> {
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let _span = tracing::debug_span!(
+            "decommit",
+            address = %Hex(chunks.iter().map(|c| c.mapping.ptr()).min().unwrap_or(0)),
+            size = chunks.iter().map(|c| c.mapping.size()).sum::<usize>(),
+            chunks = chunks.len(),
+        )
+        .entered();
+        if self.device.cuda().releases_complete_inline() {
+            return self.release_chunks_now(chunks);
+        }
+        let count = chunks.len();
+        let bytes: usize = chunks.iter().map(|c| c.mapping.size()).sum();
+        let mut owners = Vec::with_capacity(count);
+        let mut mappings = Vec::with_capacity(count);
+        for chunk in chunks {
+            owners.push((chunk.pooled, chunk.serial));
+            mappings.push(chunk.mapping);
+        }
+        let pooled: Vec<bool> = owners.iter().map(|o| o.0).collect();
+        let to_pool = pooled.iter().filter(|p| **p).count();
+        let pool = self.pool.clone().filter(|_| to_pool > 0);
+        if let Some(pool) = &pool {
+            pool.note_pending(to_pool);
+        }
+        let pending = self.pending.clone();
+        pending.fetch_add(bytes, Ordering::Relaxed);
+        let back_pool = pool.clone();
+        let then: ReleaseThen = Box::new(move |allocations| {
+            let result = give_back_all(back_pool.as_ref(), allocations, &pooled);
+            pending.fetch_sub(bytes, Ordering::Relaxed);
+            result
+        });
+        match Mapping::unmap_deferred(mappings, Some(then)) {
+            Ok(()) => {
+                self.stats.unmaps += count as u64;
+                self.stats.releases += (count - to_pool) as u64;
+                self.stats.chunks = self.stats.chunks.saturating_sub(count);
+                Ok(())
+            }
+            Err((e, back)) => {
+                // Refused: nothing was queued, and `then` was dropped unrun.
+                self.pending.fetch_sub(bytes, Ordering::Relaxed);
+                if let Some(pool) = &pool {
+                    pool.note_arrived(to_pool);
+                }
+                let kept = back
+                    .into_iter()
+                    .zip(owners)
+                    .map(|(mapping, (pooled, serial))| Chunk {
+                        mapping,
+                        pooled,
+                        cached: false,
+                        serial,
+                    })
+                    .collect();
+                Err((e.into(), kept))
+            }
+        }
+    }
+
+    /// With releases completed on the caller's thread (the queue's bound is 0): unmaps
+    /// `chunks` in order after ONE wait for device work on the reservation, handing
     /// each allocation back to the pool or the device. Stops at the first failed unmap: the
     /// error comes back with the chunks not unmapped (that one first, then those not tried),
     /// still mapped and intact, for the caller to keep. A failure to hand an unmapped chunk
     /// back (a refused release, retried as the handle drops) is reported after all are done.
     #[allow(clippy::result_large_err)]
-    pub(crate) fn release_chunks(
+    fn release_chunks_now(
         &mut self,
         chunks: Vec<Chunk>,
     ) -> std::result::Result<(), (Error, Vec<Chunk>)> {
@@ -388,6 +474,34 @@ impl Backing {
         }
     }
 
+    /// Hands an unmapped allocation back to the pool (if it came from there) or the device.
+    fn give_back(&mut self, allocation: Allocation, pooled: bool) -> Result<()> {
+        let times = &mut self.stats.time;
+        match (&self.pool, pooled) {
+            (Some(pool), true) => {
+                if let Err(refused) = timed(&mut times.release, || pool.recycle(allocation)) {
+                    let (e, allocation) = refused.into_parts();
+                    tracing::error!("the pool refused a chunk, releasing it: {e}");
+                    if let Some(allocation) = allocation {
+                        self.stats.releases += 1;
+                        timed(&mut times.release, || allocation.release())?;
+                    }
+                    return Err(e);
+                }
+            }
+            _ => {
+                self.stats.releases += 1;
+                timed(&mut times.release, || allocation.release())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes of this backing's chunks whose release is queued, waiting for device work.
+    pub(crate) fn pending_bytes(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
     /// Unmaps `mappings` in order after one wait; the ones that cannot be unmapped are kept
     /// in [`stranded`](Backing::stranded). Reports the first error.
     pub(crate) fn unmap_or_strand(&mut self, mappings: Vec<Mapping>) -> Result<()> {
@@ -417,29 +531,6 @@ impl Backing {
     pub(crate) fn retry_stranded(&mut self) -> Result<()> {
         let stranded = std::mem::take(&mut self.stranded);
         self.unmap_or_strand(stranded)
-    }
-
-    /// Hands an unmapped allocation back to the pool (if it came from there) or the device.
-    fn give_back(&mut self, allocation: Allocation, pooled: bool) -> Result<()> {
-        let times = &mut self.stats.time;
-        match (&self.pool, pooled) {
-            (Some(pool), true) => {
-                if let Err(refused) = timed(&mut times.release, || pool.recycle(allocation)) {
-                    let (e, allocation) = refused.into_parts();
-                    tracing::error!("the pool refused a chunk, releasing it: {e}");
-                    if let Some(allocation) = allocation {
-                        self.stats.releases += 1;
-                        timed(&mut times.release, || allocation.release())?;
-                    }
-                    return Err(e);
-                }
-            }
-            _ => {
-                self.stats.releases += 1;
-                timed(&mut times.release, || allocation.release())?;
-            }
-        }
-        Ok(())
     }
 
     /// Maps `size` bytes of a shared allocation at `offset` (no access set).
@@ -539,4 +630,42 @@ fn set_access_for(
     access.push((owner, flags(read_only)));
     access.extend(peers.iter().map(|p| (p, flags(read_only))));
     Ok(reservation.set_access(offset, size, &access)?)
+}
+
+/// Hands unmapped allocations back on the release queue's thread: pooled ones to `pool`
+/// (released if it refuses them), the others to the device. Reports the first failure
+/// after trying all.
+fn give_back_all(
+    pool: Option<&ChunkPool>,
+    allocations: Vec<Allocation>,
+    pooled: &[bool],
+) -> cuda_vmm::Result<()> {
+    let mut result = Ok(());
+    let mut arrived = 0;
+    for (allocation, &is_pooled) in allocations.into_iter().zip(pooled) {
+        let outcome = match pool.filter(|_| is_pooled) {
+            Some(pool) => {
+                arrived += 1;
+                match pool.recycle(allocation) {
+                    Ok(_) => Ok(()),
+                    Err(refused) => {
+                        let (e, allocation) = refused.into_parts();
+                        tracing::error!("the pool refused a chunk, releasing it: {e}");
+                        match allocation {
+                            Some(a) => a.release(),
+                            None => Ok(()),
+                        }
+                    }
+                }
+            }
+            None => allocation.release(),
+        };
+        if let Err(e) = outcome {
+            result = result.and(Err(e));
+        }
+    }
+    if let Some(pool) = pool {
+        pool.note_arrived(arrived);
+    }
+    result
 }

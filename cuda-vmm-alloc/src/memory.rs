@@ -18,6 +18,9 @@ pub(crate) mod sealed {
     pub trait Sealed {
         /// The reservation behind the structure.
         fn reservation(&self) -> &cuda_vmm::Reservation;
+
+        /// Bytes whose release is queued, waiting for device work.
+        fn queued_release_bytes(&self) -> usize;
     }
 }
 
@@ -58,6 +61,20 @@ pub trait DeviceMemory: sealed::Sealed {
         Ok(self.reservation().record_use(stream)?)
     }
 
+    /// Records that work queued so far on `stream` only reads the memory: this crate's
+    /// later reads need not wait for it; writes and unmapping do.
+    fn record_read(&self, stream: &Stream) -> Result<()> {
+        Ok(self.reservation().record_read(stream)?)
+    }
+
+    /// Bytes this structure gave up (decommitted, shrunk, rolled back) whose unmap is still
+    /// queued on the release queue, waiting for the device work before it: no longer
+    /// committed, not yet free on the device. [`cuda_vmm::Cuda::flush_releases`] waits for
+    /// them.
+    fn pending_release_bytes(&self) -> usize {
+        self.queued_release_bytes()
+    }
+
     /// Waits for the device work that unmapping would wait for (see [`UnmapWait`]).
     fn synchronize(&self) -> Result<()> {
         Ok(self.reservation().synchronize()?)
@@ -91,6 +108,10 @@ macro_rules! device_memory {
             fn reservation(&self) -> &cuda_vmm::Reservation {
                 &self.backing.reservation
             }
+
+            fn queued_release_bytes(&self) -> usize {
+                self.backing.pending_bytes()
+            }
         }
 
         impl<T: $crate::pod::DevicePod> $crate::memory::DeviceMemory for $ty<T> {}
@@ -114,6 +135,16 @@ macro_rules! device_memory {
             /// See [`DeviceMemory::record_use`](crate::DeviceMemory::record_use).
             pub fn record_use(&self, stream: &cuda_vmm::Stream) -> $crate::error::Result<()> {
                 $crate::memory::DeviceMemory::record_use(self, stream)
+            }
+
+            /// See [`DeviceMemory::record_read`](crate::DeviceMemory::record_read).
+            pub fn record_read(&self, stream: &cuda_vmm::Stream) -> $crate::error::Result<()> {
+                $crate::memory::DeviceMemory::record_read(self, stream)
+            }
+
+            /// See [`DeviceMemory::pending_release_bytes`](crate::DeviceMemory::pending_release_bytes).
+            pub fn pending_release_bytes(&self) -> usize {
+                $crate::memory::DeviceMemory::pending_release_bytes(self)
             }
 
             /// See [`DeviceMemory::synchronize`](crate::DeviceMemory::synchronize).

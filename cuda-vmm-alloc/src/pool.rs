@@ -51,6 +51,9 @@ pub struct PoolStats {
     pub chunks_held: usize,
     /// Bytes cached now.
     pub bytes_held: usize,
+    /// Chunks on their way back: their unmap is queued on the release queue, waiting for
+    /// device work, and they return to the cache (or the device) once it completes.
+    pub pending_returns: usize,
 }
 
 /// Recycles physical allocations of one size class (device + properties + chunk size), so
@@ -209,6 +212,17 @@ impl ChunkPool {
                 Err(e) => Err(RecycleError::new(e.into(), None)),
             },
         }
+    }
+
+    /// Counts `n` chunks whose return is queued (see [`PoolStats::pending_returns`]).
+    pub(crate) fn note_pending(&self, n: usize) {
+        self.inner.state.lock().stats.pending_returns += n;
+    }
+
+    /// Counts `n` queued returns as arrived (recycled, released or failed).
+    pub(crate) fn note_arrived(&self, n: usize) {
+        let mut state = self.inner.state.lock();
+        state.stats.pending_returns = state.stats.pending_returns.saturating_sub(n);
     }
 
     /// Creates chunks until `chunks` are cached (bounded by the pool's limits, counting the

@@ -82,8 +82,18 @@ impl fmt::Debug for Allocation {
     }
 }
 
+/// How long an allocation that ran out of memory waits for queued releases.
+const OOM_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn is_oom(e: &Error) -> bool {
+    e.cuda_error()
+        .is_some_and(|c| c.code() == cuda_vmm_sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY.0)
+}
+
 impl Allocation {
-    /// Creates `size` bytes of physical memory (`cuMemCreate`).
+    /// Creates `size` bytes of physical memory (`cuMemCreate`). When the device is out of
+    /// memory while releases are queued, waits for them (up to a minute) and tries once
+    /// more.
     ///
     /// `size` must be a nonzero multiple of the minimum granularity for `props`;
     /// a device location must be `device`; requested features (fabric or POSIX
@@ -108,7 +118,17 @@ impl Allocation {
         check_multiple("allocation size", size as u64, granularity)?;
         // No current context needed: the driver answers VMM calls without one
         // (recorded on H200, driver 580: conformance `no_context_*`).
-        let handle = AllocationHandle::create(device.cuda().api(), size, &props.to_raw(), 0)?;
+        let raw_props = props.to_raw();
+        let api = device.cuda().api();
+        let handle = match AllocationHandle::create(api, size, &raw_props, 0) {
+            Err(e) if is_oom(&e) && device.cuda().release_queue().has_pending() => {
+                // Memory whose release is queued comes back once its device work is done:
+                // wait for it, then try once more.
+                let _ = device.cuda().flush_releases(OOM_FLUSH_TIMEOUT);
+                AllocationHandle::create(api, size, &raw_props, 0)?
+            }
+            other => other?,
+        };
         Ok(Self::from_parts(
             device.clone(),
             handle,

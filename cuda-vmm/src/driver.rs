@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 use crate::device::{Device, DeviceShared};
 use crate::error::{Error, Result};
 use crate::raw::{self, Api};
+use crate::release::ReleaseQueue;
 use crate::version::DriverVersion;
 
 /// Environment variable selecting the backend of [`Cuda::new`]: `sim` or `cuda`.
@@ -45,6 +46,8 @@ struct CudaInner {
     device_count: AtomicUsize,
     /// Devices opened so far, each with its primary context retained once.
     devices: Mutex<Vec<Option<Arc<DeviceShared>>>>,
+    /// Ends of life waiting for device work (see [`crate::release`]).
+    release: Arc<ReleaseQueue>,
 }
 
 /// An initialised driver: the entry point to devices and memory.
@@ -152,8 +155,14 @@ impl Cuda {
                 version,
                 device_count: AtomicUsize::new(UNKNOWN_COUNT),
                 devices: Mutex::new(Vec::new()),
+                release: ReleaseQueue::new(),
             }),
         })
+    }
+
+    /// The release queue (see [`crate::release`]).
+    pub(crate) fn release_queue(&self) -> &Arc<ReleaseQueue> {
+        &self.inner.release
     }
 
     /// Which backend this is.

@@ -159,6 +159,7 @@ mod mapping;
 mod ordering;
 mod props;
 pub mod raw;
+pub mod release;
 mod reservation;
 mod reservation_copies;
 mod shareable_handles;

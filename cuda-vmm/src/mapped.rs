@@ -55,6 +55,9 @@ impl DeviceAccess {
 pub(crate) struct MappedRange {
     pub(crate) size: usize,
     pub(crate) access: DeviceAccess,
+    /// Its unmap is queued on the release queue: still mapped, but no longer usable (copies
+    /// and access changes see a hole), and a mapping over it completes the entry first.
+    pub(crate) ending: bool,
 }
 
 /// Disjoint intervals `[offset, offset + size)`, keyed by offset.
@@ -87,6 +90,7 @@ impl MappedRanges {
             MappedRange {
                 size,
                 access: DeviceAccess::default(),
+                ending: false,
             },
         );
     }
@@ -95,6 +99,30 @@ impl MappedRanges {
     #[inline]
     pub(crate) fn remove(&mut self, offset: usize) -> Option<MappedRange> {
         self.map.remove(&offset)
+    }
+
+    /// Marks the interval starting at `offset` as ending (its unmap is queued); false if
+    /// no interval starts there or it is ending already.
+    pub(crate) fn mark_ending(&mut self, offset: usize) -> bool {
+        match self.map.get_mut(&offset) {
+            Some(r) if !r.ending => {
+                r.ending = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether an interval overlapping `[offset, offset + size)` is ending.
+    pub(crate) fn overlaps_ending(&self, offset: usize, size: usize) -> bool {
+        let end = offset.saturating_add(size);
+        let first = match self.map.range(..=offset).next_back() {
+            Some((&o, _)) => o,
+            None => offset,
+        };
+        self.map
+            .range(first..end)
+            .any(|(&o, r)| r.ending && o + r.size > offset)
     }
 
     /// Whether exactly `[offset, offset + size)` is one live interval.
@@ -119,7 +147,7 @@ impl MappedRanges {
         let (&first, _) = self.map.range(..=offset).next_back()?;
         let mut pos = first;
         for (&o, s) in self.map.range(first..) {
-            if o != pos {
+            if o != pos || s.ending {
                 return None;
             }
             f(o, s);

@@ -9,6 +9,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::mapped::MappedRanges;
 use crate::raw::{self, Waited};
+use crate::release::{Entry, ReleaseThen, Work};
 use crate::reservation::Reservation;
 
 /// A live mapping; unmapped on drop (or by [`Mapping::unmap`]).
@@ -176,6 +177,98 @@ impl Mapping {
             }
         }
         Ok(())
+    }
+
+    /// Queues the unmapping of `mappings` (all of one reservation) on the release queue
+    /// and returns at once; the queue's worker unmaps them, in order, once no device work
+    /// may touch them any more (what [`Mapping::unmap`] waits for: the recorded uses, and
+    /// under [`UnmapWait::Devices`](crate::UnmapWait) all work in the contexts that can
+    /// reach the memory), then calls `then` with their allocations (or, without `then`,
+    /// drops them: an allocation whose last handle this was is released).
+    ///
+    /// From this call on the ranges are no longer usable: copies and access changes over
+    /// them are refused as unmapped, and mapping over them completes the queued entry
+    /// first, on the caller's thread. Under [`UnmapWait::Caller`](crate::UnmapWait), or with
+    /// the queue turned off
+    /// ([`Cuda::set_max_pending_release_bytes`](crate::Cuda::set_max_pending_release_bytes)
+    /// 0), nothing is queued: the mappings are unmapped (after the wait
+    /// [`Mapping::unmap_in_order`] makes) and `then` runs before this returns, and their
+    /// errors come back here.
+    ///
+    /// Mappings of several reservations are refused, changing nothing. Errors met later
+    /// are logged and kept for [`Cuda::take_release_errors`](crate::Cuda::take_release_errors).
+    #[allow(clippy::result_large_err)]
+    pub fn unmap_deferred(
+        mappings: Vec<Mapping>,
+        then: Option<ReleaseThen>,
+    ) -> std::result::Result<(), (Error, Vec<Mapping>)> {
+        let Some(first) = mappings.first() else {
+            if let Some(then) = then {
+                return then(Vec::new()).map_err(|e| (e, Vec::new()));
+            }
+            return Ok(());
+        };
+        let reservation = first.reservation.clone();
+        if let Some(m) = mappings
+            .iter()
+            .find(|m| !Arc::ptr_eq(&m.reservation.inner, &reservation.inner))
+        {
+            let e = Error::invalid(format!(
+                "mapping at {:#x} belongs to another reservation than {:#x}",
+                m.ptr(),
+                reservation.ptr()
+            ));
+            return Err((e, mappings));
+        }
+        let inner = &*reservation.inner;
+        if inner.uses.policy() == crate::UnmapWait::Caller
+            || inner.device.cuda().releases_complete_inline()
+        {
+            let allocations: Vec<Allocation> =
+                mappings.iter().map(|m| m.allocation.clone()).collect();
+            Mapping::unmap_in_order(mappings)?;
+            if let Some(then) = then {
+                then(allocations).map_err(|e| (e, Vec::new()))?;
+            }
+            return Ok(());
+        }
+        // Under the write lock: no copy is in flight over the ranges, and none starts
+        // once they are marked; the uses recorded so far are all the condition needs.
+        let mut mapped = inner.mapped.write();
+        for m in &mappings {
+            mapped.mark_ending(m.offset);
+        }
+        let events = inner.uses.snapshot();
+        let fence = if inner.uses.policy() == crate::UnmapWait::Devices {
+            let mut devices = vec![inner.device.clone()];
+            devices.extend(inner.uses.peers());
+            devices
+        } else {
+            Vec::new()
+        };
+        let entry = Arc::new(Entry::new(
+            reservation.clone(),
+            Work {
+                mappings,
+                events,
+                fence,
+                then,
+            },
+        ));
+        inner.ending.lock().push(Arc::downgrade(&entry));
+        drop(mapped);
+        inner.device.cuda().release_queue().push(entry);
+        Ok(())
+    }
+
+    /// Unmaps a mapping whose interval is marked ending, for the release queue once the
+    /// entry's condition held; on failure the mapping stays live (and ending).
+    pub(crate) fn unmap_ending(
+        &mut self,
+        mapped: &mut MappedRanges,
+        waited: &Waited,
+    ) -> Result<()> {
+        self.try_unmap_locked(mapped, waited)
     }
 
     fn teardown(&mut self) -> Result<()> {

@@ -7,6 +7,8 @@
 //!
 //! [`Reservation::record_use`]: crate::Reservation::record_use
 
+use std::sync::Arc;
+
 use cuda_vmm_sys::CUstream;
 use parking_lot::Mutex;
 
@@ -72,10 +74,24 @@ const STREAM_LEGACY: usize = 0x1;
 /// `CU_STREAM_PER_THREAD`.
 const STREAM_PER_THREAD: usize = 0x2;
 
-/// One event per stream the memory was used on; re-recording moves it forward.
+/// Whether a recorded use may write the memory or only reads it: readers on different
+/// streams need not wait for each other, a writer waits for every use (as cudarc's
+/// `CudaSlice` keeps its read and write events apart).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum UseKind {
+    /// The work only reads the memory.
+    Read,
+    /// The work may write the memory (what an unknown use counts as).
+    Write,
+}
+
+/// One event per (stream, kind of use); re-recording moves it forward. The event is shared
+/// with the release queue's entries that snapshot it, so it is re-recorded in place only
+/// while no entry holds it.
 struct Recorded {
     key: StreamKey,
-    event: Event,
+    kind: UseKind,
+    event: Arc<Event>,
 }
 
 #[derive(Default)]
@@ -101,22 +117,56 @@ impl UseTracker {
     }
 
     /// Records the current end of `stream` (a stream of `device`, whose context the
-    /// caller bound) as a use.
+    /// caller bound) as a use that may write the memory.
     pub(crate) fn record(&self, device: &Device, stream: &StreamHandle) -> Result<()> {
+        self.record_kind(device, stream, UseKind::Write)
+    }
+
+    /// Records the current end of `stream` as a use of `kind`.
+    pub(crate) fn record_kind(
+        &self,
+        device: &Device,
+        stream: &StreamHandle,
+        kind: UseKind,
+    ) -> Result<()> {
         let key = StreamKey::new(device, stream.raw());
         let mut state = self.state.lock();
-        if let Some(r) = state.recorded.iter().find(|r| r.key == key) {
-            // Later work on the same stream supersedes the earlier record.
-            return r.event.record_raw(stream);
+        if let Some(i) = state
+            .recorded
+            .iter()
+            .position(|r| r.key == key && r.kind == kind)
+        {
+            // Later work on the same stream supersedes the earlier record: in place while
+            // no queued release holds the event, else on a new event (the entry keeps
+            // waiting for the point it was queued after, no later).
+            if Arc::strong_count(&state.recorded[i].event) == 1 {
+                return state.recorded[i].event.record_raw(stream);
+            }
+            let event = Arc::new(Event::blocking(device)?);
+            event.record_raw(stream)?;
+            state.recorded[i].event = event;
+            return Ok(());
         }
         // Drop records of finished work so the list stays short.
         state
             .recorded
             .retain(|r| !matches!(r.event.is_complete(), Ok(true)));
-        let event = Event::new(device)?;
+        let event = Arc::new(Event::blocking(device)?);
         event.record_raw(stream)?;
-        state.recorded.push(Recorded { key, event });
+        state.recorded.push(Recorded { key, kind, event });
         Ok(())
+    }
+
+    /// The events of every recorded use, for a queued release to wait for: the memory is
+    /// free of device work once all of them completed.
+    pub(crate) fn snapshot(&self) -> Vec<Arc<Event>> {
+        let state = self.state.lock();
+        state.recorded.iter().map(|r| r.event.clone()).collect()
+    }
+
+    /// The devices granted access besides the owner (whose contexts a fence waits for).
+    pub(crate) fn peers(&self) -> Vec<Device> {
+        self.state.lock().peers.clone()
     }
 
     /// Records the work before `event` (an event of `device`'s primary context, recorded
@@ -134,12 +184,25 @@ impl UseTracker {
         self.record(device, stream)
     }
 
-    /// Makes `stream` (a stream of `device`) wait for every recorded use.
+    /// Makes `stream` (a stream of `device`) wait for every recorded use: what work that
+    /// may write the memory waits for.
     pub(crate) fn order_after_uses(&self, device: &Device, stream: &StreamHandle) -> Result<()> {
+        self.order_for(device, stream, UseKind::Write)
+    }
+
+    /// Makes `stream` wait for what a use of `kind` must follow: a reader waits for the
+    /// recorded writes only, a writer for every use.
+    pub(crate) fn order_for(
+        &self,
+        device: &Device,
+        stream: &StreamHandle,
+        kind: UseKind,
+    ) -> Result<()> {
         let key = StreamKey::new(device, stream.raw());
         let state = self.state.lock();
         for r in &state.recorded {
-            if r.key != key {
+            let conflicts = kind == UseKind::Write || r.kind == UseKind::Write;
+            if r.key != key && conflicts {
                 stream.wait(device.cuda().api(), r.event.handle())?;
             }
         }

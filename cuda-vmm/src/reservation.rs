@@ -1,9 +1,9 @@
 //! Reserved virtual address ranges (`cuMemAddressReserve` / `cuMemAddressFree`).
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::access::{device_location, AccessDescs, AccessFlags};
 use crate::allocation::Allocation;
@@ -14,6 +14,7 @@ use crate::mapping::Mapping;
 use crate::ordering::{UnmapWait, UseTracker};
 use crate::props::AllocationProps;
 use crate::raw::{self, ReservedRange};
+use crate::release::Entry;
 use crate::stream::Stream;
 use crate::validate::{check_bounds, check_multiple};
 
@@ -43,6 +44,8 @@ pub(crate) struct ReservationInner {
     pub(crate) uses: UseTracker,
     /// The range itself, freed once.
     pub(crate) range: ReservedRange,
+    /// Queued releases of mappings into this range (their intervals are marked ending).
+    pub(crate) ending: Mutex<Vec<Weak<Entry>>>,
 }
 
 /// A reserved virtual address range on a device.
@@ -117,6 +120,7 @@ impl Reservation {
                 mapped: RwLock::new(MappedRanges::default()),
                 uses: UseTracker::default(),
                 range,
+                ending: Mutex::new(Vec::new()),
             }),
         };
         if opts.strict_hint && !hint_honoured {
@@ -211,12 +215,45 @@ impl Reservation {
         // No current context needed: the driver answers VMM calls without one
         // (recorded on H200, driver 580: conformance `no_context_*`).
         let mut mapped = inner.mapped.write();
+        if mapped.overlaps_ending(offset, size) {
+            // Queued releases hold these addresses: complete them (and only them) first.
+            // One that fails keeps its interval, which `map` then refuses as an overlap.
+            drop(mapped);
+            self.complete_ending(offset, size);
+            mapped = inner.mapped.write();
+        }
         // Refuses an overlap with a live mapping (`Error::Overlap`), then records it.
         inner
             .range
             .map(api, &mut mapped, offset, size, alloc_offset, allocation)?;
         drop(mapped);
         Ok(Mapping::new(self.clone(), allocation.clone(), offset, size))
+    }
+
+    /// Completes the queued releases of mappings overlapping `[offset, offset + size)` on
+    /// this thread.
+    fn complete_ending(&self, offset: usize, size: usize) {
+        let end = offset.saturating_add(size);
+        let entries: Vec<Arc<Entry>> = self
+            .inner
+            .ending
+            .lock()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|e| e.span.0 < end && offset < e.span.1)
+            .collect();
+        let queue = self.inner.device.cuda().release_queue();
+        for entry in &entries {
+            queue.complete_now(entry);
+        }
+    }
+
+    /// Forgets `entry` (completed or failed) in the list of ending entries.
+    pub(crate) fn forget_ending(&self, entry: &Arc<Entry>) {
+        self.inner
+            .ending
+            .lock()
+            .retain(|e| e.upgrade().is_some_and(|e| !Arc::ptr_eq(&e, entry)));
     }
 
     /// Sets access for every device in `access` over `[offset, offset + size)`
@@ -311,6 +348,22 @@ impl Reservation {
         let device = stream.device();
         let _bound = device.bind()?;
         self.inner.uses.record(device, stream.handle())
+    }
+
+    /// Records that work queued so far on `stream` only reads this memory: later readers
+    /// (this crate's copies out of the memory) do not wait for it, later writers and
+    /// every end of life do. [`record_use`](Reservation::record_use) records a use that
+    /// may write.
+    pub fn record_read(&self, stream: &Stream) -> Result<()> {
+        self.inner
+            .device
+            .check_same_driver(stream.device(), "the stream")?;
+        let _mapped = self.inner.mapped.read();
+        let device = stream.device();
+        let _bound = device.bind()?;
+        self.inner
+            .uses
+            .record_kind(device, stream.handle(), crate::ordering::UseKind::Read)
     }
 
     /// What unmapping waits for (see [`UnmapWait`]); [`UnmapWait::Devices`] by default.

@@ -201,6 +201,21 @@ impl Event {
         })
     }
 
+    /// A new event whose [`synchronize`](Event::synchronize) blocks the thread instead of
+    /// spinning (`CU_EVENT_BLOCKING_SYNC`, timing disabled): what the release queue's
+    /// worker waits on, so it does not spin a core for the length of a kernel.
+    pub(crate) fn blocking(device: &Device) -> Result<Event> {
+        crate::raw::require!(device.cuda().api(), cuEventCreate);
+        let bound = device.bind()?;
+        let flags =
+            CUevent_flags::CU_EVENT_DISABLE_TIMING.0 | CUevent_flags::CU_EVENT_BLOCKING_SYNC.0;
+        let handle = EventHandle::create(device.cuda().api(), &bound, flags)?;
+        Ok(Event {
+            device: device.clone(),
+            handle: Some(handle),
+        })
+    }
+
     /// The typed handle (present until drop).
     #[inline]
     pub(crate) fn handle(&self) -> &EventHandle {

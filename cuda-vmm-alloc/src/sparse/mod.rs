@@ -10,7 +10,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Range;
 
-use cuda_vmm::{Device, Stream};
+use cuda_vmm::{Device, Mapping, Stream};
 
 use crate::backing::{Backing, Chunk};
 use crate::error::{check_len, check_range, Error, Result};
@@ -506,8 +506,10 @@ impl<T: DevicePod> Drop for SparseArray<T> {
         }
         if let Some(zero) = &mut self.zero {
             let mappings = std::mem::take(&mut zero.mappings).into_values().collect();
-            if let Err(e) = self.backing.unmap_or_strand(mappings) {
+            // Queued like the tiles: the zero blocks may be read by work still running.
+            if let Err((e, kept)) = Mapping::unmap_deferred(mappings, None) {
                 tracing::error!("dropping a sparse array: unmapping the zero tile failed: {e}");
+                drop(kept);
             }
         }
     }

@@ -3,7 +3,7 @@
 
 use crate::device::Device;
 use crate::error::Result;
-use crate::ordering::UseTracker;
+use crate::ordering::{UseKind, UseTracker};
 use crate::raw::{self, CheckedRange, StreamHandle};
 use crate::staging::{HostBuffer, STAGE_BYTES};
 use crate::stream::synchronize_raw;
@@ -166,8 +166,9 @@ pub(super) fn dtoh_sync(
     out: &mut [u8],
     src: CheckedRange<'_>,
 ) -> Result<()> {
+    // A read: earlier reads on other streams need not finish first, writes must.
     for tracker in uses {
-        tracker.order_after_uses(device, stream)?;
+        tracker.order_for(device, stream, UseKind::Read)?;
     }
     let chunks = out.len().div_ceil(STAGE_BYTES);
     let total = out.len();

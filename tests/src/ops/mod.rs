@@ -106,6 +106,8 @@ pub fn simulator() -> Result<Cuda, String> {
         return Ok(c.clone());
     }
     let c = Cuda::simulator().map_err(|e| e.to_string())?;
+    // Releases complete on the caller's thread, so each step's model sees them done.
+    c.set_max_pending_release_bytes(0);
     Ok(CUDA.get_or_init(|| c).clone())
 }
 

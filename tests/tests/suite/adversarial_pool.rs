@@ -78,6 +78,7 @@ fn pool_counts_and_limits_at_their_edges() -> TestResult {
             releases: 1,
             chunks_held: capacity,
             bytes_held: capacity * g,
+            pending_returns: 0,
         };
         assert_eq!(p.stats(), expected, "{what}");
         assert_eq!(p.trim()?, capacity, "{what}");

@@ -68,14 +68,20 @@ pub fn memory_exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
 }
 
 /// The process's [`cuda_vmm::Cuda`] on the selected backend (`CUDA_VMM_BACKEND`, else the
-/// real driver when it has a device), opened once and shared by the suite's modules; the
-/// first call prints the backend and its devices.
+/// real driver when it has a device), opened once and shared by the suite's modules, with
+/// releases completed on the caller's thread; the first call prints the backend and its
+/// devices.
 pub fn cuda() -> cuda_vmm::Result<cuda_vmm::Cuda> {
     static CUDA: std::sync::OnceLock<cuda_vmm::Cuda> = std::sync::OnceLock::new();
     if let Some(c) = CUDA.get() {
         return Ok(c.clone());
     }
     let c = cuda_vmm::Cuda::new()?;
+    // The shared instance completes every release on the caller's thread, so the suite's
+    // checks of state right after a decommit, shrink or drop (and its per-thread fault
+    // injection) see the release done; `release_queue` tests open their own instance
+    // with the default queue and worker.
+    c.set_max_pending_release_bytes(0);
     let c = CUDA.get_or_init(|| c);
     static PRINTED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     PRINTED.get_or_init(|| {

@@ -34,6 +34,8 @@ fn cuda() -> cuda_vmm::Result<Cuda> {
         return Ok(c.clone());
     }
     let c = Cuda::simulator()?;
+    // Releases complete on the caller's thread, where the faults are injected.
+    c.set_max_pending_release_bytes(0);
     Ok(CUDA.get_or_init(|| c).clone())
 }
 

@@ -107,6 +107,8 @@ fn safe_layer_calls_are_spans_with_address_size_and_handle_child() -> TestResult
         return Ok(());
     }
     let cuda = Cuda::new()?;
+    // Releases complete on the caller's thread, whose spans are collected.
+    cuda.set_max_pending_release_bytes(0);
     let device = cuda.device(0)?;
     let props = AllocationProps::device(&device);
     let g = device.granularity(&props, GranularityKind::Minimum)?;
@@ -183,6 +185,8 @@ fn pool_commits_and_decommits_are_spans_with_hits_and_misses_child() -> TestResu
         return Ok(());
     }
     let cuda = Cuda::new()?;
+    // Releases complete on the caller's thread, whose spans are collected.
+    cuda.set_max_pending_release_bytes(0);
     let device = cuda.device(0)?;
     let pool = ChunkPool::new(&device, PoolConfig::default())?;
     let tile = pool.chunk_size();

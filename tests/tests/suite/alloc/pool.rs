@@ -34,6 +34,7 @@ fn pooled_buffers_reuse_chunks() -> TestResult {
             releases: 0,
             chunks_held: 4,
             bytes_held: 4 * g,
+            pending_returns: 0,
         }
     );
     let before = counts(&["cuMemCreate", "cuMemRelease"]);

@@ -1,0 +1,110 @@
+//! The release worker: one thread per queue, started on demand, exiting when idle.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Entry, ReleaseQueue, WORKER_IDLE};
+use crate::device::Device;
+
+/// Starts the worker thread of `queue`; false if the thread could not be started (the
+/// entries then wait for a caller: a flush, a mapping over them, or the bound).
+pub(super) fn spawn(queue: &Arc<ReleaseQueue>) -> bool {
+    let queue = queue.clone();
+    let name = queue.name.clone();
+    match std::thread::Builder::new()
+        .name(name)
+        .spawn(move || run(&queue))
+    {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::error!("starting the release worker: {e}");
+            false
+        }
+    }
+}
+
+/// Takes every queued entry as one batch, waits for their events, fences each device the
+/// batch needs once (all of the batch was queued before the fence began), then finishes
+/// them in order. Exits after [`WORKER_IDLE`] with nothing queued.
+fn run(queue: &Arc<ReleaseQueue>) {
+    let mut cpu_seen = thread_cpu();
+    let mut cpu_since = move || {
+        let now = thread_cpu();
+        let used = now.saturating_sub(cpu_seen);
+        cpu_seen = now;
+        used
+    };
+    loop {
+        let batch: Vec<Arc<Entry>> = {
+            let mut state = queue.state.lock();
+            while state.entries.is_empty() {
+                if queue.work.wait_for(&mut state, WORKER_IDLE).timed_out()
+                    && state.entries.is_empty()
+                {
+                    state.worker_running = false;
+                    state.stats.worker_cpu += cpu_since();
+                    return;
+                }
+            }
+            let batch: Vec<_> = state.entries.drain(..).collect();
+            state.running += batch.len();
+            batch
+        };
+        let started = Instant::now();
+        let mut taken = Vec::with_capacity(batch.len());
+        let mut fence: Vec<Device> = Vec::new();
+        for entry in &batch {
+            let Some(mut work) = entry.take() else {
+                // A caller is completing it (it needs the addresses).
+                taken.push((entry, None, Vec::new()));
+                continue;
+            };
+            let mut errors = Vec::new();
+            for event in work.events.drain(..) {
+                if let Err(e) = event.synchronize() {
+                    errors.push(e);
+                }
+            }
+            for device in work.fence.drain(..) {
+                if !fence.iter().any(|d| d.same_as(&device)) {
+                    fence.push(device);
+                }
+            }
+            taken.push((entry, Some(work), errors));
+        }
+        let mut fence_errors = Vec::new();
+        for device in &fence {
+            if let Err(e) = device.synchronize() {
+                fence_errors.push(e);
+            }
+        }
+        let mut fence_reported = false;
+        for (entry, work, mut errors) in taken {
+            let Some(work) = work else {
+                entry.wait_settled();
+                let mut state = queue.state.lock();
+                state.running -= 1;
+                drop(state);
+                queue.settled.notify_all();
+                continue;
+            };
+            // A fence's error is reported once, with the first entry that waited for it.
+            if !fence_reported && !fence_errors.is_empty() {
+                errors.append(&mut fence_errors);
+                fence_reported = true;
+            }
+            let waits = errors.len();
+            let outcome = entry.finish(work, errors);
+            queue.account(entry, outcome, waits, false);
+        }
+        let mut state = queue.state.lock();
+        state.stats.worker_busy += started.elapsed();
+        state.stats.worker_cpu += cpu_since();
+    }
+}
+
+/// CPU time this thread has used.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
