@@ -226,8 +226,9 @@ pub fn configure(config: SimConfig) -> Result<(), ConfigError> {
 
 /// How many operations (copies, sets, stream waits) are queued on streams and
 /// not yet run, over all contexts: 0 before `cuInit`, and always 0 with
-/// asynchrony off. Work runs only at synchronisation points (see the crate
-/// docs, "Asynchrony"), so this is deterministic.
+/// asynchrony off. Work runs only at synchronisation points, [`advance`] and
+/// the query progress rule (see the crate docs, "Asynchrony"), so this is
+/// deterministic. [`pending_work_on`] counts one device's context.
 pub fn pending_work() -> usize {
     model::state::pending_work()
 }
