@@ -18,7 +18,9 @@
 //!
 //! `CUdeviceptr` values are host addresses. Every error code the simulator
 //! chooses is a named constant in [`answers`] (most recorded on an H200). Tests get
-//! per-thread [`call_count`]s and [`inject_fault`].
+//! per-thread [`call_count`]s and [`inject_fault`], the same aimed at threads by
+//! name ([`call_count_on_thread`], [`inject_fault_on_thread`]), process-wide
+//! [`call_count_all`], and [holds](hold_stream) of streams.
 //!
 //! # In-process use
 //!
@@ -102,9 +104,22 @@
 //! - **Synchronisation points** complete exactly what they wait for:
 //!   `cuStreamSynchronize` (the stream), `cuEventSynchronize` (the work before
 //!   the recorded position), `cuCtxSynchronize` (every stream of the context),
-//!   `cuStreamQuery` / `cuEventQuery` (complete pending work and answer
-//!   `CUDA_ERROR_NOT_READY`, so polling loops progress), `cuMemFree_v2` (work
-//!   on that allocation), `cuMemFreeHost` (work on that block).
+//!   `cuMemFree_v2` (work on that allocation), `cuMemFreeHost` (work on that
+//!   block), the last `cuDevicePrimaryCtxRelease_v2` (the context's work).
+//! - **Queries report only**: `cuStreamQuery` / `cuEventQuery` answer
+//!   `CUDA_SUCCESS` iff the work before the point has completed, else
+//!   `CUDA_ERROR_NOT_READY`, and change nothing — except that the `n`-th
+//!   `NOT_READY` answer for the same point lets the device progress (completes
+//!   that work), so a program that only polls still finishes, deterministically
+//!   ([`SimConfig::query_progress`], default [`DEFAULT_QUERY_PROGRESS`], `0`: never).
+//! - **Device progress**: [`advance`] completes all pending work that is not
+//!   held, as if the device had run for a while.
+//! - **Holds** ([`hold_stream`]): a modelled long-running kernel. While the
+//!   guard lives, the stream's work (and work ordered after it) does not
+//!   complete: synchronisations that need it block the calling thread (other
+//!   threads keep calling the driver) until the guard is dropped, queries
+//!   answer `NOT_READY`, [`advance`] skips it. `cuMemsetD8Async` on the stream
+//!   serves as the kernel's write to a range.
 //! - **Ordering**: an operation waits for the earlier ones on its stream; on the
 //!   legacy stream also for earlier work of the context's blocking streams, and
 //!   on a blocking stream for earlier legacy-stream work (`CU_STREAM_NON_BLOCKING`
@@ -118,7 +133,8 @@
 //!   answers that error; VMM calls keep working. The poison clears when the
 //!   primary context's references drop to zero.
 //!
-//! [`pending_work`] counts the queued operations. `CUDA_VMM_SIM_ASYNC=0` (or
+//! [`pending_work`] counts the queued operations ([`pending_work_on`] those of one
+//! device's context). `CUDA_VMM_SIM_ASYNC=0` (or
 //! [`SimConfig::asynchronous`]`(false)`) completes all work inside the call
 //! that issues it, as earlier versions of the simulator did.
 //!
@@ -127,8 +143,9 @@
 //! Read once, at the first `cuInit`: from [`configure`] if it was called, else
 //! from `CUDA_VMM_SIM_DEVICES` (default 1), `CUDA_VMM_SIM_MEMORY` (bytes per
 //! device, K/M/G/T suffixes, default 80G), `CUDA_VMM_SIM_GRANULARITY` (default
-//! 2M), `CUDA_VMM_SIM_DRIVER_VERSION` (default 13000) and `CUDA_VMM_SIM_ASYNC`
-//! (`1`, the default, or `0`; see [Asynchrony](#asynchrony)).
+//! 2M), `CUDA_VMM_SIM_DRIVER_VERSION` (default 13000), `CUDA_VMM_SIM_ASYNC`
+//! (`1`, the default, or `0`; see [Asynchrony](#asynchrony)) and
+//! `CUDA_VMM_SIM_QUERY_PROGRESS` (the query progress rule's `n`, default 64).
 //!
 //! # Differences from a GPU
 //!
@@ -145,8 +162,9 @@
 //! The simulator cannot run device code: `cuModuleLoadData` answers
 //! `CUDA_ERROR_NOT_SUPPORTED`, and `cuModuleGetFunction`, `cuModuleUnload` and
 //! `cuLaunchKernel` answer `CUDA_ERROR_INVALID_HANDLE` for every handle. Queued
-//! work runs under the simulator's global lock, at synchronisation points,
-//! never in the background; event timing is not modelled.
+//! work runs under the simulator's global lock, at synchronisation points (and
+//! [`advance`], and the query progress rule), never in the background; event
+//! timing is not modelled.
 //!
 //! Host limits: each live allocation holds one memfd open (the first `cuInit`
 //! raises the soft open-file limit to the hard limit), and each mapping is a
@@ -164,12 +182,16 @@ use std::sync::OnceLock;
 
 use cuda_vmm_sys::{Driver, DriverTable};
 
-pub use hooks::faults::{call_count, inject_fault, try_inject_fault, FaultError, FaultGuard};
+pub use hooks::faults::{
+    call_count, call_count_all, call_count_on_thread, inject_fault, inject_fault_on_thread,
+    try_inject_fault, try_inject_fault_on_thread, FaultError, FaultGuard,
+};
+pub use hooks::holds::{advance, hold_stream, pending_work_on, try_hold_stream, HoldGuard};
 pub use hooks::latency::{model_create_cost, CreateCostGuard};
 pub use model::answers;
 pub use model::config::{
-    ConfigError, SimConfig, ENV_ASYNC, ENV_DEVICES, ENV_DRIVER_VERSION, ENV_GRANULARITY,
-    ENV_MEMORY, MAX_DEVICES,
+    ConfigError, SimConfig, DEFAULT_QUERY_PROGRESS, ENV_ASYNC, ENV_DEVICES, ENV_DRIVER_VERSION,
+    ENV_GRANULARITY, ENV_MEMORY, ENV_QUERY_PROGRESS, MAX_DEVICES,
 };
 
 /// Where [`driver()`] says it came from.
@@ -204,8 +226,9 @@ pub fn configure(config: SimConfig) -> Result<(), ConfigError> {
 
 /// How many operations (copies, sets, stream waits) are queued on streams and
 /// not yet run, over all contexts: 0 before `cuInit`, and always 0 with
-/// asynchrony off. Work runs only at synchronisation points (see the crate
-/// docs, "Asynchrony"), so this is deterministic.
+/// asynchrony off. Work runs only at synchronisation points, [`advance`] and
+/// the query progress rule (see the crate docs, "Asynchrony"), so this is
+/// deterministic. [`pending_work_on`] counts one device's context.
 pub fn pending_work() -> usize {
     model::state::pending_work()
 }

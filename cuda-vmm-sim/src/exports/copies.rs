@@ -16,7 +16,7 @@ use cuda_vmm_sys::{CUdeviceptr, CUresult, CUstream};
 
 use super::{call, zero_bytes};
 use crate::model::copies::Span;
-use crate::model::state::{self, DriverResult, Sim};
+use crate::model::state::{self, DriverResult, Sim, Waitable};
 use crate::model::symbols::sym;
 use crate::model::work::{legacy, Action, StreamId};
 use crate::model::{answers, contexts};
@@ -46,7 +46,7 @@ unsafe fn htod(
     src: *const c_void,
     n: usize,
     sync: bool,
-) -> DriverResult<()> {
+) -> Waitable<()> {
     let span = sim.resolve(dst, n as u64, device, true)?;
     let ranges = vec![range(dst, n)];
     if let Some(host) = pinned(sim, src as usize, n) {
@@ -57,11 +57,11 @@ unsafe fn htod(
         return if sync {
             sim.submit_and_wait(stream, action, ranges, Some(host))
         } else {
-            sim.submit(stream, action, ranges, Some(host))
+            Ok(sim.submit(stream, action, ranges, Some(host))?)
         };
     }
     if sync {
-        sim.drain(stream);
+        sim.drain(stream)?;
         sim.healthy(device)?;
     }
     // SAFETY: the caller's contract; unmapped host pages are reported.
@@ -70,7 +70,7 @@ unsafe fn htod(
         dst: span,
         src: snapshot,
     };
-    sim.submit(stream, action, ranges, None)
+    Ok(sim.submit(stream, action, ranges, None)?)
 }
 
 /// Device to host on `stream` of `device`; `sync` completes it in the call.
@@ -82,7 +82,7 @@ fn dtoh(
     src: CUdeviceptr,
     n: usize,
     sync: bool,
-) -> DriverResult<()> {
+) -> Waitable<()> {
     let span = sim.resolve(src, n as u64, device, false)?;
     let host = pinned(sim, dst as usize, n);
     let action = Action::ToHost {
@@ -93,7 +93,7 @@ fn dtoh(
     if sync {
         sim.submit_and_wait(stream, action, ranges, host)
     } else {
-        sim.submit(stream, action, ranges, host)
+        Ok(sim.submit(stream, action, ranges, host)?)
     }
 }
 
@@ -134,20 +134,22 @@ fn memset(
     sim.submit(stream, action, ranges, None)
 }
 
-/// Runs `f` with the current context's device and its legacy stream.
-fn on_legacy(f: impl FnOnce(&mut Sim, StreamId, usize) -> DriverResult<()>) -> DriverResult<()> {
-    state::with(|sim| {
+/// Runs `f` with the current context's device and its legacy stream (again,
+/// after waiting, when it reports held work in the way).
+fn on_legacy(mut f: impl FnMut(&mut Sim, StreamId, usize) -> Waitable<()>) -> DriverResult<()> {
+    state::with_waiting(|sim| {
         let d = contexts::current_device(sim)?;
         f(sim, legacy(d), d)
     })
 }
 
-/// Runs `f` with the stream `hStream` names and its device.
+/// Runs `f` with the stream `hStream` names and its device (again, after
+/// waiting, when it reports held work in the way).
 fn on_stream(
     hStream: CUstream,
-    f: impl FnOnce(&mut Sim, StreamId, usize) -> DriverResult<()>,
+    mut f: impl FnMut(&mut Sim, StreamId, usize) -> Waitable<()>,
 ) -> DriverResult<()> {
-    state::with(|sim| {
+    state::with_waiting(|sim| {
         let (s, d) = sim.stream_of(hStream)?;
         f(sim, s, d)
     })
@@ -204,7 +206,7 @@ pub unsafe extern "C" fn cuMemcpyDtoD_v2(
         if ByteCount == 0 {
             return zero_bytes();
         }
-        on_legacy(|sim, s, d| dtod(sim, s, d, dstDevice, srcDevice, ByteCount))
+        on_legacy(|sim, s, d| Ok(dtod(sim, s, d, dstDevice, srcDevice, ByteCount)?))
     })
 }
 
@@ -215,7 +217,7 @@ pub unsafe extern "C" fn cuMemsetD8_v2(dstDevice: CUdeviceptr, uc: c_uchar, N: u
         if N == 0 {
             return zero_bytes();
         }
-        on_legacy(|sim, s, d| memset(sim, s, d, dstDevice, &[uc], N))
+        on_legacy(|sim, s, d| Ok(memset(sim, s, d, dstDevice, &[uc], N)?))
     })
 }
 
@@ -227,7 +229,7 @@ pub unsafe extern "C" fn cuMemsetD32_v2(dstDevice: CUdeviceptr, ui: c_uint, N: u
         if N == 0 {
             return zero_bytes();
         }
-        on_legacy(|sim, s, d| memset(sim, s, d, dstDevice, &ui.to_ne_bytes(), N))
+        on_legacy(|sim, s, d| Ok(memset(sim, s, d, dstDevice, &ui.to_ne_bytes(), N)?))
     })
 }
 
@@ -289,7 +291,7 @@ pub unsafe extern "C" fn cuMemcpyDtoDAsync_v2(
             return zero_bytes();
         }
         on_stream(hStream, |sim, s, d| {
-            dtod(sim, s, d, dstDevice, srcDevice, ByteCount)
+            Ok(dtod(sim, s, d, dstDevice, srcDevice, ByteCount)?)
         })
     })
 }
@@ -306,7 +308,9 @@ pub unsafe extern "C" fn cuMemsetD8Async(
         if N == 0 {
             return zero_bytes();
         }
-        on_stream(hStream, |sim, s, d| memset(sim, s, d, dstDevice, &[uc], N))
+        on_stream(hStream, |sim, s, d| {
+            Ok(memset(sim, s, d, dstDevice, &[uc], N)?)
+        })
     })
 }
 
@@ -323,7 +327,7 @@ pub unsafe extern "C" fn cuMemsetD32Async(
             return zero_bytes();
         }
         on_stream(hStream, |sim, s, d| {
-            memset(sim, s, d, dstDevice, &ui.to_ne_bytes(), N)
+            Ok(memset(sim, s, d, dstDevice, &ui.to_ne_bytes(), N)?)
         })
     })
 }

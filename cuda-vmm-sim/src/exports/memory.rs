@@ -49,7 +49,7 @@ pub unsafe extern "C" fn cuMemAlloc_v2(dptr: *mut CUdeviceptr, bytesize: usize) 
 #[no_mangle]
 pub unsafe extern "C" fn cuMemFree_v2(dptr: CUdeviceptr) -> CUresult {
     call(const { sym("cuMemFree_v2") }, || {
-        state::with(|sim| sim.free(dptr))
+        state::with_waiting(|sim| sim.free(dptr))
     })
 }
 

@@ -359,11 +359,12 @@ pub unsafe extern "C" fn cuDevicePrimaryCtxRetain(pctx: *mut CUcontext, dev: CUd
     })
 }
 
-/// `cuDevicePrimaryCtxRelease_v2`.
+/// `cuDevicePrimaryCtxRelease_v2`: the last release completes the context's
+/// work first (blocking while a [hold](crate::hold_stream) is in the way).
 #[no_mangle]
 pub unsafe extern "C" fn cuDevicePrimaryCtxRelease_v2(dev: CUdevice) -> CUresult {
     call(const { sym("cuDevicePrimaryCtxRelease_v2") }, || {
-        state::with(|sim| {
+        state::with_waiting(|sim| {
             let d = sim.device(dev.into()).ok_or(answers::BAD_DEVICE)?;
             sim.release_primary(d)
         })
@@ -403,14 +404,15 @@ pub unsafe extern "C" fn cuCtxGetDevice(device: *mut CUdevice) -> CUresult {
 }
 
 /// `cuCtxSynchronize`: completes the work of every stream of the current
-/// context; answers the context's poison if it has one.
+/// context; answers the context's poison if it has one. Blocks while a
+/// [hold](crate::hold_stream) keeps work of the context from completing.
 #[no_mangle]
 pub unsafe extern "C" fn cuCtxSynchronize() -> CUresult {
     call(const { sym("cuCtxSynchronize") }, || {
-        state::with(|sim| {
+        state::with_waiting(|sim| {
             let d = contexts::current_device(sim)?;
-            sim.sync_device(d);
-            sim.healthy(d)
+            sim.sync_device(d)?;
+            Ok(sim.healthy(d)?)
         })
     })
 }

@@ -55,15 +55,17 @@ pub unsafe extern "C" fn cuStreamDestroy_v2(hStream: CUstream) -> CUresult {
     })
 }
 
-/// `cuStreamSynchronize`: completes the stream's work (and what it waits for).
+/// `cuStreamSynchronize`: completes the stream's work (and what it waits for);
+/// blocks while a [hold](crate::hold_stream) keeps it from completing.
 #[no_mangle]
 pub unsafe extern "C" fn cuStreamSynchronize(hStream: CUstream) -> CUresult {
     call(const { sym("cuStreamSynchronize") }, || {
-        state::with(|sim| sim.stream_synchronize(hStream))
+        state::with_waiting(|sim| sim.stream_synchronize(hStream))
     })
 }
 
-/// `cuStreamQuery`: with work pending, completes it and answers `CUDA_ERROR_NOT_READY`.
+/// `cuStreamQuery`: `CUDA_ERROR_NOT_READY` while work is pending, changing
+/// nothing (but see [`SimConfig::query_progress`](crate::SimConfig::query_progress)).
 #[no_mangle]
 pub unsafe extern "C" fn cuStreamQuery(hStream: CUstream) -> CUresult {
     call(const { sym("cuStreamQuery") }, || {
@@ -103,15 +105,17 @@ pub unsafe extern "C" fn cuEventRecord(hEvent: CUevent, hStream: CUstream) -> CU
     })
 }
 
-/// `cuEventSynchronize`: completes the work before the recorded position.
+/// `cuEventSynchronize`: completes the work before the recorded position;
+/// blocks while a [hold](crate::hold_stream) keeps it from completing.
 #[no_mangle]
 pub unsafe extern "C" fn cuEventSynchronize(hEvent: CUevent) -> CUresult {
     call(const { sym("cuEventSynchronize") }, || {
-        state::with(|sim| sim.event_synchronize(hEvent))
+        state::with_waiting(|sim| sim.event_synchronize(hEvent))
     })
 }
 
-/// `cuEventQuery`: with work pending, completes it and answers `CUDA_ERROR_NOT_READY`.
+/// `cuEventQuery`: `CUDA_ERROR_NOT_READY` until the recorded work completed,
+/// changing nothing (but see [`SimConfig::query_progress`](crate::SimConfig::query_progress)).
 #[no_mangle]
 pub unsafe extern "C" fn cuEventQuery(hEvent: CUevent) -> CUresult {
     call(const { sym("cuEventQuery") }, || {
@@ -151,7 +155,7 @@ pub unsafe extern "C" fn cuMemHostAlloc(
 #[no_mangle]
 pub unsafe extern "C" fn cuMemFreeHost(p: *mut c_void) -> CUresult {
     call(const { sym("cuMemFreeHost") }, || {
-        state::with(|sim| sim.free_host(p as usize))
+        state::with_waiting(|sim| sim.free_host(p as usize))
     })
 }
 

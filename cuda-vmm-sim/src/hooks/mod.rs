@@ -1,6 +1,9 @@
-//! Test hooks: per-thread call counting and fault injection ([`faults`]), and the
+//! Test hooks: call counting and fault injection ([`faults`]), holds of streams and
+//! device progress ([`holds`]), and the
 //! model of `cuMemCreate`'s cost under churn ([`latency`]). The driver model
 //! behaves as without them unless a test turns them on.
 
 pub(crate) mod faults;
+pub(crate) mod holds;
 pub(crate) mod latency;
+pub(crate) mod targeted;

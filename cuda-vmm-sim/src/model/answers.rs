@@ -99,9 +99,9 @@ pub const FREE_WITH_PENDING_WORK: CUresult = CUresult::CUDA_ERROR_LAUNCH_FAILED;
 /// Queued work that fails when it runs (a host buffer of an async copy that
 /// is no longer mapped): the sticky error its context is poisoned with. Guess.
 pub const ASYNC_WORK_FAILED: CUresult = CUresult::CUDA_ERROR_LAUNCH_FAILED;
-/// `cuStreamQuery` / `cuEventQuery` while work is pending. The simulator
-/// completes that work before answering, so polling loops progress
-/// deterministically.
+/// `cuStreamQuery` / `cuEventQuery` while work is pending (or held). The
+/// query changes nothing, except under the query progress rule
+/// ([`SimConfig::query_progress`](crate::SimConfig::query_progress)).
 pub const NOT_READY: CUresult = CUresult::CUDA_ERROR_NOT_READY;
 /// A stream or event handle that is not one of this driver's live streams or
 /// events (bogus, destroyed, or of a destroyed context), or an event recorded

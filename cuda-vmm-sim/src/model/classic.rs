@@ -6,7 +6,7 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use crate::model::answers;
-use crate::model::state::{Classic, DriverResult, Memory, Sim};
+use crate::model::state::{Classic, DriverResult, Memory, Sim, Waitable};
 use crate::os::{self, Prot};
 
 impl Sim {
@@ -45,13 +45,13 @@ impl Sim {
 
     /// `cuMemFree_v2`.
     /// Pending work on the allocation completes first (an implicit synchronisation).
-    pub fn free(&mut self, ptr: u64) -> DriverResult<()> {
+    pub fn free(&mut self, ptr: u64) -> Waitable<()> {
         let size = self
             .classic
             .get(&ptr)
             .map(|c| c.size)
             .ok_or(answers::FREE_NOT_ALLOCATED)?;
-        self.complete_touching(ptr, ptr + size);
+        self.complete_touching(ptr, ptr + size)?;
         let c = self
             .classic
             .remove(&ptr)

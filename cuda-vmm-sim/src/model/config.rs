@@ -15,6 +15,14 @@ pub const ENV_DRIVER_VERSION: &str = "CUDA_VMM_SIM_DRIVER_VERSION";
 /// inside the call that issues it.
 pub const ENV_ASYNC: &str = "CUDA_VMM_SIM_ASYNC";
 
+/// Environment variable: the query progress rule's `n` (default
+/// [`DEFAULT_QUERY_PROGRESS`]; `0` turns it off): see [`SimConfig::query_progress`].
+pub const ENV_QUERY_PROGRESS: &str = "CUDA_VMM_SIM_QUERY_PROGRESS";
+
+/// The default of [`SimConfig::query_progress`]: a polling loop finishes after
+/// this many `NOT_READY` answers for the same point.
+pub const DEFAULT_QUERY_PROGRESS: u32 = 64;
+
 /// Most devices the simulator models (access masks are 64-bit).
 pub const MAX_DEVICES: u32 = 64;
 
@@ -30,6 +38,7 @@ pub struct SimConfig {
     driver_version: i32,
     device_name: Option<String>,
     asynchronous: bool,
+    query_progress: u32,
 }
 
 impl Default for SimConfig {
@@ -49,6 +58,7 @@ impl SimConfig {
             driver_version: 13000,
             device_name: None,
             asynchronous: true,
+            query_progress: DEFAULT_QUERY_PROGRESS,
         }
     }
 
@@ -79,6 +89,12 @@ impl SimConfig {
                 _ => return Err(ConfigError::parse(ENV_ASYNC, &v)),
             };
         }
+        if let Some(v) = env(ENV_QUERY_PROGRESS) {
+            config.query_progress = v
+                .trim()
+                .parse()
+                .map_err(|_| ConfigError::parse(ENV_QUERY_PROGRESS, &v))?;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -94,6 +110,25 @@ impl SimConfig {
     /// Whether work is asynchronous (see [`SimConfig::asynchronous`]).
     pub fn is_asynchronous(&self) -> bool {
         self.asynchronous
+    }
+
+    /// The query progress rule: `cuStreamQuery` and `cuEventQuery` have no side
+    /// effects (they answer `CUDA_ERROR_NOT_READY` while the work is pending), but
+    /// the `n`-th such answer for the same point (a stream's last queued work, or
+    /// an event's recorded position) lets the device progress: that query completes
+    /// the work (unless a [hold](crate::hold_stream) is in the way: then never) and
+    /// answers its outcome. So a program that only polls still finishes, and
+    /// deterministically. `0` turns the rule off (queries never complete anything;
+    /// [`advance`](crate::advance) and synchronisation do). Default
+    /// [`DEFAULT_QUERY_PROGRESS`].
+    pub fn query_progress(mut self, n: u32) -> Self {
+        self.query_progress = n;
+        self
+    }
+
+    /// The query progress rule's `n` (see [`SimConfig::query_progress`]).
+    pub fn query_progress_every(&self) -> u32 {
+        self.query_progress
     }
 
     /// Sets the number of devices (0 makes `cuInit` fail with `CUDA_ERROR_NO_DEVICE`).

@@ -9,7 +9,7 @@ use core::cell::RefCell;
 use cuda_vmm_sys::{CUcontext, CUctx_st};
 
 use crate::model::answers;
-use crate::model::state::{DriverResult, Sim};
+use crate::model::state::{DriverResult, Sim, Waitable};
 
 /// Context handles are fake, never-dereferenced addresses: one per device.
 const CONTEXT_BASE: usize = 0x00c0_de00_0000;
@@ -72,11 +72,14 @@ impl Sim {
     /// `cuDevicePrimaryCtxRelease_v2`. At zero references the context is
     /// destroyed: its pending work completes, its streams and events become
     /// invalid, and its poison clears (a later retain makes a fresh context).
-    pub fn release_primary(&mut self, device: usize) -> DriverResult<()> {
-        let refs = &mut self.devices[device].primary_refs;
-        if *refs == 0 {
-            return Err(answers::RELEASE_UNRETAINED_CONTEXT);
+    /// With held work the last release waits for it (nothing changes before).
+    pub fn release_primary(&mut self, device: usize) -> Waitable<()> {
+        match self.devices[device].primary_refs {
+            0 => return Err(answers::RELEASE_UNRETAINED_CONTEXT.into()),
+            1 => self.sync_device(device)?,
+            _ => {}
         }
+        let refs = &mut self.devices[device].primary_refs;
         *refs -= 1;
         if *refs == 0 {
             self.destroy_context(device);

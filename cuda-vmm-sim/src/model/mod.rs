@@ -13,6 +13,7 @@ pub(crate) mod contexts;
 pub(crate) mod copies;
 pub(crate) mod devices;
 pub(crate) mod error_strings;
+pub(crate) mod holds;
 pub(crate) mod mappings;
 pub(crate) mod procs;
 pub(crate) mod reservations;

@@ -4,15 +4,40 @@ use std::collections::{BTreeMap, HashMap};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use cuda_vmm_sys::CUresult;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use crate::model::answers;
 use crate::model::config::{ConfigError, SimConfig};
 
 /// A simulator result: the value, or the driver error code to return.
 pub(crate) type DriverResult<T> = Result<T, CUresult>;
+
+/// Why an operation that may wait for held work stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// The driver error code to return.
+    Driver(CUresult),
+    /// Held work must complete first: [`with_waiting`] waits and retries.
+    Blocked,
+}
+
+impl From<CUresult> for Stop {
+    fn from(code: CUresult) -> Self {
+        Self::Driver(code)
+    }
+}
+
+impl From<crate::model::work::Blocked> for Stop {
+    fn from(_: crate::model::work::Blocked) -> Self {
+        Self::Blocked
+    }
+}
+
+/// The result of an operation that may wait for held work.
+pub(crate) type Waitable<T> = Result<T, Stop>;
 
 /// Physical memory: a memfd and its size. Shared (`Arc`) so that a copy in
 /// flight keeps it alive even if it is released meanwhile.
@@ -204,6 +229,17 @@ static GLOBAL: Mutex<Global> = Mutex::new(Global {
     sim: None,
 });
 static INITIALIZED: AtomicBool = AtomicBool::new(false);
+/// Signalled when a hold is dropped or held work is discarded (poisoning).
+static CHANGED: Condvar = Condvar::new();
+
+/// How long a blocked thread waits before re-checking even without a signal:
+/// a safety net only (holds and poisoning signal [`CHANGED`]).
+const RECHECK: Duration = Duration::from_millis(50);
+
+/// Wakes the threads blocked in [`with_waiting`] (they re-check their work).
+pub(crate) fn notify_changed() {
+    CHANGED.notify_all();
+}
 
 /// Whether `cuInit` has succeeded.
 pub(crate) fn initialized() -> bool {
@@ -216,6 +252,26 @@ pub(crate) fn with<T>(f: impl FnOnce(&mut Sim) -> DriverResult<T>) -> DriverResu
     match global.sim.as_mut() {
         Some(sim) => f(sim),
         None => Err(answers::NOT_INITIALIZED),
+    }
+}
+
+/// Runs `f` on the initialised state, under the global lock; while it answers
+/// [`Stop::Blocked`], waits (the lock released, so other threads keep calling the
+/// driver) until a hold is dropped, and runs it again. `f` must change nothing
+/// it cannot redo before it reports `Blocked` (completing work that is not held is fine).
+pub(crate) fn with_waiting<T>(mut f: impl FnMut(&mut Sim) -> Waitable<T>) -> DriverResult<T> {
+    let mut global = GLOBAL.lock();
+    loop {
+        let Some(sim) = global.sim.as_mut() else {
+            return Err(answers::NOT_INITIALIZED);
+        };
+        match f(sim) {
+            Ok(value) => return Ok(value),
+            Err(Stop::Driver(code)) => return Err(code),
+            Err(Stop::Blocked) => {
+                CHANGED.wait_for(&mut global, RECHECK);
+            }
+        }
     }
 }
 
@@ -274,4 +330,22 @@ pub(crate) fn pending_work() -> usize {
         .sim
         .as_ref()
         .map_or(0, |s| s.work.pending.len())
+}
+
+/// Operations queued and not yet run in `device`'s context (0 before `cuInit`).
+pub(crate) fn pending_work_on(device: usize) -> usize {
+    GLOBAL.lock().sim.as_ref().map_or(0, |s| {
+        s.work
+            .pending
+            .values()
+            .filter(|op| op.device == device)
+            .count()
+    })
+}
+
+/// Runs `f` on the state if it is initialised (else nothing), under the lock.
+pub(crate) fn with_initialised(f: impl FnOnce(&mut Sim)) {
+    if let Some(sim) = GLOBAL.lock().sim.as_mut() {
+        f(sim);
+    }
 }

@@ -14,7 +14,7 @@ use cuda_vmm_sys::{CUevent, CUevent_st, CUresult, CUstream, CUstream_st};
 
 use crate::model::answers;
 use crate::model::contexts;
-use crate::model::state::{DriverResult, Sim};
+use crate::model::state::{DriverResult, Sim, Waitable};
 use crate::model::work::{legacy, Action, Event, Kind, Stream, StreamId};
 use crate::os;
 
@@ -165,23 +165,22 @@ impl Sim {
         Ok(())
     }
 
-    /// `cuStreamSynchronize`.
-    pub fn stream_synchronize(&mut self, handle: CUstream) -> DriverResult<()> {
+    /// `cuStreamSynchronize` (blocked while a hold keeps the work from completing).
+    pub fn stream_synchronize(&mut self, handle: CUstream) -> Waitable<()> {
         let (id, device) = self.stream_of(handle)?;
-        self.sync_stream(id);
-        self.healthy(device)
+        self.sync_stream(id)?;
+        Ok(self.healthy(device)?)
     }
 
-    /// `cuStreamQuery`: pending work is completed and answered [`answers::NOT_READY`].
+    /// `cuStreamQuery`: success once the stream's work completed, else
+    /// [`answers::NOT_READY`]; see [`Sim::query_point`].
     pub fn stream_query(&mut self, handle: CUstream) -> DriverResult<()> {
         let (id, device) = self.stream_of(handle)?;
-        let next = self.work.next_seq();
-        if !self.stream_pending(id, next) {
-            return Ok(());
-        }
-        self.sync_stream(id);
-        self.healthy(device)?;
-        Err(answers::NOT_READY)
+        let upto = match self.work.streams.get(&id).and_then(|s| s.queue.back()) {
+            Some(last) => last + 1,
+            None => self.work.next_seq(),
+        };
+        self.query_point(device, id, upto)
     }
 
     /// `cuEventCreate` on `device`.
@@ -210,27 +209,24 @@ impl Sim {
         Ok(())
     }
 
-    /// `cuEventSynchronize`: completes the work before the recorded position.
-    pub fn event_synchronize(&mut self, event: CUevent) -> DriverResult<()> {
+    /// `cuEventSynchronize`: completes the work before the recorded position
+    /// (blocked while a hold keeps it from completing).
+    pub fn event_synchronize(&mut self, event: CUevent) -> Waitable<()> {
         let (_, e) = self.event_of(event)?;
         if let Some((s, upto)) = e.at {
-            self.run_until(s, upto);
+            self.run_until(s, upto)?;
         }
-        self.healthy(e.device)
+        Ok(self.healthy(e.device)?)
     }
 
-    /// `cuEventQuery`: pending work is completed and answered [`answers::NOT_READY`].
+    /// `cuEventQuery`: success once the work before the recorded position
+    /// completed, else [`answers::NOT_READY`]; see [`Sim::query_point`].
     pub fn event_query(&mut self, event: CUevent) -> DriverResult<()> {
         let (_, e) = self.event_of(event)?;
-        let Some((s, upto)) = e.at else {
-            return Ok(());
-        };
-        if !self.stream_pending(s, upto) {
-            return Ok(());
+        match e.at {
+            Some((s, upto)) => self.query_point(e.device, s, upto),
+            None => Ok(()),
         }
-        self.run_until(s, upto);
-        self.healthy(e.device)?;
-        Err(answers::NOT_READY)
     }
 
     /// `cuEventDestroy_v2`.
@@ -276,12 +272,12 @@ impl Sim {
     }
 
     /// `cuMemFreeHost`: completes pending work using the block, then unmaps it.
-    pub fn free_host(&mut self, ptr: usize) -> DriverResult<()> {
+    pub fn free_host(&mut self, ptr: usize) -> Waitable<()> {
         let len = *self.work.host.get(&ptr).ok_or(answers::FREE_HOST_UNKNOWN)?;
-        self.complete_touching_host(ptr, ptr + len);
+        self.complete_touching_host(ptr, ptr + len)?;
         self.work.host.remove(&ptr);
         // SAFETY: the block was mapped by `host_alloc`, its record is gone and
         // no pending work reads or writes it any more.
-        unsafe { os::release(ptr as u64, len as u64) }.map_err(|_| answers::OS_FAILURE)
+        unsafe { os::release(ptr as u64, len as u64) }.map_err(|_| answers::OS_FAILURE.into())
     }
 }

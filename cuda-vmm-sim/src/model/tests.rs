@@ -379,7 +379,7 @@ fn create_checks_properties_and_memory() {
         Err(answers::ADDRESS_RANGE_UNKNOWN)
     );
     sim.free(c).unwrap();
-    assert_eq!(sim.free(c), Err(answers::FREE_NOT_ALLOCATED));
+    assert_eq!(sim.free(c), Err(answers::FREE_NOT_ALLOCATED.into()));
     let props = sim.properties(h).unwrap();
     assert_eq!(
         props.requestedHandleTypes,

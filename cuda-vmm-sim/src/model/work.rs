@@ -11,6 +11,9 @@
 //! - for a wait-event marker: the operations of the event's stream before the
 //!   recorded position.
 //!
+//! A [hold](crate::hold_stream) keeps a stream's work (and what depends on it)
+//! from running: completion then stops with [`Blocked`] (see `model::holds`).
+//!
 //! Completion is [`Sim::run_until`]`(stream, upto)`: nothing else runs, so a
 //! program that synchronises stream A but unmaps memory stream B still uses
 //! is caught. Unmapping memory that pending work touches poisons the work's
@@ -22,7 +25,13 @@ use cuda_vmm_sys::CUresult;
 
 use crate::model::answers;
 use crate::model::copies::Span;
-use crate::model::state::{DriverResult, Sim};
+use crate::model::holds::Hold;
+use crate::model::state::{DriverResult, Sim, Stop, Waitable};
+
+/// Completion needs work a [hold](crate::hold_stream) keeps from running: the
+/// caller waits (without the global lock) until a hold is dropped, then retries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Blocked;
 
 /// A stream's identity: `0..devices` are the devices' legacy streams.
 pub(crate) type StreamId = u64;
@@ -145,6 +154,11 @@ pub(crate) struct Work {
     pub per_thread: HashMap<(usize, u64), StreamId>,
     /// Pinned host blocks (`cuMemHostAlloc`): start -> length.
     pub host: BTreeMap<usize, usize>,
+    /// Held streams and their holds (see [`crate::hold_stream`]).
+    pub holds: HashMap<StreamId, Vec<Hold>>,
+    /// `NOT_READY` answers given per queried point `(stream, upto)`, for the
+    /// query progress rule ([`crate::SimConfig::query_progress`]).
+    pub queries: HashMap<(StreamId, u64), u32>,
 }
 
 impl Work {
@@ -168,6 +182,8 @@ impl Work {
             events: HashMap::new(),
             per_thread: HashMap::new(),
             host: BTreeMap::new(),
+            holds: HashMap::new(),
+            queries: HashMap::new(),
         }
     }
 
@@ -176,6 +192,14 @@ impl Work {
         let id = self.next_id;
         self.next_id += 1;
         id
+    }
+
+    /// Takes a sequence number for something that is not a queued operation
+    /// (a hold's start), so that later work is numbered after it.
+    pub(crate) fn take_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
     }
 
     /// The sequence number the next queued operation gets.
@@ -230,19 +254,27 @@ impl Sim {
         if self.config.is_asynchronous() {
             self.enqueue(stream, action, ranges, host).map(drop)
         } else {
-            self.submit_and_wait(stream, action, ranges, host)
+            match self.submit_and_wait(stream, action, ranges, host) {
+                Ok(()) => Ok(()),
+                Err(Stop::Driver(code)) => Err(code),
+                // Holds are inert without asynchrony (`is_held` is false), so
+                // nothing blocks; were it to, the work stays queued.
+                Err(Stop::Blocked) => Ok(()),
+            }
         }
     }
 
     /// Queues `action` on `stream` and completes it (with its dependencies)
-    /// inside the call, returning its own result.
+    /// inside the call, returning its own result. [`Blocked`] (before
+    /// anything is queued) while a hold keeps what it waits for from completing.
     pub fn submit_and_wait(
         &mut self,
         stream: StreamId,
         action: Action,
         ranges: Vec<(u64, u64)>,
         host: Option<(usize, usize)>,
-    ) -> DriverResult<()> {
+    ) -> Waitable<()> {
+        self.ready_to_run(stream)?;
         let seq = self.enqueue(stream, action, ranges, host)?;
         self.finish(stream, seq)
     }
@@ -281,50 +313,66 @@ impl Sim {
 
     /// Runs, in order, the pending operations of `stream` numbered below
     /// `upto`, each after its dependencies. An operation that fails poisons
-    /// its context ([`answers::ASYNC_WORK_FAILED`]).
-    pub fn run_until(&mut self, stream: StreamId, upto: u64) {
+    /// its context ([`answers::ASYNC_WORK_FAILED`]). Stops with [`Blocked`]
+    /// (having run only what did not need held work) when a
+    /// [hold](crate::hold_stream) keeps any of it from completing.
+    pub fn run_until(&mut self, stream: StreamId, upto: u64) -> Result<(), Blocked> {
+        if self.blocks(stream, upto) {
+            return Err(Blocked);
+        }
         while let Some(seq) = self.work.front(stream).filter(|s| *s < upto) {
-            if let Err(_code) = self.run_front(stream, seq) {
+            if let Err(_code) = self.run_front(stream, seq)? {
                 if let Some(device) = self.work.streams.get(&stream).map(|s| s.device) {
                     self.poison(device, answers::ASYNC_WORK_FAILED);
                 }
             }
         }
+        Ok(())
     }
 
-    /// Runs the dependencies an operation at `seq` on `stream` would have:
-    /// the cross-stream ones of its stream kind (not its own stream's).
-    fn run_cross_dependencies(&mut self, stream: StreamId, seq: u64) {
+    /// The streams an operation on `stream` depends on besides its own: the
+    /// cross-stream ones of its stream kind.
+    pub(crate) fn cross_dependencies(&self, stream: StreamId) -> Vec<StreamId> {
         let Some((device, kind)) = self.work.streams.get(&stream).map(|s| (s.device, s.kind))
         else {
-            return;
+            return Vec::new();
         };
         match kind {
             Kind::Legacy => {
                 let mut ids = self.work.streams_of(device, Kind::Blocking);
                 ids.extend(self.work.streams_of(device, Kind::PerThread));
-                for s in ids {
-                    self.run_until(s, seq);
-                }
+                ids
             }
-            Kind::Blocking | Kind::PerThread => self.run_until(legacy(device), seq),
-            Kind::NonBlocking => {}
+            Kind::Blocking | Kind::PerThread => vec![legacy(device)],
+            Kind::NonBlocking => Vec::new(),
         }
     }
 
+    /// Runs the dependencies an operation at `seq` on `stream` would have:
+    /// the cross-stream ones of its stream kind (not its own stream's).
+    fn run_cross_dependencies(&mut self, stream: StreamId, seq: u64) -> Result<(), Blocked> {
+        for s in self.cross_dependencies(stream) {
+            self.run_until(s, seq)?;
+        }
+        Ok(())
+    }
+
     /// Runs the first pending operation `seq` of `stream` after its
-    /// dependencies; its own failure is returned.
-    fn run_front(&mut self, stream: StreamId, seq: u64) -> DriverResult<()> {
-        self.run_cross_dependencies(stream, seq);
+    /// dependencies; its own failure is the inner result.
+    fn run_front(&mut self, stream: StreamId, seq: u64) -> Result<DriverResult<()>, Blocked> {
+        if self.is_held(stream) {
+            return Err(Blocked);
+        }
+        self.run_cross_dependencies(stream, seq)?;
         if let Some(Action::Wait { stream: s, upto }) =
             self.work.pending.get(&seq).map(|o| &o.action)
         {
             let (s, upto) = (*s, *upto);
-            self.run_until(s, upto);
+            self.run_until(s, upto)?;
         }
         // A dependency may have poisoned the context and discarded the operation.
         let Some(op) = self.work.pending.remove(&seq) else {
-            return Ok(());
+            return Ok(Ok(()));
         };
         if let Some(s) = self.work.streams.get_mut(&stream) {
             if s.queue.front() == Some(&seq) {
@@ -333,35 +381,45 @@ impl Sim {
                 s.queue.retain(|q| *q != seq);
             }
         }
-        op.action.run()
+        Ok(op.action.run())
     }
 
     /// Completes operation `seq` of `stream` (after everything it depends on),
     /// returning its own result, or the poison of its context.
-    fn finish(&mut self, stream: StreamId, seq: u64) -> DriverResult<()> {
+    fn finish(&mut self, stream: StreamId, seq: u64) -> Waitable<()> {
         let device = self.work.pending.get(&seq).map(|o| o.device);
-        self.run_until(stream, seq);
-        let result = self.run_front(stream, seq);
+        self.run_until(stream, seq)?;
+        let result = self.run_front(stream, seq)?;
         match device {
             Some(d) => {
                 self.healthy(d)?;
-                result
+                Ok(result?)
             }
-            None => result,
+            None => Ok(result?),
         }
     }
 
     /// Completes everything an operation queued now on `stream` would wait for.
-    pub fn drain(&mut self, stream: StreamId) {
+    pub fn drain(&mut self, stream: StreamId) -> Result<(), Blocked> {
         let next = self.work.next_seq();
-        self.run_cross_dependencies(stream, next);
-        self.run_until(stream, next);
+        self.run_cross_dependencies(stream, next)?;
+        self.run_until(stream, next)
+    }
+
+    /// [`Sim::drain`], and [`Blocked`] if `stream` itself is held: after
+    /// success, an operation queued now on `stream` completes at once.
+    pub fn ready_to_run(&mut self, stream: StreamId) -> Result<(), Blocked> {
+        self.drain(stream)?;
+        if self.is_held(stream) {
+            return Err(Blocked);
+        }
+        Ok(())
     }
 
     /// `cuStreamSynchronize`: completes the stream's pending work.
-    pub fn sync_stream(&mut self, stream: StreamId) {
+    pub fn sync_stream(&mut self, stream: StreamId) -> Result<(), Blocked> {
         let next = self.work.next_seq();
-        self.run_until(stream, next);
+        self.run_until(stream, next)
     }
 
     /// Whether `stream` has pending operations numbered below `upto`.
@@ -369,9 +427,8 @@ impl Sim {
         self.work.front(stream).is_some_and(|s| s < upto)
     }
 
-    /// `cuCtxSynchronize`: completes every stream of `device`.
-    pub fn sync_device(&mut self, device: usize) {
-        let next = self.work.next_seq();
+    /// The streams of `device` (destroyed ones with pending work included), in order.
+    pub(crate) fn streams_of_device(&self, device: usize) -> Vec<StreamId> {
         let mut ids: Vec<StreamId> = self
             .work
             .streams
@@ -380,9 +437,16 @@ impl Sim {
             .map(|(id, _)| *id)
             .collect();
         ids.sort_unstable();
-        for id in ids {
-            self.run_until(id, next);
+        ids
+    }
+
+    /// `cuCtxSynchronize`: completes every stream of `device`.
+    pub fn sync_device(&mut self, device: usize) -> Result<(), Blocked> {
+        let next = self.work.next_seq();
+        for id in self.streams_of_device(device) {
+            self.run_until(id, next)?;
         }
+        Ok(())
     }
 
     /// Poisons `device`'s context with `code` (the first poison sticks) and
@@ -397,6 +461,8 @@ impl Sim {
                 s.queue.clear();
             }
         }
+        // Threads blocked on discarded (held) work can return now.
+        crate::model::state::notify_changed();
     }
 
     /// Poisons the context of every pending operation touching `[start, end)`.
@@ -421,7 +487,7 @@ impl Sim {
 
     /// Completes every pending operation touching device range `[start, end)`
     /// (with its dependencies), as `cuMemFree` does implicitly.
-    pub fn complete_touching(&mut self, start: u64, end: u64) {
+    pub fn complete_touching(&mut self, start: u64, end: u64) -> Result<(), Blocked> {
         let targets: Vec<(StreamId, u64)> = self
             .work
             .pending
@@ -430,12 +496,13 @@ impl Sim {
             .map(|(seq, op)| (op.stream, *seq))
             .collect();
         for (stream, seq) in targets {
-            self.run_until(stream, seq + 1);
+            self.run_until(stream, seq + 1)?;
         }
+        Ok(())
     }
 
     /// Completes every pending operation using pinned host range `[start, end)`.
-    pub fn complete_touching_host(&mut self, start: usize, end: usize) {
+    pub fn complete_touching_host(&mut self, start: usize, end: usize) -> Result<(), Blocked> {
         let targets: Vec<(StreamId, u64)> = self
             .work
             .pending
@@ -444,14 +511,26 @@ impl Sim {
             .map(|(seq, op)| (op.stream, *seq))
             .collect();
         for (stream, seq) in targets {
-            self.run_until(stream, seq + 1);
+            self.run_until(stream, seq + 1)?;
         }
+        Ok(())
     }
 
     /// The primary context of `device` is destroyed (its references dropped
     /// to zero): its work completes, its streams and events die, its poison clears.
+    /// The caller completed the work first ([`Sim::sync_device`]), so nothing is held.
     pub fn destroy_context(&mut self, device: usize) {
-        self.sync_device(device);
+        if self.sync_device(device).is_err() {
+            // Unreachable after the caller's sync (under the same lock); discard
+            // rather than keep work on streams about to die.
+            self.work.pending.retain(|_, op| op.device != device);
+        }
+        self.work.holds.retain(|id, _| {
+            self.work
+                .streams
+                .get(id)
+                .map_or(true, |s| s.device != device)
+        });
         for (id, s) in self.work.streams.iter_mut() {
             if s.device == device && *id != legacy(device) {
                 s.live = false;

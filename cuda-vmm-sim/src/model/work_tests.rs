@@ -8,7 +8,7 @@ use cuda_vmm_sys::{
 use crate::model::answers;
 use crate::model::config::SimConfig;
 use crate::model::state::Sim;
-use crate::model::work::{legacy, Action, Kind, Stream};
+use crate::model::work::{legacy, Action, Blocked, Kind, Stream};
 
 const G: u64 = 64 << 10;
 
@@ -85,7 +85,7 @@ fn work_runs_only_at_synchronisation_points_in_stream_order() {
     fill(&mut sim, s, va, 2);
     assert_eq!(sim.work.pending.len(), 2);
     assert_eq!(first_byte(&sim, va), 0);
-    sim.sync_stream(s);
+    sim.sync_stream(s).unwrap();
     assert_eq!(first_byte(&sim, va), 2);
     assert!(sim.work.pending.is_empty());
 }
@@ -98,12 +98,12 @@ fn the_legacy_stream_waits_for_blocking_streams_only() {
     let non_blocking = user_stream(&mut sim, Kind::NonBlocking);
     fill(&mut sim, blocking, a, 1);
     fill(&mut sim, non_blocking, b, 2);
-    sim.drain(legacy(0));
+    sim.drain(legacy(0)).unwrap();
     assert_eq!((first_byte(&sim, a), first_byte(&sim, b)), (1, 0));
     // A blocking stream's later work waits for earlier legacy work.
     fill(&mut sim, legacy(0), a, 3);
     fill(&mut sim, blocking, b, 4);
-    sim.sync_stream(blocking);
+    sim.sync_stream(blocking).unwrap();
     assert_eq!((first_byte(&sim, a), first_byte(&sim, b)), (3, 4));
 }
 
@@ -139,4 +139,122 @@ fn without_asynchrony_work_completes_when_submitted() {
     assert_eq!(first_byte(&sim, va), 9);
     sim.unmap(va, G).unwrap();
     assert_eq!(sim.healthy(0), Ok(()));
+}
+
+#[test]
+fn a_hold_freezes_its_stream_and_the_work_ordered_after_it() {
+    let mut sim = sim(true);
+    let (a, b) = (mapped(&mut sim), mapped(&mut sim));
+    let held = user_stream(&mut sim, Kind::Blocking);
+    let free = user_stream(&mut sim, Kind::NonBlocking);
+    fill(&mut sim, held, a, 1);
+    let id = sim.hold(held);
+    fill(&mut sim, free, b, 2);
+    assert_eq!(sim.sync_stream(held), Err(Blocked));
+    // The legacy stream is ordered after the blocking stream's kernel.
+    assert_eq!(sim.drain(legacy(0)), Err(Blocked));
+    assert_eq!(sim.sync_device(0), Err(Blocked));
+    assert_eq!(first_byte(&sim, a), 0);
+    // Device progress skips held work only (sync_device may have run `free`'s).
+    sim.advance();
+    assert_eq!((first_byte(&sim, a), first_byte(&sim, b)), (0, 2));
+    assert_eq!(sim.work.pending.len(), 1);
+    sim.unhold(id);
+    sim.sync_device(0).unwrap();
+    assert_eq!(first_byte(&sim, a), 1);
+}
+
+#[test]
+fn work_recorded_before_a_hold_is_not_held() {
+    let mut sim = sim(true);
+    let va = mapped(&mut sim);
+    let s = user_stream(&mut sim, Kind::NonBlocking);
+    fill(&mut sim, s, va, 1);
+    let before = sim.work.next_seq();
+    sim.sync_stream(s).unwrap();
+    let id = sim.hold(s);
+    let after = sim.work.next_seq();
+    // Nothing queued since: an event at `after` still follows the held kernel.
+    assert!(!sim.blocks(s, before));
+    assert!(sim.blocks(s, after));
+    assert_eq!(sim.query_point(0, s, before), Ok(()));
+    assert_eq!(sim.query_point(0, s, after), Err(answers::NOT_READY));
+    sim.unhold(id);
+    assert!(!sim.blocks(s, after));
+    assert_eq!(sim.query_point(0, s, after), Ok(()));
+}
+
+#[test]
+fn queries_change_nothing_until_the_nth_answer_for_a_point() {
+    let mut sim = Sim::new(
+        SimConfig::new()
+            .devices(1)
+            .granularity(G)
+            .memory_per_device(64 * G)
+            .query_progress(3),
+    );
+    sim.retain_primary(0);
+    let va = mapped(&mut sim);
+    let s = user_stream(&mut sim, Kind::NonBlocking);
+    fill(&mut sim, s, va, 5);
+    let upto = sim.work.next_seq();
+    let id = sim.hold(s);
+    for _ in 0..10 {
+        assert_eq!(sim.query_point(0, s, upto), Err(answers::NOT_READY));
+    }
+    assert!(sim.work.queries.is_empty(), "held points are not counted");
+    sim.unhold(id);
+    for _ in 0..2 {
+        assert_eq!(sim.query_point(0, s, upto), Err(answers::NOT_READY));
+    }
+    assert_eq!(sim.work.pending.len(), 1);
+    assert_eq!(first_byte(&sim, va), 0);
+    assert_eq!(sim.query_point(0, s, upto), Ok(()));
+    assert!(sim.work.pending.is_empty());
+    assert_eq!(first_byte(&sim, va), 5);
+}
+
+#[test]
+fn a_query_never_completes_work_with_the_progress_rule_off() {
+    let mut sim = Sim::new(
+        SimConfig::new()
+            .devices(1)
+            .granularity(G)
+            .memory_per_device(64 * G)
+            .query_progress(0),
+    );
+    sim.retain_primary(0);
+    let va = mapped(&mut sim);
+    let s = user_stream(&mut sim, Kind::NonBlocking);
+    fill(&mut sim, s, va, 5);
+    let upto = sim.work.next_seq();
+    for _ in 0..1000 {
+        assert_eq!(sim.query_point(0, s, upto), Err(answers::NOT_READY));
+    }
+    assert_eq!(sim.work.pending.len(), 1);
+    sim.advance();
+    assert_eq!(sim.query_point(0, s, upto), Ok(()));
+}
+
+#[test]
+fn unmapping_held_work_poisons_and_discards_it() {
+    let mut sim = sim(true);
+    let va = mapped(&mut sim);
+    let s = user_stream(&mut sim, Kind::NonBlocking);
+    fill(&mut sim, s, va, 1);
+    let _id = sim.hold(s);
+    sim.unmap(va, G).unwrap();
+    assert_eq!(sim.healthy(0), Err(answers::UNMAPPED_BY_DEVICE_WORK));
+    assert!(sim.work.pending.is_empty());
+}
+
+#[test]
+fn holds_are_inert_without_asynchrony() {
+    let mut sim = sim(false);
+    let va = mapped(&mut sim);
+    let s = user_stream(&mut sim, Kind::NonBlocking);
+    let _id = sim.hold(s);
+    fill(&mut sim, s, va, 4);
+    assert_eq!(first_byte(&sim, va), 4);
+    assert_eq!(sim.sync_stream(s), Ok(()));
 }

@@ -108,8 +108,11 @@ pub(crate) fn is_injected_alloc(e: &cuda_vmm_alloc::Error, symbol: &str) -> bool
 }
 
 /// Makes the next `n` `cuEventQuery` calls of this thread answer `CUDA_ERROR_NOT_READY`
-/// without running anything: the simulator completes work up to an event when it is
-/// queried, a GPU does not, so this models copies still running on a real device.
+/// whatever the work's state: models copies still running on a real device even where
+/// the simulator already completed them (a synchronisation of another stream or test),
+/// and keeps the query progress rule (`cuda_vmm_sim::SimConfig::query_progress`) from
+/// completing them (an injected answer does not reach the simulator). Synchronisations
+/// still complete the work; `cuda_vmm_sim::hold_stream` keeps them from it too.
 pub(crate) fn queries_not_ready(n: u64) -> Vec<cuda_vmm_sim::FaultGuard> {
     (1..=n)
         .map(|nth| {

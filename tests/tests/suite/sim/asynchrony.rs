@@ -8,10 +8,10 @@ use super::*;
 // other tests.
 
 const LAUNCH_FAILED: CUresult = answers::UNMAP_WITH_PENDING_WORK;
-const NON_BLOCKING: u32 = 1;
+pub(super) const NON_BLOCKING: u32 = 1;
 
 /// Runs `$body` only in a child process spawned by the `$parent` test.
-macro_rules! in_own_process {
+macro_rules! in_own_process_impl {
     ($parent:ident, $child:ident, $env:expr, $body:block) => {
         #[test]
         fn $parent() {
@@ -31,8 +31,10 @@ macro_rules! in_own_process {
     };
 }
 
+pub(super) use in_own_process_impl as in_own_process;
+
 /// A mapped, read-write buffer of `size` bytes on device 0.
-fn buffer(size: usize) -> (CUdeviceptr, CUmemGenericAllocationHandle) {
+pub(super) fn buffer(size: usize) -> (CUdeviceptr, CUmemGenericAllocationHandle) {
     let va = reserve(size);
     let h = create(size, &prop(0, CUmemAllocationHandleType(0))).expect("create");
     ok(map(va, size, 0, h));
@@ -40,21 +42,21 @@ fn buffer(size: usize) -> (CUdeviceptr, CUmemGenericAllocationHandle) {
     (va, h)
 }
 
-fn stream(flags: u32) -> CUstream {
+pub(super) fn stream(flags: u32) -> CUstream {
     ok_out(bare::stream_create(api(), flags))
 }
 
-fn stream_sync(s: CUstream) -> CUresult {
+pub(super) fn stream_sync(s: CUstream) -> CUresult {
     // SAFETY: a stream of this simulator, or null.
     rc(unsafe { bare::stream_synchronize(api(), s) })
 }
 
-fn stream_query(s: CUstream) -> CUresult {
+pub(super) fn stream_query(s: CUstream) -> CUresult {
     // SAFETY: as above.
     rc(unsafe { bare::stream_query(api(), s) })
 }
 
-fn memset_async(va: CUdeviceptr, value: u8, n: usize, s: CUstream) -> CUresult {
+pub(super) fn memset_async(va: CUdeviceptr, value: u8, n: usize, s: CUstream) -> CUresult {
     // SAFETY: device-side only.
     rc(unsafe { bare::memset_d8_async(api(), va, value, n, s) })
 }
@@ -69,16 +71,16 @@ fn dtod_async(dst: CUdeviceptr, src: CUdeviceptr, n: usize, s: CUstream) -> CUre
     rc(unsafe { bare::memcpy_dtod_async(api(), dst, src, n, s) })
 }
 
-fn event() -> CUevent {
+pub(super) fn event() -> CUevent {
     ok_out(bare::event_create(api(), 0))
 }
 
-fn record(e: CUevent, s: CUstream) -> CUresult {
+pub(super) fn record(e: CUevent, s: CUstream) -> CUresult {
     // SAFETY: an event and a stream of this simulator.
     rc(unsafe { bare::event_record(api(), e, s) })
 }
 
-fn wait(s: CUstream, e: CUevent) -> CUresult {
+pub(super) fn wait(s: CUstream, e: CUevent) -> CUresult {
     // SAFETY: as above.
     rc(unsafe { bare::stream_wait_event(api(), s, e, 0) })
 }
@@ -187,7 +189,12 @@ in_own_process!(
             "a's memset is still queued"
         );
         assert_eq!(read(y, 4096), data);
+        // A query reports and changes nothing; the device moving on completes it.
         assert_eq!(stream_query(a), answers::NOT_READY);
+        assert_eq!(stream_query(a), answers::NOT_READY);
+        assert_eq!(cuda_vmm_sim::pending_work(), 1, "queries ran nothing");
+        cuda_vmm_sim::advance();
+        assert_eq!(cuda_vmm_sim::pending_work(), 0);
         ok(stream_query(a));
         assert_eq!(read(x, 4096), vec![0xee; 4096]);
         ok(unmap(x, g));

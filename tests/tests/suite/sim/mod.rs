@@ -1,7 +1,8 @@
 //! Simulator-specific behaviour that the conformance suite does not cover:
 //! real aliasing, release-while-mapped, fd sharing with another process,
 //! exact accounting, out-of-memory, fault injection, threads, configuration,
-//! and device asynchrony (streams, events, poisoning by unmapping busy memory).
+//! device asynchrony (streams, events, poisoning by unmapping busy memory), and
+//! holds of streams with faults and counts aimed at other threads.
 //!
 //! These tests always run on the in-process simulator (`cuda_vmm_sim::driver()`),
 //! whatever backend the rest of the suite uses.
@@ -35,6 +36,7 @@ mod asynchrony;
 mod configuration;
 mod entry_points;
 mod faults;
+mod holds;
 mod sharing;
 mod threads;
 
@@ -286,6 +288,7 @@ fn run_own_process(test: &str, env: &[(&str, String)]) -> String {
             cuda_vmm_sim::ENV_GRANULARITY,
             cuda_vmm_sim::ENV_DRIVER_VERSION,
             cuda_vmm_sim::ENV_ASYNC,
+            cuda_vmm_sim::ENV_QUERY_PROGRESS,
         ] {
             cmd.env_remove(var);
         }
