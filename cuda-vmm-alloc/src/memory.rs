@@ -58,6 +58,16 @@ pub trait DeviceMemory: sealed::Sealed {
         Ok(self.reservation().record_use(stream)?)
     }
 
+    /// As [`record_use`](DeviceMemory::record_use), for work queued on a cudarc stream
+    /// (feature `cudarc`), with no `unsafe` bridge to a [`Stream`]. The stream must belong
+    /// to a device's primary context (cudarc's `CudaContext::new(ordinal)`); a stream of
+    /// another context is refused
+    /// ([`cuda_vmm::Error::InvalidArgument`], "is not device N's primary context").
+    #[cfg(feature = "cudarc")]
+    fn record_cudarc_use(&self, stream: &cudarc::driver::CudaStream) -> Result<()> {
+        Ok(self.reservation().record_cudarc_use(stream)?)
+    }
+
     /// Waits for the device work that unmapping would wait for (see [`UnmapWait`]).
     fn synchronize(&self) -> Result<()> {
         Ok(self.reservation().synchronize()?)
@@ -114,6 +124,15 @@ macro_rules! device_memory {
             /// See [`DeviceMemory::record_use`](crate::DeviceMemory::record_use).
             pub fn record_use(&self, stream: &cuda_vmm::Stream) -> $crate::error::Result<()> {
                 $crate::memory::DeviceMemory::record_use(self, stream)
+            }
+
+            /// See [`DeviceMemory::record_cudarc_use`](crate::DeviceMemory::record_cudarc_use).
+            #[cfg(feature = "cudarc")]
+            pub fn record_cudarc_use(
+                &self,
+                stream: &cudarc::driver::CudaStream,
+            ) -> $crate::error::Result<()> {
+                $crate::memory::DeviceMemory::record_cudarc_use(self, stream)
             }
 
             /// See [`DeviceMemory::synchronize`](crate::DeviceMemory::synchronize).
