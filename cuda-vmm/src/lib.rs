@@ -77,9 +77,9 @@
 //! - the public `unsafe fn`s, whose contracts are part of the API:
 //!   [`Cuda::from_driver`], [`Reservation::set_unmap_wait`], [`Stream::from_raw`],
 //!   [`Reservation::read_async`], [`copy_dtod`]; and [`Cuda::real`] and
-//!   `Cuda::simulator`, which vouch for the system driver and the simulator;
-//!   With feature `cudarc`, also `Reservation::cudarc_view_unchecked` (a view over a
-//!   range with holes);
+//!   `Cuda::simulator`, which vouch for the system driver and the simulator; with
+//!   feature `cudarc`, also `Reservation::cudarc_view_unchecked` (a view over a range
+//!   with holes);
 //! - with feature `cudarc`, the three `unsafe impl PushKernelArg` for `CudarcView` and
 //!   `CudarcReadView`.
 //!
