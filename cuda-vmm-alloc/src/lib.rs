@@ -71,6 +71,7 @@ mod shared;
 mod sparse;
 mod stats;
 mod trace;
+mod views;
 
 /// Re-exported so users derive `Pod` with the same version.
 pub use bytemuck;

@@ -75,6 +75,16 @@ pub trait DeviceMemory: sealed::Sealed {
         self.queued_release_bytes()
     }
 
+    /// As [`record_use`](DeviceMemory::record_use), for work queued on a cudarc stream
+    /// (feature `cudarc`), with no `unsafe` bridge to a [`Stream`]. The stream must belong
+    /// to a device's primary context (cudarc's `CudaContext::new(ordinal)`); a stream of
+    /// another context is refused
+    /// ([`cuda_vmm::Error::InvalidArgument`], "is not device N's primary context").
+    #[cfg(feature = "cudarc")]
+    fn record_cudarc_use(&self, stream: &cudarc::driver::CudaStream) -> Result<()> {
+        Ok(self.reservation().record_cudarc_use(stream)?)
+    }
+
     /// Waits for the device work that unmapping would wait for (see [`UnmapWait`]).
     fn synchronize(&self) -> Result<()> {
         Ok(self.reservation().synchronize()?)
@@ -145,6 +155,15 @@ macro_rules! device_memory {
             /// See [`DeviceMemory::pending_release_bytes`](crate::DeviceMemory::pending_release_bytes).
             pub fn pending_release_bytes(&self) -> usize {
                 $crate::memory::DeviceMemory::pending_release_bytes(self)
+            }
+
+            /// See [`DeviceMemory::record_cudarc_use`](crate::DeviceMemory::record_cudarc_use).
+            #[cfg(feature = "cudarc")]
+            pub fn record_cudarc_use(
+                &self,
+                stream: &cudarc::driver::CudaStream,
+            ) -> $crate::error::Result<()> {
+                $crate::memory::DeviceMemory::record_cudarc_use(self, stream)
             }
 
             /// See [`DeviceMemory::synchronize`](crate::DeviceMemory::synchronize).

@@ -77,8 +77,11 @@
 //! - the public `unsafe fn`s, whose contracts are part of the API:
 //!   [`Cuda::from_driver`], [`Reservation::set_unmap_wait`], [`Stream::from_raw`],
 //!   [`Reservation::read_async`], [`copy_dtod`]; and [`Cuda::real`] and
-//!   `Cuda::simulator`, which vouch for the system driver and the simulator;
-//! - with feature `cudarc`, the two `unsafe impl PushKernelArg` for `CudarcView`.
+//!   `Cuda::simulator`, which vouch for the system driver and the simulator; with
+//!   feature `cudarc`, also `Reservation::cudarc_view_unchecked` (a view over a range
+//!   with holes);
+//! - with feature `cudarc`, the three `unsafe impl PushKernelArg` for `CudarcView` and
+//!   `CudarcReadView`.
 //!
 //! # Errors
 //!
@@ -153,6 +156,7 @@ mod device;
 mod driver;
 mod error;
 mod fd_passing;
+mod interop;
 mod linear;
 mod mapped;
 mod mapping;
@@ -174,7 +178,7 @@ pub use allocation::Allocation;
 pub use capabilities::Capabilities;
 pub use copy_engine::copy_dtod;
 #[cfg(feature = "cudarc")]
-pub use cudarc_interop::CudarcView;
+pub use cudarc_interop::{CudarcReadView, CudarcView};
 pub use device::{Device, GranularityKind, MemoryInfo};
 pub use driver::{Backend, Cuda, BACKEND_ENV};
 pub use error::{CudaError, Error, Result};

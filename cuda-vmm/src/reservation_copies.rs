@@ -192,9 +192,12 @@ impl Reservation {
         )
     }
 
-    /// Checks that `[offset, offset + len)` is in bounds, mapped and has `required` access.
-    #[cfg_attr(not(feature = "cudarc"), allow(dead_code))]
-    pub(crate) fn check_mapped_access(
+    /// Checks that `[offset, offset + len)` is in bounds ([`Error::OutOfBounds`]), covered
+    /// by live mappings ([`Error::NotMapped`]) and has at least `required` access for the
+    /// reservation's device ([`Error::AccessDenied`]): what a view over the range needs
+    /// (read-write for one a kernel writes through, [`AccessFlags::Read`] for a read-only
+    /// one). An empty range in bounds passes.
+    pub fn check_mapped_access(
         &self,
         offset: usize,
         len: usize,

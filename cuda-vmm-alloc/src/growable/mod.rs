@@ -22,6 +22,7 @@ use prefetch::Prefetcher;
 mod churn;
 mod prefetch;
 mod prefetching;
+mod set_len;
 mod shrink;
 
 /// Host bytes staged per non-memset fill before device-side doubling takes over.

@@ -30,6 +30,7 @@ mod soundness_pool;
 mod soundness_shared;
 mod spares;
 mod tracing_spans;
+mod views;
 
 /// Whether the suite runs on the simulator.
 pub fn on_simulator() -> cuda_vmm::Result<bool> {
