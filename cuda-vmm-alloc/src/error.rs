@@ -108,6 +108,18 @@ impl Error {
         self.cuda_error().map(cuda_vmm::CudaError::code)
     }
 
+    /// Whether the device ran out of memory (`CUDA_ERROR_OUT_OF_MEMORY` from a driver call,
+    /// see [`cuda_vmm::Error::is_out_of_memory`]): the error to evict or back off on.
+    pub fn is_out_of_memory(&self) -> bool {
+        matches!(self, Error::Vmm(e) if e.is_out_of_memory())
+    }
+
+    /// Whether the device or driver does not support the operation (see
+    /// [`cuda_vmm::Error::is_not_supported`]).
+    pub fn is_not_supported(&self) -> bool {
+        matches!(self, Error::Vmm(e) if e.is_not_supported())
+    }
+
     /// The driver's error (code, name, description) when this is a driver error, else `None`.
     pub fn cuda_error(&self) -> Option<cuda_vmm::CudaError> {
         match self {
@@ -164,10 +176,17 @@ mod tests {
         assert!(e
             .to_string()
             .starts_with("cuMemCreate failed: CUDA_ERROR_OUT_OF_MEMORY (2): The API call failed"));
+        assert!(e.is_out_of_memory() && !e.is_not_supported());
         let own = Error::CapacityExceeded {
             requested: 1,
             max: 0,
         };
         assert_eq!((own.cuda_error(), own.code()), (None, None));
+        assert!(!own.is_out_of_memory() && !own.is_not_supported());
+        let unsupported = Error::from(cuda_vmm::Error::Unsupported {
+            feature: "fabric handles",
+            device: 0,
+        });
+        assert!(unsupported.is_not_supported() && !unsupported.is_out_of_memory());
     }
 }
