@@ -99,7 +99,7 @@ mod trace;
 /// own: derive through it with `#[bytemuck(crate = "cuda_vmm_alloc::bytemuck")]` (see the
 /// [crate docs](crate)).
 pub use bytemuck;
-pub use error::{Error, Result};
+pub use error::{Error, Result, SocketError};
 pub use growable::{BufferConfig, GrowableBuffer};
 pub use memory::DeviceMemory;
 pub use placement::Placement;
