@@ -1,6 +1,8 @@
 //! The allocator's error type.
 
+use std::fmt;
 use std::ops::Range;
+use std::sync::Arc;
 
 /// Result of every fallible allocator operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -94,6 +96,32 @@ pub enum Error {
         /// What the operating system said.
         message: String,
     },
+    /// The peer of a shared buffer broke the protocol: a malformed, truncated or
+    /// inconsistent message, or one that does not follow what is mapped (another buffer,
+    /// a generation out of order, chunks that overlap or leave a gap, a stream closed in the
+    /// middle of a message).
+    #[error("shared buffer protocol: {message}")]
+    SharedProtocol {
+        /// What the peer sent, naming the values.
+        message: String,
+    },
+    /// A shared buffer's socket failed (the peer gone, a broken pipe, a timeout set on the
+    /// stream by the caller).
+    #[error("shared buffer I/O: {message}: {source}")]
+    SharedIo {
+        /// What was being sent or received.
+        message: String,
+        /// The socket's error.
+        #[source]
+        source: SocketError,
+    },
+    /// An earlier failure left a shared-buffer producer or consumer out of step with its
+    /// peer; it refuses every later call. The message names the first failure.
+    #[error("shared buffer: {message}")]
+    SharedBroken {
+        /// The failure that broke it.
+        message: String,
+    },
     /// The element type has size zero, which device memory cannot represent.
     #[error("element type {type_name} has size zero")]
     ZeroSizedElement {
@@ -108,12 +136,78 @@ impl Error {
         self.cuda_error().map(cuda_vmm::CudaError::code)
     }
 
+    /// Whether the device ran out of memory (`CUDA_ERROR_OUT_OF_MEMORY` from a driver call,
+    /// see [`cuda_vmm::Error::is_out_of_memory`]): the error to evict or back off on.
+    pub fn is_out_of_memory(&self) -> bool {
+        matches!(self, Error::Vmm(e) if e.is_out_of_memory())
+    }
+
+    /// Whether the device or driver does not support the operation (see
+    /// [`cuda_vmm::Error::is_not_supported`]).
+    pub fn is_not_supported(&self) -> bool {
+        matches!(self, Error::Vmm(e) if e.is_not_supported())
+    }
+
+    /// Whether this is a shared buffer's I/O failure ([`Error::SharedIo`]), with its error
+    /// kind: `Some(BrokenPipe)` when the peer is gone.
+    pub fn shared_io_kind(&self) -> Option<std::io::ErrorKind> {
+        match self {
+            Error::SharedIo { source, .. } => Some(source.kind()),
+            _ => None,
+        }
+    }
+
     /// The driver's error (code, name, description) when this is a driver error, else `None`.
     pub fn cuda_error(&self) -> Option<cuda_vmm::CudaError> {
         match self {
             Error::Vmm(e) => e.cuda_error(),
             _ => None,
         }
+    }
+}
+
+/// A socket's [`std::io::Error`], the source of [`Error::SharedIo`], wrapped so that
+/// [`Error`] stays comparable: two are equal when their kind, OS error code and message are.
+#[derive(Clone, Debug)]
+pub struct SocketError(Arc<std::io::Error>);
+
+impl SocketError {
+    /// The error's kind.
+    pub fn kind(&self) -> std::io::ErrorKind {
+        self.0.kind()
+    }
+
+    /// The I/O error itself.
+    pub fn io_error(&self) -> &std::io::Error {
+        &self.0
+    }
+}
+
+impl From<std::io::Error> for SocketError {
+    fn from(error: std::io::Error) -> Self {
+        SocketError(Arc::new(error))
+    }
+}
+
+impl PartialEq for SocketError {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind() == other.kind()
+            && self.0.raw_os_error() == other.0.raw_os_error()
+            && self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl Eq for SocketError {}
+
+impl fmt::Display for SocketError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SocketError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
     }
 }
 
@@ -164,10 +258,17 @@ mod tests {
         assert!(e
             .to_string()
             .starts_with("cuMemCreate failed: CUDA_ERROR_OUT_OF_MEMORY (2): The API call failed"));
+        assert!(e.is_out_of_memory() && !e.is_not_supported());
         let own = Error::CapacityExceeded {
             requested: 1,
             max: 0,
         };
         assert_eq!((own.cuda_error(), own.code()), (None, None));
+        assert!(!own.is_out_of_memory() && !own.is_not_supported());
+        let unsupported = Error::from(cuda_vmm::Error::Unsupported {
+            feature: "fabric handles",
+            device: 0,
+        });
+        assert!(unsupported.is_not_supported() && !unsupported.is_out_of_memory());
     }
 }

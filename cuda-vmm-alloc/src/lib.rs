@@ -18,8 +18,31 @@
 //! `trace_mapping` example.
 //!
 //! Elements are [`bytemuck::Pod`] types (the [`DevicePod`] bound), copied to and from the
-//! host byte for byte; `#[derive(bytemuck::Pod, bytemuck::Zeroable)]` on a `#[repr(C)]`
-//! struct is all a user type needs.
+//! host byte for byte. A user type is a `#[repr(C)]` struct without padding that derives
+//! `Clone`, `Copy`, `bytemuck::Pod` and `bytemuck::Zeroable`. With `bytemuck` (feature
+//! `derive`) among your own dependencies, that is all; through this crate's re-export
+//! ([`bytemuck`], so that you need no dependency of your own), the derives must also be
+//! told where bytemuck is, with `#[bytemuck(crate = "cuda_vmm_alloc::bytemuck")]`, because
+//! they name `::bytemuck` otherwise ("cannot find `bytemuck` in the crate root"):
+//!
+//! ```
+//! # fn main() -> Result<(), cuda_vmm_alloc::Error> {
+//! use cuda_vmm_alloc::{bytemuck, GrowableBuffer};
+//!
+//! #[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+//! #[bytemuck(crate = "cuda_vmm_alloc::bytemuck")]
+//! #[repr(C)]
+//! struct Entry {
+//!     key: u32,
+//!     value: f32,
+//! }
+//!
+//! let cuda = cuda_vmm::Cuda::simulator()?;
+//! let mut log = GrowableBuffer::<Entry>::with_max_capacity(&cuda.device(0)?, 1 << 20)?;
+//! log.extend_from_slice(&[Entry { key: 1, value: 0.5 }, Entry { key: 2, value: 1.5 }])?;
+//! assert_eq!(log.to_vec()?[1], Entry { key: 2, value: 1.5 });
+//! # Ok(()) }
+//! ```
 //!
 //! ```
 //! # fn main() -> Result<(), cuda_vmm_alloc::Error> {
@@ -73,9 +96,11 @@ mod stats;
 mod trace;
 mod views;
 
-/// Re-exported so users derive `Pod` with the same version.
+/// Re-exported so users derive `Pod` with the same version, without a dependency of their
+/// own: derive through it with `#[bytemuck(crate = "cuda_vmm_alloc::bytemuck")]` (see the
+/// [crate docs](crate)).
 pub use bytemuck;
-pub use error::{Error, Result};
+pub use error::{Error, Result, SocketError};
 pub use growable::{BufferConfig, GrowableBuffer};
 pub use memory::DeviceMemory;
 pub use placement::Placement;

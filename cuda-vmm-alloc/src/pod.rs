@@ -2,7 +2,9 @@
 
 /// Plain data that can live in device memory and be copied to and from the host as raw
 /// bytes: every [`bytemuck::Pod`] type (primitives, arrays of them, and your
-/// `#[derive(bytemuck::Pod, bytemuck::Zeroable)]` structs).
+/// `#[derive(bytemuck::Pod, bytemuck::Zeroable)]` structs; derived through this crate's
+/// re-export they also need `#[bytemuck(crate = "cuda_vmm_alloc::bytemuck")]`, see the
+/// [crate docs](crate)).
 ///
 /// This is a bound alias with a blanket implementation, not a trait to implement: Pod's
 /// guarantees (no padding, no pointers, valid for every bit pattern) are exactly what a

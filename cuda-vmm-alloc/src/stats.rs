@@ -24,7 +24,8 @@ pub struct DriverStats {
     pub slow_creates: u64,
     /// Physical chunks mapped now.
     pub chunks: usize,
-    /// The most bytes ever committed at once.
+    /// The most bytes of physical memory ever mapped at once for the structure's contents:
+    /// for a sparse array, committed and spare tiles together (zero memory not included).
     pub peak_committed_bytes: usize,
     /// Wall time spent in those calls, per entry point: where growth time goes.
     pub time: DriverTimes,

@@ -42,6 +42,8 @@ struct CudaInner {
     /// The driver's table, reporting `version` for missing entry points.
     api: Api,
     backend: Backend,
+    /// Why [`Cuda::new`] fell back to the simulator, when it did.
+    fallback: Option<String>,
     version: Option<DriverVersion>,
     device_count: AtomicUsize,
     /// Devices opened so far, each with its primary context retained once.
@@ -62,6 +64,7 @@ impl fmt::Debug for Cuda {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cuda")
             .field("backend", &self.inner.backend)
+            .field("fallback", &self.inner.fallback)
             .field("version", &self.inner.version)
             .field("origin", &self.inner.driver.origin())
             .finish()
@@ -71,15 +74,46 @@ impl fmt::Debug for Cuda {
 impl Cuda {
     /// Picks a backend: `CUDA_VMM_BACKEND=sim|cuda` if set; otherwise the real
     /// driver when it loads and reports at least one device, else the simulator
-    /// (with feature `sim`), else [`Error::DriverNotFound`].
+    /// (with feature `sim`), else the real driver's error ([`Error::DriverNotFound`]
+    /// when it did not load).
+    ///
+    /// Falling back to the simulator is not silent: it logs a `tracing` warning naming
+    /// the reason, and [`backend`](Cuda::backend) and
+    /// [`fallback_reason`](Cuda::fallback_reason) tell afterwards. A program that must not
+    /// run on the simulator (a serving engine on a machine whose GPU is broken) checks
+    /// `backend()`, calls [`Cuda::real`] instead, or sets `CUDA_VMM_BACKEND=cuda`.
+    ///
+    /// ```
+    /// use cuda_vmm::{Backend, Cuda};
+    ///
+    /// match Cuda::new() {
+    ///     Ok(cuda) => {
+    ///         if let Some(reason) = cuda.fallback_reason() {
+    ///             assert_eq!(cuda.backend(), Backend::Simulator);
+    ///             eprintln!("running on the simulator: {reason}");
+    ///         }
+    ///     }
+    ///     // Without feature `sim` and without a driver: no backend at all.
+    ///     Err(e) => eprintln!("no CUDA backend: {e}"),
+    /// }
+    /// ```
     pub fn new() -> Result<Cuda> {
         match std::env::var(BACKEND_ENV).as_deref() {
             Ok("sim") | Ok("simulator") => Self::simulator_or_unavailable(),
             Ok("cuda") | Ok("real") => Self::real(),
             Ok("") | Err(std::env::VarError::NotPresent) => match Self::real() {
-                Ok(cuda) if cuda.device_count().unwrap_or(0) > 0 => Ok(cuda),
-                Ok(cuda) => Self::fallback(Ok(cuda)),
-                Err(e) => Self::fallback(Err(e)),
+                Ok(cuda) => match cuda.device_count() {
+                    Ok(n) if n > 0 => Ok(cuda),
+                    Ok(_) => Self::fallback(Ok(cuda), "the real driver reports no devices".into()),
+                    Err(e) => Self::fallback(
+                        Ok(cuda),
+                        format!("the real driver cannot count its devices: {e}"),
+                    ),
+                },
+                Err(e) => {
+                    let reason = format!("the real driver did not load: {e}");
+                    Self::fallback(Err(e), reason)
+                }
             },
             Ok(other) => Err(Error::BackendUnavailable {
                 message: format!("{BACKEND_ENV}={other:?} is neither \"sim\" nor \"cuda\""),
@@ -90,15 +124,22 @@ impl Cuda {
         }
     }
 
-    /// What [`Cuda::new`] does when the real driver is unusable.
+    /// What [`Cuda::new`] does when the real driver is unusable (`reason` says why): the
+    /// simulator, with a warning and the reason kept for [`Cuda::fallback_reason`].
     #[cfg(feature = "sim")]
-    fn fallback(_real: Result<Cuda>) -> Result<Cuda> {
-        Self::simulator()
+    #[allow(unsafe_code)]
+    fn fallback(_real: Result<Cuda>, reason: String) -> Result<Cuda> {
+        tracing::warn!(
+            "cuda-vmm: using the CPU simulator, not a GPU: {reason} \
+             (set {BACKEND_ENV}=cuda to refuse the fallback, or {BACKEND_ENV}=sim to choose it)"
+        );
+        // SAFETY: the simulator implements the driver API's documented semantics.
+        unsafe { Self::init(cuda_vmm_sim::driver(), Backend::Simulator, Some(reason)) }
     }
 
-    /// What [`Cuda::new`] does when the real driver is unusable.
+    /// What [`Cuda::new`] does when the real driver is unusable: its answer, as it is.
     #[cfg(not(feature = "sim"))]
-    fn fallback(real: Result<Cuda>) -> Result<Cuda> {
+    fn fallback(real: Result<Cuda>, _reason: String) -> Result<Cuda> {
         real
     }
 
@@ -142,6 +183,20 @@ impl Cuda {
     /// write every out-parameter on success.
     #[allow(unsafe_code)]
     pub unsafe fn from_driver(driver: &'static Driver, backend: Backend) -> Result<Cuda> {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { Self::init(driver, backend, None) }
+    }
+
+    /// [`Cuda::from_driver`], remembering why [`Cuda::new`] fell back, if it did.
+    ///
+    /// # Safety
+    /// As for [`Cuda::from_driver`].
+    #[allow(unsafe_code)]
+    unsafe fn init(
+        driver: &'static Driver,
+        backend: Backend,
+        fallback: Option<String>,
+    ) -> Result<Cuda> {
         // SAFETY: the caller vouches that `driver` implements the driver API (this
         // function's contract).
         let api = unsafe { Api::new(driver.table(), None) };
@@ -152,6 +207,7 @@ impl Cuda {
                 driver,
                 api: api.with_version(version),
                 backend,
+                fallback,
                 version,
                 device_count: AtomicUsize::new(UNKNOWN_COUNT),
                 devices: Mutex::new(Vec::new()),
@@ -168,6 +224,15 @@ impl Cuda {
     /// Which backend this is.
     pub fn backend(&self) -> Backend {
         self.inner.backend
+    }
+
+    /// Why [`Cuda::new`] chose the simulator when no backend was asked for: the real
+    /// driver did not load (with the loader's error), reported no devices, or could not
+    /// count them. `None` for every `Cuda` that is not such a fallback (the real driver,
+    /// or a simulator asked for by `CUDA_VMM_BACKEND=sim`, [`Cuda::simulator`] or
+    /// [`Cuda::from_driver`]).
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.inner.fallback.as_deref()
     }
 
     /// The raw driver, an escape hatch to its function table.
@@ -280,6 +345,23 @@ mod tests {
         );
         assert_eq!(DriverVersion::from_raw(13000).to_string(), "13.0");
         assert_eq!(DriverVersion::from_raw(-1).to_string(), "0.0");
+    }
+
+    #[cfg(feature = "sim")]
+    #[test]
+    fn a_fallback_to_the_simulator_says_why() -> Result<()> {
+        let unloadable = Err(Error::BackendUnavailable {
+            message: "no libcuda".into(),
+        });
+        let cuda = Cuda::fallback(unloadable, "the real driver did not load: x".into())?;
+        assert_eq!(cuda.backend(), Backend::Simulator);
+        assert_eq!(
+            cuda.fallback_reason(),
+            Some("the real driver did not load: x")
+        );
+        assert!(format!("{cuda:?}").contains("the real driver did not load: x"));
+        assert_eq!(Cuda::simulator()?.fallback_reason(), None);
+        Ok(())
     }
 
     #[test]

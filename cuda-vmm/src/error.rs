@@ -227,6 +227,36 @@ impl Error {
         }
     }
 
+    /// Whether the driver ran out of memory: a [`Error::Driver`] error with
+    /// `CUDA_ERROR_OUT_OF_MEMORY` (what `cuMemCreate` answers when the device is full).
+    /// The error to branch on for eviction or back-off, instead of matching
+    /// `cuda_error().name()`.
+    ///
+    /// ```
+    /// use cuda_vmm::{sys::CUresult, CudaError, Error};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let error = CudaError::from_result(CUresult::CUDA_ERROR_OUT_OF_MEMORY).ok_or("success")?;
+    /// assert!(Error::Driver { call: "cuMemCreate", error }.is_out_of_memory());
+    /// assert!(!Error::InvalidArgument { message: "size 0".into() }.is_out_of_memory());
+    /// # Ok(()) }
+    /// ```
+    pub fn is_out_of_memory(&self) -> bool {
+        self.cuda_error()
+            .is_some_and(|e| e.result() == CUresult::CUDA_ERROR_OUT_OF_MEMORY)
+    }
+
+    /// Whether the operation is not supported here: [`Error::Unsupported`] (the device
+    /// lacks a feature), [`Error::MissingEntryPoint`] (the driver is too old), or a
+    /// [`Error::Driver`] error with `CUDA_ERROR_NOT_SUPPORTED`.
+    pub fn is_not_supported(&self) -> bool {
+        match self {
+            Error::Unsupported { .. } | Error::MissingEntryPoint { .. } => true,
+            _ => self
+                .cuda_error()
+                .is_some_and(|e| e.result() == CUresult::CUDA_ERROR_NOT_SUPPORTED),
+        }
+    }
+
     /// The entry point that failed, for a [`Error::Driver`] error.
     pub fn failed_call(&self) -> Option<&'static str> {
         match self {
@@ -288,6 +318,21 @@ mod tests {
             "cuMemCreate failed: unknown CUresult 12345"
         );
         assert!(check("cuInit", CUresult::CUDA_SUCCESS).is_ok());
+        assert!(!e.is_out_of_memory() && !e.is_not_supported());
+        let oom = check("cuMemCreate", CUresult::CUDA_ERROR_OUT_OF_MEMORY).unwrap_err();
+        assert!(oom.is_out_of_memory() && !oom.is_not_supported());
+        let no = check("cuMemCreate", CUresult::CUDA_ERROR_NOT_SUPPORTED).unwrap_err();
+        assert!(no.is_not_supported() && !no.is_out_of_memory());
+        let unsupported = Error::Unsupported {
+            feature: "fabric handles",
+            device: 0,
+        };
+        assert!(unsupported.is_not_supported() && !unsupported.is_out_of_memory());
+        let missing = Error::MissingEntryPoint {
+            symbol: "cuMemCreate",
+            driver_version: None,
+        };
+        assert!(missing.is_not_supported());
         assert_eq!(CudaError::from_result(CUresult::CUDA_SUCCESS), None);
     }
 

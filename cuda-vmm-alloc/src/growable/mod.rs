@@ -33,7 +33,9 @@ const FILL_STAGE_BYTES: usize = 64 << 10;
 #[derive(Clone, Debug, Default)]
 pub struct BufferConfig {
     /// Most elements the buffer can ever hold; its address range is reserved for this many
-    /// up front (`None` = the device's total memory).
+    /// up front (`None` = the device's total memory), rounded up to whole allocation units
+    /// (the granularity or the pool's chunk size):
+    /// [`GrowableBuffer::max_capacity`] says what was reserved.
     pub max_capacity: Option<usize>,
     /// Elements to commit at creation.
     pub initial_capacity: usize,
@@ -148,6 +150,26 @@ impl<T: DevicePod> GrowableBuffer<T> {
     }
 
     /// A buffer that can hold up to `max_capacity` elements, otherwise with the defaults.
+    ///
+    /// The reservation is whole allocation units (the allocation granularity, 2 MiB on
+    /// most GPUs, or the pool's chunk size), so `max_capacity` is rounded **up** to them:
+    /// [`max_capacity()`](Self::max_capacity) tells what you got, here 262,144 `u64`s for
+    /// 10 asked for with 2 MiB granules. The same rounding applies to
+    /// [`BufferConfig::max_capacity`].
+    ///
+    /// ```
+    /// # fn main() -> Result<(), cuda_vmm_alloc::Error> {
+    /// use cuda_vmm::{AllocationProps, Cuda};
+    /// use cuda_vmm_alloc::GrowableBuffer;
+    ///
+    /// let cuda = Cuda::simulator()?;
+    /// let device = cuda.device(0)?;
+    /// let buffer = GrowableBuffer::<u64>::with_max_capacity(&device, 10)?;
+    /// let granule = device.min_granularity(&AllocationProps::device(&device))?;
+    /// assert_eq!(buffer.max_capacity(), granule / 8);
+    /// assert_eq!((buffer.len(), buffer.committed_bytes()), (0, 0));
+    /// # Ok(()) }
+    /// ```
     pub fn with_max_capacity(device: &Device, max_capacity: usize) -> Result<Self> {
         Self::new(
             device,
@@ -247,7 +269,22 @@ impl<T: DevicePod> GrowableBuffer<T> {
         self.blocked.stats()
     }
 
-    /// Appends one element.
+    /// Appends one element: one synchronous host-to-device copy per call (and a commit
+    /// when the buffer is full), so a loop of `push`es pays one copy per element. Append
+    /// many elements with [`extend_from_slice`](Self::extend_from_slice) (one copy for the
+    /// slice) or [`resize`](Self::resize) (filled on the device) instead.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), cuda_vmm_alloc::Error> {
+    /// use cuda_vmm_alloc::GrowableBuffer;
+    ///
+    /// let cuda = cuda_vmm::Cuda::simulator()?;
+    /// let mut buffer = GrowableBuffer::<u32>::with_max_capacity(&cuda.device(0)?, 1 << 20)?;
+    /// buffer.push(7)?; // one copy
+    /// buffer.extend_from_slice(&[8, 9, 10])?; // one copy for all three
+    /// assert_eq!(buffer.to_vec()?, [7, 8, 9, 10]);
+    /// # Ok(()) }
+    /// ```
     pub fn push(&mut self, value: T) -> Result<()> {
         self.extend_from_slice(std::slice::from_ref(&value))
     }
@@ -287,7 +324,27 @@ impl<T: DevicePod> GrowableBuffer<T> {
         self.len = 0;
     }
 
-    /// Copies `out.len()` elements starting at element `range.start` to the host.
+    /// Copies elements `range` to the host, into `out`, which must hold exactly
+    /// `range.len()` elements: a shorter or longer `out` is [`Error::LengthMismatch`]
+    /// (nothing copied), and a range past [`len`](Self::len) is [`Error::OutOfRange`].
+    /// Synchronous: the copy is complete when this returns.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), cuda_vmm_alloc::Error> {
+    /// use cuda_vmm_alloc::{Error, GrowableBuffer};
+    ///
+    /// let cuda = cuda_vmm::Cuda::simulator()?;
+    /// let mut buffer = GrowableBuffer::<u32>::with_max_capacity(&cuda.device(0)?, 1 << 20)?;
+    /// buffer.extend_from_slice(&[1, 2, 3, 4])?;
+    /// let mut out = [0u32; 2];
+    /// buffer.read(1..3, &mut out)?;
+    /// assert_eq!(out, [2, 3]);
+    /// assert_eq!(
+    ///     buffer.read(0..4, &mut out),
+    ///     Err(Error::LengthMismatch { expected: 4, actual: 2 })
+    /// );
+    /// # Ok(()) }
+    /// ```
     pub fn read(&self, range: Range<usize>, out: &mut [T]) -> Result<()> {
         check_range("read", &range, self.len)?;
         check_len(&range, out.len())?;

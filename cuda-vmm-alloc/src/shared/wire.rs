@@ -73,10 +73,30 @@ struct WireRecord {
 /// and Linux passes at most 253 descriptors in one.
 pub const MAX_CHUNKS_PER_UPDATE: usize = 250;
 
+/// [`Error::SharedProtocol`]: the peer sent something the protocol does not allow.
 pub(super) fn protocol(message: String) -> Error {
+    Error::SharedProtocol { message }
+}
+
+/// [`Error::InvalidConfig`] naming the shared buffer: this side's configuration or use is
+/// unusable.
+pub(super) fn config(message: String) -> Error {
     Error::InvalidConfig {
         message: format!("shared buffer: {message}"),
     }
+}
+
+/// [`Error::SharedIo`]: the socket failed while doing `message`.
+pub(super) fn io(message: String, source: std::io::Error) -> Error {
+    Error::SharedIo {
+        message,
+        source: source.into(),
+    }
+}
+
+/// [`Error::SharedBroken`]: an earlier failure put this side out of step.
+pub(super) fn broken(message: String) -> Error {
+    Error::SharedBroken { message }
 }
 
 pub(super) fn usize_of(value: u64, what: &str) -> Result<usize> {
@@ -277,7 +297,7 @@ pub(super) fn send_message(
     if fds.len() > MAX_CHUNKS_PER_UPDATE
         || (!fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)))
     {
-        return Err(SendError::NothingSent(protocol(format!(
+        return Err(SendError::NothingSent(config(format!(
             "{} descriptors do not fit one update's control message",
             fds.len()
         ))));
@@ -292,10 +312,10 @@ pub(super) fn send_message(
             Ok(n) => break n,
             Err(Errno::INTR) => continue,
             Err(e) => {
-                return Err(SendError::NothingSent(protocol(format!(
-                    "sending an update failed: {}",
-                    std::io::Error::from(e)
-                ))))
+                return Err(SendError::NothingSent(io(
+                    "sending an update failed".into(),
+                    std::io::Error::from(e),
+                )))
             }
         }
     };
@@ -303,10 +323,13 @@ pub(super) fn send_message(
     writer
         .write_all(&bytes[sent.min(bytes.len())..])
         .map_err(|e| {
-            SendError::Partial(protocol(format!(
-                "sending an update failed after {sent} of its {} bytes: {e}",
-                bytes.len()
-            )))
+            SendError::Partial(io(
+                format!(
+                    "sending an update failed after {sent} of its {} bytes",
+                    bytes.len()
+                ),
+                e,
+            ))
         })
 }
 
@@ -340,10 +363,10 @@ pub(super) fn recv_exact(
             Ok(r) => r,
             Err(Errno::INTR) => continue,
             Err(e) => {
-                return Err(protocol(format!(
-                    "receiving the {what} failed: {}",
-                    std::io::Error::from(e)
-                )))
+                return Err(io(
+                    format!("receiving the {what} failed"),
+                    std::io::Error::from(e),
+                ))
             }
         };
         // Own every descriptor first, so that all are closed on any error below.
@@ -370,6 +393,32 @@ pub(super) fn recv_exact(
         got += received.bytes;
     }
     Ok(Received::Full)
+}
+
+/// Whether a byte, or the end of the stream, is there to read. Peeks: reads no byte and
+/// takes no descriptor (those of a message stay with it). `wait`: blocks, up to the
+/// stream's read timeout, instead of answering at once.
+pub(super) fn readable(stream: &UnixStream, wait: bool) -> Result<bool> {
+    let mut byte = [0u8; 1];
+    let flags = if wait {
+        RecvFlags::PEEK
+    } else {
+        RecvFlags::PEEK | RecvFlags::DONTWAIT
+    };
+    loop {
+        let mut control = RecvAncillaryBuffer::default();
+        match recvmsg(
+            stream,
+            &mut [IoSliceMut::new(&mut byte)],
+            &mut control,
+            flags,
+        ) {
+            Ok(_) => return Ok(true),
+            Err(Errno::INTR) => continue,
+            Err(Errno::AGAIN) => return Ok(false),
+            Err(e) => return Err(io("waiting for an update".into(), std::io::Error::from(e))),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -467,8 +516,8 @@ mod tests {
     fn truncated_record_is_a_protocol_error() {
         let err = decode_record(&GOLDEN_RECORDS[..RECORD - 1], 3).unwrap_err();
         assert!(
-            matches!(&err, Error::InvalidConfig { message }
-                if message.starts_with("shared buffer: chunk 3 of the update:")),
+            matches!(&err, Error::SharedProtocol { message }
+                if message.starts_with("chunk 3 of the update:")),
             "{err:?}"
         );
     }

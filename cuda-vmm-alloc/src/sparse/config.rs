@@ -25,6 +25,57 @@ pub enum HoleBehavior {
 
 /// How a [`SparseArray`](crate::SparseArray) is set up. `Default`: one-granule tiles (or the pool's chunk size),
 /// holes are errors, no pool, pinned device memory.
+///
+/// # What a serving loop pays
+///
+/// - **Each commit zero-fills** its new tiles by default: one `cuMemsetD8` and one context
+///   synchronisation per committed run of adjacent tiles, so that a tile never shows what
+///   its memory held before. [`uninit_tiles`](Self::uninit_tiles) skips both (a KV cache
+///   writes a page before reading it).
+/// - **Each decommit waits** before it unmaps, as the array's
+///   [`UnmapWait`](cuda_vmm::UnmapWait) says: by default
+///   ([`UnmapWait::Devices`](cuda_vmm::UnmapWait::Devices)) for the recorded uses and for
+///   all work in the contexts that can reach the memory, not only the work on the tiles
+///   being decommitted. Decommitting in batches (one call over many finished sequences)
+///   pays that wait once per batch; the `unsafe`
+///   [`set_unmap_wait`](crate::SparseArray::set_unmap_wait) with
+///   [`UnmapWait::RecordedUse`](cuda_vmm::UnmapWait::RecordedUse) waits only for what
+///   [`record_use`](crate::SparseArray::record_use) recorded.
+/// - **Without a pool** every commit is a `cuMemCreate` and every decommit a
+///   `cuMemRelease`; a [`ChunkPool`] shared by the arrays of a device keeps freed tiles
+///   for the next commit.
+/// - [`spare_tiles`](Self::spare_tiles) commits ahead of a growing run, so the next commits
+///   of those tiles make no driver call, for memory held ahead
+///   ([`spare_bytes`](crate::SparseArray::spare_bytes)).
+///
+/// A paged KV cache, whose sequences grow page by page and finish in any order:
+///
+/// ```
+/// # fn main() -> Result<(), cuda_vmm_alloc::Error> {
+/// use cuda_vmm::{AllocationProps, Cuda};
+/// use cuda_vmm_alloc::{ChunkPool, PoolConfig, SparseArray, SparseConfig};
+///
+/// let cuda = Cuda::simulator()?;
+/// let device = cuda.device(0)?;
+/// let page = device.min_granularity(&AllocationProps::device(&device))?;
+/// let pool = ChunkPool::new(&device, PoolConfig { chunk_size: page, ..PoolConfig::default() })?;
+/// let config = SparseConfig {
+///     pool: Some(pool.clone()),
+///     uninit_tiles: true, // pages are written before they are read: no memset, no sync
+///     spare_tiles: 1,     // the next page of a growing sequence is already mapped
+///     ..SparseConfig::default()
+/// };
+/// let per_page = page / 2; // f16 elements per page
+/// let mut cache = SparseArray::<u16>::new(&device, 1024 * per_page, config)?;
+/// cache.commit(0..3 * per_page)?; // a sequence of 3 pages (and 1 spare)
+/// cache.write(0, &[1; 8])?;
+/// assert_eq!((cache.committed_bytes(), cache.spare_bytes()), (3 * page, page));
+/// // The sequence finished: its pages and its spare go back to the pool.
+/// assert_eq!(cache.decommit(0..4 * per_page)?, 3);
+/// assert_eq!((cache.committed_bytes(), cache.spare_bytes()), (0, 0));
+/// assert_eq!(pool.stats().chunks_held, 4);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct SparseConfig {
     /// Bytes per tile: a nonzero multiple of the allocation granularity (0 = the pool's chunk
@@ -40,7 +91,8 @@ pub struct SparseConfig {
     pub placement: Placement,
     /// Leave newly committed tiles as the physical memory left them instead of zero-filling
     /// them. Saves one `cuMemsetD8` and one context synchronisation per committed run; with a
-    /// pool, a tile may then show a previous user's bytes. `false` (zero-fill) by default.
+    /// pool, a tile may then show a previous user's bytes. `false` (zero-fill) by default:
+    /// a KV cache, which writes each page before reading it, wants `true`.
     pub uninit_tiles: bool,
     /// The zero memory mapped over holes with [`HoleBehavior::Zeros`]; give every array of
     /// a device the same one to share it. `None`: the array makes its own with the default
@@ -54,7 +106,12 @@ pub struct SparseConfig {
     /// writes; they are zero-filled (so with [`HoleBehavior::Zeros`] they read as zeros like
     /// any hole) unless [`uninit_tiles`](Self::uninit_tiles) is set in error mode. Unlike a
     /// hole, a spare is mapped read-write: a kernel writing to it does not fault. Spares are
-    /// released by [`release_spares`](crate::SparseArray::release_spares) and on drop, not
-    /// by `decommit`. 0 (none) by default.
+    /// released by [`release_spares`](crate::SparseArray::release_spares), by a
+    /// [`decommit`](crate::SparseArray::decommit) whose range covers them, and on drop.
+    /// They hold memory: [`spare_bytes`](crate::SparseArray::spare_bytes) reports it beside
+    /// [`committed_bytes`](crate::SparseArray::committed_bytes) (which leaves them out),
+    /// `Display` draws them as `s`, and
+    /// [`DriverStats::peak_committed_bytes`](crate::DriverStats::peak_committed_bytes)
+    /// counts them. 0 (none) by default.
     pub spare_tiles: usize,
 }

@@ -165,7 +165,11 @@ impl<T: DevicePod> SparseArray<T> {
         self.holes
     }
 
-    /// Bytes of physical memory committed to tiles (zero memory not included).
+    /// Bytes of physical memory committed to tiles (zero memory not included). Spare tiles
+    /// ([`SparseConfig::spare_tiles`]) are holes to the caller and are not counted here:
+    /// the array holds [`committed_bytes`](Self::committed_bytes) +
+    /// [`spare_bytes`](Self::spare_bytes) of physical memory, which is what
+    /// [`DriverStats::peak_committed_bytes`] records.
     pub fn committed_bytes(&self) -> usize {
         self.committed.len() * self.tile_bytes
     }
@@ -265,10 +269,16 @@ impl<T: DevicePod> SparseArray<T> {
 
     /// Decommits the tiles lying wholly inside the element range (rounded in to tiles; the
     /// last tile counts as inside when the range reaches the array's end), returning their
-    /// memory to the pool or the device. Returns the number of tiles decommitted.
+    /// memory to the pool or the device. Spare tiles inside the range are released too.
+    /// Returns the number of committed tiles decommitted (spares, already holes to the
+    /// caller, are not counted; [`spare_count`](Self::spare_count) shows what is left).
     ///
-    /// On error, the tiles that could not be unmapped stay committed with their contents,
-    /// and the others are holes.
+    /// Each unmap first waits as the array's [`UnmapWait`](cuda_vmm::UnmapWait) says: by
+    /// default for the recorded uses and for all work in the contexts that can reach the
+    /// memory.
+    ///
+    /// On error, the tiles that could not be unmapped stay committed (or spare) with their
+    /// contents, and the others are holes.
     pub fn decommit(&mut self, range: Range<usize>) -> Result<usize> {
         check_range("decommit", &range, self.len)?;
         self.prepare();
@@ -278,8 +288,18 @@ impl<T: DevicePod> SparseArray<T> {
             self.tile_bytes,
             self.len * size,
         );
-        let present = tiles::runs(self.committed.range(inner).map(|(&t, _)| t));
-        self.decommit_runs(present, false)
+        let present = tiles::runs(self.committed.range(inner.clone()).map(|(&t, _)| t));
+        let spares = tiles::runs(self.spares.range(inner).map(|(&t, _)| t));
+        let decommitted = self.decommit_runs(present, false);
+        let released = self.decommit_runs(spares, true);
+        match (decommitted, released) {
+            (Ok(n), Ok(_)) => Ok(n),
+            (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
+            (Err(e), Err(later)) => {
+                tracing::error!("decommit: releasing spare tiles: {later}");
+                Err(e)
+            }
+        }
     }
 
     /// Decommits `runs` of committed (or, with `spare`, spare) tiles, every run tried;
@@ -516,11 +536,17 @@ impl<T: DevicePod> Drop for SparseArray<T> {
 }
 
 impl<T: DevicePod> fmt::Display for SparseArray<T> {
-    /// A residency map: a header line, then `#` per committed tile and `.` per hole.
+    /// A residency map: a header line (committed tiles and bytes; spare tiles and the
+    /// memory they hold, when there are any), then `#` per committed tile, `s` per spare
+    /// tile and `.` per hole.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        tiles::render(f, self.tile_count, self.tile_bytes, |r| {
-            self.committed.range(r).count()
-        })
+        tiles::render(
+            f,
+            self.tile_count,
+            self.tile_bytes,
+            |r| self.committed.range(r).count(),
+            |r| self.spares.range(r).count(),
+        )
     }
 }
 

@@ -20,7 +20,8 @@ impl<T: DevicePod> SparseArray<T> {
         self.spares.len()
     }
 
-    /// Bytes of physical memory held by spare tiles.
+    /// Bytes of physical memory held by spare tiles, beside (not included in)
+    /// [`committed_bytes`](Self::committed_bytes).
     pub fn spare_bytes(&self) -> usize {
         self.spares.len() * self.tile_bytes
     }

@@ -44,12 +44,15 @@ const PER_LINE: usize = 64;
 const PER_GROUP: usize = 8;
 
 /// Writes a residency map: a header line, then one symbol per tile (or per group of tiles for
-/// huge arrays): `#` committed, `.` hole, `+` partly committed group.
+/// huge arrays): `#` committed, `s` spare (memory held ahead, a hole to the caller), `.`
+/// hole, `+` group of mixed tiles. `spare_in` counts the spare tiles of a range; the header
+/// names them and the memory they hold when there are any.
 pub(crate) fn render(
     f: &mut fmt::Formatter<'_>,
     total_tiles: usize,
     tile_bytes: usize,
     committed_in: impl Fn(Range<usize>) -> usize,
+    spare_in: impl Fn(Range<usize>) -> usize,
 ) -> fmt::Result {
     let committed = committed_in(0..total_tiles);
     write!(
@@ -59,6 +62,14 @@ pub(crate) fn render(
         Bytes(total_tiles.saturating_mul(tile_bytes)),
         Bytes(tile_bytes)
     )?;
+    let spares = spare_in(0..total_tiles);
+    if spares > 0 {
+        write!(
+            f,
+            ", {spares} spare (s, {} held ahead)",
+            Bytes(spares.saturating_mul(tile_bytes))
+        )?;
+    }
     let per = total_tiles.div_ceil(MAX_SYMBOLS).max(1);
     if per > 1 {
         write!(f, "; one symbol per {per} tiles, + = partly committed")?;
@@ -72,9 +83,10 @@ pub(crate) fn render(
         }
         let group = s * per..((s + 1) * per).min(total_tiles);
         let size = group.len();
-        let symbol = match committed_in(group) {
-            0 => '.',
-            n if n == size => '#',
+        let symbol = match (committed_in(group.clone()), spare_in(group)) {
+            (0, 0) => '.',
+            (n, 0) if n == size => '#',
+            (0, n) if n == size => 's',
             _ => '+',
         };
         write!(f, "{symbol}")?;
@@ -114,9 +126,13 @@ mod tests {
 
     impl fmt::Display for Map {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            render(f, self.0.len(), self.1, |r| {
-                self.0[r].iter().filter(|&&c| c).count()
-            })
+            render(
+                f,
+                self.0.len(),
+                self.1,
+                |r| self.0[r].iter().filter(|&&c| c).count(),
+                |_| 0,
+            )
         }
     }
 
@@ -154,6 +170,23 @@ mod tests {
         assert_eq!(
             text,
             "5/20 tiles committed (10 MiB of 40 MiB, tile 2 MiB)\n###..... .#...... ...#"
+        );
+    }
+
+    #[test]
+    fn renders_spares_beside_committed_tiles() {
+        struct Spares;
+        impl fmt::Display for Spares {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                // Tile 0 committed, 1..3 spare, 3..10 holes.
+                let count =
+                    |r: Range<usize>, of: Range<usize>| r.filter(|t| of.contains(t)).count();
+                render(f, 10, 2 << 20, |r| count(r, 0..1), |r| count(r, 1..3))
+            }
+        }
+        assert_eq!(
+            Spares.to_string(),
+            "1/10 tiles committed (2 MiB of 20 MiB, tile 2 MiB), 2 spare (s, 4 MiB held ahead)\n#ss..... .."
         );
     }
 

@@ -133,6 +133,10 @@ fn failed_prefill_and_acquire_leave_the_pool_as_it_was() -> TestResult {
         let err = p.prefill(3).expect_err("the injected create fault");
         drop(guard);
         assert_eq!(err.code(), Some(code.0), "prefill, create #{nth}: {err}");
+        assert!(
+            err.is_out_of_memory() && !err.is_not_supported(),
+            "prefill: {err}"
+        );
         assert_eq!(p.stats(), PoolStats::default(), "prefill, create #{nth}");
         assert_eq!(
             p.prefill(3)?,
@@ -145,6 +149,7 @@ fn failed_prefill_and_acquire_leave_the_pool_as_it_was() -> TestResult {
         let err = p.acquire().expect_err("the injected create fault");
         drop(guard);
         assert_eq!(err.code(), Some(code.0), "acquire: {err}");
+        assert!(err.is_out_of_memory(), "acquire: {err}");
         assert_eq!(p.stats(), before, "acquire");
         drop(held);
     }

@@ -114,12 +114,27 @@ fn spares_are_committed_ahead_of_a_growing_run_and_taken_without_driver_calls() 
     // Spares stop at the array's end.
     a.commit(13 * per..13 * per + 1)?;
     assert_eq!((a.stats().creates, a.spare_count()), (16, 5));
-    // Decommit leaves spares alone; release_spares gives them back.
-    assert_eq!(a.decommit(0..16 * per)?, 11);
-    assert_eq!(a.spare_count(), 5);
+    // The residency map draws spares (14, 15 and 9..12) beside the committed tiles.
+    assert_eq!(
+        a.to_string().lines().nth(1),
+        Some("######## #sss##ss"),
+        "{a}"
+    );
+    assert!(a.to_string().contains(", 5 spare (s, "), "{a}");
+    // A decommit over spares releases them too (counting only the committed tiles); one
+    // that covers none leaves them alone; release_spares gives back the rest.
+    assert_eq!(a.decommit(14 * per..15 * per)?, 0);
+    assert_eq!((a.spare_count(), a.spare_bytes()), (4, 4 * 4 * per));
     let before = a.stats().releases;
-    assert_eq!(a.release_spares()?, 5);
-    assert_eq!((a.spare_count(), a.stats().releases - before), (0, 5));
+    assert_eq!(a.decommit(0..12 * per)?, 9);
+    assert_eq!((a.spare_count(), a.stats().releases - before), (1, 9 + 3));
+    assert_eq!(a.committed_bytes(), 2 * 4 * per);
+    assert_eq!(a.release_spares()?, 1);
+    assert_eq!(a.decommit(0..16 * per)?, 2);
+    assert_eq!(
+        (a.committed_bytes(), a.spare_bytes(), a.stats().chunks),
+        (0, 0, 0)
+    );
     assert_eq!(a.release_spares()?, 0);
     // The data written before is gone with its tiles; committing again gives zeros.
     a.commit(per..2 * per)?;

@@ -129,7 +129,7 @@ fn fd_child() -> TestResult {
                     refused(
                         consumer.receive(),
                         &format!(
-                            "invalid configuration: shared buffer: an earlier update failed \
+                            "shared buffer: an earlier update failed \
                              ({}): this consumer no longer follows the producer",
                             oom(symbol)
                         ),
@@ -156,7 +156,7 @@ fn stray_fds(d: &cuda_vmm::Device, g: usize) -> TestResult {
     send_raw(&tx, &hello(2, g), &chunk_fds(d, g, 1)?)?;
     refused(
         SharedBufferConsumer::<u32>::connect(d, rx).map(|c| c.generation()),
-        "invalid configuration: shared buffer: the hello came with descriptors",
+        "shared buffer protocol: the hello came with descriptors",
     )?;
     drop(tx);
     assert_eq!(open_fds()?, open, "a hello's descriptor leaked");
@@ -164,21 +164,21 @@ fn stray_fds(d: &cuda_vmm::Device, g: usize) -> TestResult {
         (
             header(PEER_ID, 2, 0, gu, 0),
             2,
-            "invalid configuration: shared buffer: the update announces 0 chunks but carried \
+            "shared buffer protocol: the update announces 0 chunks but carried \
              2 descriptors"
                 .into(),
         ),
         (
             [header(PEER_ID, 2, 0, 2 * gu, 1), record(gu, gu)].concat(),
             4,
-            "invalid configuration: shared buffer: the update announces 1 chunks but carried \
+            "shared buffer protocol: the update announces 1 chunks but carried \
              4 descriptors"
                 .into(),
         ),
         (
             [header(PEER_ID, 2, 0, 3 * gu, 2), record(gu, gu)].concat(),
             2,
-            "invalid configuration: shared buffer: the producer closed the stream after 40 \
+            "shared buffer protocol: the producer closed the stream after 40 \
              of the 80 bytes of the chunk records"
                 .into(),
         ),
@@ -222,7 +222,7 @@ fn stray_fds(d: &cuda_vmm::Device, g: usize) -> TestResult {
     let open = open_fds()?;
     refused(
         consumer.receive(),
-        "invalid configuration: shared buffer: the update header came with more descriptors \
+        "shared buffer protocol: the update header came with more descriptors \
          than an update may carry (250)",
     )?;
     assert_eq!(

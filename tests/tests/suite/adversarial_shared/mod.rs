@@ -252,7 +252,7 @@ fn a_consumer_keeps_the_first_buffer_when_another_takes_its_address() -> TestRes
     b_producer.publish(&b)?;
     refused(
         consumer.receive(),
-        "invalid configuration: shared buffer: bad update magic [43, 55, 56, 4d, 4d, 42, 55, 46]",
+        "shared buffer protocol: bad update magic [43, 55, 56, 4d, 4d, 42, 55, 46]",
     )?;
     assert_eq!(consumer.reservation().mapping_count(), 2);
     assert_eq!(
@@ -278,12 +278,12 @@ fn hostile_sizes_lengths_and_versions_are_refused() -> TestResult {
     let cases: [(Vec<u8>, String); 3] = [
         (
             [header(PEER_ID, 1, 0, 0, 1), record(0, 0)].concat(),
-            "invalid configuration: shared buffer: chunk 0 of the update: size 0".into(),
+            "shared buffer protocol: chunk 0 of the update: size 0".into(),
         ),
         (
             [header(PEER_ID, 1, gu + 4, gu, 1), record(0, gu)].concat(),
             format!(
-                "invalid configuration: shared buffer: update of length {} bytes over {g} \
+                "shared buffer protocol: update of length {} bytes over {g} \
                  committed bytes does not fit a {}-byte reservation of 4-byte elements",
                 g + 4,
                 8 * g
@@ -308,7 +308,7 @@ fn hostile_sizes_lengths_and_versions_are_refused() -> TestResult {
     send_raw(&tx, &hello(3, g), &[])?;
     refused(
         SharedBufferConsumer::<u32>::connect(&d, rx).map(|c| c.generation()),
-        "invalid configuration: shared buffer: producer speaks version 3, this consumer \
+        "shared buffer protocol: producer speaks version 3, this consumer \
          version 2",
     )
 }
@@ -332,7 +332,7 @@ fn two_updates_in_one_write() -> TestResult {
     send_raw(&peer, &both, &chunk_fds(&d, g, 2)?)?;
     refused(
         consumer.receive(),
-        "invalid configuration: shared buffer: the update announces 1 chunks but carried 2 \
+        "shared buffer protocol: the update announces 1 chunks but carried 2 \
          descriptors",
     )?;
     assert_eq!(consumer.reservation().mapping_count(), 0);
@@ -407,3 +407,4 @@ fn oom(symbol: &str) -> String {
 }
 
 mod descriptors;
+mod waits;
