@@ -348,6 +348,10 @@ impl Backing {
         if chunks.is_empty() {
             return Ok(());
         }
+        if self.device.cuda().releases_complete_inline() {
+            // Enters its own `decommit` span.
+            return self.release_chunks_now(chunks);
+        }
         let _span = tracing::debug_span!(
             "decommit",
             address = %Hex(chunks.iter().map(|c| c.mapping.ptr()).min().unwrap_or(0)),
@@ -355,9 +359,6 @@ impl Backing {
             chunks = chunks.len(),
         )
         .entered();
-        if self.device.cuda().releases_complete_inline() {
-            return self.release_chunks_now(chunks);
-        }
         let count = chunks.len();
         let bytes: usize = chunks.iter().map(|c| c.mapping.size()).sum();
         let mut owners = Vec::with_capacity(count);
