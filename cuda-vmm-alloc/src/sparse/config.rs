@@ -73,6 +73,9 @@ pub enum HoleBehavior {
 /// // The sequence finished: its pages and its spare go back to the pool.
 /// assert_eq!(cache.decommit(0..4 * per_page)?, 3);
 /// assert_eq!((cache.committed_bytes(), cache.spare_bytes()), (0, 0));
+/// // The decommitted pages return to the pool once the release queue's worker has
+/// // unmapped them (after the device work before the decommit).
+/// assert!(cuda.flush_releases(std::time::Duration::from_secs(10))?);
 /// assert_eq!(pool.stats().chunks_held, 4);
 /// # Ok(()) }
 /// ```
