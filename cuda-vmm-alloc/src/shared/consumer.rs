@@ -331,7 +331,7 @@ impl<T: DevicePod> SharedBufferConsumer<T> {
         self.generation
     }
 
-    /// The producer's [`GrowableBuffer::id`], from the hello.
+    /// The producer's [`GrowableBuffer::id`](crate::GrowableBuffer::id), from the hello.
     pub fn buffer_id(&self) -> u64 {
         self.buffer_id
     }
