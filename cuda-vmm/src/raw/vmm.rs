@@ -495,10 +495,9 @@ pub(crate) fn copy_htod_staged(
     src: &super::HostMemory,
 ) -> Result<()> {
     staging_fits(dst.len, src.len())?;
-    // SAFETY: the device range is checked (see `CheckedRange`); the host side is
-    // `dst.len <= src.len()` bytes of memory the staging module owns and keeps (or
-    // quarantines) until the copy completed, touching it on the host only after
-    // (`HostMemory`'s invariant); `stream` is live while borrowed.
+    // SAFETY: the device range is checked (`CheckedRange`); the host side is `dst.len <=
+    // src.len()` bytes of staging memory kept until the copy completed (`HostMemory`'s
+    // invariant); `stream` is live while borrowed.
     unsafe { super::memcpy_htod_async(api, dst.ptr, src.ptr().cast(), dst.len, stream.raw()) }
 }
 
