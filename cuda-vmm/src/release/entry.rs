@@ -107,18 +107,28 @@ impl Entry {
         self.state.lock().0
     }
 
-    /// Waits for the entry's condition on this thread: its events, then its fence.
-    ///
-    /// A failed wait is reported, not fatal: the errors a wait returns are the sticky
-    /// errors of failed device work, after which the context runs nothing more, so no
-    /// device work can touch the memory any more either way. They belong to whoever
-    /// launched the failing work, and are reported as such.
-    pub(crate) fn wait_condition(work: &mut Work, errors: &mut Vec<Error>) {
-        for event in work.events.drain(..) {
+    /// Waits for the entry's events on this thread. An event whose wait failed adds its
+    /// device to the entry's fence: a failed event wait alone does not prove the work
+    /// done, so the context it belongs to is waited for instead.
+    pub(crate) fn wait_events(work: &mut Work, errors: &mut Vec<Error>) {
+        for event in std::mem::take(&mut work.events) {
             if let Err(e) = event.synchronize() {
                 errors.push(e);
+                if !work.fence.iter().any(|d| d.same_as(event.device())) {
+                    work.fence.push(event.device().clone());
+                }
             }
         }
+    }
+
+    /// Waits for the entry's condition on this thread: its events, then its fence.
+    ///
+    /// A failed fence is reported, not fatal: the errors a context fence returns are the
+    /// sticky errors of failed device work, after which the context runs nothing more, so
+    /// no device work can touch the memory any more either way. They belong to whoever
+    /// launched the failing work, and are reported as such.
+    pub(crate) fn wait_condition(work: &mut Work, errors: &mut Vec<Error>) {
+        Entry::wait_events(work, errors);
         for device in work.fence.drain(..) {
             if let Err(e) = device.synchronize() {
                 errors.push(e);

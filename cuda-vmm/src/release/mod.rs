@@ -88,9 +88,10 @@ pub struct ReleaseError {
     pub size: usize,
     /// What failed.
     pub error: Error,
-    /// True when the error came from waiting for device work (a sticky error of work
-    /// someone else launched in the context, reported here because the fence met it; the
-    /// entry was still completed, since a failed context runs nothing more), false when
+    /// True when the error came from waiting for device work. A failed event wait falls
+    /// back to a fence of the event's context; a failed fence is the sticky error of work
+    /// someone else launched in the context (reported here because the fence met it), and
+    /// the entry is still completed, since a failed context runs nothing more. False when
     /// the unmap or the hand-on failed.
     pub from_wait: bool,
     /// True when the entry is kept (its unmap failed; nothing was released) for the next
@@ -227,18 +228,11 @@ impl ReleaseQueue {
     pub(crate) fn complete_now(self: &Arc<Self>, entry: &Arc<Entry>) -> bool {
         {
             let mut state = self.state.lock();
-            let before = state.entries.len();
+            // Out of the queue (or the failed list) if it is there. If not, the worker may
+            // hold it in a batch without having started it: `complete_one` takes it then,
+            // or waits while another thread has it, or sees it done.
             state.entries.retain(|e| !Arc::ptr_eq(e, entry));
-            let from_failed = {
-                let n = state.failed.len();
-                state.failed.retain(|e| !Arc::ptr_eq(e, entry));
-                n != state.failed.len()
-            };
-            if before == state.entries.len() && !from_failed {
-                // A thread is completing it, or it is done.
-                drop(state);
-                return entry.wait_settled();
-            }
+            state.failed.retain(|e| !Arc::ptr_eq(e, entry));
             state.running += 1;
         }
         self.complete_one(entry, true)

@@ -23,9 +23,10 @@ pub(super) fn spawn(queue: &Arc<ReleaseQueue>) -> bool {
     }
 }
 
-/// Takes every queued entry as one batch, waits for their events, fences each device the
-/// batch needs once (all of the batch was queued before the fence began), then finishes
-/// them in order. Exits after [`WORKER_IDLE`] with nothing queued.
+/// Takes every queued entry as one batch and goes through it in order: waits for each
+/// entry's events, finishes it at once when events are all it waits for, else keeps it for
+/// the batch's fence; then fences each device the kept entries need once (all of the batch
+/// was queued before the fence began) and finishes them in order. Exits after [`WORKER_IDLE`] with nothing queued.
 fn run(queue: &Arc<ReleaseQueue>) {
     let mut cpu_seen = thread_cpu();
     let mut cpu_since = move || {
@@ -51,26 +52,32 @@ fn run(queue: &Arc<ReleaseQueue>) {
             batch
         };
         let started = Instant::now();
-        let mut taken = Vec::with_capacity(batch.len());
+        let mut fenced = Vec::new();
         let mut fence: Vec<Device> = Vec::new();
         for entry in &batch {
+            // Taken only now, so a caller that needs a later entry's addresses can complete
+            // that entry itself meanwhile.
             let Some(mut work) = entry.take() else {
-                // A caller is completing it (it needs the addresses).
-                taken.push((entry, None, Vec::new()));
+                // A caller is completing it (it needs the addresses), or has.
+                queue.state.lock().running -= 1;
+                queue.settled.notify_all();
                 continue;
             };
             let mut errors = Vec::new();
-            for event in work.events.drain(..) {
-                if let Err(e) = event.synchronize() {
-                    errors.push(e);
-                }
+            Entry::wait_events(&mut work, &mut errors);
+            if work.fence.is_empty() {
+                // Events only: finished as soon as they completed.
+                let waits = errors.len();
+                let outcome = entry.finish(work, errors);
+                queue.account(entry, outcome, waits, false);
+                continue;
             }
             for device in work.fence.drain(..) {
                 if !fence.iter().any(|d| d.same_as(&device)) {
                     fence.push(device);
                 }
             }
-            taken.push((entry, Some(work), errors));
+            fenced.push((entry, work, errors));
         }
         let mut fence_errors = Vec::new();
         for device in &fence {
@@ -78,21 +85,9 @@ fn run(queue: &Arc<ReleaseQueue>) {
                 fence_errors.push(e);
             }
         }
-        let mut fence_reported = false;
-        for (entry, work, mut errors) in taken {
-            let Some(work) = work else {
-                entry.wait_settled();
-                let mut state = queue.state.lock();
-                state.running -= 1;
-                drop(state);
-                queue.settled.notify_all();
-                continue;
-            };
+        for (entry, work, mut errors) in fenced {
             // A fence's error is reported once, with the first entry that waited for it.
-            if !fence_reported && !fence_errors.is_empty() {
-                errors.append(&mut fence_errors);
-                fence_reported = true;
-            }
+            errors.append(&mut fence_errors);
             let waits = errors.len();
             let outcome = entry.finish(work, errors);
             queue.account(entry, outcome, waits, false);

@@ -21,6 +21,7 @@ mod loader;
 mod multi_gpu;
 mod prefetch;
 mod ptx;
+mod release_queue;
 pub(crate) mod reliability;
 mod safe;
 mod sharing;

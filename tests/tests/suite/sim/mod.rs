@@ -37,6 +37,7 @@ mod configuration;
 mod entry_points;
 mod faults;
 mod holds;
+mod release_queue;
 mod sharing;
 mod threads;
 
