@@ -10,6 +10,7 @@ use cuda_vmm::{
     ReserveOptions,
 };
 
+use crate::budget::MemoryBudget;
 use crate::error::{Error, Result};
 use crate::placement::{Homes, Placement};
 use crate::pool::{same_device, ChunkPool, Taken};
@@ -62,6 +63,9 @@ impl Obtained {
     }
 }
 
+/// How long an over-budget commit waits for queued releases to give their tiles back.
+const BUDGET_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub(crate) struct Backing {
     pub(crate) device: Device,
     pub(crate) props: AllocationProps,
@@ -79,6 +83,8 @@ pub(crate) struct Backing {
     pub(crate) stranded: Vec<Mapping>,
     /// Bytes of chunks whose release is queued (shared with the queue's entries).
     pub(crate) pending: Arc<AtomicUsize>,
+    /// Counts the allocations obtained and not yet given back, when set.
+    pub(crate) budget: Option<MemoryBudget>,
 }
 
 impl Backing {
@@ -129,6 +135,7 @@ impl Backing {
             stats: DriverStats::default(),
             stranded: Vec::new(),
             pending: Arc::new(AtomicUsize::new(0)),
+            budget: None,
         })
     }
 
@@ -146,6 +153,7 @@ impl Backing {
             stats: DriverStats::default(),
             stranded: Vec::new(),
             pending: self.pending.clone(),
+            budget: self.budget.clone(),
         }
     }
 
@@ -164,7 +172,32 @@ impl Backing {
     /// pooled), the `k`-th on the placement's `k`-th home from where its rotation stands.
     /// All or nothing. The rotation does not move: only a mapped run takes its turns (see
     /// [`map_run`](Backing::map_run)), so a run given back never consumed any.
+    /// A [`MemoryBudget`] set on the backing is charged for the sizes first: a refusal
+    /// makes no driver call. Tiles whose release is still queued stay charged until the
+    /// queue gives them back; when they are what stands in the way, the queue is flushed
+    /// once (waiting on the caller's thread, as a caching allocator frees its cache before
+    /// it reports out of memory) and the charge tried again.
     pub(crate) fn obtain(&mut self, sizes: &[usize]) -> Result<Obtained> {
+        let charged = sizes.iter().sum::<usize>();
+        if let Some(budget) = &self.budget {
+            if let Err(refused) = budget.charge(charged) {
+                let cuda = self.device.cuda();
+                if cuda.release_stats().pending_entries == 0 {
+                    return Err(refused);
+                }
+                cuda.flush_releases(BUDGET_FLUSH_TIMEOUT)?;
+                budget.charge(charged)?;
+            }
+        }
+        let obtained = self.obtain_charged(sizes);
+        if let (Err(_), Some(budget)) = (&obtained, &self.budget) {
+            budget.refund(charged);
+        }
+        obtained
+    }
+
+    /// [`obtain`](Backing::obtain) once the budget is charged.
+    fn obtain_charged(&mut self, sizes: &[usize]) -> Result<Obtained> {
         if let Some(pool) = &self.pool {
             let taken = match timed(&mut self.stats.time.create, || pool.take(sizes.len())) {
                 Ok(taken) => taken,
@@ -199,6 +232,9 @@ impl Backing {
 
     /// Gives back allocations that were obtained but are no longer needed.
     pub(crate) fn unobtain(&mut self, obtained: Obtained) {
+        if let Some(budget) = &self.budget {
+            budget.refund(obtained.allocations().iter().map(Allocation::size).sum());
+        }
         match obtained {
             Obtained::Pooled(taken) => {
                 self.stats.pool_hits -= taken.hits as u64;
@@ -376,9 +412,13 @@ impl Backing {
         let pending = self.pending.clone();
         pending.fetch_add(bytes, Ordering::Relaxed);
         let back_pool = pool.clone();
+        let budget = self.budget.clone();
         let then: ReleaseThen = Box::new(move |allocations| {
             let result = give_back_all(back_pool.as_ref(), allocations, &pooled);
             pending.fetch_sub(bytes, Ordering::Relaxed);
+            if let Some(budget) = budget {
+                budget.refund(bytes);
+            }
             result
         });
         match Mapping::unmap_deferred(mappings, Some(then)) {
@@ -477,6 +517,9 @@ impl Backing {
 
     /// Hands an unmapped allocation back to the pool (if it came from there) or the device.
     fn give_back(&mut self, allocation: Allocation, pooled: bool) -> Result<()> {
+        if let Some(budget) = &self.budget {
+            budget.refund(allocation.size());
+        }
         let times = &mut self.stats.time;
         match (&self.pool, pooled) {
             (Some(pool), true) => {

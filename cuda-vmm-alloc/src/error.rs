@@ -122,6 +122,20 @@ pub enum Error {
         /// The failure that broke it.
         message: String,
     },
+    /// A commit would pass a [`MemoryBudget`](crate::MemoryBudget)'s limit; refused before
+    /// any driver call, changing nothing.
+    #[error(
+        "committing {requested} bytes would pass the memory budget: {used} of {limit} bytes \
+         are used"
+    )]
+    BudgetExceeded {
+        /// Bytes the commit needed.
+        requested: usize,
+        /// Bytes the budget's structures held when it was refused.
+        used: usize,
+        /// The budget's limit.
+        limit: usize,
+    },
     /// The element type has size zero, which device memory cannot represent.
     #[error("element type {type_name} has size zero")]
     ZeroSizedElement {
@@ -137,9 +151,17 @@ impl Error {
     }
 
     /// Whether the device ran out of memory (`CUDA_ERROR_OUT_OF_MEMORY` from a driver call,
-    /// see [`cuda_vmm::Error::is_out_of_memory`]): the error to evict or back off on.
+    /// see [`cuda_vmm::Error::is_out_of_memory`]): the error to evict or back off on. A
+    /// [`MemoryBudget`](crate::MemoryBudget)'s refusal is not one (see
+    /// [`is_budget_exceeded`](Self::is_budget_exceeded)).
     pub fn is_out_of_memory(&self) -> bool {
         matches!(self, Error::Vmm(e) if e.is_out_of_memory())
+    }
+
+    /// Whether a [`MemoryBudget`](crate::MemoryBudget) refused a commit
+    /// ([`Error::BudgetExceeded`]).
+    pub fn is_budget_exceeded(&self) -> bool {
+        matches!(self, Error::BudgetExceeded { .. })
     }
 
     /// Whether the device or driver does not support the operation (see

@@ -81,6 +81,7 @@
 #![warn(missing_docs)]
 
 mod backing;
+mod budget;
 mod error;
 mod growable;
 #[cfg(feature = "cudarc")]
@@ -96,6 +97,7 @@ mod stats;
 mod trace;
 mod views;
 
+pub use budget::MemoryBudget;
 /// Re-exported so users derive `Pod` with the same version, without a dependency of their
 /// own: derive through it with `#[bytemuck(crate = "cuda_vmm_alloc::bytemuck")]` (see the
 /// [crate docs](crate)).

@@ -3,6 +3,7 @@
 use cuda_vmm::AllocationProps;
 
 use super::ZeroMemory;
+use crate::budget::MemoryBudget;
 use crate::placement::Placement;
 use crate::pool::ChunkPool;
 
@@ -117,4 +118,9 @@ pub struct SparseConfig {
     /// [`DriverStats::peak_committed_bytes`](crate::DriverStats::peak_committed_bytes)
     /// counts them. 0 (none) by default.
     pub spare_tiles: usize,
+    /// Bound the tiles this array commits (spares included), alone or together with the
+    /// other structures given clones of the same budget: a commit past it is refused with
+    /// [`Error::BudgetExceeded`](crate::Error::BudgetExceeded), changing nothing. `None`
+    /// (no bound but the device's memory) by default.
+    pub budget: Option<MemoryBudget>,
 }

@@ -81,7 +81,8 @@ impl<T: DevicePod> SparseArray<T> {
         let mut tile_bytes = 0;
         let mut tile_count = 0;
         let pool = config.pool.clone();
-        let backing = Backing::new(
+        let budget = config.budget.clone();
+        let mut backing = Backing::new(
             device,
             config.props,
             config.pool,
@@ -117,6 +118,7 @@ impl<T: DevicePod> SparseArray<T> {
                     })
             },
         )?;
+        backing.budget = budget;
         let mut array = SparseArray {
             backing,
             len,

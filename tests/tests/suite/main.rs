@@ -10,6 +10,7 @@ mod adversarial_alloc;
 mod adversarial_pool;
 mod adversarial_shared;
 mod alloc;
+mod budget;
 mod c_abi;
 mod churn;
 mod conformance;

@@ -256,3 +256,52 @@ in_own_process!(
         device.synchronize().expect("context");
     }
 );
+
+in_own_process!(
+    an_over_budget_commit_waits_for_queued_releases_of_the_budget,
+    budget_flush_child,
+    [],
+    {
+        let cuda = Cuda::simulator().expect("simulator");
+        let device = cuda.device(0).expect("device");
+        let stream = Stream::new(&device).expect("stream");
+        let tile = granularity(0);
+        let budget = cuda_vmm_alloc::MemoryBudget::new(2 * tile);
+        let config = SparseConfig {
+            budget: Some(budget.clone()),
+            ..SparseConfig::default()
+        };
+        let mut a = SparseArray::<u8>::new(&device, 4 * tile, config.clone()).expect("array");
+        let mut b = SparseArray::<u8>::new(&device, 4 * tile, config).expect("array");
+        a.commit(0..2 * tile).expect("commit");
+        // With nothing queued, a refusal is immediate and exact.
+        let refused = cuda_vmm_alloc::Error::BudgetExceeded {
+            requested: tile,
+            used: 2 * tile,
+            limit: 2 * tile,
+        };
+        assert_eq!(b.commit(0..tile), Err(refused));
+        let hold = cuda_vmm_sim::hold_stream(stream.raw());
+        a.write_async(&stream, 0, &pattern_cycle(tile, 3))
+            .expect("write");
+        a.decommit(0..tile).expect("decommit");
+        // Still charged: the tile is held by the queue until the write ends.
+        assert_eq!((budget.used(), a.pending_release_bytes()), (2 * tile, tile));
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(STAYS_QUEUED_FOR);
+            drop(hold);
+        });
+        let start = Instant::now();
+        b.commit(0..tile)
+            .expect("commit once the queued tile is given back");
+        assert!(
+            start.elapsed() >= STAYS_QUEUED_FOR,
+            "the commit did not wait"
+        );
+        release.join().expect("thread");
+        assert_eq!((budget.used(), a.pending_release_bytes()), (2 * tile, 0));
+        assert_eq!(b.committed_bytes(), tile);
+        assert!(cuda.take_release_errors().is_empty());
+        device.synchronize().expect("no poison");
+    }
+);
