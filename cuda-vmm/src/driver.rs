@@ -9,6 +9,7 @@ use parking_lot::Mutex;
 
 use crate::device::{Device, DeviceShared};
 use crate::error::{Error, Result};
+use crate::hooks::HookRegistry;
 use crate::raw::{self, Api};
 use crate::release::ReleaseQueue;
 use crate::version::DriverVersion;
@@ -50,6 +51,8 @@ struct CudaInner {
     devices: Mutex<Vec<Option<Arc<DeviceShared>>>>,
     /// Ends of life waiting for device work (see [`crate::release`]).
     release: Arc<ReleaseQueue>,
+    /// Registration hooks (see [`crate::hooks`]).
+    hooks: HookRegistry,
 }
 
 /// An initialised driver: the entry point to devices and memory.
@@ -212,8 +215,14 @@ impl Cuda {
                 device_count: AtomicUsize::new(UNKNOWN_COUNT),
                 devices: Mutex::new(Vec::new()),
                 release: ReleaseQueue::new(),
+                hooks: HookRegistry::default(),
             }),
         })
+    }
+
+    /// The registration hooks (see [`crate::hooks`]).
+    pub(crate) fn hook_registry(&self) -> &HookRegistry {
+        &self.inner.hooks
     }
 
     /// The release queue (see [`crate::release`]).

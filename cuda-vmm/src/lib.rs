@@ -156,6 +156,7 @@ mod device;
 mod driver;
 mod error;
 mod fd_passing;
+pub mod hooks;
 mod interop;
 mod linear;
 mod mapped;

@@ -22,6 +22,8 @@ pub struct Mapping {
     offset: usize,
     size: usize,
     live: bool,
+    /// The registration hooks were told it is being unmapped (see [`crate::hooks`]).
+    announced: bool,
 }
 
 impl fmt::Debug for Mapping {
@@ -52,6 +54,7 @@ impl Mapping {
             offset,
             size,
             live: true,
+            announced: false,
         }
     }
 
@@ -160,6 +163,10 @@ impl Mapping {
             ));
             return Err((e, mappings));
         }
+        let mut mappings = mappings;
+        if let Some(holds) = Mapping::announce(&mut mappings) {
+            holds.wait();
+        }
         let inner = &*reservation.inner;
         // The write lock keeps new copies out from the wait until the unmaps.
         let mut mapped = inner.mapped.write();
@@ -232,6 +239,8 @@ impl Mapping {
             }
             return Ok(());
         }
+        let mut mappings = mappings;
+        let holds = Mapping::announce(&mut mappings);
         // Under the write lock: no copy is in flight over the ranges, and none starts
         // once they are marked; the uses recorded so far are all the condition needs.
         let mut mapped = inner.mapped.write();
@@ -253,12 +262,43 @@ impl Mapping {
                 events,
                 fence,
                 then,
+                holds,
             },
         ));
         inner.ending.lock().push(Arc::downgrade(&entry));
         drop(mapped);
         inner.device.cuda().release_queue().push(entry);
         Ok(())
+    }
+
+    /// Tells the registration hooks that the live `mappings` not yet announced are about to
+    /// be unmapped (see [`crate::hooks`]); the holds they took, to wait for before the
+    /// unmap. Call with no lock of the reservation held.
+    pub(crate) fn announce(mappings: &mut [Mapping]) -> Option<crate::hooks::Holds> {
+        let first = mappings.first()?;
+        let cuda = first.reservation.inner.device.cuda().clone();
+        if !cuda.hook_registry().is_active() {
+            return None;
+        }
+        let fresh: Vec<&mut Mapping> = mappings
+            .iter_mut()
+            .filter(|m| m.live && !m.announced)
+            .collect();
+        if fresh.is_empty() {
+            return None;
+        }
+        let ranges: Vec<crate::hooks::MappedRange> = fresh
+            .iter()
+            .map(|m| crate::hooks::MappedRange {
+                ptr: m.ptr(),
+                size: m.size,
+                device: m.reservation.inner.device.ordinal(),
+            })
+            .collect();
+        for m in fresh {
+            m.announced = true;
+        }
+        cuda.hook_registry().unmapping(ranges.into_iter())
     }
 
     /// Unmaps a mapping whose interval is marked ending, for the release queue once the
@@ -274,6 +314,9 @@ impl Mapping {
     fn teardown(&mut self) -> Result<()> {
         if !self.live {
             return Ok(());
+        }
+        if let Some(holds) = Mapping::announce(std::slice::from_mut(self)) {
+            holds.wait();
         }
         let reservation = self.reservation.clone();
         let inner = &*reservation.inner;

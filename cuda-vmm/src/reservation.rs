@@ -303,6 +303,17 @@ impl Reservation {
                 inner.uses.add_peer(&inner.device, device);
             }
         }
+        drop(mapped);
+        let range = crate::hooks::MappedRange {
+            ptr: inner.ptr + offset as u64,
+            size,
+            device: inner.device.ordinal(),
+        };
+        inner
+            .device
+            .cuda()
+            .hook_registry()
+            .accessible(range, &grants);
         Ok(())
     }
 
@@ -426,6 +437,10 @@ impl Reservation {
         }
         if mappings.is_empty() {
             return Ok(Vec::new());
+        }
+        let mut mappings = mappings;
+        if let Some(holds) = Mapping::announce(&mut mappings) {
+            holds.wait();
         }
         let mut mapped = self.inner.mapped.write();
         let waited = match self.inner.uses.wait(&self.inner.device) {

@@ -41,6 +41,8 @@ pub(crate) struct Work {
     /// The devices whose contexts are waited for (under `UnmapWait::Devices`).
     pub(crate) fence: Vec<Device>,
     pub(crate) then: Option<ReleaseThen>,
+    /// Holds registration hooks took on the unmap (see [`crate::hooks`]).
+    pub(crate) holds: Option<crate::hooks::Holds>,
 }
 
 /// One queued release.
@@ -110,7 +112,11 @@ impl Entry {
     /// Waits for the entry's events on this thread. An event whose wait failed adds its
     /// device to the entry's fence: a failed event wait alone does not prove the work
     /// done, so the context it belongs to is waited for instead.
+    /// The hooks' holds are waited for first.
     pub(crate) fn wait_events(work: &mut Work, errors: &mut Vec<Error>) {
+        if let Some(holds) = work.holds.take() {
+            holds.wait();
+        }
         for event in std::mem::take(&mut work.events) {
             if let Err(e) = event.synchronize() {
                 errors.push(e);

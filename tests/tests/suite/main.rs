@@ -14,6 +14,7 @@ mod budget;
 mod c_abi;
 mod churn;
 mod conformance;
+mod hooks;
 #[cfg(feature = "cudarc")]
 mod interop;
 mod leak;
