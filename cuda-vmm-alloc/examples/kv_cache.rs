@@ -14,7 +14,11 @@
 //! ```
 //!
 //! It reports the peak memory in use against a static pre-allocation for the maximum length,
-//! the per-step commit latency (p50, p99) and the driver calls per step.
+//! the memory time of each step as the caller sees it (commits and decommits: p50, p99,
+//! max, and what the slowest steps did), the caller's and the driver's time per page, the
+//! driver calls per step and the release worker's time. On a GPU it runs three regimes:
+//! the default `UnmapWait::Devices` and `UnmapWait::RecordedUse` with a cold pool, and
+//! `RecordedUse` with a pool prefilled as a warmed-up server's is.
 
 use std::time::{Duration, Instant};
 
@@ -184,18 +188,102 @@ fn writer(cuda: &Cuda, device: &Device) -> Box<dyn TokenWriter> {
     Box::new(HostWriter)
 }
 
+/// How a run ends a sequence's pages and gets new ones.
+#[derive(Clone, Copy)]
+struct Regime {
+    name: &'static str,
+    /// Decommits wait for the recorded uses only (`UnmapWait::RecordedUse`), not the
+    /// whole context.
+    recorded_use: bool,
+    /// Pages created into the pool before the first step (a warmed-up server).
+    prefill: usize,
+}
+
+/// One step's memory work, as the caller saw it.
+#[derive(Clone, Copy, Default)]
+struct Step {
+    /// Time in `commit` and `decommit` calls.
+    memory: Duration,
+    commit: Duration,
+    decommit: Duration,
+    /// Pages mapped (committed) and handed to the release queue (decommitted).
+    committed: u64,
+    decommitted: u64,
+    /// Pages the pool did not have (a `cuMemCreate` each).
+    created: u64,
+    /// Driver time on the caller's thread (create, map, set access, unmap, release).
+    driver: Duration,
+    calls: u64,
+}
+
+fn driver_time(s: &DriverStats) -> Duration {
+    let t = &s.time;
+    t.create + t.map + t.set_access + t.unmap + t.release
+}
+
+fn totals(layers: &[SparseArray<u8>]) -> (u64, u64, u64, u64, Duration) {
+    layers.iter().fold((0, 0, 0, 0, Duration::ZERO), |acc, l| {
+        let s = l.stats();
+        (
+            acc.0 + calls(&s),
+            acc.1 + s.maps,
+            acc.2 + s.unmaps,
+            acc.3 + s.creates,
+            acc.4 + driver_time(&s),
+        )
+    })
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cuda = Cuda::new()?;
     println!("kv_cache on {}", cuda.describe());
     let device = cuda.device(0)?;
+    let mut write = writer(&cuda, &device);
+    let regimes: &[Regime] = match cuda.backend() {
+        cuda_vmm::Backend::Simulator => &[Regime {
+            name: "default (UnmapWait::Devices), cold pool",
+            recorded_use: false,
+            prefill: 0,
+        }],
+        _ => &[
+            Regime {
+                name: "default (UnmapWait::Devices), cold pool",
+                recorded_use: false,
+                prefill: 0,
+            },
+            Regime {
+                name: "UnmapWait::RecordedUse, cold pool",
+                recorded_use: true,
+                prefill: 0,
+            },
+            Regime {
+                name: "UnmapWait::RecordedUse, pool prefilled with 1536 pages",
+                recorded_use: true,
+                prefill: 1536,
+            },
+        ],
+    };
+    for regime in regimes {
+        run(&cuda, &device, &mut *write, *regime)?;
+    }
+    Ok(())
+}
+
+fn run(
+    cuda: &Cuda,
+    device: &Device,
+    write: &mut dyn TokenWriter,
+    regime: Regime,
+) -> Result<(), Box<dyn std::error::Error>> {
+    println!("\n== {}", regime.name);
     let (max_tokens, steps) = match cuda.backend() {
         cuda_vmm::Backend::Simulator => (2048, 200),
         _ => (8192, 400),
     };
-    let page = device.min_granularity(&AllocationProps::device(&device))?;
+    let page = device.min_granularity(&AllocationProps::device(device))?;
     let tokens_per_page = page / TOKEN_BYTES;
     let pool = ChunkPool::new(
-        &device,
+        device,
         PoolConfig {
             chunk_size: page,
             max_chunks: 4096,
@@ -203,6 +291,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             props: None,
         },
     )?;
+    if regime.prefill > 0 {
+        let t = Instant::now();
+        pool.prefill(regime.prefill)?;
+        println!("prefilled {} pages in {:.1?}", regime.prefill, t.elapsed());
+    }
     let layer_bytes = MAX_SEQS * max_tokens * TOKEN_BYTES;
     let mut layers = (0..LAYERS)
         .map(|_| {
@@ -211,20 +304,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 uninit_tiles: true,
                 ..SparseConfig::default()
             };
-            SparseArray::<u8>::new(&device, layer_bytes, config)
+            SparseArray::<u8>::new(device, layer_bytes, config)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let mut write = writer(&cuda, &device);
+    if regime.recorded_use {
+        for layer in &mut layers {
+            // SAFETY: every device use of the layers is recorded: the kernel writer's
+            // views record their stream, and the host copies are complete on return.
+            unsafe { layer.set_unmap_wait(cuda_vmm::UnmapWait::RecordedUse) };
+        }
+    }
+    let release_before = cuda.release_stats();
 
     let mut rng = SplitMix(0x5EED);
     let mut free_slots: Vec<usize> = (0..MAX_SEQS).rev().collect();
     let mut active: Vec<Sequence> = Vec::new();
-    let (mut commit_times, mut calls_per_step) = (Vec::new(), Vec::new());
+    let mut record: Vec<Step> = Vec::new();
     let (mut peak, mut finished, mut tokens_checked) = (0usize, 0usize, 0usize);
     let started = Instant::now();
     for step in 0..steps {
-        let before: u64 = layers.iter().map(|l| calls(&l.stats())).sum();
-        let mut commit = Duration::ZERO;
+        let before = totals(&layers);
+        let mut this = Step::default();
         // Arrivals: a prompt of 16..2048 tokens, a target of up to max_tokens.
         for _ in 0..rng.below(4) {
             let Some(slot) = free_slots.pop() else { break };
@@ -242,7 +342,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             for layer in &mut layers {
                 layer.commit(seq.base..seq.base + prompt * TOKEN_BYTES)?;
             }
-            commit += t.elapsed();
+            this.commit += t.elapsed();
             write.write(&mut layers, &seq, 0, prompt)?;
             active.push(Sequence { len: prompt, ..seq });
         }
@@ -258,7 +358,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 for layer in &mut layers {
                     layer.commit(base + seq.len * TOKEN_BYTES..base + to * TOKEN_BYTES)?;
                 }
-                commit += t.elapsed();
+                this.commit += t.elapsed();
             }
             write.write(&mut layers, seq, seq.len, to)?;
             seq.len = to;
@@ -280,41 +380,118 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
             tokens_checked += seq.len;
+            let t = Instant::now();
             for layer in &mut layers {
                 layer.decommit(base..base + max_tokens * TOKEN_BYTES)?;
             }
+            this.decommit += t.elapsed();
             free_slots.push(seq.slot);
             finished += 1;
         }
-        let after: u64 = layers.iter().map(|l| calls(&l.stats())).sum();
-        commit_times.push(commit);
-        calls_per_step.push(after - before);
+        let after = totals(&layers);
+        this.memory = this.commit + this.decommit;
+        this.calls = after.0 - before.0;
+        this.committed = after.1 - before.1;
+        this.decommitted = after.2 - before.2;
+        this.created = after.3 - before.3;
+        this.driver = after.4 - before.4;
+        record.push(this);
     }
     let elapsed = started.elapsed();
-    commit_times.sort();
-    let static_bytes = LAYERS * layer_bytes;
-    let total_calls: u64 = calls_per_step.iter().sum();
-    let pool_stats = pool.stats();
-    println!(
-        "{steps} steps in {elapsed:.2?}: {finished} sequences finished, {tokens_checked} tokens checked"
+    cuda.flush_releases(Duration::from_secs(60))?;
+    let release = cuda.release_stats();
+    report(
+        &record,
+        &pool,
+        peak,
+        layer_bytes,
+        (finished, tokens_checked),
     );
+    println!(
+        "{steps} steps in {elapsed:.2?}; release worker: busy {:.1?}, CPU {:.1?} for {} \
+         entries, longest pending {:.1?}, completed by callers {}",
+        release.worker_busy - release_before.worker_busy,
+        release.worker_cpu - release_before.worker_cpu,
+        release.completed - release_before.completed,
+        release.max_pending_time,
+        release.completed_by_callers - release_before.completed_by_callers,
+    );
+    Ok(())
+}
+
+/// Prints what a run measured: memory in use, the per-step memory time and its tail,
+/// caller and driver time per page.
+fn report(
+    record: &[Step],
+    pool: &ChunkPool,
+    peak: usize,
+    layer_bytes: usize,
+    (finished, tokens_checked): (usize, usize),
+) {
+    let static_bytes = LAYERS * layer_bytes;
+    println!("{finished} sequences finished, {tokens_checked} tokens checked");
     println!(
         "peak memory in use: {:.1} MiB vs {:.1} MiB static pre-allocation ({:.1}%)",
         peak as f64 / (1 << 20) as f64,
         static_bytes as f64 / (1 << 20) as f64,
         100.0 * peak as f64 / static_bytes as f64
     );
-    println!(
-        "commit latency per step: p50 {:.1?}, p99 {:.1?}, max {:.1?}",
-        percentile(&commit_times, 0.50),
-        percentile(&commit_times, 0.99),
-        commit_times.last().copied().unwrap_or_default()
+    let series = |f: fn(&Step) -> Duration| {
+        let mut v: Vec<Duration> = record.iter().map(f).collect();
+        v.sort();
+        (
+            percentile(&v, 0.50),
+            percentile(&v, 0.99),
+            v.last().copied().unwrap_or_default(),
+        )
+    };
+    for (what, f) in [
+        (
+            "memory (commit + decommit)",
+            (|s: &Step| s.memory) as fn(&Step) -> Duration,
+        ),
+        ("commit", |s: &Step| s.commit),
+        ("decommit", |s: &Step| s.decommit),
+    ] {
+        let (p50, p99, max) = series(f);
+        println!("{what} time per step: p50 {p50:.1?}, p99 {p99:.1?}, max {max:.1?}");
+    }
+    let sum = |f: fn(&Step) -> u64| record.iter().map(f).sum::<u64>();
+    let (committed, decommitted, created) = (
+        sum(|s| s.committed),
+        sum(|s| s.decommitted),
+        sum(|s| s.created),
     );
+    let commit: Duration = record.iter().map(|s| s.commit).sum();
+    let decommit: Duration = record.iter().map(|s| s.decommit).sum();
+    let driver: Duration = record.iter().map(|s| s.driver).sum();
+    let per = |d: Duration, n: u64| d.as_secs_f64() * 1e6 / n.max(1) as f64;
+    println!(
+        "pages: {committed} committed ({created} created, the rest from the pool), \
+         {decommitted} decommitted"
+    );
+    println!(
+        "caller time per committed page {:.1} us (driver {:.1} us of it, on the caller's \
+         thread); per decommitted page {:.1} us",
+        per(commit, committed),
+        per(driver, committed),
+        per(decommit, decommitted),
+    );
+    let total_calls = sum(|s| s.calls);
     println!(
         "driver calls per step (create, map, set access, unmap, release): mean {:.1}, max {}",
-        total_calls as f64 / steps as f64,
-        calls_per_step.iter().max().copied().unwrap_or(0)
+        total_calls as f64 / record.len().max(1) as f64,
+        record.iter().map(|s| s.calls).max().unwrap_or(0)
     );
-    println!("pool: {pool_stats:?}");
-    Ok(())
+    // The tail: the slowest steps and what they did.
+    let mut slow: Vec<(usize, &Step)> = record.iter().enumerate().collect();
+    slow.sort_by_key(|(_, s)| std::cmp::Reverse(s.memory));
+    for (i, s) in slow.iter().take(3) {
+        println!(
+            "  slow step {i}: {:.1?} ({} pages committed, {} created, {} decommitted, \
+             driver {:.1?})",
+            s.memory, s.committed, s.created, s.decommitted, s.driver
+        );
+    }
+    println!("pool: {:?}", pool.stats());
 }
