@@ -90,3 +90,4 @@ pub fn describe(driver: &Driver, backend: Backend) -> String {
 
 pub mod helpers;
 pub mod ops;
+pub mod ptx;

@@ -18,7 +18,7 @@ use cuda_vmm::{
 use cuda_vmm_alloc::{GrowableBuffer, HoleBehavior, SparseArray, SparseConfig};
 use cuda_vmm_sys::{entry, CUcontext, CUresult};
 
-use crate::ptx::SlowFill;
+use cuda_vmm_tests::ptx::SlowFill;
 
 const MIB: usize = 1 << 20;
 pub(crate) const CHILD_ENV: &str = "CUDA_VMM_LIFETIME_CHILD";

@@ -22,7 +22,6 @@ mod lifetime;
 mod loader;
 mod multi_gpu;
 mod prefetch;
-mod ptx;
 mod release_queue;
 pub(crate) mod reliability;
 mod safe;

@@ -19,7 +19,7 @@ use cuda_vmm_alloc::{
 use cuda_vmm_sim::inject_fault;
 use cuda_vmm_sys::{entry, CUmemAllocationProp, CUresult};
 
-use crate::ptx::SlowFill;
+use cuda_vmm_tests::ptx::SlowFill;
 
 const CHILD_ENV: &str = "CUDA_VMM_MULTI_GPU_CHILD";
 

@@ -14,7 +14,7 @@ use cuda_vmm::{Cuda, Device, Stream};
 use cuda_vmm_alloc::{ChunkPool, GrowableBuffer, PoolConfig, SparseArray, SparseConfig};
 use cuda_vmm_tests::helpers::{pattern_cycle, TestResult};
 
-use crate::ptx::SlowFill;
+use cuda_vmm_tests::ptx::SlowFill;
 
 const MIB: usize = 1 << 20;
 /// Long enough for every queued release of a test to complete.
