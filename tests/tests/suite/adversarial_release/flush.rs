@@ -22,7 +22,7 @@ fn a_zero_timeout_flush_of_an_empty_queue_is_drained() -> TestResult {
 /// (here: not at all) instead of panicking on `Instant + Duration` overflow.
 #[test]
 #[ignore = "BUG: flush_releases(Duration::MAX) panics ('overflow when adding duration to \
-            instant') at cuda-vmm/src/release/mod.rs:275 (`Instant::now() + timeout`); use \
+            instant') at cuda-vmm/src/release/mod.rs:302 (`Instant::now() + timeout`); use \
             checked_add and wait without a deadline on overflow"]
 fn a_duration_max_flush_waits_without_a_deadline() -> TestResult {
     let _memory = crate::memory_shared();

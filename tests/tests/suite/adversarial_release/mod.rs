@@ -16,6 +16,7 @@ mod bound;
 mod faults;
 mod flush;
 mod lifetime;
+mod races;
 mod sharing;
 
 /// Long enough for every queued release of a test to complete.
