@@ -15,7 +15,9 @@ use cuda_vmm::{Cuda, Device};
 mod bound;
 mod faults;
 mod flush;
+mod kept;
 mod lifetime;
+mod mapping;
 mod races;
 mod sharing;
 

@@ -151,7 +151,9 @@ own_process!(
         let tile = gran(&device).expect("granularity");
         let mut array =
             SparseArray::<u8>::new(&device, 2 * tile, SparseConfig::default()).expect("array");
-        array.grant_access(&[peer.clone()]).expect("grant");
+        array
+            .grant_access(std::slice::from_ref(&peer))
+            .expect("grant");
         array.commit(0..tile).expect("commit");
         let worker = cuda.release_worker_name().to_owned();
         let fences = cuda_vmm_sim::call_count_on_thread(&worker, "cuCtxSynchronize");
