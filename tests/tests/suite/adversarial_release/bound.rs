@@ -146,3 +146,42 @@ own_process!(
         device.synchronize().expect("no poison");
     }
 );
+
+/// With the queue off, an end's unmap failure comes back from the call that ended the
+/// memory (the tile stays committed), and the queue reports and counts nothing.
+#[test]
+fn with_the_queue_off_an_unmap_failure_comes_back_from_the_decommit() {
+    let _memory = crate::memory_shared();
+    let (cuda, device) = simulated();
+    cuda.set_max_pending_release_bytes(0);
+    let tile = gran(&device).expect("granularity");
+    let mut array =
+        SparseArray::<u8>::new(&device, 2 * tile, SparseConfig::default()).expect("array");
+    array.commit(0..tile).expect("commit");
+    let data = pattern_cycle(tile, 3);
+    array.write(0, &data).expect("write");
+    let fault =
+        cuda_vmm_sim::inject_fault("cuMemUnmap", 1, cuda_vmm_sys::CUresult::CUDA_ERROR_UNKNOWN);
+    let failed = array.decommit(0..tile).expect_err("the unmap failed");
+    assert!(fault.fired());
+    drop(fault);
+    match &failed {
+        cuda_vmm_alloc::Error::Vmm(e) => assert_eq!(
+            super::code(e),
+            Some(cuda_vmm_sys::CUresult::CUDA_ERROR_UNKNOWN)
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(array.committed_bytes(), tile);
+    assert!(cuda.take_release_errors().is_empty());
+    let stats = cuda.release_stats();
+    assert_eq!(
+        (stats.queued, stats.errors, stats.pending_entries),
+        (0, 0, 0)
+    );
+    let mut out = vec![0u8; tile];
+    array.read(0..tile, &mut out).expect("read");
+    assert_eq!(out, data);
+    assert_eq!(array.decommit(0..tile).expect("decommit"), 1);
+    assert_eq!(array.committed_bytes(), 0);
+}

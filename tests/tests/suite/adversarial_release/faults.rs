@@ -216,3 +216,36 @@ own_process!(
         assert_eq!(free(&device), before + 2 * tile);
     }
 );
+
+/// The worker exits when idle; the next end starts a new one, of the same name (so a fault
+/// aimed at the name reaches it), and its failure is reported like the first worker's.
+#[test]
+fn a_worker_restarted_after_idling_keeps_its_name_and_its_reports() {
+    let _memory = crate::memory_shared();
+    let (cuda, device, tile, mut array) = setup();
+    let worker = cuda.release_worker_name().to_owned();
+    assert_eq!(array.decommit(0..tile).expect("decommit"), 1);
+    assert!(cuda.flush_releases(FLUSH).expect("flush"));
+    let unmaps = cuda_vmm_sim::call_count_on_thread(&worker, "cuMemUnmap");
+    assert_eq!(unmaps, 1);
+    // Longer than the worker's idle time: it has exited.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(cuda.release_worker_name(), worker);
+    let fault = cuda_vmm_sim::inject_fault_on_thread(&worker, "cuMemUnmap", 1, UNKNOWN);
+    assert_eq!(array.decommit(tile..2 * tile).expect("decommit"), 1);
+    until_errors(&cuda, 1);
+    drop(fault);
+    let errors = cuda.take_release_errors();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].kept && !errors[0].from_wait);
+    assert_eq!(code(&errors[0].error), Some(UNKNOWN));
+    assert_eq!(cuda_vmm_sim::call_count_on_thread(&worker, "cuMemUnmap"), 2);
+    assert!(cuda.flush_releases(FLUSH).expect("flush"));
+    let stats = cuda.release_stats();
+    assert_eq!(
+        (stats.queued, stats.completed, stats.pending_entries),
+        (2, 2, 0)
+    );
+    assert_eq!(array.committed_bytes(), 0);
+    device.synchronize().expect("context");
+}

@@ -203,3 +203,66 @@ fn a_budget_shared_across_threads_is_never_exceeded_and_returns_to_zero() -> Tes
     eprintln!("budget refusals: {}", refusals.load(Ordering::Relaxed));
     Ok(())
 }
+
+/// The bound toggled between "inline" and the default by one thread while others commit,
+/// write, check and decommit over a shared pool and a third flushes with a zero timeout:
+/// every end completes exactly once, with no error, and the data stays each thread's own.
+#[test]
+fn toggling_the_bound_while_threads_end_memory_loses_and_doubles_nothing() -> TestResult {
+    let _memory = crate::memory_shared();
+    let cuda = queued()?;
+    let device = cuda.device(0)?;
+    let tile = gran(&device)?;
+    let pool = ChunkPool::new(&device, PoolConfig::default())?;
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let toggler = s.spawn(|| {
+            let mut inline = false;
+            while !stop.load(Ordering::Relaxed) {
+                inline = !inline;
+                cuda.set_max_pending_release_bytes(if inline {
+                    0
+                } else {
+                    cuda_vmm::release::DEFAULT_MAX_PENDING_RELEASE_BYTES
+                });
+                std::thread::yield_now();
+            }
+        });
+        let flusher = s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                cuda.flush_releases(std::time::Duration::ZERO)
+                    .expect("a zero-timeout flush failed");
+                std::thread::yield_now();
+            }
+        });
+        let mut threads = Vec::new();
+        for t in 0..THREADS - 1 {
+            let (device, pool) = (&device, &pool);
+            threads.push(
+                s.spawn(move || array_rounds(device, pool, t, tile).map_err(|e| e.to_string())),
+            );
+        }
+        for t in threads {
+            t.join().expect("thread panicked").expect("thread failed");
+        }
+        stop.store(true, Ordering::Relaxed);
+        toggler.join().expect("toggler");
+        flusher.join().expect("flusher");
+    });
+    cuda.set_max_pending_release_bytes(cuda_vmm::release::DEFAULT_MAX_PENDING_RELEASE_BYTES);
+    assert!(cuda.flush_releases(FLUSH)?);
+    let errors = cuda.take_release_errors();
+    assert!(errors.is_empty(), "{errors:?}");
+    let stats = cuda.release_stats();
+    assert_eq!(stats.completed, stats.queued, "{stats:?}");
+    assert_eq!((stats.pending_entries, stats.pending_bytes), (0, 0));
+    let pool_stats = pool.stats();
+    assert_eq!(pool_stats.pending_returns, 0, "{pool_stats:?}");
+    // Every chunk the arrays took came back to the pool (or was released by it).
+    assert_eq!(
+        pool_stats.returns,
+        pool_stats.hits + pool_stats.misses,
+        "{pool_stats:?}"
+    );
+    Ok(())
+}
