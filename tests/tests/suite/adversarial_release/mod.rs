@@ -18,6 +18,7 @@ mod flush;
 mod kept;
 mod lifetime;
 mod mapping;
+mod oom;
 mod races;
 mod sharing;
 
@@ -47,9 +48,10 @@ pub(crate) fn simulated() -> (Cuda, Device) {
 
 /// Runs the ignored test `test` in a child process (on the simulator), failing unless it
 /// ran and passed.
-pub(crate) fn run_in_child(test: &str) {
+pub(crate) fn run_in_child(test: &str, env: &[(&str, String)]) {
     cuda_vmm_tests::helpers::run_child(test, |cmd| {
         cmd.env(CHILD_ENV, test);
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
     })
     .unwrap_or_else(|e| panic!("{e}"));
 }
@@ -65,14 +67,20 @@ pub(crate) fn is_child(test: &str) -> bool {
 }
 
 /// A test `$parent` that runs `$body` in a process of its own (as the ignored test
-/// `$child`).
+/// `$child`), optionally with more environment (`env = [(name, value), ...]`).
 macro_rules! own_process_impl {
     ($(#[$attr:meta])* $parent:ident, $child:ident, $body:block) => {
+        $crate::adversarial_release::own_process!($(#[$attr])* $parent, $child, env = [], $body);
+    };
+    ($(#[$attr:meta])* $parent:ident, $child:ident, env = [$($env:expr),*], $body:block) => {
         #[test]
         $(#[$attr])*
         fn $parent() {
             let _memory = crate::memory_shared();
-            crate::adversarial_release::run_in_child(&cuda_vmm_tests::test_name!($child));
+            crate::adversarial_release::run_in_child(
+                &cuda_vmm_tests::test_name!($child),
+                &[$($env),*],
+            );
         }
 
         #[test]
