@@ -8,6 +8,7 @@
 mod adversarial;
 mod adversarial_alloc;
 mod adversarial_pool;
+mod adversarial_release;
 mod adversarial_shared;
 mod alloc;
 mod budget;
