@@ -185,7 +185,11 @@ impl Backing {
                 if cuda.release_stats().pending_entries == 0 {
                     return Err(refused);
                 }
-                cuda.flush_releases(BUDGET_FLUSH_TIMEOUT)?;
+                // The flush's own failure (another structure's release failed again) is
+                // that structure's to report; what matters here is whether it fits now.
+                if let Err(e) = cuda.flush_releases(BUDGET_FLUSH_TIMEOUT) {
+                    tracing::warn!("flushing queued releases for the memory budget: {e}");
+                }
                 budget.charge(charged)?;
             }
         }
@@ -413,11 +417,14 @@ impl Backing {
         pending.fetch_add(bytes, Ordering::Relaxed);
         let back_pool = pool.clone();
         let budget = self.budget.clone();
+        // Runs with the allocations unmapped, in order: all of them, or (after a failed
+        // inline unmap) the ones before the failure; it accounts for exactly those.
         let then: ReleaseThen = Box::new(move |allocations| {
+            let given: usize = allocations.iter().map(Allocation::size).sum();
             let result = give_back_all(back_pool.as_ref(), allocations, &pooled);
-            pending.fetch_sub(bytes, Ordering::Relaxed);
+            pending.fetch_sub(given, Ordering::Relaxed);
             if let Some(budget) = budget {
-                budget.refund(bytes);
+                budget.refund(given);
             }
             result
         });
@@ -429,14 +436,22 @@ impl Backing {
                 Ok(())
             }
             Err((e, back)) => {
-                // Refused: nothing was queued, and `then` was dropped unrun.
-                self.pending.fetch_sub(bytes, Ordering::Relaxed);
+                // Refused (nothing was queued, `then` dropped unrun), or an unmap on this
+                // thread failed (`UnmapWait::Caller`): `back` are the mappings not unmapped,
+                // the last ones in order; `then` accounted for those before them.
+                let done = count - back.len();
+                let kept_owners = &owners[done..];
+                let kept_bytes: usize = back.iter().map(Mapping::size).sum();
+                self.pending.fetch_sub(kept_bytes, Ordering::Relaxed);
                 if let Some(pool) = &pool {
-                    pool.note_arrived(to_pool);
+                    pool.note_arrived(kept_owners.iter().filter(|o| o.0).count());
                 }
+                self.stats.unmaps += done as u64;
+                self.stats.releases += owners[..done].iter().filter(|o| !o.0).count() as u64;
+                self.stats.chunks = self.stats.chunks.saturating_sub(done);
                 let kept = back
                     .into_iter()
-                    .zip(owners)
+                    .zip(kept_owners.iter().copied())
                     .map(|(mapping, (pooled, serial))| Chunk {
                         mapping,
                         pooled,

@@ -200,7 +200,9 @@ impl Mapping {
     /// ([`Cuda::set_max_pending_release_bytes`](crate::Cuda::set_max_pending_release_bytes)
     /// 0), nothing is queued: the mappings are unmapped (after the wait
     /// [`Mapping::unmap_in_order`] makes) and `then` runs before this returns, and their
-    /// errors come back here.
+    /// errors come back here. When an unmap fails there, the error comes back with the
+    /// mappings not unmapped (as [`Mapping::unmap_in_order`] returns them), and `then` runs
+    /// first with the allocations of those unmapped before it.
     ///
     /// Mappings of several reservations are refused, changing nothing. Errors met later
     /// are logged and kept for [`Cuda::take_release_errors`](crate::Cuda::take_release_errors).
@@ -231,9 +233,18 @@ impl Mapping {
         if inner.uses.policy() == crate::UnmapWait::Caller
             || inner.device.cuda().releases_complete_inline()
         {
-            let allocations: Vec<Allocation> =
+            let mut allocations: Vec<Allocation> =
                 mappings.iter().map(|m| m.allocation.clone()).collect();
-            Mapping::unmap_in_order(mappings)?;
+            if let Err((e, kept)) = Mapping::unmap_in_order(mappings) {
+                // The ones unmapped before the failure still go where `then` sends them.
+                allocations.truncate(allocations.len() - kept.len());
+                if let (Some(then), false) = (then, allocations.is_empty()) {
+                    if let Err(e) = then(allocations) {
+                        tracing::error!("after a failed unmap, handing the unmapped on: {e}");
+                    }
+                }
+                return Err((e, kept));
+            }
             if let Some(then) = then {
                 then(allocations).map_err(|e| (e, Vec::new()))?;
             }

@@ -22,7 +22,9 @@
 //!   released) and tried again by the next flush.
 //! - The worker holds no `Cuda`: entries hold their reservations (and so the driver) until
 //!   they complete, and the worker exits once the queue has been empty for a while, so
-//!   nothing outlives its last user for longer than the device work it waits for.
+//!   nothing outlives its last user for longer than the device work it waits for. Before
+//!   exiting, the worker retries the kept entries once; one whose unmap fails again stays
+//!   kept, and so does its memory (it may still be mapped), until a flush succeeds.
 //!
 //! [`Cuda`]: crate::Cuda
 //! [`Cuda::set_max_pending_release_bytes`]: crate::Cuda::set_max_pending_release_bytes
@@ -187,7 +189,7 @@ impl ReleaseQueue {
                 // No queueing: this thread completes the entry before returning.
                 state.running += 1;
                 drop(state);
-                self.complete_one(&entry, true);
+                self.complete_one(entry, true);
                 return;
             }
             state.entries.push_back(entry);
@@ -219,7 +221,7 @@ impl ReleaseQueue {
                     None => return,
                 }
             };
-            self.complete_one(&next, true);
+            self.complete_one(next, true);
         }
     }
 
@@ -235,24 +237,34 @@ impl ReleaseQueue {
             state.failed.retain(|e| !Arc::ptr_eq(e, entry));
             state.running += 1;
         }
-        self.complete_one(entry, true)
+        self.complete_one(entry.clone(), true)
     }
 
     /// Waits for `entry`'s condition and finishes it, updating the counters. The caller
-    /// removed it from the queue and counted it in `running`.
-    fn complete_one(&self, entry: &Arc<Entry>, by_caller: bool) -> bool {
-        let Some(mut work) = entry.take() else {
-            let done = entry.wait_settled();
-            self.state.lock().running -= 1;
-            self.settled.notify_all();
-            return done;
+    /// removed it from the queue and counted it in `running`; the count goes down only once
+    /// `entry` is dropped here, so a flush that sees the queue settled also sees every
+    /// entry's reservation and allocations let go.
+    fn complete_one(&self, entry: Arc<Entry>, by_caller: bool) -> bool {
+        let done = match entry.take() {
+            None => entry.wait_settled(),
+            Some(mut work) => {
+                let mut errors = Vec::new();
+                Entry::wait_condition(&mut work, &mut errors);
+                let waits = errors.len();
+                let outcome = entry.finish(work, errors);
+                self.account(&entry, outcome, waits, by_caller);
+                entry.stage() == Stage::Done
+            }
         };
-        let mut errors = Vec::new();
-        Entry::wait_condition(&mut work, &mut errors);
-        let waits = errors.len();
-        let outcome = entry.finish(work, errors);
-        self.account(entry, outcome, waits, by_caller);
-        entry.stage() == Stage::Done
+        drop(entry);
+        self.stop_running();
+        done
+    }
+
+    /// One entry fewer is being completed (its `Arc` already dropped by the thread).
+    pub(super) fn stop_running(&self) {
+        self.state.lock().running -= 1;
+        self.settled.notify_all();
     }
 
     /// Counts a finished (or failed) entry and files its errors.
@@ -267,7 +279,6 @@ impl ReleaseQueue {
             "release_completed"
         );
         let mut state = self.state.lock();
-        state.running -= 1;
         for (i, error) in outcome.errors.into_iter().enumerate() {
             tracing::error!("release of [{address:#x}, +{}): {error}", entry.bytes);
             state.stats.errors += 1;
@@ -295,36 +306,76 @@ impl ReleaseQueue {
         self.settled.notify_all();
     }
 
-    /// Waits until nothing is queued or running, retrying failed entries once first.
-    /// `Ok(true)` when drained, `Ok(false)` on timeout, the first error of a retried entry
-    /// that failed again otherwise.
+    /// Waits until nothing is queued or running, retrying each failed entry once (those
+    /// kept before the flush first, then any that failed while it waited). `Ok(true)` when
+    /// drained, `Ok(false)` on timeout, the first error of a retried entry that failed
+    /// again otherwise. A timeout too far to represent waits without a deadline.
     pub(crate) fn flush(self: &Arc<Self>, timeout: Duration) -> crate::Result<bool> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now().checked_add(timeout);
+        // The entries retried so far: weak, since holding them would keep their memory; a
+        // weak reference still pins the address, so it is not reused by a new entry.
+        let mut retried: Vec<std::sync::Weak<Entry>> = Vec::new();
+        let seen = |retried: &[std::sync::Weak<Entry>], e: &Arc<Entry>| {
+            retried
+                .iter()
+                .any(|r| std::ptr::eq(r.as_ptr(), Arc::as_ptr(e)))
+        };
+        let mut failed_again = None;
+        loop {
+            let retry: Vec<Arc<Entry>> = {
+                let mut state = self.state.lock();
+                let (again, fresh): (Vec<_>, Vec<_>) = std::mem::take(&mut state.failed)
+                    .into_iter()
+                    .partition(|e| seen(&retried, e));
+                state.failed = again;
+                state.running += fresh.len();
+                fresh
+            };
+            for entry in retry {
+                retried.push(Arc::downgrade(&entry));
+                let what = format!(
+                    "a queued release of [{:#x}, +{}) failed again; see take_release_errors",
+                    entry.reservation.ptr() + entry.span.0 as u64,
+                    entry.bytes
+                );
+                if !self.complete_one(entry, true) && failed_again.is_none() {
+                    failed_again = Some(Error::invalid(what));
+                }
+            }
+            let mut state = self.state.lock();
+            while !state.entries.is_empty() || state.running > 0 {
+                match deadline {
+                    Some(deadline) => {
+                        if self.settled.wait_until(&mut state, deadline).timed_out() {
+                            return Ok(false);
+                        }
+                    }
+                    None => self.settled.wait(&mut state),
+                }
+            }
+            // Drained; done unless an entry failed meanwhile and was not retried yet.
+            if state.failed.iter().all(|e| seen(&retried, e)) {
+                break;
+            }
+        }
+        match failed_again {
+            Some(e) => Err(e),
+            None => Ok(true),
+        }
+    }
+
+    /// Retries the kept entries once, for a worker about to exit idle: without it, a kept
+    /// entry would wait for a flush nobody may make (it holds its reservation, and so the
+    /// `Cuda`, alive). One that fails again stays kept: its memory may still be mapped.
+    pub(crate) fn retry_kept(self: &Arc<Self>) {
         let retry: Vec<Arc<Entry>> = {
             let mut state = self.state.lock();
             let failed = std::mem::take(&mut state.failed);
             state.running += failed.len();
             failed
         };
-        let mut failed_again = None;
-        for entry in &retry {
-            if !self.complete_one(entry, true) && failed_again.is_none() {
-                failed_again = Some(Error::invalid(format!(
-                    "a queued release of [{:#x}, +{}) failed again; see take_release_errors",
-                    entry.reservation.ptr() + entry.span.0 as u64,
-                    entry.bytes
-                )));
-            }
-        }
-        let mut state = self.state.lock();
-        while !state.entries.is_empty() || state.running > 0 {
-            if self.settled.wait_until(&mut state, deadline).timed_out() {
-                return Ok(false);
-            }
-        }
-        match failed_again {
-            Some(e) => Err(e),
-            None => Ok(true),
+        for entry in retry {
+            self.complete_one(entry, false);
         }
     }
 

@@ -35,6 +35,8 @@ fn run(queue: &Arc<ReleaseQueue>) {
         cpu_seen = now;
         used
     };
+    // Set once the kept entries were retried in this idle spell.
+    let mut retried_kept = false;
     loop {
         let batch: Vec<Arc<Entry>> = {
             let mut state = queue.state.lock();
@@ -42,11 +44,21 @@ fn run(queue: &Arc<ReleaseQueue>) {
                 if queue.work.wait_for(&mut state, WORKER_IDLE).timed_out()
                     && state.entries.is_empty()
                 {
+                    if !retried_kept && !state.failed.is_empty() {
+                        // Before exiting, give kept entries one more try: they may have
+                        // no one left to flush them.
+                        retried_kept = true;
+                        drop(state);
+                        queue.retry_kept();
+                        state = queue.state.lock();
+                        continue;
+                    }
                     state.worker_running = false;
                     state.stats.worker_cpu += cpu_since();
                     return;
                 }
             }
+            retried_kept = false;
             let batch: Vec<_> = state.entries.drain(..).collect();
             state.running += batch.len();
             batch
@@ -54,13 +66,13 @@ fn run(queue: &Arc<ReleaseQueue>) {
         let started = Instant::now();
         let mut fenced = Vec::new();
         let mut fence: Vec<Device> = Vec::new();
-        for entry in &batch {
+        for entry in batch {
             // Taken only now, so a caller that needs a later entry's addresses can complete
             // that entry itself meanwhile.
             let Some(mut work) = entry.take() else {
                 // A caller is completing it (it needs the addresses), or has.
-                queue.state.lock().running -= 1;
-                queue.settled.notify_all();
+                drop(entry);
+                queue.stop_running();
                 continue;
             };
             let mut errors = Vec::new();
@@ -69,7 +81,9 @@ fn run(queue: &Arc<ReleaseQueue>) {
                 // Events only: finished as soon as they completed.
                 let waits = errors.len();
                 let outcome = entry.finish(work, errors);
-                queue.account(entry, outcome, waits, false);
+                queue.account(&entry, outcome, waits, false);
+                drop(entry);
+                queue.stop_running();
                 continue;
             }
             for device in work.fence.drain(..) {
@@ -85,12 +99,15 @@ fn run(queue: &Arc<ReleaseQueue>) {
                 fence_errors.push(e);
             }
         }
+        drop(fence);
         for (entry, work, mut errors) in fenced {
             // A fence's error is reported once, with the first entry that waited for it.
             errors.append(&mut fence_errors);
             let waits = errors.len();
             let outcome = entry.finish(work, errors);
-            queue.account(entry, outcome, waits, false);
+            queue.account(&entry, outcome, waits, false);
+            drop(entry);
+            queue.stop_running();
         }
         let mut state = queue.state.lock();
         state.stats.worker_busy += started.elapsed();

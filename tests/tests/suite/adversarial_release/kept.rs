@@ -135,13 +135,6 @@ own_process!(
 );
 
 own_process!(
-    #[ignore = "BUG: under UnmapWait::Caller a decommit whose second unmap fails leaks the \
-                budget of the first, unmapped and released, tile: Mapping::unmap_deferred's \
-                inline path (cuda-vmm/src/mapping.rs:229) returns the unmap error with \
-                `?` before `then` runs, dropping the unmapped allocations unrefunded, and \
-                Backing::release_chunks' Err branch (cuda-vmm-alloc/src/backing.rs:431-448) \
-                refunds nothing and zips the kept mappings with the owners from the first \
-                chunk on (misattributing pooled/serial)"]
     a_partly_failed_caller_policy_decommit_refunds_the_tiles_it_released,
     caller_partial_child,
     {

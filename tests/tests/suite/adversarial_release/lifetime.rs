@@ -51,13 +51,6 @@ own_process!(
 );
 
 own_process!(
-    #[ignore = "BUG: an entry kept after a failed unmap is never retried once the last Cuda \
-                handle is dropped: ReleaseQueue::account (cuda-vmm/src/release/mod.rs:291) \
-                parks it in `failed`, which only flush() retries; the entry holds its \
-                Reservation -> Device -> Cuda -> ReleaseQueue, a cycle, so its memory (and \
-                the driver) leak for the life of the process, contrary to the module doc \
-                ('nothing outlives its last user for longer than the device work it waits \
-                for')"]
     a_kept_entry_is_not_leaked_when_the_last_cuda_handle_drops,
     kept_leak_child,
     {

@@ -17,12 +17,6 @@ use super::{
 const UNKNOWN: CUresult = CUresult::CUDA_ERROR_UNKNOWN;
 
 own_process!(
-    #[ignore = "BUG: flush_releases answers Ok(true) ('every queued release has completed') \
-                while an entry whose unmap failed on the worker during the flush is still \
-                pending, its memory not given back and never retried by that flush: \
-                ReleaseQueue::flush (cuda-vmm/src/release/mod.rs:303-323) collects the \
-                failed list once, before waiting, and its wait loop checks only `entries` and \
-                `running`, not `failed`"]
     a_flush_that_meets_a_failure_on_the_worker_retries_it_before_answering,
     failure_during_flush_child,
     {
@@ -110,12 +104,6 @@ own_process!(
 );
 
 own_process!(
-    #[ignore = "BUG: an over-budget commit whose flush meets another structure's kept release \
-                failing again fails with Vmm(InvalidArgument \"a queued release ... failed \
-                again\") instead of BudgetExceeded: Backing::obtain propagates the flush's \
-                error with `?` (cuda-vmm-alloc/src/backing.rs:188) and leaves the caller an \
-                error about memory it never touched (Allocation::new's OOM path, \
-                cuda-vmm/src/allocation.rs:128, ignores the same error)"]
     an_over_budget_commit_whose_flush_fails_again_is_refused_as_over_budget,
     budget_retry_fails_child,
     {
