@@ -31,6 +31,8 @@ if has peers; then
     gcc -O2 scripts/experiments/page_costs.c -I/usr/local/cuda/include -lcuda -o /tmp/pc \
         && /tmp/pc > "$out/page_costs.txt" 2>&1
     cat "$out/page_costs.txt"
+    nvcc -O2 -o /tmp/sp scripts/experiments/slab_pages.cu -lcuda && /tmp/sp > "$out/slab_pages.txt" 2>&1
+    cat "$out/slab_pages.txt"
     for mode in expandable native async; do
         timeout 120 python3 scripts/peers/torch_release.py $mode 2>&1 | tee "$out/torch_$mode.txt"
     done
