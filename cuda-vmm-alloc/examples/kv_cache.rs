@@ -197,6 +197,10 @@ struct Regime {
     recorded_use: bool,
     /// Pages created into the pool before the first step (a warmed-up server).
     prefill: usize,
+    /// Releases completed on the caller's thread (the queue turned off).
+    inline: bool,
+    /// Granules (2 MiB on an H200) per page: the pool's chunk, one handle each.
+    page_granules: usize,
 }
 
 /// One step's memory work, as the caller saw it.
@@ -239,32 +243,52 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("kv_cache on {}", cuda.describe());
     let device = cuda.device(0)?;
     let mut write = writer(&cuda, &device);
-    let regimes: &[Regime] = match cuda.backend() {
-        cuda_vmm::Backend::Simulator => &[Regime {
-            name: "default (UnmapWait::Devices), cold pool",
-            recorded_use: false,
-            prefill: 0,
-        }],
-        _ => &[
-            Regime {
-                name: "default (UnmapWait::Devices), cold pool",
-                recorded_use: false,
-                prefill: 0,
-            },
-            Regime {
-                name: "UnmapWait::RecordedUse, cold pool",
-                recorded_use: true,
-                prefill: 0,
-            },
-            Regime {
-                name: "UnmapWait::RecordedUse, pool prefilled with 1536 pages",
-                recorded_use: true,
-                prefill: 1536,
-            },
-        ],
+    let regime = |name, recorded_use, prefill, inline, page_granules| Regime {
+        name,
+        recorded_use,
+        prefill,
+        inline,
+        page_granules,
     };
+    let regimes: Vec<Regime> =
+        match cuda.backend() {
+            cuda_vmm::Backend::Simulator => vec![regime(
+                "default (UnmapWait::Devices), cold pool",
+                false,
+                0,
+                false,
+                1,
+            )],
+            _ => {
+                vec![
+            regime("default (UnmapWait::Devices), cold pool", false, 0, false, 1),
+            regime("UnmapWait::RecordedUse, cold pool", true, 0, false, 1),
+            regime(
+                "UnmapWait::RecordedUse, pool prefilled with 1536 pages",
+                true,
+                1536,
+                false,
+                1,
+            ),
+            regime(
+                "UnmapWait::RecordedUse, prefilled, queue off (releases inline)",
+                true,
+                1536,
+                true,
+                1,
+            ),
+            regime(
+                "UnmapWait::RecordedUse, prefilled, 8 MiB pages (one handle per 4 granules)",
+                true,
+                512,
+                false,
+                4,
+            ),
+        ]
+            }
+        };
     for regime in regimes {
-        run(&cuda, &device, &mut *write, *regime)?;
+        run(&cuda, &device, &mut *write, regime)?;
     }
     Ok(())
 }
@@ -280,7 +304,7 @@ fn run(
         cuda_vmm::Backend::Simulator => (2048, 200),
         _ => (8192, 400),
     };
-    let page = device.min_granularity(&AllocationProps::device(device))?;
+    let page = regime.page_granules * device.min_granularity(&AllocationProps::device(device))?;
     let tokens_per_page = page / TOKEN_BYTES;
     let pool = ChunkPool::new(
         device,
@@ -315,6 +339,11 @@ fn run(
         }
     }
     let release_before = cuda.release_stats();
+    cuda.set_max_pending_release_bytes(if regime.inline {
+        0
+    } else {
+        cuda_vmm::release::DEFAULT_MAX_PENDING_RELEASE_BYTES
+    });
 
     let mut rng = SplitMix(0x5EED);
     let mut free_slots: Vec<usize> = (0..MAX_SEQS).rev().collect();
@@ -403,6 +432,7 @@ fn run(
     report(
         &record,
         &pool,
+        page,
         peak,
         layer_bytes,
         (finished, tokens_checked),
@@ -424,6 +454,7 @@ fn run(
 fn report(
     record: &[Step],
     pool: &ChunkPool,
+    page: usize,
     peak: usize,
     layer_bytes: usize,
     (finished, tokens_checked): (usize, usize),
@@ -467,14 +498,17 @@ fn report(
     let driver: Duration = record.iter().map(|s| s.driver).sum();
     let per = |d: Duration, n: u64| d.as_secs_f64() * 1e6 / n.max(1) as f64;
     println!(
-        "pages: {committed} committed ({created} created, the rest from the pool), \
-         {decommitted} decommitted"
+        "pages of {} MiB: {committed} committed ({created} created, the rest from the pool), \
+         {decommitted} decommitted",
+        page >> 20
     );
+    // Per 2 MiB committed, so that page sizes compare.
+    let two_mib = committed * (page as u64 / (2 << 20)).max(1);
     println!(
-        "caller time per committed page {:.1} us (driver {:.1} us of it, on the caller's \
+        "caller time per committed 2 MiB {:.1} us (driver {:.1} us of it, on the caller's \
          thread); per decommitted page {:.1} us",
-        per(commit, committed),
-        per(driver, committed),
+        per(commit, two_mib),
+        per(driver, two_mib),
         per(decommit, decommitted),
     );
     let total_calls = sum(|s| s.calls);

@@ -1,10 +1,11 @@
-// Does cuMemSetAccess / cuMemMap / cuMemUnmap cost per physical handle or per mapping?
-// And what does a kernel running meanwhile do to them? (issue 19: cheaper KV pages)
+// What a kernel running meanwhile does to cuMemMap / cuMemSetAccess / cuMemUnmap, and whether
+// pieces of one handle can be mapped apart (issue 19: cheaper KV pages).
 // nvcc -O2 -o slab_pages slab_pages.cu -lcuda && ./slab_pages
-// Layouts, 160 pages of 2 MiB each, page p mapped at VA slot 2p (never adjacent):
-//   own:   one 2 MiB handle per page
-//   slab:  handles of 16 pages (32 MiB); page p is piece p%16 of handle p/16 (cuMemMap offset)
-// Each: map per page, set access per page, unmap per page; per-page means over 5 rounds.
+// 160 pages of 2 MiB: one handle per page, each mapped at VA slot 2p (never adjacent), or
+// handles of H pages mapped whole. Per page: map, set access per mapping, unmap; means over
+// the rounds. Recorded on an H200, driver 580: mapping a piece of a handle (cuMemMap with a
+// nonzero offset) answers CUDA_ERROR_NOT_SUPPORTED (801), so a handle is mapped whole or not
+// at all; the last line checks that this still holds.
 #include <cuda.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,14 +52,14 @@ static void run(const char *name, int per_handle, int rounds, int during_kernel)
             spin<<<132, 32, 0, (cudaStream_t)s>>>(400ull * 1000 * 1000);
         }
         double t = now_us();
-        for (int p = 0; p < PAGES; p++)
-            CK(cuMemMap(va + 2 * p * PAGE, PAGE, (p % per_handle) * PAGE, h[p / per_handle], 0));
+        size_t hs = PAGE * per_handle;
+        for (int i = 0; i < handles; i++) CK(cuMemMap(va + 2 * i * hs, hs, 0, h[i], 0));
         t_map += now_us() - t;
         t = now_us();
-        for (int p = 0; p < PAGES; p++) CK(cuMemSetAccess(va + 2 * p * PAGE, PAGE, &acc, 1));
+        for (int i = 0; i < handles; i++) CK(cuMemSetAccess(va + 2 * i * hs, hs, &acc, 1));
         t_access += now_us() - t;
         t = now_us();
-        for (int p = 0; p < PAGES; p++) CK(cuMemUnmap(va + 2 * p * PAGE, PAGE));
+        for (int i = 0; i < handles; i++) CK(cuMemUnmap(va + 2 * i * hs, hs));
         t_unmap += now_us() - t;
         if (during_kernel) CK(cuStreamSynchronize(s));
     }
@@ -81,10 +82,24 @@ int main(void) {
     CK(cuDeviceGetName(name, sizeof name, dev));
     printf("%s\n", name);
     run("warm-up", 1, 1, 0);
-    run("own handle per page", 1, 5, 0);
-    run("pieces of 32 MiB handles", 16, 5, 0);
-    run("pieces of 8 MiB handles", 4, 5, 0);
-    run("own handle per page, kernel runs", 1, 3, 1);
-    run("pieces of 32 MiB, kernel runs", 16, 3, 1);
+    run("2 MiB handles", 1, 5, 0);
+    run("2 MiB handles, kernel runs", 1, 3, 1);
+    run("8 MiB handles", 4, 5, 0);
+    run("8 MiB handles, kernel runs", 4, 3, 1);
+    run("32 MiB handles", 16, 5, 0);
+    run("32 MiB handles, kernel runs", 16, 3, 1);
+    {
+        CUmemAllocationProp prop = {};
+        prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
+        prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+        CUmemGenericAllocationHandle big;
+        CUdeviceptr va;
+        CK(cuMemCreate(&big, 8 * PAGE, &prop, 0));
+        CK(cuMemAddressReserve(&va, PAGE, 0, 0, 0));
+        printf("cuMemMap of a 2 MiB piece at offset 2 MiB of an 8 MiB handle: %d\n",
+               (int)cuMemMap(va, PAGE, PAGE, big, 0));
+        CK(cuMemAddressFree(va, PAGE));
+        CK(cuMemRelease(big));
+    }
     return 0;
 }
