@@ -34,9 +34,10 @@ pub(crate) mod sealed {
 /// these methods as an inherent method, so calling them needs no import; the trait is for
 /// code generic over either.
 ///
-/// Unmapping first waits for device work as [`unmap_wait`](DeviceMemory::unmap_wait) says:
-/// by default ([`UnmapWait::Devices`]) for every recorded use and for all work in the
-/// contexts that can access the memory.
+/// Unmapping is ordered after device work as [`unmap_wait`](DeviceMemory::unmap_wait) says:
+/// by default ([`UnmapWait::Devices`]) after every recorded use and all work in the
+/// contexts that can access the memory. Drops, decommits and shrinks hand their mappings to
+/// the release queue ([`cuda_vmm::release`]) and return at once; its worker waits.
 pub trait DeviceMemory: sealed::Sealed {
     /// The device address of the range's start (a `CUdeviceptr`); the same for the
     /// structure's whole life.

@@ -65,10 +65,12 @@ pub struct BufferConfig {
 ///
 /// Copies to and from the host are synchronous: complete when they return. The `_async`
 /// variants queue on a caller's [`Stream`] and record the use. Unmapping (shrink, drop, a
-/// failed growth's rollback) first waits for device work as the reservation's
-/// [`UnmapWait`](cuda_vmm::UnmapWait) says: by default for every recorded use and for all
+/// failed growth's rollback) is ordered after device work as the reservation's
+/// [`UnmapWait`](cuda_vmm::UnmapWait) says: by default after every recorded use and all
 /// work in the contexts that can access the memory, so kernels of any library may still be
-/// running when the buffer is shrunk or dropped. See
+/// running when the buffer is shrunk or dropped. A shrink or drop returns at once: the
+/// release queue's worker ([`cuda_vmm::release`]) waits and unmaps; a rollback waits in the
+/// call. See
 /// [`set_unmap_wait`](GrowableBuffer::set_unmap_wait) for the cheaper, `unsafe` opt-outs.
 pub struct GrowableBuffer<T: DevicePod> {
     backing: Backing,

@@ -275,12 +275,19 @@ impl<T: DevicePod> SparseArray<T> {
     /// Returns the number of committed tiles decommitted (spares, already holes to the
     /// caller, are not counted; [`spare_count`](Self::spare_count) shows what is left).
     ///
-    /// Each unmap first waits as the array's [`UnmapWait`](cuda_vmm::UnmapWait) says: by
-    /// default for the recorded uses and for all work in the contexts that can reach the
-    /// memory.
+    /// Returns without waiting for the device: the tiles become holes at once and are
+    /// handed to the release queue ([`cuda_vmm::release`]), whose worker thread unmaps them
+    /// and gives them back once the device work the array's
+    /// [`UnmapWait`](cuda_vmm::UnmapWait) names has ended (by default the recorded uses and
+    /// all work in the contexts that can reach the memory). Until then their bytes count in
+    /// [`pending_release_bytes`](Self::pending_release_bytes), and a commit over them waits
+    /// for that entry. With the queue turned off
+    /// ([`Cuda::set_max_pending_release_bytes`](cuda_vmm::Cuda::set_max_pending_release_bytes)
+    /// 0) or under `UnmapWait::Caller`, the wait and the unmaps happen in this call.
     ///
     /// On error, the tiles that could not be unmapped stay committed (or spare) with their
-    /// contents, and the others are holes.
+    /// contents, and the others are holes. Failures on the worker are logged and kept for
+    /// [`Cuda::take_release_errors`](cuda_vmm::Cuda::take_release_errors).
     pub fn decommit(&mut self, range: Range<usize>) -> Result<usize> {
         check_range("decommit", &range, self.len)?;
         self.prepare();
