@@ -64,6 +64,12 @@ impl HostBuffer {
         self.memory.bytes()
     }
 
+    /// The bytes from `from` on, while copies of the bytes before it may be in flight
+    /// (see `HostMemory::bytes_from`).
+    pub(crate) fn bytes_from(&mut self, from: usize) -> &mut [u8] {
+        self.memory.bytes_from(from)
+    }
+
     /// The buffer's memory, for the driver's copies.
     pub(crate) fn memory(&self) -> &HostMemory {
         &self.memory

@@ -8,6 +8,10 @@ use crate::raw::{self, CheckedRange, StreamHandle};
 use crate::staging::{HostBuffer, STAGE_BYTES};
 use crate::stream::synchronize_raw;
 
+/// A synchronous write is queued in pieces of this size, so that the device copies one
+/// piece while the host fills the next (a whole 4 MiB buffer at once serialises the two).
+const PIECE_BYTES: usize = 512 << 10;
+
 /// Where a staging buffer's last copy stands.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Slot {
@@ -58,12 +62,34 @@ impl<'d> Pair<'d> {
         stream: &StreamHandle,
         queue: impl FnOnce(&HostBuffer) -> Result<()>,
     ) -> Result<()> {
+        self.queue_piece(slot, stream, queue, true)
+    }
+
+    /// The buffer of `slot` (taken by [`Pair::idle`]), whatever its copies: for filling
+    /// the bytes after the pieces already queued.
+    fn buffer(&mut self, slot: usize) -> Option<&mut HostBuffer> {
+        self.slots[slot].as_mut().map(|(buffer, _)| buffer)
+    }
+
+    /// [`Pair::queue`] for one piece of a buffer: the event is recorded only after the
+    /// `last` piece (it covers all of them); until then the buffer counts as queued with
+    /// no event covering it.
+    fn queue_piece(
+        &mut self,
+        slot: usize,
+        stream: &StreamHandle,
+        queue: impl FnOnce(&HostBuffer) -> Result<()>,
+        last: bool,
+    ) -> Result<()> {
         let device = self.device;
         let Some((buffer, state)) = self.slots[slot].as_mut() else {
             return Ok(());
         };
         queue(buffer)?;
         *state = Slot::Queued;
+        if !last {
+            return Ok(());
+        }
         if let Err(e) = buffer.record(device, stream) {
             // No event covers the copy: only a finished stream makes the buffer idle.
             if synchronize_raw(device, stream).is_ok() {
@@ -125,12 +151,23 @@ pub(super) fn htod_sync(
         tracker.order_after_uses(device, stream)?;
     }
     let mut pair = Pair::new(device);
+    let api = device.cuda().api();
     let result = (|| {
         for (i, chunk) in data.chunks(STAGE_BYTES).enumerate() {
             let slot = i % 2;
-            pair.idle(slot)?.bytes()[..chunk.len()].copy_from_slice(chunk);
-            let at = dst.sub(i * STAGE_BYTES, chunk.len())?;
-            pair.queue(slot, stream, |b| queue_htod(device, stream, at, b))?;
+            pair.idle(slot)?;
+            // Piece by piece: the device reads piece `k` while the host fills `k + 1`.
+            let pieces = chunk.len().div_ceil(PIECE_BYTES);
+            for (k, piece) in chunk.chunks(PIECE_BYTES).enumerate() {
+                let from = k * PIECE_BYTES;
+                if let Some(buffer) = pair.buffer(slot) {
+                    buffer.bytes_from(from)[..piece.len()].copy_from_slice(piece);
+                }
+                let at = dst.sub(i * STAGE_BYTES + from, piece.len())?;
+                let copy =
+                    |b: &HostBuffer| raw::copy_htod_staged_at(api, stream, at, b.memory(), from);
+                pair.queue_piece(slot, stream, copy, k + 1 == pieces)?;
+            }
         }
         synchronize_raw(device, stream)?;
         pair.all_idle();

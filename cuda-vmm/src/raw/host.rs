@@ -68,6 +68,19 @@ impl HostMemory {
         unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
     }
 
+    /// The bytes from `from` on (none when `from` is past the end), for filling a buffer
+    /// piece by piece. Only called while no device copy that is queued reads or writes
+    /// those bytes: copies of the pieces before `from` may be in flight (they only read
+    /// bytes this slice does not cover).
+    #[inline]
+    pub(crate) fn bytes_from(&mut self, from: usize) -> &mut [u8] {
+        let from = from.min(self.len);
+        // SAFETY: `ptr + from .. ptr + len` lies in the `len` initialised bytes this value
+        // owns; `&mut self` makes the slice unique on the host, and the device copies in
+        // flight (the caller's contract) touch only bytes before `from`.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(from), self.len - from) }
+    }
+
     /// Frees the memory (no copy uses it any more: the staging module's invariant).
     /// A failed `cuMemFreeHost` is logged; a missing one leaks the memory.
     pub(crate) fn free(self, api: Api) {

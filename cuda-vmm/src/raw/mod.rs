@@ -63,8 +63,8 @@ pub(crate) use host::HostMemory;
 pub use memory::*;
 pub use stream::*;
 pub(crate) use vmm::{
-    copy_dtod, copy_dtoh_staged, copy_htod_staged, fill, AllocationHandle, CheckedRange,
-    ContextIdle, DeviceMemory, ReservedRange, Waited,
+    copy_dtod, copy_dtoh_staged, copy_htod_staged, copy_htod_staged_at, fill, AllocationHandle,
+    CheckedRange, ContextIdle, DeviceMemory, ReservedRange, Waited,
 };
 
 /// Fails with [`Error::MissingEntryPoint`] (returning from the caller) unless the table

@@ -501,6 +501,29 @@ pub(crate) fn copy_htod_staged(
     unsafe { super::memcpy_htod_async(api, dst.ptr, src.ptr().cast(), dst.len, stream.raw()) }
 }
 
+/// Queues a copy of `dst.len` bytes of `src`, from byte `offset` on, into `dst` on
+/// `stream` (`cuMemcpyHtoDAsync`); refused if they do not lie in `src`.
+pub(crate) fn copy_htod_staged_at(
+    api: Api,
+    stream: &super::StreamHandle,
+    dst: CheckedRange<'_>,
+    src: &super::HostMemory,
+    offset: usize,
+) -> Result<()> {
+    staging_fits(offset.saturating_add(dst.len), src.len())?;
+    // SAFETY: as in `copy_htod_staged`: `offset + dst.len <= src.len()` bytes of staging
+    // memory, kept until the copy completed.
+    unsafe {
+        super::memcpy_htod_async(
+            api,
+            dst.ptr,
+            src.ptr().add(offset).cast(),
+            dst.len,
+            stream.raw(),
+        )
+    }
+}
+
 /// Queues a copy of `src` into the first `src.len()` bytes of `dst` on `stream`
 /// (`cuMemcpyDtoHAsync`); refused if `dst` is shorter.
 pub(crate) fn copy_dtoh_staged(
