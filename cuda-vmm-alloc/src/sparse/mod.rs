@@ -311,16 +311,48 @@ impl<T: DevicePod> SparseArray<T> {
         }
     }
 
-    /// Decommits `runs` of committed (or, with `spare`, spare) tiles, every run tried;
-    /// returns how many tiles became holes, or the first error (later ones are logged).
+    /// Decommits `runs` of committed (or, with `spare`, spare) tiles with ONE release (one
+    /// queue entry, one wait for all of them), then maps zero blocks into each run if
+    /// configured; returns how many tiles became holes, or the first error (later ones are
+    /// logged). On error, the tiles not unmapped stay as they were.
     fn decommit_runs(&mut self, runs: Vec<Range<usize>>, spare: bool) -> Result<usize> {
-        let mut result = Ok(0);
+        if runs.is_empty() {
+            return Ok(0);
+        }
+        let tiles = if spare {
+            &mut self.spares
+        } else {
+            &mut self.committed
+        };
+        let chunks: Vec<Chunk> = runs
+            .iter()
+            .flat_map(|run| run.clone())
+            .filter_map(|t| tiles.remove(&t))
+            .collect();
+        let tile = self.tile_bytes;
+        let mut result = match self.backing.release_chunks(chunks) {
+            Ok(()) => Ok(0),
+            Err((e, kept)) => {
+                tracing::error!("releasing tiles failed: {e}");
+                let tiles = if spare {
+                    &mut self.spares
+                } else {
+                    &mut self.committed
+                };
+                for chunk in kept {
+                    tiles.insert(chunk.offset() / tile, chunk);
+                }
+                Err(e)
+            }
+        };
         for run in runs {
-            match (self.decommit_tiles(run, spare), &mut result) {
-                (Ok(n), Ok(count)) => *count += n,
+            let tiles = if spare { &self.spares } else { &self.committed };
+            let holes = run.clone().filter(|t| !tiles.contains_key(t)).count();
+            match (self.rezero(run), &mut result) {
+                (Ok(()), Ok(count)) => *count += holes,
                 (Err(e), Ok(_)) => result = Err(e),
                 (Err(e), Err(_)) => tracing::error!("decommit: {e}"),
-                (Ok(_), Err(_)) => {}
+                (Ok(()), Err(_)) => {}
             }
         }
         result
@@ -490,37 +522,6 @@ impl<T: DevicePod> SparseArray<T> {
             self.remap_holes(&[run]);
         }
         mapped
-    }
-
-    /// Decommits one run of committed (or, with `spare`, spare) tiles and maps zero blocks
-    /// into it (merged with the zero blocks around) if configured.
-    /// Returns how many tiles became holes; on error, those not unmapped stay as they were.
-    fn decommit_tiles(&mut self, run: Range<usize>, spare: bool) -> Result<usize> {
-        let tiles = if spare {
-            &mut self.spares
-        } else {
-            &mut self.committed
-        };
-        let chunks: Vec<Chunk> = run.clone().filter_map(|t| tiles.remove(&t)).collect();
-        let tile = self.tile_bytes;
-        let (result, kept) = match self.backing.release_chunks(chunks) {
-            Ok(()) => (Ok(()), Vec::new()),
-            Err((e, kept)) => {
-                tracing::error!("releasing tiles {run:?} failed: {e}");
-                (Err(e), kept)
-            }
-        };
-        let tiles = if spare {
-            &mut self.spares
-        } else {
-            &mut self.committed
-        };
-        for chunk in kept {
-            tiles.insert(chunk.offset() / tile, chunk);
-        }
-        let holes = run.clone().filter(|t| !tiles.contains_key(t)).count();
-        let zeroed = self.rezero(run);
-        result.and(zeroed).map(|()| holes)
     }
 }
 
