@@ -130,6 +130,13 @@ impl MappedRanges {
         self.map.get(&offset).is_some_and(|r| r.size == size)
     }
 
+    /// Whether exactly `[offset, offset + size)` is one live interval marked ending.
+    pub(crate) fn is_ending_mapping(&self, offset: usize, size: usize) -> bool {
+        self.map
+            .get(&offset)
+            .is_some_and(|r| r.size == size && r.ending)
+    }
+
     /// Number of live intervals.
     pub(crate) fn len(&self) -> usize {
         self.map.len()

@@ -313,13 +313,19 @@ impl Mapping {
     }
 
     /// Unmaps a mapping whose interval is marked ending, for the release queue once the
-    /// entry's condition held; on failure the mapping stays live (and ending).
-    pub(crate) fn unmap_ending(
-        &mut self,
-        mapped: &mut MappedRanges,
-        waited: &Waited,
-    ) -> Result<()> {
-        self.try_unmap_locked(mapped, waited)
+    /// entry's condition held, locking the book-keeping only around the driver call (see
+    /// `ReservedRange::unmap_ending`); on failure the mapping stays live (and ending).
+    pub(crate) fn unmap_ending(&mut self, waited: &Waited) -> Result<()> {
+        if !self.live {
+            return Ok(());
+        }
+        let inner = &*self.reservation.inner;
+        let api = inner.device.cuda().api();
+        inner
+            .range
+            .unmap_ending(api, &inner.mapped, self.offset, self.size, waited)?;
+        self.live = false;
+        Ok(())
     }
 
     fn teardown(&mut self) -> Result<()> {

@@ -150,6 +150,32 @@ impl ReservedRange {
         unsafe { super::mem_set_access(api, ptr, size, descs) }
     }
 
+    /// Unmaps the mapping recorded at exactly `[offset, offset + size)` and marked ending
+    /// (`cuMemUnmap`), then forgets it; on failure it stays recorded. The book-keeping is
+    /// locked only to check and to forget, not across the driver call: no other path
+    /// touches an ending interval (copies and access changes over it are refused, a map
+    /// over it first completes the release that ends it, and only its one `Mapping`
+    /// unmaps it), so other threads map and copy elsewhere in the range meanwhile.
+    pub(crate) fn unmap_ending(
+        &self,
+        api: Api,
+        mapped: &parking_lot::RwLock<MappedRanges>,
+        offset: usize,
+        size: usize,
+        _waited: &Waited,
+    ) -> Result<()> {
+        let ptr = self.address(offset, size)?;
+        if !mapped.read().is_ending_mapping(offset, size) {
+            return Err(Error::NotMapped { offset, size });
+        }
+        // SAFETY: the book-keeping records exactly this range as one mapping of this live
+        // reservation, marked ending, which no other path maps, unmaps or uses (see
+        // above); `Waited` proves no device work may still use it.
+        unsafe { super::mem_unmap(api, ptr, size) }?;
+        mapped.write().remove(offset);
+        Ok(())
+    }
+
     /// Unmaps the mapping recorded in `mapped` at exactly `[offset, offset + size)`
     /// (`cuMemUnmap`) and forgets it; on failure it stays recorded.
     pub(crate) fn unmap(

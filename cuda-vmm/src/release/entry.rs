@@ -148,14 +148,12 @@ impl Entry {
             done: false,
             errors,
         };
-        let inner = &*self.reservation.inner;
         let waited = Waited::after_wait();
-        let mut mapped = inner.mapped.write();
         let mut allocations = Vec::with_capacity(work.mappings.len());
         let mut kept = Vec::new();
         let mut rest = std::mem::take(&mut work.mappings).into_iter();
         while let Some(mut m) = rest.next() {
-            match m.unmap_ending(&mut mapped, &waited) {
+            match m.unmap_ending(&waited) {
                 Ok(()) => allocations.push(m.allocation().clone()),
                 Err(e) => {
                     outcome.errors.push(e);
@@ -164,7 +162,6 @@ impl Entry {
                 }
             }
         }
-        drop(mapped);
         if !kept.is_empty() {
             // Kept for a retry; `then` waits until every mapping is unmapped, with the
             // allocations unmapped so far.
