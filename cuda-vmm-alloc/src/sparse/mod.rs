@@ -36,6 +36,28 @@ pub use zero::ZeroMemory;
 ///
 /// [`ptr`](SparseArray::ptr) is stable; kernels may access committed tiles (and, with
 /// [`HoleBehavior::Zeros`], read holes).
+///
+/// ```
+/// # fn main() -> Result<(), cuda_vmm_alloc::Error> {
+/// use cuda_vmm::Cuda;
+/// use cuda_vmm_alloc::{SparseArray, SparseConfig};
+///
+/// let cuda = Cuda::simulator()?;
+/// let device = cuda.device(0)?;
+/// // A 1 TiB logical array of u32: only address space until tiles are committed.
+/// let mut a = SparseArray::<u32>::new(&device, 1 << 38, SparseConfig::default())?;
+/// let per_tile = a.tile_bytes() / 4;
+/// assert_eq!(a.commit(10 * per_tile..10 * per_tile + 3)?, 1); // rounded out: one tile
+/// a.write(10 * per_tile, &[7, 8, 9])?;
+/// let mut out = [0u32; 4];
+/// a.read(10 * per_tile..10 * per_tile + 4, &mut out)?;
+/// assert_eq!(out, [7, 8, 9, 0]); // a new tile reads as zero
+/// let hole = a.read(0..1, &mut out[..1]).unwrap_err();
+/// assert!(matches!(hole, cuda_vmm_alloc::Error::NotCommitted { .. }));
+/// assert_eq!(a.decommit(10 * per_tile..11 * per_tile)?, 1);
+/// assert_eq!(a.committed_bytes(), 0);
+/// # Ok(()) }
+/// ```
 pub struct SparseArray<T: DevicePod> {
     backing: Backing,
     len: usize,
