@@ -9,8 +9,8 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use cuda_vmm::UnmapWait;
-use cuda_vmm_alloc::{GrowableBuffer, SparseArray, SparseConfig};
-use cuda_vmm_benches::{env, Raw, CHUNK, MIB};
+use cuda_vmm_alloc::{SparseArray, SparseConfig};
+use cuda_vmm_benches::{env, raw_write_drop, write_drop, write_drop_committed, Raw, CHUNK};
 
 fn ordering(c: &mut Criterion) {
     let env = env();
@@ -23,38 +23,18 @@ fn ordering(c: &mut Criterion) {
     ] {
         group.bench_function(
             BenchmarkId::new(format!("write_drop/{name}"), "2MiB"),
-            |b| {
-                b.iter(|| {
-                    let mut buf =
-                        GrowableBuffer::<u8>::with_max_capacity(device, 64 * MIB).expect("buffer");
-                    // SAFETY: the only device work on the buffer is the library's synchronous
-                    // copy, complete before `extend_from_slice` returns.
-                    unsafe { buf.set_unmap_wait(policy) };
-                    buf.extend_from_slice(&data).expect("write");
-                    drop(buf);
-                })
-            },
+            |b| b.iter(|| write_drop(device, &data, policy)),
         );
     }
     // The raw floor: the same driver calls through the raw table, with the buffer's committed
     // size, the copy made safe the raw way (cuCtxSynchronize before the unmap).
-    let committed = {
-        let mut buf = GrowableBuffer::<u8>::with_max_capacity(device, 64 * MIB).expect("buffer");
-        buf.extend_from_slice(&data).expect("write");
-        buf.committed_bytes()
-    };
+    let committed = write_drop_committed(device, &data);
     let raw = Raw::new(env);
     device
         .make_current()
         .expect("current context for the raw calls");
     group.bench_function(BenchmarkId::new("write_drop/raw", "2MiB"), |b| {
-        b.iter(|| {
-            let range = raw.range_in(64 * MIB, committed);
-            range.map();
-            range.set_access();
-            raw.write_synced(range.ptr(), &data);
-            drop(range);
-        })
+        b.iter(|| raw_write_drop(&raw, committed, &data))
     });
     for (name, policy) in [
         ("default", UnmapWait::Devices),

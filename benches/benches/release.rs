@@ -19,8 +19,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use cuda_vmm::{Backend, Stream, UnmapWait};
-use cuda_vmm_alloc::{GrowableBuffer, SparseArray, SparseConfig};
-use cuda_vmm_benches::{env, Env, Raw, CHUNK, MIB};
+use cuda_vmm_alloc::{SparseArray, SparseConfig};
+use cuda_vmm_benches::{
+    env, raw_write_drop, write_drop as write_drop_once, write_drop_committed, Env, Raw, CHUNK,
+};
 use cuda_vmm_tests::ptx::SlowFill;
 
 /// How long the kernel of the `*_during_kernel` benches runs.
@@ -41,39 +43,19 @@ fn write_drop(c: &mut Criterion, env: &Env) {
         }
         group.bench_function(
             BenchmarkId::new(format!("write_drop/{name}"), "2MiB"),
-            |b| {
-                b.iter(|| {
-                    let mut buf =
-                        GrowableBuffer::<u8>::with_max_capacity(device, 64 * MIB).expect("buffer");
-                    // SAFETY: the only device work on the buffer is the library's synchronous
-                    // copy, complete before `extend_from_slice` returns.
-                    unsafe { buf.set_unmap_wait(policy) };
-                    buf.extend_from_slice(&data).expect("write");
-                    drop(buf);
-                })
-            },
+            |b| b.iter(|| write_drop_once(device, &data, policy)),
         );
         env.cuda
             .set_max_pending_release_bytes(cuda_vmm::release::DEFAULT_MAX_PENDING_RELEASE_BYTES);
         assert!(env.cuda.flush_releases(FLUSH).expect("flush"));
     }
-    let committed = {
-        let mut buf = GrowableBuffer::<u8>::with_max_capacity(device, 64 * MIB).expect("buffer");
-        buf.extend_from_slice(&data).expect("write");
-        buf.committed_bytes()
-    };
+    let committed = write_drop_committed(device, &data);
     let raw = Raw::new(env);
     device
         .make_current()
         .expect("current context for the raw calls");
     group.bench_function(BenchmarkId::new("write_drop/raw", "2MiB"), |b| {
-        b.iter(|| {
-            let range = raw.range_in(64 * MIB, committed);
-            range.map();
-            range.set_access();
-            raw.write_synced(range.ptr(), &data);
-            drop(range);
-        })
+        b.iter(|| raw_write_drop(&raw, committed, &data))
     });
     group.finish();
 }

@@ -49,6 +49,7 @@ mod raw_copy;
 mod raw_growth;
 mod side;
 mod stub;
+mod write_drop;
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -62,6 +63,7 @@ pub use raw_copy::RawCopier;
 pub use raw_growth::{RawGrowth, RawMapping};
 pub use side::{criterion_dir, record_extra};
 pub use stub::{stub_device, stub_driver, StubRaw};
+pub use write_drop::{raw_write_drop, write_drop, write_drop_committed};
 
 /// One kibibyte.
 pub const KIB: usize = 1 << 10;
