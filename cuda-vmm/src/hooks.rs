@@ -27,7 +27,10 @@
 //! hold also delays the releases queued after it.
 //!
 //! Each range is reported once: a queued unmap that fails and is retried is not reported
-//! again. A hook that panics is caught and logged; the mapping change goes on.
+//! again. `unmapping` is reported for every mapping that goes, also one never reported
+//! `accessible` (a rollback after a failed access change): ignore ranges you do not hold.
+//! The ranges are reported per mapping, `accessible` per access change (which may span
+//! several mappings), so a registrar matches them by overlap. A hook that panics is caught and logged; the mapping change goes on.
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
