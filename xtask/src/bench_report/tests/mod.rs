@@ -198,4 +198,3 @@ fn issue11_run(root: &Path) {
     });
     write_json(&root.join(EXTRA_FILE), &extra);
 }
-
