@@ -7,22 +7,18 @@
 use std::time::Duration;
 
 use cuda_vmm::{Cuda, Device, Stream};
-use cuda_vmm_alloc::{SparseArray, SparseConfig};
-use cuda_vmm_sys::CUresult;
-use cuda_vmm_tests::helpers::{gran, pattern_cycle};
+use cuda_vmm_alloc::SparseArray;
+use cuda_vmm_tests::helpers::pattern_cycle;
 
-use super::{code, eventually, free, own_process, simulated, FLUSH};
-
-const UNKNOWN: CUresult = CUresult::CUDA_ERROR_UNKNOWN;
+use super::{
+    assert_overlap, code, eventually, free, own_process, simulated_array, take_one_unknown_error,
+    FLUSH, UNKNOWN,
+};
 
 /// A simulator `Cuda`, its device 0, its granularity, and an array of four tiles with
 /// tiles 0 and 1 committed and written.
 fn setup() -> (Cuda, Device, usize, SparseArray<u8>) {
-    let (cuda, device) = simulated();
-    let tile = gran(&device).expect("granularity");
-    let mut array =
-        SparseArray::<u8>::new(&device, 4 * tile, SparseConfig::default()).expect("array");
-    array.commit(0..2 * tile).expect("commit");
+    let (cuda, device, tile, mut array) = simulated_array(4, 2);
     array.write(0, &pattern_cycle(2 * tile, 7)).expect("write");
     (cuda, device, tile, array)
 }
@@ -45,11 +41,8 @@ own_process!(
         // One entry of two mappings: the first unmaps, the second fails.
         assert_eq!(array.decommit(0..2 * tile).expect("decommit"), 2);
         until_errors(&cuda, 1);
-        let errors = cuda.take_release_errors();
-        assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].kept && !errors[0].from_wait, "{errors:?}");
+        let errors = take_one_unknown_error(&cuda, true, false);
         assert_eq!(errors[0].size, 2 * tile);
-        assert_eq!(code(&errors[0].error), Some(UNKNOWN));
         let stats = cuda.release_stats();
         assert_eq!((stats.pending_entries, stats.completed), (1, 0));
         assert_eq!(stats.pending_bytes, 2 * tile);
@@ -61,13 +54,7 @@ own_process!(
         let refused = array
             .commit(tile..2 * tile)
             .expect_err("tile 1 is still mapped");
-        assert!(
-            matches!(
-                refused,
-                cuda_vmm_alloc::Error::Vmm(cuda_vmm::Error::Overlap { .. })
-            ),
-            "{refused:?}"
-        );
+        assert_overlap(&refused);
         drop(fault);
         assert!(cuda.flush_releases(FLUSH).expect("flush"));
         assert!(cuda.take_release_errors().is_empty());
@@ -96,10 +83,7 @@ own_process!(
         let before = free(&device);
         assert_eq!(array.decommit(0..tile).expect("decommit"), 1);
         assert!(cuda.flush_releases(FLUSH).expect("flush"));
-        let errors = cuda.take_release_errors();
-        assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(!errors[0].kept && !errors[0].from_wait, "{errors:?}");
-        assert_eq!(code(&errors[0].error), Some(UNKNOWN));
+        take_one_unknown_error(&cuda, false, false);
         // The refused release is tried again as the handle drops: the memory is back.
         assert_eq!(
             cuda_vmm_sim::call_count_on_thread(&worker, "cuMemRelease"),
@@ -134,10 +118,7 @@ own_process!(
         let before = free(&device);
         assert_eq!(array.decommit(0..tile).expect("decommit"), 1);
         assert!(cuda.flush_releases(FLUSH).expect("flush"));
-        let errors = cuda.take_release_errors();
-        assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].from_wait && !errors[0].kept, "{errors:?}");
-        assert_eq!(code(&errors[0].error), Some(UNKNOWN));
+        let errors = take_one_unknown_error(&cuda, false, true);
         assert_eq!(errors[0].size, tile);
         assert!(cuda_vmm_sim::call_count_on_thread(&worker, "cuCtxSynchronize") > fences);
         assert_eq!(free(&device), before + tile);
@@ -157,10 +138,7 @@ own_process!(
         let before = free(&device);
         assert_eq!(array.decommit(0..tile).expect("decommit"), 1);
         assert!(cuda.flush_releases(FLUSH).expect("flush"));
-        let errors = cuda.take_release_errors();
-        assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].from_wait && !errors[0].kept, "{errors:?}");
-        assert_eq!(code(&errors[0].error), Some(UNKNOWN));
+        take_one_unknown_error(&cuda, false, true);
         let stats = cuda.release_stats();
         assert_eq!(
             (stats.pending_entries, stats.completed, stats.errors),
@@ -235,10 +213,7 @@ fn a_worker_restarted_after_idling_keeps_its_name_and_its_reports() {
     assert_eq!(array.decommit(tile..2 * tile).expect("decommit"), 1);
     until_errors(&cuda, 1);
     drop(fault);
-    let errors = cuda.take_release_errors();
-    assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(errors[0].kept && !errors[0].from_wait);
-    assert_eq!(code(&errors[0].error), Some(UNKNOWN));
+    take_one_unknown_error(&cuda, true, false);
     assert_eq!(cuda_vmm_sim::call_count_on_thread(&worker, "cuMemUnmap"), 2);
     assert!(cuda.flush_releases(FLUSH).expect("flush"));
     let stats = cuda.release_stats();
