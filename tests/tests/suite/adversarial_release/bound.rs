@@ -11,7 +11,8 @@ use cuda_vmm_alloc::{SparseArray, SparseConfig};
 use cuda_vmm_tests::helpers::{gran, pattern_cycle};
 
 use super::{
-    own_process, simulated, simulated_array, until_worker_called, waits_for_the_hold, FLUSH,
+    flush_cleanly, own_process, simulated, simulated_array, until_worker_called,
+    waits_for_the_hold, FLUSH,
 };
 
 own_process!(
@@ -47,8 +48,7 @@ own_process!(
             assert_eq!(a.commit(tile..2 * tile).expect("commit over queued"), 1);
         });
         assert_eq!(cuda.release_stats().completed_by_callers, 1);
-        assert!(cuda.flush_releases(FLUSH).expect("flush"));
-        assert!(cuda.take_release_errors().is_empty());
+        flush_cleanly(&cuda);
         let stats = cuda.release_stats();
         assert_eq!(
             (stats.pending_entries, stats.pending_bytes, stats.completed),
@@ -114,8 +114,7 @@ own_process!(
             (tile, 0)
         );
         drop(hold1);
-        assert!(cuda.flush_releases(FLUSH).expect("flush"));
-        assert!(cuda.take_release_errors().is_empty());
+        flush_cleanly(&cuda);
         let stats = cuda.release_stats();
         assert_eq!(
             (stats.queued, stats.completed, stats.completed_by_callers),

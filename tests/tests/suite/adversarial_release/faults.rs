@@ -11,8 +11,8 @@ use cuda_vmm_alloc::SparseArray;
 use cuda_vmm_tests::helpers::pattern_cycle;
 
 use super::{
-    assert_overlap, code, eventually, free, own_process, simulated_array, take_one_unknown_error,
-    FLUSH, UNKNOWN,
+    assert_overlap, code, decommit_first_tile_failing, eventually, flush_cleanly, free,
+    own_process, simulated_array, take_one_unknown_error, FLUSH, UNKNOWN,
 };
 
 /// A simulator `Cuda`, its device 0, its granularity, and an array of four tiles with
@@ -56,8 +56,7 @@ own_process!(
             .expect_err("tile 1 is still mapped");
         assert_overlap(&refused);
         drop(fault);
-        assert!(cuda.flush_releases(FLUSH).expect("flush"));
-        assert!(cuda.take_release_errors().is_empty());
+        flush_cleanly(&cuda);
         let stats = cuda.release_stats();
         assert_eq!((stats.pending_entries, stats.completed), (0, 1));
         assert_eq!((stats.completed_by_callers, stats.errors), (1, 1));
@@ -79,10 +78,8 @@ own_process!(
         let (cuda, device, tile, mut array) = setup();
         let worker = cuda.release_worker_name().to_owned();
         let releases = cuda_vmm_sim::call_count_on_thread(&worker, "cuMemRelease");
-        let _fault = cuda_vmm_sim::inject_fault_on_thread(&worker, "cuMemRelease", 1, UNKNOWN);
-        let before = free(&device);
-        assert_eq!(array.decommit(0..tile).expect("decommit"), 1);
-        assert!(cuda.flush_releases(FLUSH).expect("flush"));
+        let (_fault, before) =
+            decommit_first_tile_failing(&cuda, &device, &mut array, tile, "cuMemRelease");
         take_one_unknown_error(&cuda, false, false);
         // The refused release is tried again as the handle drops: the memory is back.
         assert_eq!(
@@ -113,11 +110,8 @@ own_process!(
             .expect("write");
         let worker = cuda.release_worker_name().to_owned();
         let fences = cuda_vmm_sim::call_count_on_thread(&worker, "cuCtxSynchronize");
-        let _fault =
-            cuda_vmm_sim::inject_fault_on_thread(&worker, "cuEventSynchronize", 1, UNKNOWN);
-        let before = free(&device);
-        assert_eq!(array.decommit(0..tile).expect("decommit"), 1);
-        assert!(cuda.flush_releases(FLUSH).expect("flush"));
+        let (_fault, before) =
+            decommit_first_tile_failing(&cuda, &device, &mut array, tile, "cuEventSynchronize");
         let errors = take_one_unknown_error(&cuda, false, true);
         assert_eq!(errors[0].size, tile);
         assert!(cuda_vmm_sim::call_count_on_thread(&worker, "cuCtxSynchronize") > fences);
@@ -133,11 +127,8 @@ own_process!(
     failed_fence_child,
     {
         let (cuda, device, tile, mut array) = setup();
-        let worker = cuda.release_worker_name().to_owned();
-        let _fault = cuda_vmm_sim::inject_fault_on_thread(&worker, "cuCtxSynchronize", 1, UNKNOWN);
-        let before = free(&device);
-        assert_eq!(array.decommit(0..tile).expect("decommit"), 1);
-        assert!(cuda.flush_releases(FLUSH).expect("flush"));
+        let (_fault, before) =
+            decommit_first_tile_failing(&cuda, &device, &mut array, tile, "cuCtxSynchronize");
         take_one_unknown_error(&cuda, false, true);
         let stats = cuda.release_stats();
         assert_eq!(
@@ -187,8 +178,7 @@ own_process!(
         drop(here);
         // Dropping the array leaves the kept entry to the queue; the next flush retries it.
         drop(array);
-        assert!(cuda.flush_releases(FLUSH).expect("flush"));
-        assert!(cuda.take_release_errors().is_empty());
+        flush_cleanly(&cuda);
         let stats = cuda.release_stats();
         assert_eq!((stats.pending_entries, stats.pending_bytes), (0, 0));
         assert_eq!(free(&device), before + 2 * tile);

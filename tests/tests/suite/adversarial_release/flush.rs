@@ -6,7 +6,9 @@ use cuda_vmm::Stream;
 use cuda_vmm_alloc::{Error, SparseArray, SparseConfig};
 use cuda_vmm_tests::helpers::{pattern_cycle, TestResult};
 
-use super::{own_process, queued, queued_device, simulated_array, FLUSH, STAYS_QUEUED_FOR};
+use super::{
+    flush_cleanly, own_process, queued, queued_device, simulated_array, FLUSH, STAYS_QUEUED_FOR,
+};
 
 /// With nothing queued, a zero timeout still answers "drained".
 #[test]
@@ -115,8 +117,7 @@ own_process!(
         assert_eq!((stats.pending_entries, stats.completed), (1, 0));
         assert_eq!(array.pending_release_bytes(), tile);
         drop(hold);
-        assert!(cuda.flush_releases(FLUSH).expect("flush"));
-        assert!(cuda.take_release_errors().is_empty());
+        flush_cleanly(&cuda);
         assert_eq!(array.pending_release_bytes(), 0);
         device.synchronize().expect("no poison");
     }

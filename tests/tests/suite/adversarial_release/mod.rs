@@ -230,3 +230,29 @@ pub(crate) fn assert_overlap(refused: &cuda_vmm_alloc::Error) {
         "{refused:?}"
     );
 }
+
+/// With the worker's first call of `symbol` failing (the returned guard keeps the fault
+/// armed), decommits the first tile of `array` and flushes the queue. Returns the guard and
+/// the device's free memory before the decommit.
+#[track_caller]
+pub(crate) fn decommit_first_tile_failing(
+    cuda: &Cuda,
+    device: &Device,
+    array: &mut SparseArray<u8>,
+    tile: usize,
+    symbol: &str,
+) -> (cuda_vmm_sim::FaultGuard, usize) {
+    let worker = cuda.release_worker_name().to_owned();
+    let fault = cuda_vmm_sim::inject_fault_on_thread(&worker, symbol, 1, UNKNOWN);
+    let before = free(device);
+    assert_eq!(array.decommit(0..tile).expect("decommit"), 1);
+    assert!(cuda.flush_releases(FLUSH).expect("flush"));
+    (fault, before)
+}
+
+/// Flushes the queue of `cuda`, checking that it drained and that nothing failed.
+#[track_caller]
+pub(crate) fn flush_cleanly(cuda: &Cuda) {
+    assert!(cuda.flush_releases(FLUSH).expect("flush"));
+    assert!(cuda.take_release_errors().is_empty());
+}

@@ -10,7 +10,7 @@ use cuda_vmm_alloc::{SparseArray, SparseConfig};
 use cuda_vmm_sys::CUresult;
 use cuda_vmm_tests::helpers::{gran, pattern_cycle};
 
-use super::{code, eventually, free, own_process, simulated, FLUSH, STAYS_QUEUED_FOR};
+use super::{code, eventually, flush_cleanly, free, own_process, simulated, STAYS_QUEUED_FOR};
 
 /// Tiles that fill the device, and an array holding all of them.
 fn fill() -> (
@@ -56,8 +56,7 @@ own_process!(
         );
         release.join().expect("thread");
         assert_eq!(a.pending_release_bytes(), 0);
-        assert!(cuda.flush_releases(FLUSH).expect("flush"));
-        assert!(cuda.take_release_errors().is_empty());
+        flush_cleanly(&cuda);
         device.synchronize().expect("no poison");
     }
 );
