@@ -5,25 +5,22 @@
 //!
 //! Each test runs in its own process: a hold blocks context synchronisation process-wide.
 
-use std::time::Instant;
-
 use cuda_vmm::release::DEFAULT_MAX_PENDING_RELEASE_BYTES;
 use cuda_vmm::{Stream, UnmapWait};
 use cuda_vmm_alloc::{SparseArray, SparseConfig};
 use cuda_vmm_tests::helpers::{gran, pattern_cycle};
 
-use super::{own_process, simulated, until_worker_called, FLUSH, STAYS_QUEUED_FOR};
+use super::{
+    flush_cleanly, own_process, simulated, simulated_array, until_worker_called,
+    waits_for_the_hold, FLUSH,
+};
 
 own_process!(
     turning_the_queue_off_while_entries_are_queued_leaves_them_to_the_worker,
     queue_off_child,
     {
-        let (cuda, device) = simulated();
+        let (cuda, device, tile, mut a) = simulated_array(4, 2);
         let stream = Stream::new(&device).expect("stream");
-        let tile = gran(&device).expect("granularity");
-        let mut a =
-            SparseArray::<u8>::new(&device, 4 * tile, SparseConfig::default()).expect("array");
-        a.commit(0..2 * tile).expect("commit");
         let mut b =
             SparseArray::<u8>::new(&device, 2 * tile, SparseConfig::default()).expect("array");
         b.commit(0..tile).expect("commit");
@@ -47,20 +44,11 @@ own_process!(
         assert_eq!(a.pending_release_bytes(), 2 * tile);
         // A commit over the second queued tile completes that entry on this thread, which
         // waits for the held write.
-        let release = std::thread::spawn(move || {
-            std::thread::sleep(STAYS_QUEUED_FOR);
-            drop(hold);
+        waits_for_the_hold(hold, "the commit", || {
+            assert_eq!(a.commit(tile..2 * tile).expect("commit over queued"), 1);
         });
-        let start = Instant::now();
-        assert_eq!(a.commit(tile..2 * tile).expect("commit over queued"), 1);
-        assert!(
-            start.elapsed() >= STAYS_QUEUED_FOR,
-            "the commit did not wait"
-        );
-        release.join().expect("thread");
         assert_eq!(cuda.release_stats().completed_by_callers, 1);
-        assert!(cuda.flush_releases(FLUSH).expect("flush"));
-        assert!(cuda.take_release_errors().is_empty());
+        flush_cleanly(&cuda);
         let stats = cuda.release_stats();
         assert_eq!(
             (stats.pending_entries, stats.pending_bytes, stats.completed),
@@ -112,20 +100,12 @@ own_process!(
         assert_eq!(a2.decommit(0..tile).expect("decommit"), 1);
         assert_eq!(cuda.release_stats().completed_by_callers, 0);
         cuda.set_max_pending_release_bytes(tile);
-        let release = std::thread::spawn(move || {
-            std::thread::sleep(STAYS_QUEUED_FOR);
-            drop(hold2);
-        });
         // Three tiles pending over a one-tile bound: this caller completes the queued two,
         // oldest first (waiting for the held write on s2); the worker keeps the one it
         // holds, which alone fits the bound.
-        let start = Instant::now();
-        assert_eq!(a2.decommit(tile..2 * tile).expect("decommit"), 1);
-        assert!(
-            start.elapsed() >= STAYS_QUEUED_FOR,
-            "the caller did not wait"
-        );
-        release.join().expect("thread");
+        waits_for_the_hold(hold2, "the caller", || {
+            assert_eq!(a2.decommit(tile..2 * tile).expect("decommit"), 1);
+        });
         let stats = cuda.release_stats();
         assert_eq!((stats.completed_by_callers, stats.completed), (2, 2));
         assert_eq!((stats.pending_entries, stats.pending_bytes), (1, tile));
@@ -134,8 +114,7 @@ own_process!(
             (tile, 0)
         );
         drop(hold1);
-        assert!(cuda.flush_releases(FLUSH).expect("flush"));
-        assert!(cuda.take_release_errors().is_empty());
+        flush_cleanly(&cuda);
         let stats = cuda.release_stats();
         assert_eq!(
             (stats.queued, stats.completed, stats.completed_by_callers),

@@ -7,22 +7,18 @@
 use std::time::Duration;
 
 use cuda_vmm::{Cuda, Device, Stream};
-use cuda_vmm_alloc::{SparseArray, SparseConfig};
-use cuda_vmm_sys::CUresult;
-use cuda_vmm_tests::helpers::{gran, pattern_cycle};
+use cuda_vmm_alloc::SparseArray;
+use cuda_vmm_tests::helpers::pattern_cycle;
 
-use super::{code, eventually, free, own_process, simulated, FLUSH};
-
-const UNKNOWN: CUresult = CUresult::CUDA_ERROR_UNKNOWN;
+use super::{
+    assert_overlap, code, decommit_first_tile_failing, eventually, flush_cleanly, free,
+    own_process, simulated_array, take_one_unknown_error, FLUSH, UNKNOWN,
+};
 
 /// A simulator `Cuda`, its device 0, its granularity, and an array of four tiles with
 /// tiles 0 and 1 committed and written.
 fn setup() -> (Cuda, Device, usize, SparseArray<u8>) {
-    let (cuda, device) = simulated();
-    let tile = gran(&device).expect("granularity");
-    let mut array =
-        SparseArray::<u8>::new(&device, 4 * tile, SparseConfig::default()).expect("array");
-    array.commit(0..2 * tile).expect("commit");
+    let (cuda, device, tile, mut array) = simulated_array(4, 2);
     array.write(0, &pattern_cycle(2 * tile, 7)).expect("write");
     (cuda, device, tile, array)
 }
@@ -45,11 +41,8 @@ own_process!(
         // One entry of two mappings: the first unmaps, the second fails.
         assert_eq!(array.decommit(0..2 * tile).expect("decommit"), 2);
         until_errors(&cuda, 1);
-        let errors = cuda.take_release_errors();
-        assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].kept && !errors[0].from_wait, "{errors:?}");
+        let errors = take_one_unknown_error(&cuda, true, false);
         assert_eq!(errors[0].size, 2 * tile);
-        assert_eq!(code(&errors[0].error), Some(UNKNOWN));
         let stats = cuda.release_stats();
         assert_eq!((stats.pending_entries, stats.completed), (1, 0));
         assert_eq!(stats.pending_bytes, 2 * tile);
@@ -61,16 +54,9 @@ own_process!(
         let refused = array
             .commit(tile..2 * tile)
             .expect_err("tile 1 is still mapped");
-        assert!(
-            matches!(
-                refused,
-                cuda_vmm_alloc::Error::Vmm(cuda_vmm::Error::Overlap { .. })
-            ),
-            "{refused:?}"
-        );
+        assert_overlap(&refused);
         drop(fault);
-        assert!(cuda.flush_releases(FLUSH).expect("flush"));
-        assert!(cuda.take_release_errors().is_empty());
+        flush_cleanly(&cuda);
         let stats = cuda.release_stats();
         assert_eq!((stats.pending_entries, stats.completed), (0, 1));
         assert_eq!((stats.completed_by_callers, stats.errors), (1, 1));
@@ -92,14 +78,9 @@ own_process!(
         let (cuda, device, tile, mut array) = setup();
         let worker = cuda.release_worker_name().to_owned();
         let releases = cuda_vmm_sim::call_count_on_thread(&worker, "cuMemRelease");
-        let _fault = cuda_vmm_sim::inject_fault_on_thread(&worker, "cuMemRelease", 1, UNKNOWN);
-        let before = free(&device);
-        assert_eq!(array.decommit(0..tile).expect("decommit"), 1);
-        assert!(cuda.flush_releases(FLUSH).expect("flush"));
-        let errors = cuda.take_release_errors();
-        assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(!errors[0].kept && !errors[0].from_wait, "{errors:?}");
-        assert_eq!(code(&errors[0].error), Some(UNKNOWN));
+        let (_fault, before) =
+            decommit_first_tile_failing(&cuda, &device, &mut array, tile, "cuMemRelease");
+        take_one_unknown_error(&cuda, false, false);
         // The refused release is tried again as the handle drops: the memory is back.
         assert_eq!(
             cuda_vmm_sim::call_count_on_thread(&worker, "cuMemRelease"),
@@ -129,15 +110,9 @@ own_process!(
             .expect("write");
         let worker = cuda.release_worker_name().to_owned();
         let fences = cuda_vmm_sim::call_count_on_thread(&worker, "cuCtxSynchronize");
-        let _fault =
-            cuda_vmm_sim::inject_fault_on_thread(&worker, "cuEventSynchronize", 1, UNKNOWN);
-        let before = free(&device);
-        assert_eq!(array.decommit(0..tile).expect("decommit"), 1);
-        assert!(cuda.flush_releases(FLUSH).expect("flush"));
-        let errors = cuda.take_release_errors();
-        assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].from_wait && !errors[0].kept, "{errors:?}");
-        assert_eq!(code(&errors[0].error), Some(UNKNOWN));
+        let (_fault, before) =
+            decommit_first_tile_failing(&cuda, &device, &mut array, tile, "cuEventSynchronize");
+        let errors = take_one_unknown_error(&cuda, false, true);
         assert_eq!(errors[0].size, tile);
         assert!(cuda_vmm_sim::call_count_on_thread(&worker, "cuCtxSynchronize") > fences);
         assert_eq!(free(&device), before + tile);
@@ -152,15 +127,9 @@ own_process!(
     failed_fence_child,
     {
         let (cuda, device, tile, mut array) = setup();
-        let worker = cuda.release_worker_name().to_owned();
-        let _fault = cuda_vmm_sim::inject_fault_on_thread(&worker, "cuCtxSynchronize", 1, UNKNOWN);
-        let before = free(&device);
-        assert_eq!(array.decommit(0..tile).expect("decommit"), 1);
-        assert!(cuda.flush_releases(FLUSH).expect("flush"));
-        let errors = cuda.take_release_errors();
-        assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].from_wait && !errors[0].kept, "{errors:?}");
-        assert_eq!(code(&errors[0].error), Some(UNKNOWN));
+        let (_fault, before) =
+            decommit_first_tile_failing(&cuda, &device, &mut array, tile, "cuCtxSynchronize");
+        take_one_unknown_error(&cuda, false, true);
         let stats = cuda.release_stats();
         assert_eq!(
             (stats.pending_entries, stats.completed, stats.errors),
@@ -209,8 +178,7 @@ own_process!(
         drop(here);
         // Dropping the array leaves the kept entry to the queue; the next flush retries it.
         drop(array);
-        assert!(cuda.flush_releases(FLUSH).expect("flush"));
-        assert!(cuda.take_release_errors().is_empty());
+        flush_cleanly(&cuda);
         let stats = cuda.release_stats();
         assert_eq!((stats.pending_entries, stats.pending_bytes), (0, 0));
         assert_eq!(free(&device), before + 2 * tile);
@@ -235,10 +203,7 @@ fn a_worker_restarted_after_idling_keeps_its_name_and_its_reports() {
     assert_eq!(array.decommit(tile..2 * tile).expect("decommit"), 1);
     until_errors(&cuda, 1);
     drop(fault);
-    let errors = cuda.take_release_errors();
-    assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(errors[0].kept && !errors[0].from_wait);
-    assert_eq!(code(&errors[0].error), Some(UNKNOWN));
+    take_one_unknown_error(&cuda, true, false);
     assert_eq!(cuda_vmm_sim::call_count_on_thread(&worker, "cuMemUnmap"), 2);
     assert!(cuda.flush_releases(FLUSH).expect("flush"));
     let stats = cuda.release_stats();

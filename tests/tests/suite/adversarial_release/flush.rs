@@ -4,9 +4,11 @@ use std::time::{Duration, Instant};
 
 use cuda_vmm::Stream;
 use cuda_vmm_alloc::{Error, SparseArray, SparseConfig};
-use cuda_vmm_tests::helpers::{gran, pattern_cycle, TestResult};
+use cuda_vmm_tests::helpers::{pattern_cycle, TestResult};
 
-use super::{own_process, queued, simulated, FLUSH, STAYS_QUEUED_FOR};
+use super::{
+    flush_cleanly, own_process, queued, queued_device, simulated_array, FLUSH, STAYS_QUEUED_FOR,
+};
 
 /// With nothing queued, a zero timeout still answers "drained".
 #[test]
@@ -23,9 +25,7 @@ fn a_zero_timeout_flush_of_an_empty_queue_is_drained() -> TestResult {
 #[test]
 fn a_duration_max_flush_waits_without_a_deadline() -> TestResult {
     let _memory = crate::memory_shared();
-    let cuda = queued()?;
-    let device = cuda.device(0)?;
-    let tile = gran(&device)?;
+    let (cuda, device, tile) = queued_device()?;
     let mut array = SparseArray::<u8>::new(&device, 2 * tile, SparseConfig::default())?;
     array.commit(0..tile)?;
     array.decommit(0..tile)?;
@@ -38,9 +38,7 @@ fn a_duration_max_flush_waits_without_a_deadline() -> TestResult {
 #[test]
 fn a_timeout_of_a_thousand_years_flushes_normally() -> TestResult {
     let _memory = crate::memory_shared();
-    let cuda = queued()?;
-    let device = cuda.device(0)?;
-    let tile = gran(&device)?;
+    let (cuda, device, tile) = queued_device()?;
     let mut array = SparseArray::<u8>::new(&device, 2 * tile, SparseConfig::default())?;
     array.commit(0..2 * tile)?;
     assert_eq!(array.decommit(0..2 * tile)?, 2);
@@ -57,9 +55,7 @@ fn a_timeout_of_a_thousand_years_flushes_normally() -> TestResult {
 #[test]
 fn usize_max_ranges_are_refused_exactly_and_queue_nothing() -> TestResult {
     let _memory = crate::memory_shared();
-    let cuda = queued()?;
-    let device = cuda.device(0)?;
-    let tile = gran(&device)?;
+    let (cuda, device, tile) = queued_device()?;
     let len = 2 * tile / 4;
     let mut array = SparseArray::<u32>::new(&device, len, SparseConfig::default())?;
     array.commit(0..len)?;
@@ -101,12 +97,8 @@ own_process!(
     a_zero_timeout_flush_answers_false_at_once_while_device_work_holds_an_entry,
     zero_timeout_held_child,
     {
-        let (cuda, device) = simulated();
+        let (cuda, device, tile, mut array) = simulated_array(2, 1);
         let stream = Stream::new(&device).expect("stream");
-        let tile = gran(&device).expect("granularity");
-        let mut array =
-            SparseArray::<u8>::new(&device, 2 * tile, SparseConfig::default()).expect("array");
-        array.commit(0..tile).expect("commit");
         let hold = cuda_vmm_sim::hold_stream(stream.raw());
         array
             .write_async(&stream, 0, &pattern_cycle(tile, 3))
@@ -125,8 +117,7 @@ own_process!(
         assert_eq!((stats.pending_entries, stats.completed), (1, 0));
         assert_eq!(array.pending_release_bytes(), tile);
         drop(hold);
-        assert!(cuda.flush_releases(FLUSH).expect("flush"));
-        assert!(cuda.take_release_errors().is_empty());
+        flush_cleanly(&cuda);
         assert_eq!(array.pending_release_bytes(), 0);
         device.synchronize().expect("no poison");
     }

@@ -4,23 +4,19 @@
 //!
 //! Each test runs in its own process: they compare the simulator's free memory exactly.
 
-use cuda_vmm_alloc::{
-    BufferConfig, ChunkPool, GrowableBuffer, PoolConfig, SparseArray, SparseConfig,
-};
-use cuda_vmm_sys::CUresult;
+use cuda_vmm_alloc::{BufferConfig, GrowableBuffer, SparseArray, SparseConfig};
 use cuda_vmm_tests::helpers::{gran, pattern_cycle};
 
-use super::{code, eventually, free, own_process, simulated, FLUSH};
-
-const UNKNOWN: CUresult = CUresult::CUDA_ERROR_UNKNOWN;
+use super::{
+    assert_overlap, code, flush_cleanly, free, own_process, simulated, simulated_pool,
+    take_one_unknown_error, with_failing_worker_unmap, FLUSH, UNKNOWN,
+};
 
 own_process!(
     a_kept_pooled_chunk_is_not_handed_out_until_a_flush_completes_its_release,
     kept_pooled_child,
     {
-        let (cuda, device) = simulated();
-        let tile = gran(&device).expect("granularity");
-        let pool = ChunkPool::new(&device, PoolConfig::default()).expect("pool");
+        let (cuda, device, tile, pool) = simulated_pool();
         let config = SparseConfig {
             pool: Some(pool.clone()),
             ..SparseConfig::default()
@@ -30,15 +26,10 @@ own_process!(
         a.commit(0..tile).expect("commit");
         let data = pattern_cycle(tile, 11);
         a.write(0, &data).expect("write");
-        let worker = cuda.release_worker_name().to_owned();
-        let fault = cuda_vmm_sim::inject_fault_on_thread(&worker, "cuMemUnmap", 1, UNKNOWN);
-        assert_eq!(a.decommit(0..tile).expect("decommit"), 1);
-        eventually("the unmap failed", || cuda.release_stats().errors == 1);
-        drop(fault);
-        let errors = cuda.take_release_errors();
-        assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].kept && !errors[0].from_wait);
-        assert_eq!(code(&errors[0].error), Some(UNKNOWN));
+        with_failing_worker_unmap(&cuda, || {
+            assert_eq!(a.decommit(0..tile).expect("decommit"), 1);
+        });
+        take_one_unknown_error(&cuda, true, false);
         let stats = pool.stats();
         assert_eq!(
             (stats.pending_returns, stats.chunks_held),
@@ -53,8 +44,7 @@ own_process!(
         assert_eq!(free(&device), before - tile);
         b.write(0, &pattern_cycle(tile, 13)).expect("write");
         // The flush completes the kept release: the chunk arrives in the pool.
-        assert!(cuda.flush_releases(FLUSH).expect("flush"));
-        assert!(cuda.take_release_errors().is_empty());
+        flush_cleanly(&cuda);
         let stats = pool.stats();
         assert_eq!(
             (stats.pending_returns, stats.chunks_held),
@@ -81,10 +71,8 @@ own_process!(
     a_buffer_growing_back_over_a_kept_tail_is_refused_until_a_flush,
     kept_tail_child,
     {
-        let (cuda, device) = simulated();
-        let tile = gran(&device).expect("granularity");
         // One-tile chunks (a pool's), so the shrink releases exactly the second.
-        let pool = ChunkPool::new(&device, PoolConfig::default()).expect("pool");
+        let (cuda, device, tile, pool) = simulated_pool();
         let config = BufferConfig {
             max_capacity: Some(4 * tile),
             pool: Some(pool.clone()),
@@ -96,12 +84,10 @@ own_process!(
         // The growth policy may commit ahead: everything past the first tile goes.
         let tail = buffer.committed_bytes() - tile;
         assert!(tail >= tile);
-        let worker = cuda.release_worker_name().to_owned();
-        let fault = cuda_vmm_sim::inject_fault_on_thread(&worker, "cuMemUnmap", 1, UNKNOWN);
-        buffer.truncate(tile);
-        buffer.shrink_to_fit().expect("shrink");
-        eventually("the unmap failed", || cuda.release_stats().errors == 1);
-        drop(fault);
+        with_failing_worker_unmap(&cuda, || {
+            buffer.truncate(tile);
+            buffer.shrink_to_fit().expect("shrink");
+        });
         assert_eq!(cuda.take_release_errors().len(), 1);
         assert_eq!(buffer.pending_release_bytes(), tail);
         assert_eq!(buffer.committed_bytes(), tile);
@@ -111,13 +97,7 @@ own_process!(
         let refused = buffer
             .extend_from_slice(&data[tile..])
             .expect_err("the kept tail is still mapped");
-        assert!(
-            matches!(
-                refused,
-                cuda_vmm_alloc::Error::Vmm(cuda_vmm::Error::Overlap { .. })
-            ),
-            "{refused:?}"
-        );
+        assert_overlap(&refused);
         assert_eq!(buffer.len(), tile);
         assert_eq!(free(&device), before, "the refused grow kept memory");
         assert!(cuda.flush_releases(FLUSH).expect("flush"));

@@ -11,7 +11,7 @@ use cuda_vmm::{
 };
 use cuda_vmm_tests::helpers::{gran, TestResult};
 
-use super::{free, own_process, queued, simulated, FLUSH};
+use super::{flush_cleanly, free, own_process, queued, queued_device, simulated, FLUSH};
 
 fn reserve_and_map(device: &Device, g: usize) -> cuda_vmm::Result<(Reservation, Mapping)> {
     let r = Reservation::new(device, 2 * g, ReserveOptions::default())?;
@@ -23,9 +23,7 @@ fn reserve_and_map(device: &Device, g: usize) -> cuda_vmm::Result<(Reservation, 
 #[test]
 fn mappings_of_two_reservations_are_refused_and_nothing_is_queued() -> TestResult {
     let _memory = crate::memory_shared();
-    let cuda = queued()?;
-    let device = cuda.device(0)?;
-    let g = gran(&device)?;
+    let (cuda, device, g) = queued_device()?;
     let (r1, m1) = reserve_and_map(&device, g)?;
     let (r2, m2) = reserve_and_map(&device, g)?;
     let Err((e, back)) = Mapping::unmap_deferred(vec![m1, m2], None) else {
@@ -69,9 +67,7 @@ fn an_empty_batch_runs_its_then_at_once_and_returns_its_error() -> TestResult {
 #[test]
 fn a_failing_then_on_the_worker_is_reported_once_and_not_kept() -> TestResult {
     let _memory = crate::memory_shared();
-    let cuda = queued()?;
-    let device = cuda.device(0)?;
-    let g = gran(&device)?;
+    let (cuda, device, g) = queued_device()?;
     let (r, m) = reserve_and_map(&device, g)?;
     let (tx, rx) = mpsc::channel();
     let then: cuda_vmm::release::ReleaseThen = Box::new(move |allocations| {
@@ -145,8 +141,7 @@ own_process!(
             })
         );
         drop(hold);
-        assert!(cuda.flush_releases(FLUSH).expect("flush"));
-        assert!(cuda.take_release_errors().is_empty());
+        flush_cleanly(&cuda);
         assert_eq!(r.mapping_count(), 0);
         assert_eq!(r.free(), Ok(()));
         assert_eq!(a.release(), Ok(()));

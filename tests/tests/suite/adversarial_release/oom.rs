@@ -10,7 +10,10 @@ use cuda_vmm_alloc::{SparseArray, SparseConfig};
 use cuda_vmm_sys::CUresult;
 use cuda_vmm_tests::helpers::{gran, pattern_cycle};
 
-use super::{code, eventually, free, own_process, simulated, FLUSH, STAYS_QUEUED_FOR};
+use super::{
+    code, drop_later, flush_cleanly, free, own_process, simulated, with_failing_worker_unmap,
+    STAYS_QUEUED_FOR, UNKNOWN,
+};
 
 /// Tiles that fill the device, and an array holding all of them.
 fn fill() -> (
@@ -44,10 +47,7 @@ own_process!(
         assert_eq!(a.decommit(0..n * tile).expect("decommit"), n);
         assert_eq!(a.pending_release_bytes(), n * tile);
         let mut b = SparseArray::<u8>::new(&device, tile, SparseConfig::default()).expect("array");
-        let release = std::thread::spawn(move || {
-            std::thread::sleep(STAYS_QUEUED_FOR);
-            drop(hold);
-        });
+        let release = drop_later(hold, STAYS_QUEUED_FOR);
         let start = Instant::now();
         assert_eq!(b.commit(0..tile).expect("commit after the flush"), 1);
         assert!(
@@ -56,8 +56,7 @@ own_process!(
         );
         release.join().expect("thread");
         assert_eq!(a.pending_release_bytes(), 0);
-        assert!(cuda.flush_releases(FLUSH).expect("flush"));
-        assert!(cuda.take_release_errors().is_empty());
+        flush_cleanly(&cuda);
         device.synchronize().expect("no poison");
     }
 );
@@ -68,16 +67,13 @@ own_process!(
     env = [(cuda_vmm_sim::ENV_MEMORY, "16M".into())],
     {
         let (cuda, device, tile, n, mut a) = fill();
-        let unknown = CUresult::CUDA_ERROR_UNKNOWN;
-        let worker = cuda.release_worker_name().to_owned();
-        let fault = cuda_vmm_sim::inject_fault_on_thread(&worker, "cuMemUnmap", 1, unknown);
         // Tile 0 alone: its entry is kept.
-        assert_eq!(a.decommit(0..tile).expect("decommit"), 1);
-        eventually("the unmap failed", || cuda.release_stats().errors == 1);
-        drop(fault);
+        with_failing_worker_unmap(&cuda, || {
+            assert_eq!(a.decommit(0..tile).expect("decommit"), 1);
+        });
         let mut b = SparseArray::<u8>::new(&device, tile, SparseConfig::default()).expect("array");
         // The retry fails again on this thread: out of memory, exactly.
-        let here = cuda_vmm_sim::inject_fault("cuMemUnmap", 1, unknown);
+        let here = cuda_vmm_sim::inject_fault("cuMemUnmap", 1, UNKNOWN);
         let refused = b.commit(0..tile).expect_err("no memory");
         assert!(here.fired());
         drop(here);

@@ -7,25 +7,19 @@ use std::time::Instant;
 
 use cuda_vmm::Stream;
 use cuda_vmm_alloc::{Error, MemoryBudget, SparseArray, SparseConfig};
-use cuda_vmm_sys::CUresult;
 use cuda_vmm_tests::helpers::{gran, pattern_cycle};
 
 use super::{
-    code, eventually, free, own_process, simulated, until_worker_called, FLUSH, STAYS_QUEUED_FOR,
+    drop_later, free, own_process, simulated, simulated_array, take_one_unknown_error,
+    until_worker_called, with_failing_worker_unmap, FLUSH, STAYS_QUEUED_FOR, UNKNOWN,
 };
-
-const UNKNOWN: CUresult = CUresult::CUDA_ERROR_UNKNOWN;
 
 own_process!(
     a_flush_that_meets_a_failure_on_the_worker_retries_it_before_answering,
     failure_during_flush_child,
     {
-        let (cuda, device) = simulated();
+        let (cuda, device, tile, mut array) = simulated_array(2, 1);
         let stream = Stream::new(&device).expect("stream");
-        let tile = gran(&device).expect("granularity");
-        let mut array =
-            SparseArray::<u8>::new(&device, 2 * tile, SparseConfig::default()).expect("array");
-        array.commit(0..tile).expect("commit");
         let worker = cuda.release_worker_name().to_owned();
         let _fault = cuda_vmm_sim::inject_fault_on_thread(&worker, "cuMemUnmap", 1, UNKNOWN);
         let before = free(&device);
@@ -36,16 +30,10 @@ own_process!(
         assert_eq!(array.decommit(0..tile).expect("decommit"), 1);
         until_worker_called(&cuda, "cuEventSynchronize", 1);
         // The flush starts before the worker's unmap fails.
-        let release = std::thread::spawn(move || {
-            std::thread::sleep(STAYS_QUEUED_FOR);
-            drop(hold);
-        });
+        let release = drop_later(hold, STAYS_QUEUED_FOR);
         let drained = cuda.flush_releases(FLUSH);
         release.join().expect("thread");
-        let errors = cuda.take_release_errors();
-        assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].kept && !errors[0].from_wait);
-        assert_eq!(code(&errors[0].error), Some(UNKNOWN));
+        take_one_unknown_error(&cuda, true, false);
         let stats = cuda.release_stats();
         assert_eq!(
             (stats.pending_entries, stats.pending_bytes),
@@ -77,11 +65,9 @@ fn kept_budget_setup() -> (
     let mut a = SparseArray::<u8>::new(&device, 2 * tile, config.clone()).expect("array");
     let b = SparseArray::<u8>::new(&device, 2 * tile, config).expect("array");
     a.commit(0..tile).expect("commit");
-    let worker = cuda.release_worker_name().to_owned();
-    let fault = cuda_vmm_sim::inject_fault_on_thread(&worker, "cuMemUnmap", 1, UNKNOWN);
-    assert_eq!(a.decommit(0..tile).expect("decommit"), 1);
-    eventually("the unmap failed", || cuda.release_stats().errors == 1);
-    drop(fault);
+    with_failing_worker_unmap(&cuda, || {
+        assert_eq!(a.decommit(0..tile).expect("decommit"), 1);
+    });
     assert_eq!((budget.used(), a.pending_release_bytes()), (tile, tile));
     (cuda, device, tile, budget, a, b)
 }
@@ -156,10 +142,7 @@ own_process!(
             cuda_vmm_sim::call_count_on_thread(&worker, "cuCtxSynchronize"),
             fences + 2
         );
-        let errors = cuda.take_release_errors();
-        assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].from_wait && !errors[0].kept);
-        assert_eq!(code(&errors[0].error), Some(UNKNOWN));
+        take_one_unknown_error(&cuda, false, true);
         assert_eq!(free(&device), before + tile);
         peer.synchronize().expect("peer context");
     }

@@ -11,9 +11,9 @@ use cuda_vmm_alloc::{
     BufferConfig, ChunkPool, Error, GrowableBuffer, MemoryBudget, PoolConfig, SparseArray,
     SparseConfig,
 };
-use cuda_vmm_tests::helpers::{gran, pattern_cycle, TestResult};
+use cuda_vmm_tests::helpers::{pattern_cycle, TestResult};
 
-use super::{queued, FLUSH};
+use super::{queued_device, FLUSH};
 
 const THREADS: usize = 4;
 const ROUNDS: usize = 24;
@@ -89,9 +89,7 @@ fn buffer_rounds(device: &Device, pool: &ChunkPool, tile: usize) -> TestResult {
 #[test]
 fn structures_sharing_a_pool_never_get_a_chunk_whose_release_is_queued() -> TestResult {
     let _memory = crate::memory_shared();
-    let cuda = queued()?;
-    let device = cuda.device(0)?;
-    let tile = gran(&device)?;
+    let (cuda, device, tile) = queued_device()?;
     let pool = ChunkPool::new(
         &device,
         PoolConfig {
@@ -129,9 +127,7 @@ fn structures_sharing_a_pool_never_get_a_chunk_whose_release_is_queued() -> Test
 #[test]
 fn a_budget_shared_across_threads_is_never_exceeded_and_returns_to_zero() -> TestResult {
     let _memory = crate::memory_shared();
-    let cuda = queued()?;
-    let device = cuda.device(0)?;
-    let tile = gran(&device)?;
+    let (cuda, device, tile) = queued_device()?;
     let limit = 3 * tile;
     let budget = MemoryBudget::new(limit);
     let stop = AtomicBool::new(false);
@@ -210,9 +206,7 @@ fn a_budget_shared_across_threads_is_never_exceeded_and_returns_to_zero() -> Tes
 #[test]
 fn toggling_the_bound_while_threads_end_memory_loses_and_doubles_nothing() -> TestResult {
     let _memory = crate::memory_shared();
-    let cuda = queued()?;
-    let device = cuda.device(0)?;
-    let tile = gran(&device)?;
+    let (cuda, device, tile) = queued_device()?;
     let pool = ChunkPool::new(&device, PoolConfig::default())?;
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
