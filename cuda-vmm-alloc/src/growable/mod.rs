@@ -20,7 +20,7 @@ use churn::{ChurnWatch, SLOW_CREATE_MIN_BYTES};
 use prefetch::Prefetcher;
 
 mod churn;
-mod prefetch;
+pub(crate) mod prefetch;
 mod prefetching;
 mod set_len;
 mod shrink;

@@ -59,11 +59,18 @@ pub(crate) struct Prefetcher {
     /// End offsets and end rotation positions of the steps asked for and not collected yet,
     /// oldest first.
     queued: VecDeque<(usize, usize)>,
+    /// Steps that may be asked for and not collected at once.
+    depth: usize,
 }
 
 impl Prefetcher {
-    /// Starts a worker committing through `shadow`.
+    /// Starts a worker committing through `shadow`, [`DEPTH`] steps ahead at most.
     pub(crate) fn start(shadow: Backing) -> Result<Prefetcher> {
+        Prefetcher::start_with_depth(shadow, DEPTH)
+    }
+
+    /// Starts a worker committing through `shadow`, `depth` steps ahead at most.
+    pub(crate) fn start_with_depth(shadow: Backing, depth: usize) -> Result<Prefetcher> {
         let (requests, inbox) = mpsc::channel::<Request>();
         let (outbox, staged) = mpsc::channel::<Staged>();
         let worker = std::thread::Builder::new()
@@ -77,6 +84,7 @@ impl Prefetcher {
             staged: Mutex::new(staged),
             worker: Some(worker),
             queued: VecDeque::new(),
+            depth,
         })
     }
 
@@ -93,10 +101,10 @@ impl Prefetcher {
 
     /// Asks for chunks of `sizes` at `offset`, the first placed at rotation position `turn`
     /// (the owner's rotation is the only one: the worker keeps none of its own), unless
-    /// [`DEPTH`] steps are queued.
-    pub(crate) fn request(&mut self, offset: usize, turn: usize, sizes: Vec<usize>) {
-        if self.queued.len() >= DEPTH || sizes.is_empty() {
-            return;
+    /// the depth's worth of steps are queued. True if asked.
+    pub(crate) fn request(&mut self, offset: usize, turn: usize, sizes: Vec<usize>) -> bool {
+        if self.queued.len() >= self.depth || sizes.is_empty() {
+            return false;
         }
         let end = offset + sizes.iter().sum::<usize>();
         let turn_end = turn.wrapping_add(sizes.len());
@@ -111,6 +119,17 @@ impl Prefetcher {
         if sent {
             self.queued.push_back((end, turn_end));
         }
+        sent
+    }
+
+    /// The oldest queued step if the worker has finished it, without waiting.
+    pub(crate) fn try_collect(&mut self) -> Option<Staged> {
+        if self.queued.is_empty() {
+            return None;
+        }
+        let staged = self.staged.get_mut().try_recv().ok()?;
+        self.queued.pop_front();
+        Some(staged)
     }
 
     /// The oldest queued step, waiting for the worker to finish it; `None` if none is queued

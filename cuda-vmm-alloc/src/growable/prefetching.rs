@@ -67,7 +67,7 @@ impl<T: DevicePod> GrowableBuffer<T> {
             let target = self.policy.grow_to(from, from + 1, unit).min(reserved);
             let sizes = self.step_sizes(target - from);
             if let Some(prefetcher) = &mut self.prefetch {
-                prefetcher.request(from, turn, sizes);
+                let _ = prefetcher.request(from, turn, sizes);
             }
         }
     }

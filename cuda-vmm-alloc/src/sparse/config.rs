@@ -118,6 +118,15 @@ pub struct SparseConfig {
     /// [`DriverStats::peak_committed_bytes`](crate::DriverStats::peak_committed_bytes)
     /// counts them. 0 (none) by default.
     pub spare_tiles: usize,
+    /// Map the spare tiles on a worker thread (one per array) after each commit, instead of
+    /// in the commit: a commit maps only the tiles it needs that are not spares yet, and
+    /// the next commit of the following tiles finds them mapped, as kvcached maps pages
+    /// ahead. The array adopts finished spares at its next call; a call over tiles the
+    /// worker is still mapping waits for it. Needs `spare_tiles > 0`,
+    /// [`HoleBehavior::Error`], [`uninit_tiles`](Self::uninit_tiles) and one home
+    /// ([`Placement::Owner`] or a single-device placement); refused otherwise. `false` by
+    /// default.
+    pub background_spares: bool,
     /// Bound the tiles this array commits (spares included), alone or together with the
     /// other structures given clones of the same budget: a commit past it is refused with
     /// [`Error::BudgetExceeded`](crate::Error::BudgetExceeded), changing nothing. `None`

@@ -1,5 +1,6 @@
 //! A huge logical array over one reservation, of which only touched tiles hold memory.
 
+mod ahead;
 mod config;
 mod spare;
 mod tiles;
@@ -71,6 +72,8 @@ pub struct SparseArray<T: DevicePod> {
     spares: BTreeMap<usize, Chunk>,
     spare_tiles: usize,
     zero: Option<ZeroHoles>,
+    /// The worker mapping spares ahead, with [`SparseConfig::background_spares`].
+    ahead: Option<ahead::Ahead>,
     _elements: PhantomData<T>,
 }
 
@@ -152,8 +155,28 @@ impl<T: DevicePod> SparseArray<T> {
             spares: BTreeMap::new(),
             spare_tiles: config.spare_tiles,
             zero: None,
+            ahead: None,
             _elements: PhantomData,
         };
+        if config.background_spares {
+            let why = if config.spare_tiles == 0 {
+                Some("spare_tiles is 0")
+            } else if config.holes != HoleBehavior::Error {
+                Some("holes read as zeros (HoleBehavior::Zeros)")
+            } else if !config.uninit_tiles {
+                Some("new tiles are zero-filled (uninit_tiles is false)")
+            } else if array.backing.homes.only().is_none() {
+                Some("the placement stripes tiles over several devices")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(Error::InvalidConfig {
+                    message: format!("background_spares needs spare tiles mapped as is: {why}"),
+                });
+            }
+            array.ahead = Some(ahead::Ahead::start(array.backing.shadow())?);
+        }
         if array.holes == HoleBehavior::Zeros {
             let memory = match zeros {
                 Some(memory) => memory,
@@ -243,6 +266,10 @@ impl<T: DevicePod> SparseArray<T> {
         self.prepare();
         self.backing.retry_stranded()?;
         let wanted = self.tiles_of(range);
+        if self.ahead.is_some() {
+            self.adopt_ready();
+            self.settle_ahead(wanted.clone());
+        }
         let new: Vec<usize> = wanted
             .clone()
             .filter(|t| !self.committed.contains_key(t))
@@ -251,7 +278,7 @@ impl<T: DevicePod> SparseArray<T> {
         let mut done: Vec<(Range<usize>, Vec<Chunk>)> = Vec::new();
         let rotation = self.backing.homes.position();
         for (i, run) in missing.iter().enumerate() {
-            let ahead = if i + 1 == missing.len() {
+            let ahead = if i + 1 == missing.len() && self.ahead.is_none() {
                 self.spare_run(run, &new)
             } else {
                 None
@@ -288,6 +315,9 @@ impl<T: DevicePod> SparseArray<T> {
         self.take_spares(&new);
         self.backing
             .note_committed((self.committed.len() + self.spares.len()) * self.tile_bytes);
+        if self.ahead.is_some() && !new.is_empty() {
+            self.request_ahead(wanted.end);
+        }
         Ok(new.len())
     }
 
@@ -319,6 +349,10 @@ impl<T: DevicePod> SparseArray<T> {
             self.tile_bytes,
             self.len * size,
         );
+        if self.ahead.is_some() {
+            self.adopt_ready();
+            self.settle_ahead(inner.clone());
+        }
         let present = tiles::runs(self.committed.range(inner.clone()).map(|(&t, _)| t));
         let spares = tiles::runs(self.spares.range(inner).map(|(&t, _)| t));
         let decommitted = self.decommit_runs(present, false);
@@ -444,6 +478,16 @@ impl<T: DevicePod> SparseArray<T> {
     /// runs and spare tiles, read-only on zero-mapped holes. One set-access call per run; the owner always
     /// has access.
     pub fn grant_access(&mut self, devices: &[Device]) -> Result<()> {
+        // The worker's shadow copied the peers: stopped around the change.
+        let restart = self.stop_ahead().is_some();
+        let result = self.grant_access_now(devices);
+        if restart {
+            self.restart_ahead();
+        }
+        result
+    }
+
+    fn grant_access_now(&mut self, devices: &[Device]) -> Result<()> {
         let tile = self.tile_bytes;
         let occupied = self.committed.keys().chain(self.spares.keys()).copied();
         let mut occupied: Vec<usize> = occupied.collect();
@@ -549,6 +593,7 @@ impl<T: DevicePod> SparseArray<T> {
 
 impl<T: DevicePod> Drop for SparseArray<T> {
     fn drop(&mut self) {
+        self.stop_ahead();
         let mut chunks: Vec<Chunk> = std::mem::take(&mut self.committed).into_values().collect();
         chunks.extend(std::mem::take(&mut self.spares).into_values());
         if let Err((e, kept)) = self.backing.release_chunks(chunks) {

@@ -31,6 +31,7 @@ impl<T: DevicePod> SparseArray<T> {
     /// spares were released; on error, those not unmapped stay spares.
     pub fn release_spares(&mut self) -> Result<usize> {
         self.prepare();
+        self.settle_all_ahead();
         let runs = tiles::runs(self.spares.keys().copied());
         self.decommit_runs(runs, true)
     }

@@ -32,6 +32,7 @@ mod soundness;
 mod soundness_pool;
 mod soundness_shared;
 mod spares;
+mod spares_background;
 mod tracing_spans;
 mod views;
 
