@@ -33,6 +33,7 @@ mod soundness_pool;
 mod soundness_shared;
 mod spares;
 mod spares_background;
+mod spares_background_adversarial;
 mod tracing_spans;
 mod views;
 
