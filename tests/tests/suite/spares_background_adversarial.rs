@@ -669,3 +669,93 @@ fn a_peer_granted_while_spares_are_in_flight_reaches_them_and_the_later_ones() -
     }
     Ok(())
 }
+
+#[test]
+fn any_failed_call_of_the_workers_run_gives_its_memory_and_budget_back() -> TestResult {
+    let _memory = crate::memory_exclusive();
+    if !simulator_or_skip(FAULT_INJECTION)? {
+        return Ok(());
+    }
+    let d = device()?;
+    let g = gran(&d)?;
+    let per = g / 4;
+    let oom = CUresult::CUDA_ERROR_OUT_OF_MEMORY;
+    // The worker's run for tiles 1, 2 makes 2 creates, 2 maps and 1 set-access.
+    let faults = [
+        ("cuMemCreate", 1),
+        ("cuMemCreate", 2),
+        ("cuMemMap", 1),
+        ("cuMemMap", 2),
+        ("cuMemSetAccess", 1),
+    ];
+    for pooled in [false, true] {
+        for (symbol, n) in faults {
+            let what = format!("{symbol} #{n}, pooled {pooled}");
+            let before = free(&d)?;
+            let pool = if pooled {
+                let config = PoolConfig {
+                    chunk_size: g,
+                    ..PoolConfig::default()
+                };
+                Some(ChunkPool::new(&d, config)?)
+            } else {
+                None
+            };
+            let budget = MemoryBudget::new(16 * g);
+            let config = config(2, pool.clone(), Some(budget.clone()));
+            let mut a = SparseArray::<u32>::new(&d, 16 * per, config)?;
+            let mut m = Model::new(16, 2);
+            let fault = cuda_vmm_sim::inject_fault_on_thread("cuda-vmm-prefetch", symbol, n, oom);
+            commit(&mut a, &mut m, per, 0..1, 1, !pooled)?;
+            m.spares.clear();
+            // Waits for the failed run and maps both tiles here.
+            commit(&mut a, &mut m, per, 1..3, 2, !pooled)?;
+            assert!(fault.fired(), "{what}");
+            drop(fault);
+            // The next run (tiles 3, 4) goes through.
+            assert_eq!(a.release_spares()?, 2, "{what}");
+            m.spares.clear();
+            check(&a, &m, per, &what)?;
+            assert_eq!(budget.used(), 3 * g, "{what}");
+            drop(a);
+            drop(pool);
+            assert!(d.cuda().flush_releases(FLUSH)?);
+            assert_eq!(budget.used(), 0, "{what}");
+            assert_eq!(free(&d)?, before, "memory leaked, {what}");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn dropping_right_after_the_worker_stranded_a_mapping_leaks_nothing() -> TestResult {
+    let _memory = crate::memory_exclusive();
+    if !simulator_or_skip(FAULT_INJECTION)? {
+        return Ok(());
+    }
+    let d = device()?;
+    let per = gran(&d)? / 4;
+    let before = free(&d)?;
+    for round in 0..10 {
+        let mut a = SparseArray::<u32>::new(&d, 32 * per, config(2, None, None))?;
+        let map = cuda_vmm_sim::inject_fault_on_thread(
+            "cuda-vmm-prefetch",
+            "cuMemMap",
+            2,
+            CUresult::CUDA_ERROR_OUT_OF_MEMORY,
+        );
+        let unmap = cuda_vmm_sim::inject_fault_on_thread(
+            "cuda-vmm-prefetch",
+            "cuMemUnmap",
+            1,
+            CUresult::CUDA_ERROR_UNKNOWN,
+        );
+        assert_eq!(a.commit(10 * per..11 * per)?, 1);
+        drop(a); // waits for the run, adopts the stranded mapping, releases everything
+        assert!(map.fired() && unmap.fired(), "round {round}");
+        drop((map, unmap));
+        assert!(d.cuda().flush_releases(FLUSH)?);
+        assert_eq!(free(&d)?, before, "memory leaked, round {round}");
+    }
+    Ok(())
+}
