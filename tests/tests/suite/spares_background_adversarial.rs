@@ -759,3 +759,49 @@ fn dropping_right_after_the_worker_stranded_a_mapping_leaks_nothing() -> TestRes
     }
     Ok(())
 }
+
+#[test]
+fn a_failed_commit_over_tiles_in_flight_keeps_them_as_spares_and_counts_every_call() -> TestResult {
+    let _memory = crate::memory_shared();
+    if !simulator_or_skip(FAULT_INJECTION)? {
+        return Ok(());
+    }
+    let d = device()?;
+    let g = gran(&d)?;
+    let per = g / 4;
+    let mut a = SparseArray::<u32>::new(&d, 16 * per, config(2, None, None))?;
+    let mut m = Model::new(16, 2);
+    commit(&mut a, &mut m, per, 0..1, 1, true)?; // tiles 1, 2 in flight
+                                                 // Tiles 0..5: 1, 2 adopted, 3, 4 mapped here, and that map fails.
+    let fault = cuda_vmm_sim::inject_fault("cuMemMap", 2, CUresult::CUDA_ERROR_OUT_OF_MEMORY);
+    let e = a.commit(0..5 * per).unwrap_err();
+    assert!(fault.fired());
+    drop(fault);
+    assert_eq!(
+        e.to_string(),
+        "cuMemMap failed: CUDA_ERROR_OUT_OF_MEMORY (2): The API call failed because it was \
+         unable to allocate enough memory or other resources to perform the requested \
+         operation."
+    );
+    // All or nothing: tiles 1, 2 are still spares, nothing more was asked.
+    assert_eq!(a.spare_count(), 2);
+    check(&a, &m, per, "after the failed commit")?;
+    commit(&mut a, &mut m, per, 0..5, 2, true)?;
+    assert_eq!(a.release_spares()?, 2); // 5, 6
+    m.spares.clear();
+    check(&a, &m, per, "at the end")?;
+    // The worker's calls count with the caller's (maps as attempted): tile 0; 1, 2
+    // (worker); 3 and the failed map of 4 (undone, no set-access); 3, 4; 5, 6 (worker).
+    let stats = a.stats();
+    assert_eq!(
+        (stats.creates, stats.maps, stats.set_access_calls),
+        (9, 9, 4)
+    );
+    assert_eq!(stats.peak_committed_bytes, 7 * g);
+    // Empty ranges, at the start and at the end: nothing committed, nothing asked.
+    assert_eq!(a.commit(16 * per..16 * per)?, 0);
+    assert_eq!(a.commit(8 * per..8 * per)?, 0);
+    assert_eq!(a.spare_count(), 0);
+    assert_eq!(a.release_spares()?, 0);
+    Ok(())
+}
