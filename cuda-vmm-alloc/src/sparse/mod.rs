@@ -1,6 +1,7 @@
 //! A huge logical array over one reservation, of which only touched tiles hold memory.
 
 mod ahead;
+mod commit;
 mod config;
 mod spare;
 mod tiles;
@@ -19,7 +20,6 @@ use crate::growable::element_size;
 use crate::memory::overwrite;
 use crate::pod::{as_bytes_mut, DevicePod};
 use crate::stats::DriverStats;
-use crate::trace::Hex;
 
 pub use config::{HoleBehavior, SparseConfig};
 use zero::ZeroHoles;
@@ -256,71 +256,6 @@ impl<T: DevicePod> SparseArray<T> {
         start..at(tile.saturating_add(1)).max(start)
     }
 
-    /// Commits every tile the element range touches (rounded out to tiles). Each run of
-    /// adjacent new tiles gets one set-access call; spare tiles
-    /// ([`SparseConfig::spare_tiles`]) are taken without driver calls. All or nothing: on
-    /// error the array, its pool and the device's memory are as before. Returns the number
-    /// of tiles newly committed.
-    pub fn commit(&mut self, range: Range<usize>) -> Result<usize> {
-        check_range("commit", &range, self.len)?;
-        self.prepare();
-        self.backing.retry_stranded()?;
-        let wanted = self.tiles_of(range);
-        if self.ahead.is_some() {
-            self.adopt_ready();
-            self.settle_ahead(wanted.clone());
-        }
-        let new: Vec<usize> = wanted
-            .clone()
-            .filter(|t| !self.committed.contains_key(t))
-            .collect();
-        let missing = tiles::runs(new.iter().copied().filter(|t| !self.spares.contains_key(t)));
-        let mut done: Vec<(Range<usize>, Vec<Chunk>)> = Vec::new();
-        let rotation = self.backing.homes.position();
-        for (i, run) in missing.iter().enumerate() {
-            let ahead = if i + 1 == missing.len() && self.ahead.is_none() {
-                self.spare_run(run, &new)
-            } else {
-                None
-            };
-            match self.commit_with_spares(run.clone(), ahead) {
-                Ok(made) => done.push(made),
-                Err(e) => {
-                    for (run, chunks) in done.into_iter().rev() {
-                        self.backing.rollback(chunks);
-                        if let Err(z) = self.map_zero(&[run]) {
-                            tracing::error!("restoring zero tiles after a failed commit: {z}");
-                        }
-                    }
-                    // The runs given back give their turns in the placement rotation back.
-                    self.backing.homes.set_position(rotation);
-                    return Err(e);
-                }
-            }
-        }
-        for (run, chunks) in done {
-            if let Some(zero) = &mut self.zero {
-                for t in run.clone() {
-                    zero.missing.remove(&t);
-                }
-            }
-            for (t, chunk) in run.zip(chunks) {
-                if t < wanted.end {
-                    self.committed.insert(t, chunk);
-                } else {
-                    self.spares.insert(t, chunk);
-                }
-            }
-        }
-        self.take_spares(&new);
-        self.backing
-            .note_committed((self.committed.len() + self.spares.len()) * self.tile_bytes);
-        if self.ahead.is_some() && !new.is_empty() {
-            self.request_ahead(wanted.end);
-        }
-        Ok(new.len())
-    }
-
     /// Decommits the tiles lying wholly inside the element range (rounded in to tiles; the
     /// last tile counts as inside when the range reaches the array's end), returning their
     /// memory to the pool or the device. Spare tiles inside the range are released too.
@@ -342,7 +277,6 @@ impl<T: DevicePod> SparseArray<T> {
     /// [`Cuda::take_release_errors`](cuda_vmm::Cuda::take_release_errors).
     pub fn decommit(&mut self, range: Range<usize>) -> Result<usize> {
         check_range("decommit", &range, self.len)?;
-        self.prepare();
         let size = size_of::<T>();
         let inner = tiles::inside(
             range.start * size..range.end * size,
@@ -353,6 +287,7 @@ impl<T: DevicePod> SparseArray<T> {
             self.adopt_ready();
             self.settle_ahead(inner.clone());
         }
+        self.prepare();
         let present = tiles::runs(self.committed.range(inner.clone()).map(|(&t, _)| t));
         let spares = tiles::runs(self.spares.range(inner).map(|(&t, _)| t));
         let decommitted = self.decommit_runs(present, false);
@@ -542,52 +477,6 @@ impl<T: DevicePod> SparseArray<T> {
         if let Err(e) = self.map_zero(&holes) {
             tracing::error!("mapping zero blocks into holes: {e}");
         }
-    }
-
-    /// Commits one run of uncommitted tiles, transactionally; the caller records the chunks.
-    /// Zero-fills the run unless `uninit_tiles`, and always the tiles from `fill_from` on.
-    fn commit_run(&mut self, run: Range<usize>, fill_from: usize) -> Result<Vec<Chunk>> {
-        let tile = self.tile_bytes;
-        let _span = tracing::debug_span!(
-            "commit",
-            address = %Hex(self.ptr() + (run.start * tile) as u64),
-            size = run.len() * tile,
-            chunks = run.len(),
-            pooled = self.backing.pool.is_some(),
-        )
-        .entered();
-        let obtained = self.backing.obtain(&vec![tile; run.len()])?;
-        if let Err(e) = self.unmap_zero(run.clone()) {
-            self.backing.unobtain(obtained);
-            return Err(e);
-        }
-        let offset = run.start * tile;
-        let bytes = run.len() * tile;
-        let mapped = self
-            .backing
-            .map_run(offset, obtained, false)
-            .and_then(|chunks| {
-                let (offset, bytes) = if !self.uninit_tiles {
-                    (offset, bytes)
-                } else if fill_from < run.end {
-                    let from = fill_from.max(run.start) * tile;
-                    (from, offset + bytes - from)
-                } else {
-                    return Ok(chunks);
-                };
-                // New tiles read as zero, whatever the allocation held before.
-                match self.backing.reservation.fill(offset, bytes, 0) {
-                    Ok(()) => Ok(chunks),
-                    Err(e) => {
-                        self.backing.rollback(chunks);
-                        Err(e.into())
-                    }
-                }
-            });
-        if mapped.is_err() {
-            self.remap_holes(&[run]);
-        }
-        mapped
     }
 }
 

@@ -30,8 +30,8 @@ impl<T: DevicePod> SparseArray<T> {
     /// blocks are mapped back over them with [`HoleBehavior::Zeros`]). Returns how many
     /// spares were released; on error, those not unmapped stay spares.
     pub fn release_spares(&mut self) -> Result<usize> {
-        self.prepare();
         self.settle_all_ahead();
+        self.prepare();
         let runs = tiles::runs(self.spares.keys().copied());
         self.decommit_runs(runs, true)
     }

@@ -508,10 +508,6 @@ fn spares_that_fit_the_budget_only_partly_leave_the_rest_to_the_commits() -> Tes
 }
 
 #[test]
-#[ignore = "BUG: spares mapped by the worker hold the budget and make a commit that fits \
-            (1 committed tile + 1 new <= 2) fail with BudgetExceeded { requested: g, used: 2g, \
-            limit: 2g }; without the sleep the outcome depends on whether the worker charged \
-            before the caller (196 of 200 immediate commits succeeded)"]
 fn a_commit_that_fits_the_budget_is_not_refused_for_background_spares() -> TestResult {
     let _memory = crate::memory_shared();
     let d = device()?;
@@ -580,10 +576,6 @@ fn a_failed_map_on_the_worker_leaves_the_tiles_to_the_commit_and_leaks_nothing()
 }
 
 #[test]
-#[ignore = "BUG: the worker's run maps tile 11, fails on tile 12 and cannot unmap tile 11; \
-            the commit over tiles 11..13 adopts that stranded mapping after it retried the \
-            stranded ones, maps over it and fails with Vmm(Overlap { offset: 11 tiles, .. }); \
-            only the next call succeeds"]
 fn a_mapping_the_worker_could_not_undo_does_not_fail_the_commit_over_its_tile() -> TestResult {
     let _memory = crate::memory_exclusive();
     if !simulator_or_skip(FAULT_INJECTION)? {
