@@ -206,7 +206,8 @@ fn commit(
     let made = delta(&before, &counts(&CALLS));
     let (new, missing) = m.commit(w.clone(), seed);
     assert_eq!(n, new.len(), "commit {w:?}");
-    if calls {
+    // Per-thread call counts exist on the simulator only.
+    if calls && on_simulator()? {
         let tiles = missing.iter().map(|r| r.len() as u64).sum::<u64>();
         assert_eq!(
             made,
@@ -320,7 +321,9 @@ fn a_commit_ending_at_the_arrays_end_asks_for_no_spare_past_it() -> TestResult {
     assert!(!a.is_committed(len));
     let before = counts(&CALLS);
     assert_eq!(a.commit(0..len)?, 6); // tiles 0..5 mapped here, spare 6 taken
-    assert_eq!(delta(&before, &counts(&CALLS)), [5, 5, 1]);
+    if on_simulator()? {
+        assert_eq!(delta(&before, &counts(&CALLS)), [5, 5, 1]);
+    }
     assert_eq!(
         (a.committed_bytes(), a.spare_count()),
         (8 * a.tile_bytes(), 0)
@@ -481,11 +484,13 @@ fn spares_that_fit_the_budget_only_partly_leave_the_rest_to_the_commits() -> Tes
         assert_eq!(a.commit(t * per..(t + 1) * per)?, n, "tile {t}");
         // Only every commit whose tile is no spare maps on this thread.
         let mapped = u64::from(t == 0 || t == 3);
-        assert_eq!(
-            delta(&before, &counts(&CALLS)),
-            [mapped, mapped, mapped],
-            "tile {t}"
-        );
+        if on_simulator()? {
+            assert_eq!(
+                delta(&before, &counts(&CALLS)),
+                [mapped, mapped, mapped],
+                "tile {t}"
+            );
+        }
         if t > 0 {
             // (After tile 0 the worker may not have charged its spares yet.)
             assert_eq!(budget.used(), used * g, "tile {t}");
