@@ -287,10 +287,18 @@ impl Mapping {
     /// unmap. Call with no lock of the reservation held.
     pub(crate) fn announce(mappings: &mut [Mapping]) -> Option<crate::hooks::Holds> {
         let first = mappings.first()?;
-        let cuda = first.reservation.inner.device.cuda().clone();
-        if !cuda.hook_registry().is_active() {
+        if !first
+            .reservation
+            .inner
+            .device
+            .cuda()
+            .hook_registry()
+            .is_active()
+        {
+            // The hot path: no hook registered, no clone, no allocation.
             return None;
         }
+        let cuda = first.reservation.inner.device.cuda().clone();
         let fresh: Vec<&mut Mapping> = mappings
             .iter_mut()
             .filter(|m| m.live && !m.announced)

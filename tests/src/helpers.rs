@@ -23,6 +23,17 @@ pub fn gran(device: &Device) -> cuda_vmm::Result<usize> {
     min_granularity(device, &AllocationProps::device(device))
 }
 
+/// A pool of one-granule chunks on `device`, default limits.
+pub fn granule_pool(device: &Device) -> cuda_vmm_alloc::Result<cuda_vmm_alloc::ChunkPool> {
+    cuda_vmm_alloc::ChunkPool::new(
+        device,
+        cuda_vmm_alloc::PoolConfig {
+            chunk_size: gran(device)?,
+            ..cuda_vmm_alloc::PoolConfig::default()
+        },
+    )
+}
+
 /// Reads device memory at a raw address with `cuMemcpyDtoH`, as a kernel would see it.
 ///
 /// Device 0 of `cuda` is made current first: the library leaves the caller's current context

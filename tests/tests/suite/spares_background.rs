@@ -4,11 +4,11 @@
 //! wait for it; nothing is lost or leaked when the array decommits or drops meanwhile.
 
 use cuda_vmm::Device;
-use cuda_vmm_alloc::{ChunkPool, Error, HoleBehavior, PoolConfig, SparseArray, SparseConfig};
+use cuda_vmm_alloc::{ChunkPool, Error, HoleBehavior, SparseArray, SparseConfig};
 
 use crate::alloc::{counts, delta};
 use crate::{device, on_simulator};
-use cuda_vmm_tests::helpers::{gran, words_added, TestResult};
+use cuda_vmm_tests::helpers::{gran, granule_pool, words_added, TestResult};
 
 const CALLS: [&str; 3] = ["cuMemCreate", "cuMemMap", "cuMemSetAccess"];
 
@@ -100,13 +100,7 @@ fn dropping_with_spares_in_flight_gives_every_chunk_back_to_the_pool() -> TestRe
     let _memory = crate::memory_shared();
     let d = device()?;
     let g = gran(&d)?;
-    let pool = ChunkPool::new(
-        &d,
-        PoolConfig {
-            chunk_size: g,
-            ..PoolConfig::default()
-        },
-    )?;
+    let pool = granule_pool(&d)?;
     for round in 0..10 {
         let mut a = SparseArray::<u32>::new(&d, 32 * g / 4, config(3, Some(pool.clone())))?;
         for t in 0..round {

@@ -25,7 +25,7 @@ use cuda_vmm_sys::entry;
 
 use crate::alloc::{counts, delta};
 use crate::{cuda, device, on_simulator, simulator_or_skip, FAULT_INJECTION};
-use cuda_vmm_tests::helpers::{gran, words_added, TestResult};
+use cuda_vmm_tests::helpers::{gran, granule_pool, words_added, TestResult};
 
 mod budget_faults;
 
@@ -410,14 +410,7 @@ fn random_sequences_keep_every_tile_and_every_spare_where_the_model_says() -> Te
 fn a_pool_shared_by_background_arrays_on_several_threads_balances() -> TestResult {
     let _memory = crate::memory_exclusive();
     let d = device()?;
-    let g = gran(&d)?;
-    let pool = ChunkPool::new(
-        &d,
-        PoolConfig {
-            chunk_size: g,
-            ..PoolConfig::default()
-        },
-    )?;
+    let pool = granule_pool(&d)?;
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..4u64)
             .map(|i| {
