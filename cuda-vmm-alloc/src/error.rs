@@ -136,6 +136,46 @@ pub enum Error {
         /// The budget's limit.
         limit: usize,
     },
+    /// A request a [`CachingAllocator`](crate::CachingAllocator) cannot serve as asked (zero
+    /// bytes, more than `isize::MAX`, a stream of another device); nothing changed.
+    #[error("invalid allocation request: {message}")]
+    InvalidRequest {
+        /// What is wrong, naming the value.
+        message: String,
+    },
+    /// A [`CachingAllocator`](crate::CachingAllocator) could not serve a request even after
+    /// giving its cached memory back and retrying.
+    #[error(
+        "allocating {requested} bytes failed: {reserved} bytes reserved by the allocator \
+         ({allocated} allocated, {releasing} being released), {device_free} bytes free on \
+         the device{}",
+        max_reserved.map(|m| format!(", budget {m} bytes")).unwrap_or_default()
+    )]
+    AllocatorOutOfMemory {
+        /// Bytes asked for.
+        requested: usize,
+        /// Physical memory the allocator mapped when it gave up.
+        reserved: usize,
+        /// Of that, bytes in blocks handed out.
+        allocated: usize,
+        /// Memory given back whose release was still queued behind device work.
+        releasing: usize,
+        /// `cuMemGetInfo`'s free bytes at that moment (0 when the query failed).
+        device_free: usize,
+        /// The allocator's budget, if it has one.
+        max_reserved: Option<usize>,
+    },
+    /// The stream is capturing a CUDA graph: an allocator call that would make a driver call
+    /// (or, with `check_capture`, any call) on it is refused, changing nothing, so that the
+    /// capture is never broken.
+    #[error(
+        "{operation} on a stream that is capturing a CUDA graph: refused so the capture is \
+         not broken (allocate before the capture, or from memory cached on that stream)"
+    )]
+    StreamCapturing {
+        /// What was refused (`alloc`, `growth`, `record_use`).
+        operation: &'static str,
+    },
     /// The element type has size zero, which device memory cannot represent.
     #[error("element type {type_name} has size zero")]
     ZeroSizedElement {
@@ -151,11 +191,13 @@ impl Error {
     }
 
     /// Whether the device ran out of memory (`CUDA_ERROR_OUT_OF_MEMORY` from a driver call,
+    /// or a caching allocator's [`Error::AllocatorOutOfMemory`],
     /// see [`cuda_vmm::Error::is_out_of_memory`]): the error to evict or back off on. A
     /// [`MemoryBudget`](crate::MemoryBudget)'s refusal is not one (see
     /// [`is_budget_exceeded`](Self::is_budget_exceeded)).
     pub fn is_out_of_memory(&self) -> bool {
-        matches!(self, Error::Vmm(e) if e.is_out_of_memory())
+        matches!(self, Error::AllocatorOutOfMemory { .. })
+            || matches!(self, Error::Vmm(e) if e.is_out_of_memory())
     }
 
     /// Whether a [`MemoryBudget`](crate::MemoryBudget) refused a commit

@@ -82,6 +82,7 @@
 
 mod backing;
 mod budget;
+mod caching;
 mod error;
 mod growable;
 #[cfg(feature = "cudarc")]
@@ -102,6 +103,10 @@ pub use budget::MemoryBudget;
 /// own: derive through it with `#[bytemuck(crate = "cuda_vmm_alloc::bytemuck")]` (see the
 /// [crate docs](crate)).
 pub use bytemuck;
+pub use caching::{
+    BlockSnapshot, CachedBlock, CachingAllocator, CachingConfig, CachingStats, SegmentSnapshot,
+    SizeClassStats, Snapshot, SIZE_CLASSES,
+};
 pub use error::{Error, Result, SocketError};
 pub use growable::{BufferConfig, GrowableBuffer};
 pub use memory::DeviceMemory;

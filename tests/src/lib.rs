@@ -88,6 +88,7 @@ pub fn describe(driver: &Driver, backend: Backend) -> String {
     )
 }
 
+pub mod alloc_trace;
 pub mod helpers;
 pub mod ops;
 pub mod ptx;

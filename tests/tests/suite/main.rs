@@ -13,6 +13,7 @@ mod adversarial_shared;
 mod alloc;
 mod budget;
 mod c_abi;
+mod caching;
 mod churn;
 mod conformance;
 mod hooks;

@@ -1,0 +1,577 @@
+//! The allocator: per-stream pools of expandable segments, stream-ordered reuse, growth,
+//! trimming and the out-of-memory path.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cuda_vmm::{AccessFlags, Device, Event, GranularityKind, Mapping, Stream};
+use parking_lot::Mutex;
+
+use super::arena::State as BlockState;
+use super::arena::{round_up, ALIGN};
+use super::block::CachedBlock;
+use super::config::CachingConfig;
+use super::segment::Segment;
+use super::stats::{BlockSnapshot, CachingStats, SegmentSnapshot, Snapshot};
+use super::stream_key::StreamKey;
+use crate::{Error, Result};
+
+/// How long an out-of-memory path waits for queued releases before retrying.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A stream-ordered caching allocator of device memory on one device, on expandable
+/// segments: one reserved address range per (stream, small or large blocks), mapped page
+/// by page as it grows, with best-fit blocks split and coalesced inside it.
+///
+/// Steady state makes no driver call: a block dropped on its stream is reused by the next
+/// fitting allocation on that stream at once (stream order makes that safe). Clones share
+/// the allocator; it is `Send` and `Sync`.
+#[derive(Clone)]
+pub struct CachingAllocator {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for CachingAllocator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let stats = self.stats();
+        f.debug_struct("CachingAllocator")
+            .field("device", &self.inner.device.ordinal())
+            .field("allocated_bytes", &stats.allocated_bytes)
+            .field("reserved_bytes", &stats.reserved_bytes)
+            .field("segments", &stats.segments)
+            .finish()
+    }
+}
+
+pub(crate) struct Inner {
+    device: Device,
+    config: CachingConfig,
+    small_page: usize,
+    large_page: usize,
+    segment_size: usize,
+    state: Mutex<State>,
+    /// Bytes handed to the release queue and not yet released (decremented by the queue).
+    releasing: Arc<AtomicUsize>,
+}
+
+struct Pool {
+    key: StreamKey,
+    small: bool,
+    segment: Segment,
+}
+
+/// A block freed after uses on other streams, waiting for their events.
+struct Pending {
+    pool: usize,
+    offset: usize,
+    events: Vec<(StreamKey, Event)>,
+}
+
+struct State {
+    pools: Vec<Pool>,
+    index: HashMap<(StreamKey, bool), usize>,
+    pending: Vec<Pending>,
+    spare_events: Vec<Event>,
+    peers: Vec<Device>,
+    stats: CachingStats,
+}
+
+impl CachingAllocator {
+    /// An allocator for `device` with the default settings.
+    pub fn new(device: &Device) -> Result<CachingAllocator> {
+        CachingAllocator::with_config(device, CachingConfig::default())
+    }
+
+    /// An allocator for `device` configured by `config`; refuses pages that are not
+    /// nonzero multiples of the allocation granularity.
+    pub fn with_config(device: &Device, config: CachingConfig) -> Result<CachingAllocator> {
+        let props = cuda_vmm::AllocationProps::device(device);
+        let granule = device.granularity(&props, GranularityKind::Minimum)?;
+        let page = |asked: Option<std::num::NonZeroUsize>, default: usize, what: &str| {
+            let page = asked.map_or(default, |p| p.get());
+            if page % granule != 0 {
+                return Err(Error::InvalidConfig {
+                    message: format!(
+                        "{what} {page} is not a multiple of the allocation granularity {granule}"
+                    ),
+                });
+            }
+            Ok(page)
+        };
+        let small_page = page(config.small_page, granule, "small_page")?;
+        let large_page = page(config.large_page, 16 * granule, "large_page")?;
+        if config.small_limit > small_page {
+            return Err(Error::InvalidConfig {
+                message: format!(
+                    "small_limit {} is larger than the small page {small_page}",
+                    config.small_limit
+                ),
+            });
+        }
+        if let Some(share) = config.compact_above {
+            if !(share >= 0.0 && share.is_finite()) {
+                return Err(Error::InvalidConfig {
+                    message: format!("compact_above {share} is not a finite share >= 0"),
+                });
+            }
+        }
+        let segment_size = match config.segment_size {
+            Some(0) => {
+                return Err(Error::InvalidConfig {
+                    message: "segment_size 0: a segment needs address space".into(),
+                })
+            }
+            Some(size) => size,
+            None => device.total_memory()?,
+        };
+        Ok(CachingAllocator {
+            inner: Arc::new(Inner {
+                device: device.clone(),
+                config,
+                small_page,
+                large_page,
+                segment_size,
+                state: Mutex::new(State {
+                    pools: Vec::new(),
+                    index: HashMap::new(),
+                    pending: Vec::new(),
+                    spare_events: Vec::new(),
+                    peers: Vec::new(),
+                    stats: CachingStats::new(),
+                }),
+                releasing: Arc::new(AtomicUsize::new(0)),
+            }),
+        })
+    }
+
+    /// The device the memory lives on.
+    pub fn device(&self) -> &Device {
+        &self.inner.device
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &CachingConfig {
+        &self.inner.config
+    }
+
+    /// `bytes` of device memory for work on `stream` (a stream of this allocator's device),
+    /// aligned to 512 bytes. Served from the stream's cache when a free block fits (no
+    /// driver call); else the stream's segment grows by whole pages. When the budget or the
+    /// device is full, cached memory is given back and the growth retried once; then
+    /// [`Error::AllocatorOutOfMemory`] names the request and what is held.
+    pub fn alloc(&self, bytes: usize, stream: &Stream) -> Result<CachedBlock> {
+        let inner = &self.inner;
+        if bytes == 0 {
+            return Err(Error::InvalidRequest {
+                message: "an allocation of 0 bytes: ask for at least 1".into(),
+            });
+        }
+        if bytes > isize::MAX as usize {
+            return Err(Error::InvalidRequest {
+                message: format!("an allocation of {bytes} bytes is larger than isize::MAX"),
+            });
+        }
+        if stream.device().ordinal() != inner.device.ordinal()
+            || stream.device().raw_context() != inner.device.raw_context()
+        {
+            return Err(Error::InvalidRequest {
+                message: format!(
+                    "a stream of device {} for an allocator of device {}",
+                    stream.device().ordinal(),
+                    inner.device.ordinal()
+                ),
+            });
+        }
+        if inner.config.check_capture && super::stream_key::is_capturing(stream)? {
+            return Err(Error::StreamCapturing { operation: "alloc" });
+        }
+        let size = round_up(bytes, ALIGN);
+        let small = size <= inner.config.small_limit;
+        let key = StreamKey::of(stream);
+        let mut state = inner.state.lock();
+        if !state.pending.is_empty() {
+            state.poll_pending(inner.device.ordinal());
+        }
+        let pool = inner.pool_for(&mut state, key, small)?;
+        let offset = match state.pools[pool].segment.arena.take(size) {
+            Some(offset) => {
+                state.stats.cache_hits += 1;
+                offset
+            }
+            None => inner.grow_and_take(&mut state, pool, size, bytes, stream)?,
+        };
+        let ptr = state.pools[pool].segment.base() + offset as u64;
+        let stats = &mut state.stats;
+        stats.allocs += 1;
+        stats.allocated_bytes += size;
+        stats.requested_bytes += bytes;
+        stats.peak_allocated_bytes = stats.peak_allocated_bytes.max(stats.allocated_bytes);
+        stats.active_blocks += 1;
+        let class = stats.class(bytes);
+        class.allocs += 1;
+        class.active += 1;
+        drop(state);
+        Ok(CachedBlock {
+            owner: inner.clone(),
+            pool,
+            offset,
+            size,
+            requested: bytes,
+            ptr,
+            stream: key,
+            uses: Vec::new(),
+        })
+    }
+
+    /// Gives every fully free page of every segment back (through the release queue, after
+    /// the device work that may touch it); returns the bytes given back.
+    pub fn empty_cache(&self) -> usize {
+        self.trim(0)
+    }
+
+    /// Gives fully free pages back until at most `keep` bytes stay reserved (or no page is
+    /// wholly free); returns the bytes given back.
+    pub fn trim(&self, keep: usize) -> usize {
+        let mut state = self.inner.state.lock();
+        if !state.pending.is_empty() {
+            state.poll_pending(self.inner.device.ordinal());
+        }
+        self.inner.release_free_pages(&mut state, keep)
+    }
+
+    /// Waits (up to `timeout`) until the memory given back so far is released to the driver;
+    /// `Ok(true)` when nothing is left queued.
+    pub fn flush_releases(&self, timeout: Duration) -> Result<bool> {
+        self.inner.device.cuda().flush_releases(timeout)?;
+        Ok(self.inner.releasing.load(Ordering::Acquire) == 0)
+    }
+
+    /// Grants `peer` read-write access to every page mapped now and every page mapped later
+    /// (`cuMemSetAccess` per mapped run). Refused, changing nothing, for this allocator's own
+    /// device or a device without peer access.
+    pub fn grant_access(&self, peer: &Device) -> Result<()> {
+        let inner = &self.inner;
+        if peer.ordinal() == inner.device.ordinal() {
+            return Err(Error::InvalidRequest {
+                message: format!("device {} is the allocator's own device", peer.ordinal()),
+            });
+        }
+        if !inner.device.can_access_peer(peer)? {
+            return Err(Error::InvalidRequest {
+                message: format!(
+                    "device {} cannot access device {}'s memory (no peer access)",
+                    peer.ordinal(),
+                    inner.device.ordinal()
+                ),
+            });
+        }
+        let mut state = inner.state.lock();
+        if state.peers.iter().any(|p| p.ordinal() == peer.ordinal()) {
+            return Ok(());
+        }
+        for pool in &state.pools {
+            pool.segment.set_access(&[(peer, AccessFlags::ReadWrite)])?;
+        }
+        state.peers.push(peer.clone());
+        Ok(())
+    }
+
+    /// The statistics now.
+    pub fn stats(&self) -> CachingStats {
+        let state = self.inner.state.lock();
+        self.inner.stats_of(&state)
+    }
+
+    /// Every segment and block now, with the statistics (see [`Snapshot::to_json`]).
+    pub fn snapshot(&self) -> Snapshot {
+        let state = self.inner.state.lock();
+        let segments = state
+            .pools
+            .iter()
+            .map(|p| SegmentSnapshot {
+                stream: p.key.raw(),
+                small: p.small,
+                address: p.segment.base(),
+                page: p.segment.page(),
+                mapped_bytes: p.segment.mapped_bytes(),
+                blocks: p
+                    .segment
+                    .blocks()
+                    .filter(|&(_, _, s)| s != BlockState::Unmapped)
+                    .map(|(offset, size, s)| BlockSnapshot {
+                        offset,
+                        size,
+                        state: match s {
+                            BlockState::Used => "active",
+                            BlockState::Free => "free",
+                            BlockState::Unmapped => "unmapped",
+                        },
+                    })
+                    .collect(),
+            })
+            .collect();
+        Snapshot {
+            device: self.inner.device.ordinal(),
+            stats: self.inner.stats_of(&state),
+            segments,
+        }
+    }
+}
+
+impl Inner {
+    fn stats_of(&self, state: &State) -> CachingStats {
+        let mut stats = state.stats.clone();
+        stats.releasing_bytes = self.releasing.load(Ordering::Acquire);
+        stats.inactive_bytes = stats.reserved_bytes.saturating_sub(stats.allocated_bytes);
+        stats.pending_blocks = state.pending.len() as u64;
+        stats.segments = state.pools.len();
+        stats
+    }
+
+    /// The pool of `key`'s small or large blocks, reserving its segment on first use.
+    fn pool_for(&self, state: &mut State, key: StreamKey, small: bool) -> Result<usize> {
+        if let Some(&i) = state.index.get(&(key, small)) {
+            return Ok(i);
+        }
+        let page = if small {
+            self.small_page
+        } else {
+            self.large_page
+        };
+        let segment = Segment::new(&self.device, self.segment_size, page)?;
+        state.pools.push(Pool {
+            key,
+            small,
+            segment,
+        });
+        let i = state.pools.len() - 1;
+        state.index.insert((key, small), i);
+        Ok(i)
+    }
+
+    /// The slow path: map pages into the pool's segment (giving cached memory back first
+    /// when over the budget, out of device memory, or past `compact_above`) and take the
+    /// block from them.
+    fn grow_and_take(
+        &self,
+        state: &mut State,
+        pool: usize,
+        size: usize,
+        bytes: usize,
+        stream: &Stream,
+    ) -> Result<usize> {
+        if super::stream_key::is_capturing(stream)? {
+            return Err(Error::StreamCapturing {
+                operation: "growth",
+            });
+        }
+        if let Some(share) = self.config.compact_above {
+            let inactive = state.stats.reserved_bytes - state.stats.allocated_bytes;
+            if inactive as f64 > share * state.stats.allocated_bytes as f64 {
+                self.release_free_pages(state, 0);
+            }
+        }
+        for attempt in 0..2 {
+            let Some(growth) = state.pools[pool].segment.plan(size) else {
+                break;
+            };
+            let held = state.stats.reserved_bytes + self.releasing.load(Ordering::Acquire);
+            if self
+                .config
+                .max_reserved
+                .is_some_and(|max| held + growth.size > max)
+            {
+                if attempt == 0 {
+                    self.give_back_for_retry(state);
+                    continue;
+                }
+                break;
+            }
+            let mut access = vec![(&self.device, AccessFlags::ReadWrite)];
+            access.extend(state.peers.iter().map(|p| (p, AccessFlags::ReadWrite)));
+            match state.pools[pool].segment.grow(growth, &access) {
+                Ok(grown) => {
+                    let stats = &mut state.stats;
+                    stats.growths += 1;
+                    stats.pages_mapped += grown.handles as u64;
+                    stats.reserved_bytes += grown.bytes;
+                    let held = stats.reserved_bytes + self.releasing.load(Ordering::Acquire);
+                    stats.peak_reserved_bytes = stats.peak_reserved_bytes.max(held);
+                    if let Some(offset) = state.pools[pool].segment.arena.take(size) {
+                        return Ok(offset);
+                    }
+                    break;
+                }
+                Err(e) if e.is_out_of_memory() && attempt == 0 => {
+                    self.give_back_for_retry(state);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        state.stats.out_of_memory += 1;
+        Err(Error::AllocatorOutOfMemory {
+            requested: bytes,
+            reserved: state.stats.reserved_bytes,
+            allocated: state.stats.allocated_bytes,
+            releasing: self.releasing.load(Ordering::Acquire),
+            device_free: self.device.memory_info().map_or(0, |m| m.free),
+            max_reserved: self.config.max_reserved,
+        })
+    }
+
+    /// Before a retry: every fully free page back, and the release queue drained.
+    fn give_back_for_retry(&self, state: &mut State) {
+        state.poll_pending(self.device.ordinal());
+        self.release_free_pages(state, 0);
+        if let Err(e) = self.device.cuda().flush_releases(FLUSH_TIMEOUT) {
+            tracing::warn!("flushing releases before an allocation retry: {e}");
+        }
+    }
+
+    /// Hands fully free pages to the release queue until at most `keep` bytes stay mapped;
+    /// returns the bytes handed over.
+    fn release_free_pages(&self, state: &mut State, keep: usize) -> usize {
+        let _span = tracing::debug_span!("caching.trim", keep).entered();
+        let mut given = 0;
+        for pool in &mut state.pools {
+            let reserved = state.stats.reserved_bytes - given;
+            if reserved <= keep {
+                break;
+            }
+            let pages = pool.segment.take_free_pages(reserved - keep);
+            if pages.is_empty() {
+                continue;
+            }
+            let bytes: usize = pages.iter().map(Mapping::size).sum();
+            given += bytes;
+            state.stats.pages_released += pages.len() as u64;
+            self.queue_release(pages, bytes);
+        }
+        state.stats.reserved_bytes -= given;
+        given
+    }
+
+    fn queue_release(&self, pages: Vec<Mapping>, bytes: usize) {
+        self.releasing.fetch_add(bytes, Ordering::AcqRel);
+        let releasing = self.releasing.clone();
+        let then: cuda_vmm::release::ReleaseThen = Box::new(move |allocations| {
+            releasing.fetch_sub(bytes, Ordering::AcqRel);
+            drop(allocations);
+            Ok(())
+        });
+        if let Err((e, kept)) = Mapping::unmap_deferred(pages, Some(then)) {
+            // What came back is still mapped; dropping it unmaps it once more (and logs).
+            let kept_bytes: usize = kept.iter().map(Mapping::size).sum();
+            tracing::error!("giving back {bytes} cached bytes: {e}");
+            drop(kept);
+            self.releasing
+                .fetch_sub(kept_bytes.min(bytes), Ordering::AcqRel);
+        }
+    }
+
+    /// A block's end of life (its drop): back to its pool now, or pending on the events of
+    /// its uses on other streams.
+    pub(crate) fn free(
+        &self,
+        pool: usize,
+        offset: usize,
+        size: usize,
+        requested: usize,
+        uses: Vec<(StreamKey, Event)>,
+    ) {
+        let mut state = self.state.lock();
+        let stats = &mut state.stats;
+        stats.allocated_bytes -= size;
+        stats.requested_bytes -= requested;
+        stats.active_blocks -= 1;
+        stats.class(requested).active -= 1;
+        if uses.is_empty() {
+            state.pools[pool].segment.arena.give(offset);
+        } else {
+            state.pending.push(Pending {
+                pool,
+                offset,
+                events: uses,
+            });
+        }
+        if let Some(threshold) = self.config.release_threshold {
+            if state.stats.reserved_bytes > threshold {
+                self.release_free_pages(&mut state, threshold);
+            }
+        }
+    }
+
+    /// An event for a use on `stream`: a cached one of this device, else a new one.
+    pub(crate) fn event_for(&self, stream: &Stream) -> Result<Event> {
+        if stream.device().ordinal() == self.device.ordinal() {
+            if let Some(event) = self.state.lock().spare_events.pop() {
+                return Ok(event);
+            }
+        }
+        Ok(Event::new(stream.device())?)
+    }
+
+    /// Keeps an event of this device for the next use.
+    pub(crate) fn return_event(&self, event: Event) {
+        if event.device().ordinal() == self.device.ordinal() {
+            self.state.lock().spare_events.push(event);
+        }
+    }
+}
+
+impl State {
+    /// Returns pending blocks whose events all completed to their pools, keeping the events
+    /// of `device` for reuse.
+    fn poll_pending(&mut self, device: usize) {
+        let mut i = 0;
+        while i < self.pending.len() {
+            let done = self.pending[i]
+                .events
+                .iter()
+                .all(|(_, e)| match e.is_complete() {
+                    Ok(done) => done,
+                    Err(err) => {
+                        tracing::warn!("querying a cached block's use event: {err}");
+                        false
+                    }
+                });
+            if !done {
+                i += 1;
+                continue;
+            }
+            let p = self.pending.swap_remove(i);
+            self.pools[p.pool].segment.arena.give(p.offset);
+            self.spare_events.extend(
+                p.events
+                    .into_iter()
+                    .map(|(_, e)| e)
+                    .filter(|e| e.device().ordinal() == device),
+            );
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // No block is left (each holds the allocator): every page goes to the release queue.
+        let state = self.state.get_mut();
+        // Pending blocks are free too: the queue's fence orders their unmap after all work.
+        for p in state.pending.drain(..) {
+            state.pools[p.pool].segment.arena.give(p.offset);
+        }
+        for pool in state.pools.drain(..) {
+            let pages = {
+                let mut segment = pool.segment;
+                segment.take_free_pages(usize::MAX)
+            };
+            if pages.is_empty() {
+                continue;
+            }
+            if let Err((e, _kept)) = Mapping::unmap_deferred(pages, None) {
+                tracing::error!("releasing a caching allocator's segment: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! One expandable segment: a reserved address range of one (stream, size kind) pool, mapped
+//! page by page as it grows, with the blocks inside it in an [`Arena`].
+
+use std::collections::BTreeMap;
+
+use cuda_vmm::{AccessFlags, Allocation, AllocationProps, Device, Mapping, Reservation};
+
+use super::arena::{Arena, Growth, State};
+use crate::Result;
+
+/// A segment: its reservation, its blocks and the pages mapped in it.
+pub(crate) struct Segment {
+    reservation: Reservation,
+    pub(crate) arena: Arena,
+    /// Mapped pages by offset (every one `page` bytes).
+    pages: BTreeMap<usize, Mapping>,
+    page: usize,
+}
+
+/// What one growth step did.
+pub(crate) struct Grown {
+    /// Bytes newly mapped.
+    pub(crate) bytes: usize,
+    /// Handles created and mapped.
+    pub(crate) handles: usize,
+}
+
+impl Segment {
+    /// Reserves `size` bytes of address space (rounded up to `page`) on `device`.
+    pub(crate) fn new(device: &Device, size: usize, page: usize) -> Result<Segment> {
+        let size = super::arena::round_up(size, page);
+        let reservation = Reservation::new(device, size, Default::default())?;
+        Ok(Segment {
+            arena: Arena::new(size, page),
+            reservation,
+            pages: BTreeMap::new(),
+            page,
+        })
+    }
+
+    /// The first address of the segment.
+    pub(crate) fn base(&self) -> u64 {
+        self.reservation.ptr()
+    }
+
+    /// Bytes mapped.
+    pub(crate) fn mapped_bytes(&self) -> usize {
+        self.pages.len() * self.page
+    }
+
+    /// The page size of this segment.
+    pub(crate) fn page(&self) -> usize {
+        self.page
+    }
+
+    /// Where pages must be mapped for a block of `size` bytes to fit (see
+    /// [`Arena::plan_growth`]); `None` when the address range has no room.
+    pub(crate) fn plan(&self, size: usize) -> Option<Growth> {
+        self.arena.plan_growth(size, self.page)
+    }
+
+    /// Maps the pages `growth` names, granting `access` to each device. A driver failure
+    /// unmaps and releases what this call mapped, changing nothing.
+    pub(crate) fn grow(
+        &mut self,
+        growth: Growth,
+        access: &[(&Device, AccessFlags)],
+    ) -> Result<Grown> {
+        let _span = tracing::debug_span!(
+            "caching.grow",
+            segment = self.base(),
+            offset = growth.offset,
+            bytes = growth.size
+        )
+        .entered();
+        self.map_pages(growth.offset, growth.size, access)
+    }
+
+    fn map_pages(
+        &mut self,
+        offset: usize,
+        size: usize,
+        access: &[(&Device, AccessFlags)],
+    ) -> Result<Grown> {
+        let device = self.reservation.device().clone();
+        let props = AllocationProps::device(&device);
+        let mut mapped: Vec<Mapping> = Vec::with_capacity(size / self.page);
+        let outcome = (|| -> Result<()> {
+            for at in (offset..offset + size).step_by(self.page) {
+                let allocation = Allocation::new(&device, self.page, &props)?;
+                mapped.push(self.reservation.map(at, &allocation, 0, self.page)?);
+            }
+            self.reservation.set_access(offset, size, access)?;
+            Ok(())
+        })();
+        if let Err(e) = outcome {
+            // Nothing ran on these pages: unmapping them waits for no work of the caller's.
+            if let Err((undo, _kept)) = Mapping::unmap_deferred(mapped, None) {
+                tracing::error!("undoing a failed segment growth: {undo}");
+            }
+            return Err(e);
+        }
+        let handles = mapped.len();
+        for m in mapped {
+            self.pages.insert(m.offset(), m);
+        }
+        let marked = self.arena.mark_mapped(offset, size);
+        debug_assert!(marked, "growth maps inside an unmapped stretch");
+        Ok(Grown {
+            bytes: size,
+            handles,
+        })
+    }
+
+    /// Grants `access` to the devices named over every mapped run of pages.
+    pub(crate) fn set_access(&self, access: &[(&Device, AccessFlags)]) -> Result<()> {
+        for (offset, size) in self.mapped_runs() {
+            self.reservation.set_access(offset, size, access)?;
+        }
+        Ok(())
+    }
+
+    /// Runs of adjacent mapped pages, as `(offset, size)`.
+    fn mapped_runs(&self) -> Vec<(usize, usize)> {
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        for &offset in self.pages.keys() {
+            match runs.last_mut() {
+                Some((o, s)) if *o + *s == offset => *s += self.page,
+                _ => runs.push((offset, self.page)),
+            }
+        }
+        runs
+    }
+
+    /// Takes the pages that lie wholly inside free blocks out of the segment (they become
+    /// unmapped stretches) and returns their mappings for the caller to end, at most
+    /// `limit` bytes of them, highest offsets first.
+    pub(crate) fn take_free_pages(&mut self, limit: usize) -> Vec<Mapping> {
+        let free: Vec<usize> = self
+            .pages
+            .keys()
+            .rev()
+            .copied()
+            .filter(|&o| self.arena.is_free(o, self.page))
+            .take(limit / self.page.max(1))
+            .collect();
+        let mut out = Vec::with_capacity(free.len());
+        for offset in free {
+            if self.arena.mark_unmapped(offset, self.page) {
+                if let Some(m) = self.pages.remove(&offset) {
+                    out.push(m);
+                }
+            }
+        }
+        out
+    }
+
+    /// Every block, as `(offset, size, state)`.
+    pub(crate) fn blocks(&self) -> impl Iterator<Item = (usize, usize, State)> + '_ {
+        self.arena.blocks()
+    }
+}
