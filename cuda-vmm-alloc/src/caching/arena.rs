@@ -305,7 +305,10 @@ mod tests {
         let x = grown(&mut a, 3 * MIB);
         let y = grown(&mut a, MIB / 2);
         assert_eq!((x, y), (0, 3 * MIB));
-        assert_eq!((a.free_bytes(), a.used_bytes()), (MIB / 2, 3 * MIB + MIB / 2));
+        assert_eq!(
+            (a.free_bytes(), a.used_bytes()),
+            (MIB / 2, 3 * MIB + MIB / 2)
+        );
         assert_eq!(a.give(x), Some(3 * MIB));
         assert_eq!(a.give(x), None);
         // Best fit: the 0.5 MiB tail, not the 3 MiB hole.
