@@ -368,8 +368,15 @@ impl Inner {
             });
         }
         if let Some(share) = self.config.compact_above {
+            // Only at the high-water mark: growth below the peak costs no peak memory, and
+            // every page given back is a page mapped again later.
             let inactive = state.stats.reserved_bytes - state.stats.allocated_bytes;
-            if inactive as f64 > share * state.stats.allocated_bytes as f64 {
+            let held = state.stats.reserved_bytes + self.releasing.load(Ordering::Acquire);
+            let at_peak = state.pools[pool]
+                .segment
+                .plan(size)
+                .is_some_and(|g| held + g.size > state.stats.peak_reserved_bytes);
+            if at_peak && inactive as f64 > share * state.stats.allocated_bytes as f64 {
                 self.release_free_pages(state, 0);
             }
         }
