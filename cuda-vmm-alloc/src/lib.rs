@@ -9,6 +9,8 @@
 //! - [`SparseArray`]: a huge logical array of which only committed tiles hold memory; holes
 //!   are errors or read as zeros ([`HoleBehavior`]); [`Display`](std::fmt::Display) draws a
 //!   residency map.
+//! - [`CachingAllocator`]: a stream-ordered caching allocator of device blocks on expandable
+//!   segments (PyTorch's `expandable_segments`), with budgets, trims, statistics and snapshots.
 //! - [`ChunkPool`]: a bounded, thread-safe cache of physical allocations that buffers and
 //!   arrays share to skip `cuMemCreate`/`cuMemRelease`.
 //!
