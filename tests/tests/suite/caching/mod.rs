@@ -13,6 +13,8 @@ use crate::alloc::{counts, delta, raw_write};
 use crate::{cuda, device, on_simulator};
 use cuda_vmm_tests::helpers::{gran, raw_read, TestResult};
 
+mod adversarial;
+mod adversarial_streams;
 mod replay;
 
 /// Every entry point a cache hit or a same-stream free must not call.
