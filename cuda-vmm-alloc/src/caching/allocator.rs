@@ -188,7 +188,7 @@ impl CachingAllocator {
             return Err(Error::StreamCapturing { operation: "alloc" });
         }
         let size = round_up(bytes, ALIGN);
-        let small = size <= inner.config.small_limit;
+        let small = bytes <= inner.config.small_limit;
         let key = StreamKey::of(stream);
         let mut state = inner.state.lock();
         if !state.pending.is_empty() {
@@ -200,7 +200,13 @@ impl CachingAllocator {
                 state.stats.cache_hits += 1;
                 offset
             }
-            None => inner.grow_and_take(&mut state, pool, size, bytes, stream)?,
+            None => match inner.grow_and_take(&mut state, pool, size, bytes, stream) {
+                Ok(offset) => offset,
+                Err(e) => {
+                    inner.forget_if_unused(&mut state, pool);
+                    return Err(e);
+                }
+            },
         };
         let ptr = state.pools[pool].segment.base() + offset as u64;
         let stats = &mut state.stats;
@@ -290,7 +296,8 @@ impl CachingAllocator {
         let segments = state
             .pools
             .iter()
-            .map(|p| SegmentSnapshot {
+            .enumerate()
+            .map(|(i, p)| SegmentSnapshot {
                 stream: p.key.raw(),
                 small: p.small,
                 address: p.segment.base(),
@@ -304,6 +311,14 @@ impl CachingAllocator {
                         offset,
                         size,
                         state: match s {
+                            BlockState::Used
+                                if state
+                                    .pending
+                                    .iter()
+                                    .any(|q| q.pool == i && q.offset == offset) =>
+                            {
+                                "pending"
+                            }
                             BlockState::Used => "active",
                             BlockState::Free => "free",
                             BlockState::Unmapped => "unmapped",
@@ -349,6 +364,22 @@ impl Inner {
         let i = state.pools.len() - 1;
         state.index.insert((key, small), i);
         Ok(i)
+    }
+
+    /// Drops `pool` when it is the newest, maps nothing and holds no block (its first
+    /// growth failed): a refused or failed first allocation on a stream leaves no
+    /// reservation behind.
+    fn forget_if_unused(&self, state: &mut State, pool: usize) {
+        let last = state.pools.len().checked_sub(1);
+        if last != Some(pool) || !state.pools[pool].segment.is_unused() {
+            return;
+        }
+        if state.pending.iter().any(|p| p.pool == pool) {
+            return;
+        }
+        if let Some(p) = state.pools.pop() {
+            state.index.remove(&(p.key, p.small));
+        }
     }
 
     /// The slow path: map pages into the pool's segment (giving cached memory back first
@@ -411,8 +442,12 @@ impl Inner {
                     }
                     break;
                 }
-                Err(e) if e.is_out_of_memory() && attempt == 0 => {
-                    self.give_back_for_retry(state);
+                Err(e) if e.is_out_of_memory() => {
+                    if attempt == 0 {
+                        self.give_back_for_retry(state);
+                        continue;
+                    }
+                    break;
                 }
                 Err(e) => return Err(e),
             }
@@ -447,7 +482,10 @@ impl Inner {
             if reserved <= keep {
                 break;
             }
-            let pages = pool.segment.take_free_pages(reserved - keep);
+            // Whole pages: at most `keep` bytes stay, so a part of a page counts as one.
+            let pages = pool
+                .segment
+                .take_free_pages(round_up(reserved - keep, pool.segment.page()));
             if pages.is_empty() {
                 continue;
             }

@@ -155,6 +155,11 @@ impl Segment {
         out
     }
 
+    /// Whether nothing is mapped (and so no block is handed out).
+    pub(crate) fn is_unused(&self) -> bool {
+        self.pages.is_empty()
+    }
+
     /// Every block, as `(offset, size, state)`.
     pub(crate) fn blocks(&self) -> impl Iterator<Item = (usize, usize, State)> + '_ {
         self.arena.blocks()

@@ -90,7 +90,8 @@ pub struct BlockSnapshot {
     pub offset: usize,
     /// Size in bytes.
     pub size: usize,
-    /// `"active"`, `"free"` or `"unmapped"`.
+    /// `"active"` (handed out), `"pending"` (freed, waiting for a use on another stream)
+    /// or `"free"`; unmapped stretches are not listed.
     pub state: &'static str,
 }
 

@@ -35,11 +35,20 @@ const DRIVER_CALLS: [&str; 12] = [
 
 const MIB: usize = 1 << 20;
 
+/// Where the stamps go: the first 8 bytes, and the last 8 when they do not overlap those.
+fn stamp_offsets(len: usize) -> Vec<usize> {
+    if len >= 16 {
+        vec![0, len - 8]
+    } else {
+        vec![0]
+    }
+}
+
 /// Writes an 8-byte stamp at the first and last 8 bytes of `block`.
 pub(crate) fn stamp(block: &CachedBlock, id: u64) -> TestResult {
     let cuda = cuda()?;
     let bytes = id.to_le_bytes();
-    for at in [0, block.len().saturating_sub(8)] {
+    for at in stamp_offsets(block.len()) {
         let r = raw_write(&cuda, block.ptr() + at as u64, &bytes[..8.min(block.len())])?;
         assert_eq!(r, cuda_vmm::sys::CUresult::CUDA_SUCCESS);
     }
@@ -51,7 +60,7 @@ pub(crate) fn check_stamp(block: &CachedBlock, id: u64) -> TestResult {
     let cuda = cuda()?;
     let want = id.to_le_bytes();
     let n = 8.min(block.len());
-    for at in [0, block.len().saturating_sub(8)] {
+    for at in stamp_offsets(block.len()) {
         let got = raw_read(&cuda, block.ptr() + at as u64, n)?;
         assert_eq!(got, want[..n], "block {id} at {:#x}+{at}", block.ptr());
     }
