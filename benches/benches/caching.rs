@@ -1,6 +1,6 @@
 //! The caching allocator on the serving trace (issue 20; `cuda_vmm_tests::alloc_trace`).
 //!
-//! Ids: `caching/trace/{1stream,4streams,1stream_compact}`, one full replay per iteration on
+//! Ids: `caching/trace/{1stream,4streams,1stream_compact,4streams_compact}`, one full replay per iteration on
 //! an allocator kept across iterations (warm: its cache already holds the trace's memory);
 //! throughput is in operations. Side records (`cuda-vmm-extra.json`), from one cold replay on
 //! a fresh allocator each: `caching.<id>.cold_us_per_op`, `.peak_ratio` (peak reserved over
@@ -97,7 +97,7 @@ fn plot(samples: &[(usize, usize, usize)], path: &std::path::Path) {
     }
 }
 
-fn traces(quick: bool) -> [(&'static str, TraceConfig, CachingConfig); 3] {
+fn traces(quick: bool) -> [(&'static str, TraceConfig, CachingConfig); 4] {
     let scale = |mut t: TraceConfig| {
         if quick {
             t.allocations = 4_000;
@@ -120,7 +120,16 @@ fn traces(quick: bool) -> [(&'static str, TraceConfig, CachingConfig); 3] {
             scale(TraceConfig::serving_4_streams()),
             CachingConfig::default(),
         ),
-        ("1stream_compact", scale(TraceConfig::serving()), compact),
+        (
+            "1stream_compact",
+            scale(TraceConfig::serving()),
+            compact.clone(),
+        ),
+        (
+            "4streams_compact",
+            scale(TraceConfig::serving_4_streams()),
+            compact,
+        ),
     ]
 }
 
@@ -133,7 +142,7 @@ fn caching(c: &mut Criterion) {
     }
     for (name, trace_config, config) in traces(env.quick) {
         let trace = generate(&trace_config);
-        if !env.test_mode && name != "1stream_compact" {
+        if !env.test_mode && !name.ends_with("_compact") {
             let path = criterion_dir().join(format!("alloc-trace-{}.txt", trace.streams));
             if let Err(e) = std::fs::create_dir_all(criterion_dir())
                 .and_then(|()| std::fs::write(&path, trace.to_text()))
