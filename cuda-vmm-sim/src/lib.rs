@@ -120,6 +120,10 @@
 //!   threads keep calling the driver) until the guard is dropped, queries
 //!   answer `NOT_READY`, [`advance`] skips it. `cuMemsetD8Async` on the stream
 //!   serves as the kernel's write to a range.
+//! - **Capture**: there are no graphs, so `cuStreamIsCapturing` answers
+//!   `CU_STREAM_CAPTURE_STATUS_NONE` for every valid stream, except one a test
+//!   marks with [`mark_capturing`] (`CU_STREAM_CAPTURE_STATUS_ACTIVE` while the
+//!   guard lives).
 //! - **Ordering**: an operation waits for the earlier ones on its stream; on the
 //!   legacy stream also for earlier work of the context's blocking streams, and
 //!   on a blocking stream for earlier legacy-stream work (`CU_STREAM_NON_BLOCKING`
@@ -182,6 +186,7 @@ use std::sync::OnceLock;
 
 use cuda_vmm_sys::{Driver, DriverTable};
 
+pub use hooks::capture::{mark_capturing, try_mark_capturing, CaptureGuard};
 pub use hooks::faults::{
     call_count, call_count_all, call_count_on_thread, inject_fault, inject_fault_on_thread,
     try_inject_fault, try_inject_fault_on_thread, FaultError, FaultGuard,

@@ -871,6 +871,27 @@ impl CUresourcetype_enum {
 pub struct CUresourcetype_enum(pub ::core::ffi::c_uint);
 /// Resource types
 pub use self::CUresourcetype_enum as CUresourcetype;
+impl CUstreamCaptureStatus_enum {
+    ///< Stream is not capturing
+    pub const CU_STREAM_CAPTURE_STATUS_NONE: CUstreamCaptureStatus_enum = CUstreamCaptureStatus_enum(
+        0,
+    );
+    ///< Stream is actively capturing
+    pub const CU_STREAM_CAPTURE_STATUS_ACTIVE: CUstreamCaptureStatus_enum = CUstreamCaptureStatus_enum(
+        1,
+    );
+    /**< Stream is part of a capture sequence that
+has been invalidated, but not terminated*/
+    pub const CU_STREAM_CAPTURE_STATUS_INVALIDATED: CUstreamCaptureStatus_enum = CUstreamCaptureStatus_enum(
+        2,
+    );
+}
+#[repr(transparent)]
+/// Possible stream capture statuses returned by ::cuStreamIsCapturing
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct CUstreamCaptureStatus_enum(pub ::core::ffi::c_uint);
+/// Possible stream capture statuses returned by ::cuStreamIsCapturing
+pub use self::CUstreamCaptureStatus_enum as CUstreamCaptureStatus;
 impl CUdriverProcAddress_flags_enum {
     ///< Default search mode for driver symbols.
     pub const CU_GET_PROC_ADDRESS_DEFAULT: CUdriverProcAddress_flags_enum = CUdriverProcAddress_flags_enum(
@@ -2851,6 +2872,12 @@ pub type PFN_cuLaunchKernel_v4000 = ::core::option::Option<
         hStream: CUstream,
         kernelParams: *mut *mut ::core::ffi::c_void,
         extra: *mut *mut ::core::ffi::c_void,
+    ) -> CUresult,
+>;
+pub type PFN_cuStreamIsCapturing_v10000 = ::core::option::Option<
+    unsafe extern "C" fn(
+        hStream: CUstream,
+        captureStatus: *mut CUstreamCaptureStatus,
     ) -> CUresult,
 >;
 pub type PFN_cuMemMapArrayAsync_v11010 = ::core::option::Option<

@@ -74,6 +74,7 @@ macro_rules! for_each_entry_point {
             cuStreamSynchronize: PFN_cuStreamSynchronize_v2000,
             cuStreamWaitEvent: PFN_cuStreamWaitEvent_v3020,
             cuStreamQuery: PFN_cuStreamQuery_v2000,
+            cuStreamIsCapturing: PFN_cuStreamIsCapturing_v10000,
             cuEventCreate: PFN_cuEventCreate_v2000,
             cuEventRecord: PFN_cuEventRecord_v2000,
             cuEventSynchronize: PFN_cuEventSynchronize_v2000,

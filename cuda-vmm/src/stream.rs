@@ -10,7 +10,7 @@
 
 use std::fmt;
 
-use cuda_vmm_sys::{CUevent, CUevent_flags, CUstream, CUstream_flags};
+use cuda_vmm_sys::{CUevent, CUevent_flags, CUstream, CUstreamCaptureStatus, CUstream_flags};
 
 use crate::device::Device;
 use crate::error::Result;
@@ -21,6 +21,18 @@ pub(crate) fn synchronize_raw(device: &Device, stream: &StreamHandle) -> Result<
     crate::raw::require!(device.cuda().api(), cuStreamSynchronize);
     let bound = device.bind()?;
     bound.finish(stream.synchronize(device.cuda().api()))
+}
+
+/// Whether `status` counts as capturing for [`Stream::is_capturing`]: active and
+/// invalidated captures do, and so does a status this crate does not know (the
+/// cautious answer); only `CU_STREAM_CAPTURE_STATUS_NONE` does not.
+fn is_capture_status(status: CUstreamCaptureStatus) -> bool {
+    match status {
+        CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE => false,
+        CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_ACTIVE
+        | CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_INVALIDATED => true,
+        _ => true,
+    }
 }
 
 /// A stream of work on a device (`cuStreamCreate`), destroyed on drop.
@@ -130,6 +142,22 @@ impl Stream {
         crate::raw::require!(self.device.cuda().api(), cuStreamQuery);
         let bound = self.device.bind()?;
         bound.finish(self.handle.query(self.device.cuda().api()))
+    }
+
+    /// Whether the stream is being captured into a CUDA graph (`cuStreamIsCapturing`).
+    ///
+    /// `CU_STREAM_CAPTURE_STATUS_ACTIVE` is `true`, and so is
+    /// `CU_STREAM_CAPTURE_STATUS_INVALIDATED`: a capture that was invalidated has not
+    /// ended, and work that must not run during a capture (the allocators' driver
+    /// calls: allocations, mappings, synchronisation) still must not be issued for the
+    /// stream until the capture is ended. `CU_STREAM_CAPTURE_STATUS_NONE` is `false`.
+    /// The legacy and per-thread default streams answer for the calling thread's view
+    /// of them, in this stream's device context.
+    pub fn is_capturing(&self) -> Result<bool> {
+        crate::raw::require!(self.device.cuda().api(), cuStreamIsCapturing);
+        let bound = self.device.bind()?;
+        let status = self.handle.capture_status(self.device.cuda().api());
+        bound.finish(status.map(is_capture_status))
     }
 
     /// Makes later work on this stream wait for `event` (`cuStreamWaitEvent`);
@@ -288,5 +316,22 @@ impl Drop for Event {
         if let Err(e) = result {
             tracing::error!("destroying event {raw:?}: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_no_capture_is_not_capturing() {
+        use CUstreamCaptureStatus as S;
+        assert!(!is_capture_status(S::CU_STREAM_CAPTURE_STATUS_NONE));
+        assert!(is_capture_status(S::CU_STREAM_CAPTURE_STATUS_ACTIVE));
+        assert!(is_capture_status(S::CU_STREAM_CAPTURE_STATUS_INVALIDATED));
+        assert!(
+            is_capture_status(S(7)),
+            "an unknown status counts as capturing"
+        );
     }
 }

@@ -4,7 +4,9 @@
 
 use core::ffi::{c_char, c_uint, c_void};
 
-use cuda_vmm_sys::{CUcontext, CUevent, CUfunction, CUmodule, CUresult, CUstream};
+use cuda_vmm_sys::{
+    CUcontext, CUevent, CUfunction, CUmodule, CUresult, CUstream, CUstreamCaptureStatus,
+};
 
 use super::{answer, call, on_current_device, Out};
 use crate::model::state;
@@ -70,6 +72,21 @@ pub unsafe extern "C" fn cuStreamSynchronize(hStream: CUstream) -> CUresult {
 pub unsafe extern "C" fn cuStreamQuery(hStream: CUstream) -> CUresult {
     call(const { sym("cuStreamQuery") }, || {
         state::with(|sim| sim.stream_query(hStream))
+    })
+}
+
+/// `cuStreamIsCapturing`: `CU_STREAM_CAPTURE_STATUS_NONE` for every valid stream (the
+/// simulator has no graphs), `CU_STREAM_CAPTURE_STATUS_ACTIVE` while a test
+/// [marks](crate::mark_capturing) it. Streams are checked as by `cuStreamQuery`.
+#[no_mangle]
+pub unsafe extern "C" fn cuStreamIsCapturing(
+    hStream: CUstream,
+    captureStatus: *mut CUstreamCaptureStatus,
+) -> CUresult {
+    call(const { sym("cuStreamIsCapturing") }, || {
+        let value = || state::with(|sim| sim.stream_is_capturing(hStream));
+        // SAFETY: entry-point contract.
+        unsafe { answer(captureStatus, value) }
     })
 }
 

@@ -10,7 +10,7 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cuda_vmm_sys::{CUevent, CUevent_st, CUresult, CUstream, CUstream_st};
+use cuda_vmm_sys::{CUevent, CUevent_st, CUresult, CUstream, CUstreamCaptureStatus, CUstream_st};
 
 use crate::model::answers;
 use crate::model::contexts;
@@ -181,6 +181,36 @@ impl Sim {
             None => self.work.next_seq(),
         };
         self.query_point(device, id, upto)
+    }
+
+    /// `cuStreamIsCapturing`: the simulator has no graphs, so a stream is never
+    /// captured (`CU_STREAM_CAPTURE_STATUS_NONE`) unless a test marks it
+    /// ([`crate::mark_capturing`]: `CU_STREAM_CAPTURE_STATUS_ACTIVE`).
+    pub fn stream_is_capturing(&mut self, handle: CUstream) -> DriverResult<CUstreamCaptureStatus> {
+        let (id, _device) = self.stream_of(handle)?;
+        Ok(
+            if self.work.captures.get(&id).is_some_and(|m| !m.is_empty()) {
+                CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_ACTIVE
+            } else {
+                CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE
+            },
+        )
+    }
+
+    /// Marks `stream` as capturing until [`Sim::unmark_capturing`] with the
+    /// returned identity.
+    pub(crate) fn mark_capturing(&mut self, stream: StreamId) -> u64 {
+        let id = self.work.new_id();
+        self.work.captures.entry(stream).or_default().push(id);
+        id
+    }
+
+    /// Ends capture mark `id` (nothing if it is gone already).
+    pub(crate) fn unmark_capturing(&mut self, id: u64) {
+        for marks in self.work.captures.values_mut() {
+            marks.retain(|m| *m != id);
+        }
+        self.work.captures.retain(|_, m| !m.is_empty());
     }
 
     /// `cuEventCreate` on `device`.

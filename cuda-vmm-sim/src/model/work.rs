@@ -156,6 +156,9 @@ pub(crate) struct Work {
     pub host: BTreeMap<usize, usize>,
     /// Held streams and their holds (see [`crate::hold_stream`]).
     pub holds: HashMap<StreamId, Vec<Hold>>,
+    /// Streams a test marks as capturing, and the marks' identities (see
+    /// [`crate::mark_capturing`]).
+    pub captures: HashMap<StreamId, Vec<u64>>,
     /// `NOT_READY` answers given per queried point `(stream, upto)`, for the
     /// query progress rule ([`crate::SimConfig::query_progress`]).
     pub queries: HashMap<(StreamId, u64), u32>,
@@ -183,6 +186,7 @@ impl Work {
             per_thread: HashMap::new(),
             host: BTreeMap::new(),
             holds: HashMap::new(),
+            captures: HashMap::new(),
             queries: HashMap::new(),
         }
     }

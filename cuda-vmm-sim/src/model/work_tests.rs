@@ -2,7 +2,7 @@
 
 use cuda_vmm_sys::{
     CUmemAccessDesc, CUmemAccess_flags as F, CUmemAllocationHandleType as H, CUmemAllocationProp,
-    CUmemAllocationType, CUmemLocation, CUmemLocationType, CUresult,
+    CUmemAllocationType, CUmemLocation, CUmemLocationType, CUresult, CUstreamCaptureStatus,
 };
 
 use crate::model::answers;
@@ -257,4 +257,31 @@ fn holds_are_inert_without_asynchrony() {
     fill(&mut sim, s, va, 4);
     assert_eq!(first_byte(&sim, va), 4);
     assert_eq!(sim.sync_stream(s), Ok(()));
+}
+
+#[test]
+fn capture_marks_nest_and_end_with_their_stream() {
+    let none = Ok(CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE);
+    let active = Ok(CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_ACTIVE);
+    let mut sim = sim(true);
+    let h = sim.stream_create(0, 1).unwrap();
+    let other = sim.stream_create(0, 0).unwrap();
+    assert_eq!(sim.stream_is_capturing(h), none);
+    let (id, _) = sim.stream_of(h).unwrap();
+    let outer = sim.mark_capturing(id);
+    let inner = sim.mark_capturing(id);
+    assert_eq!(sim.stream_is_capturing(h), active);
+    assert_eq!(sim.stream_is_capturing(other), none);
+    sim.unmark_capturing(inner);
+    assert_eq!(sim.stream_is_capturing(h), active);
+    sim.unmark_capturing(outer);
+    assert_eq!(sim.stream_is_capturing(h), none);
+    sim.unmark_capturing(outer);
+    assert!(sim.work.captures.is_empty());
+    sim.mark_capturing(id);
+    sim.stream_destroy(h).unwrap();
+    assert_eq!(
+        sim.stream_is_capturing(h),
+        Err(answers::BAD_STREAM_OR_EVENT)
+    );
 }

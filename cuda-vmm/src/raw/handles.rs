@@ -9,7 +9,7 @@
 //! live and it is destroyed at most once: the contracts of the stream and event calls
 //! below hold by construction.
 
-use cuda_vmm_sys::{CUevent, CUstream};
+use cuda_vmm_sys::{CUevent, CUstream, CUstreamCaptureStatus};
 
 use super::bound::Bound;
 use super::{bare, Api};
@@ -83,6 +83,12 @@ impl StreamHandle {
     pub(crate) fn query(&self, api: Api) -> Result<bool> {
         // SAFETY: a `StreamHandle` is live while it exists (see the module docs).
         unsafe { super::stream_query(api, self.raw) }
+    }
+
+    /// `cuStreamIsCapturing`: the stream's capture status.
+    pub(crate) fn capture_status(&self, api: Api) -> Result<CUstreamCaptureStatus> {
+        // SAFETY: a `StreamHandle` is live while it exists (see the module docs).
+        unsafe { super::stream_is_capturing(api, self.raw) }
     }
 
     /// `cuStreamWaitEvent` (flags 0).

@@ -2,7 +2,7 @@
 
 use core::ffi::c_void;
 
-use cuda_vmm_sys::{CUdeviceptr, CUevent, CUstream};
+use cuda_vmm_sys::{CUdeviceptr, CUevent, CUstream, CUstreamCaptureStatus};
 
 use super::{bare, Api};
 use crate::error::Result;
@@ -40,6 +40,16 @@ pub unsafe fn stream_query(api: Api, stream: CUstream) -> Result<bool> {
     // SAFETY: forwarded from this function's contract.
     let rc = unsafe { bare::stream_query(api, stream) };
     api.ready("cuStreamQuery", rc)
+}
+
+/// `cuStreamIsCapturing`: the stream's capture status.
+///
+/// # Safety
+/// As for [`bare::stream_is_capturing`].
+pub unsafe fn stream_is_capturing(api: Api, stream: CUstream) -> Result<CUstreamCaptureStatus> {
+    // SAFETY: forwarded from this function's contract.
+    let answer = unsafe { bare::stream_is_capturing(api, stream) };
+    api.out("cuStreamIsCapturing", answer)
 }
 
 /// `cuStreamWaitEvent`.

@@ -35,6 +35,7 @@ mod soundness_shared;
 mod spares;
 mod spares_background;
 mod spares_background_adversarial;
+mod stream_capture;
 mod tracing_spans;
 mod views;
 

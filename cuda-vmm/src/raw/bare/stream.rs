@@ -2,7 +2,7 @@
 
 use core::ffi::c_void;
 
-use cuda_vmm_sys::{entry, CUdeviceptr, CUevent, CUstream};
+use cuda_vmm_sys::{entry, CUdeviceptr, CUevent, CUstream, CUstreamCaptureStatus};
 
 use super::{Out, Rc};
 use crate::raw::Api;
@@ -47,6 +47,36 @@ pub unsafe fn stream_query(api: Api, stream: CUstream) -> Rc {
     let f = entry!(api.table(), cuStreamQuery)?;
     // SAFETY: forwarded from this function's contract.
     Ok(unsafe { f(stream) })
+}
+
+/// `cuStreamIsCapturing`: whether `stream` is being captured into a graph
+/// (`CU_STREAM_CAPTURE_STATUS_NONE` / `_ACTIVE` / `_INVALIDATED`).
+///
+/// # Safety
+/// As for [`stream_synchronize`].
+pub unsafe fn stream_is_capturing(api: Api, stream: CUstream) -> Out<CUstreamCaptureStatus> {
+    let f = entry!(api.table(), cuStreamIsCapturing)?;
+    let mut status = CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE;
+    // SAFETY: `status` is a valid out-pointer; the stream is the caller's contract.
+    let rc = unsafe { f(stream, &mut status) };
+    Ok((rc, status))
+}
+
+/// `cuStreamIsCapturing` into `status`, passed to the driver as given: for callers
+/// that check how the driver answers a bad out-pointer (null is
+/// `CUDA_ERROR_INVALID_VALUE`); everything else wants [`stream_is_capturing`].
+///
+/// # Safety
+/// `stream` as for [`stream_synchronize`]; `status` must be null or valid for a
+/// write of one `CUstreamCaptureStatus`.
+pub unsafe fn stream_is_capturing_into(
+    api: Api,
+    stream: CUstream,
+    status: *mut CUstreamCaptureStatus,
+) -> Rc {
+    let f = entry!(api.table(), cuStreamIsCapturing)?;
+    // SAFETY: forwarded from this function's contract.
+    Ok(unsafe { f(stream, status) })
 }
 
 /// `cuStreamWaitEvent`.
