@@ -184,7 +184,7 @@ impl CachingAllocator {
                 ),
             });
         }
-        if inner.config.check_capture && super::stream_key::is_capturing(stream)? {
+        if inner.config.check_capture && stream.is_capturing()? {
             return Err(Error::StreamCapturing { operation: "alloc" });
         }
         let size = round_up(bytes, ALIGN);
@@ -393,7 +393,7 @@ impl Inner {
         bytes: usize,
         stream: &Stream,
     ) -> Result<usize> {
-        if super::stream_key::is_capturing(stream)? {
+        if stream.is_capturing()? {
             return Err(Error::StreamCapturing {
                 operation: "growth",
             });

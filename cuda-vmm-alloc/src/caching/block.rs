@@ -72,7 +72,7 @@ impl CachedBlock {
         if key == self.stream {
             return Ok(());
         }
-        if super::stream_key::is_capturing(stream)? {
+        if stream.is_capturing()? {
             return Err(crate::Error::StreamCapturing {
                 operation: "record_use",
             });

@@ -37,8 +37,3 @@ impl StreamKey {
         self.stream as u64
     }
 }
-
-/// Whether `stream` is capturing a graph. Placeholder until `Stream::is_capturing` lands.
-pub(crate) fn is_capturing(_stream: &Stream) -> crate::Result<bool> {
-    Ok(false)
-}

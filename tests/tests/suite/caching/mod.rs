@@ -352,3 +352,68 @@ fn a_release_threshold_trims_after_frees() -> TestResult {
     assert_eq!(a.stats().reserved_bytes, 16 * g);
     Ok(())
 }
+
+#[test]
+fn a_capturing_stream_is_refused_growth_and_record_use_and_with_the_check_every_alloc() -> TestResult
+{
+    let Some((d, _g)) = crate::simulated_device("needs the simulator's capture marks")? else {
+        return Ok(());
+    };
+    let _memory = crate::memory_shared();
+    let (s1, s2) = (Stream::new(&d)?, Stream::new(&d)?);
+    let a = allocator(&d, CachingConfig::default())?;
+    let warm = a.alloc(MIB, &s1)?;
+    drop(warm);
+    let before = a.stats();
+    {
+        let _capturing = cuda_vmm_sim::mark_capturing(s1.raw());
+        // A cache hit makes no driver call: served (capture-safe in stream order).
+        let hit = a.alloc(MIB, &s1)?;
+        // Growth would call the driver inside the capture: refused, nothing changed.
+        assert_eq!(
+            a.alloc(64 * MIB, &s1).unwrap_err(),
+            Error::StreamCapturing {
+                operation: "growth"
+            }
+        );
+        drop(hit);
+        let mut stats = a.stats();
+        stats.allocs -= 1;
+        stats.cache_hits -= 1;
+        stats.size_classes[2].allocs -= 1;
+        assert_eq!(stats, before);
+        // A new stream's first allocation during capture leaves no segment behind.
+        let _also = cuda_vmm_sim::mark_capturing(s2.raw());
+        assert_eq!(
+            a.alloc(MIB, &s2).unwrap_err(),
+            Error::StreamCapturing {
+                operation: "growth"
+            }
+        );
+        assert_eq!(a.stats().segments, before.segments);
+        // record_use on a capturing stream: refused, and the block frees as before.
+        let mut x = a.alloc(MIB, &s1)?;
+        assert_eq!(
+            x.record_use(&s2).unwrap_err(),
+            Error::StreamCapturing {
+                operation: "record_use"
+            }
+        );
+        drop(x);
+        assert_eq!(a.stats().pending_blocks, 0);
+    }
+    let strict = allocator(
+        &d,
+        CachingConfig {
+            check_capture: true,
+            ..CachingConfig::default()
+        },
+    )?;
+    drop(strict.alloc(MIB, &s1)?);
+    let _capturing = cuda_vmm_sim::mark_capturing(s1.raw());
+    assert_eq!(
+        strict.alloc(MIB, &s1).unwrap_err(),
+        Error::StreamCapturing { operation: "alloc" }
+    );
+    Ok(())
+}
