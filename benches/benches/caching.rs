@@ -1,6 +1,7 @@
 //! The caching allocator on the serving trace (issue 20; `cuda_vmm_tests::alloc_trace`).
 //!
-//! Ids: `caching/trace/{1stream,4streams,1stream_compact,4streams_compact}`, one full replay per iteration on
+//! Ids: `caching/trace/{1stream,4streams,1stream_compact,4streams_compact,
+//! 1stream_compact_small_pages}` (compaction with 8 MiB large pages), one full replay per iteration on
 //! an allocator kept across iterations (warm: its cache already holds the trace's memory);
 //! throughput is in operations. Side records (`cuda-vmm-extra.json`), from one cold replay on
 //! a fresh allocator each: `caching.<id>.cold_us_per_op`, `.peak_ratio` (peak reserved over
@@ -97,7 +98,7 @@ fn plot(samples: &[(usize, usize, usize)], path: &std::path::Path) {
     }
 }
 
-fn traces(quick: bool) -> [(&'static str, TraceConfig, CachingConfig); 4] {
+fn traces(quick: bool, granule: usize) -> [(&'static str, TraceConfig, CachingConfig); 5] {
     let scale = |mut t: TraceConfig| {
         if quick {
             t.allocations = 4_000;
@@ -128,7 +129,15 @@ fn traces(quick: bool) -> [(&'static str, TraceConfig, CachingConfig); 4] {
         (
             "4streams_compact",
             scale(TraceConfig::serving_4_streams()),
-            compact,
+            compact.clone(),
+        ),
+        (
+            "1stream_compact_small_pages",
+            scale(TraceConfig::serving()),
+            CachingConfig {
+                large_page: std::num::NonZeroUsize::new(4 * granule),
+                ..compact
+            },
         ),
     ]
 }
@@ -140,9 +149,15 @@ fn caching(c: &mut Criterion) {
     if !env.quick {
         group.measurement_time(Duration::from_secs(6));
     }
-    for (name, trace_config, config) in traces(env.quick) {
+    let granule = device
+        .granularity(
+            &cuda_vmm::AllocationProps::device(device),
+            cuda_vmm::GranularityKind::Minimum,
+        )
+        .expect("granularity");
+    for (name, trace_config, config) in traces(env.quick, granule) {
         let trace = generate(&trace_config);
-        if !env.test_mode && !name.ends_with("_compact") {
+        if !env.test_mode && !name.contains("_compact") {
             let path = criterion_dir().join(format!("alloc-trace-{}.txt", trace.streams));
             if let Err(e) = std::fs::create_dir_all(criterion_dir())
                 .and_then(|()| std::fs::write(&path, trace.to_text()))

@@ -408,7 +408,13 @@ impl Inner {
                 .plan(size)
                 .is_some_and(|g| held + g.size > state.stats.peak_reserved_bytes);
             if at_peak && inactive as f64 > share * state.stats.allocated_bytes as f64 {
-                self.release_free_pages(state, 0);
+                // Memory first (the mode's promise): the pages given back count until the
+                // queue released them, so wait for it before mapping more.
+                if self.release_free_pages(state, 0) > 0 {
+                    if let Err(e) = self.device.cuda().flush_releases(FLUSH_TIMEOUT) {
+                        tracing::warn!("flushing releases while compacting: {e}");
+                    }
+                }
             }
         }
         for attempt in 0..2 {

@@ -24,10 +24,12 @@ pub struct CachingConfig {
     /// given back (through the release queue). `None` (the default) keeps cached memory,
     /// as the driver pool's release threshold of `u64::MAX` does.
     pub release_threshold: Option<usize>,
-    /// Compaction: before growing, when more than this share of the allocated bytes is
-    /// cached in free blocks, fully free pages are given back first, keeping
-    /// reserved/allocated near `1 + share` at the cost of more mapping. `None` (the default)
-    /// grows without giving back, as PyTorch's expandable segments do.
+    /// Compaction, memory first: before a growth that would raise the high-water mark of
+    /// reserved memory, when more than this share of the allocated bytes is cached in free
+    /// blocks, every fully free page is given back and the caller waits for the release
+    /// queue to release them (the device work on them included) before mapping more. Costs
+    /// mapping and that wait; `None` (the default) grows without giving back, as PyTorch's
+    /// expandable segments do.
     pub compact_above: Option<f64>,
     /// Check every `alloc` and every free for a capturing stream
     /// (`cuStreamIsCapturing`, one call each) and refuse it. Off by default: the paths

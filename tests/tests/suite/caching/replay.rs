@@ -89,7 +89,8 @@ fn the_trace_keeps_every_block_s_bytes_when_compacting() -> TestResult {
 }
 
 /// The full serving trace (24 GiB live) on the simulator, stamps and all, with the
-/// compaction share from `CUDA_VMM_COMPACT` (none when unset): prints the peak ratio. Ignored:
+/// compaction share from `CUDA_VMM_COMPACT` and the large page from `CUDA_VMM_LARGE_PAGE`
+/// (bytes; the defaults when unset): prints the peak ratio. Ignored:
 /// it maps about 30 GiB of simulated memory.
 #[test]
 #[ignore]
@@ -97,10 +98,15 @@ fn the_full_trace_on_the_simulator() -> TestResult {
     let compact_above = std::env::var("CUDA_VMM_COMPACT")
         .ok()
         .and_then(|v| v.parse().ok());
+    let large_page = std::env::var("CUDA_VMM_LARGE_PAGE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .and_then(std::num::NonZeroUsize::new);
     replay(
         TraceConfig::serving(),
         CachingConfig {
             compact_above,
+            large_page,
             ..CachingConfig::default()
         },
     )
