@@ -142,6 +142,23 @@
 //! [`SimConfig::asynchronous`]`(false)`) completes all work inside the call
 //! that issues it, as earlier versions of the simulator did.
 //!
+//! # Stream-ordered pools
+//!
+//! `cuMemAllocAsync` / `cuMemAllocFromPoolAsync` take memory from a pool: each
+//! device has a default pool, and `cuMemPoolCreate` makes more (pinned memory on a
+//! device only). Pool memory is classic memory (copies and sets use it like
+//! `cuMemAlloc` memory) rounded up to the granularity, one block per allocation
+//! (an H200 reserves 32 MiB chunks and packs small allocations into them).
+//! `cuMemFreeAsync` takes the pointer back in the call (the pool's used bytes drop)
+//! and queues the free on the stream: the block can be handed out again once the
+//! stream has reached it (at once to an allocation on the same stream). Reserved
+//! bytes count in `cuMemGetInfo` until released: at `cuStreamSynchronize`,
+//! `cuEventSynchronize` and `cuCtxSynchronize`, every pool releases free blocks
+//! beyond its `CU_MEMPOOL_ATTR_RELEASE_THRESHOLD` (default 0); `cuMemPoolTrimTo`
+//! and `cuMemPoolDestroy` release too. The reuse policies are stored, not
+//! modelled. Pools cannot be shared (no `cuMemPoolExportToShareableHandle`)
+//! and have no access settings (`cuMemPoolSetAccess`).
+//!
 //! # Configuration
 //!
 //! Read once, at the first `cuInit`: from [`configure`] if it was called, else

@@ -2584,6 +2584,15 @@ pub type PFN_cuDeviceGetAttribute_v2000 = ::core::option::Option<
         dev: CUdevice_v1,
     ) -> CUresult,
 >;
+pub type PFN_cuDeviceSetMemPool_v11020 = ::core::option::Option<
+    unsafe extern "C" fn(dev: CUdevice_v1, pool: CUmemoryPool) -> CUresult,
+>;
+pub type PFN_cuDeviceGetMemPool_v11020 = ::core::option::Option<
+    unsafe extern "C" fn(pool: *mut CUmemoryPool, dev: CUdevice_v1) -> CUresult,
+>;
+pub type PFN_cuDeviceGetDefaultMemPool_v11020 = ::core::option::Option<
+    unsafe extern "C" fn(pool_out: *mut CUmemoryPool, dev: CUdevice_v1) -> CUresult,
+>;
 pub type PFN_cuDevicePrimaryCtxRetain_v7000 = ::core::option::Option<
     unsafe extern "C" fn(pctx: *mut CUcontext, dev: CUdevice_v1) -> CUresult,
 >;
@@ -2733,6 +2742,32 @@ pub type PFN_cuMemRetainAllocationHandle_v11000 = ::core::option::Option<
         handle: *mut CUmemGenericAllocationHandle_v1,
         addr: *mut ::core::ffi::c_void,
     ) -> CUresult,
+>;
+pub type PFN_cuMemPoolTrimTo_v11020 = ::core::option::Option<
+    unsafe extern "C" fn(pool: CUmemoryPool, minBytesToKeep: usize) -> CUresult,
+>;
+pub type PFN_cuMemPoolSetAttribute_v11020 = ::core::option::Option<
+    unsafe extern "C" fn(
+        pool: CUmemoryPool,
+        attr: CUmemPool_attribute,
+        value: *mut ::core::ffi::c_void,
+    ) -> CUresult,
+>;
+pub type PFN_cuMemPoolGetAttribute_v11020 = ::core::option::Option<
+    unsafe extern "C" fn(
+        pool: CUmemoryPool,
+        attr: CUmemPool_attribute,
+        value: *mut ::core::ffi::c_void,
+    ) -> CUresult,
+>;
+pub type PFN_cuMemPoolCreate_v11020 = ::core::option::Option<
+    unsafe extern "C" fn(
+        pool: *mut CUmemoryPool,
+        poolProps: *const CUmemPoolProps_v1,
+    ) -> CUresult,
+>;
+pub type PFN_cuMemPoolDestroy_v11020 = ::core::option::Option<
+    unsafe extern "C" fn(pool: CUmemoryPool) -> CUresult,
 >;
 pub type PFN_cuStreamCreate_v2000 = ::core::option::Option<
     unsafe extern "C" fn(phStream: *mut CUstream, Flags: ::core::ffi::c_uint) -> CUresult,
@@ -2884,6 +2919,24 @@ pub type PFN_cuMemMapArrayAsync_v11010 = ::core::option::Option<
     unsafe extern "C" fn(
         mapInfoList: *mut CUarrayMapInfo_v1,
         count: ::core::ffi::c_uint,
+        hStream: CUstream,
+    ) -> CUresult,
+>;
+pub type PFN_cuMemFreeAsync_v11020 = ::core::option::Option<
+    unsafe extern "C" fn(dptr: CUdeviceptr_v2, hStream: CUstream) -> CUresult,
+>;
+pub type PFN_cuMemAllocAsync_v11020 = ::core::option::Option<
+    unsafe extern "C" fn(
+        dptr: *mut CUdeviceptr_v2,
+        bytesize: usize,
+        hStream: CUstream,
+    ) -> CUresult,
+>;
+pub type PFN_cuMemAllocFromPoolAsync_v11020 = ::core::option::Option<
+    unsafe extern "C" fn(
+        dptr: *mut CUdeviceptr_v2,
+        bytesize: usize,
+        pool: CUmemoryPool,
         hStream: CUstream,
     ) -> CUresult,
 >;

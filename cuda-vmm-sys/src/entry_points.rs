@@ -91,6 +91,17 @@ macro_rules! for_each_entry_point {
             cuModuleGetFunction: PFN_cuModuleGetFunction_v2000,
             cuModuleUnload: PFN_cuModuleUnload_v2000,
             cuLaunchKernel: PFN_cuLaunchKernel_v4000,
+            cuMemAllocAsync: PFN_cuMemAllocAsync_v11020,
+            cuMemFreeAsync: PFN_cuMemFreeAsync_v11020,
+            cuMemPoolCreate: PFN_cuMemPoolCreate_v11020,
+            cuMemPoolDestroy: PFN_cuMemPoolDestroy_v11020,
+            cuMemPoolSetAttribute: PFN_cuMemPoolSetAttribute_v11020,
+            cuMemPoolGetAttribute: PFN_cuMemPoolGetAttribute_v11020,
+            cuMemPoolTrimTo: PFN_cuMemPoolTrimTo_v11020,
+            cuMemAllocFromPoolAsync: PFN_cuMemAllocFromPoolAsync_v11020,
+            cuDeviceGetDefaultMemPool: PFN_cuDeviceGetDefaultMemPool_v11020,
+            cuDeviceGetMemPool: PFN_cuDeviceGetMemPool_v11020,
+            cuDeviceSetMemPool: PFN_cuDeviceSetMemPool_v11020,
         }
     };
 }

@@ -404,11 +404,11 @@ mod tests {
     #[test]
     fn reads_every_typedef_of_the_entry_point_list() {
         let types = entry_point_types(ENTRY_POINT_LIST).expect("the list parses");
-        assert_eq!(types.len(), 64);
+        assert_eq!(types.len(), 75);
         assert!(types.contains(&"PFN_cuStreamIsCapturing_v10000"));
         assert_eq!(types.first(), Some(&"PFN_cuInit_v2000"));
         assert!(types.contains(&"PFN_cuMemAddressReserve_v10020"));
-        assert_eq!(types.last(), Some(&"PFN_cuLaunchKernel_v4000"));
+        assert_eq!(types.last(), Some(&"PFN_cuDeviceSetMemPool_v11020"));
     }
 
     #[test]

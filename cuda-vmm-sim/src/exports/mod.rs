@@ -18,10 +18,12 @@
 
 mod copies;
 mod memory;
+mod pools;
 mod streams;
 
 pub use copies::*;
 pub use memory::*;
+pub use pools::*;
 pub use streams::*;
 
 use core::ffi::{c_char, c_int, c_uint, c_void, CStr};
@@ -405,14 +407,16 @@ pub unsafe extern "C" fn cuCtxGetDevice(device: *mut CUdevice) -> CUresult {
 
 /// `cuCtxSynchronize`: completes the work of every stream of the current
 /// context; answers the context's poison if it has one. Blocks while a
-/// [hold](crate::hold_stream) keeps work of the context from completing.
+/// [hold](crate::hold_stream) keeps work of the context from completing. Then
+/// the stream-ordered pools release free memory beyond their thresholds.
 #[no_mangle]
 pub unsafe extern "C" fn cuCtxSynchronize() -> CUresult {
     call(const { sym("cuCtxSynchronize") }, || {
         state::with_waiting(|sim| {
             let d = contexts::current_device(sim)?;
             sim.sync_device(d)?;
-            Ok(sim.healthy(d)?)
+            sim.healthy(d)?;
+            Ok(sim.pools_after_sync()?)
         })
     })
 }

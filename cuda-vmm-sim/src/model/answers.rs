@@ -309,6 +309,53 @@ pub const FREE_NOT_ALLOCATED: CUresult = INVALID_VALUE;
 /// and size are set to 0 (H200: `address_range_failure_out_param`).
 pub const ADDRESS_RANGE_UNKNOWN: CUresult = CUresult::CUDA_ERROR_NOT_FOUND;
 
+// ---- Stream-ordered allocation and memory pools ---------------------------------
+// (H200, driver 580: probed with ctypes, `cuMemAllocAsync` & co. on device 0.)
+
+/// `cuMemAllocAsync` / `cuMemAllocFromPoolAsync` with size 0 succeed on an H200 and
+/// answer a null pointer; nothing is allocated.
+pub const ALLOC_ASYNC_ZERO_SIZE: CUresult = CUresult::CUDA_SUCCESS;
+/// `cuMemFreeAsync` of the null pointer succeeds on an H200 (and does nothing).
+pub const FREE_ASYNC_NULL: CUresult = CUresult::CUDA_SUCCESS;
+/// `cuMemFreeAsync` of an address that is not the start of live pool memory
+/// (H200: a bogus address, one inside an allocation, a second free).
+pub const FREE_ASYNC_UNKNOWN: CUresult = INVALID_VALUE;
+/// `cuMemFreeAsync` of `cuMemAlloc` memory: simulator only (an H200 accepts it and
+/// crashes in the next `cuStreamSynchronize`).
+pub const FREE_ASYNC_NOT_POOLED: CUresult = INVALID_VALUE;
+/// A pool handle that is not a live pool of this driver (H200: null in
+/// `cuMemPoolTrimTo` and `cuMemPoolGetAttribute`; the real driver may crash on
+/// bogus or destroyed ones).
+pub const POOL_BAD_HANDLE: CUresult = INVALID_VALUE;
+/// `cuMemPoolDestroy` of a device's default pool (H200).
+pub const POOL_DESTROY_DEFAULT: CUresult = INVALID_VALUE;
+/// `cuMemPoolGetAttribute` / `cuMemPoolSetAttribute` of an attribute the header
+/// does not define (H200: 0 and 99).
+pub const POOL_BAD_ATTRIBUTE: CUresult = INVALID_VALUE;
+/// `cuMemPoolSetAttribute` of `RESERVED_MEM_CURRENT` or `USED_MEM_CURRENT`, or of a
+/// high watermark to a value other than 0 (H200).
+pub const POOL_READ_ONLY_ATTRIBUTE: CUresult = INVALID_VALUE;
+/// `cuMemPoolCreate` with null properties, or `allocType` other than PINNED (H200
+/// for INVALID; an H200 also accepts the value 2, the simulator does not).
+pub const POOL_PROPS_BAD_TYPE: CUresult = INVALID_VALUE;
+/// `cuMemPoolCreate` with a location that is not a device of this driver (H200:
+/// location type INVALID, ordinals 99 and -1; an H200 also accepts HOST and
+/// HOST_NUMA locations, the simulator has no host pools).
+pub const POOL_PROPS_BAD_LOCATION: CUresult = INVALID_VALUE;
+/// `cuMemPoolCreate` with handle types other than NONE / POSIX fd (H200: bit 0x80),
+/// a non-zero `usage`, or non-zero reserved bytes (guess).
+pub const POOL_PROPS_UNSUPPORTED: CUresult = INVALID_VALUE;
+/// `cuDeviceGetDefaultMemPool` with a bad device ordinal (H200).
+pub const DEFAULT_POOL_BAD_DEVICE: CUresult = CUresult::CUDA_ERROR_INVALID_DEVICE;
+/// `cuDeviceGetMemPool` / `cuDeviceSetMemPool` with a bad device ordinal (H200:
+/// unlike `cuDeviceGetDefaultMemPool`, not INVALID_DEVICE).
+pub const MEM_POOL_BAD_DEVICE: CUresult = INVALID_VALUE;
+/// `cuDeviceSetMemPool` with a pool of another device (guess).
+pub const SET_MEM_POOL_OTHER_DEVICE: CUresult = INVALID_VALUE;
+/// A pool allocation beyond the device's free memory or the pool's `maxSize`
+/// (H200: 1 PiB).
+pub const POOL_OUT_OF_MEMORY: CUresult = CUresult::CUDA_ERROR_OUT_OF_MEMORY;
+
 // ---- Copies and sets (cuMemcpy*, cuMemsetD8/D32) --------------------------------
 
 /// A copy or set of 0 bytes: succeeds without looking at the pointers.

@@ -1,6 +1,6 @@
 //! The driver model: what the simulated driver knows and decides — devices,
 //! contexts, reservations, allocations, mappings, streams and their queued work,
-//! copies, the classic allocator, the answers it gives, and its configuration.
+//! copies, the classic allocator, stream-ordered pools, the answers it gives, and its configuration.
 //!
 //! It reaches the operating system only through [`crate::os`], and the test
 //! hooks only through [`crate::hooks`].
@@ -15,6 +15,9 @@ pub(crate) mod devices;
 pub(crate) mod error_strings;
 pub(crate) mod holds;
 pub(crate) mod mappings;
+pub(crate) mod pools;
+#[cfg(test)]
+mod pools_tests;
 pub(crate) mod procs;
 pub(crate) mod reservations;
 pub(crate) mod state;

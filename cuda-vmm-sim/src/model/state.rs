@@ -50,7 +50,8 @@ pub(crate) struct Memory {
 /// Per-device bookkeeping.
 #[derive(Debug, Default)]
 pub(crate) struct Device {
-    /// Bytes of live physical and classic allocations.
+    /// Bytes of live physical and classic allocations, and of memory that
+    /// stream-ordered pools reserve.
     pub used: u64,
     /// References to the primary context.
     pub primary_refs: u32,
@@ -105,6 +106,8 @@ pub(crate) struct Classic {
     pub rounded: u64,
     pub device: usize,
     pub memory: Arc<Memory>,
+    /// Whether a stream-ordered pool owns the memory (`model::pools`).
+    pub pooled: bool,
 }
 
 /// Everything the simulated driver knows.
@@ -122,6 +125,8 @@ pub(crate) struct Sim {
     pub classic: BTreeMap<u64, Classic>,
     /// Streams, events, pending work and pinned host memory.
     pub work: crate::model::work::Work,
+    /// Stream-ordered memory pools and their blocks.
+    pub pools: crate::model::pools::Pools,
     next_handle: u64,
 }
 
@@ -140,6 +145,7 @@ impl Sim {
             allocations: HashMap::new(),
             classic: BTreeMap::new(),
             work: crate::model::work::Work::new(devices_len),
+            pools: crate::model::pools::Pools::new(devices_len),
             // Handles are never reused, so a released handle stays detectable.
             next_handle: 0x5100_0000_0001,
         }

@@ -165,11 +165,13 @@ impl Sim {
         Ok(())
     }
 
-    /// `cuStreamSynchronize` (blocked while a hold keeps the work from completing).
+    /// `cuStreamSynchronize` (blocked while a hold keeps the work from completing);
+    /// then the pools release free memory beyond their thresholds.
     pub fn stream_synchronize(&mut self, handle: CUstream) -> Waitable<()> {
         let (id, device) = self.stream_of(handle)?;
         self.sync_stream(id)?;
-        Ok(self.healthy(device)?)
+        self.healthy(device)?;
+        Ok(self.pools_after_sync()?)
     }
 
     /// `cuStreamQuery`: success once the stream's work completed, else
@@ -240,13 +242,15 @@ impl Sim {
     }
 
     /// `cuEventSynchronize`: completes the work before the recorded position
-    /// (blocked while a hold keeps it from completing).
+    /// (blocked while a hold keeps it from completing); then the pools release
+    /// free memory beyond their thresholds.
     pub fn event_synchronize(&mut self, event: CUevent) -> Waitable<()> {
         let (_, e) = self.event_of(event)?;
         if let Some((s, upto)) = e.at {
             self.run_until(s, upto)?;
         }
-        Ok(self.healthy(e.device)?)
+        self.healthy(e.device)?;
+        Ok(self.pools_after_sync()?)
     }
 
     /// `cuEventQuery`: success once the work before the recorded position

@@ -76,6 +76,8 @@ pub(crate) enum Action {
     Fill { dst: Span, pattern: Vec<u8> },
     /// Later operations of the stream wait for `stream`'s operations before `upto`.
     Wait { stream: StreamId, upto: u64 },
+    /// Nothing: a position in the stream (where a stream-ordered free takes effect).
+    Marker,
 }
 
 impl core::fmt::Debug for Action {
@@ -86,6 +88,7 @@ impl core::fmt::Debug for Action {
             Self::ToHost { .. } => "ToHost",
             Self::Fill { .. } => "Fill",
             Self::Wait { .. } => "Wait",
+            Self::Marker => "Marker",
         })
     }
 }
@@ -102,7 +105,7 @@ impl Action {
             // an unmapped buffer is reported (EFAULT), not faulted.
             Self::ToHost { src, dst } => unsafe { src.read_into(*dst as *mut u8) },
             Self::Fill { dst, pattern } => dst.fill(pattern),
-            Self::Wait { .. } => Ok(()),
+            Self::Wait { .. } | Self::Marker => Ok(()),
         }
     }
 }

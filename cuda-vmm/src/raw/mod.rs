@@ -14,7 +14,8 @@
 //!   [`Error::Driver`] naming the entry point, and the calls that change the address
 //!   space (`cuMemAddressReserve`, `cuMemCreate`, `cuMemMap`, `cuMemSetAccess`,
 //!   `cuMemUnmap`, `cuMemRelease`, `cuMemAddressFree`, `cuMemImportFromShareableHandle`,
-//!   `cuMemAlloc_v2`, `cuMemFree_v2`) run inside their debug-level tracing span (see the
+//!   `cuMemAlloc_v2`, `cuMemFree_v2`, `cuMemAllocAsync`, `cuMemAllocFromPoolAsync`,
+//!   `cuMemFreeAsync`) run inside their debug-level tracing span (see the
 //!   crate docs).
 //!
 //! Functions whose arguments are plain values the driver validates (ordinals,
@@ -51,6 +52,7 @@ mod context;
 mod handles;
 mod host;
 mod memory;
+mod pool;
 mod stream;
 mod vmm;
 
@@ -61,6 +63,7 @@ pub(crate) use handles::with_cudarc_stream;
 pub(crate) use handles::{EventHandle, StreamHandle};
 pub(crate) use host::HostMemory;
 pub use memory::*;
+pub use pool::*;
 pub use stream::*;
 pub(crate) use vmm::{
     copy_dtod, copy_dtoh_staged, copy_htod_staged, copy_htod_staged_at, fill, AllocationHandle,

@@ -36,6 +36,7 @@ mod spares;
 mod spares_background;
 mod spares_background_adversarial;
 mod stream_capture;
+mod stream_ordered_pool;
 mod tracing_spans;
 mod views;
 

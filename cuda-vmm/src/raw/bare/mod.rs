@@ -8,10 +8,12 @@ use cuda_vmm_sys::{CUresult, MissingSymbol};
 
 mod context;
 mod memory;
+mod pool;
 mod stream;
 
 pub use context::*;
 pub use memory::*;
+pub use pool::*;
 pub use stream::*;
 
 /// What a bare call without out-parameters answers.
