@@ -31,7 +31,7 @@
 //! let a = allocator.alloc(3 << 20, &stream)?; // grows the segment: driver calls
 //! let ptr = a.ptr();
 //! drop(a); // back to the stream's cache, at once
-//! let b = allocator.alloc(1 << 20, &stream)?; // served from the cache: no driver call
+//! let b = allocator.alloc(2 << 20, &stream)?; // served from the cache: no driver call
 //! assert_eq!(b.ptr(), ptr);
 //! let stats = allocator.stats();
 //! assert_eq!((stats.allocs, stats.cache_hits, stats.growths), (2, 1, 1));
