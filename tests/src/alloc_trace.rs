@@ -123,97 +123,100 @@ impl SplitMix {
     }
 }
 
+/// The generator's live blocks and output.
+struct Generator<'c> {
+    config: &'c TraceConfig,
+    streams: u8,
+    rng: SplitMix,
+    ops: Vec<TraceOp>,
+    /// Live blocks: size and stream, by id.
+    live: BTreeMap<u32, (u64, u8)>,
+    /// Live long-lived blocks, by id (age order).
+    long_lived: BTreeMap<u32, ()>,
+    live_bytes: u64,
+}
+
+impl Generator<'_> {
+    /// Frees block `id` if it is live, drawing whether another stream used it.
+    fn free(&mut self, id: u32) {
+        let Some((size, stream)) = self.live.remove(&id) else {
+            return;
+        };
+        self.long_lived.remove(&id);
+        self.live_bytes -= size;
+        let streams = self.streams;
+        let used_on = (streams > 1 && self.rng.unit() < self.config.cross_stream).then(|| {
+            let step = self.rng.between(1, u64::from(streams) - 1) as u8;
+            (stream + step) % streams
+        });
+        self.ops.push(TraceOp::Free { id, used_on });
+    }
+}
+
 /// Generates the trace `config` describes.
 pub fn generate(config: &TraceConfig) -> Trace {
-    let mut rng = SplitMix(config.seed);
-    let mut ops = Vec::with_capacity(2 * config.allocations as usize);
-    // (Reverse(death), id) of live blocks; long-lived ones also by id (age order).
-    let mut deaths: BinaryHeap<std::cmp::Reverse<(u32, u32)>> = BinaryHeap::new();
-    let mut live: BTreeMap<u32, (u64, u8)> = BTreeMap::new();
-    let mut long_lived: BTreeMap<u32, ()> = BTreeMap::new();
-    let (mut live_bytes, mut peak) = (0u64, 0u64);
     let streams = config.streams.max(1);
-    let free = |id: u32,
-                live: &mut BTreeMap<u32, (u64, u8)>,
-                long_lived: &mut BTreeMap<u32, ()>,
-                live_bytes: &mut u64,
-                ops: &mut Vec<TraceOp>,
-                rng: &mut SplitMix| {
-        if let Some((size, stream)) = live.remove(&id) {
-            long_lived.remove(&id);
-            *live_bytes -= size;
-            let used_on = (streams > 1 && rng.unit() < config.cross_stream).then(|| {
-                let step = rng.between(1, u64::from(streams) - 1) as u8;
-                (stream + step) % streams
-            });
-            ops.push(TraceOp::Free { id, used_on });
-        }
+    let mut g = Generator {
+        config,
+        streams,
+        rng: SplitMix(config.seed),
+        ops: Vec::with_capacity(2 * config.allocations as usize),
+        live: BTreeMap::new(),
+        long_lived: BTreeMap::new(),
+        live_bytes: 0,
     };
+    // (Reverse(death), id) of live blocks.
+    let mut deaths: BinaryHeap<std::cmp::Reverse<(u32, u32)>> = BinaryHeap::new();
+    let mut peak = 0u64;
     for id in 0..config.allocations {
         while let Some(&std::cmp::Reverse((death, victim))) = deaths.peek() {
             if death > id {
                 break;
             }
             deaths.pop();
-            free(
-                victim,
-                &mut live,
-                &mut long_lived,
-                &mut live_bytes,
-                &mut ops,
-                &mut rng,
-            );
+            g.free(victim);
         }
-        let class = rng.unit();
+        let class = g.rng.unit();
         let (size, lifetime, long) = if class < 0.60 {
-            (rng.log_uniform(512, 64 * KIB), rng.between(1, 8), false)
+            (g.rng.log_uniform(512, 64 * KIB), g.rng.between(1, 8), false)
         } else if class < 0.95 {
-            (rng.log_uniform(MIB, 64 * MIB), rng.between(8, 256), false)
+            (
+                g.rng.log_uniform(MIB, 64 * MIB),
+                g.rng.between(8, 256),
+                false,
+            )
         } else {
             (
-                rng.log_uniform(16 * MIB, 512 * MIB),
-                rng.between(2_000, 40_000),
+                g.rng.log_uniform(16 * MIB, 512 * MIB),
+                g.rng.between(2_000, 40_000),
                 true,
             )
         };
-        while live_bytes + size > config.live_cap {
-            let oldest = long_lived
+        while g.live_bytes + size > config.live_cap {
+            let oldest = g
+                .long_lived
                 .keys()
                 .next()
-                .or_else(|| live.keys().next())
+                .or_else(|| g.live.keys().next())
                 .copied();
             let Some(victim) = oldest else { break };
-            free(
-                victim,
-                &mut live,
-                &mut long_lived,
-                &mut live_bytes,
-                &mut ops,
-                &mut rng,
-            );
+            g.free(victim);
         }
-        let stream = rng.between(0, u64::from(streams) - 1) as u8;
-        ops.push(TraceOp::Alloc { id, size, stream });
-        live.insert(id, (size, stream));
+        let stream = g.rng.between(0, u64::from(streams) - 1) as u8;
+        g.ops.push(TraceOp::Alloc { id, size, stream });
+        g.live.insert(id, (size, stream));
         if long {
-            long_lived.insert(id, ());
+            g.long_lived.insert(id, ());
         }
-        live_bytes += size;
-        peak = peak.max(live_bytes);
+        g.live_bytes += size;
+        peak = peak.max(g.live_bytes);
         deaths.push(std::cmp::Reverse((id.saturating_add(lifetime as u32), id)));
     }
     while let Some(std::cmp::Reverse((_, victim))) = deaths.pop() {
-        free(
-            victim,
-            &mut live,
-            &mut long_lived,
-            &mut live_bytes,
-            &mut ops,
-            &mut rng,
-        );
+        g.free(victim);
     }
     Trace {
-        ops,
+        ops: g.ops,
         peak_requested: peak,
         streams,
     }
@@ -241,6 +244,20 @@ impl Trace {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// FNV-1a of the file text: the traces the H200 figures were measured on.
+    fn fingerprint(trace: &Trace) -> u64 {
+        trace.to_text().bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        })
+    }
+
+    #[test]
+    fn the_traces_are_the_measured_ones() {
+        let one = fingerprint(&generate(&TraceConfig::serving()));
+        let four = fingerprint(&generate(&TraceConfig::serving_4_streams()));
+        assert_eq!((one, four), (0xa371_5b92_f2c8_d939, 0xb338_d36e_f7c3_cdc0));
+    }
 
     #[test]
     fn the_serving_trace_has_its_shape() {
