@@ -14,6 +14,7 @@ use std::sync::Arc;
 use cuda_vmm::{CudarcReadView, CudarcView};
 use cudarc::driver::CudaStream;
 
+use crate::caching::CachedBlock;
 use crate::error::{check_range, Result};
 use crate::growable::GrowableBuffer;
 use crate::memory::sealed::Sealed;
@@ -132,5 +133,29 @@ impl<T: DevicePod> SharedBufferConsumer<T> {
     /// memory (see [`cuda_vmm::Reservation::record_cudarc_use`]).
     pub fn record_cudarc_use(&self, stream: &CudaStream) -> Result<()> {
         Ok(self.reservation().record_cudarc_use(stream)?)
+    }
+}
+
+impl CachedBlock {
+    /// Records that work queued so far on the cudarc `stream` (a stream of the allocator
+    /// device's primary context) uses this block, as [`record_use`](Self::record_use) does
+    /// for a [`cuda_vmm::Stream`]: dropped, the block is reused only once that work is done.
+    /// Pass [`ptr`](Self::ptr) to kernels as the device pointer.
+    pub fn record_cudarc_use(&mut self, stream: &CudaStream) -> Result<()> {
+        let device = self.owner.device().clone();
+        let context = stream.context();
+        if context.cu_ctx().cast::<std::ffi::c_void>() != device.raw_context().cast() {
+            return Err(crate::Error::InvalidRequest {
+                message: format!(
+                    "a cudarc stream of device {}'s context for a block of device {}",
+                    context.ordinal(),
+                    device.ordinal()
+                ),
+            });
+        }
+        // SAFETY: the stream belongs to `device`'s primary context (checked above), and the
+        // borrowed wrapper lives only for this call, while `stream` is borrowed.
+        let borrowed = unsafe { cuda_vmm::Stream::from_raw(&device, stream.cu_stream().cast()) };
+        self.record_use(&borrowed)
     }
 }

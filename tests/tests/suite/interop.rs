@@ -403,3 +403,64 @@ fn gpu_kernel_appends_through_set_len() -> TestResult {
     stream.synchronize()?;
     Ok(())
 }
+
+/// A block of the caching allocator written by a slow kernel on a cudarc stream: after
+/// `record_cudarc_use` and the drop, it is not reused on the block's own stream while the
+/// kernel runs, and every word the kernel wrote is there; once the kernel is done it is.
+#[test]
+fn gpu_caching_block_used_on_a_cudarc_stream_is_reused_only_after_the_kernel() -> TestResult {
+    let _memory = crate::memory_shared();
+    let Some((d, stream)) =
+        gpu_or_skip("gpu_caching_block_used_on_a_cudarc_stream_is_reused_only_after_the_kernel")?
+    else {
+        return Ok(());
+    };
+    let f = kernel(&stream, FILL, "fill")?;
+    let allocator = cuda_vmm_alloc::CachingAllocator::new(&d)?;
+    let own = cuda_vmm::Stream::new(&d)?;
+    let n: u64 = 1 << 20;
+    let mut block = allocator.alloc(n as usize * 4, &own)?;
+    let ptr = block.ptr();
+    let (v, spin): (u32, i64) = (0xC0DE, 400_000_000);
+    let mut b = stream.launch_builder(&f);
+    b.arg(&ptr);
+    b.arg(&n);
+    b.arg(&v);
+    b.arg(&spin);
+    // SAFETY: `fill` takes (u32*, u64, u32, i64) and writes `n` words at `ptr`, which the
+    // block keeps mapped read-write; its memory is reused only after the recorded use.
+    let start = std::time::Instant::now();
+    unsafe { b.launch(GRID) }?;
+    // SAFETY: the cudarc stream is of device 0's primary context and outlives `borrowed`.
+    let borrowed = unsafe { cuda_vmm::Stream::from_raw(&d, stream.cu_stream().cast()) };
+    let launched = start.elapsed();
+    let busy = !borrowed.is_idle()?;
+    block.record_cudarc_use(&stream)?;
+    drop(block);
+    let pending = allocator.stats().pending_blocks;
+    let other = allocator.alloc(n as usize * 4, &own)?;
+    // Busy after the allocation returned means busy while it looked at the pending block.
+    let still_busy = !borrowed.is_idle()?;
+    eprintln!(
+        "cudarc stream {:p}, own {:p}: launch {launched:?}, busy after it {busy}, pending \
+         {pending}, still busy {still_busy}, {:?} after the launch",
+        stream.cu_stream(),
+        own.raw(),
+        start.elapsed()
+    );
+    assert_eq!(pending, 1, "the free did not wait for the cudarc use");
+    if still_busy {
+        assert_ne!(other.ptr(), ptr, "reused while the cudarc kernel ran");
+    } else {
+        eprintln!("the kernel ended before the allocation returned: reuse was allowed");
+    }
+    stream.synchronize()?;
+    let words = cuda_vmm_tests::helpers::raw_read(&crate::cuda()?, ptr, n as usize * 4)?;
+    assert!(words
+        .chunks_exact(4)
+        .all(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]) == v));
+    let again = allocator.alloc(n as usize * 4, &own)?;
+    assert_eq!(again.ptr(), ptr, "reused once the kernel was done");
+    drop((other, again));
+    Ok(())
+}

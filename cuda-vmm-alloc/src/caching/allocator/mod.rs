@@ -338,6 +338,12 @@ impl CachingAllocator {
 }
 
 impl Inner {
+    /// The allocator's device.
+    #[cfg(feature = "cudarc")]
+    pub(crate) fn device(&self) -> &Device {
+        &self.device
+    }
+
     fn stats_of(&self, state: &State) -> CachingStats {
         let mut stats = state.stats.clone();
         stats.releasing_bytes = self.releasing.load(Ordering::Acquire);
