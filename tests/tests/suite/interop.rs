@@ -427,9 +427,9 @@ fn gpu_caching_block_used_on_a_cudarc_stream_is_reused_only_after_the_kernel() -
     b.arg(&n);
     b.arg(&v);
     b.arg(&spin);
+    let start = std::time::Instant::now();
     // SAFETY: `fill` takes (u32*, u64, u32, i64) and writes `n` words at `ptr`, which the
     // block keeps mapped read-write; its memory is reused only after the recorded use.
-    let start = std::time::Instant::now();
     unsafe { b.launch(GRID) }?;
     // SAFETY: the cudarc stream is of device 0's primary context and outlives `borrowed`.
     let borrowed = unsafe { cuda_vmm::Stream::from_raw(&d, stream.cu_stream().cast()) };
