@@ -6,21 +6,14 @@ use cuda_vmm_sys::{
 };
 
 use crate::model::answers;
-use crate::model::config::SimConfig;
 use crate::model::pools::Value;
 use crate::model::state::Sim;
 
-const G: u64 = 64 << 10;
+use crate::model::work_tests::G;
 
+/// The work tests' simulator and a stream of device 0.
 fn sim(asynchronous: bool) -> (Sim, CUstream) {
-    let mut sim = Sim::new(
-        SimConfig::new()
-            .devices(2)
-            .granularity(G)
-            .memory_per_device(64 * G)
-            .asynchronous(asynchronous),
-    );
-    sim.retain_primary(0);
+    let mut sim = crate::model::work_tests::sim(asynchronous);
     let stream = sim.stream_create(0, 1).unwrap();
     (sim, stream)
 }

@@ -10,9 +10,10 @@ use crate::model::config::SimConfig;
 use crate::model::state::Sim;
 use crate::model::work::{legacy, Action, Blocked, Kind, Stream};
 
-const G: u64 = 64 << 10;
+pub(super) const G: u64 = 64 << 10;
 
-fn sim(asynchronous: bool) -> Sim {
+/// A two-device simulator of 64 KiB granules with device 0's primary context retained.
+pub(super) fn sim(asynchronous: bool) -> Sim {
     let mut sim = Sim::new(
         SimConfig::new()
             .devices(2)
