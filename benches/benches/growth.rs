@@ -12,6 +12,8 @@
 //! - `growable_pooled`: the default buffer drawing 256 MiB chunks from a warm [`ChunkPool`]
 //!   (chunks recycled from the previous buffer, as a caching allocator would), so growth is
 //!   map + set access only;
+//! - `growable_cached`: the default buffer on a [`CachingAllocator`]'s page cache (256 MiB
+//!   chunks the previous buffer gave back, nothing prefilled); its floor is `growable_pooled`;
 //! - `realloc`: realloc-doubling through the safe layer's `cuMemAlloc` blocks;
 //! - `naive`: one `cuMemCreate` + `cuMemMap` + `cuMemSetAccess` per 2 MiB;
 //! - the floors, straight through the raw table: `raw_steps` (the default policy's steps, one
@@ -43,7 +45,8 @@ use cuda_vmm::{
     AccessFlags, Allocation, AllocationProps, LinearAllocation, Reservation, ReserveOptions,
 };
 use cuda_vmm_alloc::{
-    BufferConfig, ChunkPool, DriverStats, GrowableBuffer, GrowthPolicy, PoolConfig,
+    BufferConfig, CachingAllocator, ChunkPool, DriverStats, GrowableBuffer, GrowthPolicy,
+    PoolConfig,
 };
 use cuda_vmm_benches::{
     env, fmt_size, record_extra, size_id, Env, Raw, RawGrowth, CHUNK, GIB, MIB,
@@ -216,6 +219,31 @@ fn growable_pooled(env: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Dura
     grow_buffer(env, raw, size, probe, config)
 }
 
+thread_local! {
+    /// One caching allocator per final size, kept across iterations: its page cache.
+    static CACHES: RefCell<HashMap<usize, CachingAllocator>> = Default::default();
+}
+
+/// The growable buffer on a caching allocator's page cache ([`CachingAllocator::chunk_pool`],
+/// 256 MiB chunks): each buffer maps the chunks the previous one gave back (the first,
+/// untimed iteration fills the cache; nothing is prefilled).
+fn growable_cached(env: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Duration {
+    let chunk = POOL_CHUNK.min(size);
+    let allocator = CACHES.with(|caches| {
+        caches
+            .borrow_mut()
+            .entry(size)
+            .or_insert_with(|| CachingAllocator::new(&env.device).expect("caching allocator"))
+            .clone()
+    });
+    let config = BufferConfig {
+        max_capacity: Some(size),
+        pool: Some(allocator.chunk_pool(chunk).expect("the cache's pool")),
+        ..BufferConfig::default()
+    };
+    grow_buffer(env, raw, size, probe, config)
+}
+
 /// Realloc-doubling: a new block of twice the capacity, the live bytes copied over.
 fn realloc(env: &Env, raw: &Raw, size: usize, probe: &mut Probe) -> Duration {
     let start = Instant::now();
@@ -313,7 +341,7 @@ const fn layout(name: &'static str, run: Strategy, peak: f64, floor: &'static st
 }
 
 /// Floors first, so the ratios can be printed as the layouts finish.
-const LAYOUTS: [Layout; 14] = [
+const LAYOUTS: [Layout; 15] = [
     layout("raw_steps", raw_steps, 1.25, "raw_steps"),
     layout("raw_steps_32MiB", raw_steps_32mib, 1.25, "raw_steps_32MiB"),
     layout("raw_doubling", raw_doubling, 2.0, "raw_doubling"),
@@ -341,6 +369,7 @@ const LAYOUTS: [Layout; 14] = [
         "raw_steps",
     ),
     layout("growable_pooled", growable_pooled, 1.25, "raw_realloc"),
+    layout("growable_cached", growable_cached, 1.25, "growable_pooled"),
     layout("realloc", realloc, 1.5, "raw_realloc"),
     layout("naive", naive, 1.0, "raw_steps"),
 ];

@@ -12,7 +12,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use cuda_vmm::{CudarcReadView, CudarcView};
-use cudarc::driver::CudaStream;
+use cudarc::driver::{CudaEvent, CudaStream};
 
 use crate::caching::CachedBlock;
 use crate::error::{check_range, Result};
@@ -142,7 +142,17 @@ impl CachedBlock {
     /// for a [`cuda_vmm::Stream`]: dropped, the block is reused only once that work is done.
     /// Pass [`ptr`](Self::ptr) to kernels as the device pointer.
     pub fn record_cudarc_use(&mut self, stream: &CudaStream) -> Result<()> {
+        self.check_cudarc_stream(stream)?;
         let device = self.owner.device().clone();
+        // SAFETY: the stream belongs to `device`'s primary context (checked above), and the
+        // borrowed wrapper lives only for this call, while `stream` is borrowed.
+        let borrowed = unsafe { cuda_vmm::Stream::from_raw(&device, stream.cu_stream().cast()) };
+        self.record_use(&borrowed)
+    }
+
+    /// Refuses a cudarc stream that is not of the allocator device's primary context.
+    pub(crate) fn check_cudarc_stream(&self, stream: &CudaStream) -> Result<()> {
+        let device = self.owner.device();
         let context = stream.context();
         if context.cu_ctx().cast::<std::ffi::c_void>() != device.raw_context().cast() {
             return Err(crate::Error::InvalidRequest {
@@ -153,9 +163,14 @@ impl CachedBlock {
                 ),
             });
         }
-        // SAFETY: the stream belongs to `device`'s primary context (checked above), and the
-        // borrowed wrapper lives only for this call, while `stream` is borrowed.
-        let borrowed = unsafe { cuda_vmm::Stream::from_raw(&device, stream.cu_stream().cast()) };
-        self.record_use(&borrowed)
+        Ok(())
+    }
+
+    /// Records, as a use, the work before the cudarc `event` (recorded on any stream of the
+    /// device): the allocator's own stream waits for it and records the use.
+    pub(crate) fn record_after_cudarc_event(&mut self, event: &CudaEvent) -> Result<()> {
+        let stream = self.owner.helper_stream()?;
+        stream.wait_cudarc_event(event)?;
+        self.record_use(&stream)
     }
 }

@@ -105,6 +105,8 @@ pub use budget::MemoryBudget;
 /// own: derive through it with `#[bytemuck(crate = "cuda_vmm_alloc::bytemuck")]` (see the
 /// [crate docs](crate)).
 pub use bytemuck;
+#[cfg(feature = "cudarc")]
+pub use caching::CachedView;
 pub use caching::{
     BlockSnapshot, CachedBlock, CachingAllocator, CachingConfig, CachingStats, SegmentSnapshot,
     SizeClassStats, Snapshot, SIZE_CLASSES,

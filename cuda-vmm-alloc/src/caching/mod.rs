@@ -43,6 +43,9 @@ mod allocator;
 pub(crate) mod arena;
 mod block;
 mod config;
+#[cfg(feature = "cudarc")]
+mod cudarc_view;
+mod pages;
 mod segment;
 mod stats;
 mod stream_key;
@@ -50,6 +53,8 @@ mod stream_key;
 pub use allocator::CachingAllocator;
 pub use block::CachedBlock;
 pub use config::CachingConfig;
+#[cfg(feature = "cudarc")]
+pub use cudarc_view::CachedView;
 pub use stats::{
     BlockSnapshot, CachingStats, SegmentSnapshot, SizeClassStats, Snapshot, SIZE_CLASSES,
 };

@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use cuda_vmm::{AccessFlags, Allocation, AllocationProps, Device, Mapping, Reservation};
+use cuda_vmm::{AccessFlags, Allocation, Device, Mapping, Reservation};
 
 use super::arena::{Arena, Growth, State};
+use crate::pool::ChunkPool;
 use crate::Result;
 
 /// A segment: its reservation, its blocks and the pages mapped in it.
@@ -21,8 +22,10 @@ pub(crate) struct Segment {
 pub(crate) struct Grown {
     /// Bytes newly mapped.
     pub(crate) bytes: usize,
-    /// Handles created and mapped.
+    /// Handles mapped.
     pub(crate) handles: usize,
+    /// Of those, handles taken from the page cache rather than created.
+    pub(crate) reused: usize,
 }
 
 impl Segment {
@@ -59,12 +62,14 @@ impl Segment {
         self.arena.plan_growth(size, self.page)
     }
 
-    /// Maps the pages `growth` names, granting `access` to each device. A driver failure
-    /// unmaps and releases what this call mapped, changing nothing.
+    /// Maps the pages `growth` names, taken from `chunks` (cached ones first, created
+    /// otherwise), granting `access` to each device. A driver failure gives back what this
+    /// call took, changing nothing.
     pub(crate) fn grow(
         &mut self,
         growth: Growth,
         access: &[(&Device, AccessFlags)],
+        chunks: &ChunkPool,
     ) -> Result<Grown> {
         let _span = tracing::debug_span!(
             "caching.grow",
@@ -73,29 +78,41 @@ impl Segment {
             bytes = growth.size
         )
         .entered();
-        self.map_pages(growth.offset, growth.size, access)
-    }
-
-    fn map_pages(
-        &mut self,
-        offset: usize,
-        size: usize,
-        access: &[(&Device, AccessFlags)],
-    ) -> Result<Grown> {
-        let device = self.reservation.device().clone();
-        let props = AllocationProps::device(&device);
+        let (offset, size) = (growth.offset, growth.size);
+        let taken = chunks.take(size / self.page).map_err(|f| f.error)?;
+        // The first `reused` came from the cache; the others were created for this call.
+        let reused = taken.hits;
+        let mut allocations = taken.allocations.into_iter();
         let mut mapped: Vec<Mapping> = Vec::with_capacity(size / self.page);
-        let outcome = (|| -> Result<()> {
-            for at in (offset..offset + size).step_by(self.page) {
-                let allocation = Allocation::new(&device, self.page, &props)?;
-                mapped.push(self.reservation.map(at, &allocation, 0, self.page)?);
+        let mut failed = None;
+        for at in (offset..offset + size).step_by(self.page) {
+            let Some(allocation) = allocations.next() else {
+                break;
+            };
+            match self.reservation.map(at, &allocation, 0, self.page) {
+                Ok(m) => mapped.push(m),
+                Err(e) => {
+                    // Back where it came from, with the ones not mapped yet.
+                    let rest = std::iter::once(allocation).chain(allocations.by_ref());
+                    give_back(chunks, reused.saturating_sub(mapped.len()), rest);
+                    failed = Some(e.into());
+                    break;
+                }
             }
-            self.reservation.set_access(offset, size, access)?;
-            Ok(())
-        })();
-        if let Err(e) = outcome {
+        }
+        if failed.is_none() {
+            if let Err(e) = self.reservation.set_access(offset, size, access) {
+                failed = Some(e.into());
+            }
+        }
+        if let Some(e) = failed {
             // Nothing ran on these pages: unmapping them waits for no work of the caller's.
-            if let Err((undo, _kept)) = Mapping::unmap_deferred(mapped, None) {
+            let (back, cached) = (chunks.clone(), reused.min(mapped.len()));
+            let then: cuda_vmm::release::ReleaseThen = Box::new(move |allocations| {
+                give_back(&back, cached, allocations.into_iter());
+                Ok(())
+            });
+            if let Err((undo, _kept)) = Mapping::unmap_deferred(mapped, Some(then)) {
                 tracing::error!("undoing a failed segment growth: {undo}");
             }
             return Err(e);
@@ -109,6 +126,7 @@ impl Segment {
         Ok(Grown {
             bytes: size,
             handles,
+            reused,
         })
     }
 
@@ -163,5 +181,17 @@ impl Segment {
     /// Every block, as `(offset, size, state)`.
     pub(crate) fn blocks(&self) -> impl Iterator<Item = (usize, usize, State)> + '_ {
         self.arena.blocks()
+    }
+}
+
+/// Undoes a growth's take: the first `cached` of `allocations` go back to the cache they
+/// came from, the rest (created for the growth) are released.
+fn give_back(chunks: &ChunkPool, cached: usize, allocations: impl Iterator<Item = Allocation>) {
+    for (i, allocation) in allocations.enumerate() {
+        if i >= cached {
+            drop(allocation);
+        } else if let Err(refused) = chunks.recycle(allocation) {
+            tracing::error!("returning a page after a failed growth: {refused}");
+        }
     }
 }

@@ -32,7 +32,11 @@ pub struct CachingStats {
     /// Physical memory given back but not yet released (its release is queued behind the
     /// device work that may touch it).
     pub releasing_bytes: usize,
-    /// The most physical memory ever held at once (mapped plus releasing).
+    /// Physical chunks cached in the page cache now (see
+    /// [`CachingAllocator::chunk_pool`](super::CachingAllocator::chunk_pool)).
+    pub cached_chunk_bytes: usize,
+    /// The most physical memory ever held at once (mapped, releasing and cached chunks),
+    /// seen at growths.
     pub peak_reserved_bytes: usize,
     /// Bytes mapped and free in blocks (`reserved - allocated`, cross-stream pending
     /// included).
@@ -48,9 +52,13 @@ pub struct CachingStats {
     pub cache_hits: u64,
     /// Growth steps (each maps one run of new pages).
     pub growths: u64,
-    /// Physical pages created and mapped.
+    /// Physical pages mapped.
     pub pages_mapped: u64,
-    /// Physical pages given back (trims, the release threshold, compaction).
+    /// Of those, pages taken from the page cache rather than created.
+    pub pages_reused: u64,
+    /// Physical pages unmapped into the page cache by compaction, to be mapped again.
+    pub pages_recycled: u64,
+    /// Physical pages given back to the driver (trims, the release threshold, compaction).
     pub pages_released: u64,
     /// Allocations that failed for lack of memory (after emptying the cache and retrying).
     pub out_of_memory: u64,

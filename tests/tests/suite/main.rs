@@ -19,6 +19,8 @@ mod conformance;
 mod hooks;
 #[cfg(feature = "cudarc")]
 mod interop;
+#[cfg(feature = "cudarc")]
+mod interop_caching;
 mod leak;
 mod lifetime;
 mod loader;

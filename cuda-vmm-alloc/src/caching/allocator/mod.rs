@@ -13,11 +13,15 @@ use super::arena::State as BlockState;
 use super::arena::{round_up, ALIGN};
 use super::block::CachedBlock;
 use super::config::CachingConfig;
+use super::pages::PageCache;
 use super::segment::Segment;
-use super::stats::{BlockSnapshot, CachingStats, SegmentSnapshot, Snapshot};
+use super::stats::CachingStats;
 use super::stream_key::StreamKey;
+use crate::pool::ChunkPool;
 use crate::{Error, Result};
 
+mod grow;
+mod snapshot;
 mod trim;
 
 /// How long an out-of-memory path waits for queued releases before retrying.
@@ -56,12 +60,20 @@ pub(crate) struct Inner {
     state: Mutex<State>,
     /// Bytes handed to the release queue and not yet released (decremented by the queue).
     releasing: Arc<AtomicUsize>,
+    /// Physical chunks by size: pages come from here, compaction moves pages through it.
+    pages: PageCache,
+    /// The allocator's own stream, created on first use: it waits for events recorded
+    /// elsewhere (cudarc's) and records them as uses of a block.
+    #[cfg(feature = "cudarc")]
+    helper: Mutex<Option<Arc<Stream>>>,
 }
 
 struct Pool {
     key: StreamKey,
     small: bool,
     segment: Segment,
+    /// The page cache's pool of this segment's page size.
+    chunks: ChunkPool,
 }
 
 /// A block freed after uses on other streams, waiting for their events.
@@ -144,6 +156,9 @@ impl CachingAllocator {
                     stats: CachingStats::new(),
                 }),
                 releasing: Arc::new(AtomicUsize::new(0)),
+                pages: PageCache::new(device),
+                #[cfg(feature = "cudarc")]
+                helper: Mutex::new(None),
             }),
         })
     }
@@ -234,9 +249,28 @@ impl CachingAllocator {
     }
 
     /// Gives every fully free page of every segment back (through the release queue, after
-    /// the device work that may touch it); returns the bytes given back.
+    /// the device work that may touch it), and releases the chunks cached in the page cache
+    /// (see [`chunk_pool`](Self::chunk_pool)); returns the bytes given back.
     pub fn empty_cache(&self) -> usize {
-        self.trim(0)
+        self.trim(0) + self.inner.pages.trim()
+    }
+
+    /// The allocator's pool of `chunk_size`-byte physical chunks (a nonzero multiple of the
+    /// allocation granularity), created on first use. Its segments take their pages from
+    /// the pools of their page sizes (2 MiB and 32 MiB by default), and compaction moves
+    /// pages through them. A [`GrowableBuffer`](crate::GrowableBuffer) or
+    /// [`SparseArray`](crate::SparseArray) built on one (`pool: Some(..)` in its config)
+    /// shares the cache: what it gives back is mapped again by the next buffer, or by the
+    /// allocator's growth, with no `cuMemCreate`. Chunks cached here count as held by the
+    /// allocator (its peak and its budget) until [`empty_cache`](Self::empty_cache) or the
+    /// out-of-memory path releases them.
+    pub fn chunk_pool(&self, chunk_size: usize) -> Result<ChunkPool> {
+        if chunk_size == 0 {
+            return Err(Error::InvalidConfig {
+                message: "a chunk size of 0: chunks are whole granules".into(),
+            });
+        }
+        self.inner.pages.pool(chunk_size)
     }
 
     /// Gives fully free pages back until at most `keep` bytes stay reserved (or no page is
@@ -246,7 +280,7 @@ impl CachingAllocator {
         if !state.pending.is_empty() {
             state.poll_pending(self.inner.device.ordinal());
         }
-        self.inner.release_free_pages(&mut state, keep)
+        self.inner.release_free_pages(&mut state, keep, None)
     }
 
     /// Waits (up to `timeout`) until the memory given back so far is released to the driver;
@@ -291,50 +325,6 @@ impl CachingAllocator {
         let state = self.inner.state.lock();
         self.inner.stats_of(&state)
     }
-
-    /// Every segment and block now, with the statistics (see [`Snapshot::to_json`]).
-    pub fn snapshot(&self) -> Snapshot {
-        let state = self.inner.state.lock();
-        let segments = state
-            .pools
-            .iter()
-            .enumerate()
-            .map(|(i, p)| SegmentSnapshot {
-                stream: p.key.raw(),
-                small: p.small,
-                address: p.segment.base(),
-                page: p.segment.page(),
-                mapped_bytes: p.segment.mapped_bytes(),
-                blocks: p
-                    .segment
-                    .blocks()
-                    .filter(|&(_, _, s)| s != BlockState::Unmapped)
-                    .map(|(offset, size, s)| BlockSnapshot {
-                        offset,
-                        size,
-                        state: match s {
-                            BlockState::Used
-                                if state
-                                    .pending
-                                    .iter()
-                                    .any(|q| q.pool == i && q.offset == offset) =>
-                            {
-                                "pending"
-                            }
-                            BlockState::Used => "active",
-                            BlockState::Free => "free",
-                            BlockState::Unmapped => "unmapped",
-                        },
-                    })
-                    .collect(),
-            })
-            .collect();
-        Snapshot {
-            device: self.inner.device.ordinal(),
-            stats: self.inner.stats_of(&state),
-            segments,
-        }
-    }
 }
 
 impl Inner {
@@ -344,13 +334,16 @@ impl Inner {
         &self.device
     }
 
-    fn stats_of(&self, state: &State) -> CachingStats {
-        let mut stats = state.stats.clone();
-        stats.releasing_bytes = self.releasing.load(Ordering::Acquire);
-        stats.inactive_bytes = stats.reserved_bytes.saturating_sub(stats.allocated_bytes);
-        stats.pending_blocks = state.pending.len() as u64;
-        stats.segments = state.pools.len();
-        stats
+    /// The allocator's own stream (see `helper`).
+    #[cfg(feature = "cudarc")]
+    pub(crate) fn helper_stream(&self) -> Result<Arc<Stream>> {
+        let mut helper = self.helper.lock();
+        if let Some(stream) = &*helper {
+            return Ok(stream.clone());
+        }
+        let stream = Arc::new(Stream::new(&self.device)?);
+        *helper = Some(stream.clone());
+        Ok(stream)
     }
 
     /// The pool of `key`'s small or large blocks, reserving its segment on first use.
@@ -363,11 +356,13 @@ impl Inner {
         } else {
             self.large_page
         };
+        let chunks = self.pages.pool(page)?;
         let segment = Segment::new(&self.device, self.segment_size, page)?;
         state.pools.push(Pool {
             key,
             small,
             segment,
+            chunks,
         });
         let i = state.pools.len() - 1;
         state.index.insert((key, small), i);
@@ -388,93 +383,6 @@ impl Inner {
         if let Some(p) = state.pools.pop() {
             state.index.remove(&(p.key, p.small));
         }
-    }
-
-    /// The slow path: map pages into the pool's segment (giving cached memory back first
-    /// when over the budget, out of device memory, or past `compact_above`) and take the
-    /// block from them.
-    fn grow_and_take(
-        &self,
-        state: &mut State,
-        pool: usize,
-        size: usize,
-        bytes: usize,
-        stream: &Stream,
-    ) -> Result<usize> {
-        if stream.is_capturing()? {
-            return Err(Error::StreamCapturing {
-                operation: "growth",
-            });
-        }
-        if let Some(share) = self.config.compact_above {
-            // Only at the high-water mark: growth below the peak costs no peak memory, and
-            // every page given back is a page mapped again later.
-            let inactive = state.stats.reserved_bytes - state.stats.allocated_bytes;
-            let held = state.stats.reserved_bytes + self.releasing.load(Ordering::Acquire);
-            let at_peak = state.pools[pool]
-                .segment
-                .plan(size)
-                .is_some_and(|g| held + g.size > state.stats.peak_reserved_bytes);
-            if at_peak && inactive as f64 > share * state.stats.allocated_bytes as f64 {
-                // Memory first (the mode's promise): the pages given back count until the
-                // queue released them, so wait for it before mapping more.
-                if self.release_free_pages(state, 0) > 0 {
-                    if let Err(e) = self.device.cuda().flush_releases(FLUSH_TIMEOUT) {
-                        tracing::warn!("flushing releases while compacting: {e}");
-                    }
-                }
-            }
-        }
-        for attempt in 0..2 {
-            let Some(growth) = state.pools[pool].segment.plan(size) else {
-                break;
-            };
-            let held = state.stats.reserved_bytes + self.releasing.load(Ordering::Acquire);
-            if self
-                .config
-                .max_reserved
-                .is_some_and(|max| held + growth.size > max)
-            {
-                if attempt == 0 {
-                    self.give_back_for_retry(state);
-                    continue;
-                }
-                break;
-            }
-            let mut access = vec![(&self.device, AccessFlags::ReadWrite)];
-            access.extend(state.peers.iter().map(|p| (p, AccessFlags::ReadWrite)));
-            match state.pools[pool].segment.grow(growth, &access) {
-                Ok(grown) => {
-                    let stats = &mut state.stats;
-                    stats.growths += 1;
-                    stats.pages_mapped += grown.handles as u64;
-                    stats.reserved_bytes += grown.bytes;
-                    let held = stats.reserved_bytes + self.releasing.load(Ordering::Acquire);
-                    stats.peak_reserved_bytes = stats.peak_reserved_bytes.max(held);
-                    if let Some(offset) = state.pools[pool].segment.arena.take(size) {
-                        return Ok(offset);
-                    }
-                    break;
-                }
-                Err(e) if e.is_out_of_memory() => {
-                    if attempt == 0 {
-                        self.give_back_for_retry(state);
-                        continue;
-                    }
-                    break;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        state.stats.out_of_memory += 1;
-        Err(Error::AllocatorOutOfMemory {
-            requested: bytes,
-            reserved: state.stats.reserved_bytes,
-            allocated: state.stats.allocated_bytes,
-            releasing: self.releasing.load(Ordering::Acquire),
-            device_free: self.device.memory_info().map_or(0, |m| m.free),
-            max_reserved: self.config.max_reserved,
-        })
     }
 
     /// A block's end of life (its drop): back to its pool now, or pending on the events of
@@ -504,7 +412,7 @@ impl Inner {
         }
         if let Some(threshold) = self.config.release_threshold {
             if state.stats.reserved_bytes > threshold {
-                self.release_free_pages(&mut state, threshold);
+                self.release_free_pages(&mut state, threshold, None);
             }
         }
     }

@@ -16,6 +16,7 @@ use cuda_vmm_tests::helpers::{gran, raw_read, TestResult};
 mod adversarial;
 mod adversarial_streams;
 mod gpu_kernels;
+mod page_cache;
 mod replay;
 
 /// Every entry point a cache hit or a same-stream free must not call.

@@ -43,14 +43,17 @@ fn replay(config: TraceConfig, caching: CachingConfig) -> TestResult {
     assert_eq!(stats.allocs, u64::from(config.allocations));
     eprintln!(
         "replay of {} ops on {} stream(s): peak reserved {} / peak requested {} = {:.3}, \
-         {} growths, {} cache hits",
+         {} growths, {} cache hits, {} pages mapped ({} reused), {} pages released",
         trace.ops.len(),
         trace.streams,
         stats.peak_reserved_bytes,
         trace.peak_requested,
         stats.peak_reserved_bytes as f64 / trace.peak_requested as f64,
         stats.growths,
-        stats.cache_hits
+        stats.cache_hits,
+        stats.pages_mapped,
+        stats.pages_reused,
+        stats.pages_released
     );
     assert!(stats.peak_reserved_bytes as u64 >= trace.peak_requested);
     a.empty_cache();
