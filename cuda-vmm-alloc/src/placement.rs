@@ -14,6 +14,12 @@ use crate::pool::same_device;
 /// whole structure and in the same single `cuMemSetAccess` per committed run, so a kernel on
 /// any of them can use all of it, and unmapping waits for work on each of them. The
 /// allocation granularity is the largest over the owner and the placement devices.
+///
+/// Host memory (properties at [`Location::Host`] or [`Location::HostNuma`]) has one home,
+/// the host: it takes [`Placement::Owner`], its chunks are created through the owner and
+/// mapped with the owner's access like device memory. [`On`](Placement::On) and
+/// [`RoundRobin`](Placement::RoundRobin) name devices to put chunks on, which host memory
+/// is not, so they are refused for it ([`Error::InvalidConfig`]).
 #[derive(Clone, Debug, Default)]
 pub enum Placement {
     /// On the structure's own device (the default).
@@ -59,7 +65,7 @@ impl Homes {
             return Err(Error::InvalidConfig {
                 message: format!(
                     "placement on devices needs device memory, but the properties place it \
-                     at {:?}",
+                     at {:?}: host memory has one home, so it takes Placement::Owner",
                     props.location()
                 ),
             });

@@ -177,7 +177,11 @@
 //! on VMM memory. Released or bogus handles return an error where the real
 //! driver crashes (stream and event handles too: bogus or destroyed ones are
 //! answered `CUDA_ERROR_INVALID_HANDLE`). Imported allocations do not count in
-//! the importer's `cuMemGetInfo` (the exporter's allocation does). Releasing
+//! the importer's `cuMemGetInfo` (the exporter's allocation does). Host memory
+//! (`CU_MEM_LOCATION_TYPE_HOST`, and `HOST_NUMA` on node 0, the simulated host's
+//! only node) is a memfd like device memory that counts in no device's
+//! `cuMemGetInfo`; `HOST_NUMA_CURRENT` is refused, as on an H200. A `HOST_NUMA`
+//! access descriptor grants the host access to `HOST_NUMA` memory. Releasing
 //! the last reference to a primary context frees nothing (it completes the
 //! context's work, invalidates its streams and events and clears its poison).
 //! The simulator cannot run device code: `cuModuleLoadData` answers

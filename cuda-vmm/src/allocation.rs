@@ -98,6 +98,14 @@ impl Allocation {
     /// `size` must be a nonzero multiple of the minimum granularity for `props`;
     /// a device location must be `device`; requested features (fabric or POSIX
     /// handles, compression, RDMA) must be supported by the device.
+    ///
+    /// Host memory is created through `device` too, and mapped and made accessible to
+    /// devices like device memory; it does not count against the device's
+    /// [`memory_info`](Device::memory_info). Refused before the driver is called:
+    /// [`Location::HostNumaCurrent`] (the driver refuses it), [`Location::Host`] with
+    /// export handle types, and [`Location::HostNuma`] on a device without
+    /// `HOST_NUMA_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED` ([`Error::Unsupported`]) or with a
+    /// node that is neither the device's [`host_numa_id`](Device::host_numa_id) nor online.
     pub fn new(device: &Device, size: usize, props: &AllocationProps) -> Result<Allocation> {
         if size == 0 {
             return Err(Error::invalid(
@@ -112,6 +120,9 @@ impl Allocation {
                     device.ordinal()
                 )));
             }
+        }
+        if let Location::HostNuma(node) = props.location() {
+            crate::host_numa::check_node(device, node)?;
         }
         check_features(device, props)?;
         let granularity = device.min_granularity(props)?;

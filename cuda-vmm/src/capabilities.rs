@@ -15,6 +15,8 @@ pub(crate) struct Features {
     pub(crate) fabric: bool,
     pub(crate) compression: bool,
     pub(crate) rdma: bool,
+    /// `CU_DEVICE_ATTRIBUTE_HOST_NUMA_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED`.
+    pub(crate) host_numa_vmm: bool,
 }
 
 impl Features {
@@ -31,6 +33,9 @@ impl Features {
             fabric: on(A::CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_FABRIC_SUPPORTED)?,
             compression: on(A::CU_DEVICE_ATTRIBUTE_GENERIC_COMPRESSION_SUPPORTED)?,
             rdma: on(A::CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_WITH_CUDA_VMM_SUPPORTED)?,
+            host_numa_vmm: on(
+                A::CU_DEVICE_ATTRIBUTE_HOST_NUMA_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED,
+            )?,
         })
     }
 }
@@ -54,6 +59,13 @@ pub struct Capabilities {
     pub generic_compression: bool,
     /// GPUDirect RDMA works with VMM allocations.
     pub gpu_direct_rdma_with_vmm: bool,
+    /// Host NUMA memory ([`Location::HostNuma`](crate::Location::HostNuma)) can be created
+    /// and mapped with the VMM calls
+    /// (`CU_DEVICE_ATTRIBUTE_HOST_NUMA_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED`).
+    pub host_numa_vmm: bool,
+    /// The host NUMA node closest to the device (`CU_DEVICE_ATTRIBUTE_HOST_NUMA_ID`), if
+    /// the device reports one.
+    pub host_numa_id: Option<u32>,
     /// Minimum granularity of a pinned allocation on this device.
     pub min_granularity: usize,
     /// Recommended granularity of a pinned allocation on this device.
@@ -66,6 +78,7 @@ impl Capabilities {
         ordinal: usize,
         total_memory: usize,
         f: Features,
+        host_numa_id: Option<u32>,
         min_granularity: usize,
         recommended_granularity: usize,
     ) -> Self {
@@ -78,6 +91,8 @@ impl Capabilities {
             fabric_handles: f.fabric,
             generic_compression: f.compression,
             gpu_direct_rdma_with_vmm: f.rdma,
+            host_numa_vmm: f.host_numa_vmm,
+            host_numa_id,
             min_granularity,
             recommended_granularity,
         }
@@ -88,7 +103,7 @@ impl fmt::Display for Capabilities {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let yes = |b: bool| if b { "yes" } else { "no" };
         writeln!(f, "device {}: {}", self.ordinal, self.name)?;
-        let rows: [(&str, String); 8] = [
+        let rows: [(&str, String); 10] = [
             ("total memory", format!("{} bytes", self.total_memory)),
             ("virtual memory management", yes(self.vmm_supported).into()),
             ("POSIX fd handles", yes(self.posix_fd_handles).into()),
@@ -97,6 +112,12 @@ impl fmt::Display for Capabilities {
             (
                 "GPUDirect RDMA with VMM",
                 yes(self.gpu_direct_rdma_with_vmm).into(),
+            ),
+            ("host NUMA memory with VMM", yes(self.host_numa_vmm).into()),
+            (
+                "host NUMA node",
+                self.host_numa_id
+                    .map_or_else(|| "none".into(), |n| n.to_string()),
             ),
             (
                 "minimum granularity",

@@ -3,7 +3,9 @@
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-use cuda_vmm_sys::{CUcontext, CUdevice, CUdevice_attribute, CUmemAllocationGranularity_flags};
+use cuda_vmm_sys::{
+    CUcontext, CUdevice, CUdevice_attribute, CUmemAllocationGranularity_flags, CUresult,
+};
 use parking_lot::Mutex;
 
 use crate::capabilities::{Capabilities, Features};
@@ -200,6 +202,25 @@ impl Device {
         Ok(*self.inner.features.get_or_init(|| f))
     }
 
+    /// Whether host NUMA memory ([`Location::HostNuma`](crate::Location::HostNuma)) can be
+    /// created and mapped through this device with the VMM calls
+    /// (`CU_DEVICE_ATTRIBUTE_HOST_NUMA_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED`; read once and
+    /// cached; a driver too old to know the attribute means no).
+    pub fn supports_host_numa_vmm(&self) -> Result<bool> {
+        Ok(self.features()?.host_numa_vmm)
+    }
+
+    /// The host NUMA node closest to this device (`CU_DEVICE_ATTRIBUTE_HOST_NUMA_ID`):
+    /// `None` when the device reports none (a negative id) or the driver does not know the
+    /// attribute.
+    pub fn host_numa_id(&self) -> Result<Option<u32>> {
+        match self.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_HOST_NUMA_ID) {
+            Ok(id) => Ok(u32::try_from(id).ok()),
+            Err(e) if e.code() == Some(CUresult::CUDA_ERROR_INVALID_VALUE.0) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// A report of what this device supports for VMM.
     pub fn capabilities(&self) -> Result<Capabilities> {
         let props = AllocationProps::device(self);
@@ -208,6 +229,7 @@ impl Device {
             self.ordinal(),
             self.total_memory()?,
             self.features()?,
+            self.host_numa_id()?,
             self.granularity(&props, GranularityKind::Minimum)?,
             self.granularity(&props, GranularityKind::Recommended)?,
         ))

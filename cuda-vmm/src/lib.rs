@@ -157,6 +157,7 @@ mod driver;
 mod error;
 mod fd_passing;
 pub mod hooks;
+mod host_numa;
 mod interop;
 mod linear;
 mod mapped;

@@ -62,6 +62,13 @@ impl Location {
         }
     }
 
+    /// Whether this is host memory ([`Host`](Location::Host),
+    /// [`HostNuma`](Location::HostNuma) or [`HostNumaCurrent`](Location::HostNumaCurrent)).
+    #[inline]
+    pub fn is_host(self) -> bool {
+        !matches!(self, Location::Device(_))
+    }
+
     /// Checks a device ordinal against the driver's device count and a NUMA id
     /// against the `int` the driver stores it in.
     pub(crate) fn validate(self, cuda: &Cuda) -> Result<()> {
@@ -187,6 +194,19 @@ impl AllocationProps {
         Self::new(Location::Device(device.ordinal()))
     }
 
+    /// Pinned host memory on the host NUMA node closest to `device`
+    /// ([`Device::host_numa_id`]), not exportable. Fails with
+    /// [`Error::Unsupported`] when the device reports no host NUMA node.
+    pub fn host_numa_near(device: &Device) -> Result<Self> {
+        match device.host_numa_id()? {
+            Some(node) => Ok(Self::new(Location::HostNuma(node))),
+            None => Err(Error::Unsupported {
+                feature: "a host NUMA node (CU_DEVICE_ATTRIBUTE_HOST_NUMA_ID)",
+                device: device.ordinal(),
+            }),
+        }
+    }
+
     /// Pinned memory at `location`, not exportable.
     pub fn new(location: Location) -> Self {
         Self {
@@ -263,8 +283,12 @@ impl AllocationProps {
         )
     }
 
-    /// Checks what can be checked without a device: the location's ordinal,
-    /// unknown handle-type bits and unknown usage bits.
+    /// Checks what can be checked without a device: the location's ordinal, unknown
+    /// handle-type bits, unknown usage bits, and the host locations `cuMemCreate` refuses:
+    /// [`HostNumaCurrent`](Location::HostNumaCurrent) (the driver answers
+    /// `CUDA_ERROR_INVALID_VALUE`; recorded on an H200, driver 580) and
+    /// [`Host`](Location::Host) with export handle types (host allocations are not IPC
+    /// capable; the driver answers `CUDA_ERROR_INVALID_VALUE`).
     pub fn validate(&self, cuda: &Cuda) -> Result<()> {
         self.location.validate(cuda)?;
         let unknown = self.handle_types.bits() & !HandleTypes::ALL.bits();
@@ -273,6 +297,24 @@ impl AllocationProps {
                 "handle types {:?} contain unknown bits {unknown:#x}",
                 self.handle_types
             )));
+        }
+        match self.location {
+            Location::HostNumaCurrent => {
+                return Err(Error::invalid(
+                    "location HostNumaCurrent (CU_MEM_LOCATION_TYPE_HOST_NUMA_CURRENT) is \
+                     refused by cuMemCreate with CUDA_ERROR_INVALID_VALUE: name the node, \
+                     e.g. AllocationProps::host_numa_near(&device)",
+                ))
+            }
+            Location::Host if !self.handle_types.is_empty() => {
+                return Err(Error::invalid(format!(
+                    "location Host takes no export handle types, but {:?} are requested: \
+                     host allocations are not IPC capable (cuMemCreate answers \
+                     CUDA_ERROR_INVALID_VALUE)",
+                    self.handle_types
+                )))
+            }
+            _ => {}
         }
         if self.usage & !KNOWN_USAGE != 0 {
             return Err(Error::invalid(format!(

@@ -7,7 +7,7 @@ use core::ffi::{c_int, c_uint, c_ulonglong, c_void};
 use cuda_vmm_sys::{
     CUarrayMapInfo, CUdeviceptr, CUmemAccessDesc, CUmemAllocationGranularity_flags as G,
     CUmemAllocationHandleType, CUmemAllocationProp, CUmemGenericAllocationHandle, CUmemLocation,
-    CUresult, CUstream,
+    CUmemLocationType, CUresult, CUstream,
 };
 
 use super::{answer, call, on_current_device, read_in, Out};
@@ -204,7 +204,8 @@ pub unsafe extern "C" fn cuMemGetAccess(
     })
 }
 
-/// `cuMemGetAllocationGranularity`: the configured granularity (minimum = recommended).
+/// `cuMemGetAllocationGranularity`: the configured granularity (minimum = recommended), for
+/// device and host locations alike.
 #[no_mangle]
 pub unsafe extern "C" fn cuMemGetAllocationGranularity(
     granularity: *mut usize,
@@ -217,7 +218,17 @@ pub unsafe extern "C" fn cuMemGetAllocationGranularity(
             let prop = unsafe { read_in(prop) }?;
             let g = state::with(|sim| {
                 sim.check_kind(&prop)?;
-                if sim.device(prop.location.id.into()).is_none() {
+                let location = prop.location.type_;
+                if location == CUmemLocationType::CU_MEM_LOCATION_TYPE_HOST_NUMA_CURRENT {
+                    if let Some(code) = answers::GRANULARITY_HOST_NUMA_CURRENT {
+                        return Err(code);
+                    }
+                }
+                // Host locations take the device granularity (guess; conformance
+                // `granularity_host_*`), whatever their id.
+                if location == CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE
+                    && sim.device(prop.location.id.into()).is_none()
+                {
                     if let Some(code) = answers::GRANULARITY_BAD_LOCATION_ID {
                         return Err(code);
                     }

@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use cuda_vmm_sys::{
     CUmemAllocationCompType, CUmemAllocationHandleType as H, CUmemAllocationProp,
-    CUmemAllocationType, CUmemLocationType,
+    CUmemAllocationType, CUmemLocationType as L,
 };
 
 use crate::model::answers;
-use crate::model::state::{Allocation, DriverResult, Memory, Prop, Sim};
+use crate::model::state::{Allocation, DriverResult, Home, Memory, Prop, Sim};
 use crate::os;
 use crate::os::shareable;
 
@@ -17,29 +17,52 @@ const POSIX_FD: u32 = H::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR.0;
 const WIN32: u32 = H::CU_MEM_HANDLE_TYPE_WIN32.0 | H::CU_MEM_HANDLE_TYPE_WIN32_KMT.0;
 const FABRIC: u32 = H::CU_MEM_HANDLE_TYPE_FABRIC.0;
 
+/// The one host NUMA node of the simulated host (every device reports it as its
+/// `CU_DEVICE_ATTRIBUTE_HOST_NUMA_ID`).
+pub(crate) const HOST_NUMA_NODE: i32 = 0;
+
 impl Sim {
-    /// Checks the allocation and location types of `prop`.
+    /// Checks the allocation and location types of `prop` (any location type the header
+    /// defines; [`check_location`](Self::check_location) refuses the ones `cuMemCreate`
+    /// does not take).
     pub fn check_kind(&self, prop: &CUmemAllocationProp) -> DriverResult<()> {
         if prop.type_ != CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED {
             return Err(answers::PROP_BAD_TYPE);
         }
-        if prop.location.type_ != CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE {
-            return Err(answers::PROP_BAD_LOCATION_TYPE);
+        match prop.location.type_ {
+            L::CU_MEM_LOCATION_TYPE_DEVICE
+            | L::CU_MEM_LOCATION_TYPE_HOST
+            | L::CU_MEM_LOCATION_TYPE_HOST_NUMA
+            | L::CU_MEM_LOCATION_TYPE_HOST_NUMA_CURRENT => Ok(()),
+            _ => Err(answers::PROP_BAD_LOCATION_TYPE),
         }
-        Ok(())
     }
 
-    /// Checks the type and location of `prop`; returns the device.
-    pub fn check_location(&self, prop: &CUmemAllocationProp) -> DriverResult<usize> {
+    /// Checks the type and location of `prop` for `cuMemCreate`; returns where the
+    /// memory lives.
+    pub fn check_location(&self, prop: &CUmemAllocationProp) -> DriverResult<Home> {
         self.check_kind(prop)?;
-        self.device(prop.location.id.into())
-            .ok_or(answers::PROP_BAD_LOCATION_ID)
+        match prop.location.type_ {
+            L::CU_MEM_LOCATION_TYPE_HOST => Ok(Home::Host),
+            L::CU_MEM_LOCATION_TYPE_HOST_NUMA if prop.location.id == HOST_NUMA_NODE => {
+                Ok(Home::HostNuma(prop.location.id))
+            }
+            L::CU_MEM_LOCATION_TYPE_HOST_NUMA => Err(answers::PROP_BAD_HOST_NUMA_ID),
+            L::CU_MEM_LOCATION_TYPE_HOST_NUMA_CURRENT => Err(answers::PROP_HOST_NUMA_CURRENT),
+            _ => self
+                .device(prop.location.id.into())
+                .map(Home::Device)
+                .ok_or(answers::PROP_BAD_LOCATION_ID),
+        }
     }
 
     /// Validates `cuMemCreate` properties.
     fn check_prop(&self, prop: &CUmemAllocationProp) -> DriverResult<Prop> {
-        let device = self.check_location(prop)?;
+        let home = self.check_location(prop)?;
         let types = prop.requestedHandleTypes.0;
+        if home == Home::Host && types != 0 {
+            return Err(answers::PROP_HOST_HANDLE_TYPES);
+        }
         if types & !(POSIX_FD | WIN32 | FABRIC) != 0 {
             if let Some(code) = answers::PROP_UNKNOWN_HANDLE_TYPE {
                 return Err(code);
@@ -51,11 +74,16 @@ impl Sim {
         if types & WIN32 != 0 {
             return Err(answers::PROP_WIN32_UNSUPPORTED);
         }
+        if matches!(home, Home::HostNuma(_)) && types & POSIX_FD != 0 {
+            if let Some(code) = answers::PROP_HOST_NUMA_POSIX_FD {
+                return Err(code);
+            }
+        }
         if prop.allocFlags.usage != 0 {
             return Err(answers::PROP_USAGE_UNSUPPORTED);
         }
         Ok(Prop {
-            device,
+            home,
             handle_types: types,
             rdma: prop.allocFlags.gpuDirectRDMACapable,
         })
@@ -76,13 +104,20 @@ impl Sim {
             answers::CREATE_MISALIGNED_SIZE,
         )?;
         let prop = self.check_prop(prop)?;
-        if size > self.free_bytes(prop.device) {
+        // Host memory counts against no device: only the host's memfd can run out.
+        let device = match prop.home {
+            Home::Device(d) => Some(d),
+            Home::Host | Home::HostNuma(_) => None,
+        };
+        if device.is_some_and(|d| size > self.free_bytes(d)) {
             return Err(answers::OUT_OF_MEMORY);
         }
         let fd = os::memfd(size).map_err(|_| answers::OUT_OF_MEMORY)?;
         let identity = os::file_identity(fd.as_fd());
         let handle = self.new_handle();
-        self.devices[prop.device].used += size;
+        if let Some(d) = device {
+            self.devices[d].used += size;
+        }
         self.allocations.insert(
             handle,
             Allocation {
@@ -90,7 +125,7 @@ impl Sim {
                 prop,
                 handle_refs: 1,
                 pieces: 0,
-                accounted: true,
+                accounted: device.is_some(),
                 identity,
             },
         );
@@ -122,8 +157,8 @@ impl Sim {
             return;
         }
         if let Some(a) = self.allocations.remove(&handle) {
-            if a.accounted {
-                let used = &mut self.devices[a.prop.device].used;
+            if let (true, Home::Device(d)) = (a.accounted, a.prop.home) {
+                let used = &mut self.devices[d].used;
                 *used = used.saturating_sub(a.memory.size);
             }
         }
@@ -135,8 +170,14 @@ impl Sim {
         let mut prop = CUmemAllocationProp::default();
         prop.type_ = CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED;
         prop.requestedHandleTypes = H(a.prop.handle_types);
-        prop.location.type_ = CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE;
-        prop.location.id = i32::try_from(a.prop.device).unwrap_or(0);
+        (prop.location.type_, prop.location.id) = match a.prop.home {
+            Home::Device(d) => (
+                L::CU_MEM_LOCATION_TYPE_DEVICE,
+                i32::try_from(d).unwrap_or(0),
+            ),
+            Home::Host => (L::CU_MEM_LOCATION_TYPE_HOST, 0),
+            Home::HostNuma(node) => (L::CU_MEM_LOCATION_TYPE_HOST_NUMA, node),
+        };
         // The simulated devices have no compression: the hint is never granted.
         prop.allocFlags.compressionType =
             CUmemAllocationCompType::CU_MEM_ALLOCATION_COMP_NONE.0 as u8;
@@ -205,7 +246,7 @@ impl Sim {
             .find(|a| identity.is_some() && a.identity == identity)
             .map_or(
                 Prop {
-                    device,
+                    home: Home::Device(device),
                     handle_types: answers::IMPORTED_HANDLE_TYPES,
                     rdma: 0,
                 },

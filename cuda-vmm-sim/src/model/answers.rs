@@ -163,7 +163,7 @@ pub const OS_FAILURE: CUresult = CUresult::CUDA_ERROR_OUT_OF_MEMORY;
 
 /// `prop.type` is not `CU_MEM_ALLOCATION_TYPE_PINNED` (H200).
 pub const PROP_BAD_TYPE: CUresult = INVALID_VALUE;
-/// `prop.location.type` is not `CU_MEM_LOCATION_TYPE_DEVICE` (H200).
+/// `prop.location.type` is none of DEVICE, HOST, HOST_NUMA, HOST_NUMA_CURRENT (H200: 0).
 pub const PROP_BAD_LOCATION_TYPE: CUresult = INVALID_VALUE;
 /// `cuMemCreate` with a `prop.location.id` that is not a device ordinal (H200).
 pub const PROP_BAD_LOCATION_ID: CUresult = CUresult::CUDA_ERROR_INVALID_DEVICE;
@@ -181,6 +181,27 @@ pub const PROP_WIN32_UNSUPPORTED: CUresult = CUresult::CUDA_ERROR_NOT_SUPPORTED;
 pub const PROP_USAGE_UNSUPPORTED: CUresult = CUresult::CUDA_ERROR_NOT_SUPPORTED;
 /// `cuMemGetAllocationGranularity` with an option other than MINIMUM/RECOMMENDED (H200).
 pub const GRANULARITY_BAD_OPTION: CUresult = INVALID_VALUE;
+
+// ---- Host locations (CU_MEM_LOCATION_TYPE_HOST / HOST_NUMA / HOST_NUMA_CURRENT) ------
+// cuMemCreate at HOST and at HOST_NUMA id 0 succeeds on an H200 (driver 580), the memory
+// maps and takes device access; the simulated host has one NUMA node, 0. The conformance
+// cases in `host_cases.rs` record the rest (those marked `guess!` there are unconfirmed).
+
+/// `cuMemCreate` at `CU_MEM_LOCATION_TYPE_HOST_NUMA_CURRENT` (H200).
+pub const PROP_HOST_NUMA_CURRENT: CUresult = INVALID_VALUE;
+/// `cuMemGetAllocationGranularity` at `HOST_NUMA_CURRENT`: `None` = answered (guess:
+/// refused like `cuMemCreate`; conformance `granularity_host_numa_current`).
+pub const GRANULARITY_HOST_NUMA_CURRENT: Option<CUresult> = Some(INVALID_VALUE);
+/// `cuMemCreate` at `HOST` with `requestedHandleTypes` other than 0 (the driver
+/// documents host allocations as not IPC capable; conformance `create_host_with_posix_fd`).
+pub const PROP_HOST_HANDLE_TYPES: CUresult = INVALID_VALUE;
+/// `cuMemCreate` at `HOST_NUMA` with the POSIX fd handle type: `None` = accepted (guess;
+/// conformance `create_host_numa_with_posix_fd`).
+pub const PROP_HOST_NUMA_POSIX_FD: Option<CUresult> = None;
+/// `cuMemCreate` at `HOST_NUMA` with an id that is no host NUMA node (guess; conformance
+/// `create_host_numa_bad_id`). `cuMemGetAllocationGranularity` answers anyway, as for a
+/// bad device ordinal.
+pub const PROP_BAD_HOST_NUMA_ID: CUresult = INVALID_VALUE;
 
 // ---- Reservations (cuMemAddressReserve / cuMemAddressFree) -----------------------
 
@@ -293,6 +314,18 @@ pub const ACCESS_BAD_LOCATION: CUresult = INVALID_VALUE;
 /// or location type); the flags are left untouched (H200:
 /// `get_access_bad_device_out_param`, `get_access_bad_location_type_out_param`).
 pub const GET_ACCESS_BAD_LOCATION: CUresult = CUresult::CUDA_ERROR_INVALID_DEVICE;
+/// An access descriptor of `cuMemSetAccess` at location type `HOST` (guess: only
+/// `HOST_NUMA` descriptors grant host access; conformance `set_access_host_desc_on_host`,
+/// `set_access_host_desc_on_host_numa`).
+pub const ACCESS_HOST_LOCATION: CUresult = INVALID_VALUE;
+/// A `HOST_NUMA` access descriptor (host CPU access; its id is ignored) over a range that
+/// maps memory not created at `HOST_NUMA` (documented; conformance
+/// `set_access_host_numa_desc_on_device`, `set_access_host_numa_desc_on_host`).
+pub const ACCESS_HOST_NUMA_ON_OTHER: CUresult = INVALID_VALUE;
+/// `cuMemGetAccess` at location type `HOST` (guess, like a bad location type;
+/// conformance `get_access_host_location`). At `HOST_NUMA` it reports the host's access
+/// (guess; `set_access_host_numa_desc_on_host_numa`).
+pub const GET_ACCESS_HOST_LOCATION: CUresult = CUresult::CUDA_ERROR_INVALID_DEVICE;
 /// An access descriptor with flags other than PROT_NONE / PROT_READ / PROT_READWRITE (H200).
 pub const ACCESS_BAD_FLAGS: CUresult = INVALID_VALUE;
 /// Get access of an address that is not mapped; the flags are set to 0 (H200:

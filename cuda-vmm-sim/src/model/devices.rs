@@ -2,8 +2,8 @@
 //!
 //! Values follow an H100 SXM (compute capability 9.0) where they matter to no
 //! one, and the simulator's real abilities where they matter to VMM code:
-//! VMM and POSIX-fd sharing are supported; fabric handles, compression and
-//! GPUDirect RDMA on VMM memory are not.
+//! VMM, host (and host NUMA node 0) VMM memory and POSIX-fd sharing are supported;
+//! fabric handles, compression and GPUDirect RDMA on VMM memory are not.
 
 use cuda_vmm_sys::CUdevice_attribute as A;
 
@@ -105,9 +105,15 @@ const ATTRIBUTES: &[(A, i32)] = &[
     (A::CU_DEVICE_ATTRIBUTE_MULTICAST_SUPPORTED, 0),
     (A::CU_DEVICE_ATTRIBUTE_MPS_ENABLED, 0),
     (A::CU_DEVICE_ATTRIBUTE_NUMA_CONFIG, 0),
+    // Host memory: HOST and HOST_NUMA allocations (node 0, the simulated host's only one)
+    // are modelled, as an H200 (driver 580) reports them.
     (
         A::CU_DEVICE_ATTRIBUTE_HOST_NUMA_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED,
-        0,
+        1,
+    ),
+    (
+        A::CU_DEVICE_ATTRIBUTE_HOST_NUMA_ID,
+        crate::model::allocations::HOST_NUMA_NODE,
     ),
 ];
 
@@ -146,6 +152,11 @@ mod tests {
             get(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR),
             Some(9)
         );
+        assert_eq!(
+            get(A::CU_DEVICE_ATTRIBUTE_HOST_NUMA_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED),
+            Some(1)
+        );
+        assert_eq!(get(A::CU_DEVICE_ATTRIBUTE_HOST_NUMA_ID), Some(0));
         assert_eq!(attribute(A::CU_DEVICE_ATTRIBUTE_PCI_BUS_ID, 1), Some(0x19));
         assert_eq!(get(A::CU_DEVICE_ATTRIBUTE_MAX), None);
         assert_eq!(get(A(100_000)), None);

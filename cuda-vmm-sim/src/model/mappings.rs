@@ -9,26 +9,41 @@ use std::os::fd::AsFd;
 use cuda_vmm_sys::{CUmemAccessDesc, CUmemAccess_flags as F, CUmemLocation, CUmemLocationType};
 
 use crate::model::answers;
-use crate::model::state::{DriverResult, Piece, Sim};
+use crate::model::state::{DriverResult, Home, Piece, Sim};
 use crate::os::{self, Prot};
 
+/// Whom an access descriptor (or `cuMemGetAccess`) names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Accessor {
+    /// A device of this driver.
+    Device(usize),
+    /// The host CPU (a `HOST_NUMA` location; its id is ignored).
+    Host,
+}
+
 /// Access rights, as `cuMemGetAccess` reports them.
-fn flags_of(piece: &Piece, device: usize) -> F {
-    let bit = 1u64 << device;
-    if piece.write & bit != 0 {
+fn flags_of(piece: &Piece, who: Accessor) -> F {
+    let (read, write) = match who {
+        Accessor::Device(device) => {
+            let bit = 1u64 << device;
+            (piece.read & bit != 0, piece.write & bit != 0)
+        }
+        Accessor::Host => piece.host,
+    };
+    if write {
         F::CU_MEM_ACCESS_FLAGS_PROT_READWRITE
-    } else if piece.read & bit != 0 {
+    } else if read {
         F::CU_MEM_ACCESS_FLAGS_PROT_READ
     } else {
         F::CU_MEM_ACCESS_FLAGS_PROT_NONE
     }
 }
 
-/// Page protection: the union over devices.
+/// Page protection: the union over devices and the host.
 fn prot_of(piece: &Piece) -> Prot {
-    if piece.write != 0 {
+    if piece.write != 0 || piece.host.1 {
         Prot::ReadWrite
-    } else if piece.read != 0 {
+    } else if piece.read != 0 || piece.host.0 {
         Prot::Read
     } else {
         Prot::None
@@ -93,6 +108,7 @@ impl Sim {
                 offset,
                 read: 0,
                 write: 0,
+                host: (false, false),
             },
         );
         self.live(handle)?.pieces += 1;
@@ -209,13 +225,27 @@ impl Sim {
         Ok(())
     }
 
-    /// Checks a location naming one of this driver's devices.
-    pub fn check_access_location(&self, location: &CUmemLocation) -> DriverResult<usize> {
-        if location.type_ != CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE {
-            return Err(answers::ACCESS_BAD_LOCATION);
+    /// Checks an access descriptor's location: one of this driver's devices, or the host
+    /// (a `HOST_NUMA` location, whatever its id).
+    pub fn check_access_location(&self, location: &CUmemLocation) -> DriverResult<Accessor> {
+        match location.type_ {
+            CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE => self
+                .device(location.id.into())
+                .map(Accessor::Device)
+                .ok_or(answers::ACCESS_BAD_LOCATION),
+            CUmemLocationType::CU_MEM_LOCATION_TYPE_HOST_NUMA => Ok(Accessor::Host),
+            CUmemLocationType::CU_MEM_LOCATION_TYPE_HOST => Err(answers::ACCESS_HOST_LOCATION),
+            _ => Err(answers::ACCESS_BAD_LOCATION),
         }
-        self.device(location.id.into())
-            .ok_or(answers::ACCESS_BAD_LOCATION)
+    }
+
+    /// Whether every mapping in `[ptr, end)` maps memory created at `HOST_NUMA`.
+    fn all_host_numa(&self, ptr: u64, end: u64) -> bool {
+        self.pieces.range(ptr..end).all(|(_, p)| {
+            self.allocations
+                .get(&p.handle)
+                .is_some_and(|a| matches!(a.prop.home, Home::HostNuma(_)))
+        })
     }
 
     /// Splits the piece containing `addr` so that a piece starts at `addr`.
@@ -256,7 +286,8 @@ impl Sim {
                     && prev.handle == next.handle
                     && prev.offset + prev.len == next.offset
                     && prev.read == next.read
-                    && prev.write == next.write;
+                    && prev.write == next.write
+                    && prev.host == next.host;
                 if joins {
                     self.pieces.remove(&start);
                     if let Some(p) = self.pieces.get_mut(&cur) {
@@ -288,19 +319,22 @@ impl Sim {
         }
         let mut changes = Vec::with_capacity(descs.len());
         for desc in descs {
-            let device = self.check_access_location(&desc.location)?;
+            let who = self.check_access_location(&desc.location)?;
             let (read, write) = match desc.flags {
                 F::CU_MEM_ACCESS_FLAGS_PROT_NONE => (false, false),
                 F::CU_MEM_ACCESS_FLAGS_PROT_READ => (true, false),
                 F::CU_MEM_ACCESS_FLAGS_PROT_READWRITE => (true, true),
                 _ => return Err(answers::ACCESS_BAD_FLAGS),
             };
-            changes.push((1u64 << device, read, write));
+            changes.push((who, read, write));
         }
         let end = ptr
             .checked_add(size)
             .ok_or(answers::SET_ACCESS_NOT_MAPPED)?;
         let end = self.access_run(ptr, end)?;
+        if changes.iter().any(|(who, ..)| *who == Accessor::Host) && !self.all_host_numa(ptr, end) {
+            return Err(answers::ACCESS_HOST_NUMA_ON_OTHER);
+        }
         self.split_at(ptr);
         self.split_at(end);
         let starts: Vec<u64> = self.pieces.range(ptr..end).map(|(s, _)| *s).collect();
@@ -308,7 +342,14 @@ impl Sim {
             let Some(piece) = self.pieces.get_mut(&start) else {
                 continue;
             };
-            for (bit, read, write) in &changes {
+            for (who, read, write) in &changes {
+                let bit = match who {
+                    Accessor::Device(device) => 1u64 << device,
+                    Accessor::Host => {
+                        piece.host = (*read, *write);
+                        continue;
+                    }
+                };
                 piece.read = if *read {
                     piece.read | bit
                 } else {
@@ -342,11 +383,14 @@ impl Sim {
         location: &CUmemLocation,
         ptr: u64,
     ) -> DriverResult<(F, DriverResult<()>)> {
-        let device = self
+        if location.type_ == CUmemLocationType::CU_MEM_LOCATION_TYPE_HOST {
+            return Err(answers::GET_ACCESS_HOST_LOCATION);
+        }
+        let who = self
             .check_access_location(location)
             .map_err(|_| answers::GET_ACCESS_BAD_LOCATION)?;
         Ok(match self.piece_at(ptr) {
-            Some((_, piece)) => (flags_of(&piece, device), Ok(())),
+            Some((_, piece)) => (flags_of(&piece, who), Ok(())),
             None => (
                 F::CU_MEM_ACCESS_FLAGS_PROT_NONE,
                 Err(answers::GET_ACCESS_NOT_MAPPED),

@@ -14,6 +14,8 @@ pub(crate) mod copies;
 pub(crate) mod devices;
 pub(crate) mod error_strings;
 pub(crate) mod holds;
+#[cfg(test)]
+mod host_tests;
 pub(crate) mod mappings;
 pub(crate) mod pools;
 #[cfg(test)]

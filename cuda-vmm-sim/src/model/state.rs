@@ -59,10 +59,22 @@ pub(crate) struct Device {
     pub poison: Option<CUresult>,
 }
 
+/// Where an allocation's memory lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Home {
+    /// Memory of this device: counted in its `used` bytes.
+    Device(usize),
+    /// Host memory (`CU_MEM_LOCATION_TYPE_HOST`): counted against no device.
+    Host,
+    /// Host memory on this NUMA node (`CU_MEM_LOCATION_TYPE_HOST_NUMA`): counted against
+    /// no device.
+    HostNuma(i32),
+}
+
 /// The creation properties of an allocation (a `Send` copy of `CUmemAllocationProp`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Prop {
-    pub device: usize,
+    pub home: Home,
     pub handle_types: u32,
     pub rdma: u8,
 }
@@ -77,7 +89,8 @@ pub(crate) struct Allocation {
     pub handle_refs: u32,
     /// Mapping pieces that reference this allocation.
     pub pieces: u32,
-    /// Whether the bytes count against the device's memory (imports do not).
+    /// Whether the bytes count against the device's memory (imports and host memory do
+    /// not).
     pub accounted: bool,
     /// `(st_dev, st_ino)` of the memfd, to recognise same-process imports.
     pub identity: Option<(u64, u64)>,
@@ -97,6 +110,8 @@ pub(crate) struct Piece {
     pub read: u64,
     /// Devices (bit per ordinal) with write access.
     pub write: u64,
+    /// Host (CPU) access: `(read, write)`, granted by a `HOST_NUMA` access descriptor.
+    pub host: (bool, bool),
 }
 
 /// A classic `cuMemAlloc` allocation (keyed by start address).

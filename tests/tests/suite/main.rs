@@ -17,6 +17,7 @@ mod caching;
 mod churn;
 mod conformance;
 mod hooks;
+mod host_memory;
 #[cfg(feature = "cudarc")]
 mod interop;
 #[cfg(feature = "cudarc")]

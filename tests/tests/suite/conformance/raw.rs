@@ -172,6 +172,19 @@ pub fn get_access(ptr: CUdeviceptr, dev: CUdevice) -> (CUresult, u64) {
     out(bare::mem_get_access(api(), &loc, ptr))
 }
 
+/// An access descriptor for any location (host ones included).
+pub fn access_desc_at(location: CUmemLocation, flags: u32) -> CUmemAccessDesc {
+    let mut d = CUmemAccessDesc::default();
+    d.location = location;
+    d.flags = CUmemAccess_flags(flags);
+    d
+}
+
+/// `cuMemGetAccess` at any location (host ones included).
+pub fn get_access_at(ptr: CUdeviceptr, location: CUmemLocation) -> (CUresult, u64) {
+    out(bare::mem_get_access(api(), &location, ptr))
+}
+
 // The bare tier has no synchronous copies or fill: `entry!` stays for these three.
 
 pub fn htod(dst: CUdeviceptr, src: &[u8]) -> CUresult {

@@ -248,7 +248,8 @@ fn bad_placements_are_refused_by_name() -> TestResult {
             .map(|e| e.to_string()),
         Some(
             "invalid configuration: placement on devices needs device memory, but the \
-             properties place it at Host"
+             properties place it at Host: host memory has one home, so it takes \
+             Placement::Owner"
                 .into()
         )
     );
