@@ -180,8 +180,11 @@
 //! the importer's `cuMemGetInfo` (the exporter's allocation does). Host memory
 //! (`CU_MEM_LOCATION_TYPE_HOST`, and `HOST_NUMA` on node 0, the simulated host's
 //! only node) is a memfd like device memory that counts in no device's
-//! `cuMemGetInfo`; `HOST_NUMA_CURRENT` is refused, as on an H200. A `HOST_NUMA`
-//! access descriptor grants the host access to `HOST_NUMA` memory. Releasing
+//! `cuMemGetInfo`; `cuMemCreate` refuses `HOST_NUMA_CURRENT` (its granularity is
+//! answered), as on an H200. A `HOST` or `HOST_NUMA` access descriptor grants the host
+//! access to either kind of host memory (over device memory it is
+//! `CUDA_ERROR_NOT_SUPPORTED`), and HOST memory reports itself as `HOST_NUMA` node 0,
+//! as on an H200. Releasing
 //! the last reference to a primary context frees nothing (it completes the
 //! context's work, invalidates its streams and events and clears its poison).
 //! The simulator cannot run device code: `cuModuleLoadData` answers

@@ -101,8 +101,9 @@ impl Allocation {
     ///
     /// Host memory is created through `device` too, and mapped and made accessible to
     /// devices like device memory; it does not count against the device's
-    /// [`memory_info`](Device::memory_info). Refused before the driver is called:
-    /// [`Location::HostNumaCurrent`] (the driver refuses it), [`Location::Host`] with
+    /// [`memory_info`](Device::memory_info). Refused before the driver is called
+    /// ([`AllocationProps::validate_for_create`]): [`Location::HostNumaCurrent`] (the
+    /// driver refuses it, though it answers its granularity), [`Location::Host`] with
     /// export handle types, and [`Location::HostNuma`] on a device without
     /// `HOST_NUMA_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED` ([`Error::Unsupported`]) or with a
     /// node that is neither the device's [`host_numa_id`](Device::host_numa_id) nor online.
@@ -112,7 +113,7 @@ impl Allocation {
                 "allocation size 0: the size must be nonzero",
             ));
         }
-        props.validate(device.cuda())?;
+        props.validate_for_create(device.cuda())?;
         if let Location::Device(d) = props.location() {
             if d != device.ordinal() {
                 return Err(Error::invalid(format!(
@@ -251,6 +252,11 @@ impl Allocation {
     }
 
     /// The properties as the driver reports them (`cuMemGetAllocationPropertiesFromHandle`).
+    ///
+    /// The driver does not always report the location the memory was created at: memory
+    /// created at [`Location::Host`] is reported as [`Location::HostNuma`]`(0)` (recorded
+    /// on an H200, driver 580.159.04: conformance `properties_of_host`).
+    /// [`props`](Allocation::props) keeps the properties it was created with.
     pub fn properties(&self) -> Result<AllocationProps> {
         query_props(&self.inner.device, &self.inner.handle)
     }

@@ -237,6 +237,10 @@ impl Device {
 
     /// Allocation granularity for `props` (`cuMemGetAllocationGranularity`).
     ///
+    /// `props` are [validated](AllocationProps::validate) first. Every host location is
+    /// answered, [`Location::HostNumaCurrent`](crate::Location::HostNumaCurrent) too,
+    /// though `cuMemCreate` refuses that one (an H200, driver 580, answers 2 MiB at each).
+    ///
     /// The minimum is cached per kind of properties, so repeated calls (and the
     /// validation in [`Allocation::new`](crate::Allocation::new)) cost no driver call.
     pub fn granularity(&self, props: &AllocationProps, kind: GranularityKind) -> Result<usize> {

@@ -16,11 +16,14 @@ use crate::error::{Error, Result};
 pub enum Location {
     /// Memory of the device with this ordinal.
     Device(usize),
-    /// Host memory.
+    /// Host memory. The driver reports such allocations back as `HostNuma(0)`
+    /// ([`Allocation::properties`](crate::Allocation::properties)).
     Host,
     /// Host memory on this NUMA node.
     HostNuma(u32),
-    /// Host memory on the NUMA node of the calling thread.
+    /// Host memory on the NUMA node of the calling thread. The driver answers its
+    /// granularity but `cuMemCreate` refuses it
+    /// ([`AllocationProps::validate_for_create`]).
     HostNumaCurrent,
 }
 
@@ -284,11 +287,13 @@ impl AllocationProps {
     }
 
     /// Checks what can be checked without a device: the location's ordinal, unknown
-    /// handle-type bits, unknown usage bits, and the host locations `cuMemCreate` refuses:
-    /// [`HostNumaCurrent`](Location::HostNumaCurrent) (the driver answers
-    /// `CUDA_ERROR_INVALID_VALUE`; recorded on an H200, driver 580) and
-    /// [`Host`](Location::Host) with export handle types (host allocations are not IPC
-    /// capable; the driver answers `CUDA_ERROR_INVALID_VALUE`).
+    /// handle-type bits, unknown usage bits, and [`Host`](Location::Host) with export
+    /// handle types (host allocations are not IPC capable; `cuMemCreate` answers
+    /// `CUDA_ERROR_INVALID_VALUE`).
+    ///
+    /// [`HostNumaCurrent`](Location::HostNumaCurrent) passes: the driver answers its
+    /// granularity (recorded on an H200, driver 580); only `cuMemCreate` refuses it, which
+    /// [`validate_for_create`](Self::validate_for_create) checks.
     pub fn validate(&self, cuda: &Cuda) -> Result<()> {
         self.location.validate(cuda)?;
         let unknown = self.handle_types.bits() & !HandleTypes::ALL.bits();
@@ -298,23 +303,13 @@ impl AllocationProps {
                 self.handle_types
             )));
         }
-        match self.location {
-            Location::HostNumaCurrent => {
-                return Err(Error::invalid(
-                    "location HostNumaCurrent (CU_MEM_LOCATION_TYPE_HOST_NUMA_CURRENT) is \
-                     refused by cuMemCreate with CUDA_ERROR_INVALID_VALUE: name the node, \
-                     e.g. AllocationProps::host_numa_near(&device)",
-                ))
-            }
-            Location::Host if !self.handle_types.is_empty() => {
-                return Err(Error::invalid(format!(
-                    "location Host takes no export handle types, but {:?} are requested: \
-                     host allocations are not IPC capable (cuMemCreate answers \
-                     CUDA_ERROR_INVALID_VALUE)",
-                    self.handle_types
-                )))
-            }
-            _ => {}
+        if self.location == Location::Host && !self.handle_types.is_empty() {
+            return Err(Error::invalid(format!(
+                "location Host takes no export handle types, but {:?} are requested: host \
+                 allocations are not IPC capable (cuMemCreate answers \
+                 CUDA_ERROR_INVALID_VALUE)",
+                self.handle_types
+            )));
         }
         if self.usage & !KNOWN_USAGE != 0 {
             return Err(Error::invalid(format!(
@@ -322,6 +317,22 @@ impl AllocationProps {
                 self.usage,
                 self.usage & !KNOWN_USAGE
             )));
+        }
+        Ok(())
+    }
+
+    /// [`validate`](Self::validate), and refuses what `cuMemCreate` refuses beyond it:
+    /// [`HostNumaCurrent`](Location::HostNumaCurrent) (the driver answers
+    /// `CUDA_ERROR_INVALID_VALUE`; recorded on an H200, driver 580).
+    /// [`Allocation::new`](crate::Allocation::new) checks this before the driver is called.
+    pub fn validate_for_create(&self, cuda: &Cuda) -> Result<()> {
+        self.validate(cuda)?;
+        if self.location == Location::HostNumaCurrent {
+            return Err(Error::invalid(
+                "location HostNumaCurrent (CU_MEM_LOCATION_TYPE_HOST_NUMA_CURRENT) is refused \
+                 by cuMemCreate with CUDA_ERROR_INVALID_VALUE: name the node, e.g. \
+                 AllocationProps::host_numa_near(&device)",
+            ));
         }
         Ok(())
     }

@@ -224,8 +224,8 @@ pub unsafe extern "C" fn cuMemGetAllocationGranularity(
                         return Err(code);
                     }
                 }
-                // Host locations take the device granularity (guess; conformance
-                // `granularity_host_*`), whatever their id.
+                // Host locations take the device granularity, whatever their id (H200:
+                // `granularity_host`, `granularity_host_numa`, 2 MiB like the device).
                 if location == CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE
                     && sim.device(prop.location.id.into()).is_none()
                 {

@@ -175,7 +175,11 @@ impl Sim {
                 L::CU_MEM_LOCATION_TYPE_DEVICE,
                 i32::try_from(d).unwrap_or(0),
             ),
-            Home::Host => (L::CU_MEM_LOCATION_TYPE_HOST, 0),
+            // The driver reports HOST memory as HOST_NUMA node 0 (H200: `properties_of_host`).
+            Home::Host => (
+                L::CU_MEM_LOCATION_TYPE_HOST_NUMA,
+                answers::PROPERTIES_HOST_REPORTED_NUMA_ID,
+            ),
             Home::HostNuma(node) => (L::CU_MEM_LOCATION_TYPE_HOST_NUMA, node),
         };
         // The simulated devices have no compression: the hint is never granted.

@@ -183,25 +183,32 @@ pub const PROP_USAGE_UNSUPPORTED: CUresult = CUresult::CUDA_ERROR_NOT_SUPPORTED;
 pub const GRANULARITY_BAD_OPTION: CUresult = INVALID_VALUE;
 
 // ---- Host locations (CU_MEM_LOCATION_TYPE_HOST / HOST_NUMA / HOST_NUMA_CURRENT) ------
-// cuMemCreate at HOST and at HOST_NUMA id 0 succeeds on an H200 (driver 580), the memory
-// maps and takes device access; the simulated host has one NUMA node, 0. The conformance
-// cases in `host_cases.rs` record the rest (those marked `guess!` there are unconfirmed).
+// Recorded on an H200 (driver 580.159.04, CUDA 13; conformance `host_cases.rs`):
+// cuMemCreate at HOST and at HOST_NUMA id 0 succeeds, the memory maps and takes device
+// access; both locations have the device's granularity (2 MiB there), HOST_NUMA_CURRENT
+// too. The simulated host has one NUMA node, 0.
 
-/// `cuMemCreate` at `CU_MEM_LOCATION_TYPE_HOST_NUMA_CURRENT` (H200).
+/// `cuMemCreate` at `CU_MEM_LOCATION_TYPE_HOST_NUMA_CURRENT` (H200:
+/// `create_host_numa_current`).
 pub const PROP_HOST_NUMA_CURRENT: CUresult = INVALID_VALUE;
-/// `cuMemGetAllocationGranularity` at `HOST_NUMA_CURRENT`: `None` = answered (guess:
-/// refused like `cuMemCreate`; conformance `granularity_host_numa_current`).
-pub const GRANULARITY_HOST_NUMA_CURRENT: Option<CUresult> = Some(INVALID_VALUE);
-/// `cuMemCreate` at `HOST` with `requestedHandleTypes` other than 0 (the driver
-/// documents host allocations as not IPC capable; conformance `create_host_with_posix_fd`).
+/// `cuMemGetAllocationGranularity` at `HOST_NUMA_CURRENT`: `None` = answered, with the
+/// granularity of the other locations (H200: `granularity_host_numa_current` answers
+/// `CUDA_SUCCESS`; only `cuMemCreate` refuses the location).
+pub const GRANULARITY_HOST_NUMA_CURRENT: Option<CUresult> = None;
+/// `cuMemCreate` at `HOST` with `requestedHandleTypes` other than 0 (host allocations are
+/// not IPC capable; H200: `create_host_with_posix_fd`).
 pub const PROP_HOST_HANDLE_TYPES: CUresult = INVALID_VALUE;
-/// `cuMemCreate` at `HOST_NUMA` with the POSIX fd handle type: `None` = accepted (guess;
-/// conformance `create_host_numa_with_posix_fd`).
+/// `cuMemCreate` at `HOST_NUMA` with the POSIX fd handle type: `None` = accepted (H200:
+/// `create_host_numa_with_posix_fd`).
 pub const PROP_HOST_NUMA_POSIX_FD: Option<CUresult> = None;
-/// `cuMemCreate` at `HOST_NUMA` with an id that is no host NUMA node (guess; conformance
-/// `create_host_numa_bad_id`). `cuMemGetAllocationGranularity` answers anyway, as for a
-/// bad device ordinal.
+/// `cuMemCreate` at `HOST_NUMA` with an id that is no host NUMA node (H200:
+/// `create_host_numa_bad_id`, id 999). `cuMemGetAllocationGranularity` answers anyway, as
+/// for a bad device ordinal.
 pub const PROP_BAD_HOST_NUMA_ID: CUresult = INVALID_VALUE;
+/// The location `cuMemGetAllocationPropertiesFromHandle` reports for memory created at
+/// `HOST`: `HOST_NUMA` (type 3) with this id (H200: `properties_of_host` answers
+/// `CUDA_SUCCESS location_type=3 id=0`). HOST_NUMA memory reports its own node.
+pub const PROPERTIES_HOST_REPORTED_NUMA_ID: i32 = 0;
 
 // ---- Reservations (cuMemAddressReserve / cuMemAddressFree) -----------------------
 
@@ -314,18 +321,14 @@ pub const ACCESS_BAD_LOCATION: CUresult = INVALID_VALUE;
 /// or location type); the flags are left untouched (H200:
 /// `get_access_bad_device_out_param`, `get_access_bad_location_type_out_param`).
 pub const GET_ACCESS_BAD_LOCATION: CUresult = CUresult::CUDA_ERROR_INVALID_DEVICE;
-/// An access descriptor of `cuMemSetAccess` at location type `HOST` (guess: only
-/// `HOST_NUMA` descriptors grant host access; conformance `set_access_host_desc_on_host`,
-/// `set_access_host_desc_on_host_numa`).
-pub const ACCESS_HOST_LOCATION: CUresult = INVALID_VALUE;
-/// A `HOST_NUMA` access descriptor (host CPU access; its id is ignored) over a range that
-/// maps memory not created at `HOST_NUMA` (documented; conformance
-/// `set_access_host_numa_desc_on_device`, `set_access_host_numa_desc_on_host`).
-pub const ACCESS_HOST_NUMA_ON_OTHER: CUresult = INVALID_VALUE;
-/// `cuMemGetAccess` at location type `HOST` (guess, like a bad location type;
-/// conformance `get_access_host_location`). At `HOST_NUMA` it reports the host's access
-/// (guess; `set_access_host_numa_desc_on_host_numa`).
-pub const GET_ACCESS_HOST_LOCATION: CUresult = CUresult::CUDA_ERROR_INVALID_DEVICE;
+/// A `HOST` or `HOST_NUMA` access descriptor (host CPU access; the id is ignored) over a
+/// range that maps device memory. Over HOST and HOST_NUMA memory alike either descriptor
+/// grants the host access, and `cuMemGetAccess` at either location reports it (H200:
+/// `set_access_host{,_numa}_desc_on_host{,_numa}` answer `CUDA_SUCCESS get=CUDA_SUCCESS
+/// flags=3`, `get_access_host_location` `CUDA_SUCCESS`). Over device memory a `HOST_NUMA`
+/// descriptor is refused with this (H200: `set_access_host_numa_desc_on_device`); a
+/// `HOST` one is assumed to be too (guess; conformance `set_access_host_desc_on_device`).
+pub const ACCESS_HOST_ON_DEVICE_MEMORY: CUresult = CUresult::CUDA_ERROR_NOT_SUPPORTED;
 /// An access descriptor with flags other than PROT_NONE / PROT_READ / PROT_READWRITE (H200).
 pub const ACCESS_BAD_FLAGS: CUresult = INVALID_VALUE;
 /// Get access of an address that is not mapped; the flags are set to 0 (H200:

@@ -73,7 +73,8 @@ fn host_locations_are_created_or_refused_as_on_the_driver() {
     let numa_fd = sim
         .create(G, &prop(at(L::CU_MEM_LOCATION_TYPE_HOST_NUMA, 0), fd), 0)
         .unwrap();
-    // The properties name the host location back (HOST with id 0).
+    // The properties name HOST_NUMA node 0 for both: HOST memory (created with id 7)
+    // reports itself as HOST_NUMA 0, as on an H200.
     let p = sim.properties(a).unwrap();
     assert_eq!(
         (p.location.type_, p.location.id),
@@ -82,8 +83,9 @@ fn host_locations_are_created_or_refused_as_on_the_driver() {
     let p = sim.properties(b).unwrap();
     assert_eq!(
         (p.location.type_, p.location.id),
-        (L::CU_MEM_LOCATION_TYPE_HOST, 0)
+        (L::CU_MEM_LOCATION_TYPE_HOST_NUMA, 0)
     );
+    assert_eq!(answers::PROPERTIES_HOST_REPORTED_NUMA_ID, 0);
     for h in [a, b, numa_fd] {
         sim.release(h).unwrap();
     }
@@ -116,24 +118,24 @@ fn host_numa_memory_takes_device_and_host_access() {
         .unwrap();
     assert_eq!(sim.get_access(&DEV0, va).unwrap().0, rw);
     assert_eq!(sim.get_access(&host_numa, va).unwrap().0, rw);
-    // HOST_NUMA access over device memory, and HOST descriptors, are refused, nothing
-    // applied.
-    assert_eq!(
-        sim.set_access(va, 2 * G, &[desc(DEV0, rw), desc(host_numa, rw)]),
-        Err(answers::ACCESS_HOST_NUMA_ON_OTHER)
-    );
-    assert_eq!(
-        sim.get_access(&DEV0, va + G).unwrap().0,
-        F::CU_MEM_ACCESS_FLAGS_PROT_NONE
-    );
+    // A HOST location reports the same host access.
     let host = at(L::CU_MEM_LOCATION_TYPE_HOST, 0);
+    assert_eq!(sim.get_access(&host, va).unwrap().0, rw);
+    // Host access over device memory is refused, whichever descriptor asks, and nothing
+    // is applied.
+    for host_desc in [host_numa, host] {
+        assert_eq!(
+            sim.set_access(va, 2 * G, &[desc(DEV0, rw), desc(host_desc, rw)]),
+            Err(answers::ACCESS_HOST_ON_DEVICE_MEMORY)
+        );
+        assert_eq!(
+            sim.get_access(&DEV0, va + G).unwrap().0,
+            F::CU_MEM_ACCESS_FLAGS_PROT_NONE
+        );
+    }
     assert_eq!(
-        sim.set_access(va, G, &[desc(host, rw)]),
-        Err(answers::ACCESS_HOST_LOCATION)
-    );
-    assert_eq!(
-        sim.get_access(&host, va).map(|(f, _)| f),
-        Err(answers::GET_ACCESS_HOST_LOCATION)
+        answers::ACCESS_HOST_ON_DEVICE_MEMORY,
+        CUresult::CUDA_ERROR_NOT_SUPPORTED
     );
     // Revoking the host's access keeps the device's.
     sim.set_access(va, G, &[desc(host_numa, F::CU_MEM_ACCESS_FLAGS_PROT_NONE)])
@@ -146,4 +148,29 @@ fn host_numa_memory_takes_device_and_host_access() {
     sim.unmap(va, 2 * G).unwrap();
     sim.release(numa).unwrap();
     sim.release(dev).unwrap();
+}
+
+#[test]
+fn host_and_host_numa_descriptors_grant_host_access_to_either_host_memory() {
+    let mut sim = sim();
+    let rw = F::CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+    let none = F::CU_MEM_ACCESS_FLAGS_PROT_NONE;
+    let host = at(L::CU_MEM_LOCATION_TYPE_HOST, 0);
+    let host_numa = at(L::CU_MEM_LOCATION_TYPE_HOST_NUMA, 0);
+    for memory in [host, host_numa] {
+        for (grant, other) in [(host, host_numa), (host_numa, host)] {
+            let va = sim.reserve(G, 0, 0, 0).unwrap();
+            let h = sim.create(G, &prop(memory, NONE), 0).unwrap();
+            sim.map(va, G, 0, h, 0).unwrap();
+            assert_eq!(sim.get_access(&grant, va).unwrap().0, none);
+            sim.set_access(va, G, &[desc(grant, rw)]).unwrap();
+            // One host: both locations report the grant, the device has none.
+            assert_eq!(sim.get_access(&grant, va).unwrap().0, rw);
+            assert_eq!(sim.get_access(&other, va).unwrap().0, rw);
+            assert_eq!(sim.get_access(&DEV0, va).unwrap().0, none);
+            sim.unmap(va, G).unwrap();
+            sim.release(h).unwrap();
+            sim.address_free(va, G).unwrap();
+        }
+    }
 }

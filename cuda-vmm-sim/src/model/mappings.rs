@@ -17,7 +17,7 @@ use crate::os::{self, Prot};
 pub(crate) enum Accessor {
     /// A device of this driver.
     Device(usize),
-    /// The host CPU (a `HOST_NUMA` location; its id is ignored).
+    /// The host CPU (a `HOST` or `HOST_NUMA` location; the id is ignored).
     Host,
 }
 
@@ -226,25 +226,27 @@ impl Sim {
     }
 
     /// Checks an access descriptor's location: one of this driver's devices, or the host
-    /// (a `HOST_NUMA` location, whatever its id).
+    /// (a `HOST` or `HOST_NUMA` location, whatever its id: on an H200 both grant the host
+    /// access).
     pub fn check_access_location(&self, location: &CUmemLocation) -> DriverResult<Accessor> {
         match location.type_ {
             CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE => self
                 .device(location.id.into())
                 .map(Accessor::Device)
                 .ok_or(answers::ACCESS_BAD_LOCATION),
-            CUmemLocationType::CU_MEM_LOCATION_TYPE_HOST_NUMA => Ok(Accessor::Host),
-            CUmemLocationType::CU_MEM_LOCATION_TYPE_HOST => Err(answers::ACCESS_HOST_LOCATION),
+            CUmemLocationType::CU_MEM_LOCATION_TYPE_HOST
+            | CUmemLocationType::CU_MEM_LOCATION_TYPE_HOST_NUMA => Ok(Accessor::Host),
             _ => Err(answers::ACCESS_BAD_LOCATION),
         }
     }
 
-    /// Whether every mapping in `[ptr, end)` maps memory created at `HOST_NUMA`.
-    fn all_host_numa(&self, ptr: u64, end: u64) -> bool {
+    /// Whether every mapping in `[ptr, end)` maps host memory (created at `HOST` or
+    /// `HOST_NUMA`).
+    fn all_host_memory(&self, ptr: u64, end: u64) -> bool {
         self.pieces.range(ptr..end).all(|(_, p)| {
             self.allocations
                 .get(&p.handle)
-                .is_some_and(|a| matches!(a.prop.home, Home::HostNuma(_)))
+                .is_some_and(|a| matches!(a.prop.home, Home::Host | Home::HostNuma(_)))
         })
     }
 
@@ -332,8 +334,9 @@ impl Sim {
             .checked_add(size)
             .ok_or(answers::SET_ACCESS_NOT_MAPPED)?;
         let end = self.access_run(ptr, end)?;
-        if changes.iter().any(|(who, ..)| *who == Accessor::Host) && !self.all_host_numa(ptr, end) {
-            return Err(answers::ACCESS_HOST_NUMA_ON_OTHER);
+        if changes.iter().any(|(who, ..)| *who == Accessor::Host) && !self.all_host_memory(ptr, end)
+        {
+            return Err(answers::ACCESS_HOST_ON_DEVICE_MEMORY);
         }
         self.split_at(ptr);
         self.split_at(end);
@@ -383,9 +386,6 @@ impl Sim {
         location: &CUmemLocation,
         ptr: u64,
     ) -> DriverResult<(F, DriverResult<()>)> {
-        if location.type_ == CUmemLocationType::CU_MEM_LOCATION_TYPE_HOST {
-            return Err(answers::GET_ACCESS_HOST_LOCATION);
-        }
         let who = self
             .check_access_location(location)
             .map_err(|_| answers::GET_ACCESS_BAD_LOCATION)?;

@@ -110,7 +110,8 @@ pub(crate) struct Piece {
     pub read: u64,
     /// Devices (bit per ordinal) with write access.
     pub write: u64,
-    /// Host (CPU) access: `(read, write)`, granted by a `HOST_NUMA` access descriptor.
+    /// Host (CPU) access: `(read, write)`, granted by a `HOST` or `HOST_NUMA` access
+    /// descriptor (host memory only).
     pub host: (bool, bool),
 }
 

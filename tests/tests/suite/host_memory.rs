@@ -79,7 +79,14 @@ fn host_allocations_map_take_device_access_and_copy() -> TestResult {
         let g = d.granularity(&props, GranularityKind::Minimum)?;
         let a = Allocation::new(&d, 2 * g, &props)?;
         assert_eq!((a.size(), a.granularity()), (2 * g, g));
-        assert_eq!(a.properties()?.location(), props.location(), "{props:?}");
+        // The driver reports HOST memory as HOST_NUMA node 0 (an H200, driver 580); the
+        // allocation keeps the properties it was created with.
+        let reported = match props.location() {
+            Location::Host => Location::HostNuma(0),
+            created => created,
+        };
+        assert_eq!(a.properties()?.location(), reported, "{props:?}");
+        assert_eq!(a.props().location(), props.location(), "{props:?}");
         let r = Reservation::new(&d, 2 * g, ReserveOptions::default())?;
         let m = r.map(0, &a, 0, 2 * g)?;
         m.set_access(&[(&d, AccessFlags::ReadWrite)])?;
@@ -99,6 +106,8 @@ fn host_allocations_map_take_device_access_and_copy() -> TestResult {
     Ok(())
 }
 
+/// `cuMemCreate` refuses HOST_NUMA_CURRENT, so the safe layer refuses it first; its
+/// granularity the driver answers, and so does the safe layer.
 #[test]
 fn host_numa_current_is_refused_before_the_driver() -> TestResult {
     let _memory = crate::memory_shared();
@@ -113,13 +122,18 @@ fn host_numa_current_is_refused_before_the_driver() -> TestResult {
         message: message.into(),
     };
     assert_eq!(fails(Allocation::new(&d, g, &props)), expected);
-    assert_eq!(fails(props.validate(d.cuda())), expected);
-    assert_eq!(
-        fails(d.granularity(&props, GranularityKind::Minimum)),
-        expected
-    );
+    assert_eq!(fails(props.validate_for_create(d.cuda())), expected);
     assert_eq!(creates(), before, "no cuMemCreate was made");
+    // Only cuMemCreate refuses the location: its granularity is answered (an H200, driver
+    // 580: CUDA_SUCCESS), the device's one on the simulator.
+    props.validate(d.cuda())?;
+    let min = d.granularity(&props, GranularityKind::Minimum)?;
+    let rec = d.granularity(&props, GranularityKind::Recommended)?;
+    assert!(min.is_power_of_two() && min >= 4096, "{min}");
+    assert_eq!(rec % min, 0, "recommended {rec}, minimum {min}");
+    assert_eq!(d.min_granularity(&props)?, min);
     if on_simulator()? {
+        assert_eq!((min, rec), (g, g));
         // What the driver would have said (recorded on an H200, driver 580).
         assert_eq!(
             driver_answer(&d, g, &props),

@@ -1,11 +1,16 @@
 //! Conformance cases: memory at host locations (`CU_MEM_LOCATION_TYPE_HOST`, `HOST_NUMA`,
 //! `HOST_NUMA_CURRENT`): creation, granularity, properties, access and copies.
 //!
-//! Measured on an H200 (driver 580, CUDA 13): the HOST_NUMA VMM attribute is 1 and the
-//! host NUMA id 0; `cuMemCreate` at HOST and at HOST_NUMA 0 succeeds, the memory maps,
-//! takes device read-write access and copies; HOST_NUMA_CURRENT is refused with
-//! `CUDA_ERROR_INVALID_VALUE`. Every other answer here is the simulator's prediction, in
-//! `CASES` as `guess!` until a GPU run records it.
+//! Recorded on an H200 (driver 580.159.04, CUDA 13): the HOST_NUMA VMM attribute is 1 and
+//! the host NUMA id 0; `cuMemCreate` at HOST and at HOST_NUMA 0 succeeds (HOST takes no
+//! export handle types, HOST_NUMA takes the POSIX fd type), the memory maps, takes device
+//! read-write access and copies, and counts in no device's free memory; HOST_NUMA_CURRENT
+//! is refused by `cuMemCreate` with `CUDA_ERROR_INVALID_VALUE`, though its granularity is
+//! answered (2 MiB at every host location). HOST memory reports itself as HOST_NUMA node
+//! 0. For access the two kinds of host memory are alike: a HOST or a HOST_NUMA descriptor
+//! grants the host access to either, `cuMemGetAccess` reports it at both locations, and a
+//! HOST_NUMA descriptor over device memory is `CUDA_ERROR_NOT_SUPPORTED`. The cases in
+//! `CASES` marked `guess!` are the simulator's predictions, not yet run on a GPU.
 
 use cuda_vmm_sys::*;
 
@@ -208,6 +213,7 @@ pub fn get_access_host_numa_memory(e: &Env) -> CaseResult {
     Ok(format!("before={before} after={after}"))
 }
 
+/// `cuMemGetAccess` at a HOST location over host NUMA memory (no access granted yet).
 pub fn get_access_host_location(e: &Env) -> CaseResult {
     let (p, h) = mapped_at(e, host_numa(e))?;
     let (rc, _) = get_access_at(p, host());
@@ -237,6 +243,12 @@ pub fn set_access_host_numa_desc_on_host_numa(e: &Env) -> CaseResult {
 pub fn set_access_host_numa_desc_on_device(e: &Env) -> CaseResult {
     let dev = at(CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE, e.dev);
     set_access_answer(e, dev, host_numa(e))
+}
+
+/// A HOST descriptor over device memory (predicted like a HOST_NUMA one).
+pub fn set_access_host_desc_on_device(e: &Env) -> CaseResult {
+    let dev = at(CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE, e.dev);
+    set_access_answer(e, dev, host())
 }
 
 pub fn set_access_host_numa_desc_on_host(e: &Env) -> CaseResult {

@@ -311,9 +311,11 @@ const CASES: &[Case] = &[
     case!(import_same_fd_twice, "first=CUDA_SUCCESS second=CUDA_SUCCESS same_handle=false"),
     case!(import_after_exporter_released, "import=CUDA_SUCCESS read=CUDA_SUCCESS data_ok=true"),
     case!(import_dup_of_exported_fd, "CUDA_SUCCESS"),
-    // ---- host locations (`host_cases.rs`). Measured on the H200 (driver 580, CUDA 13):
-    // the attributes, cuMemCreate at HOST / HOST_NUMA 0 / HOST_NUMA_CURRENT, and device
-    // read-write access with copies. The `guess!` answers are the simulator's predictions.
+    // ---- host locations (`host_cases.rs`): recorded on the H200 (driver 580.159.04,
+    // CUDA 13). Note: HOST and HOST_NUMA memory behave the same for access (either
+    // descriptor grants the host access to either, cuMemGetAccess answers at both), HOST
+    // memory reports itself as HOST_NUMA node 0, and only cuMemCreate refuses
+    // HOST_NUMA_CURRENT (its granularity is answered).
     case!(host_numa_vmm_attribute, "CUDA_SUCCESS 1"),
     case!(host_numa_id_attribute, "CUDA_SUCCESS 0"),
     case!(create_host_numa, "CUDA_SUCCESS"),
@@ -321,23 +323,25 @@ const CASES: &[Case] = &[
     case!(create_host_numa_current, "CUDA_ERROR_INVALID_VALUE"),
     case!(host_numa_device_access_round_trip, "set_access=CUDA_SUCCESS write=CUDA_SUCCESS read=CUDA_SUCCESS data_ok=true"),
     case!(host_device_access_round_trip, "set_access=CUDA_SUCCESS write=CUDA_SUCCESS read=CUDA_SUCCESS data_ok=true"),
-    guess!(create_host_with_posix_fd, "CUDA_ERROR_INVALID_VALUE"),
-    guess!(create_host_numa_with_posix_fd, "CUDA_SUCCESS"),
-    guess!(create_host_numa_bad_id, "CUDA_ERROR_INVALID_VALUE"),
-    guess!(granularity_host_numa, "minimum=CUDA_SUCCESS 2097152 recommended=CUDA_SUCCESS 2097152"),
-    guess!(granularity_host, "minimum=CUDA_SUCCESS 2097152 recommended=CUDA_SUCCESS 2097152"),
-    guess!(granularity_host_numa_current, "CUDA_ERROR_INVALID_VALUE"),
-    guess!(properties_of_host_numa, "CUDA_SUCCESS location_type=3 id=0"),
-    guess!(properties_of_host, "CUDA_SUCCESS location_type=2 id=0"),
-    guess!(get_access_host_numa_memory, "before=CUDA_SUCCESS:0/CUDA_SUCCESS:0 after=CUDA_SUCCESS:3/CUDA_SUCCESS:0"),
-    guess!(get_access_host_location, "CUDA_ERROR_INVALID_DEVICE"),
-    guess!(set_access_host_numa_desc_on_host_numa, "CUDA_SUCCESS get=CUDA_SUCCESS flags=3"),
-    guess!(set_access_host_numa_desc_on_device, "CUDA_ERROR_INVALID_VALUE"),
-    guess!(set_access_host_numa_desc_on_host, "CUDA_ERROR_INVALID_VALUE"),
-    guess!(set_access_host_desc_on_host, "CUDA_ERROR_INVALID_VALUE"),
-    guess!(set_access_host_desc_on_host_numa, "CUDA_ERROR_INVALID_VALUE"),
-    guess!(host_numa_cpu_reads_with_host_access, "data_ok=true"),
-    guess!(host_memory_not_in_mem_get_info, "host_numa_unchanged=true host_unchanged=true"),
+    case!(create_host_with_posix_fd, "CUDA_ERROR_INVALID_VALUE"),
+    case!(create_host_numa_with_posix_fd, "CUDA_SUCCESS"),
+    case!(create_host_numa_bad_id, "CUDA_ERROR_INVALID_VALUE"),
+    case!(granularity_host_numa, "minimum=CUDA_SUCCESS 2097152 recommended=CUDA_SUCCESS 2097152"),
+    case!(granularity_host, "minimum=CUDA_SUCCESS 2097152 recommended=CUDA_SUCCESS 2097152"),
+    case!(granularity_host_numa_current, "CUDA_SUCCESS"),
+    case!(properties_of_host_numa, "CUDA_SUCCESS location_type=3 id=0"),
+    case!(properties_of_host, "CUDA_SUCCESS location_type=3 id=0"),
+    case!(get_access_host_numa_memory, "before=CUDA_SUCCESS:0/CUDA_SUCCESS:0 after=CUDA_SUCCESS:3/CUDA_SUCCESS:0"),
+    case!(get_access_host_location, "CUDA_SUCCESS"),
+    case!(set_access_host_numa_desc_on_host_numa, "CUDA_SUCCESS get=CUDA_SUCCESS flags=3"),
+    case!(set_access_host_numa_desc_on_device, "CUDA_ERROR_NOT_SUPPORTED"),
+    case!(set_access_host_numa_desc_on_host, "CUDA_SUCCESS get=CUDA_SUCCESS flags=3"),
+    case!(set_access_host_desc_on_host, "CUDA_SUCCESS get=CUDA_SUCCESS flags=3"),
+    case!(set_access_host_desc_on_host_numa, "CUDA_SUCCESS get=CUDA_SUCCESS flags=3"),
+    case!(host_numa_cpu_reads_with_host_access, "data_ok=true"),
+    case!(host_memory_not_in_mem_get_info, "host_numa_unchanged=true host_unchanged=true"),
+    // Not yet run on a GPU: the simulator's predictions.
+    guess!(set_access_host_desc_on_device, "CUDA_ERROR_NOT_SUPPORTED"),
 ];
 
 const CASE_ENV: &str = "CUDA_VMM_CONFORMANCE_CASE";
