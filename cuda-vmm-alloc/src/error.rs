@@ -176,6 +176,15 @@ pub enum Error {
         /// What was refused (`alloc`, `growth`, `record_use`).
         operation: &'static str,
     },
+    /// The memory of this tag is asleep: its physical memory was given back by `sleep`, and
+    /// nothing may allocate in it (or use it) until `wake`.
+    #[error("{operation} refused: tag {tag:?} is asleep (wake it first)")]
+    Asleep {
+        /// The sleeping tag.
+        tag: String,
+        /// What was refused.
+        operation: &'static str,
+    },
     /// The element type has size zero, which device memory cannot represent.
     #[error("element type {type_name} has size zero")]
     ZeroSizedElement {

@@ -108,8 +108,8 @@ pub use bytemuck;
 #[cfg(feature = "cudarc")]
 pub use caching::CachedView;
 pub use caching::{
-    BlockSnapshot, CachedBlock, CachingAllocator, CachingConfig, CachingStats, SegmentSnapshot,
-    SizeClassStats, Snapshot, SIZE_CLASSES,
+    Backup, BlockSnapshot, CachedBlock, CachingAllocator, CachingConfig, CachingStats,
+    SegmentSnapshot, SizeClassStats, SleepReport, Snapshot, WakeReport, SIZE_CLASSES,
 };
 pub use error::{Error, Result, SocketError};
 pub use growable::{BufferConfig, GrowableBuffer};

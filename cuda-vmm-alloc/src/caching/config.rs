@@ -37,6 +37,11 @@ pub struct CachingConfig {
     pub check_capture: bool,
     /// Address space reserved per segment; `None` means the device's total memory.
     pub segment_size: Option<usize>,
+    /// Keep the pinned host memory of sleep backups after `wake`, for the next sleep
+    /// (pinning costs far more than the copy: 0.2–0.37 s per GiB on an H200). The default
+    /// keeps it; `false` gives it back as soon as no backup uses it (see also
+    /// [`release_host_backup`](super::CachingAllocator::release_host_backup)).
+    pub keep_host_backup: bool,
 }
 
 impl Default for CachingConfig {
@@ -50,6 +55,7 @@ impl Default for CachingConfig {
             compact_above: None,
             check_capture: false,
             segment_size: None,
+            keep_host_backup: true,
         }
     }
 }

@@ -45,8 +45,10 @@ mod block;
 mod config;
 #[cfg(feature = "cudarc")]
 mod cudarc_view;
+mod host_arena;
 mod pages;
 mod segment;
+mod sleep;
 mod stats;
 mod stream_key;
 
@@ -55,6 +57,7 @@ pub use block::CachedBlock;
 pub use config::CachingConfig;
 #[cfg(feature = "cudarc")]
 pub use cudarc_view::CachedView;
+pub use sleep::{Backup, SleepReport, WakeReport};
 pub use stats::{
     BlockSnapshot, CachingStats, SegmentSnapshot, SizeClassStats, Snapshot, SIZE_CLASSES,
 };

@@ -79,6 +79,30 @@ impl Segment {
         )
         .entered();
         let (offset, size) = (growth.offset, growth.size);
+        let (mapped, reused) = self.map_run(offset, size, access, chunks)?;
+        let handles = mapped.len();
+        for m in mapped {
+            self.pages.insert(m.offset(), m);
+        }
+        let marked = self.arena.mark_mapped(offset, size);
+        debug_assert!(marked, "growth maps inside an unmapped stretch");
+        Ok(Grown {
+            bytes: size,
+            handles,
+            reused,
+        })
+    }
+
+    /// Maps `size` bytes of pages at `offset` (an unmapped run), taken from `chunks`,
+    /// with `access`, returning the mappings (not yet recorded) and how many pages came from
+    /// the cache. A driver failure gives back what this call took, changing nothing.
+    fn map_run(
+        &self,
+        offset: usize,
+        size: usize,
+        access: &[(&Device, AccessFlags)],
+        chunks: &ChunkPool,
+    ) -> Result<(Vec<Mapping>, usize)> {
         let taken = chunks.take(size / self.page).map_err(|f| f.error)?;
         // The first `reused` came from the cache; the others were created for this call.
         let reused = taken.hits;
@@ -105,29 +129,76 @@ impl Segment {
                 failed = Some(e.into());
             }
         }
-        if let Some(e) = failed {
-            // Nothing ran on these pages: unmapping them waits for no work of the caller's.
-            let (back, cached) = (chunks.clone(), reused.min(mapped.len()));
-            let then: cuda_vmm::release::ReleaseThen = Box::new(move |allocations| {
-                give_back(&back, cached, allocations.into_iter());
-                Ok(())
-            });
-            if let Err((undo, _kept)) = Mapping::unmap_deferred(mapped, Some(then)) {
-                tracing::error!("undoing a failed segment growth: {undo}");
+        match failed {
+            None => Ok((mapped, reused)),
+            Some(e) => {
+                undo_mappings(chunks, reused.min(mapped.len()), mapped);
+                Err(e)
             }
-            return Err(e);
         }
-        let handles = mapped.len();
-        for m in mapped {
+    }
+
+    /// Sleep: unmaps every page (the caller waited for the device), keeping the blocks as
+    /// they are; returns the offsets to map again at wake and the mappings to end.
+    pub(crate) fn take_all_pages(&mut self) -> (Vec<usize>, Vec<Mapping>) {
+        let pages = std::mem::take(&mut self.pages);
+        (
+            pages.keys().copied().collect(),
+            pages.into_values().collect(),
+        )
+    }
+
+    /// Wake: maps pages at `offsets` again (as [`take_all_pages`](Self::take_all_pages)
+    /// returned them), run by run, with `access`. All or nothing.
+    pub(crate) fn map_again(
+        &mut self,
+        offsets: &[usize],
+        access: &[(&Device, AccessFlags)],
+        chunks: &ChunkPool,
+    ) -> Result<usize> {
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        for &o in offsets {
+            match runs.last_mut() {
+                Some((start, size)) if *start + *size == o => *size += self.page,
+                _ => runs.push((o, self.page)),
+            }
+        }
+        let mut done: Vec<Mapping> = Vec::new();
+        for (offset, size) in runs {
+            match self.map_run(offset, size, access, chunks) {
+                Ok((mapped, _)) => done.extend(mapped),
+                Err(e) => {
+                    undo_mappings(chunks, 0, done);
+                    return Err(e);
+                }
+            }
+        }
+        let handles = done.len();
+        for m in done {
             self.pages.insert(m.offset(), m);
         }
-        let marked = self.arena.mark_mapped(offset, size);
-        debug_assert!(marked, "growth maps inside an unmapped stretch");
-        Ok(Grown {
-            bytes: size,
-            handles,
-            reused,
-        })
+        Ok(handles)
+    }
+
+    /// The blocks handed out (or pending), coalesced into runs of `(offset, size)`: the
+    /// bytes a sleep with a backup keeps.
+    pub(crate) fn used_runs(&self) -> Vec<(usize, usize)> {
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        for (offset, size, state) in self.arena.blocks() {
+            if state != State::Used {
+                continue;
+            }
+            match runs.last_mut() {
+                Some((o, s)) if *o + *s == offset => *s += size,
+                _ => runs.push((offset, size)),
+            }
+        }
+        runs
+    }
+
+    /// The segment's reservation (for the copies of sleep and wake).
+    pub(crate) fn reservation(&self) -> &Reservation {
+        &self.reservation
     }
 
     /// Grants `access` to the devices named over every mapped run of pages.
@@ -193,5 +264,21 @@ fn give_back(chunks: &ChunkPool, cached: usize, allocations: impl Iterator<Item 
         } else if let Err(refused) = chunks.recycle(allocation) {
             tracing::error!("returning a page after a failed growth: {refused}");
         }
+    }
+}
+
+/// Ends mappings of pages nothing ran on (a failed growth or wake): the first `cached`
+/// allocations go back to the cache, the rest to the driver.
+fn undo_mappings(chunks: &ChunkPool, cached: usize, mapped: Vec<Mapping>) {
+    if mapped.is_empty() {
+        return;
+    }
+    let back = chunks.clone();
+    let then: cuda_vmm::release::ReleaseThen = Box::new(move |allocations| {
+        give_back(&back, cached, allocations.into_iter());
+        Ok(())
+    });
+    if let Err((undo, _kept)) = Mapping::unmap_deferred(mapped, Some(then)) {
+        tracing::error!("undoing a failed segment growth: {undo}");
     }
 }

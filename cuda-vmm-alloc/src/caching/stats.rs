@@ -32,6 +32,10 @@ pub struct CachingStats {
     /// Physical memory given back but not yet released (its release is queued behind the
     /// device work that may touch it).
     pub releasing_bytes: usize,
+    /// Bytes of pages given back by `sleep`, mapped again at `wake`.
+    pub asleep_bytes: usize,
+    /// Pinned host memory held for sleep backups (in use or kept for the next sleep).
+    pub host_backup_bytes: usize,
     /// Physical chunks cached in the page cache now (see
     /// [`CachingAllocator::chunk_pool`](super::CachingAllocator::chunk_pool)).
     pub cached_chunk_bytes: usize,
@@ -106,6 +110,10 @@ pub struct BlockSnapshot {
 /// One segment in a [`Snapshot`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SegmentSnapshot {
+    /// The tag its blocks were allocated with (`""`: untagged).
+    pub tag: String,
+    /// Whether the tag is asleep (no page mapped; the blocks keep their addresses).
+    pub asleep: bool,
     /// The raw handle of the stream the segment serves (`1` for the legacy stream, `2` for a
     /// per-thread stream).
     pub stream: u64,

@@ -13,14 +13,17 @@ use super::arena::State as BlockState;
 use super::arena::{round_up, ALIGN};
 use super::block::CachedBlock;
 use super::config::CachingConfig;
+use super::host_arena::HostArena;
 use super::pages::PageCache;
 use super::segment::Segment;
 use super::stats::CachingStats;
 use super::stream_key::StreamKey;
 use crate::pool::ChunkPool;
 use crate::{Error, Result};
+use sleep::Slept;
 
 mod grow;
+mod sleep;
 mod snapshot;
 mod trim;
 
@@ -71,6 +74,9 @@ pub(crate) struct Inner {
 struct Pool {
     key: StreamKey,
     small: bool,
+    tag: u16,
+    /// Set while the tag sleeps: what wake maps again and restores.
+    asleep: Option<Slept>,
     segment: Segment,
     /// The page cache's pool of this segment's page size.
     chunks: ChunkPool,
@@ -85,7 +91,15 @@ struct Pending {
 
 struct State {
     pools: Vec<Pool>,
-    index: HashMap<(StreamKey, bool), usize>,
+    index: HashMap<(StreamKey, bool, u16), usize>,
+    /// Tag names by id (0 is `""`, the untagged blocks).
+    tags: Vec<String>,
+    /// Tags asleep now.
+    asleep: Vec<u16>,
+    /// Pinned host memory for backups, created on the first sleep with one.
+    host: Option<HostArena>,
+    /// Bytes of `host` that backups asleep now use (from its start).
+    host_used: usize,
     pending: Vec<Pending>,
     spare_events: Vec<Event>,
     peers: Vec<Device>,
@@ -150,6 +164,10 @@ impl CachingAllocator {
                 state: Mutex::new(State {
                     pools: Vec::new(),
                     index: HashMap::new(),
+                    tags: vec![String::new()],
+                    asleep: Vec::new(),
+                    host: None,
+                    host_used: 0,
                     pending: Vec::new(),
                     spare_events: Vec::new(),
                     peers: Vec::new(),
@@ -179,6 +197,17 @@ impl CachingAllocator {
     /// device is full, cached memory is given back and the growth retried once; then
     /// [`Error::AllocatorOutOfMemory`] names the request and what is held.
     pub fn alloc(&self, bytes: usize, stream: &Stream) -> Result<CachedBlock> {
+        self.alloc_in(bytes, stream, None)
+    }
+
+    /// [`alloc`](Self::alloc) in the segments of `tag` (for example `"weights"` or
+    /// `"kv_cache"`): blocks of different tags never share a page, so a tag can be put to
+    /// [`sleep`](Self::sleep) alone. Refused with [`Error::Asleep`] while `tag` sleeps.
+    pub fn alloc_tagged(&self, bytes: usize, stream: &Stream, tag: &str) -> Result<CachedBlock> {
+        self.alloc_in(bytes, stream, Some(tag))
+    }
+
+    fn alloc_in(&self, bytes: usize, stream: &Stream, tag: Option<&str>) -> Result<CachedBlock> {
         let inner = &self.inner;
         if bytes == 0 {
             return Err(Error::InvalidRequest {
@@ -208,10 +237,20 @@ impl CachingAllocator {
         let small = bytes <= inner.config.small_limit;
         let key = StreamKey::of(stream);
         let mut state = inner.state.lock();
+        let tag = match tag {
+            Some(name) => state.tag_id(name)?,
+            None => 0,
+        };
+        if state.asleep.contains(&tag) {
+            return Err(Error::Asleep {
+                tag: state.tags[usize::from(tag)].clone(),
+                operation: "alloc",
+            });
+        }
         if !state.pending.is_empty() {
             state.poll_pending(inner.device.ordinal());
         }
-        let pool = inner.pool_for(&mut state, key, small)?;
+        let pool = inner.pool_for(&mut state, key, small, tag)?;
         let offset = match state.pools[pool].segment.arena.take(size) {
             Some(offset) => {
                 state.stats.cache_hits += 1;
@@ -347,8 +386,8 @@ impl Inner {
     }
 
     /// The pool of `key`'s small or large blocks, reserving its segment on first use.
-    fn pool_for(&self, state: &mut State, key: StreamKey, small: bool) -> Result<usize> {
-        if let Some(&i) = state.index.get(&(key, small)) {
+    fn pool_for(&self, state: &mut State, key: StreamKey, small: bool, tag: u16) -> Result<usize> {
+        if let Some(&i) = state.index.get(&(key, small, tag)) {
             return Ok(i);
         }
         let page = if small {
@@ -361,11 +400,13 @@ impl Inner {
         state.pools.push(Pool {
             key,
             small,
+            tag,
+            asleep: None,
             segment,
             chunks,
         });
         let i = state.pools.len() - 1;
-        state.index.insert((key, small), i);
+        state.index.insert((key, small, tag), i);
         Ok(i)
     }
 
@@ -381,7 +422,7 @@ impl Inner {
             return;
         }
         if let Some(p) = state.pools.pop() {
-            state.index.remove(&(p.key, p.small));
+            state.index.remove(&(p.key, p.small, p.tag));
         }
     }
 
@@ -436,6 +477,20 @@ impl Inner {
 }
 
 impl State {
+    /// The id of tag `name`, registered on first use (at most `u16::MAX` tags).
+    fn tag_id(&mut self, name: &str) -> Result<u16> {
+        if let Some(i) = self.tags.iter().position(|t| t == name) {
+            return u16::try_from(i).map_err(|_| Error::InvalidRequest {
+                message: "tag ids overflowed".into(),
+            });
+        }
+        let id = u16::try_from(self.tags.len()).map_err(|_| Error::InvalidRequest {
+            message: format!("tag {name:?}: an allocator takes at most {} tags", u16::MAX),
+        })?;
+        self.tags.push(name.to_owned());
+        Ok(id)
+    }
+
     /// Returns pending blocks whose events all completed to their pools, keeping the events
     /// of `device` for reuse.
     fn poll_pending(&mut self, device: usize) {

@@ -14,6 +14,8 @@ impl CachingAllocator {
             .iter()
             .enumerate()
             .map(|(i, p)| SegmentSnapshot {
+                tag: state.tags[usize::from(p.tag)].clone(),
+                asleep: p.asleep.is_some(),
                 stream: p.key.raw(),
                 small: p.small,
                 address: p.segment.base(),
@@ -56,6 +58,7 @@ impl Inner {
         let mut stats = state.stats.clone();
         stats.releasing_bytes = self.releasing.load(Ordering::Acquire);
         stats.cached_chunk_bytes = self.pages.held_bytes();
+        stats.host_backup_bytes = state.host.as_ref().map_or(0, |h| h.bytes());
         stats.inactive_bytes = stats.reserved_bytes.saturating_sub(stats.allocated_bytes);
         stats.pending_blocks = state.pending.len() as u64;
         stats.segments = state.pools.len();

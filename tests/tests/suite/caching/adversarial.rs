@@ -39,7 +39,7 @@ pub(super) fn paged(
 }
 
 /// Whether `e` is the driver error `code` of `call`.
-fn driver_error(e: &Error, call: &str, code: CUresult) -> bool {
+pub(super) fn driver_error(e: &Error, call: &str, code: CUresult) -> bool {
     matches!(e, Error::Vmm(cuda_vmm::Error::Driver { call: c, error }) if *c == call && error.result() == code)
 }
 

@@ -18,6 +18,7 @@ mod adversarial_streams;
 mod gpu_kernels;
 mod page_cache;
 mod replay;
+mod sleep;
 
 /// Every entry point a cache hit or a same-stream free must not call.
 const DRIVER_CALLS: [&str; 12] = [

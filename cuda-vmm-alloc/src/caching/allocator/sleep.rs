@@ -1,0 +1,317 @@
+//! Sleep and wake of tags: the pages of a tag's segments go back to the driver (after the
+//! device work on them, with the blocks' bytes copied to pinned host memory if asked), the
+//! address ranges and blocks stay, and wake maps new pages at the same addresses and
+//! restores the bytes. Pointers never change.
+
+use std::time::Instant;
+
+use cuda_vmm::{AccessFlags, Mapping};
+
+use super::{CachingAllocator, Inner, State, FLUSH_TIMEOUT};
+use crate::caching::host_arena::HostArena;
+use crate::caching::sleep::{Backup, SleepReport, WakeReport};
+use crate::{Error, Result};
+
+/// A sleeping pool: the pages to map again, and where its blocks' bytes went.
+pub(crate) struct Slept {
+    /// Page offsets mapped when it fell asleep.
+    pages: Vec<usize>,
+    /// `(offset, len, host offset)` of each run of blocks backed up.
+    backup: Vec<(usize, usize, usize)>,
+}
+
+impl Slept {
+    fn bytes(&self, page: usize) -> usize {
+        self.pages.len() * page
+    }
+}
+
+impl CachingAllocator {
+    /// Puts `tags` to sleep (see [`alloc_tagged`](Self::alloc_tagged); `""` names the
+    /// untagged blocks): waits for the device (a device synchronisation, the same
+    /// contract as every unmap: work the library cannot see must be queued before), copies
+    /// the blocks handed out to pinned host memory if `backup` says so, then unmaps and
+    /// releases every page of those tags' segments, returning once the driver has the
+    /// memory back. The page cache's idle chunks are released too. Blocks keep their
+    /// addresses; allocating in a sleeping tag is refused with [`Error::Asleep`], and a
+    /// kernel that touches sleeping memory faults as on any unmapped address.
+    ///
+    /// Refused, changing nothing, for a tag asleep already. A failed backup leaves the
+    /// memory awake and intact.
+    pub fn sleep(&self, tags: &[&str], backup: Backup) -> Result<SleepReport> {
+        let inner = &self.inner;
+        let mut state = inner.state.lock();
+        let ids = tag_ids(&mut state, tags)?;
+        if let Some(&id) = ids.iter().find(|id| state.asleep.contains(id)) {
+            return Err(Error::InvalidRequest {
+                message: format!("tag {:?} is asleep already", state.tags[usize::from(id)]),
+            });
+        }
+        let mut report = SleepReport::default();
+        let start = Instant::now();
+        inner.device.synchronize()?;
+        inner.device.cuda().flush_releases(FLUSH_TIMEOUT)?;
+        state.poll_pending(inner.device.ordinal());
+        report.wait = start.elapsed();
+        let pools: Vec<usize> = (0..state.pools.len())
+            .filter(|&i| ids.contains(&state.pools[i].tag))
+            .collect();
+        let backups = match backup {
+            Backup::Host => inner.back_up(&mut state, &pools, &mut report)?,
+            Backup::Discard => vec![Vec::new(); pools.len()],
+        };
+        let start = Instant::now();
+        // One batch per segment: a batch ends mappings of one reservation.
+        let mut batches: Vec<Vec<Mapping>> = Vec::new();
+        for (&i, backup) in pools.iter().zip(backups) {
+            let pool = &mut state.pools[i];
+            let (offsets, mappings) = pool.segment.take_all_pages();
+            batches.push(mappings);
+            let slept = Slept {
+                pages: offsets,
+                backup,
+            };
+            let bytes = slept.bytes(pool.segment.page());
+            pool.asleep = Some(slept);
+            state.stats.reserved_bytes -= bytes;
+            state.stats.asleep_bytes += bytes;
+            report.released_bytes += bytes;
+        }
+        state.asleep.extend(ids);
+        // Past the point of no return: the tags are asleep. A release that fails stays
+        // queued (the queue retries it) and is reported, not returned.
+        for pages in batches {
+            if let Err((e, kept)) = Mapping::unmap_deferred(pages, None) {
+                // Still mapped: dropping them unmaps them once more (and logs).
+                tracing::error!("releasing sleeping pages: {e}");
+                report.release_error = Some(e.to_string());
+                drop(kept);
+            }
+        }
+        match inner.device.cuda().flush_releases(FLUSH_TIMEOUT) {
+            Ok(true) => {}
+            Ok(false) => {
+                report.release_error = Some("releases still queued after the timeout".into());
+            }
+            Err(e) => {
+                tracing::warn!("waiting for a sleep's releases: {e}");
+                report.release_error = Some(e.to_string());
+            }
+        }
+        inner.pages.trim();
+        report.release = start.elapsed();
+        tracing::debug!(?tags, ?report, "caching.sleep");
+        Ok(report)
+    }
+
+    /// Wakes `tags`: maps new pages where each sleeping segment had them, grants access to
+    /// the device and every peer granted before, restores the bytes backed up, and only
+    /// then reports success. Refused, changing nothing, for a tag that is not asleep. A
+    /// failure (out of memory) leaves the tags asleep with their backups: retry later.
+    pub fn wake(&self, tags: &[&str]) -> Result<WakeReport> {
+        let inner = &self.inner;
+        let mut state = inner.state.lock();
+        let ids = tag_ids(&mut state, tags)?;
+        if let Some(&id) = ids.iter().find(|id| !state.asleep.contains(id)) {
+            return Err(Error::InvalidRequest {
+                message: format!("tag {:?} is not asleep", state.tags[usize::from(id)]),
+            });
+        }
+        let mut report = WakeReport::default();
+        let pools: Vec<usize> = (0..state.pools.len())
+            .filter(|&i| ids.contains(&state.pools[i].tag) && state.pools[i].asleep.is_some())
+            .collect();
+        let start = Instant::now();
+        let peers = state.peers.clone();
+        let mut access = vec![(&inner.device, AccessFlags::ReadWrite)];
+        access.extend(peers.iter().map(|p| (p, AccessFlags::ReadWrite)));
+        let mut woken: Vec<usize> = Vec::new();
+        let mut failed = None;
+        for &i in &pools {
+            let pool = &state.pools[i];
+            let Some(slept) = &pool.asleep else { continue };
+            let offsets = slept.pages.clone();
+            let chunks = pool.chunks.clone();
+            match state.pools[i].segment.map_again(&offsets, &access, &chunks) {
+                Ok(_) => woken.push(i),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        report.map = start.elapsed();
+        let start = Instant::now();
+        if failed.is_none() {
+            failed = inner.restore(&state, &woken, &mut report).err();
+        }
+        report.restore = start.elapsed();
+        if let Some(e) = failed {
+            inner.back_to_sleep(&mut state, &woken);
+            return Err(e);
+        }
+        for &i in &woken {
+            let pool = &mut state.pools[i];
+            let bytes = pool
+                .asleep
+                .take()
+                .map_or(0, |s| s.bytes(pool.segment.page()));
+            state.stats.reserved_bytes += bytes;
+            state.stats.asleep_bytes -= bytes;
+            report.mapped_bytes += bytes;
+        }
+        state.asleep.retain(|id| !ids.contains(id));
+        let backups_left = state
+            .pools
+            .iter()
+            .any(|p| p.asleep.as_ref().is_some_and(|s| !s.backup.is_empty()));
+        if !backups_left {
+            state.host_used = 0;
+            if !inner.config.keep_host_backup {
+                report.host_released_bytes = state.host.as_mut().map_or(0, |h| h.truncate(0));
+            }
+        }
+        tracing::debug!(?tags, ?report, "caching.wake");
+        Ok(report)
+    }
+
+    /// Gives the pinned host memory that no backup uses now back to the driver; returns
+    /// the bytes given back.
+    pub fn release_host_backup(&self) -> usize {
+        let mut state = self.inner.state.lock();
+        let used = state.host_used;
+        state.host.as_mut().map_or(0, |h| h.truncate(used))
+    }
+
+    /// Whether `tag` is asleep.
+    pub fn is_asleep(&self, tag: &str) -> bool {
+        let state = self.inner.state.lock();
+        state
+            .tags
+            .iter()
+            .position(|t| t == tag)
+            .is_some_and(|i| state.asleep.iter().any(|&a| usize::from(a) == i))
+    }
+}
+
+/// The ids of `tags`, registering new ones; duplicates are folded.
+fn tag_ids(state: &mut State, tags: &[&str]) -> Result<Vec<u16>> {
+    let mut ids = Vec::with_capacity(tags.len());
+    for tag in tags {
+        let id = state.tag_id(tag)?;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
+impl Inner {
+    /// Copies the blocks handed out in `pools` to the host arena (grown if needed, after
+    /// the backups asleep now); returns each pool's runs. A failure gives back what the
+    /// arena grew by and changes nothing else.
+    fn back_up(
+        &self,
+        state: &mut State,
+        pools: &[usize],
+        report: &mut SleepReport,
+    ) -> Result<Vec<Vec<(usize, usize, usize)>>> {
+        let mut at = state.host_used;
+        let mut plans = Vec::with_capacity(pools.len());
+        for &i in pools {
+            let runs: Vec<(usize, usize, usize)> = state.pools[i]
+                .segment
+                .used_runs()
+                .into_iter()
+                .map(|(offset, len)| {
+                    let host = at;
+                    at += len;
+                    (offset, len, host)
+                })
+                .collect();
+            plans.push(runs);
+        }
+        let start = Instant::now();
+        if state.host.is_none() {
+            state.host = Some(HostArena::new(&self.device)?);
+        }
+        let host = state.host.as_mut().ok_or_else(|| Error::InvalidConfig {
+            message: "no host arena".into(),
+        })?;
+        let before = host.bytes();
+        host.ensure(at)?;
+        report.host_prepared_bytes = host.bytes() - before;
+        report.host_prepare = start.elapsed();
+        let start = Instant::now();
+        let copied = (|| -> Result<usize> {
+            let Some(arena) = host.reservation() else {
+                return Ok(0);
+            };
+            let mut bytes = 0;
+            for (&i, runs) in pools.iter().zip(&plans) {
+                let segment = state.pools[i].segment.reservation();
+                for &(offset, len, host_offset) in runs {
+                    segment.copy_to(offset, arena, host_offset, len, &self.device)?;
+                    bytes += len;
+                }
+            }
+            Ok(bytes)
+        })();
+        report.backup = start.elapsed();
+        match copied {
+            Ok(bytes) => {
+                report.backed_up_bytes = bytes;
+                state.host_used = at;
+                Ok(plans)
+            }
+            Err(e) => {
+                host.truncate(before);
+                Err(e)
+            }
+        }
+    }
+
+    /// Copies the backups of `woken` pools back from the host arena.
+    fn restore(&self, state: &State, woken: &[usize], report: &mut WakeReport) -> Result<()> {
+        for &i in woken {
+            let pool = &state.pools[i];
+            let Some(slept) = &pool.asleep else { continue };
+            if slept.backup.is_empty() {
+                continue;
+            }
+            let arena = state
+                .host
+                .as_ref()
+                .and_then(HostArena::reservation)
+                .ok_or_else(|| Error::InvalidConfig {
+                    message: "a backup without host memory".into(),
+                })?;
+            for &(offset, len, host_offset) in &slept.backup {
+                arena.copy_to(
+                    host_offset,
+                    pool.segment.reservation(),
+                    offset,
+                    len,
+                    &self.device,
+                )?;
+                report.restored_bytes += len;
+            }
+        }
+        Ok(())
+    }
+
+    /// Undoes a failed wake: the pages mapped for it go back to the driver; the pools stay
+    /// asleep with their backups.
+    fn back_to_sleep(&self, state: &mut State, woken: &[usize]) {
+        for &i in woken {
+            let pages = state.pools[i].segment.take_all_pages().1;
+            if let Err((e, kept)) = Mapping::unmap_deferred(pages, None) {
+                tracing::error!("undoing a failed wake: {e}");
+                drop(kept);
+            }
+        }
+        if let Err(e) = self.device.cuda().flush_releases(FLUSH_TIMEOUT) {
+            tracing::warn!("flushing the releases of a failed wake: {e}");
+        }
+    }
+}
