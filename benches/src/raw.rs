@@ -271,6 +271,11 @@ impl Raw {
 }
 
 impl RawChunks<'_> {
+    /// The first address of the chunks.
+    pub fn ptr(&self) -> CUdeviceptr {
+        self.ptr
+    }
+
     fn map_all(&mut self) {
         let api = self.raw.api;
         for (i, &handle) in self.handles.iter().enumerate() {

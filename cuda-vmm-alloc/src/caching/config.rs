@@ -37,6 +37,12 @@ pub struct CachingConfig {
     pub check_capture: bool,
     /// Address space reserved per segment; `None` means the device's total memory.
     pub segment_size: Option<usize>,
+    /// The large page of the segments of these tags (see
+    /// [`alloc_tagged`](super::CachingAllocator::alloc_tagged)), instead of `large_page`:
+    /// a tag of a few big long-lived blocks (weights, a KV cache) maps fewer handles with
+    /// pages as large as its blocks, which makes growth, sleep and wake cheaper (their
+    /// driver calls cost per handle). Each a multiple of the allocation granularity.
+    pub tag_large_pages: Vec<(String, NonZeroUsize)>,
     /// Keep the pinned host memory of sleep backups after `wake`, for the next sleep
     /// (pinning costs far more than the copy: 0.2–0.37 s per GiB on an H200). The default
     /// keeps it; `false` gives it back as soon as no backup uses it (see also
@@ -55,6 +61,7 @@ impl Default for CachingConfig {
             compact_above: None,
             check_capture: false,
             segment_size: None,
+            tag_large_pages: Vec::new(),
             keep_host_backup: true,
         }
     }

@@ -130,6 +130,9 @@ impl CachingAllocator {
         };
         let small_page = page(config.small_page, granule, "small_page")?;
         let large_page = page(config.large_page, 16 * granule, "large_page")?;
+        for (tag, asked) in &config.tag_large_pages {
+            page(Some(*asked), 0, &format!("the large page of tag {tag:?}"))?;
+        }
         if config.small_limit > small_page {
             return Err(Error::InvalidConfig {
                 message: format!(
@@ -390,10 +393,11 @@ impl Inner {
         if let Some(&i) = state.index.get(&(key, small, tag)) {
             return Ok(i);
         }
-        let page = if small {
-            self.small_page
-        } else {
-            self.large_page
+        let name = &state.tags[usize::from(tag)];
+        let page = match self.config.tag_large_pages.iter().find(|(t, _)| t == name) {
+            _ if small => self.small_page,
+            Some((_, page)) => page.get(),
+            None => self.large_page,
         };
         let chunks = self.pages.pool(page)?;
         let segment = Segment::new(&self.device, self.segment_size, page)?;

@@ -78,24 +78,15 @@ impl CachingAllocator {
             report.released_bytes += bytes;
         }
         state.asleep.extend(ids);
-        // Past the point of no return: the tags are asleep. A release that fails stays
-        // queued (the queue retries it) and is reported, not returned.
+        // Past the point of no return: the tags are asleep. The device is idle (waited
+        // for above), so each segment's pages are unmapped here, after one more wait, and
+        // released as their last handles drop. A failure is reported, not returned: the
+        // pages it left are dropped (which unmaps them once more, and logs).
         for pages in batches {
-            if let Err((e, kept)) = Mapping::unmap_deferred(pages, None) {
-                // Still mapped: dropping them unmaps them once more (and logs).
+            if let Err((e, kept)) = Mapping::unmap_in_order(pages) {
                 tracing::error!("releasing sleeping pages: {e}");
                 report.release_error = Some(e.to_string());
                 drop(kept);
-            }
-        }
-        match inner.device.cuda().flush_releases(FLUSH_TIMEOUT) {
-            Ok(true) => {}
-            Ok(false) => {
-                report.release_error = Some("releases still queued after the timeout".into());
-            }
-            Err(e) => {
-                tracing::warn!("waiting for a sleep's releases: {e}");
-                report.release_error = Some(e.to_string());
             }
         }
         inner.pages.trim();
