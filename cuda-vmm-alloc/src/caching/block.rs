@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use cuda_vmm::{Event, Stream};
+use cuda_vmm::{Event, Reservation, Stream};
 
 use super::allocator::Inner;
 use super::stream_key::StreamKey;
@@ -60,6 +60,41 @@ impl CachedBlock {
     /// Bytes the block holds: the request rounded up to 512.
     pub fn size(&self) -> usize {
         self.size
+    }
+
+    /// Copies `data` from the host to byte `at` of the block (synchronous, through the
+    /// device's staging buffers). The copy does not wait for work on the block's stream:
+    /// synchronise it first, as with `cudaMemcpy`. Refused for a range past the block, and
+    /// with [`Error::Asleep`](crate::Error::Asleep) while its tag sleeps.
+    pub fn write(&self, at: usize, data: &[u8]) -> Result<()> {
+        let (reservation, offset) = self.range(at, data.len(), "write")?;
+        Ok(reservation.write(offset, data)?)
+    }
+
+    /// Copies bytes from byte `at` of the block into `out` (synchronous); as
+    /// [`write`](Self::write).
+    pub fn read(&self, at: usize, out: &mut [u8]) -> Result<()> {
+        let (reservation, offset) = self.range(at, out.len(), "read")?;
+        Ok(reservation.read(offset, out)?)
+    }
+
+    /// The segment and offset of `len` bytes at `at`, checked against the block.
+    fn range(
+        &self,
+        at: usize,
+        len: usize,
+        operation: &'static str,
+    ) -> Result<(Reservation, usize)> {
+        if at.checked_add(len).map_or(true, |end| end > self.requested) {
+            return Err(crate::Error::InvalidRequest {
+                message: format!(
+                    "{operation} of {len} bytes at {at} in a block of {} bytes",
+                    self.requested
+                ),
+            });
+        }
+        let reservation = self.owner.segment_of(self.pool, operation)?;
+        Ok((reservation, self.offset + at))
     }
 
     /// Records that work queued so far on `stream` uses this block: when the block is

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use cuda_vmm::{AccessFlags, Mapping};
+use cuda_vmm::{AccessFlags, Mapping, Reservation};
 
 use super::{CachingAllocator, Inner, State, FLUSH_TIMEOUT};
 use crate::caching::host_arena::HostArena;
@@ -198,6 +198,20 @@ fn tag_ids(state: &mut State, tags: &[&str]) -> Result<Vec<u16>> {
 }
 
 impl Inner {
+    /// The reservation of `pool`'s segment, for a block's copies; refused with
+    /// [`Error::Asleep`] while the pool's tag sleeps.
+    pub(crate) fn segment_of(&self, pool: usize, operation: &'static str) -> Result<Reservation> {
+        let state = self.state.lock();
+        let p = &state.pools[pool];
+        if p.asleep.is_some() {
+            return Err(Error::Asleep {
+                tag: state.tags[usize::from(p.tag)].clone(),
+                operation,
+            });
+        }
+        Ok(p.segment.reservation().clone())
+    }
+
     /// Copies the blocks handed out in `pools` to the host arena (grown if needed, after
     /// the backups asleep now); returns each pool's runs. A failure gives back what the
     /// arena grew by and changes nothing else.
