@@ -112,7 +112,11 @@ fn main() -> Result<(), Box<dyn Error>> {
         let start = Instant::now();
         let other = LinearAllocation::new(&device, take)?;
         other.free()?;
-        println!("round {round}: the trainer took and freed {} in {:?}", gib(take), start.elapsed());
+        println!(
+            "round {round}: the trainer took and freed {} in {:?}",
+            gib(take),
+            start.elapsed()
+        );
         let start = Instant::now();
         let woke = allocator.wake(&["weights", "kv_cache"])?;
         let woken = start.elapsed();
@@ -132,7 +136,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
     drop((weights, kv));
     let held = allocator.stats().host_backup_bytes;
-    println!("host backup kept for the next sleep: {}; giving it back", gib(held));
+    println!(
+        "host backup kept for the next sleep: {}; giving it back",
+        gib(held)
+    );
     allocator.release_host_backup();
     Ok(())
 }

@@ -12,7 +12,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use cuda_vmm::{CudarcReadView, CudarcView};
-use cudarc::driver::{CudaEvent, CudaStream};
+use cudarc::driver::CudaStream;
 
 use crate::caching::CachedBlock;
 use crate::error::{check_range, Result};
@@ -164,13 +164,5 @@ impl CachedBlock {
             });
         }
         Ok(())
-    }
-
-    /// Records, as a use, the work before the cudarc `event` (recorded on any stream of the
-    /// device): the allocator's own stream waits for it and records the use.
-    pub(crate) fn record_after_cudarc_event(&mut self, event: &CudaEvent) -> Result<()> {
-        let stream = self.owner.helper_stream()?;
-        stream.wait_cudarc_event(event)?;
-        self.record_use(&stream)
     }
 }

@@ -4,7 +4,6 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use cudarc::driver::{
@@ -17,20 +16,17 @@ use crate::pod::DevicePod;
 use crate::{Error, Result};
 
 /// The elements of a [`CachedBlock`] as cudarc memory on one cudarc stream (created by
-/// [`CachedBlock::cudarc_view`]). Work through it is ordered as cudarc orders a
-/// `CudaSlice` (reads after the view's writes, writes after its reads and writes); when the
-/// view drops, every stream that used it is recorded as a use of the block, so the block's
-/// memory is reused only after that work. Launch kernels taking the view as an argument on
-/// the view's stream.
+/// [`CachedBlock::cudarc_view`]). Launch kernels taking the view as an argument on the
+/// view's stream: when the view drops, that stream's work so far is recorded as a use of
+/// the block, so its memory is reused only after those kernels. `device_ptr` and
+/// `device_ptr_mut` on another stream order it after the view's stream and synchronise it
+/// when cudarc drops the returned guard (the use is over before the view can record it).
 pub struct CachedView<'a, T> {
     block: &'a mut CachedBlock,
     len: usize,
     stream: Arc<CudaStream>,
-    read: Option<CudaEvent>,
-    write: Option<CudaEvent>,
-    /// `device_ptr`/`device_ptr_mut` ran on a stream other than the view's: the events
-    /// were recorded there and become uses of the block at drop.
-    elsewhere: AtomicBool,
+    /// Recorded on the view's stream to order another stream after it.
+    event: CudaEvent,
     _elements: PhantomData<fn() -> T>,
 }
 
@@ -65,20 +61,16 @@ impl CachedBlock {
                 ),
             });
         }
-        let event = || {
-            stream
-                .context()
-                .new_event(None)
-                .map_err(|e| Error::InvalidRequest {
-                    message: format!("creating a cudarc event: {e:?}"),
-                })
-        };
+        let event = stream
+            .context()
+            .new_event(None)
+            .map_err(|e| Error::InvalidRequest {
+                message: format!("creating a cudarc event: {e:?}"),
+            })?;
         Ok(CachedView {
             len: self.len() / element,
             stream: stream.clone(),
-            read: Some(event()?),
-            write: Some(event()?),
-            elsewhere: AtomicBool::new(false),
+            event,
             block: self,
             _elements: PhantomData,
         })
@@ -91,27 +83,21 @@ impl<T> CachedView<'_, T> {
         self.block.ptr()
     }
 
-    fn wait(stream: &CudaStream, event: &Option<CudaEvent>) {
-        if let Some(e) = event {
-            if let Err(e) = stream.wait(e) {
-                tracing::error!("ordering a cudarc stream after a cached view's events: {e:?}");
-            }
+    /// A guard for a use on `stream`: none on the view's own stream (stream order, and the
+    /// use is recorded at drop); on another, `stream` first waits for the view's stream
+    /// (every kernel launched through the view so far), and the guard synchronises it.
+    fn guard<'b>(&'b self, stream: &'b CudaStream) -> SyncOnDrop<'b> {
+        if stream.cu_stream() == self.stream.cu_stream() {
+            return SyncOnDrop::Sync(None);
         }
-    }
-
-    fn note_stream(&self, stream: &CudaStream) {
-        if stream.cu_stream() != self.stream.cu_stream() {
-            self.elsewhere.store(true, Ordering::Relaxed);
+        let ordered = self
+            .event
+            .record(&self.stream)
+            .and_then(|()| stream.wait(&self.event));
+        if let Err(e) = ordered {
+            tracing::error!("ordering a cudarc stream after a cached view's stream: {e:?}");
         }
-    }
-
-    fn order_read(&self, stream: &CudaStream) {
-        Self::wait(stream, &self.write);
-    }
-
-    fn order_write(&self, stream: &CudaStream) {
-        Self::wait(stream, &self.read);
-        Self::wait(stream, &self.write);
+        SyncOnDrop::sync_stream(stream)
     }
 }
 
@@ -120,14 +106,6 @@ impl<T> Drop for CachedView<'_, T> {
         // Kernels that took the view as an argument ran on its stream.
         if let Err(e) = self.block.record_cudarc_use(&self.stream) {
             tracing::error!("recording a cached view's use on its block: {e}");
-        }
-        if !self.elsewhere.load(Ordering::Relaxed) {
-            return;
-        }
-        for event in [self.read.take(), self.write.take()].into_iter().flatten() {
-            if let Err(e) = self.block.record_after_cudarc_event(&event) {
-                tracing::error!("recording a cached view's use on its block: {e}");
-            }
         }
     }
 }
@@ -144,43 +122,35 @@ impl<T> DeviceSlice<T> for CachedView<'_, T> {
 
 impl<T> DevicePtr<T> for CachedView<'_, T> {
     fn device_ptr<'b>(&'b self, stream: &'b CudaStream) -> (u64, SyncOnDrop<'b>) {
-        self.note_stream(stream);
-        self.order_read(stream);
-        (self.ptr(), SyncOnDrop::record_event(&self.read, stream))
+        (self.ptr(), self.guard(stream))
     }
 }
 
 impl<T> DevicePtrMut<T> for CachedView<'_, T> {
     fn device_ptr_mut<'b>(&'b mut self, stream: &'b CudaStream) -> (u64, SyncOnDrop<'b>) {
-        self.note_stream(stream);
-        self.order_write(stream);
-        (self.ptr(), SyncOnDrop::record_event(&self.write, stream))
+        (self.ptr(), self.guard(stream))
     }
 }
 
 // SAFETY: the argument pushed is a pointer to the block's `ptr`, a `CUdeviceptr` that lives
 // as long as the borrow `'b`, which outlives the launch arguments `'a`. The block's memory
 // is mapped read-write for the block's whole life, and the view borrows the block mutably,
-// so it is neither dropped nor reused while the view lives. The view's stream is ordered
-// here, and its use recorded on the block when the view drops: launch on the view's stream.
+// so it is neither dropped nor reused while the view lives; its use is recorded on the block
+// when the view drops, on the view's stream: launch on the view's stream. Uses on other
+// streams (`device_ptr`) are synchronous, so nothing through the view runs unordered.
 #[allow(unsafe_code)]
 unsafe impl<'a, 'b: 'a, 'c: 'b, T> PushKernelArg<&'b mut CachedView<'c, T>> for LaunchArgs<'a> {
     #[inline(always)]
     fn arg(&mut self, arg: &'b mut CachedView<'c, T>) -> &mut Self {
-        let stream = arg.stream.clone();
-        arg.order_write(&stream);
         self.arg(&arg.block.ptr)
     }
 }
 
-// SAFETY: as above, for a kernel that reads (`const T*`): the view's stream waits for the
-// earlier writes through the view.
+// SAFETY: as above, for a kernel that reads (`const T*`).
 #[allow(unsafe_code)]
 unsafe impl<'a, 'b: 'a, 'c: 'b, T> PushKernelArg<&'b CachedView<'c, T>> for LaunchArgs<'a> {
     #[inline(always)]
     fn arg(&mut self, arg: &'b CachedView<'c, T>) -> &mut Self {
-        let stream = arg.stream.clone();
-        arg.order_read(&stream);
         self.arg(&arg.block.ptr)
     }
 }

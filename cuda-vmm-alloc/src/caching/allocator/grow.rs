@@ -28,7 +28,7 @@ impl Inner {
         if let Some(share) = self.config.compact_above {
             // Only at the high-water mark: growth below the peak costs no peak memory, and
             // every page given back is a page mapped again later.
-            let inactive = state.stats.reserved_bytes - state.stats.allocated_bytes;
+            let inactive = state.inactive();
             let held = self.held(state);
             let growth = state.pools[pool].segment.plan(size);
             let at_peak = growth.is_some_and(|g| held + g.size > state.stats.peak_reserved_bytes);

@@ -65,10 +65,6 @@ pub(crate) struct Inner {
     releasing: Arc<AtomicUsize>,
     /// Physical chunks by size: pages come from here, compaction moves pages through it.
     pages: PageCache,
-    /// The allocator's own stream, created on first use: it waits for events recorded
-    /// elsewhere (cudarc's) and records them as uses of a block.
-    #[cfg(feature = "cudarc")]
-    helper: Mutex<Option<Arc<Stream>>>,
 }
 
 struct Pool {
@@ -100,6 +96,9 @@ struct State {
     host: Option<HostArena>,
     /// Bytes of `host` that backups asleep now use (from its start).
     host_used: usize,
+    /// Bytes of blocks handed out in sleeping pools (in `allocated_bytes`, not backed by
+    /// `reserved_bytes` while asleep).
+    asleep_allocated: usize,
     pending: Vec<Pending>,
     spare_events: Vec<Event>,
     peers: Vec<Device>,
@@ -171,6 +170,7 @@ impl CachingAllocator {
                     asleep: Vec::new(),
                     host: None,
                     host_used: 0,
+                    asleep_allocated: 0,
                     pending: Vec::new(),
                     spare_events: Vec::new(),
                     peers: Vec::new(),
@@ -178,8 +178,6 @@ impl CachingAllocator {
                 }),
                 releasing: Arc::new(AtomicUsize::new(0)),
                 pages: PageCache::new(device),
-                #[cfg(feature = "cudarc")]
-                helper: Mutex::new(None),
             }),
         })
     }
@@ -355,8 +353,17 @@ impl CachingAllocator {
         if state.peers.iter().any(|p| p.ordinal() == peer.ordinal()) {
             return Ok(());
         }
-        for pool in &state.pools {
-            pool.segment.set_access(&[(peer, AccessFlags::ReadWrite)])?;
+        for (i, pool) in state.pools.iter().enumerate() {
+            if let Err(e) = pool.segment.set_access(&[(peer, AccessFlags::ReadWrite)]) {
+                // Back to no access on the segments granted before: a failure changes
+                // nothing.
+                for done in &state.pools[..i] {
+                    if let Err(undo) = done.segment.set_access(&[(peer, AccessFlags::None)]) {
+                        tracing::error!("undoing a failed grant_access: {undo}");
+                    }
+                }
+                return Err(e);
+            }
         }
         state.peers.push(peer.clone());
         Ok(())
@@ -374,18 +381,6 @@ impl Inner {
     #[cfg(feature = "cudarc")]
     pub(crate) fn device(&self) -> &Device {
         &self.device
-    }
-
-    /// The allocator's own stream (see `helper`).
-    #[cfg(feature = "cudarc")]
-    pub(crate) fn helper_stream(&self) -> Result<Arc<Stream>> {
-        let mut helper = self.helper.lock();
-        if let Some(stream) = &*helper {
-            return Ok(stream.clone());
-        }
-        let stream = Arc::new(Stream::new(&self.device)?);
-        *helper = Some(stream.clone());
-        Ok(stream)
     }
 
     /// The pool of `key`'s small or large blocks, reserving its segment on first use.
@@ -446,6 +441,9 @@ impl Inner {
         stats.requested_bytes -= requested;
         stats.active_blocks -= 1;
         stats.class(requested).active -= 1;
+        if state.pools[pool].asleep.is_some() {
+            state.asleep_allocated -= size;
+        }
         if uses.is_empty() {
             state.pools[pool].segment.arena.give(offset);
         } else {
@@ -481,6 +479,21 @@ impl Inner {
 }
 
 impl State {
+    /// The id of tag `name` if it was ever used.
+    fn find_tag(&self, name: &str) -> Option<u16> {
+        self.tags
+            .iter()
+            .position(|t| t == name)
+            .and_then(|i| u16::try_from(i).ok())
+    }
+
+    /// Bytes mapped and free in awake blocks: what compaction and the statistics call
+    /// inactive.
+    fn inactive(&self) -> usize {
+        let awake = self.stats.allocated_bytes - self.asleep_allocated;
+        self.stats.reserved_bytes.saturating_sub(awake)
+    }
+
     /// The id of tag `name`, registered on first use (at most `u16::MAX` tags).
     fn tag_id(&mut self, name: &str) -> Result<u16> {
         if let Some(i) = self.tags.iter().position(|t| t == name) {

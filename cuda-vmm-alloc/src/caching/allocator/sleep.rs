@@ -41,12 +41,26 @@ impl CachingAllocator {
     pub fn sleep(&self, tags: &[&str], backup: Backup) -> Result<SleepReport> {
         let inner = &self.inner;
         let mut state = inner.state.lock();
-        let ids = tag_ids(&mut state, tags)?;
-        if let Some(&id) = ids.iter().find(|id| state.asleep.contains(id)) {
+        // Checked before any tag is registered: a refusal changes nothing.
+        if let Some(tag) = tags.iter().find(|t| {
+            state
+                .find_tag(t)
+                .is_some_and(|id| state.asleep.contains(&id))
+        }) {
             return Err(Error::InvalidRequest {
-                message: format!("tag {:?} is asleep already", state.tags[usize::from(id)]),
+                message: format!("tag {tag:?} is asleep already"),
             });
         }
+        let unknown = tags.iter().filter(|t| state.find_tag(t).is_none()).count();
+        if state.tags.len() + unknown > usize::from(u16::MAX) {
+            return Err(Error::InvalidRequest {
+                message: format!(
+                    "{unknown} new tags: an allocator takes at most {} tags",
+                    u16::MAX
+                ),
+            });
+        }
+        let ids = tag_ids(&mut state, tags)?;
         let mut report = SleepReport::default();
         let start = Instant::now();
         inner.device.synchronize()?;
@@ -72,7 +86,9 @@ impl CachingAllocator {
                 backup,
             };
             let bytes = slept.bytes(pool.segment.page());
+            let used: usize = pool.segment.used_runs().iter().map(|r| r.1).sum();
             pool.asleep = Some(slept);
+            state.asleep_allocated += used;
             state.stats.reserved_bytes -= bytes;
             state.stats.asleep_bytes += bytes;
             report.released_bytes += bytes;
@@ -102,16 +118,48 @@ impl CachingAllocator {
     pub fn wake(&self, tags: &[&str]) -> Result<WakeReport> {
         let inner = &self.inner;
         let mut state = inner.state.lock();
-        let ids = tag_ids(&mut state, tags)?;
-        if let Some(&id) = ids.iter().find(|id| !state.asleep.contains(id)) {
-            return Err(Error::InvalidRequest {
-                message: format!("tag {:?} is not asleep", state.tags[usize::from(id)]),
-            });
+        let mut ids: Vec<u16> = Vec::with_capacity(tags.len());
+        for tag in tags {
+            match state.find_tag(tag) {
+                Some(id) if state.asleep.contains(&id) => {
+                    if !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                }
+                _ => {
+                    return Err(Error::InvalidRequest {
+                        message: format!("tag {tag:?} is not asleep"),
+                    })
+                }
+            }
         }
         let mut report = WakeReport::default();
         let pools: Vec<usize> = (0..state.pools.len())
             .filter(|&i| ids.contains(&state.pools[i].tag) && state.pools[i].asleep.is_some())
             .collect();
+        let wanted: usize = pools
+            .iter()
+            .filter_map(|&i| {
+                let p = &state.pools[i];
+                p.asleep.as_ref().map(|s| s.bytes(p.segment.page()))
+            })
+            .sum();
+        if let Some(max) = inner.config.max_reserved {
+            if inner.held(&state) + wanted > max {
+                inner.give_back_for_retry(&mut state);
+            }
+            if inner.held(&state) + wanted > max {
+                state.stats.out_of_memory += 1;
+                return Err(Error::AllocatorOutOfMemory {
+                    requested: wanted,
+                    reserved: state.stats.reserved_bytes,
+                    allocated: state.stats.allocated_bytes,
+                    releasing: inner.releasing.load(std::sync::atomic::Ordering::Acquire),
+                    device_free: inner.device.memory_info().map_or(0, |m| m.free),
+                    max_reserved: Some(max),
+                });
+            }
+        }
         let start = Instant::now();
         let peers = state.peers.clone();
         let mut access = vec![(&inner.device, AccessFlags::ReadWrite)];
@@ -147,17 +195,24 @@ impl CachingAllocator {
                 .asleep
                 .take()
                 .map_or(0, |s| s.bytes(pool.segment.page()));
+            let used: usize = pool.segment.used_runs().iter().map(|r| r.1).sum();
+            state.asleep_allocated -= used;
             state.stats.reserved_bytes += bytes;
             state.stats.asleep_bytes -= bytes;
             report.mapped_bytes += bytes;
         }
+        let held = inner.held(&state);
+        state.stats.peak_reserved_bytes = state.stats.peak_reserved_bytes.max(held);
         state.asleep.retain(|id| !ids.contains(id));
-        let backups_left = state
+        // The host memory past the backups still asleep is free for the next one.
+        state.host_used = state
             .pools
             .iter()
-            .any(|p| p.asleep.as_ref().is_some_and(|s| !s.backup.is_empty()));
-        if !backups_left {
-            state.host_used = 0;
+            .filter_map(|p| p.asleep.as_ref())
+            .flat_map(|s| s.backup.iter().map(|&(_, len, at)| at + len))
+            .max()
+            .unwrap_or(0);
+        if state.host_used == 0 {
             if !inner.config.keep_host_backup {
                 report.host_released_bytes = state.host.as_mut().map_or(0, |h| h.truncate(0));
             }

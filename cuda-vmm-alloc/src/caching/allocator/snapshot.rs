@@ -59,7 +59,7 @@ impl Inner {
         stats.releasing_bytes = self.releasing.load(Ordering::Acquire);
         stats.cached_chunk_bytes = self.pages.held_bytes();
         stats.host_backup_bytes = state.host.as_ref().map_or(0, |h| h.bytes());
-        stats.inactive_bytes = stats.reserved_bytes.saturating_sub(stats.allocated_bytes);
+        stats.inactive_bytes = state.inactive();
         stats.pending_blocks = state.pending.len() as u64;
         stats.segments = state.pools.len();
         stats

@@ -367,7 +367,6 @@ fn host_backups_of_several_tags_never_overlap_and_are_never_released_in_use() ->
 }
 
 #[test]
-#[ignore = "BUG: a backup goes after every backup asleep (host_used), so each cycle of one tag while another sleeps grows the pinned host arena"]
 fn cycles_of_one_tag_while_another_sleeps_reuse_the_host_backup() -> TestResult {
     let _memory = crate::memory_shared();
     let d = device()?;
@@ -439,7 +438,6 @@ fn the_snapshot_shows_sleeping_segments_and_the_stats_add_up() -> TestResult {
 }
 
 #[test]
-#[ignore = "BUG: allocated_bytes keeps the sleeping blocks while reserved_bytes drops their pages: inactive_bytes saturates to 0"]
 fn inactive_bytes_while_asleep_are_the_awake_free_bytes() -> TestResult {
     let _memory = crate::memory_shared();
     let d = device()?;
@@ -455,7 +453,6 @@ fn inactive_bytes_while_asleep_are_the_awake_free_bytes() -> TestResult {
 }
 
 #[test]
-#[ignore = "BUG: grow.rs computes reserved - allocated, which underflows (panics) while a tag's blocks sleep"]
 fn compaction_while_a_tag_sleeps_does_not_panic() -> TestResult {
     let _memory = crate::memory_shared();
     let d = device()?;
@@ -480,7 +477,6 @@ fn compaction_while_a_tag_sleeps_does_not_panic() -> TestResult {
 }
 
 #[test]
-#[ignore = "BUG: wake maps pages without counting them toward peak_reserved_bytes"]
 fn wake_counts_toward_the_peak() -> TestResult {
     let _memory = crate::memory_shared();
     let d = device()?;
@@ -501,7 +497,6 @@ fn wake_counts_toward_the_peak() -> TestResult {
 }
 
 #[test]
-#[ignore = "BUG: wake maps past max_reserved; it should refuse as growth does and leave the tag asleep"]
 fn wake_over_the_budget_is_refused_and_the_tag_stays_asleep() -> TestResult {
     let _memory = crate::memory_shared();
     let d = device()?;
@@ -531,7 +526,6 @@ fn wake_over_the_budget_is_refused_and_the_tag_stays_asleep() -> TestResult {
 }
 
 #[test]
-#[ignore = "BUG: a refused sleep or wake registers the tags it names, so refusals exhaust the 65535 tags"]
 fn refused_wakes_register_no_tag() -> TestResult {
     let _memory = crate::memory_shared();
     let d = device()?;

@@ -219,7 +219,6 @@ fn a_failed_unmap_while_compacting_leaks_nothing() -> TestResult {
 /// `grant_access` whose `cuMemSetAccess` fails on the second segment: a failure rolls
 /// back everything, so the first segment must not keep the peer's access.
 #[test]
-#[ignore = "BUG: grant_access keeps the access it set on the segments before the one that failed"]
 fn a_failed_grant_access_rolls_back_the_segments_granted_before() -> TestResult {
     let Some((d0, d1)) = crate::two_simulated_devices()? else {
         return Ok(());

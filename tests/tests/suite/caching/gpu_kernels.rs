@@ -81,7 +81,7 @@ fn gpu_a_block_used_on_another_stream_is_reused_only_after_the_kernel() -> TestR
     let x_ptr = x.ptr();
     // SAFETY: x is mapped read-write; its memory is not reused before s1 passed the kernel
     // (what this test checks).
-    unsafe { k.launch(&s1, x_ptr, n as u64, 7, 50_000_000)? };
+    unsafe { k.launch(&s1, x_ptr, n as u64, 7, 400_000_000)? };
     x.record_use(&s1)?;
     drop(x);
     let y = a.alloc(n * 4, &s0)?;
