@@ -28,7 +28,7 @@ fn gib(bytes: usize) -> String {
 /// The bytes of weight `i` at `at` (a pattern that differs per block and per offset).
 fn pattern(i: usize, at: usize, len: usize) -> Vec<u8> {
     (0..len)
-        .map(|k| ((at + k) as u64 * 2_654_435_761 ^ i as u64 * 40_503) as u8)
+        .map(|k| (((at + k) as u64 * 2_654_435_761) ^ (i as u64 * 40_503)) as u8)
         .collect()
 }
 

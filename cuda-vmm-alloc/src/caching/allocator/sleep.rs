@@ -212,10 +212,8 @@ impl CachingAllocator {
             .flat_map(|s| s.backup.iter().map(|&(_, len, at)| at + len))
             .max()
             .unwrap_or(0);
-        if state.host_used == 0 {
-            if !inner.config.keep_host_backup {
-                report.host_released_bytes = state.host.as_mut().map_or(0, |h| h.truncate(0));
-            }
+        if state.host_used == 0 && !inner.config.keep_host_backup {
+            report.host_released_bytes = state.host.as_mut().map_or(0, |h| h.truncate(0));
         }
         tracing::debug!(?tags, ?report, "caching.wake");
         Ok(report)
