@@ -29,6 +29,7 @@ impl<T: DevicePod> GrowableBuffer<T> {
     /// shrinking or dropping the buffer waits for the kernels that used it. The view borrows
     /// the buffer, which cannot grow or shrink meanwhile.
     pub fn cudarc_view(&self, stream: &Arc<CudaStream>) -> Result<CudarcView<'_, T>> {
+        self.check_awake("cudarc_view")?;
         Ok(self.reservation().cudarc_view(stream, 0, self.len())?)
     }
 
@@ -42,6 +43,7 @@ impl<T: DevicePod> GrowableBuffer<T> {
         &self,
         stream: &Arc<CudaStream>,
     ) -> Result<CudarcView<'_, T>> {
+        self.check_awake("cudarc_spare_capacity_view")?;
         let offset = self.len() * size_of::<T>();
         let spare = self.capacity() - self.len();
         Ok(self.reservation().cudarc_view(stream, offset, spare)?)
@@ -51,6 +53,7 @@ impl<T: DevicePod> GrowableBuffer<T> {
     /// (a kernel's `const T*` argument) without `DevicePtrMut`; its uses are recorded as
     /// for [`cudarc_view`](GrowableBuffer::cudarc_view).
     pub fn cudarc_read_view(&self, stream: &Arc<CudaStream>) -> Result<CudarcReadView<'_, T>> {
+        self.check_awake("cudarc_read_view")?;
         Ok(self.reservation().cudarc_read_view(stream, 0, self.len())?)
     }
 }

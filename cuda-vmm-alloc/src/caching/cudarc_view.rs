@@ -44,8 +44,9 @@ impl CachedBlock {
     /// stream of the allocator device's primary context). The block is in stream order on
     /// the stream it was allocated on: a view on another stream must be ordered after
     /// that stream's earlier work by the caller, as with PyTorch's `record_stream`.
-    /// Refused for a stream of another context, a zero-sized `T`, or a block smaller than
-    /// one element.
+    /// Refused for a stream of another context, a zero-sized `T`, a block smaller than one
+    /// element, or a sleeping tag ([`Error::Asleep`]); while the view lives, its tag cannot
+    /// sleep.
     pub fn cudarc_view<T: DevicePod>(
         &mut self,
         stream: &Arc<CudaStream>,
@@ -61,12 +62,21 @@ impl CachedBlock {
                 ),
             });
         }
+        self.owner.count_view(self.pool, true)?;
         let event = stream
             .context()
             .new_event(None)
             .map_err(|e| Error::InvalidRequest {
                 message: format!("creating a cudarc event: {e:?}"),
-            })?;
+            });
+        let event = match event {
+            Ok(event) => event,
+            Err(e) => {
+                // Not opened after all.
+                let _ = self.owner.count_view(self.pool, false);
+                return Err(e);
+            }
+        };
         Ok(CachedView {
             len: self.len() / element,
             stream: stream.clone(),
@@ -106,6 +116,9 @@ impl<T> Drop for CachedView<'_, T> {
         // Kernels that took the view as an argument ran on its stream.
         if let Err(e) = self.block.record_cudarc_use(&self.stream) {
             tracing::error!("recording a cached view's use on its block: {e}");
+        }
+        if let Err(e) = self.block.owner.count_view(self.block.pool, false) {
+            tracing::error!("closing a cached view: {e}");
         }
     }
 }

@@ -17,6 +17,12 @@
 //!   inside the capture); [`CachingConfig::check_capture`] refuses every `alloc` on one.
 //! - **Visibility.** [`CachingAllocator::stats`] and [`CachingAllocator::snapshot`] (serde
 //!   JSON); tracing spans `caching.grow` and `caching.trim`.
+//! - **One physical cache.** [`CachingAllocator::chunk_pool`]: the segments' pages come from
+//!   its pools, compaction moves pages through them, and buffers built on one share them.
+//! - **Sleep and wake.** [`CachingAllocator::alloc_tagged`] keeps tags in separate
+//!   segments; [`CachingAllocator::sleep`] gives a tag's pages back to the driver (its
+//!   blocks' bytes copied to reused pinned host memory with [`Backup::Host`]) and
+//!   [`CachingAllocator::wake`] maps new pages at the same addresses and restores them.
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -45,7 +51,7 @@ mod block;
 mod config;
 #[cfg(feature = "cudarc")]
 mod cudarc_view;
-mod host_arena;
+pub(crate) mod host_arena;
 mod pages;
 mod segment;
 mod sleep;

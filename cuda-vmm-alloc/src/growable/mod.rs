@@ -24,6 +24,7 @@ pub(crate) mod prefetch;
 mod prefetching;
 mod set_len;
 mod shrink;
+mod sleep;
 
 /// Host bytes staged per non-memset fill before device-side doubling takes over.
 const FILL_STAGE_BYTES: usize = 64 << 10;
@@ -89,6 +90,10 @@ pub struct GrowableBuffer<T: DevicePod> {
     id: u64,
     /// Changes whenever chunks are unmapped (shrink, straddling-chunk replacement).
     generation: u64,
+    /// Set while the buffer sleeps.
+    asleep: Option<sleep::SleptBuffer>,
+    /// Host memory for sleep backups.
+    host: sleep::BufferHost,
     _elements: PhantomData<T>,
 }
 
@@ -138,6 +143,8 @@ impl<T: DevicePod> GrowableBuffer<T> {
             committed: 0,
             len: 0,
             prefetch: None,
+            asleep: None,
+            host: sleep::BufferHost::new(),
             blocked: BlockedLog::default(),
             churn: ChurnWatch::default(),
             id: NEXT_BUFFER_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -348,6 +355,7 @@ impl<T: DevicePod> GrowableBuffer<T> {
     /// # Ok(()) }
     /// ```
     pub fn read(&self, range: Range<usize>, out: &mut [T]) -> Result<()> {
+        self.check_awake("read")?;
         check_range("read", &range, self.len)?;
         check_len(&range, out.len())?;
         if out.is_empty() {
@@ -388,6 +396,7 @@ impl<T: DevicePod> GrowableBuffer<T> {
 
     /// [`overwrite`] on this structure's reservation and length.
     fn overwrite(&self, offset: usize, values: &[T], stream: Option<&Stream>) -> Result<()> {
+        self.check_awake("write")?;
         let reservation = &self.backing.reservation;
         overwrite(reservation, self.len, offset, values, |_| Ok(()), stream)
     }
@@ -407,6 +416,7 @@ impl<T: DevicePod> GrowableBuffer<T> {
     /// Gives `devices` read-write access to the buffer, now (one `cuMemSetAccess` carrying
     /// every descriptor) and for memory mapped later. The owning device always has access.
     pub fn grant_access(&mut self, devices: &[Device]) -> Result<()> {
+        self.check_awake("grant_access")?;
         // Steps prefetched for the old peer set are given back, and the worker restarts with
         // the new one once the grant is done.
         let prefetch = self.prefetch();
@@ -437,6 +447,7 @@ impl<T: DevicePod> GrowableBuffer<T> {
     /// committed for it is given back and the buffer is exactly as before, its placement
     /// rotation, [`blocked_stats`](Self::blocked_stats) and prefetch queue included.
     fn grow_and(&mut self, len: usize, op: impl FnOnce(&Self) -> Result<()>) -> Result<()> {
+        self.check_awake("growth")?;
         let (chunks, committed) = (self.chunks.len(), self.committed);
         let rotation = self.backing.homes.position();
         let queued = self.prefetch.as_ref().map_or(0, Prefetcher::queued);

@@ -23,6 +23,7 @@ impl<T: DevicePod> GrowableBuffer<T> {
     /// old data in a pool's recycled chunk), which the buffer then copies, publishes and
     /// shares as its own.
     pub unsafe fn set_len(&mut self, new_len: usize) -> Result<()> {
+        self.check_awake("set_len")?;
         check_range(
             "set_len (committed capacity)",
             &(0..new_len),

@@ -22,6 +22,7 @@ impl<T: DevicePod> GrowableBuffer<T> {
     /// map either the replacement or the old chunk back at the straddling chunk's address is
     /// the length cut to that chunk's start.
     pub fn shrink_to_fit(&mut self) -> Result<()> {
+        self.check_awake("shrink_to_fit")?;
         self.cancel_prefetch();
         self.backing.retry_stranded()?;
         let used = self.byte_offset(self.len);

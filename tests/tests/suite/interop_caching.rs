@@ -199,3 +199,37 @@ fn gpu_cached_view_used_on_another_stream_is_over_when_the_guard_drops() -> Test
     assert_eq!(again.ptr(), ptr);
     Ok(())
 }
+
+/// A live view keeps its tag awake: sleep is refused, changing nothing; once it drops the
+/// tag sleeps, and a view of a sleeping block is refused with `Error::Asleep`.
+#[test]
+fn gpu_a_live_cached_view_keeps_its_tag_awake() -> TestResult {
+    let _memory = crate::memory_shared();
+    let Some((d, stream)) = gpu_or_skip("gpu_a_live_cached_view_keeps_its_tag_awake")? else {
+        return Ok(());
+    };
+    let allocator = CachingAllocator::new(&d)?;
+    let own = cuda_vmm::Stream::new(&d)?;
+    let mut block = allocator.alloc_tagged(1 << 20, &own, "weights")?;
+    block.write(0, &[7u8; 64])?;
+    {
+        let _view = block.cudarc_view::<u32>(&stream)?;
+        let before = allocator.stats();
+        assert!(matches!(
+            allocator.sleep(&["weights"], cuda_vmm_alloc::Backup::Host),
+            Err(cuda_vmm_alloc::Error::InvalidRequest { .. })
+        ));
+        assert_eq!(allocator.stats(), before);
+        assert!(!allocator.is_asleep("weights"));
+    }
+    allocator.sleep(&["weights"], cuda_vmm_alloc::Backup::Host)?;
+    assert!(matches!(
+        block.cudarc_view::<u32>(&stream),
+        Err(cuda_vmm_alloc::Error::Asleep { .. })
+    ));
+    allocator.wake(&["weights"])?;
+    let mut back = [0u8; 64];
+    block.read(0, &mut back)?;
+    assert_eq!(back, [7u8; 64]);
+    Ok(())
+}

@@ -12,6 +12,7 @@ mod adversarial_release;
 mod adversarial_shared;
 mod alloc;
 mod budget;
+mod buffer_sleep;
 mod c_abi;
 mod caching;
 mod churn;

@@ -73,6 +73,8 @@ struct Pool {
     tag: u16,
     /// Set while the tag sleeps: what wake maps again and restores.
     asleep: Option<Slept>,
+    /// Views of its blocks alive now (they keep the tag from sleeping).
+    views: usize,
     segment: Segment,
     /// The page cache's pool of this segment's page size.
     chunks: ChunkPool,
@@ -401,6 +403,7 @@ impl Inner {
             small,
             tag,
             asleep: None,
+            views: 0,
             segment,
             chunks,
         });

@@ -51,6 +51,16 @@ impl CachingAllocator {
                 message: format!("tag {tag:?} is asleep already"),
             });
         }
+        if let Some(tag) = tags.iter().find(|t| {
+            state
+                .pools
+                .iter()
+                .any(|p| p.views > 0 && state.tags[usize::from(p.tag)] == **t)
+        }) {
+            return Err(Error::InvalidRequest {
+                message: format!("a view of a block of tag {tag:?} is alive: drop it first"),
+            });
+        }
         let unknown = tags.iter().filter(|t| state.find_tag(t).is_none()).count();
         if state.tags.len() + unknown > usize::from(u16::MAX) {
             return Err(Error::InvalidRequest {
@@ -263,6 +273,27 @@ impl Inner {
             });
         }
         Ok(p.segment.reservation().clone())
+    }
+
+    #[cfg(feature = "cudarc")]
+    /// Counts a view of a block of `pool` opened (`+1`) or closed (`-1`); refused while
+    /// the pool sleeps.
+    pub(crate) fn count_view(&self, pool: usize, opened: bool) -> Result<()> {
+        let mut state = self.state.lock();
+        let tag = state.pools[pool].tag;
+        let p = &mut state.pools[pool];
+        if opened {
+            if p.asleep.is_some() {
+                return Err(Error::Asleep {
+                    tag: state.tags[usize::from(tag)].clone(),
+                    operation: "cudarc_view",
+                });
+            }
+            p.views += 1;
+        } else {
+            p.views = p.views.saturating_sub(1);
+        }
+        Ok(())
     }
 
     /// Copies the blocks handed out in `pools` to the host arena (grown if needed, after

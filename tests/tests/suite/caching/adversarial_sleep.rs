@@ -66,7 +66,7 @@ fn asleep_error(r: Result<CachedBlock, Error>, want: &str) {
 }
 
 /// The access flags `device` has at `addr` (`cuMemGetAccess`).
-pub(super) fn access_at(addr: u64, device: &Device) -> Result<u64, Box<dyn std::error::Error>> {
+pub(crate) fn access_at(addr: u64, device: &Device) -> Result<u64, Box<dyn std::error::Error>> {
     let get = entry!(cuda()?.sys().table(), cuMemGetAccess)?;
     let location = cuda_vmm_sys::CUmemLocation {
         type_: cuda_vmm_sys::CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE,

@@ -14,7 +14,7 @@ use crate::{cuda, device, on_simulator};
 use cuda_vmm_tests::helpers::{gran, raw_read, TestResult};
 
 mod adversarial;
-mod adversarial_sleep;
+pub(crate) mod adversarial_sleep;
 mod adversarial_sleep_pages;
 mod adversarial_streams;
 mod gpu_kernels;

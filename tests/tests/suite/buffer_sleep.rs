@@ -1,0 +1,208 @@
+//! Sleep and wake of a `GrowableBuffer` (issue 21): the chunks go back to the driver (or
+//! the pool), the pointer, length and capacity stay, every call touching the memory is
+//! refused while asleep, and wake restores every byte; faults leave a state a retry
+//! completes.
+
+use std::time::Duration;
+
+use cuda_vmm::Device;
+use cuda_vmm_alloc::{Backup, BufferConfig, ChunkPool, Error, GrowableBuffer, PoolConfig};
+use cuda_vmm_sys::CUresult;
+
+use crate::adversarial::calls_made_of;
+use crate::device;
+use cuda_vmm_tests::helpers::{gran, TestResult};
+
+const FLUSH: Duration = Duration::from_secs(30);
+
+fn values(n: usize, seed: u32) -> Vec<u32> {
+    (0..n as u32)
+        .map(|i| i.wrapping_mul(2_654_435_761) ^ seed)
+        .collect()
+}
+
+/// A buffer of `n` values over several chunks.
+fn filled(d: &Device, n: usize, pool: Option<ChunkPool>) -> Result<GrowableBuffer<u32>, Error> {
+    let mut b = GrowableBuffer::<u32>::new(
+        d,
+        BufferConfig {
+            max_capacity: Some(64 << 20),
+            pool,
+            ..BufferConfig::default()
+        },
+    )?;
+    b.extend_from_slice(&values(n, 7))?;
+    Ok(b)
+}
+
+fn is_asleep_error(r: Result<(), Error>) -> bool {
+    matches!(r, Err(Error::Asleep { .. }))
+}
+
+#[test]
+fn a_sleeping_buffer_gives_its_memory_back_refuses_every_use_and_wakes_intact() -> TestResult {
+    let _memory = crate::memory_exclusive();
+    let d = device()?;
+    let g = gran(&d)?;
+    let n = (5 * g) / 4 + 123; // several chunks, the last one partly used
+    let mut b = filled(&d, n, None)?;
+    let (ptr, cap, committed) = (b.ptr(), b.capacity(), b.committed_bytes());
+    assert!(d.cuda().flush_releases(FLUSH)?);
+    let free0 = d.memory_info()?.free;
+    let report = b.sleep(Backup::Host)?;
+    assert_eq!(report.released_bytes, committed);
+    assert_eq!(report.backed_up_bytes, n * 4);
+    assert_eq!(
+        d.memory_info()?.free,
+        free0 + committed,
+        "the driver has it back"
+    );
+    assert!(b.is_asleep());
+    assert_eq!((b.ptr(), b.len(), b.capacity()), (ptr, n, cap));
+    assert!(is_asleep_error(b.push(1)));
+    assert!(is_asleep_error(b.reserve(g)));
+    assert!(is_asleep_error(b.write(0, &[1])));
+    let mut out = [0u32; 4];
+    assert!(is_asleep_error(b.read(0..4, &mut out)));
+    assert!(is_asleep_error(b.to_vec().map(drop)));
+    assert!(is_asleep_error(b.shrink_to_fit()));
+    assert!(matches!(
+        b.sleep(Backup::Host),
+        Err(Error::InvalidRequest { .. })
+    ));
+    let woke = b.wake()?;
+    assert_eq!((woke.mapped_bytes, woke.restored_bytes), (committed, n * 4));
+    assert_eq!(d.memory_info()?.free, free0);
+    assert_eq!((b.ptr(), b.committed_bytes()), (ptr, committed));
+    assert_eq!(b.to_vec()?, values(n, 7));
+    assert!(matches!(b.wake(), Err(Error::InvalidRequest { .. })));
+    b.push(42)?;
+    assert_eq!(b.len(), n + 1);
+    Ok(())
+}
+
+#[test]
+fn a_discarded_buffer_wakes_with_usable_memory_and_ten_cycles_pin_once() -> TestResult {
+    let _memory = crate::memory_shared();
+    let d = device()?;
+    let g = gran(&d)?;
+    let n = g / 2;
+    let mut b = filled(&d, n, None)?;
+    b.sleep(Backup::Discard)?;
+    b.wake()?;
+    b.write(0, &values(n, 9))?;
+    assert_eq!(b.to_vec()?, values(n, 9));
+    for cycle in 0..10 {
+        let r = b.sleep(Backup::Host)?;
+        if cycle > 0 {
+            assert_eq!(r.host_prepared_bytes, 0, "cycle {cycle} pinned again");
+        }
+        b.wake()?;
+    }
+    assert_eq!(b.to_vec()?, values(n, 9));
+    assert!(b.release_host_backup() >= n * 4);
+    b.set_keep_host_backup(false);
+    b.sleep(Backup::Host)?;
+    let woke = b.wake()?;
+    assert!(woke.host_released_bytes >= n * 4);
+    assert_eq!(b.to_vec()?, values(n, 9));
+    Ok(())
+}
+
+#[test]
+fn a_pooled_buffer_sleeps_into_its_pool_and_wakes_from_it() -> TestResult {
+    let _memory = crate::memory_shared();
+    let d = device()?;
+    let g = gran(&d)?;
+    let pool = ChunkPool::new(&d, PoolConfig::default())?;
+    let mut b = filled(&d, 3 * g / 4 + 10, Some(pool.clone()))?;
+    let chunks = b.committed_bytes() / g;
+    b.sleep(Backup::Host)?;
+    assert_eq!(pool.stats().chunks_held, chunks);
+    b.wake()?;
+    assert_eq!(pool.stats().chunks_held, 0);
+    assert_eq!(b.to_vec()?, values(3 * g / 4 + 10, 7));
+    Ok(())
+}
+
+#[test]
+fn wake_grants_the_peers_access_again() -> TestResult {
+    let Some((d0, d1)) = crate::two_simulated_devices()? else {
+        return Ok(());
+    };
+    let _memory = crate::memory_shared();
+    let g = gran(&d0)?;
+    let mut b = filled(&d0, g / 2, None)?;
+    b.grant_access(std::slice::from_ref(&d1))?;
+    b.sleep(Backup::Host)?;
+    assert!(is_asleep_error(b.grant_access(std::slice::from_ref(&d1))));
+    b.wake()?;
+    assert_eq!(
+        crate::caching::adversarial_sleep::access_at(b.ptr(), &d1)?,
+        3,
+        "read-write"
+    );
+    assert_eq!(b.to_vec()?, values(g / 2, 7));
+    Ok(())
+}
+
+const CALLS: &[&str] = &[
+    "cuCtxSynchronize",
+    "cuMemAddressReserve",
+    "cuMemCreate",
+    "cuMemMap",
+    "cuMemSetAccess",
+    "cuMemcpyDtoDAsync_v2",
+    "cuStreamSynchronize",
+];
+
+/// Every driver call of a sleep with a backup (before its release) and of a wake, failed
+/// once: a failed sleep leaves the buffer awake and intact, a failed wake leaves it asleep
+/// with its backup, and the retry succeeds.
+#[test]
+fn every_fault_of_a_buffer_s_sleep_and_wake_leaves_a_state_a_retry_completes() -> TestResult {
+    let Some((d, g)) = crate::simulated_device(crate::FAULT_INJECTION)? else {
+        return Ok(());
+    };
+    let _memory = crate::memory_shared();
+    let n = g / 2 + 5;
+    let (sleep_calls, wake_calls) = {
+        let mut b = filled(&d, n, None)?;
+        let s = calls_made_of(CALLS, || drop(b.sleep(Backup::Host)));
+        let w = calls_made_of(CALLS, || drop(b.wake()));
+        (s, w)
+    };
+    assert!(
+        wake_calls.iter().any(|c| c.0 == "cuMemCreate"),
+        "{wake_calls:?}"
+    );
+    for &(symbol, nth) in &sleep_calls {
+        let mut b = filled(&d, n, None)?;
+        let committed = b.committed_bytes();
+        let failed = {
+            let _f = cuda_vmm_sim::inject_fault(symbol, nth, CUresult::CUDA_ERROR_UNKNOWN);
+            b.sleep(Backup::Host)
+        };
+        assert!(failed.is_err(), "sleep: {symbol} #{nth} did not fail");
+        assert!(!b.is_asleep(), "sleep: {symbol} #{nth}");
+        assert_eq!(b.committed_bytes(), committed);
+        assert_eq!(b.to_vec()?, values(n, 7), "sleep: {symbol} #{nth}");
+        b.sleep(Backup::Host)?;
+        b.wake()?;
+        assert_eq!(b.to_vec()?, values(n, 7));
+    }
+    for &(symbol, nth) in &wake_calls {
+        let mut b = filled(&d, n, None)?;
+        b.sleep(Backup::Host)?;
+        let failed = {
+            let _f = cuda_vmm_sim::inject_fault(symbol, nth, CUresult::CUDA_ERROR_OUT_OF_MEMORY);
+            b.wake()
+        };
+        assert!(failed.is_err(), "wake: {symbol} #{nth} did not fail");
+        assert!(b.is_asleep(), "wake: {symbol} #{nth}");
+        assert!(d.cuda().flush_releases(FLUSH)?);
+        b.wake()?;
+        assert_eq!(b.to_vec()?, values(n, 7), "wake: {symbol} #{nth}");
+    }
+    Ok(())
+}
