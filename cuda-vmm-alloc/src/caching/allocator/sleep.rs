@@ -36,8 +36,33 @@ impl CachingAllocator {
     /// addresses; allocating in a sleeping tag is refused with [`Error::Asleep`], and a
     /// kernel that touches sleeping memory faults as on any unmapped address.
     ///
-    /// Refused, changing nothing, for a tag asleep already. A failed backup leaves the
+    /// Refused, changing nothing, for a tag asleep already or with a live
+    /// `CachedView` (feature `cudarc`) of one of its blocks. A failed backup leaves the
     /// memory awake and intact.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use cuda_vmm::{Cuda, Stream};
+    /// use cuda_vmm_alloc::{Backup, CachingAllocator, Error};
+    ///
+    /// let device = Cuda::simulator()?.device(0)?;
+    /// let stream = Stream::new(&device)?;
+    /// let allocator = CachingAllocator::new(&device)?;
+    /// let weights = allocator.alloc_tagged(4 << 20, &stream, "weights")?;
+    /// weights.write(0, b"model")?;
+    /// let before = device.memory_info()?.free;
+    ///
+    /// let slept = allocator.sleep(&["weights"], Backup::Host)?;
+    /// assert_eq!(device.memory_info()?.free, before + slept.released_bytes);
+    /// assert!(matches!(weights.write(0, b"x"), Err(Error::Asleep { .. })));
+    ///
+    /// allocator.wake(&["weights"])?; // same address, same bytes
+    /// let mut back = [0u8; 5];
+    /// weights.read(0, &mut back)?;
+    /// assert_eq!(&back, b"model");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn sleep(&self, tags: &[&str], backup: Backup) -> Result<SleepReport> {
         let inner = &self.inner;
         let mut state = inner.state.lock();
