@@ -85,6 +85,8 @@ const fn races(name: &'static str, run: fn(&Env) -> CaseResult, expect: &'static
     }
 }
 
+// Kept for the next unconfirmed prediction: every `guess!` so far has been recorded.
+#[allow(dead_code)]
 const fn guess(name: &'static str, run: fn(&Env) -> CaseResult, expect: &'static str) -> Case {
     Case {
         name,
@@ -118,6 +120,7 @@ macro_rules! races {
 }
 
 /// [`case!`] for a case whose answer is the simulator's unconfirmed prediction.
+#[allow(unused_macros)]
 macro_rules! guess {
     ($run:ident, $expect:expr) => {
         guess(stringify!($run), $run, $expect)
@@ -341,7 +344,7 @@ const CASES: &[Case] = &[
     case!(host_numa_cpu_reads_with_host_access, "data_ok=true"),
     case!(host_memory_not_in_mem_get_info, "host_numa_unchanged=true host_unchanged=true"),
     // Not yet run on a GPU: the simulator's predictions.
-    guess!(set_access_host_desc_on_device, "CUDA_ERROR_NOT_SUPPORTED"),
+    case!(set_access_host_desc_on_device, "CUDA_ERROR_NOT_SUPPORTED"),
 ];
 
 const CASE_ENV: &str = "CUDA_VMM_CONFORMANCE_CASE";

@@ -41,7 +41,11 @@ pub fn special_streams_idle(_: &Env) -> CaseResult {
 /// Work on this thread's per-thread stream; another thread's per-thread stream is idle.
 pub fn per_thread_stream_is_per_thread(e: &Env) -> CaseResult {
     let (bp, bh) = mapped_rw(e, BIG)?;
-    keep_busy(bp, PER_THREAD)?;
+    // Enough work that it is still running after the other thread's query (once was not,
+    // on a loaded H200).
+    for _ in 0..4 {
+        keep_busy(bp, PER_THREAD)?;
+    }
     let ctx = e.ctx as usize;
     let other = std::thread::spawn(move || {
         let set = ctx_set_current(ctx as CUcontext);
