@@ -69,6 +69,7 @@ impl<T: DevicePod> SparseArray<T> {
         stream: &Arc<CudaStream>,
         range: Range<usize>,
     ) -> Result<CudarcView<'_, T>> {
+        self.check_awake("cudarc_view")?;
         check_range("cudarc view", &range, self.len())?;
         self.check_committed(range.clone())?;
         let offset = range.start * size_of::<T>();

@@ -25,6 +25,7 @@ impl<T: DevicePod> SparseArray<T> {
     /// The byte offset of elements `range`, refused past the end (as a view's range).
     #[cfg_attr(not(feature = "cudarc"), allow(dead_code))]
     pub(crate) fn view_offset(&self, range: &Range<usize>) -> Result<usize> {
+        self.check_awake("view")?;
         check_range("cudarc view", range, self.len())?;
         Ok(range.start * size_of::<T>())
     }
@@ -36,6 +37,7 @@ impl<T: DevicePod> SparseArray<T> {
     /// left out).
     #[cfg_attr(not(feature = "cudarc"), allow(dead_code))]
     pub(crate) fn check_readable(&self, range: &Range<usize>) -> Result<usize> {
+        self.check_awake("view")?;
         let offset = self.view_offset(range)?;
         if range.is_empty() {
             return Ok(offset);

@@ -110,3 +110,49 @@ impl HostArena {
         given
     }
 }
+
+/// A structure's host arena for its sleep backups, created on first use, kept between
+/// sleeps unless told otherwise.
+pub(crate) struct KeptArena {
+    pub(crate) arena: Option<HostArena>,
+    pub(crate) keep: bool,
+}
+
+impl KeptArena {
+    pub(crate) fn new() -> KeptArena {
+        KeptArena {
+            arena: None,
+            keep: true,
+        }
+    }
+
+    /// The arena, created for `device` on first use, holding at least `bytes`; returns it
+    /// with the bytes newly pinned. A failure leaves it as it was.
+    pub(crate) fn ensure(&mut self, device: &Device, bytes: usize) -> Result<(&HostArena, usize)> {
+        if self.arena.is_none() {
+            self.arena = Some(HostArena::new(device)?);
+        }
+        let arena = self.arena.as_mut().ok_or_else(|| Error::InvalidConfig {
+            message: "no host arena".into(),
+        })?;
+        let before = arena.bytes();
+        arena.ensure(bytes)?;
+        let grown = arena.bytes() - before;
+        Ok((arena, grown))
+    }
+
+    /// The arena's reservation, once it holds memory.
+    pub(crate) fn reservation(&self) -> Result<&Reservation> {
+        self.arena
+            .as_ref()
+            .and_then(HostArena::reservation)
+            .ok_or_else(|| Error::InvalidConfig {
+                message: "a backup without host memory".into(),
+            })
+    }
+
+    /// Gives back host allocations past `keep` bytes; the bytes given back.
+    pub(crate) fn truncate(&mut self, keep: usize) -> usize {
+        self.arena.as_mut().map_or(0, |a| a.truncate(keep))
+    }
+}

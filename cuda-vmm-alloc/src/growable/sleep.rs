@@ -20,22 +20,6 @@ pub(crate) struct SleptBuffer {
     backed_up: usize,
 }
 
-/// Host memory for a buffer's backups, kept between sleeps.
-#[derive(Default)]
-pub(crate) struct BufferHost {
-    arena: Option<HostArena>,
-    keep: bool,
-}
-
-impl BufferHost {
-    pub(crate) fn new() -> BufferHost {
-        BufferHost {
-            arena: None,
-            keep: true,
-        }
-    }
-}
-
 impl<T: DevicePod> GrowableBuffer<T> {
     /// Refuses `operation` with [`Error::Asleep`] while the buffer sleeps.
     pub(crate) fn check_awake(&self, operation: &'static str) -> Result<()> {
@@ -110,19 +94,9 @@ impl<T: DevicePod> GrowableBuffer<T> {
     fn back_up(&mut self, bytes: usize, report: &mut SleepReport) -> Result<()> {
         let device = self.backing.device.clone();
         let start = Instant::now();
-        if self.host.arena.is_none() {
-            self.host.arena = Some(HostArena::new(&device)?);
-        }
-        let arena = self
-            .host
-            .arena
-            .as_mut()
-            .ok_or_else(|| Error::InvalidConfig {
-                message: "no host arena".into(),
-            })?;
-        let before = arena.bytes();
-        arena.ensure(bytes)?;
-        report.host_prepared_bytes = arena.bytes() - before;
+        let before = self.host.arena.as_ref().map_or(0, HostArena::bytes);
+        let (arena, grown) = self.host.ensure(&device, bytes)?;
+        report.host_prepared_bytes = grown;
         report.host_prepare = start.elapsed();
         let start = Instant::now();
         let copied = match arena.reservation() {
@@ -137,7 +111,7 @@ impl<T: DevicePod> GrowableBuffer<T> {
         };
         report.backup = start.elapsed();
         if let Err(e) = copied {
-            arena.truncate(before);
+            self.host.truncate(before);
             return Err(e);
         }
         report.backed_up_bytes = bytes;
@@ -167,20 +141,15 @@ impl<T: DevicePod> GrowableBuffer<T> {
         report.mapped_bytes = slept.sizes.iter().sum();
         let start = Instant::now();
         if slept.backed_up > 0 {
-            let restored = match self.host.arena.as_ref().and_then(HostArena::reservation) {
-                Some(host) => host
-                    .copy_to(
-                        0,
-                        &self.backing.reservation,
-                        0,
-                        slept.backed_up,
-                        &self.backing.device,
-                    )
-                    .map_err(Error::from),
-                None => Err(Error::InvalidConfig {
-                    message: "a backup without host memory".into(),
-                }),
-            };
+            let restored = self.host.reservation().and_then(|host| {
+                Ok(host.copy_to(
+                    0,
+                    &self.backing.reservation,
+                    0,
+                    slept.backed_up,
+                    &self.backing.device,
+                )?)
+            });
             if let Err(e) = restored {
                 self.backing.rollback(chunks);
                 self.asleep = Some(slept);
@@ -208,6 +177,6 @@ impl<T: DevicePod> GrowableBuffer<T> {
         if self.asleep.is_some() {
             return 0;
         }
-        self.host.arena.as_mut().map_or(0, |a| a.truncate(0))
+        self.host.truncate(0)
     }
 }

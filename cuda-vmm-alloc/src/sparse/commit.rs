@@ -20,6 +20,7 @@ impl<T: DevicePod> SparseArray<T> {
     /// refuses, but that would fit without the spares outside its range, releases those
     /// spares and is tried once more.
     pub fn commit(&mut self, range: Range<usize>) -> Result<usize> {
+        self.check_awake("commit")?;
         check_range("commit", &range, self.len)?;
         let wanted = self.tiles_of(range.clone());
         // The worker's runs first: a run it could not undo leaves a stranded mapping that

@@ -3,6 +3,7 @@
 mod ahead;
 mod commit;
 mod config;
+mod sleep;
 mod spare;
 mod tiles;
 mod zero;
@@ -74,6 +75,10 @@ pub struct SparseArray<T: DevicePod> {
     zero: Option<ZeroHoles>,
     /// The worker mapping spares ahead, with [`SparseConfig::background_spares`].
     ahead: Option<ahead::Ahead>,
+    /// Set while the array sleeps.
+    asleep: Option<sleep::SleptArray>,
+    /// Host memory for sleep backups.
+    host: crate::caching::host_arena::KeptArena,
     _elements: PhantomData<T>,
 }
 
@@ -156,6 +161,8 @@ impl<T: DevicePod> SparseArray<T> {
             spare_tiles: config.spare_tiles,
             zero: None,
             ahead: None,
+            asleep: None,
+            host: crate::caching::host_arena::KeptArena::new(),
             _elements: PhantomData,
         };
         if config.background_spares {
@@ -276,6 +283,7 @@ impl<T: DevicePod> SparseArray<T> {
     /// contents, and the others are holes. Failures on the worker are logged and kept for
     /// [`Cuda::take_release_errors`](cuda_vmm::Cuda::take_release_errors).
     pub fn decommit(&mut self, range: Range<usize>) -> Result<usize> {
+        self.check_awake("decommit")?;
         check_range("decommit", &range, self.len)?;
         let size = size_of::<T>();
         let inner = tiles::inside(
@@ -352,6 +360,7 @@ impl<T: DevicePod> SparseArray<T> {
     /// Copies elements `range` to the host. Holes read as zeros with
     /// [`HoleBehavior::Zeros`], else fail with [`Error::NotCommitted`] (nothing copied).
     pub fn read(&self, range: Range<usize>, out: &mut [T]) -> Result<()> {
+        self.check_awake("read")?;
         check_range("read", &range, self.len)?;
         check_len(&range, out.len())?;
         if range.is_empty() {
@@ -398,6 +407,7 @@ impl<T: DevicePod> SparseArray<T> {
 
     /// [`overwrite`] on this structure's reservation and length.
     fn overwrite(&self, offset: usize, values: &[T], stream: Option<&Stream>) -> Result<()> {
+        self.check_awake("write")?;
         let reservation = &self.backing.reservation;
         overwrite(
             reservation,
@@ -413,6 +423,7 @@ impl<T: DevicePod> SparseArray<T> {
     /// runs and spare tiles, read-only on zero-mapped holes. One set-access call per run; the owner always
     /// has access.
     pub fn grant_access(&mut self, devices: &[Device]) -> Result<()> {
+        self.check_awake("grant_access")?;
         // The worker's shadow copied the peers: stopped around the change.
         let restart = self.stop_ahead().is_some();
         let result = self.grant_access_now(devices);

@@ -39,6 +39,7 @@ mod soundness_shared;
 mod spares;
 mod spares_background;
 mod spares_background_adversarial;
+mod sparse_sleep;
 mod stream_capture;
 mod stream_ordered_pool;
 mod tracing_spans;

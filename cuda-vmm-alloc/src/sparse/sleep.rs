@@ -1,0 +1,235 @@
+//! Sleep and wake of one sparse array: its committed tiles go back to the driver (or its
+//! pool), its spares are released, and wake commits the same tiles again and restores
+//! their bytes. Holes (and their zero blocks) stay as they are.
+
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use super::{tiles, Chunk, SparseArray};
+use crate::caching::{Backup, SleepReport, WakeReport};
+use crate::pod::DevicePod;
+use crate::{Error, Result};
+
+/// How long a sleep waits for the releases it queued.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A sleeping array: the runs of tiles to commit again, where their bytes went, and
+/// whether the background spares worker ran.
+pub(crate) struct SleptArray {
+    runs: Vec<Range<usize>>,
+    /// `(byte offset, len, host offset)` per run backed up.
+    backup: Vec<(usize, usize, usize)>,
+    ahead: bool,
+}
+
+impl<T: DevicePod> SparseArray<T> {
+    /// Refuses `operation` with [`Error::Asleep`] while the array sleeps.
+    pub(crate) fn check_awake(&self, operation: &'static str) -> Result<()> {
+        match self.asleep {
+            Some(_) => Err(Error::Asleep {
+                tag: format!("sparse array at {:#x}", self.backing.reservation.ptr()),
+                operation,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the array sleeps.
+    pub fn is_asleep(&self) -> bool {
+        self.asleep.is_some()
+    }
+
+    /// Gives the committed tiles' physical memory back (to the driver, or to the pool) and
+    /// releases the spare tiles, keeping the address range: waits for the device (a device
+    /// synchronisation), copies the committed tiles to pinned host memory with
+    /// [`Backup::Host`] (kept for the next sleep), and returns once the release is done.
+    /// The background spares worker is stopped (and restarted by wake). While asleep every
+    /// call that touches the memory is refused with [`Error::Asleep`], and
+    /// [`is_committed`](Self::is_committed) reads false.
+    ///
+    /// Refused, changing nothing, when asleep already. A failed backup leaves the array
+    /// awake and intact.
+    pub fn sleep(&mut self, backup: Backup) -> Result<SleepReport> {
+        if self.asleep.is_some() {
+            return Err(Error::InvalidRequest {
+                message: "the sparse array is asleep already".into(),
+            });
+        }
+        let ahead = self.stop_ahead().is_some();
+        let result = self.sleep_now(backup, ahead);
+        if result.is_err() && ahead {
+            self.restart_ahead();
+        }
+        result
+    }
+
+    fn sleep_now(&mut self, backup: Backup, ahead: bool) -> Result<SleepReport> {
+        self.release_spares()?;
+        let device = self.backing.device.clone();
+        let mut report = SleepReport::default();
+        let start = Instant::now();
+        device.synchronize()?;
+        if let Err(e) = device.cuda().flush_releases(FLUSH_TIMEOUT) {
+            tracing::warn!("flushing releases before a sleep: {e}");
+        }
+        self.backing.retry_stranded()?;
+        report.wait = start.elapsed();
+        let tile = self.tile_bytes;
+        let runs = tiles::runs(self.committed.keys().copied());
+        let mut plan = Vec::new();
+        if backup == Backup::Host {
+            let mut at = 0;
+            for run in &runs {
+                let len = run.len() * tile;
+                plan.push((run.start * tile, len, at));
+                at += len;
+            }
+            if at > 0 {
+                self.back_up(&plan, at, &mut report)?;
+            }
+        }
+        let start = Instant::now();
+        let chunks: Vec<Chunk> = std::mem::take(&mut self.committed).into_values().collect();
+        report.released_bytes = chunks.len() * tile;
+        if let Err((e, kept)) = self.backing.release_chunks(chunks) {
+            for chunk in kept {
+                self.committed.insert(chunk.offset() / tile, chunk);
+            }
+            return Err(e);
+        }
+        match device.cuda().flush_releases(FLUSH_TIMEOUT) {
+            Ok(true) => {}
+            Ok(false) => {
+                report.release_error = Some("releases still queued after the timeout".into());
+            }
+            Err(e) => report.release_error = Some(e.to_string()),
+        }
+        report.release = start.elapsed();
+        self.asleep = Some(SleptArray {
+            runs,
+            backup: plan,
+            ahead,
+        });
+        Ok(report)
+    }
+
+    fn back_up(
+        &mut self,
+        plan: &[(usize, usize, usize)],
+        bytes: usize,
+        report: &mut SleepReport,
+    ) -> Result<()> {
+        let device = self.backing.device.clone();
+        let start = Instant::now();
+        let before = self.host.arena.as_ref().map_or(0, |a| a.bytes());
+        let (arena, grown) = self.host.ensure(&device, bytes)?;
+        report.host_prepared_bytes = grown;
+        report.host_prepare = start.elapsed();
+        let start = Instant::now();
+        let copied = (|| -> Result<()> {
+            let host = arena.reservation().ok_or_else(|| Error::InvalidConfig {
+                message: "a host arena without memory".into(),
+            })?;
+            for &(offset, len, at) in plan {
+                self.backing
+                    .reservation
+                    .copy_to(offset, host, at, len, &device)?;
+            }
+            Ok(())
+        })();
+        report.backup = start.elapsed();
+        if let Err(e) = copied {
+            self.host.truncate(before);
+            return Err(e);
+        }
+        report.backed_up_bytes = bytes;
+        Ok(())
+    }
+
+    /// Commits the tiles that were committed when it fell asleep (access for the device and
+    /// every peer granted before), restores their bytes, restarts the background spares
+    /// worker if it ran, and only then reports success. Refused, changing nothing, when not
+    /// asleep. A failure (out of memory) leaves the array asleep with its backup: retry.
+    pub fn wake(&mut self) -> Result<WakeReport> {
+        let Some(slept) = self.asleep.take() else {
+            return Err(Error::InvalidRequest {
+                message: "the sparse array is not asleep".into(),
+            });
+        };
+        let tile = self.tile_bytes;
+        let mut report = WakeReport::default();
+        let start = Instant::now();
+        let mut done: Vec<(Range<usize>, Vec<Chunk>)> = Vec::new();
+        let mut failed = None;
+        for run in &slept.runs {
+            match self
+                .backing
+                .commit_run(run.start * tile, &vec![tile; run.len()], false)
+            {
+                Ok(chunks) => done.push((run.clone(), chunks)),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        report.map = start.elapsed();
+        let start = Instant::now();
+        if failed.is_none() && !slept.backup.is_empty() {
+            failed = self
+                .host
+                .reservation()
+                .and_then(|host| {
+                    for &(offset, len, at) in &slept.backup {
+                        host.copy_to(
+                            at,
+                            &self.backing.reservation,
+                            offset,
+                            len,
+                            &self.backing.device,
+                        )?;
+                    }
+                    Ok(())
+                })
+                .err();
+        }
+        report.restore = start.elapsed();
+        if let Some(e) = failed {
+            for (_, chunks) in done.into_iter().rev() {
+                self.backing.rollback(chunks);
+            }
+            self.asleep = Some(slept);
+            return Err(e);
+        }
+        for (run, chunks) in done {
+            report.mapped_bytes += chunks.len() * tile;
+            for (t, chunk) in run.zip(chunks) {
+                self.committed.insert(t, chunk);
+            }
+        }
+        report.restored_bytes = slept.backup.iter().map(|b| b.1).sum();
+        self.backing.note_committed(self.committed.len() * tile);
+        if slept.ahead {
+            self.restart_ahead();
+        }
+        if !self.host.keep {
+            report.host_released_bytes = self.host.truncate(0);
+        }
+        Ok(report)
+    }
+
+    /// Whether wake keeps the pinned host memory of the backup for the next sleep (the
+    /// default) or gives it back.
+    pub fn set_keep_host_backup(&mut self, keep: bool) {
+        self.host.keep = keep;
+    }
+
+    /// Gives the backup's pinned host memory back when the array is awake; returns the
+    /// bytes given back.
+    pub fn release_host_backup(&mut self) -> usize {
+        if self.asleep.is_some() {
+            return 0;
+        }
+        self.host.truncate(0)
+    }
+}
