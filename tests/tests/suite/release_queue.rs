@@ -154,6 +154,7 @@ fn drop_during_a_kernel_returns_before_it_ends() -> TestResult {
     };
     let stream = Stream::new(&d)?;
     let n = 8 * MIB; // u32 elements: 32 MiB
+    let mut seen_running = 0;
     for round in 0..5u32 {
         let mut kept = GrowableBuffer::<u32>::with_max_capacity(&d, n)?;
         let mut dropped = GrowableBuffer::<u32>::with_max_capacity(&d, n)?;
@@ -172,9 +173,20 @@ fn drop_during_a_kernel_returns_before_it_ends() -> TestResult {
         let took = start.elapsed();
         let running = !done.is_complete()?;
         eprintln!("round {round}: drop during a 50 ms kernel: {took:?}, running: {running}");
-        assert!(running, "the drop waited for the kernel ({took:?})");
+        // The drop never waits for the kernel; that the kernel was still running after it
+        // shows it (a loaded machine may deschedule this thread past the kernel's end, once
+        // seen on an H200 running the suite: hence "in some round").
+        assert!(
+            took < std::time::Duration::from_nanos(KERNEL_NS / 2),
+            "the drop waited for the kernel ({took:?})"
+        );
+        seen_running += usize::from(running);
         assert!(all_equal(&kept.to_vec()?, VALUE + round));
     }
+    assert!(
+        seen_running > 0,
+        "the kernel never outlived the drop in 5 rounds"
+    );
     drained(&cuda, &d)
 }
 
