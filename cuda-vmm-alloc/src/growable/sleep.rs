@@ -46,12 +46,24 @@ impl<T: DevicePod> GrowableBuffer<T> {
     /// that touches the memory (growth, copies, views, access) is refused with
     /// [`Error::Asleep`]; [`ptr`](Self::ptr) stays, and a kernel using it faults.
     ///
-    /// Refused, changing nothing, when asleep already. A failed backup leaves the buffer
+    /// Refused, changing nothing, when asleep already, and for exportable memory (handle
+    /// types in its properties: an importer may hold it). A failed backup leaves the buffer
     /// awake and intact.
     pub fn sleep(&mut self, backup: Backup) -> Result<SleepReport> {
         if self.asleep.is_some() {
             return Err(Error::InvalidRequest {
                 message: format!("buffer {} is asleep already", self.id),
+            });
+        }
+        let handles = self.backing.props.requested_handle_types();
+        if !handles.is_empty() {
+            // An importer may still map the chunks: released, they would not go back to
+            // the driver, and after wake its mapping would see other memory.
+            return Err(Error::InvalidRequest {
+                message: format!(
+                    "the buffer's memory is exportable ({handles:?}): an importer may hold it, \
+                     so it cannot sleep"
+                ),
             });
         }
         self.cancel_prefetch();

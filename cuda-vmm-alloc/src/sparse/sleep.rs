@@ -47,12 +47,24 @@ impl<T: DevicePod> SparseArray<T> {
     /// call that touches the memory is refused with [`Error::Asleep`], and
     /// [`is_committed`](Self::is_committed) reads false.
     ///
-    /// Refused, changing nothing, when asleep already. A failed backup leaves the array
+    /// Refused, changing nothing, when asleep already, and for exportable memory (handle
+    /// types in its properties: an importer may hold it). A failed backup leaves the array
     /// awake and intact.
     pub fn sleep(&mut self, backup: Backup) -> Result<SleepReport> {
         if self.asleep.is_some() {
             return Err(Error::InvalidRequest {
                 message: "the sparse array is asleep already".into(),
+            });
+        }
+        let handles = self.backing.props.requested_handle_types();
+        if !handles.is_empty() {
+            // An importer may still map the chunks: released, they would not go back to
+            // the driver, and after wake its mapping would see other memory.
+            return Err(Error::InvalidRequest {
+                message: format!(
+                    "the sparse array's memory is exportable ({handles:?}): an importer may hold it, \
+                     so it cannot sleep"
+                ),
             });
         }
         let ahead = self.stop_ahead().is_some();
