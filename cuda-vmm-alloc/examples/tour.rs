@@ -16,7 +16,7 @@ use cuda_vmm::{
     Stream,
 };
 use cuda_vmm_alloc::{
-    BufferConfig, CachingAllocator, ChunkPool, GrowableBuffer, PoolConfig, SparseArray,
+    Backup, BufferConfig, CachingAllocator, ChunkPool, GrowableBuffer, PoolConfig, SparseArray,
     SparseConfig,
 };
 
@@ -198,6 +198,26 @@ fn caching(device: &Device) -> Result<(), Box<dyn Error>> {
         gib(stats.peak_allocated_bytes),
         gib(stats.peak_reserved_bytes),
     );
+    // Sleep and wake: weights (backed up to host memory) give their pages back, keep
+    // their address, and come back with their bytes.
+    let weights = allocator.alloc_tagged(8 * MIB, &stream, "weights")?;
+    weights.write(0, b"weights")?;
+    let free = device.memory_info()?.free;
+    let slept = allocator.sleep(&["weights"], Backup::Host)?;
+    let asleep = device.memory_info()?.free;
+    let woke = allocator.wake(&["weights"])?;
+    let mut back = [0u8; 7];
+    weights.read(0, &mut back)?;
+    println!(
+        "sleep gave {} back ({} more free), wake restored {} in {:.0} µs: {:?} at {:#x}",
+        gib(slept.released_bytes),
+        gib(asleep - free),
+        gib(woke.restored_bytes),
+        (woke.map + woke.restore).as_secs_f64() * 1e6,
+        String::from_utf8_lossy(&back),
+        weights.ptr()
+    );
+    drop(weights);
     let given = allocator.empty_cache();
     println!(
         "empty_cache gave {} back (after the device work on it)",
