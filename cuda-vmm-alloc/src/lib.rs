@@ -95,6 +95,7 @@ mod pod;
 mod policy;
 mod pool;
 mod shared;
+mod sleeping;
 mod sparse;
 mod stats;
 mod trace;

@@ -93,7 +93,7 @@ pub struct GrowableBuffer<T: DevicePod> {
     /// Set while the buffer sleeps.
     asleep: Option<sleep::SleptBuffer>,
     /// Host memory for sleep backups.
-    host: crate::caching::host_arena::KeptArena,
+    host: crate::sleeping::KeptArena,
     _elements: PhantomData<T>,
 }
 
@@ -144,7 +144,7 @@ impl<T: DevicePod> GrowableBuffer<T> {
             len: 0,
             prefetch: None,
             asleep: None,
-            host: crate::caching::host_arena::KeptArena::new(),
+            host: crate::sleeping::KeptArena::new(),
             blocked: BlockedLog::default(),
             churn: ChurnWatch::default(),
             id: NEXT_BUFFER_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),

@@ -3,16 +3,13 @@
 //! offsets and restores the bytes.
 
 use std::mem::size_of;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::GrowableBuffer;
-use crate::caching::host_arena::HostArena;
 use crate::caching::{Backup, SleepReport, WakeReport};
 use crate::pod::DevicePod;
+use crate::sleeping;
 use crate::{Error, Result};
-
-/// How long a sleep waits for the releases it queued.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A sleeping buffer: the chunk sizes to map again, and the bytes backed up.
 pub(crate) struct SleptBuffer {
@@ -55,30 +52,16 @@ impl<T: DevicePod> GrowableBuffer<T> {
                 message: format!("buffer {} is asleep already", self.id),
             });
         }
-        let handles = self.backing.props.requested_handle_types();
-        if !handles.is_empty() {
-            // An importer may still map the chunks: released, they would not go back to
-            // the driver, and after wake its mapping would see other memory.
-            return Err(Error::InvalidRequest {
-                message: format!(
-                    "the buffer's memory is exportable ({handles:?}): an importer may hold it, \
-                     so it cannot sleep"
-                ),
-            });
-        }
+        crate::sleeping::refuse_exportable(&self.backing.props, "buffer")?;
         self.cancel_prefetch();
         let device = self.backing.device.clone();
         let mut report = SleepReport::default();
-        let start = Instant::now();
-        device.synchronize()?;
-        if let Err(e) = device.cuda().flush_releases(FLUSH_TIMEOUT) {
-            tracing::warn!("flushing releases before a sleep: {e}");
-        }
-        self.backing.retry_stranded()?;
-        report.wait = start.elapsed();
+        sleeping::wait_for_device(&mut self.backing, &mut report)?;
         let bytes = self.len * size_of::<T>();
         if backup == Backup::Host && bytes > 0 {
-            self.back_up(bytes, &mut report)?;
+            let plan = [(0, bytes, 0)];
+            let src = &self.backing.reservation;
+            self.host.back_up(&device, src, &plan, bytes, &mut report)?;
         }
         let start = Instant::now();
         let sizes: Vec<usize> = self.chunks.iter().map(|c| c.mapping.size()).collect();
@@ -87,13 +70,7 @@ impl<T: DevicePod> GrowableBuffer<T> {
             self.chunks = back;
             return Err(e);
         }
-        match device.cuda().flush_releases(FLUSH_TIMEOUT) {
-            Ok(true) => {}
-            Ok(false) => {
-                report.release_error = Some("releases still queued after the timeout".into());
-            }
-            Err(e) => report.release_error = Some(e.to_string()),
-        }
+        sleeping::await_release(&device, &mut report);
         report.released_bytes = self.committed;
         report.release = start.elapsed();
         self.asleep = Some(SleptBuffer {
@@ -101,33 +78,6 @@ impl<T: DevicePod> GrowableBuffer<T> {
             backed_up: report.backed_up_bytes,
         });
         Ok(report)
-    }
-
-    fn back_up(&mut self, bytes: usize, report: &mut SleepReport) -> Result<()> {
-        let device = self.backing.device.clone();
-        let start = Instant::now();
-        let before = self.host.arena.as_ref().map_or(0, HostArena::bytes);
-        let (arena, grown) = self.host.ensure(&device, bytes)?;
-        report.host_prepared_bytes = grown;
-        report.host_prepare = start.elapsed();
-        let start = Instant::now();
-        let copied = match arena.reservation() {
-            Some(host) => self
-                .backing
-                .reservation
-                .copy_to(0, host, 0, bytes, &device)
-                .map_err(Error::from),
-            None => Err(Error::InvalidConfig {
-                message: "a host arena without memory".into(),
-            }),
-        };
-        report.backup = start.elapsed();
-        if let Err(e) = copied {
-            self.host.truncate(before);
-            return Err(e);
-        }
-        report.backed_up_bytes = bytes;
-        Ok(())
     }
 
     /// Maps chunks of the same sizes at the same offsets again (granting access to the
@@ -153,15 +103,10 @@ impl<T: DevicePod> GrowableBuffer<T> {
         report.mapped_bytes = slept.sizes.iter().sum();
         let start = Instant::now();
         if slept.backed_up > 0 {
-            let restored = self.host.reservation().and_then(|host| {
-                Ok(host.copy_to(
-                    0,
-                    &self.backing.reservation,
-                    0,
-                    slept.backed_up,
-                    &self.backing.device,
-                )?)
-            });
+            let plan = [(0, slept.backed_up, 0)];
+            let restored =
+                self.host
+                    .restore(&self.backing.device, &self.backing.reservation, &plan);
             if let Err(e) = restored {
                 self.backing.rollback(chunks);
                 self.asleep = Some(slept);

@@ -78,7 +78,7 @@ pub struct SparseArray<T: DevicePod> {
     /// Set while the array sleeps.
     asleep: Option<sleep::SleptArray>,
     /// Host memory for sleep backups.
-    host: crate::caching::host_arena::KeptArena,
+    host: crate::sleeping::KeptArena,
     _elements: PhantomData<T>,
 }
 
@@ -162,7 +162,7 @@ impl<T: DevicePod> SparseArray<T> {
             zero: None,
             ahead: None,
             asleep: None,
-            host: crate::caching::host_arena::KeptArena::new(),
+            host: crate::sleeping::KeptArena::new(),
             _elements: PhantomData,
         };
         if config.background_spares {

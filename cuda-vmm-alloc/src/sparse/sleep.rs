@@ -3,15 +3,13 @@
 //! their bytes. Holes (and their zero blocks) stay as they are.
 
 use std::ops::Range;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::{tiles, Chunk, SparseArray};
 use crate::caching::{Backup, SleepReport, WakeReport};
 use crate::pod::DevicePod;
+use crate::sleeping;
 use crate::{Error, Result};
-
-/// How long a sleep waits for the releases it queued.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A sleeping array: the runs of tiles to commit again, where their bytes went, and
 /// whether the background spares worker ran.
@@ -56,17 +54,7 @@ impl<T: DevicePod> SparseArray<T> {
                 message: "the sparse array is asleep already".into(),
             });
         }
-        let handles = self.backing.props.requested_handle_types();
-        if !handles.is_empty() {
-            // An importer may still map the chunks: released, they would not go back to
-            // the driver, and after wake its mapping would see other memory.
-            return Err(Error::InvalidRequest {
-                message: format!(
-                    "the sparse array's memory is exportable ({handles:?}): an importer may hold it, \
-                     so it cannot sleep"
-                ),
-            });
-        }
+        crate::sleeping::refuse_exportable(&self.backing.props, "sparse array")?;
         let ahead = self.stop_ahead().is_some();
         let result = self.sleep_now(backup, ahead);
         if result.is_err() && ahead {
@@ -79,13 +67,7 @@ impl<T: DevicePod> SparseArray<T> {
         self.release_spares()?;
         let device = self.backing.device.clone();
         let mut report = SleepReport::default();
-        let start = Instant::now();
-        device.synchronize()?;
-        if let Err(e) = device.cuda().flush_releases(FLUSH_TIMEOUT) {
-            tracing::warn!("flushing releases before a sleep: {e}");
-        }
-        self.backing.retry_stranded()?;
-        report.wait = start.elapsed();
+        sleeping::wait_for_device(&mut self.backing, &mut report)?;
         let tile = self.tile_bytes;
         let runs = tiles::runs(self.committed.keys().copied());
         let mut plan = Vec::new();
@@ -97,7 +79,8 @@ impl<T: DevicePod> SparseArray<T> {
                 at += len;
             }
             if at > 0 {
-                self.back_up(&plan, at, &mut report)?;
+                let src = &self.backing.reservation;
+                self.host.back_up(&device, src, &plan, at, &mut report)?;
             }
         }
         let start = Instant::now();
@@ -109,13 +92,7 @@ impl<T: DevicePod> SparseArray<T> {
             }
             return Err(e);
         }
-        match device.cuda().flush_releases(FLUSH_TIMEOUT) {
-            Ok(true) => {}
-            Ok(false) => {
-                report.release_error = Some("releases still queued after the timeout".into());
-            }
-            Err(e) => report.release_error = Some(e.to_string()),
-        }
+        sleeping::await_release(&device, &mut report);
         report.release = start.elapsed();
         self.asleep = Some(SleptArray {
             runs,
@@ -123,39 +100,6 @@ impl<T: DevicePod> SparseArray<T> {
             ahead,
         });
         Ok(report)
-    }
-
-    fn back_up(
-        &mut self,
-        plan: &[(usize, usize, usize)],
-        bytes: usize,
-        report: &mut SleepReport,
-    ) -> Result<()> {
-        let device = self.backing.device.clone();
-        let start = Instant::now();
-        let before = self.host.arena.as_ref().map_or(0, |a| a.bytes());
-        let (arena, grown) = self.host.ensure(&device, bytes)?;
-        report.host_prepared_bytes = grown;
-        report.host_prepare = start.elapsed();
-        let start = Instant::now();
-        let copied = (|| -> Result<()> {
-            let host = arena.reservation().ok_or_else(|| Error::InvalidConfig {
-                message: "a host arena without memory".into(),
-            })?;
-            for &(offset, len, at) in plan {
-                self.backing
-                    .reservation
-                    .copy_to(offset, host, at, len, &device)?;
-            }
-            Ok(())
-        })();
-        report.backup = start.elapsed();
-        if let Err(e) = copied {
-            self.host.truncate(before);
-            return Err(e);
-        }
-        report.backed_up_bytes = bytes;
-        Ok(())
     }
 
     /// Commits the tiles that were committed when it fell asleep (access for the device and
