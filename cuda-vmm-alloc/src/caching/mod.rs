@@ -45,7 +45,7 @@
 //! # }
 //! ```
 
-mod allocator;
+pub(crate) mod allocator;
 pub(crate) mod arena;
 mod block;
 mod config;

@@ -189,6 +189,16 @@ impl CachingAllocator {
         &self.inner.device
     }
 
+    /// The shared state (for a [`SleepGroup`](crate::SleepGroup)'s weak handle).
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
+    /// An allocator handle on existing shared state.
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> CachingAllocator {
+        CachingAllocator { inner }
+    }
+
     /// The settings.
     pub fn config(&self) -> &CachingConfig {
         &self.inner.config
