@@ -235,3 +235,47 @@ fn an_exportable_buffer_is_refused() -> TestResult {
     assert_eq!(b.to_vec()?, values(g / 4, 3));
     Ok(())
 }
+
+/// A memset queued on a held stream (not recorded as a use, as a kernel of another
+/// library): `sleep` waits for it, so the backup holds what it wrote. Run for a buffer and a
+/// sparse array; removing the device wait before the backup fails both.
+#[test]
+fn sleep_waits_for_work_it_cannot_see() -> TestResult {
+    let Some((d, g)) = crate::simulated_device("needs the simulator's stream holds")? else {
+        return Ok(());
+    };
+    let _memory = crate::memory_shared();
+    let mut b = filled(&d, g / 4, None)?;
+    let per_tile = g / 4;
+    let mut a = cuda_vmm_alloc::SparseArray::<u32>::new(&d, 4 * per_tile, Default::default())?;
+    a.commit(0..per_tile)?;
+    for (ptr, what) in [(b.ptr(), "buffer"), (a.ptr(), "array")] {
+        let s = cuda_vmm::Stream::new(&d)?;
+        let hold = cuda_vmm_sim::hold_stream(s.raw());
+        assert!(hold.is_active());
+        crate::caching::adversarial_sleep::memset_async(&d, &s, ptr, 0x5A, g)?;
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(hold);
+        });
+        if what == "buffer" {
+            b.sleep(Backup::Host)?;
+            b.wake()?;
+        } else {
+            a.sleep(Backup::Host)?;
+            a.wake()?;
+        }
+        release.join().map_err(|_| "release thread")?;
+    }
+    assert!(
+        b.to_vec()?.iter().all(|&v| v == 0x5A5A_5A5A),
+        "buffer: the backup missed the memset"
+    );
+    let mut out = vec![0u32; per_tile];
+    a.read(0..per_tile, &mut out)?;
+    assert!(
+        out.iter().all(|&v| v == 0x5A5A_5A5A),
+        "array: the backup missed the memset"
+    );
+    Ok(())
+}

@@ -213,7 +213,13 @@ fn a_very_long_tag_name_and_a_thousand_tags_sleep_and_wake_in_one_call() -> Test
 }
 
 /// Queues `cuMemsetD8Async` of `len` bytes at `ptr` on `stream`.
-fn memset_async(d: &Device, stream: &Stream, ptr: u64, byte: u8, len: usize) -> TestResult {
+pub(crate) fn memset_async(
+    d: &Device,
+    stream: &Stream,
+    ptr: u64,
+    byte: u8,
+    len: usize,
+) -> TestResult {
     d.make_current()?;
     // SAFETY: the caller passes a block it holds (mapped read-write) and a live stream.
     let rc = unsafe { bare::memset_d8_async(d.cuda().api(), ptr, byte, len, stream.raw()) }?;
