@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use cuda_vmm::Device;
 use cuda_vmm_alloc::{Backup, BufferConfig, ChunkPool, Error, GrowableBuffer, PoolConfig};
-use cuda_vmm_sys::CUresult;
 
-use crate::adversarial::calls_made_of;
 use crate::device;
 use cuda_vmm_tests::helpers::{gran, TestResult};
 
@@ -146,19 +144,7 @@ fn wake_grants_the_peers_access_again() -> TestResult {
     Ok(())
 }
 
-const CALLS: &[&str] = &[
-    "cuCtxSynchronize",
-    "cuMemAddressReserve",
-    "cuMemCreate",
-    "cuMemMap",
-    "cuMemSetAccess",
-    "cuMemcpyDtoDAsync_v2",
-    "cuStreamSynchronize",
-];
-
-/// Every driver call of a sleep with a backup (before its release) and of a wake, failed
-/// once: a failed sleep leaves the buffer awake and intact, a failed wake leaves it asleep
-/// with its backup, and the retry succeeds.
+/// Every fault of a buffer's sleep and wake (see [`crate::sleep_faults`]).
 #[test]
 fn every_fault_of_a_buffer_s_sleep_and_wake_leaves_a_state_a_retry_completes() -> TestResult {
     let Some((d, g)) = crate::simulated_device(crate::FAULT_INJECTION)? else {
@@ -166,45 +152,14 @@ fn every_fault_of_a_buffer_s_sleep_and_wake_leaves_a_state_a_retry_completes() -
     };
     let _memory = crate::memory_shared();
     let n = g / 2 + 5;
-    let (sleep_calls, wake_calls) = {
-        let mut b = filled(&d, n, None)?;
-        let s = calls_made_of(CALLS, || drop(b.sleep(Backup::Host)));
-        let w = calls_made_of(CALLS, || drop(b.wake()));
-        (s, w)
-    };
-    assert!(
-        wake_calls.iter().any(|c| c.0 == "cuMemCreate"),
-        "{wake_calls:?}"
-    );
-    for &(symbol, nth) in &sleep_calls {
-        let mut b = filled(&d, n, None)?;
-        let committed = b.committed_bytes();
-        let failed = {
-            let _f = cuda_vmm_sim::inject_fault(symbol, nth, CUresult::CUDA_ERROR_UNKNOWN);
-            b.sleep(Backup::Host)
-        };
-        assert!(failed.is_err(), "sleep: {symbol} #{nth} did not fail");
-        assert!(!b.is_asleep(), "sleep: {symbol} #{nth}");
-        assert_eq!(b.committed_bytes(), committed);
-        assert_eq!(b.to_vec()?, values(n, 7), "sleep: {symbol} #{nth}");
-        b.sleep(Backup::Host)?;
-        b.wake()?;
-        assert_eq!(b.to_vec()?, values(n, 7));
-    }
-    for &(symbol, nth) in &wake_calls {
-        let mut b = filled(&d, n, None)?;
-        b.sleep(Backup::Host)?;
-        let failed = {
-            let _f = cuda_vmm_sim::inject_fault(symbol, nth, CUresult::CUDA_ERROR_OUT_OF_MEMORY);
-            b.wake()
-        };
-        assert!(failed.is_err(), "wake: {symbol} #{nth} did not fail");
-        assert!(b.is_asleep(), "wake: {symbol} #{nth}");
-        assert!(d.cuda().flush_releases(FLUSH)?);
-        b.wake()?;
-        assert_eq!(b.to_vec()?, values(n, 7), "wake: {symbol} #{nth}");
-    }
-    Ok(())
+    crate::sleep_faults::every_fault(
+        &d,
+        || Ok(filled(&d, n, None)?),
+        |b| {
+            assert_eq!(b.to_vec()?, values(n, 7));
+            Ok(())
+        },
+    )
 }
 
 /// Exportable memory cannot sleep: an importer may still map it. Refused, changing nothing.

@@ -33,6 +33,7 @@ pub(crate) mod reliability;
 mod safe;
 mod sharing;
 mod sim;
+mod sleep_faults;
 mod sleep_group;
 mod soundness;
 mod soundness_pool;

@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use cuda_vmm::Device;
 use cuda_vmm_alloc::{Backup, Error, HoleBehavior, SparseArray, SparseConfig};
-use cuda_vmm_sys::CUresult;
 
-use crate::adversarial::calls_made_of;
 use crate::device;
 use cuda_vmm_tests::helpers::{gran, TestResult};
 
@@ -128,61 +126,17 @@ fn holes_read_zeros_after_wake_spares_are_released_and_discard_keeps_the_layout(
     Ok(())
 }
 
-const CALLS: &[&str] = &[
-    "cuCtxSynchronize",
-    "cuMemAddressReserve",
-    "cuMemCreate",
-    "cuMemMap",
-    "cuMemSetAccess",
-    "cuMemcpyDtoDAsync_v2",
-    "cuStreamSynchronize",
-];
-
+/// Every fault of an array's sleep and wake (see [`crate::sleep_faults`]).
 #[test]
 fn every_fault_of_an_array_s_sleep_and_wake_leaves_a_state_a_retry_completes() -> TestResult {
-    let Some((d, _g)) = crate::simulated_device(crate::FAULT_INJECTION)? else {
+    let Some((d, g)) = crate::simulated_device(crate::FAULT_INJECTION)? else {
         return Ok(());
     };
     let _memory = crate::memory_shared();
-    let (sleep_calls, wake_calls) = {
-        let (mut a, _) = array(&d, SparseConfig::default())?;
-        let s = calls_made_of(CALLS, || drop(a.sleep(Backup::Host)));
-        let w = calls_made_of(CALLS, || drop(a.wake()));
-        (s, w)
-    };
-    assert!(
-        wake_calls.iter().any(|c| c.0 == "cuMemCreate"),
-        "{wake_calls:?}"
-    );
-    for &(symbol, nth) in &sleep_calls {
-        let (mut a, per_tile) = array(&d, SparseConfig::default())?;
-        let committed = a.committed_bytes();
-        let failed = {
-            let _f = cuda_vmm_sim::inject_fault(symbol, nth, CUresult::CUDA_ERROR_UNKNOWN);
-            a.sleep(Backup::Host)
-        };
-        assert!(failed.is_err(), "sleep: {symbol} #{nth} did not fail");
-        assert!(
-            !a.is_asleep() && a.committed_bytes() == committed,
-            "sleep: {symbol} #{nth}"
-        );
-        check(&a, per_tile)?;
-        a.sleep(Backup::Host)?;
-        a.wake()?;
-        check(&a, per_tile)?;
-    }
-    for &(symbol, nth) in &wake_calls {
-        let (mut a, per_tile) = array(&d, SparseConfig::default())?;
-        a.sleep(Backup::Host)?;
-        let failed = {
-            let _f = cuda_vmm_sim::inject_fault(symbol, nth, CUresult::CUDA_ERROR_OUT_OF_MEMORY);
-            a.wake()
-        };
-        assert!(failed.is_err(), "wake: {symbol} #{nth} did not fail");
-        assert!(a.is_asleep(), "wake: {symbol} #{nth}");
-        assert!(d.cuda().flush_releases(FLUSH)?);
-        a.wake()?;
-        check(&a, per_tile)?;
-    }
-    Ok(())
+    let per_tile = g / 4;
+    crate::sleep_faults::every_fault(
+        &d,
+        || Ok(array(&d, SparseConfig::default())?.0),
+        |a| check(a, per_tile),
+    )
 }
