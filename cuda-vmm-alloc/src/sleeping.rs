@@ -11,6 +11,9 @@ use crate::caching::host_arena::HostArena;
 use crate::caching::SleepReport;
 use crate::{Error, Result};
 
+/// A run backed up: `(offset in its source, len, offset in the host arena)`.
+pub(crate) type Run = (usize, usize, usize);
+
 /// How long a sleep waits for the releases it queued.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -27,6 +30,22 @@ pub(crate) fn refuse_exportable(props: &AllocationProps, what: &str) -> Result<(
              cannot sleep"
         ),
     })
+}
+
+/// Refuses `operation` with [`Error::Asleep`] (naming the structure `what()`) while
+/// `asleep`.
+pub(crate) fn check_awake(
+    asleep: bool,
+    what: impl FnOnce() -> String,
+    operation: &'static str,
+) -> Result<()> {
+    if asleep {
+        return Err(Error::Asleep {
+            tag: what(),
+            operation,
+        });
+    }
+    Ok(())
 }
 
 /// Waits for the device (a synchronisation: every unmap's contract), for queued releases,
@@ -92,6 +111,19 @@ impl KeptArena {
             })
     }
 
+    /// Bytes of host memory held.
+    pub(crate) fn bytes(&self) -> usize {
+        self.arena.as_ref().map_or(0, HostArena::bytes)
+    }
+
+    /// Gives the host memory back unless a backup asleep uses it; the bytes given back.
+    pub(crate) fn release_unless_asleep(&mut self, asleep: bool) -> usize {
+        if asleep {
+            return 0;
+        }
+        self.truncate(0)
+    }
+
     /// Gives back host allocations past `keep` bytes; the bytes given back.
     pub(crate) fn truncate(&mut self, keep: usize) -> usize {
         self.arena.as_mut().map_or(0, |a| a.truncate(keep))
@@ -99,20 +131,23 @@ impl KeptArena {
 }
 
 impl KeptArena {
-    /// Copies `plan`'s runs (`(offset in src, len, offset in the arena)`, `bytes` in all)
-    /// from `src` into the arena, grown first if needed; timed into `report`. A failure
-    /// gives back what the arena grew by.
+    /// Copies each source's runs (`(offset in the source, len, offset in the arena)`)
+    /// into the arena, grown first to hold the last run; timed and counted into `report`.
+    /// A failure gives back what the arena grew by.
     pub(crate) fn back_up(
         &mut self,
         device: &Device,
-        src: &Reservation,
-        plan: &[(usize, usize, usize)],
-        bytes: usize,
+        sources: &[(&Reservation, &[Run])],
         report: &mut SleepReport,
     ) -> Result<()> {
+        let runs = || sources.iter().flat_map(|(_, plan)| plan.iter());
+        let end = runs().map(|&(_, len, at)| at + len).max().unwrap_or(0);
+        if runs().all(|r| r.1 == 0) {
+            return Ok(());
+        }
         let start = Instant::now();
         let before = self.arena.as_ref().map_or(0, HostArena::bytes);
-        let (arena, grown) = self.ensure(device, bytes)?;
+        let (arena, grown) = self.ensure(device, end)?;
         report.host_prepared_bytes = grown;
         report.host_prepare = start.elapsed();
         let start = Instant::now();
@@ -120,8 +155,10 @@ impl KeptArena {
             let host = arena.reservation().ok_or_else(|| Error::InvalidConfig {
                 message: "a host arena without memory".into(),
             })?;
-            for &(offset, len, at) in plan {
-                src.copy_to(offset, host, at, len, device)?;
+            for (src, plan) in sources {
+                for &(offset, len, at) in plan.iter() {
+                    src.copy_to(offset, host, at, len, device)?;
+                }
             }
             Ok(())
         })();
@@ -130,7 +167,7 @@ impl KeptArena {
             self.truncate(before);
             return Err(e);
         }
-        report.backed_up_bytes = bytes;
+        report.backed_up_bytes = runs().map(|r| r.1).sum();
         Ok(())
     }
 

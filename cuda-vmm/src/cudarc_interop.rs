@@ -359,14 +359,3 @@ unsafe impl<'a, 'b: 'a, 'c: 'b, T> PushKernelArg<&'b CudarcReadView<'c, T>> for 
         self.arg(&arg.core.ptr)
     }
 }
-
-impl crate::stream::Stream {
-    /// Makes later work on this stream wait for the cudarc `event` (`cuStreamWaitEvent`):
-    /// what cudarc recorded, this crate's work follows. The host does not block.
-    pub fn wait_cudarc_event(&self, event: &CudaEvent) -> Result<()> {
-        crate::raw::require!(self.device().cuda().api(), cuStreamWaitEvent);
-        let bound = self.device().bind()?;
-        let api = self.device().cuda().api();
-        bound.finish(self.handle().wait_cudarc_event(api, event))
-    }
-}

@@ -20,13 +20,11 @@ pub(crate) struct SleptBuffer {
 impl<T: DevicePod> GrowableBuffer<T> {
     /// Refuses `operation` with [`Error::Asleep`] while the buffer sleeps.
     pub(crate) fn check_awake(&self, operation: &'static str) -> Result<()> {
-        match self.asleep {
-            Some(_) => Err(Error::Asleep {
-                tag: format!("buffer {}", self.id),
-                operation,
-            }),
-            None => Ok(()),
-        }
+        sleeping::check_awake(
+            self.asleep.is_some(),
+            || format!("buffer {}", self.id),
+            operation,
+        )
     }
 
     /// Whether the buffer sleeps.
@@ -60,8 +58,8 @@ impl<T: DevicePod> GrowableBuffer<T> {
         let bytes = self.len * size_of::<T>();
         if backup == Backup::Host && bytes > 0 {
             let plan = [(0, bytes, 0)];
-            let src = &self.backing.reservation;
-            self.host.back_up(&device, src, &plan, bytes, &mut report)?;
+            let sources = [(&self.backing.reservation, &plan[..])];
+            self.host.back_up(&device, &sources, &mut report)?;
         }
         let start = Instant::now();
         let sizes: Vec<usize> = self.chunks.iter().map(|c| c.mapping.size()).collect();
@@ -131,9 +129,6 @@ impl<T: DevicePod> GrowableBuffer<T> {
     /// Gives the backup's pinned host memory back when no backup uses it (the buffer is
     /// awake); returns the bytes given back.
     pub fn release_host_backup(&mut self) -> usize {
-        if self.asleep.is_some() {
-            return 0;
-        }
-        self.host.truncate(0)
+        self.host.release_unless_asleep(self.asleep.is_some())
     }
 }

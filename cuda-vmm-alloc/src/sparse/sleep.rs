@@ -23,13 +23,11 @@ pub(crate) struct SleptArray {
 impl<T: DevicePod> SparseArray<T> {
     /// Refuses `operation` with [`Error::Asleep`] while the array sleeps.
     pub(crate) fn check_awake(&self, operation: &'static str) -> Result<()> {
-        match self.asleep {
-            Some(_) => Err(Error::Asleep {
-                tag: format!("sparse array at {:#x}", self.backing.reservation.ptr()),
-                operation,
-            }),
-            None => Ok(()),
-        }
+        sleeping::check_awake(
+            self.asleep.is_some(),
+            || format!("sparse array at {:#x}", self.backing.reservation.ptr()),
+            operation,
+        )
     }
 
     /// Whether the array sleeps.
@@ -79,8 +77,8 @@ impl<T: DevicePod> SparseArray<T> {
                 at += len;
             }
             if at > 0 {
-                let src = &self.backing.reservation;
-                self.host.back_up(&device, src, &plan, at, &mut report)?;
+                let sources = [(&self.backing.reservation, &plan[..])];
+                self.host.back_up(&device, &sources, &mut report)?;
             }
         }
         let start = Instant::now();
@@ -183,9 +181,6 @@ impl<T: DevicePod> SparseArray<T> {
     /// Gives the backup's pinned host memory back when the array is awake; returns the
     /// bytes given back.
     pub fn release_host_backup(&mut self) -> usize {
-        if self.asleep.is_some() {
-            return 0;
-        }
-        self.host.truncate(0)
+        self.host.release_unless_asleep(self.asleep.is_some())
     }
 }

@@ -13,7 +13,6 @@ use super::arena::State as BlockState;
 use super::arena::{round_up, ALIGN};
 use super::block::CachedBlock;
 use super::config::CachingConfig;
-use super::host_arena::HostArena;
 use super::pages::PageCache;
 use super::segment::Segment;
 use super::stats::CachingStats;
@@ -95,7 +94,7 @@ struct State {
     /// Tags asleep now.
     asleep: Vec<u16>,
     /// Pinned host memory for backups, created on the first sleep with one.
-    host: Option<HostArena>,
+    host: crate::sleeping::KeptArena,
     /// Bytes of `host` that backups asleep now use (from its start).
     host_used: usize,
     /// Bytes of blocks handed out in sleeping pools (in `allocated_bytes`, not backed by
@@ -170,7 +169,7 @@ impl CachingAllocator {
                     index: HashMap::new(),
                     tags: vec![String::new()],
                     asleep: Vec::new(),
-                    host: None,
+                    host: crate::sleeping::KeptArena::new(),
                     host_used: 0,
                     asleep_allocated: 0,
                     pending: Vec::new(),

@@ -8,8 +8,8 @@ use std::time::Instant;
 use cuda_vmm::{AccessFlags, Mapping, Reservation};
 
 use super::{CachingAllocator, Inner, State, FLUSH_TIMEOUT};
-use crate::caching::host_arena::HostArena;
 use crate::caching::sleep::{Backup, SleepReport, WakeReport};
+use crate::sleeping::Run;
 use crate::{Error, Result};
 
 /// A sleeping pool: the pages to map again, and where its blocks' bytes went.
@@ -248,7 +248,7 @@ impl CachingAllocator {
             .max()
             .unwrap_or(0);
         if state.host_used == 0 && !inner.config.keep_host_backup {
-            report.host_released_bytes = state.host.as_mut().map_or(0, |h| h.truncate(0));
+            report.host_released_bytes = state.host.truncate(0);
         }
         tracing::debug!(?tags, ?report, "caching.wake");
         Ok(report)
@@ -259,7 +259,7 @@ impl CachingAllocator {
     pub fn release_host_backup(&self) -> usize {
         let mut state = self.inner.state.lock();
         let used = state.host_used;
-        state.host.as_mut().map_or(0, |h| h.truncate(used))
+        state.host.truncate(used)
     }
 
     /// Whether `tag` is asleep.
@@ -345,44 +345,14 @@ impl Inner {
                 .collect();
             plans.push(runs);
         }
-        let start = Instant::now();
-        if state.host.is_none() {
-            state.host = Some(HostArena::new(&self.device)?);
-        }
-        let host = state.host.as_mut().ok_or_else(|| Error::InvalidConfig {
-            message: "no host arena".into(),
-        })?;
-        let before = host.bytes();
-        host.ensure(at)?;
-        report.host_prepared_bytes = host.bytes() - before;
-        report.host_prepare = start.elapsed();
-        let start = Instant::now();
-        let copied = (|| -> Result<usize> {
-            let Some(arena) = host.reservation() else {
-                return Ok(0);
-            };
-            let mut bytes = 0;
-            for (&i, runs) in pools.iter().zip(&plans) {
-                let segment = state.pools[i].segment.reservation();
-                for &(offset, len, host_offset) in runs {
-                    segment.copy_to(offset, arena, host_offset, len, &self.device)?;
-                    bytes += len;
-                }
-            }
-            Ok(bytes)
-        })();
-        report.backup = start.elapsed();
-        match copied {
-            Ok(bytes) => {
-                report.backed_up_bytes = bytes;
-                state.host_used = at;
-                Ok(plans)
-            }
-            Err(e) => {
-                host.truncate(before);
-                Err(e)
-            }
-        }
+        let sources: Vec<(&Reservation, &[Run])> = pools
+            .iter()
+            .zip(&plans)
+            .map(|(&i, runs)| (state.pools[i].segment.reservation(), runs.as_slice()))
+            .collect();
+        state.host.back_up(&self.device, &sources, report)?;
+        state.host_used = at;
+        Ok(plans)
     }
 
     /// Copies the backups of `woken` pools back from the host arena.
@@ -393,23 +363,9 @@ impl Inner {
             if slept.backup.is_empty() {
                 continue;
             }
-            let arena = state
-                .host
-                .as_ref()
-                .and_then(HostArena::reservation)
-                .ok_or_else(|| Error::InvalidConfig {
-                    message: "a backup without host memory".into(),
-                })?;
-            for &(offset, len, host_offset) in &slept.backup {
-                arena.copy_to(
-                    host_offset,
-                    pool.segment.reservation(),
-                    offset,
-                    len,
-                    &self.device,
-                )?;
-                report.restored_bytes += len;
-            }
+            let dst = pool.segment.reservation();
+            state.host.restore(&self.device, dst, &slept.backup)?;
+            report.restored_bytes += slept.backup.iter().map(|r| r.1).sum::<usize>();
         }
         Ok(())
     }

@@ -58,7 +58,7 @@ impl Inner {
         let mut stats = state.stats.clone();
         stats.releasing_bytes = self.releasing.load(Ordering::Acquire);
         stats.cached_chunk_bytes = self.pages.held_bytes();
-        stats.host_backup_bytes = state.host.as_ref().map_or(0, |h| h.bytes());
+        stats.host_backup_bytes = state.host.bytes();
         stats.inactive_bytes = state.inactive();
         stats.pending_blocks = state.pending.len() as u64;
         stats.segments = state.pools.len();
