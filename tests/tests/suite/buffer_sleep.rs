@@ -162,22 +162,28 @@ fn every_fault_of_a_buffer_s_sleep_and_wake_leaves_a_state_a_retry_completes() -
     )
 }
 
-/// Exportable memory cannot sleep: an importer may still map it. Refused, changing nothing.
-#[test]
-fn an_exportable_buffer_is_refused() -> TestResult {
-    let _memory = crate::memory_shared();
-    let d = device()?;
-    let g = gran(&d)?;
-    let props = cuda_vmm::AllocationProps::device(&d).handle_types(cuda_vmm::HandleTypes::POSIX_FD);
+/// A buffer of POSIX-fd exportable memory holding `values(n, 3)`.
+pub(crate) fn exportable(d: &Device, n: usize) -> Result<GrowableBuffer<u32>, Error> {
+    let props = cuda_vmm::AllocationProps::device(d).handle_types(cuda_vmm::HandleTypes::POSIX_FD);
     let mut b = GrowableBuffer::<u32>::new(
-        &d,
+        d,
         BufferConfig {
             max_capacity: Some(16 << 20),
             props: Some(props),
             ..BufferConfig::default()
         },
     )?;
-    b.extend_from_slice(&values(g / 4, 3))?;
+    b.extend_from_slice(&values(n, 3))?;
+    Ok(b)
+}
+
+/// Exportable memory cannot sleep: an importer may still map it. Refused, changing nothing.
+#[test]
+fn an_exportable_buffer_is_refused() -> TestResult {
+    let _memory = crate::memory_shared();
+    let d = device()?;
+    let g = gran(&d)?;
+    let mut b = exportable(&d, g / 4)?;
     let committed = b.committed_bytes();
     match b.sleep(Backup::Host) {
         Err(Error::InvalidRequest { message }) => {

@@ -105,17 +105,7 @@ fn a_refused_member_wakes_the_members_slept_before_it() -> TestResult {
     let d = device()?;
     let g = gran(&d)?;
     let first = buffer(&d, g / 2, 2)?;
-    let props = cuda_vmm::AllocationProps::device(&d).handle_types(cuda_vmm::HandleTypes::POSIX_FD);
-    let mut exported = GrowableBuffer::<u32>::new(
-        &d,
-        BufferConfig {
-            max_capacity: Some(16 << 20),
-            props: Some(props),
-            ..BufferConfig::default()
-        },
-    )?;
-    exported.extend_from_slice(&values(16, 3))?;
-    let exported = Arc::new(Mutex::new(exported));
+    let exported = Arc::new(Mutex::new(crate::buffer_sleep::exportable(&d, 16)?));
     let group = SleepGroup::new();
     group.add_buffer("kv", &first)?;
     group.add_buffer("kv", &exported)?;
